@@ -1,0 +1,220 @@
+#include "core/array.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/parallel.hpp"
+
+namespace nk {
+
+namespace {
+inline int64_t itemsize(DType d) { return (d == DType::f64) ? 8 : (d == DType::f32 ? 4 : 2); }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
+  return r + ")";
+}
+
+constexpr int64_t kStreamBytes = int64_t(8) << 20;  // non-temporal stores above this output size
+}  // namespace
+
+bool ArrayView::c_contiguous() const {
+  int64_t expect = 1;
+  for (int i = ndim() - 1; i >= 0; --i) {
+    if (shape[i] != 1 && strides[i] != expect) return false;
+    expect *= shape[i];
+  }
+  return true;
+}
+
+DType float_dtype(const py::array& a, const char* arg) {
+  const py::dtype dt = a.dtype();
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  if (kind == 'f' && size == 4) return DType::f32;
+  if (kind == 'f' && size == 8) return DType::f64;
+  throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
+                       std::string(py::str(dt)));
+}
+
+ArrayView view_of(const py::array& a, const char* arg) {
+  ArrayView v;
+  v.dtype = float_dtype(a, arg);
+  if (!a.dtype().attr("isnative").cast<bool>())
+    throw py::type_error(std::string(arg) + ": expected native byte order, got " + std::string(py::str(a.dtype())));
+  v.data = const_cast<void*>(a.data());
+  v.writeable = a.writeable();
+  const int nd = int(a.ndim());
+  const int64_t isz = itemsize(v.dtype);
+  v.shape.resize(nd);
+  v.strides.resize(nd);
+  for (int i = 0; i < nd; ++i) {
+    v.shape[i] = a.shape(i);
+    const int64_t sb = a.strides(i);
+    if (sb % isz != 0)
+      throw py::value_error(std::string(arg) + ": strides must be a multiple of the item size (unaligned view)");
+    v.strides[i] = sb / isz;
+    v.size *= v.shape[i];
+  }
+  if (v.size > 0 && (reinterpret_cast<uintptr_t>(v.data) % uintptr_t(isz)) != 0)
+    throw py::value_error(std::string(arg) + ": data pointer is not aligned to the item size");
+  return v;
+}
+
+py::array as_array(const py::handle& h, const char* arg) {
+  if (py::isinstance<py::array>(h)) return py::reinterpret_borrow<py::array>(h);
+  if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
+  py::module_ np = py::module_::import("numpy");
+  py::array a = np.attr("asarray")(h);
+  if (a.dtype().kind() == 'O') throw py::type_error(std::string(arg) + ": expected a numeric array");
+  return a;
+}
+
+py::array empty_array(DType dt, const std::vector<int64_t>& shape) {
+  std::vector<py::ssize_t> s(shape.begin(), shape.end());
+  if (dt == DType::f32) return py::array_t<float>(s);
+  if (dt == DType::f64) return py::array_t<double>(s);
+  throw py::type_error(std::string("unsupported dtype ") + dtype_name(dt));
+}
+
+py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>& shape, const char* arg) {
+  if (out.is_none()) return empty_array(dt, shape);
+  if (!py::isinstance<py::array>(out))
+    throw py::type_error(std::string(arg) + ": expected a NumPy array or None, got " +
+                         std::string(py::str(py::type::of(out).attr("__name__"))));
+  py::array o = py::reinterpret_borrow<py::array>(out);
+  ArrayView v = view_of(o, arg);
+  if (v.dtype != dt)
+    throw py::type_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(v.dtype));
+  if (v.shape != shape)
+    throw py::value_error(std::string(arg) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
+  if (!v.writeable) throw py::value_error(std::string(arg) + ": array is read-only");
+  return o;
+}
+
+void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn) {
+  if (a.shape != b.shape)
+    throw py::value_error(std::string(bn) + ": expected the shape of " + an + " " + shape_str(a.shape) + ", got " +
+                          shape_str(b.shape));
+}
+
+void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn) {
+  if (a.dtype != b.dtype)
+    throw py::type_error(std::string(bn) + ": expected the dtype of " + an + " (" + dtype_name(a.dtype) + "), got " +
+                         dtype_name(b.dtype));
+}
+
+static void byte_extent(const ArrayView& v, uintptr_t& lo, uintptr_t& hi) {
+  const int64_t isz = itemsize(v.dtype);
+  int64_t mn = 0, mx = 0;
+  for (int i = 0; i < v.ndim(); ++i) {
+    const int64_t span = (v.shape[i] - 1) * v.strides[i];
+    if (span < 0) mn += span; else mx += span;
+  }
+  lo = reinterpret_cast<uintptr_t>(v.data) + uintptr_t(mn * isz);
+  hi = reinterpret_cast<uintptr_t>(v.data) + uintptr_t((mx + 1) * isz);
+}
+
+bool may_overlap(const ArrayView& a, const ArrayView& b) {
+  if (a.size == 0 || b.size == 0) return false;
+  uintptr_t alo, ahi, blo, bhi;
+  byte_extent(a, alo, ahi);
+  byte_extent(b, blo, bhi);
+  return alo < bhi && blo < ahi;
+}
+
+bool same_layout(const ArrayView& a, const ArrayView& b) {
+  return a.data == b.data && a.shape == b.shape && a.strides == b.strides && a.dtype == b.dtype;
+}
+
+py::array contiguous_copy(const py::array& a) {
+  py::module_ np = py::module_::import("numpy");
+  return np.attr("array")(a, py::arg("copy") = true, py::arg("order") = "C");
+}
+
+void run_elementwise(const ArrayView* ins, int n_in, const ArrayView& out, ElementwiseFn fn, const void* params,
+                     int64_t grain_elems) {
+  const int64_t n = out.size;
+  if (n == 0) return;
+  const int64_t isz = itemsize(out.dtype);
+  bool contiguous = out.c_contiguous();
+  for (int k = 0; k < n_in; ++k) contiguous = contiguous && ins[k].c_contiguous();
+
+  if (contiguous) {
+    const bool stream = n * isz >= kStreamBytes;
+    parallel_for(n, grain_elems, [&](int64_t b, int64_t e) {
+      const void* p[4];
+      for (int k = 0; k < n_in; ++k) p[k] = static_cast<const char*>(ins[k].data) + b * isz;
+      fn(p, static_cast<char*>(out.data) + b * isz, e - b, params, stream);
+    });
+    return;
+  }
+
+  // Coalesce the dimensions shared by every operand; drop length-1 dimensions.
+  const int nops = n_in + 1;
+  std::vector<int64_t> shape;
+  std::vector<std::vector<int64_t>> strides(nops);
+  for (int d = 0; d < out.ndim(); ++d) {
+    if (out.shape[d] == 1) continue;
+    shape.push_back(out.shape[d]);
+    for (int k = 0; k < nops; ++k) strides[k].push_back(k < n_in ? ins[k].strides[d] : out.strides[d]);
+  }
+  for (int d = int(shape.size()) - 2; d >= 0; --d) {
+    bool merge = true;
+    for (int k = 0; k < nops; ++k) merge = merge && strides[k][d] == strides[k][d + 1] * shape[d + 1];
+    if (!merge) continue;
+    shape[d] *= shape[d + 1];
+    shape.erase(shape.begin() + d + 1);
+    for (int k = 0; k < nops; ++k) {
+      strides[k][d] = strides[k][d + 1];
+      strides[k].erase(strides[k].begin() + d + 1);
+    }
+  }
+  const int nd = int(shape.size());
+  const int64_t inner = shape[nd - 1];
+  const int64_t rows = n / inner;
+  constexpr int64_t kBlock = 2048;
+  const int64_t row_grain = std::max<int64_t>(1, grain_elems / inner);
+
+  parallel_for(rows, row_grain, [&](int64_t rb, int64_t re) {
+    std::vector<char> buf(size_t(nops) * kBlock * isz);
+    std::vector<int64_t> idx(nd, 0);
+    for (int64_t r = rb; r < re; ++r) {
+      // offsets of this row for every operand
+      int64_t off[5] = {0, 0, 0, 0, 0};
+      int64_t rem = r;
+      for (int d = nd - 2; d >= 0; --d) {
+        const int64_t i = rem % shape[d];
+        rem /= shape[d];
+        for (int k = 0; k < nops; ++k) off[k] += i * strides[k][d];
+      }
+      for (int64_t c0 = 0; c0 < inner; c0 += kBlock) {
+        const int64_t len = std::min(kBlock, inner - c0);
+        const void* p[4];
+        for (int k = 0; k < n_in; ++k) {
+          const char* base = static_cast<const char*>(ins[k].data) + (off[k] + c0 * strides[k][nd - 1]) * isz;
+          const int64_t s = strides[k][nd - 1];
+          if (s == 1) {
+            p[k] = base;
+          } else {
+            char* dst = buf.data() + size_t(k) * kBlock * isz;
+            for (int64_t j = 0; j < len; ++j) std::memcpy(dst + j * isz, base + j * s * isz, size_t(isz));
+            p[k] = dst;
+          }
+        }
+        const int64_t so = strides[n_in][nd - 1];
+        char* obase = static_cast<char*>(out.data) + (off[n_in] + c0 * so) * isz;
+        if (so == 1) {
+          fn(p, obase, len, params, false);
+        } else {
+          char* tmp = buf.data() + size_t(n_in) * kBlock * isz;
+          fn(p, tmp, len, params, false);
+          for (int64_t j = 0; j < len; ++j) std::memcpy(obase + j * so * isz, tmp + j * isz, size_t(isz));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace nk

@@ -1,0 +1,59 @@
+// Host-side array handling for the bindings: typed views of NumPy arrays, argument
+// checks that raise clear Python exceptions, output allocation, and the elementwise
+// driver that runs a contiguous 1-D kernel over any strided layout.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/common.hpp"
+
+namespace nk {
+namespace py = pybind11;
+
+// A typed view of an n-d array: strides in elements (NumPy's are in bytes).
+struct ArrayView {
+  void* data = nullptr;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in elements
+  int64_t size = 1;
+  bool writeable = false;
+  int ndim() const { return int(shape.size()); }
+  bool c_contiguous() const;
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+};
+
+// dtype of a NumPy array if it is a supported float type; TypeError naming `arg` otherwise.
+DType float_dtype(const py::array& a, const char* arg);
+// View of `a`; requires a supported float dtype and element-aligned strides.
+ArrayView view_of(const py::array& a, const char* arg);
+// Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
+py::array as_array(const py::handle& h, const char* arg);
+// New C-contiguous array of the given dtype and shape.
+py::array empty_array(DType dt, const std::vector<int64_t>& shape);
+// `out` argument: None -> fresh array like `like`; otherwise it must be a writeable ndarray
+// of the same shape and dtype (TypeError/ValueError naming "out").
+py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>& shape, const char* arg = "out");
+void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
+void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
+// True when the memory spanned by a and b intersects (bounds test, like np.may_share_memory).
+bool may_overlap(const ArrayView& a, const ArrayView& b);
+// Same data pointer, shape and strides (elementwise in-place is safe).
+bool same_layout(const ArrayView& a, const ArrayView& b);
+// A C-contiguous copy of `a` (used when an input partially overlaps the output).
+py::array contiguous_copy(const py::array& a);
+
+// Elementwise driver. Kernels see contiguous 1-D runs: `fn(ins, out, n)` with up to three
+// inputs. Contiguous operands are cut into fixed chunks and run in parallel; other
+// layouts are iterated row by row over the innermost (coalesced) dimension, gathering
+// strided rows into per-thread buffers. The GIL must already be released.
+// `stream` asks for non-temporal stores (output far larger than the caches).
+using ElementwiseFn = void (*)(const void* const* ins, void* out, int64_t n, const void* params, bool stream);
+void run_elementwise(const ArrayView* ins, int n_in, const ArrayView& out, ElementwiseFn fn,
+                     const void* params, int64_t grain_elems = 32768);
+
+}  // namespace nk

@@ -1,0 +1,170 @@
+// Runtime state of the extension: instruction-set selection, thread count, build info,
+// and the module entry point that collects every family's bindings.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "core/common.hpp"
+#include "core/module.hpp"
+#if defined(NK_WITH_OPENMP)
+#include <omp.h>
+#endif
+#if defined(NK_WITH_CUDA)
+#include "core/cuda_runtime.hpp"
+#endif
+
+namespace py = pybind11;
+
+namespace nk {
+namespace {
+
+Isa compiled_max_isa() {
+#if defined(NK_HAVE_AVX512)
+  return Isa::avx512;
+#elif defined(NK_HAVE_AVX2)
+  return Isa::avx2;
+#else
+  return Isa::baseline;
+#endif
+}
+
+Isa detect_cpu_isa() {
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx512 && avx2) return Isa::avx512;
+  if (avx2) return Isa::avx2;
+#endif
+  return Isa::baseline;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::baseline: return "baseline";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "?";
+}
+
+Isa parse_isa(const std::string& s) {
+  if (s == "baseline" || s == "sse2" || s == "x86-64") return Isa::baseline;
+  if (s == "avx2") return Isa::avx2;
+  if (s == "avx512" || s == "avx-512") return Isa::avx512;
+  throw py::value_error("isa: expected one of 'baseline', 'avx2', 'avx512', got '" + s + "'");
+}
+
+Isa best_isa() { return std::min(detect_cpu_isa(), compiled_max_isa()); }
+
+std::atomic<int> g_active_isa{-1};
+
+}  // namespace
+
+Isa active_isa() {
+  int v = g_active_isa.load(std::memory_order_relaxed);
+  return v < 0 ? best_isa() : Isa(v);
+}
+
+int max_threads() {
+#if defined(NK_WITH_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+namespace {
+std::map<std::string, BindingsFn>& registry() {
+  static std::map<std::string, BindingsFn> r;
+  return r;
+}
+
+void set_isa(const std::string& name) {
+  Isa want = parse_isa(name);
+  Isa cpu = detect_cpu_isa();
+  if (want > compiled_max_isa())
+    throw py::value_error(std::string("isa: '") + isa_name(want) + "' was not compiled into this build");
+  if (want > cpu)
+    throw py::value_error(std::string("isa: this CPU does not support '") + isa_name(want) +
+                          "' (best: '" + isa_name(cpu) + "')");
+  g_active_isa.store(int(want));
+}
+
+void init_isa_from_env() {
+  const char* env = std::getenv("NNKERNELS_ISA");
+  if (!env || !*env) return;
+  // The variable can only lower the level; asking for more than the CPU has is an error
+  // at import rather than a crash later.
+  set_isa(env);
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw py::value_error("n: expected a positive number of threads, got " + std::to_string(n));
+#if defined(NK_WITH_OPENMP)
+  omp_set_num_threads(n);
+#endif
+}
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = std::string(NK_VERSION);
+  d["compiler"] = std::string(NK_COMPILER);
+  py::list compiled;
+  compiled.append("baseline");
+#if defined(NK_HAVE_AVX2)
+  compiled.append("avx2");
+#endif
+#if defined(NK_HAVE_AVX512)
+  compiled.append("avx512");
+#endif
+  d["isa_compiled"] = compiled;
+  d["isa_cpu"] = isa_name(detect_cpu_isa());
+  d["isa_selected"] = isa_name(active_isa());
+  d["num_threads"] = max_threads();
+#if defined(NK_WITH_OPENMP)
+  d["openmp"] = true;
+#else
+  d["openmp"] = false;
+#endif
+#if defined(NK_WITH_CUDA)
+  d["cuda_compiled"] = true;
+  d["cuda_version"] = std::string(NK_CUDA_VERSION);
+  d["cuda_architectures"] = std::string(NK_CUDA_ARCHS);
+  d["gpu_count"] = cuda::device_count();
+#else
+  d["cuda_compiled"] = false;
+  d["cuda_version"] = py::none();
+  d["cuda_architectures"] = py::none();
+  d["gpu_count"] = 0;
+#endif
+  return d;
+}
+
+}  // namespace
+
+BindingsRegistrar::BindingsRegistrar(const char* name, BindingsFn fn) { registry()[name] = fn; }
+
+}  // namespace nk
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "nnkernels compiled kernels (use the nnkernels package, not this module)";
+  m.def("build_info", &nk::build_info, "Build and runtime configuration.");
+  m.def("set_num_threads", &nk::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &nk::max_threads);
+  m.def("set_isa", &nk::set_isa, py::arg("isa"),
+        "Select the instruction-set level of the CPU kernels ('baseline', 'avx2', 'avx512').");
+  m.def("get_isa", []() { return std::string(nk::isa_name(nk::active_isa())); });
+  m.def("reset_isa", []() { nk::g_active_isa.store(-1); nk::init_isa_from_env(); },
+        "Back to the level chosen at import (NNKERNELS_ISA, else the best this CPU supports).");
+  nk::init_isa_from_env();
+  for (auto& [name, fn] : nk::registry()) fn(m);
+}

@@ -1,0 +1,135 @@
+// Vectorised elementary functions for kernel TUs (float32 and float64), branch-free.
+//
+// exp:   Cody-Waite reduction x = n*ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial
+//        (degree 7 for float, 13 for double: truncation < 0.1 ulp), then 2^n applied as
+//        two factors 2^(n/2) * 2^(n - n/2) so that results in the subnormal range and
+//        overflow to +inf come out right without special cases.
+// expm1: same reduction; e^r - 1 = r + r^2 * q(r) keeps full relative accuracy near 0.
+// sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0, with e = exp(-|x|) <= 1, so it
+//        never overflows and keeps relative accuracy for very negative x.
+// tanh(x) = sign(x) * -u/(2+u), u = expm1(-2|x|) in (-1, 0]: accurate at 0, exactly 1 at
+//        large |x|, never inf/inf.
+// Measured accuracy against a float64/longdouble reference is asserted in
+// tests/test_activations.py (ULP bounds documented in README).
+#pragma once
+#include "core/simd.hpp"
+
+NK_KERNEL_NAMESPACE_BEGIN
+
+template <class T> struct MathConst;
+template <> struct MathConst<float> {
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693145751953125f;        // 12 significant bits: n*ln2_hi exact
+  static constexpr float ln2_lo = 1.428606765330187045e-06f;
+  static constexpr float round_magic = 12582912.0f;          // 1.5 * 2^23
+  static constexpr float exp_lo = -104.0f, exp_hi = 89.0f;    // e^lo underflows to 0, e^hi overflows
+  static constexpr int mant_bits = 23, bias = 127;
+  static constexpr int taylor_degree = 7;
+  static constexpr float tanh_clamp = -20.0f;                // tanh(10) rounds to 1 in float
+};
+template <> struct MathConst<double> {
+  static constexpr double log2e = 1.4426950408889634074;
+  static constexpr double ln2_hi = 6.93147180369123816490e-01;  // fdlibm split
+  static constexpr double ln2_lo = 1.90821492927058770002e-10;
+  static constexpr double round_magic = 6755399441055744.0;    // 1.5 * 2^52
+  static constexpr double exp_lo = -746.0, exp_hi = 710.0;
+  static constexpr int mant_bits = 52, bias = 1023;
+  static constexpr int taylor_degree = 13;
+  static constexpr double tanh_clamp = -100.0;                 // tanh(50) rounds to 1 in double
+};
+
+template <class T> inline typename Simd<T>::V vabs(typename Simd<T>::V x) {
+  using S = Simd<T>;
+  using I = typename S::I;
+  const I mask = I{} + ~(typename IntOf<T>::type(1) << (sizeof(T) * 8 - 1));
+  return S::as_float(S::as_int(x) & mask);
+}
+
+template <class T> inline typename Simd<T>::V vcopysign(typename Simd<T>::V mag, typename Simd<T>::V sgn) {
+  using S = Simd<T>;
+  using I = typename S::I;
+  const I sign_bit = I{} + (typename IntOf<T>::type(1) << (sizeof(T) * 8 - 1));
+  return S::as_float((S::as_int(mag) & ~sign_bit) | (S::as_int(sgn) & sign_bit));
+}
+
+// 2^k for integer-valued k in [-bias+1, bias] (as floating vector).
+template <class T> inline typename Simd<T>::V pow2i(typename Simd<T>::V k) {
+  using S = Simd<T>;
+  using C = MathConst<T>;
+  typename S::I ki = __builtin_convertvector(k, typename S::I);
+  return S::as_float((ki + C::bias) << C::mant_bits);
+}
+
+// Round to nearest integer (ties to even) for |x| < 2^(mant_bits-1): the add/sub trick.
+template <class T> inline typename Simd<T>::V round_int(typename Simd<T>::V x) {
+  using C = MathConst<T>;
+  // Without -ffast-math the compiler may not fold (x+m)-m, so this rounds as intended.
+  return (x + C::round_magic) - C::round_magic;
+}
+
+// Reduce x = n*ln2 + r. Returns r, sets n.
+template <class T> inline typename Simd<T>::V reduce_ln2(typename Simd<T>::V x, typename Simd<T>::V& n) {
+  using C = MathConst<T>;
+  n = round_int<T>(x * C::log2e);
+  return (x - n * C::ln2_hi) - n * C::ln2_lo;
+}
+
+template <class T> constexpr T inv_factorial(int k) {
+  double f = 1;  // exact in double up to 18!
+  for (int i = 2; i <= k; ++i) f *= i;
+  return T(1.0 / f);
+}
+
+// (e^r - 1 - r) / r^2 for |r| <= ln2/2: sum_{k>=2} r^(k-2)/k! up to the type's degree.
+template <class T> inline typename Simd<T>::V expm1_tail(typename Simd<T>::V r) {
+  using C = MathConst<T>;
+  // Horner from the top over the coefficients 1/k!, k = degree..2 (folded at compile time).
+  typename Simd<T>::V q = Simd<T>::splat(inv_factorial<T>(C::taylor_degree));
+  for (int k = C::taylor_degree - 1; k >= 2; --k) q = q * r + inv_factorial<T>(k);
+  return q;
+}
+
+template <class T> inline typename Simd<T>::V vexp(typename Simd<T>::V x) {
+  using S = Simd<T>;
+  using C = MathConst<T>;
+  typename S::V xc = x < C::exp_lo ? S::splat(C::exp_lo) : x;  // NaN compares false: stays NaN
+  xc = xc > C::exp_hi ? S::splat(C::exp_hi) : xc;
+  typename S::V n;
+  typename S::V r = reduce_ln2<T>(xc, n);
+  typename S::V p = (r + r * r * expm1_tail<T>(r)) + T(1);
+  typename S::V n1 = round_int<T>(n * T(0.5));
+  typename S::V nn = n != n ? S::splat(0) : n;   // keep the integer conversion defined for NaN
+  typename S::V n1c = n1 != n1 ? S::splat(0) : n1;
+  return (p * pow2i<T>(n1c)) * pow2i<T>(nn - n1c);
+}
+
+// expm1 for x in [clamp, 0]: used by tanh only, where that range is all we need.
+template <class T> inline typename Simd<T>::V vexpm1_nonpos(typename Simd<T>::V x) {
+  using S = Simd<T>;
+  typename S::V n;
+  typename S::V r = reduce_ln2<T>(x, n);
+  typename S::V em1 = r + r * r * expm1_tail<T>(r);  // e^r - 1
+  typename S::V nsafe = n != n ? S::splat(0) : n;
+  typename S::V two_n = pow2i<T>(nsafe);
+  typename S::V res = two_n * em1 + (two_n - T(1));  // 2^n e^r - 1
+  return n == T(0) ? em1 : res;
+}
+
+template <class T> inline typename Simd<T>::V vsigmoid(typename Simd<T>::V x) {
+  using S = Simd<T>;
+  typename S::V e = vexp<T>(-vabs<T>(x));
+  typename S::V pos = T(1) / (e + T(1));
+  return x >= T(0) ? pos : e * pos;
+}
+
+template <class T> inline typename Simd<T>::V vtanh(typename Simd<T>::V x) {
+  using S = Simd<T>;
+  using C = MathConst<T>;
+  typename S::V y = T(-2) * vabs<T>(x);
+  y = y < C::tanh_clamp ? S::splat(C::tanh_clamp) : y;
+  typename S::V u = vexpm1_nonpos<T>(y);
+  typename S::V t = -u / (u + T(2));
+  return vcopysign<T>(t, x);
+}
+
+NK_KERNEL_NAMESPACE_END

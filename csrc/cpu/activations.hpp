@@ -1,0 +1,26 @@
+// Activation kernels (forward and backward): table of contiguous 1-D kernels per ISA level.
+#pragma once
+#include "core/common.hpp"
+#include "core/isa_table.hpp"
+
+namespace nk {
+
+struct ActivationParams {
+  double negative_slope = 0.01;
+};
+
+enum ActivationOp : int {
+  kRelu = 0, kReluBackward, kLeakyRelu, kLeakyReluBackward,
+  kSigmoid, kSigmoidBackward, kTanh, kTanhBackward, kActivationOpCount
+};
+
+// fn(ins, out, n, params, stream): ins = {x} for forward, {dout, x_or_y} for backward.
+using ActivationFn = void (*)(const void* const* ins, void* out, int64_t n, const void* params, bool stream);
+
+struct ActivationKernels {
+  ActivationFn fn[kActivationOpCount][2];  // [op][0 = float32, 1 = float64]
+};
+
+}  // namespace nk
+
+NK_DECLARE_ISA_TABLE(ActivationKernels, activation_kernels)

@@ -1,0 +1,82 @@
+"""nnkernels: fast fused kernels for training neural networks.
+
+    import nnkernels as nk
+    y = nk.relu(x)                 # NumPy in, NumPy out (CuPy/PyTorch CUDA in, same out)
+    nk.build_info()                # compiler, instruction sets, threads, CUDA
+    nk.set_num_threads(2)
+
+Every op has a NumPy reference in :mod:`nnkernels.reference`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from . import _core
+from .activations import (
+    leaky_relu,
+    leaky_relu_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa", "isa",
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+]
+
+
+def build_info() -> dict:
+    """Version, compiler, instruction sets (compiled, CPU, selected), threads, CUDA details."""
+    info = dict(_core.build_info())
+    info["version"] = __version__
+    info["gpu_names"] = [_core.cuda_device_name(i) for i in range(info["gpu_count"])]
+    return info
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the CPU kernels (OpenMP; ``threadpoolctl`` limits apply too).
+
+    Like OpenMP's own setting, it applies to calls made from the calling Python thread.
+    Results never depend on it: work is split in fixed chunks.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the CPU kernels will use for a call made now from this thread."""
+    return int(_core.get_num_threads())
+
+
+def set_isa(level: str) -> None:
+    """Force an instruction-set level for the CPU kernels: 'baseline', 'avx2' or 'avx512'.
+
+    Only levels that were compiled in and that this CPU supports are accepted. The
+    environment variable ``NNKERNELS_ISA`` sets the level at import time.
+    """
+    _core.set_isa(str(level))
+
+
+def get_isa() -> str:
+    """Instruction-set level the CPU kernels use now."""
+    return str(_core.get_isa())
+
+
+@contextlib.contextmanager
+def isa(level: str) -> Iterator[None]:
+    """Context manager: run the enclosed calls at instruction-set ``level``."""
+    previous = get_isa()
+    set_isa(level)
+    try:
+        yield
+    finally:
+        set_isa(previous)

@@ -1,0 +1,230 @@
+"""GPU interop: run nnkernels' CUDA kernels on arrays owned by CuPy, PyTorch or Numba.
+
+Arrays are recognised through ``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors,
+Numba device arrays) or DLPack (``__dlpack_device__`` reporting a CUDA device). nnkernels
+has no device-array type of its own: results are allocated by the input's library, and
+kernels are launched on that library's *current* stream, on the array's device.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+_KDL_CUDA = 2
+_KDL_CUDA_MANAGED = 13
+_DTYPE_CODE = {"<f4": 0, "<f8": 1}
+
+
+def is_gpu_array(x: Any) -> bool:
+    """True for a CUDA array of an external library (never for NumPy arrays)."""
+    if type(x) is np.ndarray or x is None:
+        return False
+    try:
+        x.__cuda_array_interface__  # noqa: B018 - property access may raise on CPU tensors
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not a CUDA array"
+        pass
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is not None:
+        try:
+            return dev()[0] in (_KDL_CUDA, _KDL_CUDA_MANAGED)
+        except Exception:  # noqa: BLE001
+            return False
+    return False
+
+
+def cuda_available() -> bool:
+    """CUDA kernels compiled in and at least one device visible."""
+    return bool(_core.CUDA_COMPILED) and _core.cuda_device_count() > 0
+
+
+def _library(x: Any) -> str:
+    mod = type(x).__module__.split(".")[0]
+    if mod in ("cupy", "torch", "numba"):
+        return mod
+    raise TypeError(f"unsupported GPU array type {type(x).__module__}.{type(x).__name__}; use CuPy, PyTorch or Numba")
+
+
+def _require_cuda() -> None:
+    if not _core.CUDA_COMPILED:
+        raise RuntimeError(
+            "this nnkernels build has no CUDA kernels (built without nvcc or with NNKERNELS_CUDA=OFF); "
+            "rebuild with a CUDA toolkit to use GPU arrays"
+        )
+    if _core.cuda_device_count() == 0:
+        raise RuntimeError("a GPU array was passed but no CUDA device is visible to nnkernels")
+
+
+def _as_cai_object(x: Any) -> Any:
+    """Objects that only speak DLPack are imported through CuPy or PyTorch."""
+    try:
+        x.__cuda_array_interface__  # noqa: B018
+        return x
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import cupy
+
+        return cupy.from_dlpack(x)
+    except ImportError:
+        import torch
+
+        return torch.from_dlpack(x)
+
+
+def interface(x: Any, name: str) -> dict:
+    try:
+        cai = x.__cuda_array_interface__
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{name}: expected a CUDA array (CuPy/PyTorch), got {type(x).__name__}") from exc
+    if cai["typestr"] not in _DTYPE_CODE:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got typestr {cai['typestr']!r}")
+    return cai
+
+
+def dtype_code(cai: dict) -> int:
+    return _DTYPE_CODE[cai["typestr"]]
+
+
+def is_contiguous(cai: dict) -> bool:
+    strides = cai.get("strides")
+    if strides is None:
+        return True
+    item = int(cai["typestr"][2:])
+    expect = item
+    for n, s in zip(reversed(cai["shape"]), reversed(strides)):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+    return True
+
+
+def empty_like(x: Any) -> Any:
+    lib = _library(x)
+    if lib == "cupy":
+        import cupy
+
+        with x.device:
+            return cupy.empty(x.shape, dtype=x.dtype)
+    if lib == "torch":
+        import torch
+
+        return torch.empty(tuple(x.shape), dtype=x.dtype, device=x.device)
+    from numba import cuda
+
+    return cuda.device_array(x.shape, dtype=x.dtype)
+
+
+def contiguous(x: Any) -> Any:
+    lib = _library(x)
+    if lib == "cupy":
+        import cupy
+
+        return cupy.ascontiguousarray(x)
+    if lib == "torch":
+        return x.contiguous()
+    raise TypeError("non-contiguous Numba device arrays are not supported; pass a contiguous array")
+
+
+def copy_into(dst: Any, src: Any) -> None:
+    lib = _library(dst)
+    if lib == "cupy":
+        dst[...] = src
+    elif lib == "torch":
+        dst.copy_(src)
+    else:
+        dst.copy_to_device(src)
+
+
+@contextlib.contextmanager
+def on_device(x: Any):
+    """Make x's device current for the kernel launch."""
+    lib = _library(x)
+    if lib == "cupy":
+        with x.device:
+            yield
+    elif lib == "torch":
+        import torch
+
+        with torch.cuda.device(x.device):
+            yield
+    else:
+        yield
+
+
+def current_stream(x: Any) -> int:
+    """The library's current stream on x's device, as an integer handle."""
+    lib = _library(x)
+    if lib == "cupy":
+        import cupy
+
+        return int(cupy.cuda.get_current_stream().ptr)
+    if lib == "torch":
+        import torch
+
+        return int(torch.cuda.current_stream(x.device).cuda_stream)
+    return 0
+
+
+def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:
+    """Contiguous CAI objects for each input plus their interfaces; checks dtype agreement."""
+    objs, cais = [], []
+    for a, n in zip(arrays, names):
+        a = _as_cai_object(a)
+        cai = interface(a, n)
+        if not is_contiguous(cai):
+            a = contiguous(a)
+            cai = interface(a, n)
+        objs.append(a)
+        cais.append(cai)
+    for cai, n in zip(cais[1:], names[1:]):
+        if tuple(cai["shape"]) != tuple(cais[0]["shape"]):
+            raise ValueError(f"{n}: expected the shape of {names[0]} {tuple(cais[0]['shape'])}, got {tuple(cai['shape'])}")
+        if cai["typestr"] != cais[0]["typestr"]:
+            raise TypeError(f"{n}: expected the dtype of {names[0]} ({cais[0]['typestr']}), got {cai['typestr']}")
+    return objs, cais
+
+
+def prepare_output(out: Any, like: Any, like_cai: dict) -> tuple[Any, Any, dict]:
+    """(result to return, array the kernel writes, its interface)."""
+    if out is None:
+        res = empty_like(like)
+        return res, res, interface(res, "out")
+    if not is_gpu_array(out):
+        raise TypeError(f"out: expected a CUDA array like the input, got {type(out).__name__}")
+    cai = interface(out, "out")
+    if tuple(cai["shape"]) != tuple(like_cai["shape"]):
+        raise ValueError(f"out: expected shape {tuple(like_cai['shape'])}, got {tuple(cai['shape'])}")
+    if cai["typestr"] != like_cai["typestr"]:
+        raise TypeError(f"out: expected dtype {like_cai['typestr']}, got {cai['typestr']}")
+    if cai["data"][1]:
+        raise ValueError("out: array is read-only")
+    if is_contiguous(cai):
+        return out, out, cai
+    tmp = empty_like(like)
+    return out, tmp, interface(tmp, "out")
+
+
+def elementwise(op: str, arrays: tuple, names: tuple, out: Any, negative_slope: float = 0.01) -> Any:
+    """Run one activation kernel on GPU arrays (see csrc/cuda/activations.cu)."""
+    _require_cuda()
+    objs, cais = prepare_inputs(arrays, names)
+    result, target, out_cai = prepare_output(out, objs[0], cais[0])
+    n = int(np.prod(cais[0]["shape"], dtype=np.int64))
+    with on_device(objs[0]):
+        _core.cuda_activation(
+            _core.ACTIVATION_OPS[op],
+            dtype_code(cais[0]),
+            [c["data"][0] for c in cais],
+            out_cai["data"][0],
+            n,
+            float(negative_slope),
+            current_stream(objs[0]),
+        )
+    if target is not result:
+        copy_into(result, target)
+    return result

@@ -1,0 +1,78 @@
+"""Activations and their backward passes: ReLU, leaky ReLU, sigmoid, tanh.
+
+NumPy semantics: any shape (0-d and empty included), dtype preserved (float32/float64),
+a new array unless ``out`` is given; ``out`` may be the input itself (in place); strided
+inputs are fine. GPU arrays (CuPy, PyTorch CUDA) run the CUDA kernels and return an
+array of the same library. Kernels: csrc/cpu/activations.cpp, csrc/cuda/activations.cu;
+references: :mod:`nnkernels.reference.activations`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core, _gpu
+
+__all__ = [
+    "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
+    "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+]
+
+_ndarray = np.ndarray
+
+
+def relu(x: Any, out: Any = None) -> Any:
+    """max(x, 0) elementwise; NaN propagates."""
+    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
+        return _gpu.elementwise("relu", (x,), ("x",), out)
+    return _core.relu(x, out)
+
+
+def relu_backward(dout: Any, x: Any, out: Any = None) -> Any:
+    """dx = dout where x > 0, else 0 (x is the forward input)."""
+    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
+        return _gpu.elementwise("relu_backward", (dout, x), ("dout", "x"), out)
+    return _core.relu_backward(dout, x, out)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
+    """x where x > 0, else negative_slope * x (the slope applies at exactly 0, as in PyTorch)."""
+    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
+        return _gpu.elementwise("leaky_relu", (x,), ("x",), out, negative_slope)
+    return _core.leaky_relu(x, negative_slope, out)
+
+
+def leaky_relu_backward(dout: Any, x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
+    """dx = dout where x > 0, else negative_slope * dout."""
+    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
+        return _gpu.elementwise("leaky_relu_backward", (dout, x), ("dout", "x"), out, negative_slope)
+    return _core.leaky_relu_backward(dout, x, negative_slope, out)
+
+
+def sigmoid(x: Any, out: Any = None) -> Any:
+    """1 / (1 + exp(-x)), evaluated without overflow for any x."""
+    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
+        return _gpu.elementwise("sigmoid", (x,), ("x",), out)
+    return _core.sigmoid(x, out)
+
+
+def sigmoid_backward(dout: Any, y: Any, out: Any = None) -> Any:
+    """dx = dout * y * (1 - y), where y = sigmoid(x) is the forward output."""
+    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
+        return _gpu.elementwise("sigmoid_backward", (dout, y), ("dout", "y"), out)
+    return _core.sigmoid_backward(dout, y, out)
+
+
+def tanh(x: Any, out: Any = None) -> Any:
+    """Hyperbolic tangent."""
+    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
+        return _gpu.elementwise("tanh", (x,), ("x",), out)
+    return _core.tanh(x, out)
+
+
+def tanh_backward(dout: Any, y: Any, out: Any = None) -> Any:
+    """dx = dout * (1 - y**2), where y = tanh(x) is the forward output."""
+    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
+        return _gpu.elementwise("tanh_backward", (dout, y), ("dout", "y"), out)
+    return _core.tanh_backward(dout, y, out)

@@ -1,0 +1,81 @@
+"""Shared fixtures: instruction-set levels, thread counts, GPU array libraries."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import nnkernels as nk
+
+sys.path.insert(0, os.path.dirname(__file__))  # tolerances.py, helpers
+
+DTYPES = [np.float32, np.float64]
+
+# Sizes that exercise vector tails, single elements and multi-chunk parallel paths.
+AWKWARD_SIZES = [0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 257, 1021, 4099, 65537, 100003]
+
+
+def compiled_isas() -> list[str]:
+    info = nk.build_info()
+    order = ["baseline", "avx2", "avx512"]
+    cpu_max = order.index(info["isa_cpu"])
+    return [i for i in info["isa_compiled"] if order.index(i) <= cpu_max]
+
+
+@pytest.fixture(params=compiled_isas())
+def isa(request):
+    """Run the test at every instruction-set level this build and CPU support."""
+    with nk.isa(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def threads():
+    """Yield a function that sets the thread count; restores it afterwards."""
+    before = nk.get_num_threads()
+    yield nk.set_num_threads
+    nk.set_num_threads(before)
+
+
+def _gpu_libraries():
+    libs = []
+    if not nk.build_info()["cuda_compiled"] or nk.build_info()["gpu_count"] == 0:
+        return libs
+    try:
+        import cupy  # noqa: F401
+
+        libs.append("cupy")
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            libs.append("torch")
+    except ImportError:
+        pass
+    return libs
+
+
+GPU_LIBS = _gpu_libraries()
+
+
+@pytest.fixture(params=GPU_LIBS or [pytest.param(None, marks=pytest.mark.skip(reason="no GPU (CUDA build + device + CuPy/PyTorch) available"))])
+def gpu(request):
+    """Helpers to move NumPy arrays to a GPU library and back: (to_gpu, to_numpy, lib)."""
+    lib = request.param
+    if lib == "cupy":
+        import cupy
+
+        return cupy.asarray, cupy.asnumpy, lib
+    import torch
+
+    return (lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()), (lambda t: t.cpu().numpy()), lib
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gpu" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gpu)
