@@ -1,0 +1,126 @@
+"""Benchmark rows for the activations (forward and backward).
+
+Bytes moved: forward reads x and writes y (2 streams); backward reads dout and x (or y)
+and writes dx (3 streams). nnkernels writes into a preallocated `out`, as do the peers
+where they can (NumPy `out=`, PyTorch `out=`), so every row times the same work.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+from ._harness import Case, Context, Impl, size_label
+
+OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
+
+
+def _numpy_forward(op, x, y):
+    if op == "relu":
+        return lambda: np.maximum(x, 0, out=y)
+    if op == "leaky_relu":
+        return lambda: np.multiply(x, np.where(x > 0, 1.0, 0.01).astype(x.dtype), out=y)
+    if op == "sigmoid":
+        return lambda: ref.sigmoid(x)
+    return lambda: np.tanh(x, out=y)
+
+
+def _numpy_backward(op, d, s, dx):
+    if op == "relu":
+        return lambda: np.multiply(d, s > 0, out=dx)
+    if op == "leaky_relu":
+        return lambda: ref.leaky_relu_backward(d, s)
+    if op == "sigmoid":
+        return lambda: ref.sigmoid_backward(d, s)
+    return lambda: ref.tanh_backward(d, s)
+
+
+def _torch_forward(torch, op, xt, yt):
+    if op == "relu":
+        return lambda: torch.clamp_min(xt, 0, out=yt)
+    if op == "leaky_relu":
+        return lambda: torch._C._nn.leaky_relu(xt, 0.01, out=yt)
+    if op == "sigmoid":
+        return lambda: torch.sigmoid(xt, out=yt)
+    return lambda: torch.tanh(xt, out=yt)
+
+
+def _torch_backward(torch, op, dt, st, dxt):
+    if op == "relu":
+        return lambda: torch.ops.aten.threshold_backward.grad_input(dt, st, 0.0, grad_input=dxt)
+    if op == "leaky_relu":
+        return lambda: torch.ops.aten.leaky_relu_backward.grad_input(dt, st, 0.01, False, grad_input=dxt)
+    if op == "sigmoid":
+        return lambda: torch.ops.aten.sigmoid_backward.grad_input(dt, st, grad_input=dxt)
+    return lambda: torch.ops.aten.tanh_backward.grad_input(dt, st, grad_input=dxt)
+
+
+def _nk_forward(op):
+    return getattr(nk, op)
+
+
+def _nk_backward(op):
+    return getattr(nk, op + "_backward")
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    dt = np.dtype(ctx.dtype)
+    for label in ctx.sizes:
+        n = ctx.elements(label)
+        x = ctx.rng.standard_normal(n).astype(dt)
+        y = np.empty_like(x)
+        d = ctx.rng.standard_normal(n).astype(dt)
+        dx = np.empty_like(x)
+        torch = ctx.torch
+        if torch is not None:
+            xt, yt, dtt, dxt = (torch.from_numpy(a) for a in (x, y, d, dx))
+        for op in OPS:
+            fwd, bwd = _nk_forward(op), _nk_backward(op)
+            s = fwd(x)  # saved tensor for backward: x for relu/leaky, y for sigmoid/tanh
+            saved = x if op in ("relu", "leaky_relu") else s
+            impls = [Impl("numpy", _numpy_forward(op, x, y)), Impl("nnkernels", lambda f=fwd: f(x, out=y))]
+            if torch is not None:
+                impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
+            impls += _gpu_impls(ctx, op, x, None)
+            yield Case("activations", op, size_label(n), dt.name, impls, bytes_moved=2 * n * dt.itemsize)
+
+            impls = [Impl("numpy", _numpy_backward(op, d, saved, dx)),
+                     Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv, out=dx))]
+            if torch is not None:
+                impls.append(Impl("torch", _torch_backward(torch, op, dtt, torch.from_numpy(saved), dxt)))
+            impls += _gpu_impls(ctx, op, d, saved)
+            yield Case("activations", op + "_backward", size_label(n), dt.name, impls, bytes_moved=3 * n * dt.itemsize)
+
+
+def _gpu_impls(ctx: Context, op: str, a: np.ndarray, saved) -> list:
+    """nnkernels CUDA and PyTorch CUDA rows (only when a GPU is present)."""
+    out = []
+    torch = ctx.torch
+    if ctx.gpu and ctx.cupy is not None:
+        cp = ctx.cupy
+        ga, gy = cp.asarray(a), cp.empty(a.shape, a.dtype)
+        sync = cp.cuda.get_current_stream().synchronize
+        if saved is None:
+            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ga, out=gy), "cuda", sync))
+        else:
+            gs = cp.asarray(saved)
+            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ga, gs, out=gy), "cuda", sync))
+    elif ctx.gpu and ctx.torch_cuda:
+        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
+        sync = torch.cuda.synchronize
+        if saved is None:
+            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ta, out=ty), "cuda", sync))
+        else:
+            ts = torch.from_numpy(saved).cuda()
+            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ta, ts, out=ty), "cuda", sync))
+    if ctx.torch_cuda:
+        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
+        if saved is None:
+            fn = _torch_forward(torch, op, ta, ty)
+        else:
+            fn = _torch_backward(torch, op, ta, torch.from_numpy(saved).cuda(), ty)
+        out.append(Impl("torch-cuda", fn, "cuda", torch.cuda.synchronize))
+    return out
