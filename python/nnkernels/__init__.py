@@ -23,6 +23,7 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .losses import softmax_cross_entropy
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa", "isa",
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "softmax_cross_entropy",
 ]
 
 

@@ -228,3 +228,8 @@ def elementwise(op: str, arrays: tuple, names: tuple, out: Any, negative_slope: 
     if target is not result:
         copy_into(result, target)
     return result
+
+
+def interface_ptr(x: Any) -> int:
+    """Device pointer of a contiguous CUDA array of any dtype (workspaces, integer labels)."""
+    return int(x.__cuda_array_interface__["data"][0])

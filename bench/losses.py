@@ -1,0 +1,60 @@
+"""Benchmark rows for the fused softmax cross-entropy (loss + dlogits in one call).
+
+Sizes: "small" = (256, 10) (a classifier head: call overhead), "large" = (65536, 1024) float32
+(256 MB of logits, DRAM-bound). Bytes moved: logits read once and dlogits written once (the
+kernel re-reads each row from L1), plus the int64 labels. PyTorch row: ``cross_entropy`` forward
+and ``autograd.grad`` (what a training step does); NumPy row: the reference.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+from ._harness import Case, Context, Impl
+
+
+def _shape(ctx: Context, label):
+    if isinstance(label, int):
+        return (max(1, label // 1024), 1024)
+    if ctx.quick:
+        return {"small": (256, 10), "medium": (1024, 100), "large": (4096, 256)}[label]
+    return {"small": (256, 10), "medium": (8192, 1024), "large": (65536, 1024)}[label]
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    dt = np.dtype(ctx.dtype)
+    for label in ctx.sizes:
+        n, c = _shape(ctx, label)
+        x = ctx.rng.standard_normal((n, c)).astype(dt)
+        y = ctx.rng.integers(0, c, n)
+        d = np.empty_like(x)
+        impls = [Impl("numpy", lambda: ref.softmax_cross_entropy(x, y)),
+                 Impl("nnkernels", lambda: nk.softmax_cross_entropy(x, y, out=d))]
+        torch = ctx.torch
+        if torch is not None:
+            F = torch.nn.functional
+            xt = torch.from_numpy(x).requires_grad_(True)
+            yt = torch.from_numpy(y)
+
+            def torch_step(xt=xt, yt=yt):
+                loss = F.cross_entropy(xt, yt)
+                return torch.autograd.grad(loss, xt)
+
+            impls.append(Impl("torch", torch_step))
+        if ctx.gpu and ctx.cupy is not None:
+            cp = ctx.cupy
+            gx, gy, gd = cp.asarray(x), cp.asarray(y), cp.empty_like(cp.asarray(x))
+            impls.append(Impl("nnkernels-cuda", lambda: nk.softmax_cross_entropy(gx, gy, out=gd), "cuda",
+                              cp.cuda.get_current_stream().synchronize))
+        if ctx.torch_cuda:
+            F = torch.nn.functional
+            gxt = torch.from_numpy(x).cuda().requires_grad_(True)
+            gyt = torch.from_numpy(y).cuda()
+            impls.append(Impl("torch-cuda", lambda: torch.autograd.grad(F.cross_entropy(gxt, gyt), gxt), "cuda",
+                              torch.cuda.synchronize))
+        yield Case("losses", "softmax_cross_entropy", f"{n}x{c}", dt.name, impls,
+                   bytes_moved=2 * n * c * dt.itemsize + 8 * n)

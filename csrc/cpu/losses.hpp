@@ -1,0 +1,20 @@
+// Fused softmax cross-entropy kernels (csrc/cpu/losses.cpp): table of row-range kernels per ISA level.
+#pragma once
+#include "core/common.hpp"
+#include "core/isa_table.hpp"
+
+namespace nk {
+
+// Rows [r0, r1) of logits (row stride ld elements, unit column stride), labels[i] in [0, C).
+// Writes dlogits rows (row stride ldd) = (softmax(row) - onehot(label)) * inv_n and returns
+// the sum over the rows of -log softmax(row)[label], accumulated in float64, in row order.
+using SoftmaxXentFn = double (*)(const void* logits, int64_t ld, const int64_t* labels, void* dlogits, int64_t ldd,
+                                 int64_t r0, int64_t r1, int64_t C, double inv_n);
+
+struct LossKernels {
+  SoftmaxXentFn softmax_xent[2];  // [0 = float32, 1 = float64]
+};
+
+}  // namespace nk
+
+NK_DECLARE_ISA_TABLE(LossKernels, loss_kernels)

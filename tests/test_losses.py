@@ -1,0 +1,191 @@
+"""Fused softmax cross-entropy against the NumPy reference, finite differences, edge cases, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nnkernels as nk
+from nnkernels import reference as ref
+from tolerances import TOL_REDUCTION, assert_close
+
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 1), (1, 7), (2, 3), (3, 1), (5, 16), (7, 17), (13, 33), (64, 10), (31, 257), (4099, 3), (40, 1021)]
+
+
+def _data(shape, dtype, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * scale).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    return x, y
+
+
+def _check(x, y, loss, d):
+    lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), y)
+    assert d.dtype == x.dtype and d.shape == x.shape
+    assert isinstance(loss, float)
+    assert_close(loss, lr, dtype=x.dtype, table=TOL_REDUCTION)
+    assert_close(d, dr, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_reference(isa, dtype, shape):
+    x, y = _data(shape, dtype)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    _check(x, y, loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_and_label_dtypes(dtype):
+    x, y = _data((20, 30), dtype, seed=1)
+    big = np.zeros((40, 60), dtype)
+    big[::2, ::2] = x
+    view = big[::2, ::2]
+    for lab in (y, y.astype(np.int32), y.astype(np.uint8), y.astype(np.uint64), list(y)):
+        loss, d = nk.softmax_cross_entropy(view, lab)
+        _check(x, y, loss, d)
+    # Fortran order and a transposed view
+    loss, d = nk.softmax_cross_entropy(np.asfortranarray(x), y)
+    _check(x, y, loss, d)
+    loss, d = nk.softmax_cross_entropy(np.ascontiguousarray(x.T).T, y)
+    _check(x, y, loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_and_in_place(dtype):
+    x, y = _data((9, 11), dtype, seed=2)
+    lr, dr = nk.softmax_cross_entropy(x, y)
+    out = np.empty_like(x)
+    l2, d2 = nk.softmax_cross_entropy(x, y, out=out)
+    assert d2 is out and l2 == lr
+    np.testing.assert_array_equal(out, dr)
+    xi = x.copy()
+    l3, d3 = nk.softmax_cross_entropy(xi, y, out=xi)
+    assert d3 is xi and l3 == lr
+    np.testing.assert_array_equal(xi, dr)
+    # partial overlap: out shifted by one row inside the same buffer
+    buf = np.zeros((10, 11), dtype)
+    buf[1:] = x
+    l4, d4 = nk.softmax_cross_entropy(buf[1:], y, out=buf[:-1])
+    assert l4 == lr
+    np.testing.assert_array_equal(buf[:-1], dr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stability_large_logits(dtype):
+    x = np.array([[1000.0, 0.0, -1000.0], [-1e4, -1e4 + 1, -1e4 + 2], [80.0, 80.0, 80.0]], dtype)
+    y = np.array([2, 0, 1])
+    loss, d = nk.softmax_cross_entropy(x, y)
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    # exact values: row 0 loss 2000 (+ log(1+e^-1000+...)); row 1 loss 2 + log(1+e^-1+e^-2); row 2 log 3
+    expect = (2000.0 + (2.0 + np.log1p(np.exp(-1.0) + np.exp(-2.0))) + np.log(3.0)) / 3
+    assert_close(loss, expect, dtype=dtype, table=TOL_REDUCTION)
+    _check(x, y, loss, d)
+
+
+def test_nan_propagates():
+    x, y = _data((4, 5), np.float32)
+    x[2, 3] = np.nan
+    loss, d = nk.softmax_cross_entropy(x, y)
+    assert np.isnan(loss)
+    assert np.all(np.isnan(d[2])) and np.all(np.isfinite(np.delete(d, 2, axis=0)))
+
+
+def test_empty_batch():
+    loss, d = nk.softmax_cross_entropy(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert np.isnan(loss) and d.shape == (0, 4) and d.dtype == np.float32
+
+
+def test_finite_differences():
+    x, y = _data((6, 7), np.float64, seed=3, scale=1.0)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    h = 1e-6
+    num = np.empty_like(x)
+    for idx in np.ndindex(*x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += h
+        xm[idx] -= h
+        num[idx] = (nk.softmax_cross_entropy(xp, y)[0] - nk.softmax_cross_entropy(xm, y)[0]) / (2 * h)
+    np.testing.assert_allclose(d, num, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threads_bitwise(threads, dtype):
+    x, y = _data((5000, 37), dtype, seed=4)
+    threads(1)
+    l1, d1 = nk.softmax_cross_entropy(x, y)
+    threads(2)
+    l2, d2 = nk.softmax_cross_entropy(x, y)
+    assert l1 == l2
+    np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize(
+    "logits, labels, exc, start",
+    [
+        (np.zeros((3, 4), np.int32), [0, 1, 2], TypeError, "logits"),
+        (np.zeros(4, np.float32), [0], ValueError, "logits"),
+        (np.zeros((2, 3, 4), np.float32), [0, 1], ValueError, "logits"),
+        (np.zeros((3, 0), np.float32), [0, 0, 0], ValueError, "logits"),
+        (np.zeros((3, 4), np.float32), np.array([0.0, 1.0, 2.0]), TypeError, "labels"),
+        (np.zeros((3, 4), np.float32), np.array([True, False, True]), TypeError, "labels"),
+        (np.zeros((3, 4), np.float32), [0, 1], ValueError, "labels"),
+        (np.zeros((3, 4), np.float32), [[0, 1, 2]], ValueError, "labels"),
+        (np.zeros((3, 4), np.float32), [0, 4, 1], ValueError, "labels"),
+        (np.zeros((3, 4), np.float32), [0, -1, 1], ValueError, "labels"),
+        (np.zeros((3, 4), np.float32), np.array([0, 2**63, 1], np.uint64), ValueError, "labels"),
+        (np.zeros((3, 4), np.float32), None, TypeError, "labels"),
+    ],
+)
+def test_bad_input(logits, labels, exc, start):
+    before = np.array(logits, copy=True)
+    with pytest.raises(exc, match=f"^{start}"):
+        nk.softmax_cross_entropy(logits, labels)
+    np.testing.assert_array_equal(logits, before)
+
+
+def test_bad_out_untouched():
+    x, y = _data((3, 4), np.float32)
+    for out, exc in [(np.zeros((3, 4), np.float64), TypeError), (np.zeros((4, 3), np.float32), ValueError),
+                     (np.zeros((3, 8), np.float32)[:, ::2], ValueError)]:
+        sentinel = out.copy()
+        with pytest.raises(exc, match="^out"):
+            nk.softmax_cross_entropy(x, y, out=out)
+        np.testing.assert_array_equal(out, sentinel)
+    ro = np.zeros((3, 4), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^out"):
+        nk.softmax_cross_entropy(x, y, out=ro)
+    # a bad label is refused before `out` is written
+    out = np.full((3, 4), 7.0, np.float32)
+    with pytest.raises(ValueError, match="^labels"):
+        nk.softmax_cross_entropy(x, [0, 9, 0], out=out)
+    assert np.all(out == 7.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), c=st.integers(1, 70), scale=st.floats(0.01, 50.0), seed=st.integers(0, 2**31))
+def test_property_probabilities(n, c, scale, seed):
+    x, y = _data((n, c), np.float64, seed=seed, scale=scale)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    assert loss >= 0
+    # rows of dlogits sum to 0; softmax = n*d + onehot lies in [0, 1]
+    np.testing.assert_allclose(d.sum(axis=1), 0.0, atol=1e-15 * c + 1e-16)
+    p = d * n
+    p[np.arange(n), y] += 1
+    assert np.all(p >= -1e-12) and np.all(p <= 1 + 1e-12)
+    _check(x, y, loss, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_matches_cpu(gpu, dtype):
+    to_gpu, to_numpy, lib = gpu
+    x, y = _data((33, 517), dtype, seed=5)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    gl, gd = nk.softmax_cross_entropy(to_gpu(x), to_gpu(y))
+    assert_close(gl, loss, dtype=dtype, table=TOL_REDUCTION)
+    assert_close(to_numpy(gd), d, dtype=dtype)
+    with pytest.raises(ValueError, match="^labels"):
+        nk.softmax_cross_entropy(to_gpu(x), to_gpu(np.full(33, 517)))
