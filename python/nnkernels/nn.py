@@ -1,0 +1,545 @@
+"""A small, honest training stack on top of the kernels (CPU, NumPy arrays).
+
+Layers hold their parameters and the tensors their backward pass needs:
+
+    model = nn.mlp([64, 256, 256, 10], activation="relu", norm="batch", init="kaiming", seed=0)
+    logits = model.forward(x)                       # training mode: batch statistics
+    loss, dlogits = nk.softmax_cross_entropy(logits, y)
+    model.backward(dlogits)                         # fills model.grads()
+    opt.step(model.grads())                         # any nnkernels.optim optimizer over model.params()
+
+- :class:`Linear`: ``y = x @ W + b`` with ``W`` of shape (fan_in, fan_out) (cs231n's layout, the
+  fan convention of :mod:`nnkernels.init`); the matrix products go through NumPy's BLAS.
+- :class:`BatchNorm` / :class:`LayerNorm`: the normalization kernels, with ReLU / leaky ReLU fused
+  into the same pass (``activation=``); backward works from the saved output.
+- :class:`ReLU`, :class:`LeakyReLU`, :class:`Tanh`, :class:`Sigmoid`: the activation kernels.
+- :class:`Sequential`: forward / backward through a list of layers, ``params()`` / ``grads()``
+  (one flat list for a multi-tensor optimizer step), ``state()`` / ``load_state()`` (parameters
+  and running statistics, for snapshots), ``train()`` / ``eval()``.
+- :class:`EMA`: exponential moving average of the parameters (``nnkernels.ema_update``), swapped
+  in for evaluation with ``with ema.applied(model): ...``.
+- :func:`evaluate` / :func:`predict_proba`: batched inference in eval mode.
+
+Synchronized batch norm for data-parallel training: :class:`BatchNorm` with ``comm`` set (see
+:mod:`nnkernels.distributed`) computes its statistics with the separable kernels
+(``batchnorm_stats`` / ``batchnorm_merge_stats`` / ``batchnorm_normalize`` and the backward
+reductions), so every rank normalises with the statistics of the whole global batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import activations as _act
+from .losses import softmax_cross_entropy
+
+__all__ = [
+    "Layer", "Linear", "BatchNorm", "LayerNorm", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Sequential",
+    "EMA", "mlp", "init_weight", "predict_proba", "evaluate", "ACTIVATIONS", "NORMS", "INITS",
+]
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+NORMS = ("batch", "layer", "none")
+INITS = ("small", "xavier", "kaiming")
+_FUSABLE = ("relu", "leaky_relu")
+
+
+def _nk():
+    import nnkernels
+
+    return nnkernels
+
+
+def _buffer(cache: dict, key: str, shape: tuple, dtype) -> np.ndarray:
+    """A reusable output buffer (reallocated when the batch shape changes)."""
+    buf = cache.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.empty(shape, dtype)
+        cache[key] = buf
+    return buf
+
+
+class Layer:
+    """Base class: ``forward(x)``, ``backward(dout)``, parameter and gradient lists."""
+
+    training = True
+
+    def params(self) -> list:
+        return []
+
+    def grads(self) -> list:
+        return []
+
+    def buffers(self) -> list:
+        """Non-trainable state saved with the model (running statistics)."""
+        return []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return type(self).__name__ + "()"
+
+
+def init_weight(scheme: str, fan_in: int, fan_out: int, *, seed: int, dtype=np.float32,
+                nonlinearity: str = "relu") -> np.ndarray:
+    """Weight (fan_in, fan_out) by ``scheme``: 'small' (N(0, 0.01^2), the lecture's small random
+    numbers), 'xavier' (Glorot normal), 'kaiming' (He normal for ``nonlinearity``, fan_in mode)."""
+    from . import init
+
+    shape = (int(fan_in), int(fan_out))
+    if scheme == "small":
+        return init.normal(shape, std=0.01, seed=seed, dtype=dtype)
+    if scheme == "xavier":
+        return init.xavier_normal(shape, gain=1.0, seed=seed, dtype=dtype)
+    if scheme == "kaiming":
+        nl = nonlinearity if nonlinearity in ("relu", "leaky_relu", "tanh", "sigmoid", "linear") else "relu"
+        return init.kaiming_normal(shape, mode="fan_in", nonlinearity=nl, seed=seed, dtype=dtype)
+    raise ValueError(f"scheme: expected one of {INITS}, got {scheme!r}")
+
+
+class Linear(Layer):
+    """``y = x @ W (+ b)``; W (in_features, out_features). ``input_grad=False`` skips dx (first layer)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, init: str = "kaiming",
+                 nonlinearity: str = "relu", seed: int = 0, dtype=np.float32, weight: Optional[np.ndarray] = None):
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        dtype = np.dtype(dtype)
+        if weight is not None:
+            w = np.array(weight, dtype=dtype, copy=True)
+            if w.shape != (self.in_features, self.out_features):
+                raise ValueError(f"weight: expected shape {(self.in_features, self.out_features)}, got {w.shape}")
+            self.W = w
+        else:
+            self.W = np.ascontiguousarray(init_weight(init, in_features, out_features, seed=seed, dtype=dtype,
+                                                      nonlinearity=nonlinearity))
+        self.b = np.zeros(self.out_features, dtype) if bias else None
+        self.dW = np.zeros_like(self.W)
+        self.db = np.zeros_like(self.b) if bias else None
+        self.input_grad = True
+        self._x: Optional[np.ndarray] = None
+        self._buf: dict = {}
+
+    def params(self) -> list:
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def grads(self) -> list:
+        return [self.dW] if self.b is None else [self.dW, self.db]
+
+    def forward(self, x):
+        y = _buffer(self._buf, "y", (x.shape[0], self.out_features), self.W.dtype)
+        np.matmul(x, self.W, out=y)
+        if self.b is not None:
+            y += self.b
+        self._x = x
+        return y
+
+    def backward(self, dout):
+        x = self._x
+        np.matmul(x.T, dout, out=self.dW)
+        if self.b is not None:
+            np.sum(dout, axis=0, out=self.db)
+        if not self.input_grad:
+            return None
+        dx = _buffer(self._buf, "dx", x.shape, self.W.dtype)
+        np.matmul(dout, self.W.T, out=dx)
+        return dx
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.b is not None})"
+
+
+class _Activation(Layer):
+    name = ""
+
+    def __init__(self):
+        self._buf: dict = {}
+        self._saved = None
+
+    def __repr__(self):
+        return type(self).__name__ + "()"
+
+
+class ReLU(_Activation):
+    name = "relu"
+
+    def forward(self, x):
+        self._saved = x
+        return _act.relu(x, out=_buffer(self._buf, "y", x.shape, x.dtype))
+
+    def backward(self, dout):
+        return _act.relu_backward(dout, self._saved, out=_buffer(self._buf, "dx", dout.shape, dout.dtype))
+
+
+class LeakyReLU(_Activation):
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        self._saved = x
+        return _act.leaky_relu(x, self.negative_slope, out=_buffer(self._buf, "y", x.shape, x.dtype))
+
+    def backward(self, dout):
+        return _act.leaky_relu_backward(dout, self._saved, self.negative_slope,
+                                        out=_buffer(self._buf, "dx", dout.shape, dout.dtype))
+
+    def __repr__(self):
+        return f"LeakyReLU({self.negative_slope})"
+
+
+class Tanh(_Activation):
+    name = "tanh"
+
+    def forward(self, x):
+        self._saved = _act.tanh(x, out=_buffer(self._buf, "y", x.shape, x.dtype))
+        return self._saved
+
+    def backward(self, dout):
+        return _act.tanh_backward(dout, self._saved, out=_buffer(self._buf, "dx", dout.shape, dout.dtype))
+
+
+class Sigmoid(_Activation):
+    name = "sigmoid"
+
+    def forward(self, x):
+        self._saved = _act.sigmoid(x, out=_buffer(self._buf, "y", x.shape, x.dtype))
+        return self._saved
+
+    def backward(self, dout):
+        return _act.sigmoid_backward(dout, self._saved, out=_buffer(self._buf, "dx", dout.shape, dout.dtype))
+
+
+def activation_layer(name: str, negative_slope: float = 0.01) -> Layer:
+    if name == "relu":
+        return ReLU()
+    if name == "leaky_relu":
+        return LeakyReLU(negative_slope)
+    if name == "tanh":
+        return Tanh()
+    if name == "sigmoid":
+        return Sigmoid()
+    raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
+
+
+class BatchNorm(Layer):
+    """Batch norm over the batch axis (x of shape (N, C)) with an optional fused ReLU / leaky ReLU.
+
+    Training mode normalises with the batch statistics and updates the running ones (PyTorch's
+    convention: unbiased running variance, ``momentum`` weight of the new batch); eval mode uses the
+    running statistics. With ``comm`` (an mpi4py communicator wrapper from
+    :mod:`nnkernels.distributed`), statistics and backward reductions are merged across ranks.
+    """
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 activation: Optional[str] = None, negative_slope: float = 0.01, dtype=np.float32):
+        if activation not in (None,) + _FUSABLE:
+            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+        dtype = np.dtype(dtype)
+        self.num_features = int(num_features)
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.activation, self.negative_slope = activation, float(negative_slope)
+        self.gamma = np.ones(self.num_features, dtype)
+        self.beta = np.zeros(self.num_features, dtype)
+        self.dgamma = np.zeros_like(self.gamma)
+        self.dbeta = np.zeros_like(self.beta)
+        self.running_mean = np.zeros(self.num_features, dtype)
+        self.running_var = np.ones(self.num_features, dtype)
+        self.comm = None  # set by nnkernels.distributed for synchronized batch norm
+        self._buf: dict = {}
+        self._saved = None
+
+    def params(self):
+        return [self.gamma, self.beta]
+
+    def grads(self):
+        return [self.dgamma, self.dbeta]
+
+    def buffers(self):
+        return [self.running_mean, self.running_var]
+
+    def _act_kw(self) -> dict:
+        kw = {"activation": self.activation}
+        if self.activation == "leaky_relu":
+            kw["negative_slope"] = self.negative_slope
+        return kw
+
+    def forward(self, x):
+        nk = _nk()
+        out = _buffer(self._buf, "y", x.shape, x.dtype)
+        if self.training and self.comm is not None:
+            return self._forward_sync(x, out)
+        y, mean, rstd = nk.batchnorm_forward(
+            x, self.gamma, self.beta, training=self.training, running_mean=self.running_mean,
+            running_var=self.running_var, momentum=self.momentum, eps=self.eps, out=out, **self._act_kw())
+        self._saved = (x, y, mean, rstd, None)
+        return y
+
+    def _forward_sync(self, x, out):
+        nk = _nk()
+        count, mean, m2 = nk.batchnorm_stats(x)
+        counts, means, m2s = self.comm.allgather_stats(count, mean, m2)
+        gcount, gmean, gm2 = nk.batchnorm_merge_stats(counts, means, m2s)
+        gcount = int(gcount)
+        gmean = np.asarray(gmean)
+        var = np.asarray(gm2) / gcount
+        rstd = 1.0 / np.sqrt(var + self.eps)
+        rstd = rstd.astype(gmean.dtype, copy=False)
+        y = nk.batchnorm_normalize(x, gmean, rstd, self.gamma, self.beta, out=out, **self._act_kw())
+        m = self.momentum
+        unbiased = np.asarray(gm2) / max(gcount - 1, 1)
+        self.running_mean[...] = (1 - m) * self.running_mean + m * gmean
+        self.running_var[...] = (1 - m) * self.running_var + m * unbiased
+        self._saved = (x, y, gmean, rstd, gcount)
+        return y
+
+    def backward(self, dout):
+        nk = _nk()
+        x, y, mean, rstd, gcount = self._saved
+        kw = self._act_kw()
+        if gcount is None:
+            dx, dgamma, dbeta = nk.batchnorm_backward(dout, x, self.gamma, mean, rstd, y=y, **kw)
+            self.dgamma[...] = dgamma
+            self.dbeta[...] = dbeta
+            return dx
+        sum_dout, sum_dout_xhat = nk.batchnorm_backward_reduce(dout, x, mean, rstd, y=y, **kw)
+        # Local contributions are the parameter gradients (summed over ranks with the others);
+        # dx needs the global sums now.
+        self.dgamma[...] = sum_dout_xhat
+        self.dbeta[...] = sum_dout
+        g_sum_dout, g_sum_dout_xhat = self.comm.allreduce_pair(np.asarray(sum_dout), np.asarray(sum_dout_xhat))
+        return nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, g_sum_dout, g_sum_dout_xhat, gcount,
+                                           y=y, **kw)
+
+    def __repr__(self):
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return f"BatchNorm({self.num_features}{act})"
+
+
+class LayerNorm(Layer):
+    """Layer norm over the feature axis with an optional fused ReLU / leaky ReLU."""
+
+    def __init__(self, num_features: int, *, eps: float = 1e-5, activation: Optional[str] = None,
+                 negative_slope: float = 0.01, dtype=np.float32):
+        if activation not in (None,) + _FUSABLE:
+            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+        dtype = np.dtype(dtype)
+        self.num_features, self.eps = int(num_features), float(eps)
+        self.activation, self.negative_slope = activation, float(negative_slope)
+        self.gamma = np.ones(self.num_features, dtype)
+        self.beta = np.zeros(self.num_features, dtype)
+        self.dgamma = np.zeros_like(self.gamma)
+        self.dbeta = np.zeros_like(self.beta)
+        self._buf: dict = {}
+        self._saved = None
+
+    def params(self):
+        return [self.gamma, self.beta]
+
+    def grads(self):
+        return [self.dgamma, self.dbeta]
+
+    def _act_kw(self) -> dict:
+        kw = {"activation": self.activation}
+        if self.activation == "leaky_relu":
+            kw["negative_slope"] = self.negative_slope
+        return kw
+
+    def forward(self, x):
+        nk = _nk()
+        y, mean, rstd = nk.layernorm_forward(x, self.gamma, self.beta, eps=self.eps,
+                                             out=_buffer(self._buf, "y", x.shape, x.dtype), **self._act_kw())
+        self._saved = (x, y, mean, rstd)
+        return y
+
+    def backward(self, dout):
+        nk = _nk()
+        x, y, mean, rstd = self._saved
+        dx, dgamma, dbeta = nk.layernorm_backward(dout, x, self.gamma, mean, rstd, y=y, **self._act_kw())
+        self.dgamma[...] = dgamma
+        self.dbeta[...] = dbeta
+        return dx
+
+    def __repr__(self):
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return f"LayerNorm({self.num_features}{act})"
+
+
+class Sequential(Layer):
+    """Layers applied in order. The first layer's input gradient is not computed."""
+
+    def __init__(self, layers: Sequence[Layer]):
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Linear):
+                layer.input_grad = i > 0
+        self.training = True
+
+    def train(self) -> "Sequential":
+        self.training = True
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self) -> "Sequential":
+        self.training = False
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    def params(self) -> list:
+        return [p for layer in self.layers for p in layer.params()]
+
+    def grads(self) -> list:
+        return [g for layer in self.layers for g in layer.grads()]
+
+    def buffers(self) -> list:
+        return [b for layer in self.layers for b in layer.buffers()]
+
+    def state(self) -> list:
+        """Copies of every parameter and running statistic (a snapshot)."""
+        return [a.copy() for a in self.params() + self.buffers()]
+
+    def load_state(self, state: Sequence[np.ndarray]) -> None:
+        targets = self.params() + self.buffers()
+        if len(state) != len(targets):
+            raise ValueError(f"state: expected {len(targets)} arrays, got {len(state)}")
+        for t, s in zip(targets, state):
+            if t.shape != np.shape(s):
+                raise ValueError(f"state: expected an array of shape {t.shape}, got {np.shape(s)}")
+        for t, s in zip(targets, state):
+            t[...] = s
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params()))
+
+    def __repr__(self):
+        return "Sequential(\n  " + ",\n  ".join(repr(layer) for layer in self.layers) + "\n)"
+
+
+def mlp(sizes: Sequence[int], *, activation: str = "relu", norm: str = "batch", init: str = "kaiming",
+        seed: int = 0, dtype=np.float32, negative_slope: float = 0.01, momentum: float = 0.1,
+        eps: float = 1e-5) -> Sequential:
+    """Multi-layer perceptron ``sizes[0] -> ... -> sizes[-1]``: Linear, norm (with the activation fused
+    when it is ReLU / leaky ReLU), activation, ..., final Linear (logits). Linear layers followed by a
+    norm have no bias (the norm's beta plays that role). Layer k's weight uses seed ``seed * 1000 + k``."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
+    if init not in INITS:
+        raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ValueError(f"sizes: expected at least two positive layer sizes, got {sizes}")
+    layers: list = []
+    for k in range(len(sizes) - 1):
+        last = k == len(sizes) - 2
+        nl = "linear" if last else activation
+        layers.append(Linear(sizes[k], sizes[k + 1], bias=last or norm == "none", init=init, nonlinearity=nl,
+                             seed=seed * 1000 + k, dtype=dtype))
+        if last:
+            break
+        fused = activation if activation in _FUSABLE else None
+        if norm == "batch":
+            layers.append(BatchNorm(sizes[k + 1], activation=fused, negative_slope=negative_slope,
+                                    momentum=momentum, eps=eps, dtype=dtype))
+        elif norm == "layer":
+            layers.append(LayerNorm(sizes[k + 1], activation=fused, negative_slope=negative_slope, eps=eps,
+                                    dtype=dtype))
+        if norm == "none" or fused is None:
+            layers.append(activation_layer(activation, negative_slope))
+    return Sequential(layers)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def predict_proba(model: Sequential, X: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities in eval mode (the model's mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = [_softmax(np.array(model.forward(X[i:i + batch_size]), dtype=np.float64))
+               for i in range(0, len(X), batch_size)]
+    finally:
+        if was_training:
+            model.train()
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def evaluate(model: Sequential, X: np.ndarray, y: np.ndarray, *, batch_size: int = 1024) -> tuple:
+    """(mean cross-entropy, accuracy) in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    try:
+        for i in range(0, len(X), batch_size):
+            logits = model.forward(X[i:i + batch_size])
+            yb = y[i:i + batch_size]
+            loss, _ = softmax_cross_entropy(logits, yb)
+            total += loss * len(yb)
+            correct += int((np.argmax(logits, axis=1) == yb).sum())
+    finally:
+        if was_training:
+            model.train()
+    n = max(len(X), 1)
+    return total / n, correct / n
+
+
+class EMA:
+    """Exponential moving average of a model's parameters: ``avg = decay * avg + (1 - decay) * p``
+    after each optimizer step (``nnkernels.ema_update``, one fused multi-tensor call)."""
+
+    def __init__(self, model: Sequential, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay: expected a value in [0, 1), got {decay}")
+        self.model, self.decay = model, float(decay)
+        self.averages = [p.copy() for p in model.params()]
+
+    def update(self) -> None:
+        _nk().ema_update(self.averages, self.model.params(), decay=self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: Optional[Sequential] = None) -> Iterator[None]:
+        """Swap the averaged weights into the model for the enclosed block."""
+        model = model or self.model
+        params = model.params()
+        saved = [p.copy() for p in params]
+        for p, a in zip(params, self.averages):
+            p[...] = a
+        try:
+            yield
+        finally:
+            for p, s in zip(params, saved):
+                p[...] = s
+
+
+def iterate_minibatches(n: int, batch_size: int, rng: np.random.Generator, *, shuffle: bool = True,
+                        drop_last: bool = False) -> Iterable[np.ndarray]:
+    """Index arrays of the mini-batches of one epoch (a permutation drawn from ``rng``)."""
+    idx = rng.permutation(n) if shuffle else np.arange(n)
+    stop = n - (n % batch_size) if drop_last else n
+    for i in range(0, stop, batch_size):
+        yield idx[i:i + batch_size]
