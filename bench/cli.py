@@ -5,6 +5,7 @@
     python -m nnkernels bench --quick              # small arrays, few repeats (CI)
     python -m nnkernels bench --markdown --plot bench.png
     python -m nnkernels bench compare A.json B.json
+    python -m nnkernels bench report run.json --plot run.png --readme README.md
 
 Timing: 2 untimed warm-up calls, then at least --repeats timed calls (more for calls
 shorter than 50 ms in total); median reported with min and interquartile range. Rows whose
@@ -287,6 +288,10 @@ def main(argv=None) -> int:
         from .report import compare_main
 
         return compare_main(argv[1:])
+    if argv and argv[0] == "report":
+        from .report import report_main
+
+        return report_main(argv[1:])
     args = _parse(argv)
     result = run(args)
     if args.json:

@@ -83,3 +83,15 @@ def test_load_rejects_foreign_json(tmp_path):
 
     with pytest.raises(ValueError, match="not an nnkernels benchmark file"):
         report.load(str(p))
+
+
+def test_report_rewrites_readme_section(tmp_path):
+    path = _run_to_json(tmp_path, "a.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nouttro\n")
+    png = tmp_path / "r.png"
+    assert cli.main(["report", str(path), "--plot", str(png), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outtro\n") and "old" not in text
+    assert "| relu | 1000 |" in text and "![speed-ups and bandwidth](r.png)" in text
+    assert png.exists()
