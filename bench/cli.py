@@ -257,14 +257,11 @@ def _fmt_t(s):
     return f"{s:.2f}s"
 
 
-_COLS = ("op", "shape", "numpy", "nnkernels", "GB/s", "%copy", "torch", "x numpy", "x torch", "nk-cuda", "torch-cuda")
-
-
 def _print_header():
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    print(f"{'op':<28}{'shape':>10}{'numpy':>11}{'nnkernels':>11}{'GB/s':>8}{'%copy':>7}{'torch':>11}"
-          f"{'x numpy':>9}{'x torch':>9}{'nk-cuda':>11}{'torch-cuda':>11}", flush=True)
+    print(f"{'op':<28}{'shape':>12}{'numpy':>11}{'nnkernels':>11}{'GB/s':>9}{'%copy':>7}{'torch':>11}{'sklearn':>11}"
+          f"{'x numpy':>9}{'x torch':>9}{'x sklearn':>10}{'nk-cuda':>11}{'torch-cuda':>11}", flush=True)
 
 
 def _print_row(row):
@@ -275,9 +272,10 @@ def _print_row(row):
     gbs = f"{ours['GBps']:.1f}" if "GBps" in ours else (f"{ours['elements_per_s'] / 1e9:.2f}G/s" if "elements_per_s" in ours else "-")
     pct = f"{ours['pct_copy_bw']:.0f}%" if "pct_copy_bw" in ours else "-"
     sx = lambda k: f"{row[k]:.2f}x" if k in row else "-"  # noqa: E731
-    print(f"{row['op']:<28}{row['shape']:>10}{_fmt_t(im.get('numpy', {}).get('median_s')):>11}"
-          f"{_fmt_t(ours.get('median_s')):>11}{gbs:>8}{pct:>7}{_fmt_t(im.get('torch', {}).get('median_s')):>11}"
-          f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}"
+    print(f"{row['op']:<28}{row['shape']:>12}{_fmt_t(im.get('numpy', {}).get('median_s')):>11}"
+          f"{_fmt_t(ours.get('median_s')):>11}{gbs:>9}{pct:>7}{_fmt_t(im.get('torch', {}).get('median_s')):>11}"
+          f"{_fmt_t(im.get('sklearn', {}).get('median_s')):>11}"
+          f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}{sx('speedup_vs_sklearn'):>10}"
           f"{_fmt_t(im.get('nnkernels-cuda', {}).get('median_s')):>11}{_fmt_t(im.get('torch-cuda', {}).get('median_s')):>11}",
           flush=True)
 
