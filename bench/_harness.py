@@ -76,27 +76,81 @@ def size_label(n: int) -> str:
     return str(n)
 
 
-def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0) -> list:
-    """Per-call wall times in seconds: `warmup` untimed calls, then at least `repeats` timed ones
-    (more for very short calls until `min_time` has been spent; never past `max_time`)."""
+_FLUSH_BUFFER = None
+
+
+def evict_caches() -> None:
+    """Evict the data caches by writing a buffer twice the size of the L3."""
+    global _FLUSH_BUFFER
+    if _FLUSH_BUFFER is None:
+        _FLUSH_BUFFER = np.zeros(2 * L3_BYTES // 8)
+    _FLUSH_BUFFER += 1.0
+
+
+def _cuda_event_timer(impl: Impl):
+    """A callable that times impl.fn with CUDA events on the current stream, or None."""
+    try:
+        import cupy
+
+        def timed():
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record()
+            impl.fn()
+            end.record()
+            end.synchronize()
+            return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+        return timed
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+
+        def timed_torch():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            impl.fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+        return timed_torch
+    except ImportError:
+        return None
+
+
+def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,
+               flush_caches: bool = False) -> list:
+    """Per-call times in seconds: `warmup` untimed calls, then at least `repeats` timed ones
+    (more for very short calls until `min_time` has been spent; never past `max_time`).
+    CPU calls are timed with perf_counter; GPU calls (impl.device == "cuda") with CUDA events."""
     for _ in range(warmup):
         if impl.setup:
             impl.setup()
         impl.fn()
     if impl.sync:
         impl.sync()
+    event_timer = _cuda_event_timer(impl) if impl.device == "cuda" else None
     times: list = []
     start = time.perf_counter()
     while True:
         if impl.setup:
             impl.setup()
+        if flush_caches and impl.device == "cpu":
+            evict_caches()
         if impl.sync:
             impl.sync()
-        t0 = time.perf_counter()
-        impl.fn()
-        if impl.sync:
-            impl.sync()
-        times.append(time.perf_counter() - t0)
+        if event_timer is not None:
+            times.append(event_timer())
+        else:
+            t0 = time.perf_counter()
+            impl.fn()
+            if impl.sync:
+                impl.sync()
+            times.append(time.perf_counter() - t0)
         spent = time.perf_counter() - start
         if len(times) >= repeats and (spent >= min_time or spent >= max_time):
             break
@@ -129,6 +183,24 @@ def measure_stream_bandwidth(n_bytes: int = 512 * MB, repeats: int = 7) -> dict:
         "copy": copy,
         "triad": triad,
     }
+
+
+def measure_gpu_copy_bandwidth(torch, cupy, n_bytes: int = 1024 * MB, repeats: int = 10) -> Optional[dict]:
+    """Device-to-device copy bandwidth (GB/s, read + write) with the GPU library at hand."""
+    if cupy is not None:
+        a = cupy.ones(n_bytes // 4, cupy.float32)
+        b = cupy.empty_like(a)
+        sync = cupy.cuda.get_current_stream().synchronize
+        fn = lambda: b.__setitem__(Ellipsis, a)  # noqa: E731
+    elif torch is not None and torch.cuda.is_available():
+        a = torch.ones(n_bytes // 4, device="cuda")
+        b = torch.empty_like(a)
+        sync = torch.cuda.synchronize
+        fn = lambda: b.copy_(a)  # noqa: E731
+    else:
+        return None
+    s = summarize(time_calls(Impl("d2d", fn, "cuda", sync), repeats=repeats, warmup=3))
+    return {"array_bytes": n_bytes, "copy_GBps": 2 * n_bytes / s["median_s"] / 1e9, "copy": s}
 
 
 def family_modules() -> Iterator[tuple]:

@@ -3,6 +3,16 @@
     python -m nnkernels bench                      # all families, default sizes
     python -m nnkernels bench --ops relu tanh --sizes small large --json out.json
     python -m nnkernels bench --quick              # small arrays, few repeats (CI)
+    python -m nnkernels bench --markdown --plot bench.png
+    python -m nnkernels bench compare A.json B.json
+    python -m nnkernels bench report run.json --plot run.png --readme README.md
+
+Timing: 2 untimed warm-up calls, then at least --repeats timed calls (more for calls
+shorter than 50 ms in total); median reported with min and interquartile range. Rows whose
+data exceed half the L3 cache have the caches flushed (a 64 MB write) before every timed
+call. GPU rows are timed with CUDA events on the current stream and synchronised. The
+thread count (--threads, default: nk.get_num_threads()) applies to nnkernels, PyTorch and
+BLAS (threadpoolctl) alike.
 """
 from __future__ import annotations
 
@@ -36,6 +46,10 @@ def _parse(argv):
     p.add_argument("--threads", type=int, default=None, help="threads for nnkernels, PyTorch and BLAS")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch rows even if importable")
     p.add_argument("--no-stream", action="store_true", help="skip the bandwidth measurement")
+    p.add_argument("--isa-levels", action="store_true",
+                   help="also time nnkernels at every compiled instruction-set level (rows nnkernels[avx2], ...)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table of the run (README-ready)")
+    p.add_argument("--plot", metavar="FILE.png", default=None, help="draw speed-ups and %% of bandwidth per op")
     return p.parse_args(argv)
 
 
@@ -72,6 +86,24 @@ def _peers(args):
     return torch, torch_cuda, cupy
 
 
+def _gpu_info(torch, cupy) -> dict:
+    info = {"gpus": [], "cuda_driver": None, "cuda_runtime": None}
+    try:
+        if cupy is not None:
+            rt = cupy.cuda.runtime
+            info["gpus"] = [rt.getDeviceProperties(i)["name"].decode() for i in range(rt.getDeviceCount())]
+            info["cuda_driver"] = rt.driverGetVersion()
+            info["cuda_runtime"] = rt.runtimeGetVersion()
+        elif torch is not None and torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            info["cuda_runtime"] = torch.version.cuda
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    if not info["gpus"]:
+        info["gpus"] = nk.build_info()["gpu_names"]
+    return info
+
+
 def machine_info(torch, cupy) -> dict:
     cpu = platform.processor() or ""
     try:
@@ -98,6 +130,7 @@ def machine_info(torch, cupy) -> dict:
         info["sklearn"] = sklearn.__version__
     except ImportError:
         info["sklearn"] = None
+    info.update(_gpu_info(torch, cupy))
     return info
 
 
@@ -115,8 +148,14 @@ def run(args) -> dict:
     ctx = H.Context(sizes=_sizes(args), quick=args.quick, dtype=args.dtype, torch=torch, torch_cuda=torch_cuda,
                     cupy=cupy, gpu=nk.build_info()["gpu_count"] > 0 and (cupy is not None or torch_cuda))
     repeats = args.repeats or (3 if args.quick else 15)
-    result = {"machine": machine_info(torch, cupy), "threads": threads, "quick": args.quick,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stream": None, "rows": []}
+    result = {"schema": 1, "machine": machine_info(torch, cupy), "threads": threads, "quick": args.quick,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stream": None, "gpu_stream": None, "rows": []}
+    try:
+        import threadpoolctl
+
+        limiter = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+    except ImportError:
+        limiter = None
 
     if not args.no_stream:
         _progress("measuring streaming bandwidth (copy, triad)...")
@@ -126,6 +165,12 @@ def run(args) -> dict:
         print(f"stream: copy {s['copy_GBps']:.1f} GB/s, triad {s['triad_GBps']:.1f} GB/s "
               f"({s['array_bytes'] / H.MB:.0f} MB arrays, {threads} threads)", flush=True)
     copy_bw = result["stream"]["copy_GBps"] if result["stream"] else None
+    if ctx.gpu and not args.no_stream:
+        result["gpu_stream"] = H.measure_gpu_copy_bandwidth(torch, cupy, n_bytes=(16 if args.quick else 1024) * H.MB)
+        if result["gpu_stream"]:
+            print(f"GPU device-to-device copy {result['gpu_stream']['copy_GBps']:.0f} GB/s", flush=True)
+    gpu_bw = result["gpu_stream"]["copy_GBps"] if result["gpu_stream"] else None
+    levels = _isa_levels() if args.isa_levels else []
 
     wanted = set(args.ops) if args.ops else None
     _print_header()
@@ -133,24 +178,53 @@ def run(args) -> dict:
         for case in module.cases(ctx):
             if not _selected(case, wanted):
                 continue
-            row = _run_case(case, repeats, copy_bw)
+            if levels:
+                case.impls += _isa_impls(case, levels)
+            row = _run_case(case, repeats, copy_bw, gpu_bw)
             result["rows"].append(row)
             _print_row(row)
+    if limiter is not None:
+        limiter.restore_original_limits()
     return result
 
 
-def _run_case(case, repeats, copy_bw) -> dict:
+def _isa_levels():
+    info = nk.build_info()
+    order = ["baseline", "avx2", "avx512"]
+    return [lvl for lvl in info["isa_compiled"] if order.index(lvl) <= order.index(info["isa_cpu"])]
+
+
+def _isa_impls(case, levels):
+    """Copies of the nnkernels CPU row pinned to each instruction-set level."""
+    ours = next((i for i in case.impls if i.name == "nnkernels"), None)
+    if ours is None:
+        return []
+
+    def pinned(fn, level):
+        def call():
+            with nk.isa(level):
+                return fn()
+        return call
+
+    return [H.Impl(f"nnkernels[{lvl}]", pinned(ours.fn, lvl), "cpu", None, ours.setup) for lvl in levels]
+
+
+def _run_case(case, repeats, copy_bw, gpu_bw=None) -> dict:
     row = {"family": case.family, "op": case.op, "shape": case.shape, "dtype": case.dtype, "kind": case.kind,
            "bytes": case.bytes_moved, "elements": case.elements, "note": case.note, "impls": {}}
     _progress(f"{case.op} {case.shape}...")
+    flush = case.bytes_moved >= H.L3_BYTES // 2
+    row["cache_flushed"] = flush
     for impl in case.impls:
-        times = H.time_calls(impl, repeats=repeats, warmup=2, min_time=0.05)
+        times = H.time_calls(impl, repeats=repeats, warmup=2, min_time=0.05, flush_caches=flush)
         s = H.summarize(times)
         s["device"] = impl.device
         if case.bytes_moved:
             s["GBps"] = case.bytes_moved / s["median_s"] / 1e9
             if copy_bw and impl.device == "cpu":
                 s["pct_copy_bw"] = 100.0 * s["GBps"] / copy_bw
+            if gpu_bw and impl.device == "cuda":
+                s["pct_gpu_copy_bw"] = 100.0 * s["GBps"] / gpu_bw
         if case.elements:
             s["elements_per_s"] = case.elements / s["median_s"]
         row["impls"][impl.name] = s
@@ -183,14 +257,11 @@ def _fmt_t(s):
     return f"{s:.2f}s"
 
 
-_COLS = ("op", "shape", "numpy", "nnkernels", "GB/s", "%copy", "torch", "x numpy", "x torch", "nk-cuda", "torch-cuda")
-
-
 def _print_header():
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    print(f"{'op':<28}{'shape':>10}{'numpy':>11}{'nnkernels':>11}{'GB/s':>8}{'%copy':>7}{'torch':>11}"
-          f"{'x numpy':>9}{'x torch':>9}{'nk-cuda':>11}{'torch-cuda':>11}", flush=True)
+    print(f"{'op':<28}{'shape':>12}{'numpy':>11}{'nnkernels':>11}{'GB/s':>9}{'%copy':>7}{'torch':>11}{'sklearn':>11}"
+          f"{'x numpy':>9}{'x torch':>9}{'x sklearn':>10}{'nk-cuda':>11}{'torch-cuda':>11}", flush=True)
 
 
 def _print_row(row):
@@ -201,20 +272,40 @@ def _print_row(row):
     gbs = f"{ours['GBps']:.1f}" if "GBps" in ours else (f"{ours['elements_per_s'] / 1e9:.2f}G/s" if "elements_per_s" in ours else "-")
     pct = f"{ours['pct_copy_bw']:.0f}%" if "pct_copy_bw" in ours else "-"
     sx = lambda k: f"{row[k]:.2f}x" if k in row else "-"  # noqa: E731
-    print(f"{row['op']:<28}{row['shape']:>10}{_fmt_t(im.get('numpy', {}).get('median_s')):>11}"
-          f"{_fmt_t(ours.get('median_s')):>11}{gbs:>8}{pct:>7}{_fmt_t(im.get('torch', {}).get('median_s')):>11}"
-          f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}"
+    print(f"{row['op']:<28}{row['shape']:>12}{_fmt_t(im.get('numpy', {}).get('median_s')):>11}"
+          f"{_fmt_t(ours.get('median_s')):>11}{gbs:>9}{pct:>7}{_fmt_t(im.get('torch', {}).get('median_s')):>11}"
+          f"{_fmt_t(im.get('sklearn', {}).get('median_s')):>11}"
+          f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}{sx('speedup_vs_sklearn'):>10}"
           f"{_fmt_t(im.get('nnkernels-cuda', {}).get('median_s')):>11}{_fmt_t(im.get('torch-cuda', {}).get('median_s')):>11}",
           flush=True)
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "compare":
+        from .report import compare_main
+
+        return compare_main(argv[1:])
+    if argv and argv[0] == "report":
+        from .report import report_main
+
+        return report_main(argv[1:])
     args = _parse(argv)
     result = run(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1, default=float)
         print(f"wrote {args.json}")
+    if args.markdown:
+        from .report import markdown
+
+        print()
+        print(markdown(result))
+    if args.plot:
+        from .report import plot
+
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -86,7 +86,7 @@ py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>
   py::array o = py::reinterpret_borrow<py::array>(out);
   ArrayView v = view_of(o, arg);
   if (v.dtype != dt)
-    throw py::type_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(v.dtype));
+    throw py::value_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(v.dtype));
   if (v.shape != shape)
     throw py::value_error(std::string(arg) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
   if (!v.writeable) throw py::value_error(std::string(arg) + ": array is read-only");
@@ -101,7 +101,7 @@ void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, co
 
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn) {
   if (a.dtype != b.dtype)
-    throw py::type_error(std::string(bn) + ": expected the dtype of " + an + " (" + dtype_name(a.dtype) + "), got " +
+    throw py::value_error(std::string(bn) + ": expected the dtype of " + an + " (" + dtype_name(a.dtype) + "), got " +
                          dtype_name(b.dtype));
 }
 

@@ -36,9 +36,11 @@ py::array as_array(const py::handle& h, const char* arg);
 // New C-contiguous array of the given dtype and shape.
 py::array empty_array(DType dt, const std::vector<int64_t>& shape);
 // `out` argument: None -> fresh array like `like`; otherwise it must be a writeable ndarray
-// of the same shape and dtype (TypeError/ValueError naming "out").
+// of the same shape and dtype (TypeError if not an array; ValueError naming "out" for a shape or
+// dtype mismatch or a read-only array).
 py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>& shape, const char* arg = "out");
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
+// Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // True when the memory spanned by a and b intersects (bounds test, like np.may_share_memory).
 bool may_overlap(const ArrayView& a, const ArrayView& b);

@@ -89,6 +89,34 @@ template <class T> inline typename Simd<T>::V expm1_tail(typename Simd<T>::V r) 
   return q;
 }
 
+// p * 2^n for integer-valued n in [-2*bias, 2*bias]: two exact power-of-two factors, so
+// subnormal results round once and overflow gives +inf. AVX-512 has this as one instruction.
+template <class T> inline typename Simd<T>::V scale_pow2(typename Simd<T>::V p, typename Simd<T>::V n) {
+#if defined(__AVX512F__)
+  static_assert(kVecBytes == 64, "AVX-512 TUs use 64-byte vectors");
+  typename Simd<T>::V r;
+  if constexpr (sizeof(T) == 4) {
+    __m512 a, b;
+    std::memcpy(&a, &p, 64);
+    std::memcpy(&b, &n, 64);
+    __m512 c = _mm512_scalef_ps(a, b);
+    std::memcpy(&r, &c, 64);
+  } else {
+    __m512d a, b;
+    std::memcpy(&a, &p, 64);
+    std::memcpy(&b, &n, 64);
+    __m512d c = _mm512_scalef_pd(a, b);
+    std::memcpy(&r, &c, 64);
+  }
+  return r;
+#else
+  using S = Simd<T>;
+  typename S::V nn = n != n ? S::splat(0) : n;  // keep the integer conversion defined for NaN
+  typename S::V n1 = round_int<T>(nn * T(0.5));
+  return (p * pow2i<T>(n1)) * pow2i<T>(nn - n1);
+#endif
+}
+
 template <class T> inline typename Simd<T>::V vexp(typename Simd<T>::V x) {
   using S = Simd<T>;
   using C = MathConst<T>;
@@ -97,10 +125,7 @@ template <class T> inline typename Simd<T>::V vexp(typename Simd<T>::V x) {
   typename S::V n;
   typename S::V r = reduce_ln2<T>(xc, n);
   typename S::V p = (r + r * r * expm1_tail<T>(r)) + T(1);
-  typename S::V n1 = round_int<T>(n * T(0.5));
-  typename S::V nn = n != n ? S::splat(0) : n;   // keep the integer conversion defined for NaN
-  typename S::V n1c = n1 != n1 ? S::splat(0) : n1;
-  return (p * pow2i<T>(n1c)) * pow2i<T>(nn - n1c);
+  return scale_pow2<T>(p, n);
 }
 
 // expm1 for x in [clamp, 0]: used by tanh only, where that range is all we need.
@@ -111,8 +136,8 @@ template <class T> inline typename Simd<T>::V vexpm1_nonpos(typename Simd<T>::V 
   typename S::V em1 = r + r * r * expm1_tail<T>(r);  // e^r - 1
   typename S::V nsafe = n != n ? S::splat(0) : n;
   typename S::V two_n = pow2i<T>(nsafe);
-  typename S::V res = two_n * em1 + (two_n - T(1));  // 2^n e^r - 1
-  return n == T(0) ? em1 : res;
+  // 2^n e^r - 1; for n == 0 this is exactly em1 (1*em1 + 0), so no special case is needed.
+  return two_n * em1 + (two_n - T(1));
 }
 
 template <class T> inline typename Simd<T>::V vsigmoid(typename Simd<T>::V x) {

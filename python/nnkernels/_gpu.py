@@ -185,7 +185,7 @@ def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:
         if tuple(cai["shape"]) != tuple(cais[0]["shape"]):
             raise ValueError(f"{n}: expected the shape of {names[0]} {tuple(cais[0]['shape'])}, got {tuple(cai['shape'])}")
         if cai["typestr"] != cais[0]["typestr"]:
-            raise TypeError(f"{n}: expected the dtype of {names[0]} ({cais[0]['typestr']}), got {cai['typestr']}")
+            raise ValueError(f"{n}: expected the dtype of {names[0]} ({cais[0]['typestr']}), got {cai['typestr']}")
     return objs, cais
 
 
@@ -200,7 +200,7 @@ def prepare_output(out: Any, like: Any, like_cai: dict) -> tuple[Any, Any, dict]
     if tuple(cai["shape"]) != tuple(like_cai["shape"]):
         raise ValueError(f"out: expected shape {tuple(like_cai['shape'])}, got {tuple(cai['shape'])}")
     if cai["typestr"] != like_cai["typestr"]:
-        raise TypeError(f"out: expected dtype {like_cai['typestr']}, got {cai['typestr']}")
+        raise ValueError(f"out: expected dtype {like_cai['typestr']}, got {cai['typestr']}")
     if cai["data"][1]:
         raise ValueError("out: array is read-only")
     if is_contiguous(cai):

@@ -1,0 +1,387 @@
+"""Activations: kernels vs nnkernels.reference, NumPy semantics, numerics, errors, GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from tolerances import ULP_BOUND, assert_close
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+from conftest import AWKWARD_SIZES, DTYPES
+
+FORWARD = ["relu", "leaky_relu", "sigmoid", "tanh"]
+# backward op -> which forward tensor it takes as its second argument
+SAVED = {"relu": "x", "leaky_relu": "x", "sigmoid": "y", "tanh": "y"}
+
+
+def _fwd(op):
+    return getattr(nk, op), getattr(ref, op)
+
+
+def _bwd(op):
+    return getattr(nk, op + "_backward"), getattr(ref, op + "_backward")
+
+
+def _inputs(n, dtype, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * scale).astype(dtype)
+    d = rng.standard_normal(n).astype(dtype)
+    return x, d
+
+
+def _saved(op, x):
+    return x if SAVED[op] == "x" else getattr(ref, op)(x.astype(np.float64)).astype(x.dtype)
+
+
+# ----------------------------------------------------------------- values vs reference
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", AWKWARD_SIZES)
+@pytest.mark.parametrize("op", FORWARD)
+def test_forward_matches_reference(op, n, dtype, isa):
+    x, _ = _inputs(n, dtype)
+    f, r = _fwd(op)
+    y = f(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_close(y, r(x.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", AWKWARD_SIZES)
+@pytest.mark.parametrize("op", FORWARD)
+def test_backward_matches_reference(op, n, dtype, isa):
+    x, d = _inputs(n, dtype, seed=1)
+    s = _saved(op, x)
+    f, r = _bwd(op)
+    dx = f(d, s)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    assert_close(dx, r(d.astype(np.float64), s.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 1.5, -0.3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_leaky_relu_slopes(slope, dtype):
+    x, d = _inputs(1001, dtype)
+    x[::7] = 0  # PyTorch convention: the slope applies at exactly 0
+    assert_close(nk.leaky_relu(x, slope), ref.leaky_relu(x.astype(np.float64), slope), dtype)
+    assert_close(nk.leaky_relu_backward(d, x, slope), ref.leaky_relu_backward(d.astype(np.float64), x, slope), dtype)
+    assert_close(nk.leaky_relu_backward(d, x, negative_slope=slope)[::7], d[::7] * np.asarray(slope, dtype), dtype)
+
+
+def test_relu_backward_at_zero_is_zero():
+    x = np.array([-1.0, 0.0, 1.0], np.float32)
+    np.testing.assert_array_equal(nk.relu_backward(np.ones(3, np.float32), x), [0, 0, 1])
+
+
+# ----------------------------------------------------------------- shapes, layouts, out=
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (1, 1, 1), (5, 7), (3, 17, 19), (2, 3, 4, 5)])
+@pytest.mark.parametrize("op", FORWARD)
+def test_shapes(op, shape):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(np.float32)
+    f, r = _fwd(op)
+    y = f(x)
+    assert isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == x.dtype
+    assert_close(y, r(x.astype(np.float64)), np.float32)
+    fb, rb = _bwd(op)
+    s = _saved(op, x)
+    assert_close(fb(x, s), rb(x.astype(np.float64), s.astype(np.float64)), np.float32)
+
+
+def _strided_views(dtype):
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((37, 41)).astype(dtype) * 3
+    return {
+        "step2": base[:, ::2],
+        "transposed": base.T,
+        "reversed": base[::-1, ::-3],
+        "column": base[:, 5],
+        "fortran": np.asfortranarray(base),
+        "broadcast0": np.broadcast_to(base[0], (5, 41)),
+        "big_strided": (rng.standard_normal(200_003).astype(dtype))[::3],
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("view", list(_strided_views(np.float32)))
+@pytest.mark.parametrize("op", FORWARD)
+def test_strided_inputs(op, view, dtype, isa):
+    x = _strided_views(dtype)[view]
+    before = x.copy()
+    f, r = _fwd(op)
+    assert_close(f(x), r(x.astype(np.float64)), dtype)
+    fb, rb = _bwd(op)
+    d = np.ascontiguousarray(x[..., ::-1]) if x.ndim else x
+    s = _saved(op, np.ascontiguousarray(x))
+    assert_close(fb(x, s), rb(x.astype(np.float64), s.astype(np.float64)), dtype)  # strided dout
+    assert_close(fb(d, s.T.copy().T), rb(d.astype(np.float64), s.astype(np.float64)), dtype)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("op", FORWARD)
+def test_strided_out(op):
+    x, _ = _inputs(4099, np.float64)
+    big = np.full(2 * 4099, 7.0)
+    out = big[::2]
+    f, r = _fwd(op)
+    res = f(x, out=out)
+    assert res is out
+    assert_close(out, r(x), np.float64)
+    np.testing.assert_array_equal(big[1::2], 7.0)  # the gaps are untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", FORWARD)
+def test_in_place(op, dtype):
+    x, d = _inputs(70001, dtype)
+    expect = _fwd(op)[1](x.astype(np.float64))
+    y = x.copy()
+    assert _fwd(op)[0](y, out=y) is y
+    assert_close(y, expect, dtype)
+    s = _saved(op, x)
+    expect_b = _bwd(op)[1](d.astype(np.float64), s.astype(np.float64))
+    assert _bwd(op)[0](d, s, out=d) is d  # dx written over dout
+    assert_close(d, expect_b, dtype)
+
+
+@pytest.mark.parametrize("op", FORWARD)
+def test_partially_overlapping_out(op):
+    base, _ = _inputs(1000, np.float64)
+    expect = _fwd(op)[1](base[:-1].copy())
+    _fwd(op)[0](base[:-1], out=base[1:])  # out is the input shifted by one element
+    assert_close(base[1:], expect, np.float64)
+
+
+def test_array_like_and_scalars():
+    np.testing.assert_array_equal(nk.relu([-1.0, 2.0]), [0.0, 2.0])
+    assert nk.relu([-1.0, 2.0]).dtype == np.float64
+    y = nk.sigmoid(np.float32(0.0))
+    assert y.shape == () and y.dtype == np.float32 and y == 0.5
+
+
+# ----------------------------------------------------------------- threads and ISA levels
+@pytest.mark.parametrize("op", FORWARD)
+def test_thread_count_bitwise_identical(op, threads, isa):
+    x, d = _inputs(300_007, np.float32, scale=10)
+    s = _saved(op, x)
+    threads(1)
+    y1, b1 = _fwd(op)[0](x), _bwd(op)[0](d, s)
+    threads(2)
+    y2, b2 = _fwd(op)[0](x), _bwd(op)[0](d, s)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(b1, b2)
+
+
+@pytest.mark.parametrize("op", FORWARD)
+def test_isa_levels_agree(op):
+    x, _ = _inputs(10_007, np.float32, scale=20)
+    results = {}
+    from conftest import compiled_isas
+
+    for level in compiled_isas():
+        with nk.isa(level):
+            results[level] = _fwd(op)[0](x)
+    first = next(iter(results.values()))
+    for v in results.values():
+        assert_close(v, first, np.float32, rtol=4e-7, atol=0)
+
+
+def test_threadpoolctl_limits_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = nk.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert nk.get_num_threads() == 1
+    assert nk.get_num_threads() == before
+
+
+# ----------------------------------------------------------------- numerics
+def _ulp_error(actual, expected, dtype):
+    expected = np.asarray(expected, np.longdouble)
+    rounded = expected.astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    spacing = np.maximum(np.spacing(np.abs(rounded)).astype(np.longdouble), tiny)
+    return np.abs(np.asarray(actual, np.longdouble) - expected) / spacing
+
+
+def _wide_float32_inputs(n=400_000, seed=4):
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32)
+    x = x[np.isfinite(x)]
+    return np.concatenate([x, np.linspace(-110, 110, 200_001, dtype=np.float32),
+                           np.float32(rng.standard_normal(100_000)), np.float32([0, -0.0, 1e-45, -1e-45, 88.7, -88.7])])
+
+
+def _ref_sigmoid_ld(x):
+    x = np.asarray(x, np.longdouble)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh"])
+def test_ulp_bound_float32(op, isa):
+    x = _wide_float32_inputs()
+    ref_ld = _ref_sigmoid_ld(x) if op == "sigmoid" else np.tanh(x.astype(np.longdouble))
+    err = _ulp_error(getattr(nk, op)(x), ref_ld, np.float32)
+    assert err.max() <= ULP_BOUND[op][np.dtype(np.float32)], f"max {err.max():.2f} ulp at x={x[np.argmax(err)]!r}"
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh"])
+def test_ulp_bound_float64(op, isa):
+    if np.finfo(np.longdouble).nmant < 60:
+        pytest.skip("long double is not extended precision here")
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(200_000) * 30, rng.standard_normal(50_000) * 1e-3,
+                        np.linspace(-745, 745, 100_001), [0.0, -0.0, 5e-324, 0.5, 0.625, 20.0, -40.0]])
+    ref_ld = _ref_sigmoid_ld(x) if op == "sigmoid" else np.tanh(x.astype(np.longdouble))
+    err = _ulp_error(getattr(nk, op)(x), ref_ld, np.float64)
+    assert err.max() <= ULP_BOUND[op][np.dtype(np.float64)], f"max {err.max():.2f} ulp at x={x[np.argmax(err)]!r}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values(dtype):
+    inf, nan = np.inf, np.nan
+    x = np.array([nan, inf, -inf, 0.0, -0.0, 1e30, -1e30], dtype)
+    with np.errstate(all="raise"):  # the reference must not be needed; kernels raise no FP warnings
+        s, t = nk.sigmoid(x), nk.tanh(x)
+    np.testing.assert_array_equal(s, np.array([nan, 1, 0, 0.5, 0.5, 1, 0], dtype))
+    np.testing.assert_array_equal(t, np.array([nan, 1, -1, 0, -0.0, 1, -1], dtype))
+    assert np.signbit(t[4]) and not np.signbit(t[3])
+    np.testing.assert_array_equal(nk.relu(x), np.array([nan, inf, 0, 0, 0, 1e30, 0], dtype))
+    np.testing.assert_array_equal(nk.leaky_relu(x, 0.5), np.array([nan, inf, -inf, 0, 0, 1e30, -5e29], dtype))
+    # NaN in dout propagates where the gradient passes
+    d = np.array([nan, nan], dtype)
+    assert np.isnan(nk.relu_backward(d, np.array([1, -1], dtype))[0])
+    assert np.isnan(nk.sigmoid_backward(d, np.array([0.5, 0.5], dtype))).all()
+
+
+def test_sigmoid_tanh_tiny_and_huge_arguments():
+    x = np.array([1e-30, -1e-30, 1e-45, 100, -100, -103], np.float32)
+    t = nk.tanh(x)
+    np.testing.assert_array_equal(t[:3], x[:3])  # tanh(x) == x for tiny x
+    s = nk.sigmoid(x)
+    assert s[3] == 1 and 0 < s[4] < 1e-43 and s[5] >= 0  # subnormal results, no overflow
+
+
+# ----------------------------------------------------------------- finite differences (float64)
+@pytest.mark.parametrize("op", FORWARD)
+def test_backward_finite_differences(op):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(257) * 3
+    x = x[np.abs(x) > 1e-3]  # keep away from the kink of relu / leaky relu
+    d = rng.standard_normal(x.shape)
+    h = 1e-6
+    f = _fwd(op)[0]
+    numeric = d * (f(x + h) - f(x - h)) / (2 * h)
+    saved = x if SAVED[op] == "x" else f(x)
+    analytic = _bwd(op)[0](d, saved)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+# ----------------------------------------------------------------- errors
+@pytest.mark.parametrize("op", FORWARD)
+@pytest.mark.parametrize("bad", [np.arange(4), np.arange(4, dtype=np.int32), np.ones(3, np.complex64),
+                                 np.ones(3, bool), np.ones(3, np.float16)])
+def test_non_float_input_is_type_error(op, bad):
+    with pytest.raises(TypeError, match="^x: expected a float32 or float64"):
+        _fwd(op)[0](bad)
+
+
+@pytest.mark.parametrize("op", FORWARD)
+def test_backward_argument_mismatches(op):
+    f = _bwd(op)[0]
+    second = SAVED[op]
+    a = np.ones(5, np.float32)
+    with pytest.raises(ValueError, match=f"^{second}: expected the shape of dout"):
+        f(a, np.ones(6, np.float32))
+    with pytest.raises(ValueError, match=f"^{second}: expected the dtype of dout"):
+        f(a, np.ones(5, np.float64))
+    with pytest.raises(TypeError, match="^dout: expected a float32 or float64"):
+        f(np.ones(5, np.int64), a)
+
+
+@pytest.mark.parametrize("op", FORWARD)
+def test_out_errors_leave_out_untouched(op):
+    x = np.ones(5, np.float32)
+    f = _fwd(op)[0]
+    ro = np.zeros(5, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^out: array is read-only"):
+        f(x, out=ro)
+    wrong = np.full(6, 3.0, np.float32)
+    with pytest.raises(ValueError, match=r"^out: expected shape \(5,\)"):
+        f(x, out=wrong)
+    with pytest.raises(ValueError, match="^out: expected dtype float32"):
+        f(x, out=np.zeros(5, np.float64))
+    with pytest.raises(TypeError, match="^out: expected a NumPy array"):
+        f(x, out=[0.0] * 5)
+    np.testing.assert_array_equal(ro, 0)
+    np.testing.assert_array_equal(wrong, 3.0)
+
+
+def test_none_input_is_type_error():
+    with pytest.raises(TypeError):
+        nk.relu(None)
+
+
+def test_isa_errors():
+    with pytest.raises(ValueError, match="^isa: expected one of"):
+        nk.set_isa("sse9")
+
+
+# ----------------------------------------------------------------- property tests
+_float_arrays = hnp.arrays(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=9),
+    elements={"allow_nan": True, "allow_infinity": True},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_float_arrays)
+def test_property_relu_matches_reference_exactly(x):
+    np.testing.assert_array_equal(nk.relu(x), ref.relu(x))
+    np.testing.assert_array_equal(nk.leaky_relu(x, 0.25), ref.leaky_relu(x, 0.25))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_float_arrays)
+def test_property_sigmoid_tanh_range_and_symmetry(x):
+    s, t = nk.sigmoid(x), nk.tanh(x)
+    finite = ~np.isnan(x)
+    assert np.all((s[finite] >= 0) & (s[finite] <= 1))
+    assert np.all(np.abs(t[finite]) <= 1)
+    np.testing.assert_array_equal(np.isnan(s), np.isnan(x))
+    np.testing.assert_array_equal(nk.tanh(-x), -t)  # odd function, exactly
+
+
+# ----------------------------------------------------------------- GPU (skipped without a device)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", FORWARD)
+def test_gpu_matches_cpu(op, dtype, gpu):
+    to_gpu, to_np, lib = gpu
+    x, d = _inputs(100_003, dtype)
+    s = _saved(op, x)
+    gx = to_gpu(x)
+    gy = _fwd(op)[0](gx)
+    assert type(gy) is type(gx)
+    assert_close(to_np(gy), _fwd(op)[0](x), dtype, rtol=4e-7 if dtype == np.float32 else 1e-15, atol=0)
+    gdx = _bwd(op)[0](to_gpu(d), to_gpu(s))
+    assert_close(to_np(gdx), _bwd(op)[0](d, s), dtype)
+    out = to_gpu(np.zeros_like(x))
+    assert _fwd(op)[0](gx, out=out) is out
+    assert_close(to_np(out), to_np(gy), dtype, rtol=0, atol=0)
+    # strided GPU input
+    g2 = to_gpu(np.ascontiguousarray(x[: 2 * 5000].reshape(5000, 2)))[:, 0]
+    assert_close(to_np(_fwd(op)[0](g2)), _fwd(op)[0](x[: 2 * 5000 : 2]), dtype, rtol=4e-7 if dtype == np.float32 else 1e-15, atol=0)
+
+
+def test_gpu_errors(gpu):
+    to_gpu, _, _ = gpu
+    with pytest.raises(ValueError, match="^y: expected the shape of dout"):
+        nk.sigmoid_backward(to_gpu(np.ones(4, np.float32)), to_gpu(np.ones(5, np.float32)))
+    with pytest.raises(TypeError, match="^x: expected a float32 or float64"):
+        nk.relu(to_gpu(np.ones(4, np.int32)))
