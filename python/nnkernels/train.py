@@ -245,6 +245,7 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
     rng = np.random.default_rng(cfg.seed + 1)
     progress = _Progress(cfg.epochs, steps_per_epoch, enabled=not cfg.quiet and rank == 0)
     history: list = []
+    step_losses: list = []
     snapshots: list = []
     snapshot_steps: list = []
     ends = set(cycle_ends) if cfg.snapshots else set()
@@ -265,7 +266,7 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
             out = dl_buf.get(logits.shape)
             if out is None or out.dtype != logits.dtype:
                 out = dl_buf[logits.shape] = np.empty_like(logits)
-            loss, dlogits = softmax_cross_entropy(logits, yb, out=None if out is None else out)
+            loss, dlogits = softmax_cross_entropy(logits, yb, out=out)
             hits = int((logits.argmax(1) == yb).sum())
             if size > 1:
                 distributed.scaled_loss_gradient(dlogits, hi - lo, N)
@@ -286,6 +287,7 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
                 snapshots.append(model.state())
                 snapshot_steps.append(step)
             loss_sum += loss_b * N
+            step_losses.append(float(loss_b))
             correct += hits
             seen += N
             progress.update(epoch, b, loss_sum / max(seen, 1), correct / max(seen, 1))
@@ -300,7 +302,7 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
         progress.end(epoch, rec)
         if on_epoch is not None:
             on_epoch(rec)
-    result = {"history": history, "steps": step, "seconds": time.perf_counter() - t_start,
+    result = {"history": history, "step_losses": step_losses, "steps": step, "seconds": time.perf_counter() - t_start,
               "final": {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
                         "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"]} if history else {}}
     if snapshots:

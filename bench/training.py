@@ -1,0 +1,128 @@
+"""Benchmark row: training throughput (samples/s) of an MLP with batch norm + ReLU and Adam.
+
+Model 784-1024-1024-10 (``--quick``: 64-128-128-10), batch 256 (quick: 64), float32. One timed call
+is one full training step on a fixed batch: forward, softmax cross-entropy, backward, Adam update.
+- nnkernels: :func:`nnkernels.nn.mlp` (NumPy BLAS matrix products, fused batch norm + ReLU kernels,
+  fused softmax cross-entropy, one multi-tensor Adam call).
+- torch: the same model in PyTorch CPU eager mode (Linear without bias before BatchNorm1d, ReLU,
+  ``F.cross_entropy``, ``torch.optim.Adam`` with its CPU defaults), ``zero_grad(set_to_none=True)``.
+- numpy: the cs231n way, layer functions from :mod:`nnkernels.reference` (batch norm, ReLU, softmax
+  cross-entropy, Adam) around the same NumPy matrix products.
+The models are built on the first call (the warm-up), so an unselected row costs nothing.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ._harness import Case, Context, Impl
+
+
+def _lazy(build):
+    """A step function whose model is built on first use."""
+    state = {}
+
+    def step():
+        if "fn" not in state:
+            state["fn"] = build()
+        return state["fn"]()
+
+    return step
+
+
+def _nnkernels_step(sizes, X, y):
+    import nnkernels as nk
+    from nnkernels import nn, optim
+
+    model = nn.mlp(sizes, activation="relu", norm="batch", init="kaiming", seed=0, dtype=np.float32)
+    opt = optim.Adam(model.params(), lr=1e-3)
+    dl = np.empty((len(X), sizes[-1]), np.float32)
+
+    def step():
+        logits = model.forward(X)
+        loss, d = nk.softmax_cross_entropy(logits, y, out=dl)
+        model.backward(d)
+        opt.step(model.grads())
+        return loss
+
+    return step
+
+
+def _torch_step(torch, sizes, X, y):
+    layers = []
+    for k in range(len(sizes) - 1):
+        last = k == len(sizes) - 2
+        layers.append(torch.nn.Linear(sizes[k], sizes[k + 1], bias=last))
+        if not last:
+            layers += [torch.nn.BatchNorm1d(sizes[k + 1]), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    F = torch.nn.functional
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def _numpy_step(sizes, X, y):
+    from nnkernels import reference as ref
+
+    rng = np.random.default_rng(0)
+    Ws = [(rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    b_last = np.zeros(sizes[-1], np.float32)
+    gammas = [np.ones(s, np.float32) for s in sizes[1:-1]]
+    betas = [np.zeros(s, np.float32) for s in sizes[1:-1]]
+    rms = [np.zeros(s, np.float32) for s in sizes[1:-1]]
+    rvs = [np.ones(s, np.float32) for s in sizes[1:-1]]
+    params = Ws + [b_last] + gammas + betas
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = [0]
+
+    def step():
+        h, cache = X, []
+        for k, W in enumerate(Ws[:-1]):
+            a = h @ W
+            out, mean, rstd = ref.batchnorm_forward(a, gammas[k], betas[k], training=True, running_mean=rms[k],
+                                                    running_var=rvs[k], activation="relu")
+            cache.append((h, a, out, mean, rstd))
+            h = out
+        logits = h @ Ws[-1] + b_last
+        loss, d = ref.softmax_cross_entropy(logits, y)
+        dWs = [None] * len(Ws)
+        dWs[-1] = h.T @ d
+        db = d.sum(0)
+        dh = d @ Ws[-1].T
+        dgs, dbs = [None] * len(gammas), [None] * len(betas)
+        for k in reversed(range(len(Ws) - 1)):
+            hin, a, out, mean, rstd = cache[k]
+            da, dgs[k], dbs[k] = ref.batchnorm_backward(dh, a, gammas[k], mean, rstd, activation="relu", y=out)
+            dWs[k] = hin.T @ da
+            if k > 0:
+                dh = da @ Ws[k].T
+        t[0] += 1
+        ref.adam_step(params, dWs + [db] + dgs + dbs, m, v, step=t[0], lr=1e-3)
+        return loss
+
+    return step
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    sizes, batch = ([64, 128, 128, 10], 64) if ctx.quick else ([784, 1024, 1024, 10], 256)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    impls = [Impl("numpy", _lazy(lambda: _numpy_step(sizes, X, y))),
+             Impl("nnkernels", _lazy(lambda: _nnkernels_step(sizes, X, y)))]
+    if ctx.torch is not None:
+        impls.append(Impl("torch", _lazy(lambda: _torch_step(ctx.torch, sizes, X, y))))
+    yield Case("training", "mlp_bn_relu_adam_step", f"{'-'.join(map(str, sizes))}/b{batch}", "float32", impls,
+               elements=batch, kind="compute",
+               note="samples/s of one training step (forward, loss, backward, Adam)")
