@@ -157,24 +157,23 @@ def make_optimizer(name: str, params: list, lr: float, *, weight_decay: float = 
 
 
 def make_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, cycles: int = 1) -> tuple:
-    """(lr_at(step) for 0-based steps, sorted list of the steps after which a restart cycle ends)."""
+    """(lr_at(step) for 0-based steps, sorted 1-based step counts after which a cycle ends).
+
+    ``step``: x0.1 after each third of training; ``cosine``: one cosine decay over the run;
+    ``restarts``: ``cycles`` cosine warm-restart cycles of equal length (SGDR, T_mult = 1)."""
     from . import schedules as S
 
     total_steps = max(int(total_steps), 1)
     if name == "constant":
         return (lambda step: lr), [total_steps]
     if name == "step":
-        # x0.1 at 50% and 75% of training
-        every = max(total_steps // 4, 1)
-        return (lambda step: S.step_decay(step, lr=lr, step_size=every, gamma=0.1) if step >= 2 * every
-                else lr), [total_steps]
+        return S.step_decay(lr, max(total_steps // 3, 1), 0.1), [total_steps]
     if name == "cosine":
-        return (lambda step: S.cosine_annealing(step, lr=lr, total_steps=total_steps)), [total_steps]
+        return S.cosine_annealing(lr, total_steps), [total_steps]
     if name == "restarts":
-        cycles = max(int(cycles), 1)
-        t0 = max(total_steps // cycles, 1)
-        ends = [int(e) for e in S.cycle_ends(t0, t_mult=1, total_steps=total_steps)]
-        return (lambda step: S.cosine_warm_restarts(step, lr=lr, t_0=t0, t_mult=1)), ends
+        t0 = max(total_steps // max(int(cycles), 1), 1)
+        sched = S.cosine_warm_restarts(lr, t0, 1)
+        return sched, [int(e) + 1 for e in sched.cycle_ends(total_steps)]
     raise ValueError(f"schedule: expected one of {SCHEDULES}, got {name!r}")
 
 
