@@ -19,6 +19,17 @@ if not hasattr(nk, "batchnorm_forward"):
 needs_stack = pytest.mark.skipif(bool(_missing), reason=f"not merged yet: {_missing}")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(threads):
+    """Tiny matrices: one thread for the kernels and BLAS (a busy 2-core machine makes spinning threads
+    wait far longer than the work takes)."""
+    from threadpoolctl import threadpool_limits
+
+    threads(1)
+    with threadpool_limits(1):
+        yield
+
+
 def test_parse_defaults_and_values():
     cfg = train.parse_args([])
     assert (cfg.dataset, cfg.hidden, cfg.activation, cfg.norm, cfg.init, cfg.optimizer, cfg.schedule) == \
@@ -62,7 +73,7 @@ def test_spiral_is_seeded():
 @needs_stack
 def test_datasets(tmp_path):
     d = train.load_dataset("digits")
-    assert d["X_train"].shape == (1437, 64) and d["X_val"].shape == (360, 64) and d["classes"] == 10
+    assert d["X_train"].shape == (1438, 64) and d["X_val"].shape == (359, 64) and d["classes"] == 10
     assert d["X_train"].dtype == np.float32
     np.testing.assert_allclose(d["X_train"].mean(0), 0, atol=1e-5)
     rng = np.random.default_rng(0)
@@ -88,7 +99,7 @@ def test_datasets(tmp_path):
 @needs_stack
 def test_digits_reaches_97_percent():
     cfg = train.TrainConfig(dataset="digits", hidden=(256, 256), norm="batch", activation="relu",
-                            optimizer="adam", epochs=15, seed=0, quiet=True)
+                            optimizer="adam", epochs=10, seed=0, quiet=True)
     res = train.run(cfg)
     assert res["final"]["val_acc"] >= 0.97, res["final"]
     assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
@@ -96,19 +107,20 @@ def test_digits_reaches_97_percent():
 
 @needs_stack
 def test_snapshot_ensemble_beats_best_snapshot():
-    cfg = train.TrainConfig(dataset="digits", hidden=(128, 128), optimizer="momentum", lr=0.1, epochs=15,
-                            snapshots=5, seed=0, quiet=True)
+    cfg = train.TrainConfig(dataset="digits", hidden=(256, 256), optimizer="adam", lr=3e-3, epochs=20,
+                            snapshots=4, seed=0, quiet=True)
     res = train.run(cfg)
     s = res["snapshots"]
-    assert len(s["val_acc"]) == 5
-    steps_per_epoch = -(-1437 // 64)
-    assert s["steps"] == [3 * steps_per_epoch * (k + 1) for k in range(5)]
+    assert len(s["val_acc"]) == 4 and len(s["val_loss"]) == 4
+    steps_per_epoch = -(-1438 // 64)
+    assert s["steps"] == [5 * steps_per_epoch * (k + 1) for k in range(4)]
     assert s["ensemble_val_acc"] >= s["best_single_val_acc"], s
 
 
 def _strip_times(res):
     res = json.loads(json.dumps(res))
     res.pop("seconds", None)
+    res.pop("config", None)  # holds the --json path
     for h in res["history"]:
         h.pop("seconds", None)
     return res
@@ -150,10 +162,10 @@ def test_cli_outputs(tmp_path, capsys):
 @needs_stack
 def test_every_optimizer_learns_spiral():
     for name in train.OPTIMIZERS:
-        res = train.run(train.TrainConfig(dataset="spiral", hidden=(64,), norm="batch", optimizer=name,
-                                          epochs=8, seed=1, quiet=True))
-        assert res["final"]["train_loss"] < res["history"][0]["train_loss"], name
-        assert res["final"]["val_acc"] > 0.6, (name, res["final"])
+        res = train.run(train.TrainConfig(dataset="spiral", hidden=(64, 64), norm="batch", optimizer=name,
+                                          epochs=15, seed=1, quiet=True))
+        assert res["final"]["train_loss"] < 0.5 * res["history"][0]["train_loss"], name
+        assert res["final"]["val_acc"] > 0.9, (name, res["final"])  # chance: 1/3
 
 
 @needs_stack

@@ -182,7 +182,8 @@ def make_schedule(name: str, lr: float, total_steps: int, steps_per_epoch: int, 
 class _Progress:
     """One line per epoch: a bar that fills over the batches (on a terminal) and the epoch's metrics."""
 
-    def __init__(self, epochs: int, batches: int, enabled: bool, stream=sys.stdout):
+    def __init__(self, epochs: int, batches: int, enabled: bool, stream=None):
+        stream = sys.stdout if stream is None else stream
         self.epochs, self.batches, self.enabled, self.stream = epochs, batches, enabled, stream
         self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
 
@@ -205,20 +206,25 @@ class _Progress:
         self.stream.flush()
 
 
-def _ensemble_accuracy(model: nn.Sequential, states: list, X: np.ndarray, y: np.ndarray) -> tuple:
-    """(ensemble accuracy, per-snapshot accuracies): probabilities averaged over the snapshots."""
+def _ensemble_accuracy(model: nn.Sequential, states: list, X: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy and mean negative log-likelihood of each snapshot and of their ensemble (probabilities
+    averaged over the snapshots)."""
     current = model.state()
-    probs, singles = None, []
+    probs, accs, nlls = None, [], []
+    rows = np.arange(len(y))
+    tiny = np.finfo(np.float64).tiny
     try:
         for st in states:
             model.load_state(st)
             p = nn.predict_proba(model, X)
-            singles.append(float((p.argmax(1) == y).mean()))
+            accs.append(float((p.argmax(1) == y).mean()))
+            nlls.append(float(-np.log(np.maximum(p[rows, y], tiny)).mean()))
             probs = p if probs is None else probs + p
     finally:
         model.load_state(current)
-    acc = float((probs.argmax(1) == y).mean()) if probs is not None else float("nan")
-    return acc, singles
+    probs /= len(states)
+    return {"val_acc": accs, "val_loss": nlls, "ensemble_val_acc": float((probs.argmax(1) == y).mean()),
+            "ensemble_val_loss": float(-np.log(np.maximum(probs[rows, y], tiny)).mean())}
 
 
 def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None,
@@ -305,9 +311,9 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
               "final": {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
                         "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"]} if history else {}}
     if snapshots:
-        ens, singles = _ensemble_accuracy(model, snapshots, Xva, yva)
-        result["snapshots"] = {"steps": snapshot_steps, "val_acc": singles, "ensemble_val_acc": ens,
-                               "best_single_val_acc": max(singles)}
+        ens = _ensemble_accuracy(model, snapshots, Xva, yva)
+        result["snapshots"] = {"steps": snapshot_steps, **ens, "best_single_val_acc": max(ens["val_acc"]),
+                               "best_single_val_loss": min(ens["val_loss"])}
     return result
 
 
@@ -355,8 +361,9 @@ def _summary(result: dict) -> None:
     s = result.get("snapshots")
     if s:
         singles = ", ".join(f"{a:.4f}" for a in s["val_acc"])
-        print(f"snapshot ensemble of {len(s['val_acc'])}: val acc {s['ensemble_val_acc']:.4f} "
-              f"(snapshots: {singles}; best single {s['best_single_val_acc']:.4f})")
+        print(f"snapshot ensemble of {len(s['val_acc'])}: val acc {s['ensemble_val_acc']:.4f}, "
+              f"val loss {s['ensemble_val_loss']:.4f} (snapshots: {singles}; best single acc "
+              f"{s['best_single_val_acc']:.4f}, loss {s['best_single_val_loss']:.4f})")
 
 
 def plot_history(history: list, path: str, *, title: str = "") -> None:
