@@ -208,49 +208,63 @@ Geom geom_of(const ArrayView& x) {
   return g;
 }
 
-// Per-channel mean and m2 (double) of x (N rows of stride rs).
+// Per-channel statistics of x (N rows of stride rs): mean = shift + rel (shift a value of type T,
+// rel small: full precision for |mean| >> std), m2. Partials are merged in a fixed order,
+// relative to the channel's first shift (differences of T values are exact in double).
 template <class T>
-void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& mean, std::vector<double>& m2) {
+void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift, std::vector<double>& rel,
+              std::vector<double>& m2) {
   const auto& K = kern<T>();
-  mean.assign(size_t(g.C), 0.0);
+  shift.assign(size_t(g.C), 0.0);
+  rel.assign(size_t(g.C), 0.0);
   m2.assign(size_t(g.C), 0.0);
   if (g.N * g.W == 0) return;
+  auto merge = [](double& cnt, double& mu, double& q, bool& first, double& k0, double nb, double kb, double mb,
+                  double qb) {
+    if (first) { k0 = kb; first = false; }
+    chan_merge(cnt, mu, q, nb, (kb - k0) + mb, qb);
+  };
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
-    std::vector<double> pm(size_t(tasks * W)), pq(size_t(tasks * W));
+    std::vector<double> pk(size_t(tasks * W)), pm(size_t(tasks * W)), pq(size_t(tasks * W));
     run_tasks(tasks, g.N * W, [&](int64_t t) {
       const int64_t b = t * grain, e = std::min(g.N, b + grain);
-      K.col_stats(x + b * rs, rs, e - b, W, &pm[size_t(t * W)], &pq[size_t(t * W)]);
+      K.col_stats(x + b * rs, rs, e - b, W, &pk[size_t(t * W)], &pm[size_t(t * W)], &pq[size_t(t * W)]);
     });
     for (int64_t c = 0; c < g.C; ++c) {
-      double cnt = 0, mu = 0, q = 0;
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
       for (int64_t s = 0; s < g.S; ++s)
         for (int64_t t = 0; t < tasks; ++t) {
-          const int64_t j = t * W + c * g.S + s;
+          const size_t j = size_t(t * W + c * g.S + s);
           const double rows = double(std::min(g.N, (t + 1) * grain) - t * grain);
-          chan_merge(cnt, mu, q, rows, pm[size_t(j)], pq[size_t(j)]);
+          merge(cnt, mu, q, first, k0, rows, pk[j], pm[j], pq[j]);
         }
-      mean[size_t(c)] = mu;
-      m2[size_t(c)] = q;
+      shift[size_t(c)] = k0; rel[size_t(c)] = mu; m2[size_t(c)] = q;
     }
   } else {
     const int64_t nb = g.plane_grain(), nch = num_chunks(g.N, nb), tasks = g.C * nch;
-    std::vector<double> pm(static_cast<size_t>(tasks)), pq(static_cast<size_t>(tasks)), pc(static_cast<size_t>(tasks));
+    std::vector<double> pk(static_cast<size_t>(tasks)), pm(static_cast<size_t>(tasks)), pq(static_cast<size_t>(tasks)),
+        pc(static_cast<size_t>(tasks));
     run_tasks(tasks, g.N * g.W, [&](int64_t t) {
       const int64_t c = t / nch, k = t % nch, n0 = k * nb, n1 = std::min(g.N, n0 + nb);
-      double cnt = 0, mu = 0, q = 0;
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
       for (int64_t n = n0; n < n1; ++n) {
-        double m, qq;
-        K.run_stats(x + n * rs + c * g.S, g.S, &m, &qq);
-        chan_merge(cnt, mu, q, double(g.S), m, qq);
+        double kk, m, qq;
+        K.run_stats(x + n * rs + c * g.S, g.S, &kk, &m, &qq);
+        merge(cnt, mu, q, first, k0, double(g.S), kk, m, qq);
       }
-      pc[size_t(t)] = cnt; pm[size_t(t)] = mu; pq[size_t(t)] = q;
+      pc[size_t(t)] = cnt; pk[size_t(t)] = k0; pm[size_t(t)] = mu; pq[size_t(t)] = q;
     });
     for (int64_t c = 0; c < g.C; ++c) {
-      double cnt = 0, mu = 0, q = 0;
-      for (int64_t k = 0; k < nch; ++k) chan_merge(cnt, mu, q, pc[size_t(c * nch + k)], pm[size_t(c * nch + k)], pq[size_t(c * nch + k)]);
-      mean[size_t(c)] = mu;
-      m2[size_t(c)] = q;
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
+      for (int64_t k = 0; k < nch; ++k) {
+        const size_t i = size_t(c * nch + k);
+        merge(cnt, mu, q, first, k0, pc[i], pk[i], pm[i], pq[i]);
+      }
+      shift[size_t(c)] = k0; rel[size_t(c)] = mu; m2[size_t(c)] = q;
     }
   }
 }
@@ -512,15 +526,16 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
 // ---------------------------------------------------------------- batch norm entry points
 
 // Forward params [mh, ml, scale, shift] per channel from a double mean and the T-rounded rstd.
+// The mean is given as hi + lo (lo may be zero); (x - T(hi)) - T(lo + (hi - T(hi))).
 template <class T>
-std::vector<T> forward_params(const std::vector<double>& mean, const std::vector<T>& rstd, const std::vector<double>& gamma,
-                              const std::vector<double>& beta) {
-  const size_t C = mean.size();
+std::vector<T> forward_params(const std::vector<double>& hi, const std::vector<double>& lo, const std::vector<T>& rstd,
+                              const std::vector<double>& gamma, const std::vector<double>& beta) {
+  const size_t C = hi.size();
   std::vector<T> pc(4 * C);
   for (size_t c = 0; c < C; ++c) {
-    const T mh = T(mean[c]);
+    const T mh = T(hi[c]);
     pc[4 * c] = mh;
-    pc[4 * c + 1] = T(mean[c] - double(mh));
+    pc[4 * c + 1] = T(lo[c] + (hi[c] - double(mh)));
     pc[4 * c + 2] = T(gamma[c] * double(rstd[c]));
     pc[4 * c + 3] = T(beta[c]);
   }
@@ -528,30 +543,35 @@ std::vector<T> forward_params(const std::vector<double>& mean, const std::vector
 }
 
 template <class T>
-void bn_normalize_run(const Geom& g, const Rows& xr, T* y, const std::vector<double>& mean, const std::vector<double>& rstd_d,
-                      const std::vector<double>& gamma, const std::vector<double>& beta, int act, double slope) {
+void bn_normalize_run(const Geom& g, const Rows& xr, T* y, const std::vector<double>& hi, const std::vector<double>& lo,
+                      const std::vector<double>& rstd_d, const std::vector<double>& gamma,
+                      const std::vector<double>& beta, int act, double slope) {
   std::vector<T> rs(rstd_d.begin(), rstd_d.end());
-  const std::vector<T> pc = forward_params<T>(mean, rs, gamma, beta);
+  const std::vector<T> pc = forward_params<T>(hi, lo, rs, gamma, beta);
   py::gil_scoped_release release;
   bn_apply<T>(g, xr.view.ptr<T>(), xr.rs, y, pc, act, slope);
 }
 
 template <class T>
-void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& mean, std::vector<double>& m2) {
+void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
+                  std::vector<double>& m2) {
   py::gil_scoped_release release;
-  bn_stats<T>(g, xr.view.ptr<T>(), xr.rs, mean, m2);
+  bn_stats<T>(g, xr.view.ptr<T>(), xr.rs, hi, lo, m2);
 }
 
-void stats_dispatch(const Geom& g, const Rows& xr, std::vector<double>& mean, std::vector<double>& m2) {
-  if (xr.view.dtype == DType::f32) bn_stats_run<float>(g, xr, mean, m2);
-  else bn_stats_run<double>(g, xr, mean, m2);
+void stats_dispatch(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
+                    std::vector<double>& m2) {
+  if (xr.view.dtype == DType::f32) bn_stats_run<float>(g, xr, hi, lo, m2);
+  else bn_stats_run<double>(g, xr, hi, lo, m2);
 }
 
-void normalize_dispatch(const Geom& g, const Rows& xr, const ArrayView& yv, const std::vector<double>& mean,
-                        const std::vector<double>& rstd, const std::vector<double>& gamma,
-                        const std::vector<double>& beta, int act, double slope) {
-  if (xr.view.dtype == DType::f32) bn_normalize_run<float>(g, xr, yv.ptr<float>(), mean, rstd, gamma, beta, act, slope);
-  else bn_normalize_run<double>(g, xr, yv.ptr<double>(), mean, rstd, gamma, beta, act, slope);
+void normalize_dispatch(const Geom& g, const Rows& xr, const ArrayView& yv, const std::vector<double>& hi,
+                        const std::vector<double>& lo, const std::vector<double>& rstd,
+                        const std::vector<double>& gamma, const std::vector<double>& beta, int act, double slope) {
+  if (xr.view.dtype == DType::f32)
+    bn_normalize_run<float>(g, xr, yv.ptr<float>(), hi, lo, rstd, gamma, beta, act, slope);
+  else
+    bn_normalize_run<double>(g, xr, yv.ptr<double>(), hi, lo, rstd, gamma, beta, act, slope);
 }
 
 // rstd as the data type would store it (so backward sees the same value).
@@ -593,17 +613,19 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
     xv = view_of(x, "x");
   }
   Rows xr = rows_of(x, xv, 1, "x");
-  std::vector<double> mean, var(size_t(g.C));
+  std::vector<double> hi, lo(size_t(g.C), 0.0), var(size_t(g.C));
   std::vector<double> m2;
   if (training) {
-    stats_dispatch(g, xr, mean, m2);
+    stats_dispatch(g, xr, hi, lo, m2);
     for (int64_t c = 0; c < g.C; ++c) var[size_t(c)] = m2[size_t(c)] / double(count);
   } else {
-    mean = to_double(rm, g.C, 0.0);
+    hi = to_double(rm, g.C, 0.0);
     var = to_double(rv, g.C, 1.0);
   }
+  std::vector<double> mean(size_t(g.C));
+  for (int64_t c = 0; c < g.C; ++c) mean[size_t(c)] = hi[size_t(c)] + lo[size_t(c)];
   const std::vector<double> rstd = rstd_from_var(var, eps, xv.dtype);
-  normalize_dispatch(g, xr, dst.view, mean, rstd, to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
+  normalize_dispatch(g, xr, dst.view, hi, lo, rstd, to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
   finish(dst);
   if (training && rm.present) {
     for (int64_t c = 0; c < g.C; ++c) {
@@ -618,8 +640,10 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
 py::tuple batchnorm_stats(const py::handle& x_in) {
   BnInput in = bn_input(x_in);
   Rows xr = rows_of(in.x, in.xv, 1, "x");
-  std::vector<double> mean, m2;
-  stats_dispatch(in.g, xr, mean, m2);
+  std::vector<double> hi, lo, m2;
+  stats_dispatch(in.g, xr, hi, lo, m2);
+  std::vector<double> mean(hi.size());
+  for (size_t c = 0; c < hi.size(); ++c) mean[c] = hi[c] + lo[c];
   return py::make_tuple(py::int_(in.g.N * in.g.S), vec_array(DType::f64, mean), vec_array(DType::f64, m2));
 }
 
@@ -640,8 +664,8 @@ py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, 
     xv = view_of(x, "x");
   }
   Rows xr = rows_of(x, xv, 1, "x");
-  normalize_dispatch(g, xr, dst.view, to_double(mv, g.C, 0.0), to_double(rv, g.C, 1.0), to_double(gv, g.C, 1.0),
-                     to_double(bv, g.C, 0.0), act, slope);
+  normalize_dispatch(g, xr, dst.view, to_double(mv, g.C, 0.0), std::vector<double>(size_t(g.C), 0.0),
+                     to_double(rv, g.C, 1.0), to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
   finish(dst);
   return dst.result;
 }

@@ -226,8 +226,10 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
 
 // ---------------------------------------------------------------- batch norm: statistics
 
+// Block means are kept relative to a shift K (the first block's mean, a T value): mb - K is
+// exact in double, so the merged mean keeps full precision when |mean| >> std.
 template <class T>
-void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, double* m2) {
+void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, double* mean, double* m2) {
   using S = Simd<T>;
   constexpr int N = S::N;
   alignas(64) T mb[kNormColTile];
@@ -235,9 +237,10 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, do
   alignas(64) T s2[kNormColTile];
   for (int64_t j0 = 0; j0 < w; j0 += kNormColTile) {
     const int64_t jn = imin(kNormColTile, w - j0);
+    double* ko = shift + j0;
     double* mo = mean + j0;
     double* qo = m2 + j0;
-    for (int64_t j = 0; j < jn; ++j) { mo[j] = 0; qo[j] = 0; }
+    for (int64_t j = 0; j < jn; ++j) { ko[j] = 0; mo[j] = 0; qo[j] = 0; }
     double cnt = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += kNormSubRows) {
       const int64_t rn = imin(kNormSubRows, rows - r0);
@@ -251,6 +254,8 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, do
         }
       const T inv_rn = T(1) / T(rn);
       for (int64_t j = 0; j < jn; ++j) { mb[j] *= inv_rn; s1[j] = 0; s2[j] = 0; }
+      if (r0 == 0)
+        for (int64_t j = 0; j < jn; ++j) ko[j] = double(mb[j]);
       // pass 2 (block in cache): s1 = sum(x - mb), s2 = sum((x - mb)^2)
       for (int64_t r = 0; r < rn; ++r)
         for (int64_t j = 0; j < jn; j += N) {
@@ -259,12 +264,12 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, do
           st<T>(s1 + j, ld(s1 + j, k) + dv, k);
           st<T>(s2 + j, ld(s2 + j, k) + dv * dv, k);
         }
-      // merge the block into the running (count, mean, m2) of each column, in double
+      // merge the block into the running (count, mean - K, m2) of each column, in double
       const double nb = double(rn), inv = 1.0 / nb, ntot = cnt + nb;
       const double wb = nb / ntot, wab = cnt * nb / ntot;
       for (int64_t j = 0; j < jn; ++j) {
         const double a = double(s1[j]);
-        const double bm = double(mb[j]) + a * inv;
+        const double bm = (double(mb[j]) - ko[j]) + a * inv;
         double bq = double(s2[j]) - a * a * inv;
         bq = bq < 0 ? 0 : bq;
         const double delta = bm - mo[j];
@@ -277,16 +282,18 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, do
 }
 
 template <class T>
-void run_stats(const T* x, int64_t n, double* mean, double* m2) {
-  double cnt = 0, mu = 0, q = 0;
+void run_stats(const T* x, int64_t n, double* shift, double* mean, double* m2) {
+  double cnt = 0, mu = 0, q = 0, kk = 0;
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
     const int64_t bn = imin(kRunBlock, n - b0);
     const T mh = T(run_sum<T>(x + b0, bn) / double(bn));
+    if (b0 == 0) kk = double(mh);
     double s1, s2;
     run_centered<T>(x + b0, bn, mh, s1, s2);
     double bq = s2 - s1 * s1 / double(bn);
-    chan_merge(cnt, mu, q, double(bn), double(mh) + s1 / double(bn), bq < 0 ? 0 : bq);
+    chan_merge(cnt, mu, q, double(bn), (double(mh) - kk) + s1 / double(bn), bq < 0 ? 0 : bq);
   }
+  *shift = kk;
   *mean = mu;
   *m2 = q;
 }

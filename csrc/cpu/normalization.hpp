@@ -26,10 +26,11 @@ struct NormKernelsT {
   void (*ln_bwd)(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
                  const T* mean, const T* rstd, T* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
                  int act, double slope, bool stream);
-  // Per-column mean and sum of squared deviations (m2) of `rows` rows of width w (double, overwritten).
-  void (*col_stats)(const T* x, int64_t xs, int64_t rows, int64_t w, double* mean, double* m2);
-  // Mean and m2 of a contiguous run of n values.
-  void (*run_stats)(const T* x, int64_t n, double* mean, double* m2);
+  // Per-column statistics of `rows` rows of width w (double, overwritten): mean = shift + rel with
+  // shift a value of type T (the first block's mean; exact) and rel small, m2 = sum of squared deviations.
+  void (*col_stats)(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, double* rel, double* m2);
+  // The same for a contiguous run of n values.
+  void (*run_stats)(const T* x, int64_t n, double* shift, double* rel, double* m2);
   // y = act(((x - p_mh) - p_ml) * p_scale + p_shift), params per column: p = [mh | ml | scale | shift] (4*w).
   void (*col_apply)(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, int act,
                     double slope, bool stream);
