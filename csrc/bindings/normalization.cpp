@@ -109,9 +109,20 @@ std::vector<double> read_shaped(const py::object& o, const char* name, const std
   ArrayView v = view_of(a, name);
   if (v.shape != shape)
     throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
-  py::module_ np = py::module_::import("numpy");
-  py::array_t<double> c = np.attr("ascontiguousarray")(a, py::arg("dtype") = "float64");
-  return std::vector<double>(c.data(), c.data() + c.size());
+  std::vector<double> r(size_t(v.size));
+  if (v.size == 0) return r;
+  const int nd = v.ndim();
+  std::vector<int64_t> idx(size_t(nd), 0);
+  for (int64_t k = 0; k < v.size; ++k) {  // C-order walk over any strides
+    int64_t off = 0;
+    for (int i = 0; i < nd; ++i) off += idx[size_t(i)] * v.strides[size_t(i)];
+    r[size_t(k)] = v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]);
+    for (int i = nd - 1; i >= 0; --i) {
+      if (++idx[size_t(i)] < v.shape[size_t(i)]) break;
+      idx[size_t(i)] = 0;
+    }
+  }
+  return r;
 }
 
 // x viewed as (rows, d) rows with a constant row stride and unit stride along the row.
