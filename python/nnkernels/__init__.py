@@ -23,6 +23,19 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .normalization import (
+    BatchNorm,
+    LayerNorm,
+    batchnorm_backward,
+    batchnorm_backward_elemt,
+    batchnorm_backward_reduce,
+    batchnorm_forward,
+    batchnorm_merge_stats,
+    batchnorm_normalize,
+    batchnorm_stats,
+    layernorm_backward,
+    layernorm_forward,
+)
 
 __version__ = "0.1.0"
 
@@ -30,6 +43,9 @@ __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa", "isa",
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
+    "batchnorm_backward_reduce", "batchnorm_backward_elemt", "BatchNorm", "LayerNorm",
 ]
 
 
