@@ -23,6 +23,8 @@ from .activations import (
     tanh,
     tanh_backward,
 )
+from .optimizers import adagrad_step, adam_step, clip_grad_norm, ema_update, rmsprop_step, sgd_step
+from . import optim, schedules  # noqa: E402  (submodules: nk.optim.Adam, nk.schedules.cosine_annealing)
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,7 @@ __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa", "isa",
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
 ]
 
 
