@@ -26,10 +26,18 @@ template <class T> inline void st(T* p, V<T> v, int64_t, Full) { Simd<T>::store(
 template <class T> inline void st(T* p, V<T> v, int64_t k, Part) { store_partial<T>(p, v, k); }
 
 // body(i, k, tag) handles elements [i, i + k); two full vectors per iteration for ILP.
+// `align` (the parameter array) is brought to vector alignment by a partial head first:
+// NumPy's large buffers sit 16 bytes past a page boundary, and unaligned 64-byte accesses
+// split cache lines. Lanes are independent, so the peel never changes a result.
 template <class T, class Body>
-inline void for_vectors(int64_t n, Body body) {
+inline void for_vectors(int64_t n, const T* align, Body body) {
   constexpr int64_t N = Simd<T>::N;
   int64_t i = 0;
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(align) % uintptr_t(kVecBytes);
+  if (mis != 0 && mis % sizeof(T) == 0 && n > 2 * N) {
+    i = int64_t((uintptr_t(kVecBytes) - mis) / sizeof(T));
+    body(0, i, Part{});
+  }
   for (; i + 2 * N <= n; i += 2 * N) {
     body(i, N, Full{});
     body(i + N, N, Full{});
@@ -64,7 +72,7 @@ inline V<double> vsqrt(V<double> x) {
 //   p = p - lr * d
 template <class T, bool WD>
 void sgd_loop(T* p, const T* g, int64_t n, T lr, T wd) {
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
     V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag);
     if (WD) d = d + wd * pv;
     st(p + i, pv - lr * d, k, tag);
@@ -85,7 +93,7 @@ void sgd(void* const* ptr, int64_t n, const OptimHyper* h) {
 //   p = p - lr * u
 template <class T, bool WD, bool NESTEROV>
 void sgd_momentum_loop(T* p, const T* g, T* b, int64_t n, T lr, T wd, T mu, T one_minus_damp) {
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
     V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), bv = ld(b + i, k, tag);
     if (WD) d = d + wd * pv;
     bv = mu * bv + one_minus_damp * d;
@@ -116,7 +124,7 @@ void sgd_momentum(void* const* ptr, int64_t n, const OptimHyper* h) {
 //   p = p - lr * (d / (sqrt(s) + eps))
 template <class T, bool WD>
 void adagrad_loop(T* p, const T* g, T* s, int64_t n, T lr, T wd, T eps) {
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
     V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), sv = ld(s + i, k, tag);
     if (WD) d = d + wd * pv;
     sv = sv + d * d;
@@ -140,7 +148,7 @@ void adagrad(void* const* ptr, int64_t n, const OptimHyper* h) {
 //   p = p - lr * (d / den)
 template <class T, bool WD, bool IN_SQRT>
 void rmsprop_loop(T* p, const T* g, T* v, int64_t n, T lr, T wd, T alpha, T one_minus_alpha, T eps) {
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
     V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), vv = ld(v + i, k, tag);
     if (WD) d = d + wd * pv;
     vv = alpha * vv + one_minus_alpha * (d * d);
@@ -175,7 +183,7 @@ void adam_loop(T* p, const T* g, T* m, T* v, int64_t n, const OptimHyper* h) {
   const T wd = T(h->weight_decay), shrink = T(1.0 - h->lr * h->weight_decay);
   const T omb1 = T(1.0 - h->beta1), b2 = T(h->beta2), omb2 = T(1.0 - h->beta2);
   const T step_size = T(h->step_size), ibc2 = T(h->inv_bc2_sqrt), eps = T(h->eps);
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
     V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), mv = ld(m + i, k, tag), vv = ld(v + i, k, tag);
     if (WD == 1) d = d + wd * pv;
     if (WD == 2) pv = pv * shrink;
@@ -204,7 +212,7 @@ void ema(void* const* ptr, int64_t n, const OptimHyper* h) {
   T* a = static_cast<T*>(ptr[0]);
   const T* p = static_cast<const T*>(ptr[1]);
   const T dec = T(h->decay), omd = T(1.0 - h->decay);
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) {
+  for_vectors<T>(n, a, [&](int64_t i, int64_t k, auto tag) {
     st(a + i, dec * ld(a + i, k, tag) + omd * ld(p + i, k, tag), k, tag);
   });
 }
@@ -214,7 +222,7 @@ template <class T>
 void scale(void* const* ptr, int64_t n, const OptimHyper* h) {
   T* g = static_cast<T*>(ptr[0]);
   const T c = T(h->scale);
-  for_vectors<T>(n, [&](int64_t i, int64_t k, auto tag) { st(g + i, ld(g + i, k, tag) * c, k, tag); });
+  for_vectors<T>(n, g, [&](int64_t i, int64_t k, auto tag) { st(g + i, ld(g + i, k, tag) * c, k, tag); });
 }
 
 // Sum of squares in float64: four vector accumulators (float32 lanes widened to float64),
