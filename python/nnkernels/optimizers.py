@@ -81,7 +81,7 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
     """SGD (PyTorch formulation), in place; ``velocity`` (zeros to start) is required when momentum > 0."""
     if _is_gpu(params):
         ops = [("params", params, True), ("grads", grads, False)]
-        if real_positive(momentum):
+        if _real_positive(momentum):
             if velocity is None:
                 raise ValueError("velocity: required when momentum > 0 (arrays of zeros to start)")
             ops.append(("velocity", velocity, True))
@@ -138,7 +138,7 @@ def clip_grad_norm(grads, max_norm) -> float:
 
 
 # --------------------------------------------------------------------------- GPU path
-def real_positive(x) -> bool:
+def _real_positive(x) -> bool:
     try:
         return float(x) > 0
     except (TypeError, ValueError):
