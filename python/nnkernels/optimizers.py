@@ -78,7 +78,8 @@ def _is_gpu(x: Any) -> bool:
 
 
 def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
-    """SGD (PyTorch formulation), in place; ``velocity`` (zeros to start) is required when momentum > 0."""
+    """SGD (PyTorch formulation), in place; ``velocity`` (zeros to start) is required when momentum > 0
+    (and left untouched when momentum == 0)."""
     if _is_gpu(params):
         ops = [("params", params, True), ("grads", grads, False)]
         if _real_positive(momentum):
@@ -126,7 +127,9 @@ def ema_update(averages, params, *, decay):
 
 
 def clip_grad_norm(grads, max_norm) -> float:
-    """Global L2 norm of all grads (float64 accumulation); grads scaled in place when it exceeds max_norm."""
+    """Global L2 norm of all grads (float64 accumulation); grads scaled in place when it exceeds max_norm.
+
+    The grads must be writeable (checked up front, whether or not scaling turns out to be needed)."""
     if _is_gpu(grads):
         _core.check_optimizer_scalars("clip", {"max_norm": max_norm})
         dt, ptrs, sizes, first = _gpu_table([("grads", grads, True)])
