@@ -36,6 +36,8 @@ from .normalization import (
     layernorm_backward,
     layernorm_forward,
 )
+from .optimizers import adagrad_step, adam_step, clip_grad_norm, ema_update, rmsprop_step, sgd_step
+from . import optim, schedules  # noqa: E402  (submodules: nk.optim.Adam, nk.schedules.cosine_annealing)
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
     "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
     "batchnorm_backward_reduce", "batchnorm_backward_elemt", "BatchNorm", "LayerNorm",
+    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
 ]
 
 
