@@ -24,6 +24,21 @@ from .activations import (
     tanh_backward,
 )
 from .losses import softmax_cross_entropy
+from .normalization import (
+    BatchNorm,
+    LayerNorm,
+    batchnorm_backward,
+    batchnorm_backward_elemt,
+    batchnorm_backward_reduce,
+    batchnorm_forward,
+    batchnorm_merge_stats,
+    batchnorm_normalize,
+    batchnorm_stats,
+    layernorm_backward,
+    layernorm_forward,
+)
+from .optimizers import adagrad_step, adam_step, clip_grad_norm, ema_update, rmsprop_step, sgd_step
+from . import optim, schedules  # noqa: E402  (submodules: nk.optim.Adam, nk.schedules.cosine_annealing)
 
 __version__ = "0.1.0"
 
@@ -32,6 +47,10 @@ __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "softmax_cross_entropy",
+    "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
+    "batchnorm_backward_reduce", "batchnorm_backward_elemt", "BatchNorm", "LayerNorm",
+    "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
 ]
 
 

@@ -1,0 +1,127 @@
+"""Benchmark rows for layer norm and batch norm (float32 by default).
+
+Bytes moved (what each op must stream through DRAM at the large size, counted per pass):
+  layernorm_forward      read x, write y                                  2 * N*D
+  layernorm_fwd_bwd      forward (2) + backward read dout, x, write dx    5 * N*D
+  batchnorm_forward      stats pass read x, normalise read x + write y    3 * N*D
+  batchnorm_relu_forward same passes as batchnorm_forward                 3 * N*D
+  batchnorm_fwd_bwd      forward (3) + reduce (read dout, x) + elementwise (read dout, x, write dx) = 8 * N*D
+Per-row / per-channel vectors (mean, rstd, gamma, partial sums) are ignored. PyTorch rows use
+torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+from ._harness import Case, Context, Impl
+
+
+def _shape(ctx: Context, label) -> tuple:
+    if isinstance(label, int):
+        return (max(1, label // 1024), 1024)
+    if ctx.quick:
+        return {"small": (32, 256), "medium": (1024, 256), "large": (4096, 256)}[label]
+    return {"small": (32, 256), "medium": (4096, 1024), "large": (65536, 1024)}[label]
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    dt = np.dtype(ctx.dtype)
+    torch = ctx.torch
+    for label in ctx.sizes:
+        n, d = _shape(ctx, label)
+        lab = f"{n}x{d}"
+        x = ctx.rng.standard_normal((n, d)).astype(dt)
+        dout = ctx.rng.standard_normal((n, d)).astype(dt)
+        g = np.ones(d, dt)
+        b = np.zeros(d, dt)
+        y = np.empty_like(x)
+        rm, rv = np.zeros(d, dt), np.ones(d, dt)
+        e = x.size * dt.itemsize
+        if torch is not None:
+            F = torch.nn.functional
+            xt, dt_t, gt, bt = (torch.from_numpy(a) for a in (x, dout, g, b))
+            trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+
+        # ---- layer norm forward
+        impls = [Impl("numpy", lambda: ref.layernorm_forward(x, g, b)),
+                 Impl("nnkernels", lambda: nk.layernorm_forward(x, g, b, out=y))]
+        if torch is not None:
+            impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
+        yield Case("normalization", "layernorm_forward", lab, dt.name, impls, bytes_moved=2 * e)
+
+        # ---- layer norm forward + backward
+        def nk_ln_fb():
+            yy, m, r = nk.layernorm_forward(x, g, b, out=y)
+            return nk.layernorm_backward(dout, x, g, m, r)
+
+        def np_ln_fb():
+            yy, m, r = ref.layernorm_forward(x, g, b)
+            return ref.layernorm_backward(dout, x, g, m, r)
+
+        impls = [Impl("numpy", np_ln_fb), Impl("nnkernels", nk_ln_fb)]
+        if torch is not None:
+            def torch_ln_fb():
+                xg = xt.detach().requires_grad_()
+                gg = gt.detach().requires_grad_()
+                bg = bt.detach().requires_grad_()
+                F.layer_norm(xg, (d,), gg, bg, 1e-5).backward(dt_t)
+            impls.append(Impl("torch", torch_ln_fb))
+        yield Case("normalization", "layernorm_fwd_bwd", lab, dt.name, impls, bytes_moved=5 * e)
+
+        # ---- batch norm forward (training) and with fused ReLU
+        for op, act in (("batchnorm_forward", None), ("batchnorm_relu_forward", "relu")):
+            impls = [Impl("numpy", lambda a=act: ref.batchnorm_forward(x, g, b, running_mean=rm.copy(),
+                                                                       running_var=rv.copy(), activation=a)),
+                     Impl("nnkernels", lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
+                                                                          activation=a, out=y))]
+            if torch is not None:
+                if act is None:
+                    impls.append(Impl("torch", lambda: F.batch_norm(xt, trm, trv, gt, bt, True, 0.1, 1e-5)))
+                else:
+                    impls.append(Impl("torch", lambda: torch.relu_(F.batch_norm(xt, trm, trv, gt, bt, True, 0.1,
+                                                                                1e-5))))
+            yield Case("normalization", op, lab, dt.name, impls, bytes_moved=3 * e)
+
+        # ---- batch norm forward + backward
+        def nk_bn_fb():
+            yy, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, out=y)
+            return nk.batchnorm_backward(dout, x, g, m, r)
+
+        def np_bn_fb():
+            yy, m, r = ref.batchnorm_forward(x, g, b)
+            return ref.batchnorm_backward(dout, x, g, m, r)
+
+        impls = [Impl("numpy", np_bn_fb), Impl("nnkernels", nk_bn_fb)]
+        if torch is not None:
+            def torch_bn_fb():
+                xg = xt.detach().requires_grad_()
+                gg = gt.detach().requires_grad_()
+                bg = bt.detach().requires_grad_()
+                F.batch_norm(xg, trm, trv, gg, bg, True, 0.1, 1e-5).backward(dt_t)
+            impls.append(Impl("torch", torch_bn_fb))
+        yield Case("normalization", "batchnorm_fwd_bwd", lab, dt.name, impls, bytes_moved=8 * e)
+        yield from _gpu_cases(ctx, lab, x, dout, g, b, e)
+
+
+def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e) -> Iterator[Case]:
+    """nnkernels CUDA vs PyTorch CUDA rows (only with a GPU)."""
+    torch = ctx.torch
+    if not ctx.torch_cuda:
+        return
+    F = torch.nn.functional
+    sync = torch.cuda.synchronize
+    xc, dc, gc, bc = (torch.from_numpy(a).cuda() for a in (x, dout, g, b))
+    d = x.shape[1]
+    impls = [Impl("torch-cuda", lambda: F.layer_norm(xc, (d,), gc, bc, 1e-5), "cuda", sync)]
+    if ctx.gpu:
+        impls.insert(0, Impl("nnkernels-cuda", lambda: nk.layernorm_forward(xc, gc, bc), "cuda", sync))
+    yield Case("normalization", "layernorm_forward", lab, str(x.dtype), impls, bytes_moved=2 * e)
+    impls = [Impl("torch-cuda", lambda: F.batch_norm(xc, None, None, gc, bc, True, 0.1, 1e-5), "cuda", sync)]
+    if ctx.gpu:
+        impls.insert(0, Impl("nnkernels-cuda", lambda: nk.batchnorm_forward(xc, gc, bc), "cuda", sync))
+    yield Case("normalization", "batchnorm_forward", lab, str(x.dtype), impls, bytes_moved=3 * e)

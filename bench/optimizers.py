@@ -1,0 +1,129 @@
+"""Benchmark rows for the fused multi-tensor optimizer steps (float32).
+
+Shapes (issue 4): one 16M-element tensor ("large", DRAM-bound) and 500 tensors of 4,000
+elements ("model": a realistic small model, 2M elements in all); "small" is one tensor of
+1,000 elements (call overhead). Peers step the same tensors: the NumPy reference
+(nnkernels.reference.optimizers) and torch.optim with fused=True where PyTorch supports it
+on CPU (Adam, SGD, Adagrad), else foreach=True (RMSprop); a "torch-foreach" row is added
+where fused exists, so PyTorch's best is visible.
+Bytes moved per element: Adam 7 streams (read p, g, m, v; write p, m, v); SGD momentum,
+RMSprop, Adagrad 5 (read p, g, state; write p, state); all times are one optimizer step.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+from ._harness import Case, Context, Impl
+
+# op: (streams, nnkernels call, reference call, torch class, torch kwargs, fused supported)
+OPS = ["adam", "sgd_momentum", "rmsprop", "adagrad"]
+STREAMS = {"adam": 7, "sgd_momentum": 5, "rmsprop": 5, "adagrad": 5}
+
+
+def _shapes(ctx: Context, label):
+    if isinstance(label, int):
+        return [label], str(label)
+    if ctx.quick:
+        return {"small": ([1000], "1K"), "medium": ([4000] * 50, "50x4000"), "large": ([1 << 18], "256K")}[label]
+    return {"small": ([1000], "1K"), "medium": ([4000] * 500, "500x4000"), "large": ([16 << 20], "16M")}[label]
+
+
+def _nk_step(op, p, g, s1, s2):
+    t = [0]
+    if op == "adam":
+        def f():
+            t[0] += 1
+            nk.adam_step(p, g, s1, s2, step=t[0], lr=1e-3)
+        return f
+    if op == "sgd_momentum":
+        return lambda: nk.sgd_step(p, g, lr=1e-3, momentum=0.9, velocity=s1)
+    if op == "rmsprop":
+        return lambda: nk.rmsprop_step(p, g, s1, lr=1e-3)
+    return lambda: nk.adagrad_step(p, g, s1, lr=1e-3)
+
+
+def _ref_step(op, p, g, s1, s2):
+    t = [0]
+    if op == "adam":
+        def f():
+            t[0] += 1
+            ref.adam_step(p, g, s1, s2, step=t[0], lr=1e-3)
+        return f
+    if op == "sgd_momentum":
+        return lambda: ref.sgd_step(p, g, lr=1e-3, momentum=0.9, velocity=s1)
+    if op == "rmsprop":
+        return lambda: ref.rmsprop_step(p, g, s1, lr=1e-3)
+    return lambda: ref.adagrad_step(p, g, s1, lr=1e-3)
+
+
+def _torch_opt(torch, op, tparams, **mode):
+    if op == "adam":
+        return torch.optim.Adam(tparams, lr=1e-3, **mode)
+    if op == "sgd_momentum":
+        return torch.optim.SGD(tparams, lr=1e-3, momentum=0.9, **mode)
+    if op == "rmsprop":
+        return torch.optim.RMSprop(tparams, lr=1e-3, **mode)
+    return torch.optim.Adagrad(tparams, lr=1e-3, **mode)
+
+
+def _torch_impls(ctx, op, p, g, device="cpu"):
+    torch = ctx.torch
+    out = []
+    tparams = [torch.from_numpy(x.copy()).to(device).requires_grad_() for x in p]
+    for t, gg in zip(tparams, g):
+        t.grad = torch.from_numpy(gg).to(device)
+    if device == "cuda":
+        opt = _torch_opt(torch, op, tparams, fused=True) if op != "rmsprop" else \
+            _torch_opt(torch, op, tparams, foreach=True)
+        return [Impl("torch-cuda", opt.step, "cuda", torch.cuda.synchronize)]
+    if op != "rmsprop":
+        out.append(Impl("torch", _torch_opt(torch, op, tparams, fused=True).step))
+        out.append(Impl("torch-foreach", _torch_opt(torch, op, tparams, foreach=True).step))
+    else:
+        out.append(Impl("torch", _torch_opt(torch, op, tparams, foreach=True).step))
+    return out
+
+
+def _gpu_impls(ctx, op, p, g):
+    out = []
+    lib = ctx.cupy
+    if ctx.gpu and lib is not None:
+        gp, gg = [lib.asarray(x) for x in p], [lib.asarray(x) for x in g]
+        s1, s2 = [lib.zeros_like(x) for x in gp], [lib.zeros_like(x) for x in gp]
+        out.append(Impl("nnkernels-cuda", _nk_step(op, gp, gg, s1, s2), "cuda",
+                        lib.cuda.get_current_stream().synchronize))
+    elif ctx.gpu and ctx.torch_cuda:
+        torch = ctx.torch
+        gp = [torch.from_numpy(x.copy()).cuda() for x in p]
+        gg = [torch.from_numpy(x).cuda() for x in g]
+        s1, s2 = [torch.zeros_like(x) for x in gp], [torch.zeros_like(x) for x in gp]
+        out.append(Impl("nnkernels-cuda", _nk_step(op, gp, gg, s1, s2), "cuda", torch.cuda.synchronize))
+    if ctx.torch_cuda:
+        out += _torch_impls(ctx, op, p, g, device="cuda")
+    return out
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    dt = np.dtype(ctx.dtype)
+    labels = list(ctx.sizes)
+    if "large" in labels and "medium" not in labels:
+        labels.insert(labels.index("large"), "medium")  # the 500 x 4,000 model rides with the large rows
+    for label in labels:
+        sizes, shape = _shapes(ctx, label)
+        n = sum(sizes)
+        for op in OPS:
+            p = [ctx.rng.standard_normal(k).astype(dt) for k in sizes]
+            g = [(ctx.rng.standard_normal(k) * 1e-2).astype(dt) for k in sizes]
+            s1, s2 = [np.zeros_like(x) for x in p], [np.zeros_like(x) for x in p]
+            rp, r1, r2 = [x.copy() for x in p], [x.copy() for x in s1], [x.copy() for x in s2]
+            impls = [Impl("numpy", _ref_step(op, rp, g, r1, r2)), Impl("nnkernels", _nk_step(op, p, g, s1, s2))]
+            if ctx.torch is not None:
+                impls += _torch_impls(ctx, op, p, g)
+            impls += _gpu_impls(ctx, op, p, g)
+            yield Case("optimizers", op, shape, dt.name, impls, bytes_moved=STREAMS[op] * n * dt.itemsize,
+                       note=f"{len(sizes)} tensor(s), one step")

@@ -1,0 +1,914 @@
+// Python bindings of the normalization kernels (CPU: csrc/cpu/normalization.cpp, CUDA:
+// csrc/cuda/normalization.cu). Everything is validated before any memory is touched; the
+// kernels run with the GIL released over a fixed decomposition (core/parallel.hpp), and
+// per-task partials (statistics, dgamma/dbeta, backward reductions) are combined in task
+// order, so results are bitwise identical for any thread count.
+//
+// Batch norm layout: x is (N, C, *spatial), viewed as N rows of W = C*S values (S = spatial
+// size). Small S: "column" path, per-column statistics of row blocks, the S columns of a
+// channel merged afterwards. S >= kPlaneMin: "plane" path, each (n, c) plane is a contiguous run.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/array.hpp"
+#include "core/module.hpp"
+#include "core/parallel.hpp"
+#include "cpu/normalization.hpp"
+#if defined(NK_WITH_CUDA)
+#include "cuda/normalization.hpp"
+#endif
+
+namespace py = pybind11;
+
+namespace nk {
+namespace {
+
+constexpr int64_t kPlaneMin = 64;            // spatial size from which planes are runs
+constexpr int64_t kTaskElems = int64_t(1) << 20;   // elements per reduction task (fixed decomposition)
+constexpr int64_t kApplyElems = int64_t(1) << 16;  // elements per elementwise task
+constexpr int64_t kSerialElems = int64_t(1) << 16; // below this, reductions run on the calling thread
+constexpr int64_t kStreamBytes = int64_t(8) << 20;
+
+template <class T> const NormKernelsT<T>& kern();
+template <> const NormKernelsT<float>& kern<float>() { return normalization_kernels().f32; }
+template <> const NormKernelsT<double>& kern<double>() { return normalization_kernels().f64; }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
+  return r + ")";
+}
+
+int parse_activation(const py::object& a) {
+  if (a.is_none()) return kNormActNone;
+  if (py::isinstance<py::str>(a)) {
+    const std::string s = a.cast<std::string>();
+    if (s == "relu") return kNormActRelu;
+    if (s == "leaky_relu") return kNormActLeakyRelu;
+  }
+  throw py::value_error("activation: expected None, 'relu' or 'leaky_relu', got " + std::string(py::repr(a)));
+}
+
+void check_slope(int act, double slope, bool backward) {
+  if (act != kNormActLeakyRelu) return;
+  if (!std::isfinite(slope)) throw py::value_error("negative_slope: expected a finite number");
+  if (backward && slope < 0)
+    throw py::value_error("negative_slope: backward from the saved output y needs negative_slope >= 0");
+}
+
+void check_eps(double eps) {
+  if (!(eps >= 0) || !std::isfinite(eps)) throw py::value_error("eps: expected a finite number >= 0");
+}
+
+double read_at(const ArrayView& v, int64_t i) {
+  const int64_t off = v.ndim() == 0 ? 0 : i * v.strides[0];
+  return v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]);
+}
+void write_at(const ArrayView& v, int64_t i, double val) {
+  const int64_t off = i * v.strides[0];
+  if (v.dtype == DType::f64) v.ptr<double>()[off] = val; else v.ptr<float>()[off] = float(val);
+}
+
+// A per-channel / per-column 1-D float array of length n (any float dtype, any stride), or None.
+struct Vec {
+  py::array arr;
+  ArrayView view;
+  bool present = false;
+};
+Vec vec_arg(const py::object& o, const char* name, int64_t n, bool required) {
+  Vec v;
+  if (o.is_none()) {
+    if (required) throw py::value_error(std::string(name) + ": required (got None)");
+    return v;
+  }
+  v.arr = as_array(o, name);
+  v.view = view_of(v.arr, name);
+  if (v.view.ndim() != 1 || v.view.shape[0] != n)
+    throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " +
+                          shape_str(v.view.shape));
+  v.present = true;
+  return v;
+}
+std::vector<double> to_double(const Vec& v, int64_t n, double dflt) {
+  std::vector<double> r(size_t(n), dflt);
+  if (v.present)
+    for (int64_t i = 0; i < n; ++i) r[size_t(i)] = read_at(v.view, i);
+  return r;
+}
+
+// An array of exactly `shape` (any float dtype) read as doubles in C order (layer-norm mean/rstd).
+std::vector<double> read_shaped(const py::object& o, const char* name, const std::vector<int64_t>& shape) {
+  if (o.is_none()) throw py::value_error(std::string(name) + ": required (got None)");
+  py::array a = as_array(o, name);
+  ArrayView v = view_of(a, name);
+  if (v.shape != shape)
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
+  std::vector<double> r(size_t(v.size));
+  if (v.size == 0) return r;
+  const int nd = v.ndim();
+  std::vector<int64_t> idx(size_t(nd), 0);
+  for (int64_t k = 0; k < v.size; ++k) {  // C-order walk over any strides
+    int64_t off = 0;
+    for (int i = 0; i < nd; ++i) off += idx[size_t(i)] * v.strides[size_t(i)];
+    r[size_t(k)] = v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]);
+    for (int i = nd - 1; i >= 0; --i) {
+      if (++idx[size_t(i)] < v.shape[size_t(i)]) break;
+      idx[size_t(i)] = 0;
+    }
+  }
+  return r;
+}
+
+// x viewed as (rows, d) rows with a constant row stride and unit stride along the row.
+bool row_stride_of(const ArrayView& v, int first_inner, int64_t& rs) {
+  const int nd = v.ndim();
+  int64_t expect = 1;
+  for (int i = nd - 1; i >= first_inner; --i) {  // the inner block must be C-contiguous
+    if (v.shape[i] != 1 && v.strides[i] != expect) return false;
+    expect *= v.shape[i];
+  }
+  rs = expect;
+  bool have = false;
+  int64_t next = 0;
+  for (int i = first_inner - 1; i >= 0; --i) {  // outer dims collapse into one row index
+    if (v.shape[i] == 1) continue;
+    if (!have) { rs = v.strides[i]; next = v.strides[i] * v.shape[i]; have = true; continue; }
+    if (v.strides[i] != next) return false;
+    next = v.strides[i] * v.shape[i];
+  }
+  return true;
+}
+
+// Input prepared for the kernels: a row-strided view (copied to C order when needed).
+struct Rows {
+  py::array keep;
+  ArrayView view;
+  int64_t rs = 0;
+};
+Rows rows_of(py::array a, ArrayView v, int first_inner, const char* name) {
+  Rows r;
+  if (!row_stride_of(v, first_inner, r.rs)) {
+    a = contiguous_copy(a);
+    v = view_of(a, name);
+    row_stride_of(v, first_inner, r.rs);
+  }
+  r.keep = a;
+  r.view = v;
+  return r;
+}
+
+// Destination of a forward result: `out` when C-contiguous, else a temporary copied back.
+struct Dest {
+  py::array result, target;
+  ArrayView view;
+};
+Dest dest_for(const py::object& out, DType dt, const std::vector<int64_t>& shape) {
+  Dest d;
+  d.result = output_for(out, dt, shape);
+  ArrayView v = view_of(d.result, "out");
+  d.target = v.c_contiguous() ? d.result : empty_array(dt, shape);
+  d.view = view_of(d.target, "out");
+  return d;
+}
+void finish(Dest& d) {
+  if (!d.target.is(d.result)) py::module_::import("numpy").attr("copyto")(d.result, d.target);
+}
+
+// Run f(task) for tasks [0, n): in parallel for large work, inline otherwise (same results).
+template <class F> void run_tasks(int64_t n, int64_t total_elems, F&& f) {
+  if (total_elems < kSerialElems) {
+    for (int64_t t = 0; t < n; ++t) f(t);
+    return;
+  }
+  parallel_for_chunks(n, 1, [&](int64_t t, int64_t, int64_t) { f(t); });
+}
+
+inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double mb, double m2b) {
+  const double n = cnt + nb;
+  if (n == 0) return;
+  const double delta = mb - mean;
+  mean += delta * (nb / n);
+  m2 += m2b + delta * delta * (cnt * nb / n);
+  cnt = n;
+}
+
+// ---------------------------------------------------------------- batch norm host drivers
+
+struct Geom {
+  int64_t N = 0, C = 0, S = 1, W = 0;
+  bool plane = false;
+  int64_t row_grain() const {  // rows per reduction task (column path)
+    int64_t g = (kTaskElems / std::max<int64_t>(W, 1)) / kNormSubRows * kNormSubRows;
+    return std::max<int64_t>(kNormSubRows, g);
+  }
+  int64_t plane_grain() const { return std::max<int64_t>(1, kTaskElems / std::max<int64_t>(S, 1)); }
+};
+Geom geom_of(const ArrayView& x) {
+  Geom g;
+  g.N = x.shape[0];
+  g.C = x.shape[1];
+  for (int i = 2; i < x.ndim(); ++i) g.S *= x.shape[i];
+  g.W = g.C * g.S;
+  g.plane = g.S >= kPlaneMin;
+  return g;
+}
+
+// Per-channel statistics of x (N rows of stride rs): mean = shift + rel (shift a value of type T,
+// rel small: full precision for |mean| >> std), m2. Partials are merged in a fixed order,
+// relative to the channel's first shift (differences of T values are exact in double).
+template <class T>
+void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift, std::vector<double>& rel,
+              std::vector<double>& m2) {
+  const auto& K = kern<T>();
+  shift.assign(size_t(g.C), 0.0);
+  rel.assign(size_t(g.C), 0.0);
+  m2.assign(size_t(g.C), 0.0);
+  if (g.N * g.W == 0) return;
+  auto merge = [](double& cnt, double& mu, double& q, bool& first, double& k0, double nb, double kb, double mb,
+                  double qb) {
+    if (first) { k0 = kb; first = false; }
+    chan_merge(cnt, mu, q, nb, (kb - k0) + mb, qb);
+  };
+  if (!g.plane) {
+    const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
+    std::vector<double> pk(size_t(tasks * W)), pm(size_t(tasks * W)), pq(size_t(tasks * W));
+    run_tasks(tasks, g.N * W, [&](int64_t t) {
+      const int64_t b = t * grain, e = std::min(g.N, b + grain);
+      K.col_stats(x + b * rs, rs, e - b, W, &pk[size_t(t * W)], &pm[size_t(t * W)], &pq[size_t(t * W)]);
+    });
+    for (int64_t c = 0; c < g.C; ++c) {
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
+      for (int64_t s = 0; s < g.S; ++s)
+        for (int64_t t = 0; t < tasks; ++t) {
+          const size_t j = size_t(t * W + c * g.S + s);
+          const double rows = double(std::min(g.N, (t + 1) * grain) - t * grain);
+          merge(cnt, mu, q, first, k0, rows, pk[j], pm[j], pq[j]);
+        }
+      shift[size_t(c)] = k0; rel[size_t(c)] = mu; m2[size_t(c)] = q;
+    }
+  } else {
+    const int64_t nb = g.plane_grain(), nch = num_chunks(g.N, nb), tasks = g.C * nch;
+    std::vector<double> pk(static_cast<size_t>(tasks)), pm(static_cast<size_t>(tasks)), pq(static_cast<size_t>(tasks)),
+        pc(static_cast<size_t>(tasks));
+    run_tasks(tasks, g.N * g.W, [&](int64_t t) {
+      const int64_t c = t / nch, k = t % nch, n0 = k * nb, n1 = std::min(g.N, n0 + nb);
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
+      for (int64_t n = n0; n < n1; ++n) {
+        double kk, m, qq;
+        K.run_stats(x + n * rs + c * g.S, g.S, &kk, &m, &qq);
+        merge(cnt, mu, q, first, k0, double(g.S), kk, m, qq);
+      }
+      pc[size_t(t)] = cnt; pk[size_t(t)] = k0; pm[size_t(t)] = mu; pq[size_t(t)] = q;
+    });
+    for (int64_t c = 0; c < g.C; ++c) {
+      double cnt = 0, mu = 0, q = 0, k0 = 0;
+      bool first = true;
+      for (int64_t k = 0; k < nch; ++k) {
+        const size_t i = size_t(c * nch + k);
+        merge(cnt, mu, q, first, k0, pc[i], pk[i], pm[i], pq[i]);
+      }
+      shift[size_t(c)] = k0; rel[size_t(c)] = mu; m2[size_t(c)] = q;
+    }
+  }
+}
+
+// y = act(((x - mh) - ml) * sc + sh) with per-channel params pc = [mh, ml, sc, sh] x C (interleaved per channel).
+template <class T>
+void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>& pc, int act, double slope) {
+  const auto& K = kern<T>();
+  if (g.N * g.W == 0) return;
+  const bool stream = g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
+  if (!g.plane) {
+    const int64_t W = g.W;
+    std::vector<T> p(size_t(4 * W));
+    for (int64_t j = 0; j < W; ++j)
+      for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * (j / g.S) + q)];
+    const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
+    parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
+      K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p.data(), act, slope, stream);
+    });
+  } else {
+    const int64_t grain = std::max<int64_t>(1, kApplyElems / g.S);
+    parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = i / g.C, c = i % g.C;
+        K.run_apply(x + n * rs + c * g.S, y + i * g.S, g.S, &pc[size_t(4 * c)], act, slope, stream);
+      }
+    });
+  }
+}
+
+// Per-channel sums of g, g*(x - m), (x - m) (double).
+template <class T>
+void bn_bwd_reduce(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss,
+                   const std::vector<T>& m, int act, double slope, std::vector<double>& out) {
+  const auto& K = kern<T>();
+  out.assign(size_t(3 * g.C), 0.0);
+  if (g.N * g.W == 0) return;
+  if (!g.plane) {
+    const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
+    std::vector<T> mcol(static_cast<size_t>(W));
+    for (int64_t j = 0; j < W; ++j) mcol[size_t(j)] = m[size_t(j / g.S)];
+    std::vector<double> part(size_t(tasks * 3 * W));
+    run_tasks(tasks, g.N * W, [&](int64_t t) {
+      const int64_t b = t * grain, e = std::min(g.N, b + grain);
+      K.col_bwd_reduce(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, e - b, W, mcol.data(),
+                       &part[size_t(t * 3 * W)], act, slope);
+    });
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int q = 0; q < 3; ++q) {
+        double s = 0;
+        for (int64_t sp = 0; sp < g.S; ++sp)
+          for (int64_t t = 0; t < tasks; ++t) s += part[size_t(t * 3 * W + q * W + c * g.S + sp)];
+        out[size_t(3 * c + q)] = s;
+      }
+  } else {
+    const int64_t nb = g.plane_grain(), nch = num_chunks(g.N, nb), tasks = g.C * nch;
+    std::vector<double> part(size_t(3 * tasks));
+    run_tasks(tasks, g.N * g.W, [&](int64_t t) {
+      const int64_t c = t / nch, k = t % nch, n0 = k * nb, n1 = std::min(g.N, n0 + nb);
+      double acc[3] = {0, 0, 0};
+      for (int64_t n = n0; n < n1; ++n) {
+        double o3[3];
+        const int64_t off = c * g.S;
+        K.run_bwd_reduce(dout + n * ds + off, x + n * xs + off, y ? y + n * yss + off : nullptr, g.S, m[size_t(c)], o3,
+                         act, slope);
+        for (int q = 0; q < 3; ++q) acc[q] += o3[q];
+      }
+      for (int q = 0; q < 3; ++q) part[size_t(3 * t + q)] = acc[q];
+    });
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t k = 0; k < nch; ++k)
+        for (int q = 0; q < 3; ++q) out[size_t(3 * c + q)] += part[size_t(3 * (c * nch + k) + q)];
+  }
+}
+
+// dx = A*g + K*((x - mh) - ml) + B, per-channel params pc = [mh, ml, A, K, B] x C.
+template <class T>
+void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
+                  const std::vector<T>& pc, int act, double slope) {
+  const auto& K = kern<T>();
+  if (g.N * g.W == 0) return;
+  const bool stream = g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
+  if (!g.plane) {
+    const int64_t W = g.W;
+    std::vector<T> p(size_t(5 * W));
+    for (int64_t j = 0; j < W; ++j)
+      for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * (j / g.S) + q)];
+    const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
+    parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
+      K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
+                      p.data(), act, slope, stream);
+    });
+  } else {
+    const int64_t grain = std::max<int64_t>(1, kApplyElems / g.S);
+    parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = i / g.C, c = i % g.C, off = c * g.S;
+        K.run_bwd_apply(dout + n * ds + off, x + n * xs + off, y ? y + n * yss + off : nullptr, dx + i * g.S, g.S,
+                        &pc[size_t(5 * c)], act, slope, stream);
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------- argument handling
+
+struct BnInput {
+  py::array x;
+  ArrayView xv;
+  Geom g;
+};
+BnInput bn_input(const py::handle& x_in, const char* name = "x") {
+  BnInput b;
+  b.x = as_array(x_in, name);
+  b.xv = view_of(b.x, name);
+  if (b.xv.ndim() < 2)
+    throw py::value_error(std::string(name) + ": expected an array of shape (N, C) or (N, C, *spatial), got shape " +
+                          shape_str(b.xv.shape));
+  b.g = geom_of(b.xv);
+  return b;
+}
+
+// Secondary input (dout, y) of the same shape and dtype as x.
+std::pair<py::array, ArrayView> like_x(const py::handle& h, const char* name, const ArrayView& xv) {
+  py::array a = as_array(h, name);
+  ArrayView v = view_of(a, name);
+  check_same_shape(xv, "x", v, name);
+  check_same_dtype(xv, "x", v, name);
+  return {a, v};
+}
+
+py::array vec_array(DType dt, const std::vector<double>& v) {
+  py::array a = empty_array(dt, {int64_t(v.size())});
+  ArrayView av = view_of(a, "result");
+  for (size_t i = 0; i < v.size(); ++i) write_at(av, int64_t(i), v[i]);
+  return a;
+}
+
+// ---------------------------------------------------------------- layer norm
+
+template <class T>
+void ln_forward_run(const Rows& x, T* y, T* mean, T* rstd, const std::vector<T>& gamma, const std::vector<T>& beta,
+                    int64_t rows, int64_t d, double eps, int act, double slope) {
+  const auto& K = kern<T>();
+  const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
+  const T* xp = x.view.ptr<T>();
+  const int64_t xs = x.rs;
+  py::gil_scoped_release release;
+  parallel_for(rows, std::max<int64_t>(1, kApplyElems / d), [&](int64_t b, int64_t e) {
+    K.ln_fwd(xp + b * xs, xs, y + b * d, d, gamma.data(), beta.data(), mean + b, rstd + b, e - b, d, eps, act, slope,
+             stream);
+  });
+}
+
+py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, double eps,
+                            const py::object& activation, double slope, const py::object& out) {
+  py::array x = as_array(x_in, "x");
+  ArrayView xv = view_of(x, "x");
+  if (xv.ndim() < 1) throw py::value_error("x: expected at least one dimension (normalised over the last axis)");
+  const int64_t d = xv.shape.back();
+  if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
+  const int act = parse_activation(activation);
+  check_slope(act, slope, false);
+  check_eps(eps);
+  Vec gv = vec_arg(gamma_o, "gamma", d, false), bv = vec_arg(beta_o, "beta", d, false);
+  Dest dst = dest_for(out, xv.dtype, xv.shape);
+  if (may_overlap(xv, dst.view) && !same_layout(xv, dst.view)) {
+    x = contiguous_copy(x);
+    xv = view_of(x, "x");
+  }
+  Rows xr = rows_of(x, xv, xv.ndim() - 1, "x");
+  const int64_t rows = xv.size / d;
+  std::vector<int64_t> sshape(xv.shape.begin(), xv.shape.end() - 1);
+  py::array mean = empty_array(xv.dtype, sshape), rstd = empty_array(xv.dtype, sshape);
+  const std::vector<double> gd = to_double(gv, d, 1.0), bd = to_double(bv, d, 0.0);
+  if (xv.dtype == DType::f32) {
+    std::vector<float> g(gd.begin(), gd.end()), b(bd.begin(), bd.end());
+    ln_forward_run<float>(xr, dst.view.ptr<float>(), static_cast<float*>(mean.mutable_data()),
+                          static_cast<float*>(rstd.mutable_data()), g, b, rows, d, eps, act, slope);
+  } else {
+    ln_forward_run<double>(xr, dst.view.ptr<double>(), static_cast<double*>(mean.mutable_data()),
+                           static_cast<double*>(rstd.mutable_data()), gd, bd, rows, d, eps, act, slope);
+  }
+  finish(dst);
+  return py::make_tuple(dst.result, mean, rstd);
+}
+
+template <class T>
+void ln_backward_run(const Rows& dr, const Rows& xr, const Rows* yr, const std::vector<T>& gamma,
+                     const std::vector<T>& mean, const std::vector<T>& rstd, T* dx, bool want_params, int64_t rows,
+                     int64_t d, int act, double slope, std::vector<double>& dg, std::vector<double>& db) {
+  const auto& K = kern<T>();
+  const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
+  const int64_t grain = std::max<int64_t>(1, kTaskElems / d);
+  const int64_t tasks = num_chunks(rows, grain);
+  std::vector<double> part(want_params ? size_t(tasks * 2 * d) : 0);
+  std::vector<T> scratch(want_params ? size_t(tasks * 2 * d) : 0);
+  const T* dp = dr.view.ptr<T>();
+  const T* xp = xr.view.ptr<T>();
+  const T* yp = yr ? yr->view.ptr<T>() : nullptr;
+  const int64_t ds = dr.rs, xs = xr.rs, yss = yr ? yr->rs : 0;
+  {
+    py::gil_scoped_release release;
+    parallel_for_chunks(rows, grain, [&](int64_t t, int64_t b, int64_t e) {
+      K.ln_bwd(dp + b * ds, ds, xp + b * xs, xs, yp ? yp + b * yss : nullptr, yss, gamma.data(), mean.data() + b,
+               rstd.data() + b, dx + b * d, d, want_params ? &part[size_t(t * 2 * d)] : nullptr,
+               want_params ? &scratch[size_t(t * 2 * d)] : nullptr, e - b, d, act, slope, stream);
+    });
+  }
+  dg.assign(size_t(d), 0.0);
+  db.assign(size_t(d), 0.0);
+  if (want_params)
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t j = 0; j < d; ++j) {
+        dg[size_t(j)] += part[size_t(t * 2 * d + j)];
+        db[size_t(j)] += part[size_t(t * 2 * d + d + j)];
+      }
+}
+
+py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
+                             const py::object& mean_o, const py::object& rstd_o, const py::object& activation,
+                             const py::object& y_o, double slope) {
+  py::array x = as_array(x_in, "x");
+  ArrayView xv = view_of(x, "x");
+  if (xv.ndim() < 1) throw py::value_error("x: expected at least one dimension (normalised over the last axis)");
+  auto [dout, dv] = like_x(dout_in, "dout", xv);
+  const int64_t d = xv.shape.back();
+  if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
+  const int act = parse_activation(activation);
+  check_slope(act, slope, true);
+  Vec gv = vec_arg(gamma_o, "gamma", d, false);
+  std::vector<int64_t> sshape(xv.shape.begin(), xv.shape.end() - 1);
+  const std::vector<double> md = read_shaped(mean_o, "mean", sshape), rd = read_shaped(rstd_o, "rstd", sshape);
+  py::array y;
+  ArrayView yv;
+  if (act != kNormActNone) {
+    if (y_o.is_none()) throw py::value_error("y: the saved forward output is required when activation is given");
+    std::tie(y, yv) = like_x(y_o, "y", xv);
+  }
+  Rows dr = rows_of(dout, dv, dv.ndim() - 1, "dout"), xr = rows_of(x, xv, xv.ndim() - 1, "x");
+  Rows yr;
+  if (act != kNormActNone) yr = rows_of(y, yv, yv.ndim() - 1, "y");
+  const int64_t rows = xv.size / d;
+  py::array dx = empty_array(xv.dtype, xv.shape);
+  const std::vector<double> gd = to_double(gv, d, 1.0);
+  std::vector<double> dg, db;
+  if (xv.dtype == DType::f32) {
+    std::vector<float> g(gd.begin(), gd.end()), m(md.begin(), md.end()), r(rd.begin(), rd.end());
+    ln_backward_run<float>(dr, xr, act ? &yr : nullptr, g, m, r, static_cast<float*>(dx.mutable_data()), gv.present,
+                           rows, d, act, slope, dg, db);
+  } else {
+    ln_backward_run<double>(dr, xr, act ? &yr : nullptr, gd, md, rd, static_cast<double*>(dx.mutable_data()),
+                            gv.present, rows, d, act, slope, dg, db);
+  }
+  if (!gv.present) return py::make_tuple(dx, py::none(), py::none());
+  return py::make_tuple(dx, vec_array(xv.dtype, dg), vec_array(xv.dtype, db));
+}
+
+// ---------------------------------------------------------------- batch norm entry points
+
+// Forward params [mh, ml, scale, shift] per channel from a double mean and the T-rounded rstd.
+// The mean is given as hi + lo (lo may be zero); (x - T(hi)) - T(lo + (hi - T(hi))).
+template <class T>
+std::vector<T> forward_params(const std::vector<double>& hi, const std::vector<double>& lo, const std::vector<T>& rstd,
+                              const std::vector<double>& gamma, const std::vector<double>& beta) {
+  const size_t C = hi.size();
+  std::vector<T> pc(4 * C);
+  for (size_t c = 0; c < C; ++c) {
+    const T mh = T(hi[c]);
+    pc[4 * c] = mh;
+    pc[4 * c + 1] = T(lo[c] + (hi[c] - double(mh)));
+    pc[4 * c + 2] = T(gamma[c] * double(rstd[c]));
+    pc[4 * c + 3] = T(beta[c]);
+  }
+  return pc;
+}
+
+template <class T>
+void bn_normalize_run(const Geom& g, const Rows& xr, T* y, const std::vector<double>& hi, const std::vector<double>& lo,
+                      const std::vector<double>& rstd_d, const std::vector<double>& gamma,
+                      const std::vector<double>& beta, int act, double slope) {
+  std::vector<T> rs(rstd_d.begin(), rstd_d.end());
+  const std::vector<T> pc = forward_params<T>(hi, lo, rs, gamma, beta);
+  py::gil_scoped_release release;
+  bn_apply<T>(g, xr.view.ptr<T>(), xr.rs, y, pc, act, slope);
+}
+
+template <class T>
+void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
+                  std::vector<double>& m2) {
+  py::gil_scoped_release release;
+  bn_stats<T>(g, xr.view.ptr<T>(), xr.rs, hi, lo, m2);
+}
+
+void stats_dispatch(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
+                    std::vector<double>& m2) {
+  if (xr.view.dtype == DType::f32) bn_stats_run<float>(g, xr, hi, lo, m2);
+  else bn_stats_run<double>(g, xr, hi, lo, m2);
+}
+
+void normalize_dispatch(const Geom& g, const Rows& xr, const ArrayView& yv, const std::vector<double>& hi,
+                        const std::vector<double>& lo, const std::vector<double>& rstd,
+                        const std::vector<double>& gamma, const std::vector<double>& beta, int act, double slope) {
+  if (xr.view.dtype == DType::f32)
+    bn_normalize_run<float>(g, xr, yv.ptr<float>(), hi, lo, rstd, gamma, beta, act, slope);
+  else
+    bn_normalize_run<double>(g, xr, yv.ptr<double>(), hi, lo, rstd, gamma, beta, act, slope);
+}
+
+// rstd as the data type would store it (so backward sees the same value).
+std::vector<double> rstd_from_var(const std::vector<double>& var, double eps, DType dt) {
+  std::vector<double> r(var.size());
+  for (size_t c = 0; c < var.size(); ++c) {
+    const double v = 1.0 / std::sqrt(var[c] + eps);
+    r[c] = dt == DType::f32 ? double(float(v)) : v;
+  }
+  return r;
+}
+
+py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, bool training,
+                            const py::object& rm_o, const py::object& rv_o, double momentum, double eps,
+                            bool unbiased, const py::object& activation, double slope, const py::object& out) {
+  BnInput in = bn_input(x_in);
+  const Geom& g = in.g;
+  const int act = parse_activation(activation);
+  check_slope(act, slope, false);
+  check_eps(eps);
+  if (!std::isfinite(momentum)) throw py::value_error("momentum: expected a finite number");
+  Vec gv = vec_arg(gamma_o, "gamma", g.C, false), bv = vec_arg(beta_o, "beta", g.C, false);
+  Vec rm = vec_arg(rm_o, "running_mean", g.C, !training), rv = vec_arg(rv_o, "running_var", g.C, !training);
+  if (rm.present != rv.present)
+    throw py::value_error(rm.present ? "running_var: required when running_mean is given"
+                                     : "running_mean: required when running_var is given");
+  if (training && rm.present) {
+    if (!rm.view.writeable) throw py::value_error("running_mean: array is read-only");
+    if (!rv.view.writeable) throw py::value_error("running_var: array is read-only");
+  }
+  const int64_t count = g.N * g.S;
+  if (training && count == 0 && g.C > 0)
+    throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0)");
+  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape);
+  py::array x = in.x;
+  ArrayView xv = in.xv;
+  if (may_overlap(xv, dst.view) && !same_layout(xv, dst.view)) {
+    x = contiguous_copy(x);
+    xv = view_of(x, "x");
+  }
+  Rows xr = rows_of(x, xv, 1, "x");
+  std::vector<double> hi, lo(size_t(g.C), 0.0), var(size_t(g.C));
+  std::vector<double> m2;
+  if (training) {
+    stats_dispatch(g, xr, hi, lo, m2);
+    for (int64_t c = 0; c < g.C; ++c) var[size_t(c)] = m2[size_t(c)] / double(count);
+  } else {
+    hi = to_double(rm, g.C, 0.0);
+    var = to_double(rv, g.C, 1.0);
+  }
+  std::vector<double> mean(size_t(g.C));
+  for (int64_t c = 0; c < g.C; ++c) mean[size_t(c)] = hi[size_t(c)] + lo[size_t(c)];
+  const std::vector<double> rstd = rstd_from_var(var, eps, xv.dtype);
+  normalize_dispatch(g, xr, dst.view, hi, lo, rstd, to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
+  finish(dst);
+  if (training && rm.present) {
+    for (int64_t c = 0; c < g.C; ++c) {
+      const double vu = (unbiased && count > 1) ? m2[size_t(c)] / double(count - 1) : var[size_t(c)];
+      write_at(rm.view, c, (1.0 - momentum) * read_at(rm.view, c) + momentum * mean[size_t(c)]);
+      write_at(rv.view, c, (1.0 - momentum) * read_at(rv.view, c) + momentum * vu);
+    }
+  }
+  return py::make_tuple(dst.result, vec_array(xv.dtype, mean), vec_array(xv.dtype, rstd));
+}
+
+py::tuple batchnorm_stats(const py::handle& x_in) {
+  BnInput in = bn_input(x_in);
+  Rows xr = rows_of(in.x, in.xv, 1, "x");
+  std::vector<double> hi, lo, m2;
+  stats_dispatch(in.g, xr, hi, lo, m2);
+  std::vector<double> mean(hi.size());
+  for (size_t c = 0; c < hi.size(); ++c) mean[c] = hi[c] + lo[c];
+  return py::make_tuple(py::int_(in.g.N * in.g.S), vec_array(DType::f64, mean), vec_array(DType::f64, m2));
+}
+
+py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, const py::object& rstd_o,
+                              const py::object& gamma_o, const py::object& beta_o, const py::object& activation,
+                              double slope, const py::object& out) {
+  BnInput in = bn_input(x_in);
+  const Geom& g = in.g;
+  const int act = parse_activation(activation);
+  check_slope(act, slope, false);
+  Vec mv = vec_arg(mean_o, "mean", g.C, true), rv = vec_arg(rstd_o, "rstd", g.C, true);
+  Vec gv = vec_arg(gamma_o, "gamma", g.C, false), bv = vec_arg(beta_o, "beta", g.C, false);
+  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape);
+  py::array x = in.x;
+  ArrayView xv = in.xv;
+  if (may_overlap(xv, dst.view) && !same_layout(xv, dst.view)) {
+    x = contiguous_copy(x);
+    xv = view_of(x, "x");
+  }
+  Rows xr = rows_of(x, xv, 1, "x");
+  normalize_dispatch(g, xr, dst.view, to_double(mv, g.C, 0.0), std::vector<double>(size_t(g.C), 0.0),
+                     to_double(rv, g.C, 1.0), to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
+  finish(dst);
+  return dst.result;
+}
+
+// Shared by the fused and the separable backward.
+struct BwdInputs {
+  BnInput in;
+  py::array dout, y;
+  ArrayView dv, yv;
+  int act = 0;
+  Rows dr, xr, yr;
+};
+BwdInputs bwd_inputs(const py::handle& dout_in, const py::handle& x_in, const py::object& activation,
+                     const py::object& y_o, double slope) {
+  BwdInputs b;
+  b.in = bn_input(x_in);
+  std::tie(b.dout, b.dv) = like_x(dout_in, "dout", b.in.xv);
+  b.act = parse_activation(activation);
+  check_slope(b.act, slope, true);
+  if (b.act != kNormActNone) {
+    if (y_o.is_none()) throw py::value_error("y: the saved forward output is required when activation is given");
+    std::tie(b.y, b.yv) = like_x(y_o, "y", b.in.xv);
+  }
+  return b;
+}
+void bwd_rows(BwdInputs& b) {
+  b.dr = rows_of(b.dout, b.dv, 1, "dout");
+  b.xr = rows_of(b.in.x, b.in.xv, 1, "x");
+  if (b.act != kNormActNone) b.yr = rows_of(b.y, b.yv, 1, "y");
+}
+
+template <class T>
+std::vector<double> reduce_run(BwdInputs& b, const std::vector<T>& m, double slope) {
+  std::vector<double> out;
+  py::gil_scoped_release release;
+  bn_bwd_reduce<T>(b.in.g, b.dr.view.ptr<T>(), b.dr.rs, b.xr.view.ptr<T>(), b.xr.rs,
+                   b.act ? b.yr.view.ptr<T>() : nullptr, b.yr.rs, m, b.act, slope, out);
+  return out;
+}
+
+template <class T>
+void elemt_run(BwdInputs& b, T* dx, const std::vector<T>& pc, double slope) {
+  py::gil_scoped_release release;
+  bn_bwd_apply<T>(b.in.g, b.dr.view.ptr<T>(), b.dr.rs, b.xr.view.ptr<T>(), b.xr.rs,
+                  b.act ? b.yr.view.ptr<T>() : nullptr, b.yr.rs, dx, pc, b.act, slope);
+}
+
+// dx params [mh, ml, A, K, B] for dx = A*g + K*(x - mean) + B with A = gamma*rstd,
+// B = -A*sum_g/count, K = -A*rstd*sum_gxhat/count.
+template <class T>
+std::vector<T> elemt_params(const std::vector<double>& mh_d, const std::vector<double>& ml_d, const std::vector<double>& gamma,
+                            const std::vector<double>& rstd, const std::vector<double>& sg, const std::vector<double>& sgxh,
+                            double count) {
+  const size_t C = gamma.size();
+  std::vector<T> pc(5 * C);
+  for (size_t c = 0; c < C; ++c) {
+    const double A = gamma[c] * rstd[c];
+    pc[5 * c] = T(mh_d[c]);
+    pc[5 * c + 1] = T(ml_d[c]);
+    pc[5 * c + 2] = T(A);
+    pc[5 * c + 3] = T(-A * rstd[c] * sgxh[c] / count);
+    pc[5 * c + 4] = T(-A * sg[c] / count);
+  }
+  return pc;
+}
+
+template <class T>
+py::tuple bn_backward_typed(BwdInputs& b, const Vec& gv, const std::vector<double>& mean_d, const std::vector<double>& rstd,
+                            double slope) {
+  const Geom& g = b.in.g;
+  const size_t C = size_t(g.C);
+  std::vector<T> mh(C);
+  std::vector<double> mhd(C);
+  for (size_t c = 0; c < C; ++c) { mh[c] = T(mean_d[c]); mhd[c] = double(mh[c]); }
+  const std::vector<double> red = reduce_run<T>(b, mh, slope);
+  const double count = double(g.N * g.S);
+  std::vector<double> sg(C), sgxh(C), ml(C);
+  for (size_t c = 0; c < C; ++c) {
+    // Residual of the stored mean (c = mean(x - mh)) is folded back in: accuracy at large |mean|.
+    const double cres = count > 0 ? red[3 * c + 2] / count : 0.0;
+    ml[c] = cres;
+    sg[c] = red[3 * c];
+    sgxh[c] = (red[3 * c + 1] - cres * red[3 * c]) * rstd[c];
+  }
+  py::array dx = empty_array(b.in.xv.dtype, b.in.xv.shape);
+  if (count > 0) {
+    const std::vector<T> pc = elemt_params<T>(mhd, ml, to_double(gv, g.C, 1.0), rstd, sg, sgxh, count);
+    elemt_run<T>(b, static_cast<T*>(dx.mutable_data()), pc, slope);
+  }
+  if (!gv.present) return py::make_tuple(dx, py::none(), py::none());
+  return py::make_tuple(dx, vec_array(b.in.xv.dtype, sgxh), vec_array(b.in.xv.dtype, sg));
+}
+
+py::tuple batchnorm_backward(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
+                             const py::object& mean_o, const py::object& rstd_o, const py::object& activation,
+                             const py::object& y_o, double slope) {
+  BwdInputs b = bwd_inputs(dout_in, x_in, activation, y_o, slope);
+  const int64_t C = b.in.g.C;
+  Vec gv = vec_arg(gamma_o, "gamma", C, false);
+  Vec mv = vec_arg(mean_o, "mean", C, true), rv = vec_arg(rstd_o, "rstd", C, true);
+  bwd_rows(b);
+  const std::vector<double> mean = to_double(mv, C, 0.0), rstd = to_double(rv, C, 1.0);
+  if (b.in.xv.dtype == DType::f32) return bn_backward_typed<float>(b, gv, mean, rstd, slope);
+  return bn_backward_typed<double>(b, gv, mean, rstd, slope);
+}
+
+template <class T>
+py::tuple reduce_typed(BwdInputs& b, const std::vector<double>& mean, const std::vector<double>& rstd, double slope) {
+  const size_t C = size_t(b.in.g.C);
+  std::vector<T> mh(C);
+  for (size_t c = 0; c < C; ++c) mh[c] = T(mean[c]);
+  const std::vector<double> red = reduce_run<T>(b, mh, slope);
+  std::vector<double> sg(C), sgxh(C);
+  for (size_t c = 0; c < C; ++c) {
+    // sum g*(x - mean) = sum g*(x - mh) - (mean - mh) * sum g   (exact split of the given mean)
+    sg[c] = red[3 * c];
+    sgxh[c] = (red[3 * c + 1] - (mean[c] - double(mh[c])) * red[3 * c]) * rstd[c];
+  }
+  return py::make_tuple(vec_array(b.in.xv.dtype, sg), vec_array(b.in.xv.dtype, sgxh));
+}
+
+py::tuple batchnorm_backward_reduce(const py::handle& dout_in, const py::handle& x_in, const py::object& mean_o,
+                                    const py::object& rstd_o, const py::object& activation, const py::object& y_o,
+                                    double slope) {
+  BwdInputs b = bwd_inputs(dout_in, x_in, activation, y_o, slope);
+  const int64_t C = b.in.g.C;
+  Vec mv = vec_arg(mean_o, "mean", C, true), rv = vec_arg(rstd_o, "rstd", C, true);
+  bwd_rows(b);
+  const std::vector<double> mean = to_double(mv, C, 0.0), rstd = to_double(rv, C, 1.0);
+  if (b.in.xv.dtype == DType::f32) return reduce_typed<float>(b, mean, rstd, slope);
+  return reduce_typed<double>(b, mean, rstd, slope);
+}
+
+template <class T>
+void elemt_typed(BwdInputs& b, py::array& dx, const std::vector<double>& mean, const std::vector<double>& gamma,
+                 const std::vector<double>& rstd, const std::vector<double>& sg, const std::vector<double>& sgxh,
+                 double count, double slope) {
+  const size_t C = size_t(b.in.g.C);
+  std::vector<double> mh(C), ml(C);
+  for (size_t c = 0; c < C; ++c) {
+    mh[c] = double(T(mean[c]));
+    ml[c] = mean[c] - mh[c];
+  }
+  const std::vector<T> pc = elemt_params<T>(mh, ml, gamma, rstd, sg, sgxh, count);
+  elemt_run<T>(b, static_cast<T*>(dx.mutable_data()), pc, slope);
+}
+
+py::array batchnorm_backward_elemt(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
+                                   const py::object& mean_o, const py::object& rstd_o, const py::object& sg_o,
+                                   const py::object& sgx_o, const py::object& count_o, const py::object& activation,
+                                   const py::object& y_o, double slope) {
+  BwdInputs b = bwd_inputs(dout_in, x_in, activation, y_o, slope);
+  const int64_t C = b.in.g.C;
+  Vec gv = vec_arg(gamma_o, "gamma", C, false);
+  Vec mv = vec_arg(mean_o, "mean", C, true), rv = vec_arg(rstd_o, "rstd", C, true);
+  Vec sv = vec_arg(sg_o, "sum_dout", C, true), xv = vec_arg(sgx_o, "sum_dout_xhat", C, true);
+  py::module_ np = py::module_::import("numpy");
+  if (py::isinstance<py::bool_>(count_o) || (!py::isinstance(count_o, np.attr("integer")) && !py::isinstance<py::int_>(count_o)))
+    throw py::type_error("count: expected an integer (the global number of values per channel)");
+  const long long count = count_o.cast<long long>();
+  if (count < 1) throw py::value_error("count: expected a positive integer, got " + std::to_string(count));
+  bwd_rows(b);
+  py::array dx = empty_array(b.in.xv.dtype, b.in.xv.shape);
+  const auto mean = to_double(mv, C, 0.0), gamma = to_double(gv, C, 1.0), rstd = to_double(rv, C, 1.0);
+  const auto sg = to_double(sv, C, 0.0), sgx = to_double(xv, C, 0.0);
+  if (b.in.xv.dtype == DType::f32) elemt_typed<float>(b, dx, mean, gamma, rstd, sg, sgx, double(count), slope);
+  else elemt_typed<double>(b, dx, mean, gamma, rstd, sg, sgx, double(count), slope);
+  return dx;
+}
+
+}  // namespace
+}  // namespace nk
+
+NK_REGISTER_BINDINGS(normalization) {
+  using namespace nk;
+  m.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
+        py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
+  m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
+        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
+  m.def("batchnorm_forward", &batchnorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("training"),
+        py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"), py::arg("eps"),
+        py::arg("unbiased_running_var"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
+  m.def("batchnorm_backward", &batchnorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
+        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
+  m.def("batchnorm_stats", &batchnorm_stats, py::arg("x"));
+  m.def("batchnorm_normalize", &batchnorm_normalize, py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gamma"),
+        py::arg("beta"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
+  m.def("batchnorm_backward_reduce", &batchnorm_backward_reduce, py::arg("dout"), py::arg("x"), py::arg("mean"),
+        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
+  m.def("batchnorm_backward_elemt", &batchnorm_backward_elemt, py::arg("dout"), py::arg("x"), py::arg("gamma"),
+        py::arg("mean"), py::arg("rstd"), py::arg("sum_dout"), py::arg("sum_dout_xhat"), py::arg("count"),
+        py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
+#if defined(NK_WITH_CUDA)
+  m.def("cuda_layernorm_forward",
+        [](int dtype, uintptr_t x, uintptr_t gamma, uintptr_t beta, uintptr_t y, uintptr_t mean, uintptr_t rstd,
+           int64_t rows, int64_t d, double eps, int act, double slope, uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::layernorm_forward(dtype, x, gamma, beta, y, mean, rstd, rows, d, eps, act, slope, stream);
+        });
+  m.def("cuda_layernorm_backward",
+        [](int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t gamma, uintptr_t mean, uintptr_t rstd,
+           uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t work, int64_t rows, int64_t d, int act,
+           double slope, uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::layernorm_backward(dtype, dout, x, y, gamma, mean, rstd, dx, dgamma, dbeta, work, rows, d, act, slope,
+                                   stream);
+        });
+  m.def("cuda_layernorm_backward_workspace", &cuda::layernorm_backward_workspace);
+  m.def("cuda_batchnorm_stats",
+        [](int dtype, uintptr_t x, int64_t n, int64_t c, int64_t s, uintptr_t work, uintptr_t mean, uintptr_t m2,
+           uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::batchnorm_stats(dtype, x, n, c, s, work, mean, m2, stream);
+        });
+  m.def("cuda_batchnorm_workspace", &cuda::batchnorm_workspace);
+  m.def("cuda_batchnorm_apply",
+        [](int dtype, uintptr_t x, uintptr_t y, int64_t n, int64_t c, int64_t s, uintptr_t params, int act,
+           double slope, uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::batchnorm_apply(dtype, x, y, n, c, s, params, act, slope, stream);
+        });
+  m.def("cuda_batchnorm_backward_reduce",
+        [](int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t mean, int64_t n, int64_t c, int64_t s,
+           uintptr_t work, uintptr_t out3, int act, double slope, uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::batchnorm_backward_reduce(dtype, dout, x, y, mean, n, c, s, work, out3, act, slope, stream);
+        });
+  m.def("cuda_batchnorm_backward_apply",
+        [](int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t dx, int64_t n, int64_t c, int64_t s,
+           uintptr_t params, int act, double slope, uintptr_t stream) {
+          py::gil_scoped_release r;
+          cuda::batchnorm_backward_apply(dtype, dout, x, y, dx, n, c, s, params, act, slope, stream);
+        });
+#endif
+}

@@ -1,0 +1,580 @@
+"""Batch norm and layer norm, forward and backward, with an optional fused ReLU / leaky ReLU.
+
+NumPy in, NumPy out (float32 or float64; mean/rstd come back in the input dtype); CuPy arrays
+and PyTorch CUDA tensors run the CUDA kernels. Kernels: csrc/cpu/normalization.cpp,
+csrc/cuda/normalization.cu; references: :mod:`nnkernels.reference.normalization`.
+
+Statistics are computed robustly (two passes over cache-resident blocks merged with Chan's
+pairwise update; never E[x^2] - E[x]^2), so data with a large mean (1e4, std 1) normalise as
+accurately as centred data. A constant channel/row (zero variance) gives y = beta.
+Results are bitwise identical for any thread count (fixed work decomposition).
+
+Separable batch-norm pieces (for synchronised / distributed batch norm)::
+
+    n, mean, m2 = batchnorm_stats(x_local)                      # per process
+    n, mean, m2 = batchnorm_merge_stats(all_n, all_mean, all_m2)  # after an all-gather
+    rstd = 1 / np.sqrt(m2 / n + eps)
+    y = batchnorm_normalize(x_local, mean, rstd, gamma, beta)
+    sum_dout, sum_dout_xhat = batchnorm_backward_reduce(dout, x_local, mean, rstd)  # then all-reduce
+    dx = batchnorm_backward_elemt(dout, x_local, gamma, mean, rstd, sum_dout, sum_dout_xhat, n)
+    dgamma, dbeta = sum_dout_xhat, sum_dout
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core, _gpu
+
+__all__ = [
+    "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
+    "batchnorm_backward_reduce", "batchnorm_backward_elemt",
+    "BatchNorm", "LayerNorm",
+]
+
+_ndarray = np.ndarray
+_ACT = {None: 0, "relu": 1, "leaky_relu": 2}
+
+
+def _is_gpu(x: Any) -> bool:
+    return type(x) is not _ndarray and _gpu.is_gpu_array(x)
+
+
+# ---------------------------------------------------------------- layer norm
+
+def layernorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, eps: float = 1e-5, activation: Any = None,
+                      negative_slope: float = 0.01, out: Any = None) -> tuple:
+    """Layer norm over the last axis: ``y = act((x - mean) * rstd * gamma + beta)``.
+
+    gamma/beta: None or shape ``(x.shape[-1],)``. activation: None, "relu" or "leaky_relu"
+    (with ``negative_slope``), fused in the same pass. ``out`` may be x itself.
+    Returns ``(y, mean, rstd)``; mean/rstd have shape ``x.shape[:-1]`` and x's dtype,
+    ``rstd = 1 / sqrt(var + eps)`` with the biased variance.
+    """
+    if _is_gpu(x):
+        return _gpu_layernorm_forward(x, gamma, beta, eps, activation, negative_slope, out)
+    return _core.layernorm_forward(x, gamma, beta, float(eps), activation, float(negative_slope), out)
+
+
+def layernorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
+                       y: Any = None, negative_slope: float = 0.01) -> tuple:
+    """Gradients of :func:`layernorm_forward`: ``(dx, dgamma, dbeta)``.
+
+    dgamma/dbeta are None when gamma is None. With a fused activation, ``y`` (the forward
+    output) is required: the activation is differentiated from it (``negative_slope >= 0``).
+    """
+    if _is_gpu(dout):
+        return _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope)
+    return _core.layernorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope))
+
+
+# ---------------------------------------------------------------- batch norm
+
+def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: bool = True,
+                      running_mean: Any = None, running_var: Any = None, momentum: float = 0.1, eps: float = 1e-5,
+                      unbiased_running_var: bool = True, activation: Any = None, negative_slope: float = 0.01,
+                      out: Any = None) -> tuple:
+    """Batch norm of x ``(N, C)`` or ``(N, C, *spatial)``, statistics per channel over N and spatial axes.
+
+    training=True: normalise with the batch mean and biased variance; running stats (both or
+    neither, shape ``(C,)``) are updated in place, ``running = (1 - momentum) * running +
+    momentum * batch_stat``, the variance stored unbiased (``count / (count - 1)``; biased when
+    ``unbiased_running_var=False`` or when a channel has a single value). training=False:
+    normalise with the running statistics (both required). Returns ``(y, mean, rstd)``
+    (per channel, x's dtype).
+    """
+    if _is_gpu(x):
+        return _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, momentum, eps,
+                                      unbiased_running_var, activation, negative_slope, out)
+    return _core.batchnorm_forward(x, gamma, beta, bool(training), running_mean, running_var, float(momentum),
+                                   float(eps), bool(unbiased_running_var), activation, float(negative_slope), out)
+
+
+def batchnorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
+                       y: Any = None, negative_slope: float = 0.01) -> tuple:
+    """Gradients of training-mode :func:`batchnorm_forward`: ``(dx, dgamma, dbeta)``.
+
+    mean/rstd are the values forward returned. dgamma/dbeta are None when gamma is None.
+    Runs :func:`batchnorm_backward_reduce` then :func:`batchnorm_backward_elemt` (same
+    kernels), folding the rounding residual of a float32 mean back in.
+    """
+    if _is_gpu(dout):
+        return _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope)
+    return _core.batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope))
+
+
+def batchnorm_stats(x: Any) -> tuple:
+    """Local per-channel statistics ``(count, mean, m2)`` of x ``(N, C, *spatial)``.
+
+    count = N * prod(spatial) (an int), mean and m2 (sum of squared deviations from the mean)
+    are float64 arrays of shape ``(C,)``, computed robustly (blockwise two-pass + Chan merge).
+    Combine parts from several processes with :func:`batchnorm_merge_stats`; then
+    ``var = m2 / count`` (biased) and ``rstd = 1 / sqrt(var + eps)``.
+    """
+    if _is_gpu(x):
+        return _gpu_batchnorm_stats(x)
+    return _core.batchnorm_stats(x)
+
+
+def batchnorm_merge_stats(counts: Any, means: Any, m2s: Any) -> tuple:
+    """Merge per-part statistics with Chan et al.'s parallel update, in part order.
+
+    counts: shape ``(P,)`` (or ``(P, C)``); means, m2s: shape ``(P, C)``. Returns
+    ``(count, mean, m2)`` with count an int (an array when counts was ``(P, C)``) and
+    float64 mean/m2 of shape ``(C,)``. Parts with count 0 are ignored.
+    """
+    counts = np.asarray(counts)
+    means = np.asarray(means, dtype=np.float64)
+    m2s = np.asarray(m2s, dtype=np.float64)
+    if means.ndim != 2:
+        raise ValueError(f"means: expected shape (P, C), got {means.shape}")
+    if m2s.shape != means.shape:
+        raise ValueError(f"m2s: expected the shape of means {means.shape}, got {m2s.shape}")
+    if counts.shape not in ((means.shape[0],), means.shape):
+        raise ValueError(f"counts: expected shape ({means.shape[0]},) or {means.shape}, got {counts.shape}")
+    if counts.dtype.kind not in "iuf" or np.any(counts < 0):
+        raise ValueError("counts: expected non-negative counts")
+    cnt = np.broadcast_to(counts.astype(np.float64).reshape(counts.shape[0], -1), means.shape)
+    n = np.zeros(means.shape[1])
+    mean = np.zeros(means.shape[1])
+    m2 = np.zeros(means.shape[1])
+    for p in range(means.shape[0]):
+        nb = cnt[p]
+        tot = n + nb
+        safe = np.where(tot > 0, tot, 1.0)
+        delta = means[p] - mean
+        use = nb > 0
+        mean = np.where(use, mean + delta * (nb / safe), mean)
+        m2 = np.where(use, m2 + m2s[p] + delta * delta * (n * nb / safe), m2)
+        n = tot
+    if counts.ndim == 1:
+        return int(round(float(counts.astype(np.float64).sum()))), mean, m2
+    return n, mean, m2
+
+
+def batchnorm_normalize(x: Any, mean: Any, rstd: Any, gamma: Any = None, beta: Any = None, *,
+                        activation: Any = None, negative_slope: float = 0.01, out: Any = None) -> Any:
+    """``y = act((x - mean) * rstd * gamma + beta)`` per channel with given (e.g. global) statistics.
+
+    mean/rstd/gamma/beta: shape ``(C,)``, float32 or float64 (a float64 mean keeps its full
+    precision for float32 x). ``out`` may be x itself.
+    """
+    if _is_gpu(x):
+        return _gpu_batchnorm_normalize(x, mean, rstd, gamma, beta, activation, negative_slope, out)
+    return _core.batchnorm_normalize(x, mean, rstd, gamma, beta, activation, float(negative_slope), out)
+
+
+def batchnorm_backward_reduce(dout: Any, x: Any, mean: Any, rstd: Any, *, activation: Any = None, y: Any = None,
+                              negative_slope: float = 0.01) -> tuple:
+    """Local per-channel reductions ``(sum_dout, sum_dout_xhat)`` for the batch-norm backward.
+
+    With g = dout passed back through the fused activation (from ``y``) and
+    ``xhat = (x - mean) * rstd``: ``sum_dout = sum(g)``, ``sum_dout_xhat = sum(g * xhat)``
+    over N and spatial axes (x's dtype, shape ``(C,)``). After summing them over processes,
+    ``dgamma = sum_dout_xhat`` and ``dbeta = sum_dout``.
+    """
+    if _is_gpu(dout):
+        return _gpu_batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, negative_slope)
+    return _core.batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, float(negative_slope))
+
+
+def batchnorm_backward_elemt(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, sum_dout: Any,
+                             sum_dout_xhat: Any, count: int, *, activation: Any = None, y: Any = None,
+                             negative_slope: float = 0.01) -> Any:
+    """Elementwise batch-norm input gradient from global reductions and the global count:
+
+    ``dx = gamma * rstd * (g - sum_dout / count - xhat * sum_dout_xhat / count)``
+    (gamma None means 1).
+    """
+    if _is_gpu(dout):
+        return _gpu_batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sum_dout, sum_dout_xhat, count, activation,
+                                             y, negative_slope)
+    return _core.batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sum_dout, sum_dout_xhat, count, activation, y,
+                                          float(negative_slope))
+
+
+# ---------------------------------------------------------------- stateful modules
+
+class BatchNorm:
+    """Batch norm layer holding gamma, beta, running statistics and the tensors saved for backward.
+
+    ``forward(x)`` normalises (batch statistics in training mode, running statistics after
+    ``eval()``); ``backward(dout)`` returns dx and stores ``dgamma``/``dbeta``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, activation: Any = None, negative_slope: float = 0.01,
+                 unbiased_running_var: bool = True, dtype: Any = np.float32):
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
+            raise ValueError(f"num_features: expected a positive int, got {num_features!r}")
+        if activation not in _ACT:
+            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+        dt = np.dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+        self.num_features = int(num_features)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.activation, self.negative_slope = activation, float(negative_slope)
+        self.unbiased_running_var = bool(unbiased_running_var)
+        self.gamma = np.ones(num_features, dt) if affine else None
+        self.beta = np.zeros(num_features, dt) if affine else None
+        self.running_mean = np.zeros(num_features, dt) if track_running_stats else None
+        self.running_var = np.ones(num_features, dt) if track_running_stats else None
+        self.dgamma = self.dbeta = None
+        self.training = True
+        self._saved = None
+
+    def train(self, mode: bool = True) -> "BatchNorm":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "BatchNorm":
+        return self.train(False)
+
+    def forward(self, x: Any) -> Any:
+        use_batch = self.training or self.running_mean is None
+        y, mean, rstd = batchnorm_forward(
+            x, self.gamma, self.beta, training=use_batch,
+            running_mean=self.running_mean if self.training else self.running_mean,
+            running_var=self.running_var, momentum=self.momentum, eps=self.eps,
+            unbiased_running_var=self.unbiased_running_var, activation=self.activation,
+            negative_slope=self.negative_slope)
+        self._saved = (x, mean, rstd, y if self.activation else None, use_batch)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dout: Any) -> Any:
+        if self._saved is None:
+            raise RuntimeError("backward: call forward first")
+        x, mean, rstd, y, batch_stats = self._saved
+        kw = dict(activation=self.activation, y=y, negative_slope=self.negative_slope)
+        if batch_stats:
+            dx, self.dgamma, self.dbeta = batchnorm_backward(dout, x, self.gamma, mean, rstd, **kw)
+            return dx
+        # Running statistics are constants: dx = g * gamma * rstd.
+        sg, sgx = batchnorm_backward_reduce(dout, x, mean, rstd, **kw)
+        zeros = np.zeros(self.num_features)
+        n = int(np.prod(np.shape(x))) // self.num_features
+        dx = batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, zeros, zeros, max(n, 1), **kw)
+        if self.gamma is not None:
+            self.dgamma, self.dbeta = sgx, sg
+        return dx
+
+
+class LayerNorm:
+    """Layer norm over the last axis (``normalized_shape`` = its length) with gamma/beta.
+
+    ``forward(x)``, ``backward(dout)`` (stores ``dgamma``/``dbeta``); ``train()``/``eval()``
+    are accepted for interface parity (layer norm behaves the same in both modes).
+    """
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
+                 activation: Any = None, negative_slope: float = 0.01, dtype: Any = np.float32):
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if len(shape) != 1 or isinstance(shape[0], bool) or int(shape[0]) < 1:
+            raise ValueError(f"normalized_shape: expected a positive int (the last axis), got {normalized_shape!r}")
+        if activation not in _ACT:
+            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+        dt = np.dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+        d = int(shape[0])
+        self.normalized_shape = (d,)
+        self.eps = float(eps)
+        self.activation, self.negative_slope = activation, float(negative_slope)
+        self.gamma = np.ones(d, dt) if elementwise_affine else None
+        self.beta = np.zeros(d, dt) if elementwise_affine else None
+        self.dgamma = self.dbeta = None
+        self.training = True
+        self._saved = None
+
+    def train(self, mode: bool = True) -> "LayerNorm":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "LayerNorm":
+        return self.train(False)
+
+    def forward(self, x: Any) -> Any:
+        y, mean, rstd = layernorm_forward(x, self.gamma, self.beta, eps=self.eps, activation=self.activation,
+                                          negative_slope=self.negative_slope)
+        self._saved = (x, mean, rstd, y if self.activation else None)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dout: Any) -> Any:
+        if self._saved is None:
+            raise RuntimeError("backward: call forward first")
+        x, mean, rstd, y = self._saved
+        dx, self.dgamma, self.dbeta = layernorm_backward(dout, x, self.gamma, mean, rstd, activation=self.activation,
+                                                         y=y, negative_slope=self.negative_slope)
+        return dx
+
+
+# ---------------------------------------------------------------- CUDA paths
+# Kernels: csrc/cuda/normalization.cu. Inputs are made contiguous; per-channel finalisation
+# (rstd, params, running-stat update) is a few C-length vectors done on the host in float64.
+
+def _act_code(activation: Any, negative_slope: float, backward: bool) -> int:
+    if activation not in _ACT:
+        raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+    if backward and activation == "leaky_relu" and negative_slope < 0:
+        raise ValueError("negative_slope: backward from the saved output y needs negative_slope >= 0")
+    return _ACT[activation]
+
+
+def _prep(arrays: tuple, names: tuple) -> tuple:
+    _gpu._require_cuda()
+    objs, cais = _gpu.prepare_inputs(arrays, names)
+    return objs, cais
+
+
+def _vec_host(v: Any, name: str, n: int, default: float | None) -> np.ndarray:
+    if v is None:
+        if default is None:
+            raise ValueError(f"{name}: required (got None)")
+        return np.full(n, default)
+    a = _gpu.to_host(v) if _gpu.is_gpu_array(v) else np.asarray(v)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {a.shape}")
+    return a.astype(np.float64)
+
+
+def _np_dtype(cai: dict) -> np.dtype:
+    return np.dtype(cai["typestr"])
+
+
+def _geom(cai: dict, name: str = "x") -> tuple:
+    shape = tuple(cai["shape"])
+    if len(shape) < 2:
+        raise ValueError(f"{name}: expected an array of shape (N, C) or (N, C, *spatial), got shape {shape}")
+    s = int(np.prod(shape[2:], dtype=np.int64))
+    return shape[0], shape[1], s
+
+
+def _stream(x: Any) -> int:
+    return _gpu.current_stream(x)
+
+
+def _gpu_out(out: Any, like: Any, cai: dict) -> tuple:
+    return _gpu.prepare_output(out, like, cai)
+
+
+def _gpu_layernorm_forward(x, gamma, beta, eps, activation, slope, out):
+    act = _act_code(activation, slope, False)
+    (xo,), (xc,) = _prep((x,), ("x",))
+    shape = tuple(xc["shape"])
+    if len(shape) < 1 or shape[-1] == 0:
+        raise ValueError("x: expected a non-empty last axis")
+    dt, d = _np_dtype(xc), shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    g = _gpu.from_host(xo, _vec_host(gamma, "gamma", d, 1.0).astype(dt))
+    b = _gpu.from_host(xo, _vec_host(beta, "beta", d, 0.0).astype(dt))
+    result, target, oc = _gpu_out(out, xo, xc)
+    mean = _gpu.empty(xo, shape[:-1], dt)
+    rstd = _gpu.empty(xo, shape[:-1], dt)
+    with _gpu.on_device(xo):
+        _core.cuda_layernorm_forward(_gpu.dtype_code(xc), xc["data"][0], _gpu.pointer(g, "gamma"),
+                                     _gpu.pointer(b, "beta"), oc["data"][0], _gpu.pointer(mean, "mean"),
+                                     _gpu.pointer(rstd, "rstd"), rows, d, float(eps), act, float(slope), _stream(xo))
+    if target is not result:
+        _gpu.copy_into(result, target)
+    return result, mean, rstd
+
+
+def _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
+    act = _act_code(activation, slope, True)
+    if act and y is None:
+        raise ValueError("y: the saved forward output is required when activation is given")
+    arrays, names = ((dout, x, y), ("dout", "x", "y")) if act else ((dout, x), ("dout", "x"))
+    objs, cais = _prep(arrays, names)
+    shape = tuple(cais[1]["shape"])
+    dt, d = _np_dtype(cais[1]), shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    g = _gpu.from_host(objs[1], _vec_host(gamma, "gamma", d, 1.0).astype(dt))
+    m = _gpu.from_host(objs[1], np.asarray(_gpu.to_host(mean), dtype=dt).reshape(rows))
+    r = _gpu.from_host(objs[1], np.asarray(_gpu.to_host(rstd), dtype=dt).reshape(rows))
+    dx = _gpu.empty(objs[1], shape, dt)
+    dg = _gpu.empty(objs[1], (d,), dt)
+    db = _gpu.empty(objs[1], (d,), dt)
+    work = _gpu.empty(objs[1], (max(1, _core.cuda_layernorm_backward_workspace(rows, d)),), np.float64)
+    with _gpu.on_device(objs[1]):
+        _core.cuda_layernorm_backward(_gpu.dtype_code(cais[1]), cais[0]["data"][0], cais[1]["data"][0],
+                                      cais[2]["data"][0] if act else 0, _gpu.pointer(g, "gamma"),
+                                      _gpu.pointer(m, "mean"), _gpu.pointer(r, "rstd"), _gpu.pointer(dx, "dx"),
+                                      _gpu.pointer(dg, "dgamma"), _gpu.pointer(db, "dbeta"),
+                                      _gpu.pointer(work, "work"), rows, d, act, float(slope), _stream(objs[1]))
+    if gamma is None:
+        return dx, None, None
+    return dx, dg, db
+
+
+def _gpu_stats_raw(xo, xc):
+    n, c, s = _geom(xc)
+    mean = _gpu.empty(xo, (c,), np.float64)
+    m2 = _gpu.empty(xo, (c,), np.float64)
+    work = _gpu.empty(xo, (max(1, _core.cuda_batchnorm_workspace(n, c, s)),), np.float64)
+    with _gpu.on_device(xo):
+        _core.cuda_batchnorm_stats(_gpu.dtype_code(xc), xc["data"][0], n, c, s, _gpu.pointer(work, "work"),
+                                   _gpu.pointer(mean, "mean"), _gpu.pointer(m2, "m2"), _stream(xo))
+    return n * s, _gpu.to_host(mean), _gpu.to_host(m2)
+
+
+def _gpu_batchnorm_stats(x):
+    (xo,), (xc,) = _prep((x,), ("x",))
+    return _gpu_stats_raw(xo, xc)
+
+
+def _fwd_params(dt, mean, rstd, gamma, beta):
+    mh = mean.astype(dt)
+    ml = (mean - mh.astype(np.float64)).astype(dt)
+    return np.stack([mh, ml, (gamma * rstd).astype(dt), beta.astype(dt)], axis=1).reshape(-1)
+
+
+def _gpu_apply(xo, xc, params, act, slope, out):
+    n, c, s = _geom(xc)
+    result, target, oc = _gpu_out(out, xo, xc)
+    p = _gpu.from_host(xo, params)
+    with _gpu.on_device(xo):
+        _core.cuda_batchnorm_apply(_gpu.dtype_code(xc), xc["data"][0], oc["data"][0], n, c, s,
+                                   _gpu.pointer(p, "params"), act, float(slope), _stream(xo))
+    if target is not result:
+        _gpu.copy_into(result, target)
+    return result
+
+
+def _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, momentum, eps, unbiased,
+                           activation, slope, out):
+    act = _act_code(activation, slope, False)
+    (xo,), (xc,) = _prep((x,), ("x",))
+    n, c, s = _geom(xc)
+    dt = _np_dtype(xc)
+    g = _vec_host(gamma, "gamma", c, 1.0)
+    b = _vec_host(beta, "beta", c, 0.0)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_var: required when running_mean is given" if running_mean is not None
+                         else "running_mean: required when running_var is given")
+    if not training and running_mean is None:
+        raise ValueError("running_mean: required when training=False")
+    rm = _vec_host(running_mean, "running_mean", c, 0.0)
+    rv = _vec_host(running_var, "running_var", c, 1.0)
+    if training:
+        count, mean, m2 = _gpu_stats_raw(xo, xc)
+        if count == 0 and c > 0:
+            raise ValueError("x: training mode needs at least one value per channel (N * spatial size is 0)")
+        var = m2 / count
+    else:
+        mean, var = rm, rv
+    rstd = (1.0 / np.sqrt(var + eps)).astype(dt).astype(np.float64)
+    y = _gpu_apply(xo, xc, _fwd_params(dt, mean, rstd, g, b), act, slope, out)
+    if training and running_mean is not None:
+        vu = m2 / (count - 1) if unbiased and count > 1 else var
+        new_m = (1 - momentum) * rm + momentum * mean
+        new_v = (1 - momentum) * rv + momentum * vu
+        for arr, val in ((running_mean, new_m), (running_var, new_v)):
+            if _gpu.is_gpu_array(arr):
+                _gpu.copy_into(arr, _gpu.from_host(arr, val.astype(_np_dtype(_gpu.interface(arr, "running")))))
+            else:
+                arr[...] = val
+    return y, _gpu.from_host(xo, mean.astype(dt)), _gpu.from_host(xo, rstd.astype(dt))
+
+
+def _gpu_batchnorm_normalize(x, mean, rstd, gamma, beta, activation, slope, out):
+    act = _act_code(activation, slope, False)
+    (xo,), (xc,) = _prep((x,), ("x",))
+    n, c, s = _geom(xc)
+    dt = _np_dtype(xc)
+    params = _fwd_params(dt, _vec_host(mean, "mean", c, None), _vec_host(rstd, "rstd", c, None),
+                         _vec_host(gamma, "gamma", c, 1.0), _vec_host(beta, "beta", c, 0.0))
+    return _gpu_apply(xo, xc, params, act, slope, out)
+
+
+def _gpu_bwd_prep(dout, x, activation, y, slope):
+    act = _act_code(activation, slope, True)
+    if act and y is None:
+        raise ValueError("y: the saved forward output is required when activation is given")
+    arrays, names = ((dout, x, y), ("dout", "x", "y")) if act else ((dout, x), ("dout", "x"))
+    objs, cais = _prep(arrays, names)
+    if len(objs) == 2:
+        objs, cais = objs + [None], cais + [None]
+    return act, objs, cais
+
+
+def _gpu_reduce_raw(act, objs, cais, mh, slope):
+    n, c, s = _geom(cais[1])
+    m = _gpu.from_host(objs[1], mh)
+    out3 = _gpu.empty(objs[1], (3 * c,), np.float64)
+    work = _gpu.empty(objs[1], (max(1, 3 * _core.cuda_batchnorm_workspace(n, c, s)),), np.float64)
+    with _gpu.on_device(objs[1]):
+        _core.cuda_batchnorm_backward_reduce(_gpu.dtype_code(cais[1]), cais[0]["data"][0], cais[1]["data"][0],
+                                             cais[2]["data"][0] if act else 0, _gpu.pointer(m, "mean"), n, c, s,
+                                             _gpu.pointer(work, "work"), _gpu.pointer(out3, "out"), act,
+                                             float(slope), _stream(objs[1]))
+    return _gpu.to_host(out3).reshape(c, 3)
+
+
+def _gpu_elemt_raw(act, objs, cais, params, slope):
+    n, c, s = _geom(cais[1])
+    dt = _np_dtype(cais[1])
+    dx = _gpu.empty(objs[1], tuple(cais[1]["shape"]), dt)
+    p = _gpu.from_host(objs[1], params)
+    with _gpu.on_device(objs[1]):
+        _core.cuda_batchnorm_backward_apply(_gpu.dtype_code(cais[1]), cais[0]["data"][0], cais[1]["data"][0],
+                                            cais[2]["data"][0] if act else 0, _gpu.pointer(dx, "dx"), n, c, s,
+                                            _gpu.pointer(p, "params"), act, float(slope), _stream(objs[1]))
+    return dx
+
+
+def _elemt_params(dt, mh, ml, gamma, rstd, sg, sgxh, count):
+    a = gamma * rstd
+    return np.stack([mh, ml, a, -a * rstd * sgxh / count, -a * sg / count], axis=1).astype(dt).reshape(-1)
+
+
+def _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
+    act, objs, cais = _gpu_bwd_prep(dout, x, activation, y, slope)
+    n, c, s = _geom(cais[1])
+    dt = _np_dtype(cais[1])
+    g = _vec_host(gamma, "gamma", c, 1.0)
+    mean_h, rstd_h = _vec_host(mean, "mean", c, None), _vec_host(rstd, "rstd", c, None)
+    mh = mean_h.astype(dt)
+    red = _gpu_reduce_raw(act, objs, cais, mh, slope)
+    count = n * s
+    cres = red[:, 2] / count if count else np.zeros(c)
+    sg = red[:, 0]
+    sgxh = (red[:, 1] - cres * red[:, 0]) * rstd_h
+    dx = _gpu_elemt_raw(act, objs, cais, _elemt_params(dt, mh.astype(np.float64), cres, g, rstd_h, sg, sgxh,
+                                                        max(count, 1)), slope)
+    if gamma is None:
+        return dx, None, None
+    return dx, _gpu.from_host(objs[1], sgxh.astype(dt)), _gpu.from_host(objs[1], sg.astype(dt))
+
+
+def _gpu_batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, slope):
+    act, objs, cais = _gpu_bwd_prep(dout, x, activation, y, slope)
+    n, c, s = _geom(cais[1])
+    dt = _np_dtype(cais[1])
+    mean_h, rstd_h = _vec_host(mean, "mean", c, None), _vec_host(rstd, "rstd", c, None)
+    mh = mean_h.astype(dt)
+    red = _gpu_reduce_raw(act, objs, cais, mh, slope)
+    sgxh = (red[:, 1] - (mean_h - mh.astype(np.float64)) * red[:, 0]) * rstd_h
+    return _gpu.from_host(objs[1], red[:, 0].astype(dt)), _gpu.from_host(objs[1], sgxh.astype(dt))
+
+
+def _gpu_batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sum_dout, sum_dout_xhat, count, activation, y, slope):
+    act, objs, cais = _gpu_bwd_prep(dout, x, activation, y, slope)
+    n, c, s = _geom(cais[1])
+    dt = _np_dtype(cais[1])
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count: expected a positive integer, got {count!r}")
+    mean_h = _vec_host(mean, "mean", c, None)
+    mh = mean_h.astype(dt).astype(np.float64)
+    params = _elemt_params(dt, mh, mean_h - mh, _vec_host(gamma, "gamma", c, 1.0), _vec_host(rstd, "rstd", c, None),
+                           _vec_host(sum_dout, "sum_dout", c, None), _vec_host(sum_dout_xhat, "sum_dout_xhat", c, None),
+                           int(count))
+    return _gpu_elemt_raw(act, objs, cais, params, slope)

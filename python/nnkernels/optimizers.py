@@ -1,0 +1,213 @@
+"""Fused, multi-tensor optimizer updates: SGD, Adagrad, RMSprop, Adam/AdamW, EMA, gradient clipping.
+
+Every function updates its arrays **in place** and returns ``None`` (``clip_grad_norm``
+returns the norm). Every array argument is either one array or a list (or tuple) of arrays;
+entry ``i`` of each list belongs to parameter ``i`` and must have its shape and dtype. One
+call updates the whole list in ONE parallel region: the tensors are laid end to end and
+the total element range is cut into fixed chunks (small tensors are batched together;
+results never depend on the thread count). Each element is read and written once
+(fused: parameter, gradient and state in one pass).
+
+Validation happens before any memory is touched, so a refused call changes nothing:
+list lengths, float32/float64 dtypes (param, gradient and state of one tensor must agree;
+different tensors may differ), shapes, read-only arrays (params and state must be
+writeable; gradients may be read-only), memory shared between an updated array and any
+other operand, and the hyperparameters (``lr >= 0``, betas in [0, 1), ``step >= 1``...).
+**Strided (non-C-contiguous) arrays are refused with ValueError**: the update is in place,
+so a silent contiguous copy would update the copy, not your array.
+
+Numeric conventions (identical to ``torch.optim`` with constant lr, float32 math for
+float32 arrays; the state arrays start at zero unless stated):
+
+* SGD: ``d = g + wd*p``; with momentum ``b = momentum*b + (1-dampening)*d``, update
+  ``u = d + momentum*b`` (nesterov) or ``u = b``; ``p -= lr*u``. PyTorch's very first step
+  sets ``b = d`` (no dampening): with zero-initialised velocity that is exactly a call with
+  ``dampening=0``, which :class:`nnkernels.optim.SGD` does on its first step.
+  cs231n's momentum ``v = mu*v - lr*dx; x += v`` keeps lr inside the velocity: at constant
+  lr it is the same trajectory with ``v_cs231n = -lr * b``, ``mu = momentum``, dampening 0.
+  cs231n's Nesterov variant (``x += -mu*v_prev + (1+mu)*v``) likewise equals ``nesterov=True``.
+  With a changing lr the two differ (PyTorch applies the new lr to the whole velocity).
+* Adagrad: ``s += d*d``; ``p -= lr * d / (sqrt(s) + eps)`` (cs231n: ``cache += dx**2;
+  x += -lr*dx/(sqrt(cache)+eps)``, the same).
+* RMSprop: ``v = alpha*v + (1-alpha)*d*d``; ``p -= lr * d / (sqrt(v) + eps)``; with
+  ``eps_in_sqrt=True``: ``/ sqrt(v + eps)`` (TensorFlow's placement). cs231n's ``decay_rate``
+  is ``alpha``.
+* Adam: ``m = m + (1-beta1)*(d-m)``, ``v = beta2*v + (1-beta2)*d*d``,
+  ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)`` with the 1-based
+  ``step`` after incrementing (cs231n's ``t``, its ``mt``/``vt`` are the same bias
+  corrections). ``weight_decay`` is added to the gradient (L2) unless
+  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first).
+* EMA: ``avg = decay*avg + (1-decay)*p``.
+* clip_grad_norm: ``norm = sqrt(sum of g**2 over all grads)`` accumulated in float64
+  (per-chunk partials combined in a fixed order); when ``norm > max_norm`` every gradient is
+  multiplied by ``max_norm / (norm + 1e-6)`` (torch.nn.utils.clip_grad_norm_). A NaN norm
+  scales by NaN, as PyTorch does, so NaN is never masked; an infinite norm zeroes finite
+  entries and turns infinite ones into NaN (PyTorch likewise).
+
+NaN/inf in gradients propagate exactly as the formulas say (no masking).
+
+GPU arrays (CuPy / PyTorch CUDA, all on one device, one dtype per call, C-contiguous)
+run the CUDA kernels: one launch for the whole list (multi-tensor apply), on the
+library's current stream. Kernels: csrc/cpu/optimizers.cpp, csrc/cuda/optimizers.cu;
+references: :mod:`nnkernels.reference.optimizers`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core, _gpu
+
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm"]
+
+_ndarray = np.ndarray
+
+
+def _first(x: Any) -> Any:
+    if type(x) is _ndarray:
+        return x
+    if isinstance(x, (list, tuple)):
+        return x[0] if len(x) else None
+    return x
+
+
+def _is_gpu(x: Any) -> bool:
+    f = _first(x)
+    return f is not None and type(f) is not _ndarray and _gpu.is_gpu_array(f)
+
+
+def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
+    """SGD (PyTorch formulation), in place; ``velocity`` (zeros to start) is required when momentum > 0
+    (and left untouched when momentum == 0)."""
+    if _is_gpu(params):
+        ops = [("params", params, True), ("grads", grads, False)]
+        if _real_positive(momentum):
+            if velocity is None:
+                raise ValueError("velocity: required when momentum > 0 (arrays of zeros to start)")
+            ops.append(("velocity", velocity, True))
+        return _gpu_step("sgd", ops, dict(lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
+                                          weight_decay=weight_decay))
+    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay)
+
+
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
+    """Adagrad (PyTorch), in place: ``sum_sq += d*d; p -= lr*d/(sqrt(sum_sq)+eps)``."""
+    if _is_gpu(params):
+        return _gpu_step("adagrad", [("params", params, True), ("grads", grads, False), ("sum_sq", sum_sq, True)],
+                         dict(lr=lr, eps=eps, weight_decay=weight_decay))
+    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay)
+
+
+def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+    """RMSprop (PyTorch; ``eps_in_sqrt=True``: TensorFlow's ``sqrt(v + eps)``), in place."""
+    if _is_gpu(params):
+        return _gpu_step("rmsprop", [("params", params, True), ("grads", grads, False), ("sq_avg", sq_avg, True)],
+                         dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt)
+
+
+def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled_weight_decay=False):
+    """Adam / AdamW (PyTorch), in place; ``step`` is the 1-based step count after incrementing."""
+    if _is_gpu(params):
+        return _gpu_step("adam", [("params", params, True), ("grads", grads, False), ("exp_avg", exp_avg, True),
+                                  ("exp_avg_sq", exp_avg_sq, True)],
+                         dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                              decoupled_weight_decay=decoupled_weight_decay))
+    _core.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
+                    decoupled_weight_decay)
+
+
+def ema_update(averages, params, *, decay):
+    """Polyak/EMA averaging in place: ``avg = decay*avg + (1-decay)*p`` (params are only read)."""
+    if _is_gpu(averages):
+        return _gpu_step("ema", [("averages", averages, True), ("params", params, False)], dict(decay=decay))
+    _core.ema_update(averages, params, decay)
+
+
+def clip_grad_norm(grads, max_norm) -> float:
+    """Global L2 norm of all grads (float64 accumulation); grads scaled in place when it exceeds max_norm.
+
+    The grads must be writeable (checked up front, whether or not scaling turns out to be needed)."""
+    if _is_gpu(grads):
+        _core.check_optimizer_scalars("clip", {"max_norm": max_norm})
+        dt, ptrs, sizes, first = _gpu_table([("grads", grads, True)])
+        if not sizes:
+            return 0.0
+        with _gpu.on_device(first):
+            return float(_core.cuda_clip_grad_norm(dt, ptrs, sizes, max_norm, _gpu.current_stream(first)))
+    return float(_core.clip_grad_norm(grads, max_norm))
+
+
+# --------------------------------------------------------------------------- GPU path
+def _real_positive(x) -> bool:
+    try:
+        return float(x) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_list(name: str, x: Any) -> list:
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    if x is None:
+        raise TypeError(f"{name}: expected a GPU array or a list of GPU arrays, got None")
+    return [x]
+
+
+def _gpu_table(ops: list) -> tuple:
+    """Validate every (name, array-or-list, writeable) operand; (dtype code, pointer table, sizes, first array)."""
+    lists = [(_as_list(n, a), n, w) for n, a, w in ops]
+    count = len(lists[0][0])
+    for lst, n, _ in lists[1:]:
+        if len(lst) != count:
+            raise ValueError(f"{n}: expected {count} arrays (one per entry of {ops[0][0]}), got {len(lst)}")
+    single = not isinstance(ops[0][1], (list, tuple))
+    cais = [[None] * len(lists) for _ in range(count)]
+    dtype = None
+    for i in range(count):
+        for k, (lst, n, w) in enumerate(lists):
+            nm = n if single else f"{n}[{i}]"
+            a = lst[i]
+            if not _gpu.is_gpu_array(a):
+                raise TypeError(f"{nm}: expected a CUDA array (CuPy/PyTorch) like {ops[0][0]}, got {type(a).__name__}")
+            cai = _gpu.interface(a, nm)
+            if not _gpu.is_contiguous(cai):
+                raise ValueError(f"{nm}: expected a C-contiguous array (strided views are refused)")
+            if w and cai["data"][1]:
+                raise ValueError(f"{nm}: array is read-only")
+            if dtype is None:
+                dtype = cai["typestr"]
+            elif cai["typestr"] != dtype:
+                raise TypeError(f"{nm}: expected dtype {dtype} (one dtype per GPU call), got {cai['typestr']}")
+            if k and tuple(cai["shape"]) != tuple(cais[i][0]["shape"]):
+                raise ValueError(f"{nm}: expected the shape of {ops[0][0]} {tuple(cais[i][0]['shape'])}, "
+                                 f"got {tuple(cai['shape'])}")
+            cais[i][k] = cai
+    ptrs, sizes = [], []
+    seen = {}
+    for i in range(count):
+        n = int(np.prod(cais[i][0]["shape"], dtype=np.int64))
+        if n == 0:
+            continue
+        for k, (_, nm, w) in enumerate(lists):
+            p = cais[i][k]["data"][0]
+            if w and p in seen:
+                raise ValueError(f"{nm}[{i}]: shares memory with another operand")
+            seen[p] = True
+            ptrs.append(p)
+        sizes.append(n)
+    first = lists[0][0][0] if count else None
+    return (_gpu.dtype_code({"typestr": dtype}) if dtype else 0), ptrs, sizes, first
+
+
+def _gpu_step(op: str, ops: list, kw: dict) -> None:
+    _gpu._require_cuda()
+    _core.check_optimizer_scalars(op, kw)
+    dt, ptrs, sizes, first = _gpu_table(ops)
+    if not sizes:
+        return None
+    with _gpu.on_device(first):
+        _core.cuda_optimizer_step(op, dt, ptrs, sizes, kw, _gpu.current_stream(first))
+    return None

@@ -1,0 +1,486 @@
+"""Batch norm / layer norm (csrc/cpu/normalization.cpp) against nnkernels.reference.normalization."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tolerances import TOL, TOL_REDUCTION, assert_close
+
+import nnkernels as nk
+from nnkernels import reference as ref
+
+DTYPES = [np.float32, np.float64]
+ACTS = [None, "relu", "leaky_relu"]
+LN_SHAPES = [(1, 1), (1, 7), (2, 5), (3, 1), (17, 33), (5, 257), (2, 3, 31), (40, 1024), (7,), (3, 4100)]
+BN_SHAPES = [(2, 1), (1, 5), (2, 3), (17, 31), (130, 7), (5, 3, 7), (2, 5, 3, 3), (3, 4, 9, 11), (3, 2, 70),
+             (2, 3, 5, 17), (200, 65)]
+
+
+def _data(shape, dtype, seed=0, loc=0.0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * scale + loc).astype(dtype)
+
+
+def _f64(*arrays):
+    return [None if a is None else np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+# ---------------------------------------------------------------- layer norm
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LN_SHAPES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_layernorm_forward_backward(shape, dtype, activation, isa):
+    d = shape[-1]
+    x = _data(shape, dtype, 1)
+    gamma, beta = _data((d,), dtype, 2), _data((d,), dtype, 3)
+    y, mean, rstd = nk.layernorm_forward(x, gamma, beta, activation=activation, negative_slope=0.1)
+    assert y.dtype == mean.dtype == rstd.dtype == np.dtype(dtype)
+    assert mean.shape == shape[:-1] == rstd.shape
+    ry, rm, rr = ref.layernorm_forward(*_f64(x, gamma, beta), activation=activation, negative_slope=0.1)
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
+    assert_close(mean, rm, dtype, table=TOL_REDUCTION)
+    assert_close(rstd, rr, dtype, table=TOL_REDUCTION)
+    dout = _data(shape, dtype, 4)
+    dx, dg, db = nk.layernorm_backward(dout, x, gamma, mean, rstd, activation=activation, y=y, negative_slope=0.1)
+    rdx, rdg, rdb = ref.layernorm_backward(*_f64(dout, x, gamma, mean, rstd), activation=activation,
+                                           y=np.asarray(y, np.float64), negative_slope=0.1)
+    scale = max(1.0, float(np.abs(rdx).max()))
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=TOL_REDUCTION[np.dtype(dtype)]["atol"] * scale * 10)
+    assert_close(dg, rdg, dtype, table=TOL_REDUCTION, atol=TOL_REDUCTION[np.dtype(dtype)]["atol"] * np.sqrt(x.size))
+    assert_close(db, rdb, dtype, table=TOL_REDUCTION, atol=TOL_REDUCTION[np.dtype(dtype)]["atol"] * np.sqrt(x.size))
+
+
+def test_layernorm_no_affine_and_out_inplace():
+    x = _data((9, 13), np.float32)
+    y, mean, rstd = nk.layernorm_forward(x)
+    assert_close(y, ref.layernorm_forward(x.astype(np.float64))[0], np.float32, table=TOL_REDUCTION)
+    dx, dg, db = nk.layernorm_backward(x, x, None, mean, rstd)
+    assert dg is None and db is None
+    xc = x.copy()
+    res = nk.layernorm_forward(xc, out=xc)[0]
+    assert res is xc
+    np.testing.assert_array_equal(xc, y)
+
+
+def test_layernorm_strided_and_noncontiguous_out():
+    base = _data((12, 40), np.float64)
+    x = base[::2, 3:30]          # row stride, unit inner stride
+    xt = base[:, ::3]            # inner stride 3 -> copied
+    for v in (x, xt, base.T):
+        gamma = _data((v.shape[-1],), np.float64, 5)
+        y, m, r = nk.layernorm_forward(v, gamma)
+        assert_close(y, ref.layernorm_forward(np.ascontiguousarray(v), gamma)[0], np.float64, table=TOL_REDUCTION)
+        out = np.zeros((v.shape[1], v.shape[0])).T
+        nk.layernorm_forward(v, gamma, out=out)
+        np.testing.assert_array_equal(out, y)
+        dout = _data(v.shape, np.float64, 6)[:, ::1]
+        dx = nk.layernorm_backward(dout, v, gamma, m, r)[0]
+        assert_close(dx, ref.layernorm_backward(dout, np.ascontiguousarray(v), gamma, m, r)[0], np.float64,
+                     table=TOL_REDUCTION)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_large_mean_as_accurate(dtype):
+    x0 = _data((16, 300), dtype, 7)
+    x1 = (x0.astype(np.float64) + 1e4).astype(dtype)   # mean 1e4, std 1
+    err = []
+    for x, shift in ((x0, 0.0), (x1, 1e4)):   # the shift is exact: reference on centred data
+        y = nk.layernorm_forward(x)[0]
+        err.append(np.abs(y - ref.layernorm_forward(x.astype(np.float64) - shift)[0]).max())
+    assert err[1] <= 10 * err[0] + 10 * np.finfo(dtype).eps
+    dout = _data(x1.shape, dtype, 8)
+    y, m, r = nk.layernorm_forward(x1)
+    dx = nk.layernorm_backward(dout, x1, None, m, r)[0]
+    xc = x1.astype(np.float64) - 1e4
+    _, m64, r64 = ref.layernorm_forward(xc)
+    rdx = ref.layernorm_backward(dout.astype(np.float64), xc, None, m64, r64)[0]
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+def test_layernorm_constant_rows_give_beta():
+    x = np.full((3, 17), 5.0, np.float32)
+    beta = _data((17,), np.float32, 9)
+    y, m, r = nk.layernorm_forward(x, None, beta)
+    assert np.isfinite(y).all() and np.isfinite(r).all()
+    np.testing.assert_array_equal(y, np.broadcast_to(beta, y.shape))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_threads_bitwise(threads, dtype):
+    x = _data((300, 700), dtype, 10)
+    dout = _data(x.shape, dtype, 11)
+    gamma = _data((700,), dtype, 12)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        y, m, r = nk.layernorm_forward(x, gamma, gamma, activation="relu")
+        res.append((y, m, r) + nk.layernorm_backward(dout, x, gamma, m, r, activation="relu", y=y))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_layernorm_backward_finite_differences(activation):
+    x = _data((3, 6), np.float64, 13)
+    gamma, beta = _data((6,), np.float64, 14), _data((6,), np.float64, 15) + 0.3
+    dout = _data(x.shape, np.float64, 16)
+    y, m, r = nk.layernorm_forward(x, gamma, beta, activation=activation, negative_slope=0.2)
+    dx, dg, db = nk.layernorm_backward(dout, x, gamma, m, r, activation=activation, y=y, negative_slope=0.2)
+
+    def loss(xx, gg, bb):
+        return float((nk.layernorm_forward(xx, gg, bb, activation=activation, negative_slope=0.2)[0] * dout).sum())
+
+    for arr, grad in ((x, dx), (gamma, dg), (beta, db)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + 1e-6
+            lp = loss(x, gamma, beta)
+            arr[i] = old - 1e-6
+            lm = loss(x, gamma, beta)
+            arr[i] = old
+            num[i] = (lp - lm) / 2e-6
+        np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- batch norm
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_batchnorm_training(shape, dtype, activation, isa):
+    c = shape[1]
+    x = _data(shape, dtype, 20)
+    gamma, beta = _data((c,), dtype, 21), _data((c,), dtype, 22)
+    rm, rv = _data((c,), dtype, 23), np.abs(_data((c,), dtype, 24)) + 0.5
+    rm2, rv2 = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, rstd = nk.batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv, momentum=0.2,
+                                         activation=activation, negative_slope=0.05)
+    ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), running_mean=rm2, running_var=rv2, momentum=0.2,
+                                             activation=activation, negative_slope=0.05)
+    assert y.dtype == mean.dtype == rstd.dtype == np.dtype(dtype) and mean.shape == (c,)
+    atol = 1e-3 if (dtype == np.float32 and x.size // c == 1) else None  # 1 value: rstd = 1/sqrt(eps)
+    kw = {} if atol is None else {"atol": atol}
+    assert_close(y, ry, dtype, table=TOL_REDUCTION, **kw)
+    assert_close(mean, rmean, dtype, table=TOL_REDUCTION)
+    assert_close(rstd, rrstd, dtype, table=TOL_REDUCTION, rtol=1e-4 if dtype == np.float32 else 1e-10)
+    assert_close(rm, rm2, dtype, table=TOL_REDUCTION)
+    assert_close(rv, rv2, dtype, table=TOL_REDUCTION)
+    dout = _data(shape, dtype, 25)
+    dx, dg, db = nk.batchnorm_backward(dout, x, gamma, mean, rstd, activation=activation, y=y, negative_slope=0.05)
+    rdx, rdg, rdb = ref.batchnorm_backward(*_f64(dout, x, gamma, mean, rstd), activation=activation,
+                                           y=np.asarray(y, np.float64), negative_slope=0.05)
+    big = float(np.abs(rdx).max(initial=1.0))
+    tol = TOL_REDUCTION[np.dtype(dtype)]
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=tol["atol"] * 10 * big * max(1.0, float(rstd.max()) / 100))
+    n = x.size // c
+    assert_close(dg, rdg, dtype, table=TOL_REDUCTION, atol=tol["atol"] * np.sqrt(n) * 10)
+    assert_close(db, rdb, dtype, table=TOL_REDUCTION, atol=tol["atol"] * np.sqrt(n) * 10)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batchnorm_running_stats(unbiased):
+    x = _data((6, 4, 3), np.float64, 30)
+    rm, rv = np.zeros(4), np.ones(4)
+    nk.batchnorm_forward(x, running_mean=rm, running_var=rv, momentum=0.3, unbiased_running_var=unbiased)
+    n = 18
+    var = x.transpose(1, 0, 2).reshape(4, -1).var(axis=1)
+    np.testing.assert_allclose(rm, 0.3 * x.mean(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(rv, 0.7 + 0.3 * (var * n / (n - 1) if unbiased else var), rtol=1e-12)
+
+
+def test_batchnorm_eval_uses_running_stats():
+    x = _data((5, 3, 4), np.float32, 31)
+    rm, rv = np.array([0.5, -1, 2], np.float32), np.array([1.5, 0.25, 4], np.float32)
+    gamma = np.array([1, 2, 3], np.float32)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, mean, rstd = nk.batchnorm_forward(x, gamma, None, training=False, running_mean=rm, running_var=rv)
+    ry = ref.batchnorm_normalize(x.astype(np.float64), rm, 1 / np.sqrt(rv.astype(np.float64) + 1e-5), gamma)
+    assert_close(y, ry, np.float32)
+    np.testing.assert_array_equal(rm, rm0)
+    np.testing.assert_array_equal(rv, rv0)
+    np.testing.assert_array_equal(mean, rm)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_large_mean_as_accurate(dtype):
+    x0 = _data((300, 5), dtype, 32)
+    x1 = (x0.astype(np.float64) + 1e4).astype(dtype)
+    err = []
+    for x, shift in ((x0, 0.0), (x1, 1e4)):
+        y = nk.batchnorm_forward(x)[0]
+        err.append(np.abs(y - ref.batchnorm_forward(x.astype(np.float64) - shift)[0]).max())
+    assert err[1] <= 10 * err[0] + 10 * np.finfo(dtype).eps
+    x3 = (_data((4, 3, 100), dtype, 33).astype(np.float64) + 1e4).astype(dtype)   # plane path
+    y = nk.batchnorm_forward(x3)[0]
+    assert_close(y, ref.batchnorm_forward(x3.astype(np.float64) - 1e4)[0], dtype, table=TOL_REDUCTION)
+    dout = _data(x1.shape, dtype, 34)
+    y, m, r = nk.batchnorm_forward(x1)
+    dx = nk.batchnorm_backward(dout, x1, None, m, r)[0]
+    xc = x1.astype(np.float64) - 1e4
+    _, m64, r64 = ref.batchnorm_forward(xc)
+    rdx = ref.batchnorm_backward(dout.astype(np.float64), xc, None, m64, r64)[0]
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+def test_batchnorm_single_sample_and_constant_channels():
+    beta = np.array([0.5, -2.0, 3.0], np.float32)
+    for x in (np.array([[1.0, 2.0, 3.0]], np.float32), np.full((4, 3, 5), 7.0, np.float32)):
+        rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+        y, mean, rstd = nk.batchnorm_forward(x, np.ones(3, np.float32), beta, running_mean=rm, running_var=rv)
+        assert np.isfinite(y).all() and np.isfinite(rstd).all() and np.isfinite(rv).all()
+        np.testing.assert_array_equal(y, np.broadcast_to(beta.reshape((1, 3) + (1,) * (x.ndim - 2)), x.shape))
+        dx, dg, db = nk.batchnorm_backward(np.ones_like(x), x, np.ones(3, np.float32), mean, rstd)
+        assert np.isfinite(dx).all() and np.isfinite(dg).all()
+
+
+def test_batchnorm_strided_inputs_and_inplace():
+    base = _data((20, 9, 7), np.float64, 35)
+    for x in (base[::3, 1:8], base[:, ::2, :], base.transpose(0, 2, 1), base[:, :, 2]):
+        y, m, r = nk.batchnorm_forward(x)
+        assert_close(y, ref.batchnorm_forward(np.ascontiguousarray(x))[0], np.float64, table=TOL_REDUCTION)
+        dout = np.ones_like(x)[:, ::-1]
+        dx = nk.batchnorm_backward(dout, x, None, m, r)[0]
+        rdx = ref.batchnorm_backward(dout, np.ascontiguousarray(x), None, m, r)[0]
+        assert_close(dx, rdx, np.float64, table=TOL_REDUCTION)
+    x = _data((8, 5), np.float32, 36)
+    expect = nk.batchnorm_forward(x)[0]
+    assert nk.batchnorm_forward(x, out=x)[0] is x
+    np.testing.assert_array_equal(x, expect)
+
+
+@pytest.mark.parametrize("shape", [(2000, 37), (9, 5, 300), (300, 3, 5)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_threads_bitwise(threads, shape, dtype):
+    x = _data(shape, dtype, 37)
+    dout = _data(shape, dtype, 38)
+    g = _data((shape[1],), dtype, 39)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        y, m, r = nk.batchnorm_forward(x, g, g, activation="leaky_relu")
+        res.append((y, m, r) + nk.batchnorm_backward(dout, x, g, m, r, activation="leaky_relu", y=y))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5)])
+def test_batchnorm_backward_finite_differences(activation, shape):
+    x = _data(shape, np.float64, 40)
+    gamma, beta = _data((shape[1],), np.float64, 41), _data((shape[1],), np.float64, 42) + 0.2
+    dout = _data(shape, np.float64, 43)
+    y, m, r = nk.batchnorm_forward(x, gamma, beta, activation=activation, negative_slope=0.3)
+    dx, dg, db = nk.batchnorm_backward(dout, x, gamma, m, r, activation=activation, y=y, negative_slope=0.3)
+
+    def loss():
+        return float((nk.batchnorm_forward(x, gamma, beta, activation=activation, negative_slope=0.3)[0]
+                      * dout).sum())
+
+    for arr, grad in ((x, dx), (gamma, dg), (beta, db)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + 1e-6
+            lp = loss()
+            arr[i] = old - 1e-6
+            lm = loss()
+            arr[i] = old
+            num[i] = (lp - lm) / 2e-6
+        np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- separable (sync-BN) pieces
+
+@pytest.mark.parametrize("shape", [(12, 5), (6, 3, 70), (10, 4, 3)])
+def test_separable_pieces_match_fused(shape):
+    x = _data(shape, np.float64, 50)
+    dout = _data(shape, np.float64, 51)
+    g, b = _data((shape[1],), np.float64, 52), _data((shape[1],), np.float64, 53)
+    parts = [x[:5], x[5:]]
+    stats = [nk.batchnorm_stats(p) for p in parts]
+    n, mean, m2 = nk.batchnorm_merge_stats([s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats])
+    rn, rmean, rm2 = ref.batchnorm_stats(x)
+    assert n == rn
+    np.testing.assert_allclose(mean, rmean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m2, rm2, rtol=1e-12)
+    rstd = 1 / np.sqrt(m2 / n + 1e-5)
+    y, fm, fr = nk.batchnorm_forward(x, g, b, activation="relu")
+    ys = np.concatenate([nk.batchnorm_normalize(p, mean, rstd, g, b, activation="relu") for p in parts])
+    assert_close(ys, y, np.float64, table=TOL_REDUCTION)
+    red = [nk.batchnorm_backward_reduce(dp, p, mean, rstd, activation="relu", y=yp)
+           for dp, p, yp in zip((dout[:5], dout[5:]), parts, (y[:5], y[5:]))]
+    sd, sdx = red[0][0] + red[1][0], red[0][1] + red[1][1]
+    dx = np.concatenate([nk.batchnorm_backward_elemt(dp, p, g, mean, rstd, sd, sdx, n, activation="relu", y=yp)
+                         for dp, p, yp in zip((dout[:5], dout[5:]), parts, (y[:5], y[5:]))])
+    fdx, fdg, fdb = nk.batchnorm_backward(dout, x, g, fm, fr, activation="relu", y=y)
+    assert_close(dx, fdx, np.float64, table=TOL_REDUCTION)
+    assert_close(sdx, fdg, np.float64, table=TOL_REDUCTION)
+    assert_close(sd, fdb, np.float64, table=TOL_REDUCTION)
+
+
+def test_merge_stats_float32_data_and_empty_part():
+    x = (_data((64, 3), np.float32, 54).astype(np.float64) + 1e4).astype(np.float32)
+    c0, m0, q0 = nk.batchnorm_stats(x[:0])
+    c1, m1, q1 = nk.batchnorm_stats(x)
+    n, mean, m2 = nk.batchnorm_merge_stats([c0, c1], [m0, m1], [q0, q1])
+    rn, rmean, rm2 = ref.batchnorm_stats(x)
+    assert n == 64 and mean.dtype == np.float64
+    np.testing.assert_allclose(mean, rmean, rtol=1e-12)
+    np.testing.assert_allclose(m2, rm2, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- modules
+
+def test_modules_train_eval():
+    bn = nk.BatchNorm(3, momentum=0.5, activation="relu", dtype=np.float64)
+    x = _data((8, 3, 2), np.float64, 60)
+    y = bn.forward(x)
+    assert_close(y, ref.batchnorm_forward(x, bn.gamma, bn.beta, activation="relu")[0], np.float64, table=TOL_REDUCTION)
+    dx = bn.backward(np.ones_like(x))
+    assert dx.shape == x.shape and bn.dgamma.shape == (3,)
+    rm = bn.running_mean.copy()
+    bn.eval()
+    y2 = bn.forward(x)
+    np.testing.assert_array_equal(bn.running_mean, rm)
+    ry = ref.batchnorm_normalize(x, bn.running_mean, 1 / np.sqrt(bn.running_var + 1e-5), bn.gamma, bn.beta,
+                                 activation="relu")
+    assert_close(y2, ry, np.float64)
+    dx2 = bn.backward(np.ones_like(x))
+    expect = np.where(y2 > 0, 1.0, 0.0) * (1 / np.sqrt(bn.running_var + 1e-5)).reshape(1, 3, 1)
+    assert_close(dx2, expect, np.float64)
+    ln = nk.LayerNorm(6, dtype=np.float32).train()
+    x = _data((4, 6), np.float32, 61)
+    assert_close(ln.forward(x), ref.layernorm_forward(x.astype(np.float64))[0], np.float32, table=TOL_REDUCTION)
+    assert ln.backward(np.ones_like(x)).shape == x.shape and ln.dbeta.shape == (6,)
+    with pytest.raises(ValueError, match="num_features"):
+        nk.BatchNorm(0)
+    with pytest.raises(RuntimeError):
+        nk.LayerNorm(3).backward(np.ones((1, 3), np.float32))
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_inputs_leave_state_untouched():
+    x = _data((6, 3), np.float32, 70)
+    x0 = x.copy()
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    out = np.zeros_like(x)
+    g3 = np.ones(3, np.float32)
+    cases = [
+        (ValueError, "gamma", dict(gamma=np.ones(4, np.float32))),
+        (ValueError, "beta", dict(beta=np.ones((3, 1), np.float32))),
+        (ValueError, "running_var", dict(running_mean=rm, running_var=None)),
+        (ValueError, "running_mean", dict(running_mean=np.zeros(2, np.float32), running_var=rv)),
+        (ValueError, "running_mean", dict(training=False, running_mean=None, running_var=None)),
+        (ValueError, "activation", dict(activation="gelu")),
+        (ValueError, "eps", dict(eps=-1.0)),
+        (TypeError, "gamma", dict(gamma=np.ones(3, np.int64))),
+        (ValueError, "out", dict(out=np.zeros((6, 4), np.float32))),
+        (ValueError, "out", dict(out=np.zeros((6, 3), np.float64))),  # dtype mismatch between arguments
+    ]
+    for exc, name, kw in cases:
+        kw.setdefault("running_mean", rm)
+        kw.setdefault("running_var", rv)
+        kw.setdefault("out", out)
+        with pytest.raises(exc, match=f"^{name}"):
+            nk.batchnorm_forward(x, **kw)
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(rm, 0)
+        np.testing.assert_array_equal(rv, 1)
+        np.testing.assert_array_equal(out, 0)
+    ro = np.zeros(3, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^running_mean"):
+        nk.batchnorm_forward(x, running_mean=ro, running_var=rv)
+    np.testing.assert_array_equal(rv, 1)
+    with pytest.raises(TypeError, match="^x"):
+        nk.batchnorm_forward(x.astype(np.int32))
+    with pytest.raises(ValueError, match="^x"):
+        nk.batchnorm_forward(np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="^x"):
+        nk.batchnorm_forward(np.ones((0, 3), np.float32))
+    with pytest.raises(TypeError, match="^x"):
+        nk.layernorm_forward(np.ones((2, 3), np.int64))
+    with pytest.raises(ValueError, match="^x"):
+        nk.layernorm_forward(np.ones((2, 0), np.float32))
+    with pytest.raises(ValueError, match="^gamma"):
+        nk.layernorm_forward(x, np.ones(4, np.float32), out=out)
+    np.testing.assert_array_equal(out, 0)
+    y, m, r = nk.layernorm_forward(x)
+    with pytest.raises(ValueError, match="^mean"):
+        nk.layernorm_backward(x, x, None, m[:2], r)
+    with pytest.raises(ValueError, match="^y"):
+        nk.layernorm_backward(x, x, None, m, r, activation="relu")
+    with pytest.raises(ValueError, match="^dout"):
+        nk.layernorm_backward(x[:2], x, None, m, r)
+    with pytest.raises(ValueError, match="^dout"):
+        nk.batchnorm_backward(x.astype(np.float64), x, g3, m[:3], r[:3])
+    with pytest.raises(ValueError, match="^negative_slope"):
+        nk.batchnorm_backward(x, x, g3, m[:3], r[:3], activation="leaky_relu", y=x, negative_slope=-1.0)
+    with pytest.raises(ValueError, match="^count"):
+        nk.batchnorm_backward_elemt(x, x, g3, m[:3], r[:3], g3, g3, 0)
+    with pytest.raises(ValueError, match="^rstd"):
+        nk.batchnorm_normalize(x, g3, None)
+    with pytest.raises(ValueError, match="^counts"):
+        nk.batchnorm_merge_stats([1, 2, 3], np.zeros((2, 3)), np.zeros((2, 3)))
+    np.testing.assert_array_equal(x, x0)
+
+
+# ---------------------------------------------------------------- PyTorch cross-check (optional)
+
+def test_against_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = _data((16, 8, 5), np.float64, 80)
+    g, b = _data((8,), np.float64, 81), _data((8,), np.float64, 82)
+    rm, rv = np.zeros(8), np.ones(8)
+    trm, trv = torch.zeros(8, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
+    xt = torch.from_numpy(x).requires_grad_()
+    gt, bt = torch.from_numpy(g).requires_grad_(), torch.from_numpy(b).requires_grad_()
+    yt = F.batch_norm(xt, trm, trv, gt, bt, training=True, momentum=0.1, eps=1e-5)
+    y, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-12)
+    dout = _data(x.shape, np.float64, 83)
+    yt.backward(torch.from_numpy(dout))
+    dx, dg, db = nk.batchnorm_backward(dout, x, g, m, r)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(dg, gt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    x2 = _data((6, 33), np.float64, 84)
+    g2 = _data((33,), np.float64, 85)
+    xt2 = torch.from_numpy(x2).requires_grad_()
+    gt2 = torch.from_numpy(g2).requires_grad_()
+    yt2 = F.layer_norm(xt2, (33,), gt2, None, 1e-5)
+    y2, m2, r2 = nk.layernorm_forward(x2, g2)
+    np.testing.assert_allclose(y2, yt2.detach().numpy(), rtol=1e-10, atol=1e-12)
+    d2 = _data(x2.shape, np.float64, 86)
+    yt2.backward(torch.from_numpy(d2))
+    dx2, dg2, _ = nk.layernorm_backward(d2, x2, g2, m2, r2)
+    np.testing.assert_allclose(dx2, xt2.grad.numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(dg2, gt2.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
+# ---------------------------------------------------------------- GPU (skips without one)
+
+def test_gpu_matches_cpu(gpu):
+    to_gpu, to_np, _ = gpu
+    for shape in [(33, 70), (4, 3, 9, 11), (5, 6, 100)]:
+        x = _data(shape, np.float32, 90)
+        dout = _data(shape, np.float32, 91)
+        g, b = _data((shape[1],), np.float32, 92), _data((shape[1],), np.float32, 93)
+        y, m, r = nk.batchnorm_forward(x, g, b, activation="relu")
+        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(g), to_gpu(b), activation="relu")
+        assert_close(to_np(gy), y, np.float32, table=TOL_REDUCTION)
+        dx, dg, db = nk.batchnorm_backward(dout, x, g, m, r, activation="relu", y=y)
+        gdx, gdg, gdb = nk.batchnorm_backward(to_gpu(dout), to_gpu(x), to_gpu(g), gm, gr, activation="relu", y=gy)
+        assert_close(to_np(gdx), dx, np.float32, table=TOL_REDUCTION, atol=1e-4)
+        assert_close(to_np(gdg), dg, np.float32, table=TOL_REDUCTION, atol=1e-3)
+        gl = _data((shape[-1],), np.float32, 94)
+        y, m, r = nk.layernorm_forward(x, gl, gl)
+        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(gl))
+        assert_close(to_np(gy), y, np.float32, table=TOL_REDUCTION)
+        dx, dg, db = nk.layernorm_backward(dout, x, gl, m, r)
+        gdx, gdg, gdb = nk.layernorm_backward(to_gpu(dout), to_gpu(x), to_gpu(gl), gm, gr)
+        assert_close(to_np(gdx), dx, np.float32, table=TOL_REDUCTION, atol=1e-4)
+        assert_close(to_np(gdb), db, np.float32, table=TOL_REDUCTION, atol=1e-3)

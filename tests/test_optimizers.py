@@ -1,0 +1,369 @@
+"""Fused multi-tensor optimizer steps (nnkernels.optimizers) against the NumPy references.
+
+Kernels: csrc/cpu/optimizers.cpp (CPU), csrc/cuda/optimizers.cu (GPU); references:
+nnkernels.reference.optimizers. torch.optim equality lives in tests/test_optim.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnkernels as nk
+from nnkernels import reference as ref
+from tolerances import TOL_REDUCTION, assert_close
+
+DTYPES = [np.float32, np.float64]
+MIXED_SIZES = [(1,), (7,), (3, 17), (257,), (4099,), (65537,)]  # 1, primes, > one chunk
+
+# op name -> (state names, hyperparameters exercised)
+CONFIGS = {
+    "sgd": ((), dict(lr=0.05)),
+    "sgd_wd": ((), dict(lr=0.05, weight_decay=0.01)),
+    "sgd_momentum": (("velocity",), dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01)),
+    "sgd_nesterov": (("velocity",), dict(lr=0.05, momentum=0.9, nesterov=True)),
+    "adagrad": (("sum_sq",), dict(lr=0.05, eps=1e-10, weight_decay=0.01)),
+    "rmsprop": (("sq_avg",), dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01)),
+    "rmsprop_tf": (("sq_avg",), dict(lr=0.01, alpha=0.9, eps=1e-6, eps_in_sqrt=True)),
+    "adam": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01)),
+    "adamw": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.8, beta2=0.999, eps=1e-8, weight_decay=0.1,
+                                             decoupled_weight_decay=True)),
+    "ema": ((), dict(decay=0.9)),
+}
+
+
+def _fn(mod, name):
+    base = {"sgd_wd": "sgd", "sgd_momentum": "sgd", "sgd_nesterov": "sgd", "rmsprop_tf": "rmsprop",
+            "adamw": "adam"}.get(name, name)
+    return getattr(mod, {"ema": "ema_update"}.get(base, base + "_step"))
+
+
+def _call(mod, name, params, grads, state, step):
+    states, hyper = CONFIGS[name]
+    f = _fn(mod, name)
+    if name == "ema":
+        return f(params, grads, **hyper)
+    kw = dict(hyper)
+    if name.startswith("sgd") and states:
+        kw["velocity"] = state["velocity"]
+        return f(params, grads, **kw)
+    if name.startswith("adam"):
+        return f(params, grads, state["exp_avg"], state["exp_avg_sq"], step=step, **kw)
+    if states:
+        return f(params, grads, state[states[0]], **kw)
+    return f(params, grads, **kw)
+
+
+def _make(rng, shapes, dtype):
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    state = {k: [np.zeros(s, dtype) for s in shapes] for k in CONFIGS_STATE_ALL}
+    return params, state
+
+
+CONFIGS_STATE_ALL = ("velocity", "sum_sq", "sq_avg", "exp_avg", "exp_avg_sq")
+
+
+def _grads(rng, shapes, dtype):
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _copy(lst):
+    return [a.copy() for a in lst]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_trajectory_matches_reference(name, dtype, isa):
+    """100 steps on a mixed-size list: the fused kernel follows the reference run in the same dtype."""
+    rng = np.random.default_rng(1)
+    shapes = MIXED_SIZES[:-1] if isa == "baseline" else MIXED_SIZES
+    params, state = _make(rng, shapes, dtype)
+    rparams, rstate = _copy(params), {k: _copy(v) for k, v in state.items()}
+    for step in range(1, 101):
+        grads = _grads(rng, shapes, dtype)
+        _call(nk, name, params, grads, state, step)
+        _call(ref, name, rparams, grads, rstate, step)
+    # float32: each step rounds (and FMA-contracts) slightly differently; errors stay at the 1e-5 level.
+    over = {"rtol": 1e-4, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-11}
+    for a, b in zip(params, rparams):
+        assert_close(a, b, dtype, **over)
+    for k in CONFIGS[name][0]:
+        for a, b in zip(state[k], rstate[k]):
+            assert_close(a, b, dtype, **over)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_step_close_to_float64_reference(name, dtype):
+    rng = np.random.default_rng(2)
+    params, state = _make(rng, MIXED_SIZES, dtype)
+    for k in state:  # nonzero state so every term matters
+        state[k] = [np.abs(rng.standard_normal(a.shape)).astype(dtype) for a in state[k]]
+    grads = _grads(rng, MIXED_SIZES, dtype)
+    r64 = [a.astype(np.float64) for a in params]
+    s64 = {k: [a.astype(np.float64) for a in v] for k, v in state.items()}
+    _call(ref, name, r64, [g.astype(np.float64) for g in grads], s64, 3)
+    _call(nk, name, params, grads, state, 3)
+    for a, b in zip(params, r64):
+        assert_close(a, b, dtype)
+
+
+def test_single_array_and_list_agree():
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(1001).astype(np.float32)
+    g = rng.standard_normal(1001).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p2, m2, v2 = p.copy(), m.copy(), v.copy()
+    nk.adam_step(p, g, m, v, step=1)
+    nk.adam_step([p2], (g,), [m2], [v2], step=1)
+    np.testing.assert_array_equal(p, p2)
+    np.testing.assert_array_equal(v, v2)
+
+
+def test_mixed_dtypes_across_tensors():
+    rng = np.random.default_rng(4)
+    ps = [rng.standard_normal(33).astype(np.float32), rng.standard_normal(65).astype(np.float64)]
+    gs = [rng.standard_normal(33).astype(np.float32), rng.standard_normal(65).astype(np.float64)]
+    rp = _copy(ps)
+    nk.sgd_step(ps, gs, lr=0.1)
+    ref.sgd_step(rp, gs, lr=0.1)
+    for a, b in zip(ps, rp):
+        assert a.dtype == b.dtype
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_threads_bitwise_equal(name, threads):
+    rng = np.random.default_rng(5)
+    shapes = [(1,), (3,), (40000,), (5,), (70001,), (2,)]  # several chunks, small tensors between
+    grads = _grads(rng, shapes, np.float32)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        params, state = _make(np.random.default_rng(6), shapes, np.float32)
+        for step in (1, 2):
+            _call(nk, name, params, grads, state, step)
+        results.append((params, state))
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_array_equal(a, b)
+    for k in CONFIGS[name][0]:
+        for a, b in zip(results[0][1][k], results[1][1][k]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_empty_lists_and_empty_arrays(name):
+    _call(nk, name, [], [], {k: [] for k in CONFIGS_STATE_ALL}, 1)
+    params, state = _make(np.random.default_rng(0), [(0,), (3, 0)], np.float32)
+    _call(nk, name, params, _grads(np.random.default_rng(0), [(0,), (3, 0)], np.float32), state, 1)
+    assert nk.clip_grad_norm([], 1.0) == 0.0
+    assert nk.clip_grad_norm([np.zeros(0, np.float32)], 1.0) == 0.0
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf_propagate_as_reference(name, bad):
+    rng = np.random.default_rng(7)
+    shapes = [(37,)]
+    params, state = _make(rng, shapes, np.float64)
+    grads = _grads(rng, shapes, np.float64)
+    grads[0][[0, 5, 36]] = bad
+    rparams, rstate = _copy(params), {k: _copy(v) for k, v in state.items()}
+    _call(nk, name, params, grads, state, 1)
+    with np.errstate(all="ignore"):  # the reference meets inf/inf and inf-inf like the kernel
+        _call(ref, name, rparams, grads, rstate, 1)
+    np.testing.assert_array_equal(np.isnan(params[0]), np.isnan(rparams[0]))
+    np.testing.assert_array_equal(np.isinf(params[0]), np.isinf(rparams[0]))
+    assert not np.isfinite(params[0][5])  # never masked
+    assert_close(params[0], rparams[0])
+
+
+# ----------------------------------------------------------------------------- clip_grad_norm
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm(dtype, max_norm, isa):
+    rng = np.random.default_rng(8)
+    grads = _grads(rng, MIXED_SIZES, dtype)
+    rg = _copy(grads)
+    total = nk.clip_grad_norm(grads, max_norm)
+    rtotal = ref.clip_grad_norm(rg, max_norm)
+    assert isinstance(total, float)
+    np.testing.assert_allclose(total, rtotal, **TOL_REDUCTION[np.dtype(np.float64)])
+    for a, b in zip(grads, rg):
+        assert_close(a, b, dtype)
+    if max_norm > total:
+        for a, b in zip(grads, _grads(np.random.default_rng(8), MIXED_SIZES, dtype)):
+            np.testing.assert_array_equal(a, b)  # untouched below the threshold
+    else:
+        new = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads))
+        np.testing.assert_allclose(new, max_norm, rtol=1e-5)
+
+
+def test_clip_grad_norm_float64_accumulation_and_threads(threads):
+    # 2e6 float32 values of 1e-3 + one of 1e3: float32 accumulation would lose the small ones.
+    g = np.full(2_000_003, 1e-3, np.float32)
+    g[17] = 1e3
+    expect = np.sqrt(np.sum(g.astype(np.float64) ** 2))
+    out = []
+    for n in (1, 2):
+        threads(n)
+        out.append(nk.clip_grad_norm([g], 1e9))
+    assert out[0] == out[1]
+    np.testing.assert_allclose(out[0], expect, rtol=1e-12)
+
+
+def test_clip_grad_norm_nan_and_inf_like_torch():
+    g = np.array([1.0, np.nan, 2.0])
+    assert np.isnan(nk.clip_grad_norm(g, 1.0))
+    assert np.isnan(g).all()  # NaN coefficient reaches every entry, as torch.nn.utils.clip_grad_norm_
+    g = np.array([1.0, np.inf, 2.0])
+    assert nk.clip_grad_norm(g, 1.0) == np.inf
+    np.testing.assert_array_equal(g, [0.0, np.nan, 0.0])
+
+
+def test_clip_grad_norm_vs_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    grads = _grads(rng, MIXED_SIZES, np.float32)
+    ts = [torch.zeros(g.shape, requires_grad=True) for g in grads]
+    for t, g in zip(ts, grads):
+        t.grad = torch.from_numpy(g.copy())
+    tn = float(torch.nn.utils.clip_grad_norm_(ts, 2.0))
+    n = nk.clip_grad_norm(grads, 2.0)
+    np.testing.assert_allclose(n, tn, rtol=1e-5)
+    for t, g in zip(ts, grads):
+        assert_close(g, t.grad.numpy())
+
+
+# ----------------------------------------------------------------------------- conventions
+def test_cs231n_momentum_is_pytorch_momentum_at_constant_lr():
+    """cs231n: v = mu*v - lr*dx; x += v. PyTorch: b = mu*b + dx; x -= lr*b. Same x for constant lr."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(50)
+    x_cs, v_cs = x.copy(), np.zeros(50)
+    vel = np.zeros(50)
+    lr, mu = 0.05, 0.9
+    for _ in range(30):
+        dx = rng.standard_normal(50)
+        v_cs = mu * v_cs - lr * dx
+        x_cs += v_cs
+        nk.sgd_step(x, dx, lr=lr, momentum=mu, velocity=vel)
+    np.testing.assert_allclose(x, x_cs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(-lr * vel, v_cs, rtol=1e-12, atol=1e-13)
+
+
+def test_adam_bias_correction_first_step():
+    """Step 1 with zero state: the update is lr * g / (|g| + eps') = about lr * sign(g)."""
+    g = np.array([0.3, -2.0, 1e-3])
+    p = np.zeros(3)
+    nk.adam_step(p, g, np.zeros(3), np.zeros(3), step=1, lr=0.1, eps=0.0)
+    np.testing.assert_allclose(p, -0.1 * np.sign(g), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- bad input
+def _fresh():
+    rng = np.random.default_rng(11)
+    p = [rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
+    g = [rng.standard_normal(5).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
+    s = [np.ones(5, np.float32), np.ones((2, 3), np.float32)]
+    s2 = [np.ones(5, np.float32), np.ones((2, 3), np.float32)]
+    return p, g, s, s2
+
+
+def _readonly(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+BAD = [
+    # (description, call(p, g, s, s2), exception, message start)
+    ("short grads", lambda p, g, s, s2: nk.adam_step(p, g[:1], s, s2, step=1), ValueError, "grads"),
+    ("long state", lambda p, g, s, s2: nk.adagrad_step(p, g, s + [s[0].copy()]), ValueError, "sum_sq"),
+    ("shape", lambda p, g, s, s2: nk.rmsprop_step(p, [g[0], g[1].T.copy()], s), ValueError, r"grads\[1\]"),
+    ("state shape", lambda p, g, s, s2: nk.adam_step(p, g, s, [s2[0], np.ones(6, np.float32)], step=1),
+     ValueError, r"exp_avg_sq\[1\]"),
+    ("dtype", lambda p, g, s, s2: nk.sgd_step(p, [g[0], g[1].astype(np.float64)], lr=0.1), TypeError, r"grads\[1\]"),
+    ("int dtype", lambda p, g, s, s2: nk.sgd_step([np.ones(5, np.int32)], [g[0]], lr=0.1), TypeError, r"params\[0\]"),
+    ("state dtype", lambda p, g, s, s2: nk.adagrad_step(p, g, [s[0], s[1].astype(np.float64)]), TypeError,
+     r"sum_sq\[1\]"),
+    ("read-only param", lambda p, g, s, s2: nk.sgd_step([p[0], _readonly(p[1])], g, lr=0.1), ValueError,
+     r"params\[1\]: array is read-only"),
+    ("read-only state", lambda p, g, s, s2: nk.adam_step(p, g, s, [s2[0], _readonly(s2[1])], step=1), ValueError,
+     r"exp_avg_sq\[1\]"),
+    ("strided", lambda p, g, s, s2: nk.sgd_step([p[0], np.ones((2, 6), np.float32)[:, ::2]], g, lr=0.1), ValueError,
+     r"params\[1\]: expected a C-contiguous"),
+    ("not an array", lambda p, g, s, s2: nk.sgd_step(p, [g[0], [1.0] * 6], lr=0.1), TypeError, r"grads\[1\]"),
+    ("None grads", lambda p, g, s, s2: nk.sgd_step(p, None, lr=0.1), TypeError, "grads"),
+    ("lr < 0", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, lr=-1e-3), ValueError, "lr"),
+    ("lr nan", lambda p, g, s, s2: nk.sgd_step(p, g, lr=float("nan")), ValueError, "lr"),
+    ("lr str", lambda p, g, s, s2: nk.sgd_step(p, g, lr="0.1"), TypeError, "lr"),
+    ("beta1 = 1", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, beta1=1.0), ValueError, "beta1"),
+    ("beta2 < 0", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, beta2=-0.1), ValueError, "beta2"),
+    ("step 0", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=0), ValueError, "step"),
+    ("step float", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1.0), TypeError, "step"),
+    ("momentum without velocity", lambda p, g, s, s2: nk.sgd_step(p, g, lr=0.1, momentum=0.9), ValueError,
+     "velocity"),
+    ("nesterov without momentum", lambda p, g, s, s2: nk.sgd_step(p, g, lr=0.1, nesterov=True), ValueError,
+     "nesterov"),
+    ("alpha > 1", lambda p, g, s, s2: nk.rmsprop_step(p, g, s, alpha=1.5), ValueError, "alpha"),
+    ("eps < 0", lambda p, g, s, s2: nk.adagrad_step(p, g, s, eps=-1.0), ValueError, "eps"),
+    ("decay > 1", lambda p, g, s, s2: nk.ema_update(p, g, decay=1.1), ValueError, "decay"),
+    ("weight decay < 0", lambda p, g, s, s2: nk.sgd_step(p, g, lr=0.1, weight_decay=-1.0), ValueError,
+     "weight_decay"),
+    ("max_norm < 0", lambda p, g, s, s2: nk.clip_grad_norm(g, -1.0), ValueError, "max_norm"),
+    ("grad is param", lambda p, g, s, s2: nk.sgd_step(p, [g[0], p[1]], lr=0.1), ValueError,
+     r"(params|grads)\[1\]: shares memory"),
+    ("state aliases param", lambda p, g, s, s2: nk.adagrad_step(p, g, [s[0], p[1]]), ValueError,
+     r"(params|sum_sq)\[1\]: shares memory"),
+    ("shared state", lambda p, g, s, s2: nk.adam_step(p, g, s, [s2[0], s[1]], step=1), ValueError, "exp_avg"),
+    ("param listed twice", lambda p, g, s, s2: nk.sgd_step([p[0], p[0]], [g[0], g[0]], lr=0.1), ValueError,
+     "params"),
+    ("overlapping views", lambda p, g, s, s2: nk.ema_update([p[1][0], p[1].reshape(-1)[1:4]], [g[0][:3], g[0][:3]],
+                                                            decay=0.5), ValueError, "averages"),
+]
+
+
+@pytest.mark.parametrize("desc,call,exc,msg", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_refused_and_nothing_modified(desc, call, exc, msg):
+    p, g, s, s2 = _fresh()
+    before = [a.copy() for a in p + g + s + s2]
+    with pytest.raises(exc, match="^" + msg):
+        call(p, g, s, s2)
+    for a, b in zip(p + g + s + s2, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_read_only_grads_accepted():
+    p, g, s, s2 = _fresh()
+    nk.adam_step(p, [_readonly(x) for x in g], s, s2, step=1)
+    nk.ema_update(s, [_readonly(x) for x in p], decay=0.5)
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_gpu_matches_cpu(name, gpu):
+    to_gpu, to_numpy, _ = gpu
+    rng = np.random.default_rng(12)
+    shapes = [(1,), (7,), (4099,), (70001,)]
+    params, state = _make(rng, shapes, np.float32)
+    gp = [to_gpu(a) for a in params]
+    gs = {k: [to_gpu(a) for a in v] for k, v in state.items()}
+    for step in (1, 2, 3):
+        grads = _grads(rng, shapes, np.float32)
+        _call(nk, name, params, grads, state, step)
+        _call(nk, name, gp, [to_gpu(g) for g in grads], gs, step)
+    for a, b in zip(params, gp):
+        assert_close(to_numpy(b), a)
+
+
+def test_gpu_clip_grad_norm(gpu):
+    to_gpu, to_numpy, _ = gpu
+    grads = _grads(np.random.default_rng(13), [(3,), (100003,)], np.float32)
+    gg = [to_gpu(g) for g in grads]
+    n1 = nk.clip_grad_norm(grads, 1.0)
+    n2 = nk.clip_grad_norm(gg, 1.0)
+    np.testing.assert_allclose(n2, n1, rtol=1e-12)
+    again = [to_gpu(g) for g in _grads(np.random.default_rng(13), [(3,), (100003,)], np.float32)]
+    assert nk.clip_grad_norm(again, 1.0) == n2  # deterministic reduction
+    for a, b in zip(grads, gg):
+        assert_close(to_numpy(b), a)
