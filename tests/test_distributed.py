@@ -149,3 +149,35 @@ def test_scaled_loss_gradient():
     d = np.ones((3, 2))
     distributed.scaled_loss_gradient(d, 3, 12)
     np.testing.assert_array_equal(d, 0.25)
+
+
+HAS_STACK = HAS_NORM and HAS_OPTIM and all(
+    __import__("importlib").util.find_spec(f"nnkernels.{m}") is not None for m in ("init", "preprocessing"))
+
+
+@pytest.mark.skipif(not HAS_STACK, reason="norm / optim / init / preprocessing not merged")
+def test_cli_distributed_matches_single_process(tmp_path):
+    """``mpiexec -n 2 python -m nnkernels train --distributed`` follows the single-process run (float64)."""
+    import json
+
+    from nnkernels.__main__ import main as cli_main
+
+    exe = _mpiexec()
+    args = ["train", "--dataset", "spiral", "--hidden", "32,32", "--epochs", "3", "--batch-size", "50",
+            "--dtype", "float64", "--optimizer", "adam", "--seed", "5", "--quiet"]
+    single, multi = tmp_path / "single.json", tmp_path / "multi.json"
+    assert cli_main([*args, "--json", str(single)]) == 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(nk.__file__), os.pardir)] +
+                                        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([exe, "-n", "2", sys.executable, "-m", "nnkernels", *args, "--distributed",
+                           "--json", str(multi)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = json.loads(single.read_text()), json.loads(multi.read_text())
+    assert b["ranks"] == 2 and a["ranks"] == 1
+    for ha, hb in zip(a["history"], b["history"]):
+        for key in ("train_loss", "val_loss"):
+            assert hb[key] == pytest.approx(ha[key], rel=1e-9)
+        assert hb["train_acc"] == ha["train_acc"] and hb["val_acc"] == ha["val_acc"]
+    np.testing.assert_allclose(b["step_losses"], a["step_losses"], rtol=1e-9)
