@@ -92,22 +92,16 @@ class Communicator:
         return float(v[0])
 
     def allgather_stats(self, count: Any, mean: np.ndarray, m2: np.ndarray) -> tuple:
-        """(counts (K,), means (K, C), m2s (K, C)) of every rank's local batch statistics."""
+        """(counts (K,), means (K, C), m2s (K, C)) of every rank's local batch statistics (exact copies)."""
         mean = np.ascontiguousarray(mean)
         m2 = np.ascontiguousarray(m2, dtype=mean.dtype)
-        c = mean.size
-        local = np.empty(2 * c + 1, np.float64 if mean.dtype == np.float64 else mean.dtype)
-        # counts travel as float64 next to float64 stats; for float32 stats a separate int64 gather keeps them exact
         counts = np.empty(self.size, np.int64)
-        self.comm.Allgather(np.array([int(np.asarray(count).reshape(-1)[0])], np.int64), counts)
-        local[:c] = mean.ravel()
-        local[c:2 * c] = m2.ravel()
-        local[2 * c] = 0
+        self.comm.Allgather(np.array([int(count)], np.int64), counts)
+        local = np.concatenate([mean.ravel(), m2.ravel()])
         gathered = np.empty((self.size, local.size), local.dtype)
         self.comm.Allgather(local, gathered)
-        means = gathered[:, :c].astype(mean.dtype, copy=False).reshape((self.size,) + mean.shape)
-        m2s = gathered[:, c:2 * c].astype(mean.dtype, copy=False).reshape((self.size,) + mean.shape)
-        return counts, means, m2s
+        c = mean.size
+        return counts, gathered[:, :c].reshape((self.size,) + mean.shape), gathered[:, c:].reshape((self.size,) + mean.shape)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         return self.comm.bcast(obj, root=root)
