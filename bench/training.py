@@ -3,7 +3,9 @@
 Model 784-1024-1024-10 (``--quick``: 64-128-128-10), batch 256 (quick: 64), float32. One timed call
 is one full training step on a fixed batch: forward, softmax cross-entropy, backward, Adam update.
 - nnkernels: :func:`nnkernels.nn.mlp` (NumPy BLAS matrix products, fused batch norm + ReLU kernels,
-  fused softmax cross-entropy, one multi-tensor Adam call).
+  fused softmax cross-entropy, one multi-tensor Adam call), with the training loop's thread policy
+  (:func:`nnkernels.nn.kernel_threads`: BLAS keeps the cores, the element-wise kernels run on the
+  calling thread when BLAS is multi-threaded).
 - torch: the same model in PyTorch CPU eager mode (Linear without bias before BatchNorm1d, ReLU,
   ``F.cross_entropy``, ``torch.optim.Adam`` with its CPU defaults), ``zero_grad(set_to_none=True)``.
 - numpy: the cs231n way, layer functions from :mod:`nnkernels.reference` (batch norm, ReLU, softmax
@@ -38,12 +40,14 @@ def _nnkernels_step(sizes, X, y):
     model = nn.mlp(sizes, activation="relu", norm="batch", init="kaiming", seed=0, dtype=np.float32)
     opt = optim.Adam(model.params(), lr=1e-3)
     dl = np.empty((len(X), sizes[-1]), np.float32)
+    threads = 1 if nn.blas_threads() > 1 else nk.get_num_threads()  # the training loop's policy
 
     def step():
-        logits = model.forward(X)
-        loss, d = nk.softmax_cross_entropy(logits, y, out=dl)
-        model.backward(d)
-        opt.step(model.grads())
+        with nn.kernel_threads(threads):
+            logits = model.forward(X)
+            loss, d = nk.softmax_cross_entropy(logits, y, out=dl)
+            model.backward(d)
+            opt.step(model.grads())
         return loss
 
     return step

@@ -257,56 +257,57 @@ def train_model(model: nn.Sequential, data: dict, cfg: TrainConfig, *, comm=None
     dl_buf: dict = {}
     step = 0
     t_start = time.perf_counter()
-    for epoch in range(1, int(cfg.epochs) + 1):
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for b, idx in enumerate(nn.iterate_minibatches(n, bs, rng), start=1):
-            N = len(idx)
-            if N < size:  # a last global batch smaller than the rank count is skipped (every rank agrees)
-                continue
-            lo, hi = distributed.shard_bounds(N, rank, size)
-            xb, yb = Xtr[idx[lo:hi]], ytr[idx[lo:hi]]
-            logits = model.forward(xb)
-            out = dl_buf.get(logits.shape)
-            if out is None or out.dtype != logits.dtype:
-                out = dl_buf[logits.shape] = np.empty_like(logits)
-            loss, dlogits = softmax_cross_entropy(logits, yb, out=out)
-            hits = int((logits.argmax(1) == yb).sum())
-            if size > 1:
-                distributed.scaled_loss_gradient(dlogits, hi - lo, N)
-            model.backward(dlogits)
-            grads = model.grads()
-            if size > 1:
-                stats = np.array([loss * (hi - lo), hits], np.float64)
-                comm.allreduce_sum(grads + [stats])
-                loss_b, hits = float(stats[0]) / N, int(stats[1])
-            else:
-                loss_b = loss
-            opt.lr = lr_at(step)
-            opt.step(grads)
+    with nn.kernel_threads():  # BLAS owns the cores (see nn.kernel_threads)
+        for epoch in range(1, int(cfg.epochs) + 1):
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+            for b, idx in enumerate(nn.iterate_minibatches(n, bs, rng), start=1):
+                N = len(idx)
+                if N < size:  # a last global batch smaller than the rank count is skipped (every rank agrees)
+                    continue
+                lo, hi = distributed.shard_bounds(N, rank, size)
+                xb, yb = Xtr[idx[lo:hi]], ytr[idx[lo:hi]]
+                logits = model.forward(xb)
+                out = dl_buf.get(logits.shape)
+                if out is None or out.dtype != logits.dtype:
+                    out = dl_buf[logits.shape] = np.empty_like(logits)
+                loss, dlogits = softmax_cross_entropy(logits, yb, out=out)
+                hits = int((logits.argmax(1) == yb).sum())
+                if size > 1:
+                    distributed.scaled_loss_gradient(dlogits, hi - lo, N)
+                model.backward(dlogits)
+                grads = model.grads()
+                if size > 1:
+                    stats = np.array([loss * (hi - lo), hits], np.float64)
+                    comm.allreduce_sum(grads + [stats])
+                    loss_b, hits = float(stats[0]) / N, int(stats[1])
+                else:
+                    loss_b = loss
+                opt.lr = lr_at(step)
+                opt.step(grads)
+                if ema is not None:
+                    ema.update()
+                step += 1
+                if step in ends:
+                    snapshots.append(model.state())
+                    snapshot_steps.append(step)
+                loss_sum += loss_b * N
+                step_losses.append(float(loss_b))
+                correct += hits
+                seen += N
+                progress.update(epoch, b, loss_sum / max(seen, 1), correct / max(seen, 1))
             if ema is not None:
-                ema.update()
-            step += 1
-            if step in ends:
-                snapshots.append(model.state())
-                snapshot_steps.append(step)
-            loss_sum += loss_b * N
-            step_losses.append(float(loss_b))
-            correct += hits
-            seen += N
-            progress.update(epoch, b, loss_sum / max(seen, 1), correct / max(seen, 1))
-        if ema is not None:
-            with ema.applied(model):
+                with ema.applied(model):
+                    val_loss, val_acc = nn.evaluate(model, Xva, yva)
+            else:
                 val_loss, val_acc = nn.evaluate(model, Xva, yva)
-        else:
-            val_loss, val_acc = nn.evaluate(model, Xva, yva)
-        rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-               "val_loss": val_loss, "val_acc": val_acc, "lr": float(opt.lr), "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        progress.end(epoch, rec)
-        if on_epoch is not None:
-            on_epoch(rec)
+            rec = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                   "val_loss": val_loss, "val_acc": val_acc, "lr": float(opt.lr), "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            progress.end(epoch, rec)
+            if on_epoch is not None:
+                on_epoch(rec)
     result = {"history": history, "step_losses": step_losses, "steps": step, "seconds": time.perf_counter() - t_start,
               "final": {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
                         "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"]} if history else {}}
