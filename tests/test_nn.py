@@ -226,3 +226,21 @@ def test_ema_tracks_and_swaps():
         np.testing.assert_allclose(p, s + 2.0, rtol=1e-12)
     with pytest.raises(ValueError, match="^decay"):
         nn.EMA(model, decay=1.0)
+
+
+def test_kernel_threads_policy(threads):
+    from threadpoolctl import threadpool_limits
+
+    threads(2)
+    with nn.kernel_threads(1):
+        assert nk.get_num_threads() == 1
+    assert nk.get_num_threads() == 2
+    with threadpool_limits(2, user_api="blas"):
+        if nn.blas_threads() > 1:  # BLAS is multi-threaded: kernels step aside
+            with nn.kernel_threads():
+                assert nk.get_num_threads() == 1
+    with threadpool_limits(1, user_api="blas"):
+        assert nn.blas_threads() == 1
+        with nn.kernel_threads():
+            assert nk.get_num_threads() == 2
+    assert nk.get_num_threads() == 2

@@ -183,3 +183,20 @@ def test_experiments_quick(tmp_path):
     assert init["relu/kaiming"]["std"][9] > 0.2
     assert init["relu/xavier"]["std"][9] < 0.2 * init["relu/kaiming"]["std"][9]
     assert init["tanh/xavier"]["std"][9] > 0.05
+
+
+def test_schedules():
+    pytest.importorskip("nnkernels.schedules")
+    f, ends = train.make_schedule("constant", 0.5, 100, 10)
+    assert f(0) == f(99) == 0.5 and ends == [100]
+    f, _ = train.make_schedule("step", 1.0, 90, 10)
+    assert f(0) == 1.0 and f(29) == 1.0 and f(30) == pytest.approx(0.1) and f(89) == pytest.approx(0.01)
+    f, _ = train.make_schedule("cosine", 1.0, 100, 10)
+    assert f(0) == 1.0 and f(50) == pytest.approx(0.5) and f(99) < 1e-3
+    f, ends = train.make_schedule("restarts", 1.0, 100, 10, cycles=4)
+    assert ends == [25, 50, 75, 100]
+    assert f(0) == f(25) == f(50) == 1.0 and f(24) < 0.01
+    with pytest.raises(ValueError, match="^schedule"):
+        train.make_schedule("linear", 1.0, 10, 1)
+    with pytest.raises(ValueError, match="^optimizer"):
+        train.make_optimizer("lbfgs", [np.zeros(3)], 0.1)
