@@ -189,3 +189,16 @@ def test_gpu_matches_cpu(gpu, dtype):
     assert_close(to_numpy(gd), d, dtype=dtype)
     with pytest.raises(ValueError, match="^labels"):
         nk.softmax_cross_entropy(to_gpu(x), to_gpu(np.full(33, 517)))
+
+
+def test_bench_rows(tmp_path):
+    import json
+
+    from nnkernels.bench import cli
+
+    path = tmp_path / "b.json"
+    assert cli.main(["--quick", "--ops", "losses", "--sizes", "small", "--no-stream", "--repeats", "2",
+                     "--no-torch", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["op"] for r in rows] == ["softmax_cross_entropy"]
+    assert rows[0]["impls"]["nnkernels"]["GBps"] > 0 and rows[0]["speedup_vs_numpy"] > 0

@@ -200,3 +200,15 @@ def test_schedules():
         train.make_schedule("linear", 1.0, 10, 1)
     with pytest.raises(ValueError, match="^optimizer"):
         train.make_optimizer("lbfgs", [np.zeros(3)], 0.1)
+
+
+@needs_stack
+def test_training_bench_row(tmp_path):
+    from nnkernels.bench import cli
+
+    path = tmp_path / "b.json"
+    assert cli.main(["--quick", "--ops", "training", "--no-stream", "--repeats", "2", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["op"] for r in rows] == ["mlp_bn_relu_adam_step"]
+    impls = rows[0]["impls"]
+    assert {"numpy", "nnkernels"} <= set(impls) and impls["nnkernels"]["elements_per_s"] > 0
