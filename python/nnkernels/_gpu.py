@@ -286,3 +286,24 @@ def pointer(x: Any, name: str) -> int:
     if not is_contiguous(cai):
         raise ValueError(f"{name}: expected a contiguous CUDA array")
     return int(cai["data"][0])
+
+
+def init_fill(out: Any, shape: tuple, dtype: np.dtype, dist: int, seed: int, a: float, b: float) -> Any:
+    """Fill a CUDA array with nnkernels' Philox numbers (csrc/cuda/init.cu), bit-identical to the CPU."""
+    _require_cuda()
+    obj = _as_cai_object(out)
+    cai = interface(obj, "out")
+    if tuple(cai["shape"]) != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got {tuple(cai['shape'])}")
+    if cai["typestr"] != np.dtype(dtype).str:
+        raise TypeError(f"out: expected dtype {np.dtype(dtype)}, got {cai['typestr']}")
+    if cai["data"][1]:
+        raise ValueError("out: array is read-only")
+    target = obj if is_contiguous(cai) else empty_like(obj)
+    tcai = interface(target, "out")
+    n = int(np.prod(shape, dtype=np.int64))
+    with on_device(obj):
+        _core.cuda_init_fill(tcai["data"][0], n, dtype_code(tcai), dist, seed, float(a), float(b), current_stream(obj))
+    if target is not obj:
+        copy_into(obj, target)
+    return out
