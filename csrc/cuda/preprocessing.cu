@@ -17,6 +17,10 @@ namespace {
 
 constexpr int64_t kChunkRows = 256;
 
+struct Stat4 {
+  double x, y, z, w;  // mean, M2, min, max
+};
+
 struct DeviceBuffer {
   void* p = nullptr;
   explicit DeviceBuffer(size_t bytes) { throw_if_error(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc"); }
@@ -26,7 +30,7 @@ struct DeviceBuffer {
 
 // partial[c][j] = (mean, M2, min, max) of rows [c*kChunkRows, ...) of column j
 template <class T>
-__global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t cols, double4* __restrict__ part) {
+__global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t cols, Stat4* __restrict__ part) {
   const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   const int64_t c = blockIdx.x;
   if (j >= cols) return;
@@ -46,17 +50,17 @@ __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t col
     hi = v > hi ? v : hi;
   }
   double m2 = s2 - s1 * s1 / n;
-  part[c * cols + j] = make_double4(mu, m2 > 0.0 ? m2 : 0.0, lo, hi);
+  part[c * cols + j] = Stat4{mu, m2 > 0.0 ? m2 : 0.0, lo, hi};
 }
 
-__global__ void stats_merge(const double4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,
-                            double4* __restrict__ out) {
+__global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,
+                            Stat4* __restrict__ out) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= cols) return;
-  double4 acc = part[j];
+  Stat4 acc = part[j];
   double na = double(rows < kChunkRows ? rows : kChunkRows);
   for (int64_t c = 1; c < chunks; ++c) {
-    const double4 p = part[c * cols + j];
+    const Stat4 p = part[c * cols + j];
     const int64_t r1 = (c + 1) * kChunkRows < rows ? (c + 1) * kChunkRows : rows;
     const double nb = double(r1 - c * kChunkRows);
     const double n = na + nb;
@@ -116,18 +120,18 @@ void col_stats(uintptr_t x, int64_t rows, int64_t cols, int dtype, double* mean,
                uintptr_t stream) {
   cudaStream_t s = as_stream(stream);
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  DeviceBuffer part(size_t(chunks * cols) * sizeof(double4)), out(size_t(cols) * sizeof(double4));
+  DeviceBuffer part(size_t(chunks * cols) * sizeof(Stat4)), out(size_t(cols) * sizeof(Stat4));
   const int block = 128;
   const dim3 grid(unsigned(chunks), unsigned((cols + block - 1) / block));
   if (dtype == 0)
-    stats_partial<float><<<grid, block, 0, s>>>(reinterpret_cast<const float*>(x), rows, cols, part.as<double4>());
+    stats_partial<float><<<grid, block, 0, s>>>(reinterpret_cast<const float*>(x), rows, cols, part.as<Stat4>());
   else
-    stats_partial<double><<<grid, block, 0, s>>>(reinterpret_cast<const double*>(x), rows, cols, part.as<double4>());
-  stats_merge<<<unsigned((cols + block - 1) / block), block, 0, s>>>(part.as<double4>(), rows, cols, chunks,
-                                                                     out.as<double4>());
+    stats_partial<double><<<grid, block, 0, s>>>(reinterpret_cast<const double*>(x), rows, cols, part.as<Stat4>());
+  stats_merge<<<unsigned((cols + block - 1) / block), block, 0, s>>>(part.as<Stat4>(), rows, cols, chunks,
+                                                                     out.as<Stat4>());
   throw_if_error(cudaGetLastError(), "column statistics kernel launch");
-  std::vector<double4> host(static_cast<size_t>(cols));
-  throw_if_error(cudaMemcpyAsync(host.data(), out.p, size_t(cols) * sizeof(double4), cudaMemcpyDeviceToHost, s),
+  std::vector<Stat4> host(static_cast<size_t>(cols));
+  throw_if_error(cudaMemcpyAsync(host.data(), out.p, size_t(cols) * sizeof(Stat4), cudaMemcpyDeviceToHost, s),
                  "column statistics copy");
   throw_if_error(cudaStreamSynchronize(s), "column statistics");
   for (int64_t j = 0; j < cols; ++j) {
