@@ -164,9 +164,10 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
   const int64_t ys = isz(o.dtype);
+  const bool stream = o.size * ys >= (int64_t(8) << 20);
   py::gil_scoped_release release;
   parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
-    fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp);
+    fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
   });
 }
 
@@ -187,11 +188,12 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
   const int64_t RB = std::max<int64_t>(16, 32768 / m.cols);
   char* y = static_cast<char*>(o.data);
   const int64_t ys = isz(o.dtype);
+  const bool stream = o.size * ys >= (int64_t(8) << 20);
   {
     py::gil_scoped_release release;
     parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
       std::vector<double> scratch(size_t(r1 - r0));
-      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, nt, np_ + r0, scratch.data());
+      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, nt, np_ + r0, scratch.data(), stream);
     });
   }
   return norms;
@@ -199,7 +201,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
 
 py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double>& qs) {
   Matrix m = matrix_arg(xh, "X");
-  if (qs.empty()) throw py::value_error("q: expected at least one percentile");
+  if (qs.empty() || qs.size() > 8) throw py::value_error("q: expected 1 to 8 percentiles");
   for (size_t k = 0; k < qs.size(); ++k) {
     if (!(qs[k] >= 0.0 && qs[k] <= 100.0)) throw py::value_error("q: percentiles must lie in [0, 100]");
     if (k && qs[k] < qs[k - 1]) throw py::value_error("q: percentiles must be sorted ascending");
@@ -225,8 +227,10 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
       bad[size_t(g)] = K.gather[d](b, buf.data(), R);
       if (!std::isfinite(bad[size_t(g)])) return;
       std::vector<double> out(static_cast<size_t>(nq));
+      const int64_t cap = R / 8 + 64;
+      std::vector<char> scratch(size_t(nq * (cap + 1) * es));
       for (int64_t j = c0; j < c1; ++j) {
-        K.quantiles[d](buf.data() + (j - c0) * R * es, R, qs.data(), int(nq), out.data());
+        K.quantiles[d](buf.data() + (j - c0) * R * es, R, qs.data(), int(nq), out.data(), scratch.data(), cap);
         for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = out[size_t(k)];
       }
     });

@@ -11,12 +11,56 @@
 // Test: pytest tests/test_preprocessing.py; bench: python -m nnkernels bench --ops preprocessing
 #include "cpu/preprocessing.hpp"
 
+#include <cstring>
+
 #include "core/simd.hpp"
 
 NK_KERNEL_NAMESPACE_BEGIN
 namespace {
 
 constexpr int kAcc = 16;
+
+// Copy n elements to dst with non-temporal stores (head peeled to the vector alignment).
+template <class T>
+inline void stream_out(T* dst, const T* src, int64_t n) {
+  using S = Simd<T>;
+  const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(dst) % kVecBytes);
+  if (mis % int64_t(sizeof(T)) != 0) {
+    std::memcpy(dst, src, size_t(n) * sizeof(T));
+    return;
+  }
+  int64_t i = 0;
+  if (mis) {
+    i = (kVecBytes - mis) / int64_t(sizeof(T));
+    if (i > n) i = n;
+    std::memcpy(dst, src, size_t(i) * sizeof(T));
+  }
+  for (; i + S::N <= n; i += S::N) S::stream(dst + i, S::load(src + i));
+  if (i < n) std::memcpy(dst + i, src + i, size_t(n - i) * sizeof(T));
+}
+
+constexpr int64_t kTile = 8192;
+
+// Apply row_op(r, o) to each row of a C-order block. With `stream` and contiguous output rows,
+// rows are produced into an L1-resident tile and written out with non-temporal stores (no
+// read-for-ownership of the destination lines).
+template <class T, class RowOp>
+inline void for_rows(const PrepBlock& b, T* y, int64_t yrs, int64_t ycs, bool stream, RowOp row_op) {
+  const T* x = static_cast<const T*>(b.x);
+  const int64_t R = b.rows, C = b.cols;
+  if (stream && ycs == 1 && yrs == C && C <= kTile) {
+    alignas(64) T tile[kTile];
+    const int64_t per = kTile / C;
+    for (int64_t i0 = 0; i0 < R; i0 += per) {
+      const int64_t i1 = i0 + per < R ? i0 + per : R;
+      for (int64_t i = i0; i < i1; ++i) row_op(x + i * b.rs, tile + (i - i0) * C, int64_t(1));
+      stream_out(y + i0 * yrs, tile, (i1 - i0) * C);
+    }
+    stream_fence();
+    return;
+  }
+  for (int64_t i = 0; i < R; ++i) row_op(x + i * b.rs, y + i * yrs, ycs);
+}
 
 inline void combine16(double* acc) {
   for (int w = kAcc / 2; w >= 1; w /= 2)
@@ -146,19 +190,21 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
 // y = (x - a[j]) * s[j] + c[j] in float64, rounded to T
 template <class T>
 void affine(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, const double* __restrict__ a,
-            const double* __restrict__ s, const double* __restrict__ c) {
+            const double* __restrict__ s, const double* __restrict__ c, bool stream) {
   const T* x = static_cast<const T*>(b.x);
   T* y = static_cast<T*>(yv);
   const int64_t R = b.rows, C = b.cols;
-  if (b.cs == 1 && ycs == 1) {
-    for (int64_t i = 0; i < R; ++i) {
-      const T* __restrict__ r = x + i * b.rs;
-      T* __restrict__ o = y + i * yrs;
-      if (c)
-        for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j] + c[j]);
-      else
-        for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j]);
-    }
+  if (b.cs == 1) {
+    for_rows<T>(b, y, yrs, ycs, stream, [&](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
+      if (oc == 1) {
+        if (c)
+          for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j] + c[j]);
+        else
+          for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j]);
+      } else {
+        for (int64_t j = 0; j < C; ++j) o[j * oc] = T((double(r[j]) - a[j]) * s[j] + (c ? c[j] : 0.0));
+      }
+    });
   } else if (b.rs == 1 && yrs == 1) {
     for (int64_t j = 0; j < C; ++j) {
       const T* __restrict__ col = x + j * b.cs;
@@ -204,22 +250,22 @@ inline double row_norm_contig(const T* __restrict__ r, int64_t C, int norm) {
 
 template <class T>
 void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm, double* __restrict__ norms,
-               double* __restrict__ scratch) {
+               double* __restrict__ scratch, bool stream) {
   const T* x = static_cast<const T*>(b.x);
   T* y = static_cast<T*>(yv);
   const int64_t R = b.rows, C = b.cols;
   if (b.cs == 1) {
-    for (int64_t i = 0; i < R; ++i) {
-      const T* __restrict__ r = x + i * b.rs;
+    // row norm in float64 (16 fixed accumulators); the row is scaled by the reciprocal in T
+    int64_t i = 0;
+    for_rows<T>(b, y, yrs, ycs, stream, [&](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
       const double nv = row_norm_contig(r, C, norm);
-      norms[i] = nv;
-      const double inv = 1.0 / (nv == 0.0 ? 1.0 : nv);
-      T* __restrict__ o = y + i * yrs;
-      if (ycs == 1)
-        for (int64_t j = 0; j < C; ++j) o[j] = T(double(r[j]) * inv);
+      norms[i++] = nv;
+      const T inv = T(1.0 / (nv == 0.0 ? 1.0 : nv));
+      if (oc == 1)
+        for (int64_t j = 0; j < C; ++j) o[j] = r[j] * inv;
       else
-        for (int64_t j = 0; j < C; ++j) o[j * ycs] = T(double(r[j]) * inv);
-    }
+        for (int64_t j = 0; j < C; ++j) o[j * oc] = r[j] * inv;
+    });
     return;
   }
   // F order: accumulate the row norms column by column (sequential over columns per row)
@@ -320,31 +366,127 @@ void select_kth(T* a, int64_t lo, int64_t hi, int64_t k) {
   }
 }
 
-// NumPy's "linear" percentile: v = (n - 1) q, lower = a[floor v], upper = a[floor v + 1],
-// g = v - floor v, result = lower + (upper - lower) g (or upper - (upper - lower)(1 - g) for g >= 0.5).
+// Value at rank k (0-based) of a[0..n) and, when want_next, the value at rank k + 1 (the
+// minimum of the part above k after the selection). a is reordered.
 template <class T>
-void quantiles(void* av, int64_t n, const double* qs, int nq, double* out) {
+inline void rank_pair(T* a, int64_t n, int64_t k, bool want_next, double& lower, double& upper) {
+  select_kth(a, 0, n - 1, k);
+  lower = double(a[k]);
+  upper = lower;
+  if (want_next && k + 1 < n) {
+    T m = a[k + 1];
+    for (int64_t i = k + 2; i < n; ++i) m = a[i] < m ? a[i] : m;
+    upper = double(m);
+  }
+}
+
+// NumPy's "linear" percentile: v = (n - 1) q, lower = rank floor(v), upper = rank floor(v) + 1,
+// g = v - floor(v), result = lower + (upper - lower) g (upper - (upper - lower)(1 - g) if g >= 0.5).
+//
+// Selection (in the spirit of Floyd & Rivest's SELECT, CACM 1975): for long columns, pivots
+// bracketing each wanted rank are taken from a strided sample of 8192 values (selected, not
+// sorted); one branch-free pass counts the values below each bracket and copies the values
+// inside it to scratch (nq buffers of cap + 1); the wanted ranks are then selected among
+// those few candidates. If a bracket misses its rank (or overflows cap) the column falls
+// back to quickselect on all of a (reordering it), so the result is always exact.
+template <class T>
+void quantiles(void* av, int64_t n, const double* qs, int nq, double* out, void* scratch_v, int64_t cap) {
   T* a = static_cast<T*>(av);
-  int64_t done = -1;  // a[0..done] hold the smallest done+1 elements, a[done] the largest of them
+  T* scratch = static_cast<T*>(scratch_v);
+  constexpr int kMaxQ = 8;
+  constexpr int64_t kSample = 8192;
+  int64_t ks[kMaxQ];
+  double gs[kMaxQ];
   for (int q = 0; q < nq; ++q) {
     const double v = double(n - 1) * (qs[q] / 100.0);
     int64_t k = int64_t(v);
     if (k > n - 1) k = n - 1;
     if (k < 0) k = 0;
-    const double g = v - double(k);
-    if (k > done) {
-      select_kth(a, done + 1, n - 1, k);
-      done = k;
+    ks[q] = k;
+    gs[q] = v - double(k);
+  }
+  double lower[kMaxQ], upper[kMaxQ];
+  bool ok = false;
+  if (n > 4 * kSample && nq <= kMaxQ && scratch) {
+    T sample[kSample];
+    const int64_t stride = n / kSample;
+    for (int64_t i = 0; i < kSample; ++i) sample[i] = a[i * stride];
+    T lo[kMaxQ] = {}, hi[kMaxQ] = {};
+    const int64_t delta = 160;  // at least 3.5 standard deviations of a sample rank
+    for (int q = 0; q < nq; ++q) {
+      const int64_t r = int64_t(double(ks[q]) / double(n - 1) * double(kSample - 1) + 0.5);
+      const int64_t rl = r - delta < 0 ? 0 : r - delta;
+      const int64_t rh = r + delta > kSample - 1 ? kSample - 1 : r + delta;
+      select_kth(sample, 0, kSample - 1, rl);
+      lo[q] = sample[rl];
+      select_kth(sample, 0, kSample - 1, rh);
+      hi[q] = sample[rh];
     }
-    const double lower = double(a[k]);
-    double upper = lower;
-    if (k + 1 < n && g > 0.0) {
-      T m = a[k + 1];
-      for (int64_t i = k + 2; i < n; ++i) m = a[i] < m ? a[i] : m;
-      upper = double(m);
+    // pass 1 (vectorised): counts below and inside each bracket
+    int64_t below[kMaxQ] = {}, tot[kMaxQ] = {}, m[kMaxQ] = {};
+    for (int q = 0; q < nq; ++q) {
+      const T l = lo[q], h = hi[q];
+      int32_t bl[kAcc] = {}, in[kAcc] = {};
+      int64_t i = 0;
+      for (; i + kAcc <= n; i += kAcc)
+        for (int k = 0; k < kAcc; ++k) {
+          const T v = a[i + k];
+          bl[k] += v < l ? 1 : 0;
+          in[k] += (v >= l && v <= h) ? 1 : 0;
+        }
+      for (; i < n; ++i) {
+        bl[0] += a[i] < l ? 1 : 0;
+        in[0] += (a[i] >= l && a[i] <= h) ? 1 : 0;
+      }
+      for (int k = 0; k < kAcc; ++k) {
+        below[q] += bl[k];
+        tot[q] += in[k];
+      }
     }
-    const double diff = upper - lower;
-    out[q] = g >= 0.5 ? upper - diff * (1.0 - g) : lower + diff * g;
+    bool fits = true;
+    for (int q = 0; q < nq; ++q) fits = fits && tot[q] <= cap;
+    // pass 2 (branch-free): append every value to each bracket's buffer, advancing that buffer's
+    // length only when the value lies inside (pass 1 proved the lengths stay <= cap)
+    if (fits) {
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = a[i];
+        for (int q = 0; q < nq; ++q) {
+          scratch[q * (cap + 1) + m[q]] = v;
+          m[q] += (v >= lo[q]) & (v <= hi[q]);
+        }
+      }
+    }
+    ok = true;
+    for (int q = 0; q < nq && ok; ++q) {
+      const int64_t k = ks[q] - below[q];
+      const bool want_next = gs[q] > 0.0 && ks[q] + 1 < n;
+      if (!fits || k < 0 || k >= m[q] || (want_next && k + 1 >= m[q])) {
+        ok = false;
+        break;
+      }
+      rank_pair(scratch + q * (cap + 1), m[q], k, want_next, lower[q], upper[q]);
+    }
+  }
+  if (!ok) {
+    int64_t done = -1;  // a[0..done] hold the smallest done+1 values, a[done] the largest of them
+    for (int q = 0; q < nq; ++q) {
+      const int64_t k = ks[q];
+      if (k > done) {
+        select_kth(a, done + 1, n - 1, k);
+        done = k;
+      }
+      lower[q] = double(a[k]);
+      upper[q] = lower[q];
+      if (k + 1 < n && gs[q] > 0.0) {
+        T mn = a[k + 1];
+        for (int64_t i = k + 2; i < n; ++i) mn = a[i] < mn ? a[i] : mn;
+        upper[q] = double(mn);
+      }
+    }
+  }
+  for (int q = 0; q < nq; ++q) {
+    const double g = gs[q], diff = upper[q] - lower[q];
+    out[q] = g >= 0.5 ? upper[q] - diff * (1.0 - g) : lower[q] + diff * g;
   }
 }
 

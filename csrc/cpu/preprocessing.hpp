@@ -25,18 +25,20 @@ struct PrepKernels {
   void (*col_stats[2])(const PrepBlock& b, int flags, double* mean, double* m2, double* mn, double* mx,
                        double* bad, double* scratch);
   // y = (x - a[j]) * s[j] + c[j] (c may be null), evaluated in float64, rounded to the dtype.
+  // stream: non-temporal stores for C-order output with contiguous rows (outputs far above the caches).
   void (*affine[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, const double* a, const double* s,
-                    const double* c);
+                    const double* c, bool stream);
   // Rows scaled by 1 / norm (norm 0 -> 1); norms[i] receives the norm of row i (before the fix).
   // scratch: `rows` doubles.
   void (*normalize[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, int norm, double* norms,
-                       double* scratch);
+                       double* scratch, bool stream);
   // Transposed copy of columns [0, b.cols) of the block into buf (column j at buf + j * ld);
   // returns the sum of (x - x): NaN iff a value is NaN or infinite.
   double (*gather[2])(const PrepBlock& b, void* buf, int64_t ld);
   // Percentiles qs[0..nq) (ascending, in [0, 100]) of a[0..n) with NumPy's "linear" method, by
-  // in-place quickselect (a is reordered). out[k] receives the k-th percentile.
-  void (*quantiles[2])(void* a, int64_t n, const double* qs, int nq, double* out);
+  // selection, never a full sort (a may be reordered). out[k] receives the k-th percentile.
+  // scratch: nq * (cap + 1) elements of the dtype for the candidate buffers (nq <= 8), or null.
+  void (*quantiles[2])(void* a, int64_t n, const double* qs, int nq, double* out, void* scratch, int64_t cap);
 };
 
 }  // namespace nk
