@@ -38,8 +38,9 @@ void init_fill(const py::handle& out_h, int dist, uint64_t seed, double a, doubl
   py::array out = py::reinterpret_borrow<py::array>(out_h);
   ArrayView ov = view_of(out, "out");
   if (!ov.writeable) throw py::value_error("out: array is read-only");
-  if (!ov.c_contiguous()) throw py::value_error("out: expected a C-contiguous array");
   const InitParams p = make_params(dist, seed, a, b);
+  if (ov.size == 0) return;
+  if (!ov.c_contiguous()) throw py::value_error("out: expected a C-contiguous array");
   const int di = ov.dtype == DType::f64 ? 1 : 0;
   const int64_t n = ov.size;
   const int64_t G = di ? kInitGroupF64 : kInitGroupF32;

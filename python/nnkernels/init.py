@@ -121,13 +121,13 @@ def _fill(shape, dist: int, a: float, b: float, seed, dtype, out) -> Any:
     if out is not None and type(out) is not np.ndarray and _gpu.is_gpu_array(out):
         dt = _dtype(dtype, out)
         return _gpu.init_fill(out, shape, dt, dist, seed, a, b)
+    if out is not None and not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a NumPy array (or a CUDA array), got {type(out).__name__}")
     dt = _dtype(dtype, out)
     if out is None:
         res = np.empty(shape, dtype=dt)
         _core.init_fill(res, dist, seed, a, b)
         return res
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a NumPy array (or a CUDA array), got {type(out).__name__}")
     if out.dtype != dt:
         raise TypeError(f"out: expected dtype {dt}, got {out.dtype}")
     if out.shape != shape:
