@@ -88,7 +88,8 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
   const double inv_r = 1.0 / double(R);
   if (flags & (kPrepMean | kPrepMoments)) {
     if (cs == 1) {
-      // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R
+      // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R,
+      // mean += sum d / R (corrected two-pass algorithm, Chan, Golub & LeVeque 1983)
       for (int64_t j = 0; j < C; ++j) mean[j] = 0.0;
       for (int64_t i = 0; i < R; ++i) {
         const T* __restrict__ r = x + i * rs;
@@ -105,9 +106,11 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
             m2[j] += d * d;
           }
         }
+        // corrected two-pass: the deviations' sum refines the mean and the sum of squares
         for (int64_t j = 0; j < C; ++j) {
           const double v = m2[j] - scratch[j] * scratch[j] * inv_r;
           m2[j] = v > 0.0 ? v : 0.0;
+          mean[j] += scratch[j] * inv_r;
         }
       }
     } else {
@@ -133,6 +136,7 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
           combine16(s2);
           const double v = s2[0] - s1[0] * s1[0] * inv_r;
           m2[j] = v > 0.0 ? v : 0.0;
+          mean[j] = mu + s1[0] * inv_r;
         }
       }
     }

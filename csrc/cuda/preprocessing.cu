@@ -50,7 +50,7 @@ __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t col
     hi = v > hi ? v : hi;
   }
   double m2 = s2 - s1 * s1 / n;
-  part[c * cols + j] = Stat4{mu, m2 > 0.0 ? m2 : 0.0, lo, hi};
+  part[c * cols + j] = Stat4{mu + s1 / n, m2 > 0.0 ? m2 : 0.0, lo, hi};
 }
 
 __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,

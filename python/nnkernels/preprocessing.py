@@ -305,13 +305,16 @@ class MinMaxScaler(_Estimator):
         self.scale_ = scale.astype(dt)
         self.min_ = (lo - mn * scale).astype(dt)
         self.n_samples_seen_ = np.int64(n)
+        # the kernels use float64 parameters in the form (x - data_min) * scale + low, which
+        # avoids the cancellation of x * scale_ + min_ for data far from zero
+        self._mn64, self._scale64 = mn.astype(np.float64), scale.astype(np.float64)
         return self
 
     def transform(self, X):
         self._check_fitted("scale_")
         X = self._validate(X, reset=False)
         d = self.n_features_in_
-        Y = _affine(X, np.zeros(d), self.scale_, self.min_, self.copy)
+        Y = _affine(X, self._mn64, self._scale64, np.full(d, float(self.feature_range[0])), self.copy)
         if self.clip:
             lo, hi = self.feature_range
             if _is_gpu(Y):
@@ -323,7 +326,8 @@ class MinMaxScaler(_Estimator):
     def inverse_transform(self, X):
         self._check_fitted("scale_")
         X = self._validate(X, reset=False)
-        return _affine(X, self.min_, 1.0 / self.scale_.astype(np.float64), None, self.copy)
+        d = self.n_features_in_
+        return _affine(X, np.full(d, float(self.feature_range[0])), 1.0 / self._scale64, self._mn64, self.copy)
 
 
 # ---------------------------------------------------------------- RobustScaler
@@ -469,7 +473,7 @@ class PCA(_Estimator):
                 raise ValueError(f"n_components: a float must lie in (0, 1), got {nc}")
         else:
             raise ValueError(f"n_components: expected None, an int or a float in (0, 1), got {nc!r}")
-        mean, _, _, _, _ = _stats(X, 1)
+        mean, _, _, _, _ = _stats(X, 2)
         if not np.isfinite(mean).all():
             raise _nonfinite_error(X)
         Xc = np.empty(X.shape, np.float64)
@@ -557,7 +561,7 @@ class ZCAWhitening(_Estimator):
         if _is_gpu(X):
             X = _gpu.to_numpy(X)
         n, d = X.shape
-        mean, _, _, _, _ = _stats(X, 1)
+        mean, _, _, _, _ = _stats(X, 2)
         if not np.isfinite(mean).all():
             raise _nonfinite_error(X)
         Xc = np.empty(X.shape, np.float64)
@@ -640,7 +644,7 @@ class ImageZeroCentering(_Estimator):
         if not first and X.shape[1:] != self._image_shape:
             raise ValueError(f"X: expected images of shape {self._image_shape}, got {X.shape[1:]}")
         flat = X.reshape(X.shape[0], -1)
-        mean_img, _, _, _, _ = _stats(flat, 1)
+        mean_img, _, _, _, _ = _stats(flat, 2)
         if not np.isfinite(mean_img).all():
             raise _nonfinite_error(X)
         n = X.shape[0]
