@@ -227,7 +227,7 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
       bad[size_t(g)] = K.gather[d](b, buf.data(), R);
       if (!std::isfinite(bad[size_t(g)])) return;
       std::vector<double> out(static_cast<size_t>(nq));
-      const int64_t cap = R / 8 + 64;
+      const int64_t cap = R / 4 + 64;
       std::vector<char> scratch(size_t(nq * (cap + 1) * es));
       for (int64_t j = c0; j < c1; ++j) {
         K.quantiles[d](buf.data() + (j - c0) * R * es, R, qs.data(), int(nq), out.data(), scratch.data(), cap);

@@ -340,9 +340,11 @@ double gather(const PrepBlock& b, void* bufv, int64_t ld) {
   return acc[0];
 }
 
-// Wirth/Hoare selection: afterwards a[k] is the k-th smallest of a[lo..hi], smaller or equal
-// elements before it, larger or equal after it. Median-of-three pivots (sorted and constant
-// inputs partition evenly: the scans stop on elements equal to the pivot).
+// Quickselect: afterwards a[k] is the k-th smallest of a[lo..hi], smaller or equal elements
+// before it, larger or equal after it. Median-of-three pivot; branch-free Lomuto partition
+// (the compare result advances the boundary instead of a branch, so random data costs no
+// mispredictions). When the pivot value repeats (few elements below it), a second branch-free
+// pass gathers the elements equal to the pivot, so constant or few-valued columns stay linear.
 template <class T>
 void select_kth(T* a, int64_t lo, int64_t hi, int64_t k) {
   while (hi > lo) {
@@ -350,23 +352,31 @@ void select_kth(T* a, int64_t lo, int64_t hi, int64_t k) {
     if (a[mid] < a[lo]) { T t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
     if (a[hi] < a[lo]) { T t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
     if (a[hi] < a[mid]) { T t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
-    const T pivot = a[mid];
-    int64_t i = lo, j = hi;
-    while (i <= j) {
-      while (a[i] < pivot) ++i;
-      while (pivot < a[j]) --j;
-      if (i <= j) {
-        T t = a[i]; a[i] = a[j]; a[j] = t;
-        ++i;
-        --j;
-      }
+    // pivot = median, parked at hi
+    { T t = a[mid]; a[mid] = a[hi]; a[hi] = t; }
+    const T pivot = a[hi];
+    int64_t j = lo;
+    for (int64_t i = lo; i < hi; ++i) {
+      const T v = a[i];
+      a[i] = a[j];
+      a[j] = v;
+      j += v < pivot ? 1 : 0;
     }
-    if (k <= j)
-      hi = j;
-    else if (k >= i)
-      lo = i;
-    else
-      return;
+    { T t = a[j]; a[j] = a[hi]; a[hi] = t; }  // a[lo..j) < pivot = a[j] <= a(j..hi]
+    if (k < j) {
+      hi = j - 1;
+      continue;
+    }
+    // a(j..hi] >= pivot: move the elements equal to the pivot next to it
+    int64_t e = j + 1;
+    for (int64_t i = j + 1; i <= hi; ++i) {
+      const T v = a[i];
+      a[i] = a[e];
+      a[e] = v;
+      e += v == pivot ? 1 : 0;
+    }
+    if (k < e) return;  // a[j..e) == pivot
+    lo = e;
   }
 }
 
@@ -411,19 +421,21 @@ void quantiles(void* av, int64_t n, const double* qs, int nq, double* out, void*
   }
   double lower[kMaxQ], upper[kMaxQ];
   bool ok = false;
-  if (n > 4 * kSample && nq <= kMaxQ && scratch) {
+  if (n >= 4096 && nq <= kMaxQ && scratch) {
     T sample[kSample];
-    const int64_t stride = n / kSample;
-    for (int64_t i = 0; i < kSample; ++i) sample[i] = a[i * stride];
+    const int64_t ns = n / 16 < kSample ? n / 16 : kSample;
+    const int64_t stride = n / ns;
+    for (int64_t i = 0; i < ns; ++i) sample[i] = a[i * stride];
     T lo[kMaxQ] = {}, hi[kMaxQ] = {};
-    const int64_t delta = 160;  // at least 3.5 standard deviations of a sample rank
+    // a sample rank has standard deviation <= sqrt(ns) / 2: bracket +-(4 sd + 8)
+    const int64_t delta = int64_t(2.0 * __builtin_sqrt(double(ns))) + 8;
     for (int q = 0; q < nq; ++q) {
-      const int64_t r = int64_t(double(ks[q]) / double(n - 1) * double(kSample - 1) + 0.5);
+      const int64_t r = int64_t(double(ks[q]) / double(n - 1) * double(ns - 1) + 0.5);
       const int64_t rl = r - delta < 0 ? 0 : r - delta;
-      const int64_t rh = r + delta > kSample - 1 ? kSample - 1 : r + delta;
-      select_kth(sample, 0, kSample - 1, rl);
+      const int64_t rh = r + delta > ns - 1 ? ns - 1 : r + delta;
+      select_kth(sample, 0, ns - 1, rl);
       lo[q] = sample[rl];
-      select_kth(sample, 0, kSample - 1, rh);
+      select_kth(sample, 0, ns - 1, rh);
       hi[q] = sample[rh];
     }
     // pass 1 (vectorised): counts below and inside each bracket
