@@ -216,7 +216,7 @@ def test_out_errors_leave_out_unchanged():
     out = np.full((4, 5), 3.0, np.float32)
     with pytest.raises(ValueError, match="out"):
         init.normal((5, 4), seed=0, out=out)
-    with pytest.raises(TypeError, match="out"):
+    with pytest.raises(ValueError, match="out"):
         init.normal((4, 5), seed=0, dtype=np.float64, out=out)
     ro = out.copy()
     ro.flags.writeable = False

@@ -97,7 +97,7 @@ ArrayView out_arg(const py::handle& out, const Matrix& m) {
   if (!py::isinstance<py::array>(out)) throw py::type_error("out: expected a NumPy array");
   ArrayView o = view_of(py::reinterpret_borrow<py::array>(out), "out");
   if (o.shape != m.v.shape) throw py::value_error("out: expected the shape of X");
-  if (o.dtype != m.v.dtype) throw py::type_error("out: expected the dtype of X");
+  if (o.dtype != m.v.dtype) throw py::value_error("out: expected the dtype of X");
   if (!o.writeable) throw py::value_error("out: array is read-only");
   if (may_overlap(o, m.v) && !(o.data == m.v.data && o.strides[0] == m.rs && o.strides[1] == m.cs))
     throw py::value_error("out: partially overlaps X");

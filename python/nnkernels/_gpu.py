@@ -296,7 +296,7 @@ def init_fill(out: Any, shape: tuple, dtype: np.dtype, dist: int, seed: int, a: 
     if tuple(cai["shape"]) != tuple(shape):
         raise ValueError(f"out: expected shape {tuple(shape)}, got {tuple(cai['shape'])}")
     if cai["typestr"] != np.dtype(dtype).str:
-        raise TypeError(f"out: expected dtype {np.dtype(dtype)}, got {cai['typestr']}")
+        raise ValueError(f"out: expected dtype {np.dtype(dtype)}, got {cai['typestr']}")
     if cai["data"][1]:
         raise ValueError("out: array is read-only")
     target = obj if is_contiguous(cai) else empty_like(obj)

@@ -129,7 +129,7 @@ def _fill(shape, dist: int, a: float, b: float, seed, dtype, out) -> Any:
         _core.init_fill(res, dist, seed, a, b)
         return res
     if out.dtype != dt:
-        raise TypeError(f"out: expected dtype {dt}, got {out.dtype}")
+        raise ValueError(f"out: expected dtype {dt}, got {out.dtype}")
     if out.shape != shape:
         raise ValueError(f"out: expected shape {shape}, got {out.shape}")
     if not out.flags.writeable:
