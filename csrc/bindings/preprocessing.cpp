@@ -217,7 +217,13 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   {
     py::gil_scoped_release release;
     parallel_for_chunks(C, kCols, [&](int64_t g, int64_t c0, int64_t c1) {
-      std::vector<char> buf(size_t((c1 - c0) * R * es));
+      // Per-thread buffers, kept between calls: fresh 10-100 MB allocations cost more in page
+      // faults and zeroing than the selection itself. (Released with the thread.)
+      thread_local std::vector<char> buf, scratch;
+      if (buf.size() < size_t((c1 - c0) * R * es)) {
+        buf = std::vector<char>();
+        buf.resize(size_t((c1 - c0) * R * es));
+      }
       PrepBlock b;
       b.x = static_cast<const char*>(m.v.data) + c0 * m.cs * es;
       b.rows = R;
@@ -227,8 +233,11 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
       bad[size_t(g)] = K.gather[d](b, buf.data(), R);
       if (!std::isfinite(bad[size_t(g)])) return;
       std::vector<double> out(static_cast<size_t>(nq));
-      const int64_t cap = R / 4 + 64;
-      std::vector<char> scratch(size_t(nq * (cap + 1) * es));
+      const int64_t cap = R;  // candidate buffers never overflow
+      if (scratch.size() < size_t(nq * (cap + 1) * es)) {
+        scratch = std::vector<char>();
+        scratch.resize(size_t(nq * (cap + 1) * es));
+      }
       for (int64_t j = c0; j < c1; ++j) {
         K.quantiles[d](buf.data() + (j - c0) * R * es, R, qs.data(), int(nq), out.data(), scratch.data(), cap);
         for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = out[size_t(k)];
@@ -260,7 +269,8 @@ NK_REGISTER_BINDINGS(preprocessing) {
         [](uintptr_t x, int64_t rows, int64_t cols, int dtype, uintptr_t stream) {
           if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
           if (rows < 1 || cols < 1) throw py::value_error("X: expected at least one row and one column");
-          std::vector<double> mean(size_t(cols)), m2(size_t(cols)), mn(size_t(cols)), mx(size_t(cols));
+          const size_t nc = static_cast<size_t>(cols);
+          std::vector<double> mean(nc), m2(nc), mn(nc), mx(nc);
           {
             py::gil_scoped_release release;
             cuda::col_stats(x, rows, cols, dtype, mean.data(), m2.data(), mn.data(), mx.data(), stream);
@@ -284,7 +294,7 @@ NK_REGISTER_BINDINGS(preprocessing) {
           if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
           int nt = norm == "l2" ? kNormL2 : norm == "l1" ? kNormL1 : norm == "max" ? kNormMax : -1;
           if (nt < 0) throw py::value_error("norm: expected 'l1', 'l2' or 'max'");
-          std::vector<double> norms(size_t(rows));
+          std::vector<double> norms(static_cast<size_t>(rows));
           {
             py::gil_scoped_release release;
             cuda::normalize(x, y, rows, cols, dtype, nt, norms.data(), stream);

@@ -380,6 +380,35 @@ void select_kth(T* a, int64_t lo, int64_t hi, int64_t k) {
   }
 }
 
+// Branch-free candidate copy: every value is stored at the end of each bracket's buffer, and
+// that buffer's length advances only when the value lies inside the bracket.
+template <class T, int NQ>
+inline void extract(const T* __restrict__ a, int64_t n, const T* lo, const T* hi, T* __restrict__ scratch,
+                    int64_t cap, int64_t* m, int64_t* below, int nq = NQ) {
+  T l[NQ], h[NQ];
+  T sink = T(0);
+  T* buf[NQ];
+  int64_t len[NQ], bl[NQ];
+  for (int q = 0; q < NQ; ++q) {
+    l[q] = q < nq ? lo[q] : T(1);
+    h[q] = q < nq ? hi[q] : T(0);  // empty bracket for unused slots
+    buf[q] = q < nq ? scratch + q * (cap + 1) : &sink;  // unused slots write to a sink
+    len[q] = bl[q] = 0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i];
+    for (int q = 0; q < NQ; ++q) {
+      buf[q][len[q]] = v;
+      len[q] += int64_t(v >= l[q]) & int64_t(v <= h[q]);
+      bl[q] += int64_t(v < l[q]);
+    }
+  }
+  for (int q = 0; q < nq; ++q) {
+    m[q] = len[q];
+    below[q] = bl[q];
+  }
+}
+
 // Value at rank k (0-based) of a[0..n) and, when want_next, the value at rank k + 1 (the
 // minimum of the part above k after the selection). a is reordered.
 template <class T>
@@ -433,43 +462,21 @@ void quantiles(void* av, int64_t n, const double* qs, int nq, double* out, void*
       const int64_t r = int64_t(double(ks[q]) / double(n - 1) * double(ns - 1) + 0.5);
       const int64_t rl = r - delta < 0 ? 0 : r - delta;
       const int64_t rh = r + delta > ns - 1 ? ns - 1 : r + delta;
+      // brackets that reach the ends of the sample extend to the ends of the data
       select_kth(sample, 0, ns - 1, rl);
-      lo[q] = sample[rl];
+      lo[q] = rl == 0 ? T(-__builtin_inf()) : sample[rl];
       select_kth(sample, 0, ns - 1, rh);
-      hi[q] = sample[rh];
+      hi[q] = rh == ns - 1 ? T(__builtin_inf()) : sample[rh];
     }
-    // pass 1 (vectorised): counts below and inside each bracket
-    int64_t below[kMaxQ] = {}, tot[kMaxQ] = {}, m[kMaxQ] = {};
-    for (int q = 0; q < nq; ++q) {
-      const T l = lo[q], h = hi[q];
-      int32_t bl[kAcc] = {}, in[kAcc] = {};
-      int64_t i = 0;
-      for (; i + kAcc <= n; i += kAcc)
-        for (int k = 0; k < kAcc; ++k) {
-          const T v = a[i + k];
-          bl[k] += v < l ? 1 : 0;
-          in[k] += (v >= l && v <= h) ? 1 : 0;
-        }
-      for (; i < n; ++i) {
-        bl[0] += a[i] < l ? 1 : 0;
-        in[0] += (a[i] >= l && a[i] <= h) ? 1 : 0;
-      }
-      for (int k = 0; k < kAcc; ++k) {
-        below[q] += bl[k];
-        tot[q] += in[k];
-      }
-    }
-    bool fits = true;
-    for (int q = 0; q < nq; ++q) fits = fits && tot[q] <= cap;
-    // pass 2 (branch-free): append every value to each bracket's buffer, advancing that buffer's
-    // length only when the value lies inside (pass 1 proved the lengths stay <= cap)
+    // one branch-free pass: values below each bracket are counted, values inside are copied
+    int64_t below[kMaxQ] = {}, m[kMaxQ] = {};
+    const bool fits = cap >= n;  // every buffer can take all n values
     if (fits) {
-      for (int64_t i = 0; i < n; ++i) {
-        const T v = a[i];
-        for (int q = 0; q < nq; ++q) {
-          scratch[q * (cap + 1) + m[q]] = v;
-          m[q] += (v >= lo[q]) & (v <= hi[q]);
-        }
+      switch (nq) {  // compile-time bracket counts keep the buffer lengths in registers
+        case 1: extract<T, 1>(a, n, lo, hi, scratch, cap, m, below); break;
+        case 2: extract<T, 2>(a, n, lo, hi, scratch, cap, m, below); break;
+        case 3: extract<T, 3>(a, n, lo, hi, scratch, cap, m, below); break;
+        default: extract<T, kMaxQ>(a, n, lo, hi, scratch, cap, m, below, nq); break;
       }
     }
     ok = true;

@@ -37,7 +37,8 @@ struct PrepKernels {
   double (*gather[2])(const PrepBlock& b, void* buf, int64_t ld);
   // Percentiles qs[0..nq) (ascending, in [0, 100]) of a[0..n) with NumPy's "linear" method, by
   // selection, never a full sort (a may be reordered). out[k] receives the k-th percentile.
-  // scratch: nq * (cap + 1) elements of the dtype for the candidate buffers (nq <= 8), or null.
+  // scratch: nq * (cap + 1) elements of the dtype for the candidate buffers (nq <= 8, cap >= n for
+  // the sampled path), or null (plain quickselect).
   void (*quantiles[2])(void* a, int64_t n, const double* qs, int nq, double* out, void* scratch, int64_t cap);
 };
 
