@@ -43,7 +43,7 @@ def make(case, dtype, rng=None):
         X[:, 1] = 3.25
         X[:, 4] = 0.0
     elif case == "large":  # several row blocks (threads) and long columns (percentile sampling)
-        X = rng.standard_normal((70001, 3)) * [1, 5, 0.1] + [0, 2, -1]
+        X = rng.standard_normal((100003, 3)) * [1, 5, 0.1] + [0, 2, -1]
     return np.asarray(X, dtype=dtype)
 
 
@@ -171,7 +171,7 @@ def test_threads_bitwise(threads, dtype, order):
             for attr in ("mean_", "var_", "center_", "scale_", "data_min_"):
                 if getattr(est, attr, None) is not None:
                     out.append(np.asarray(getattr(est, attr)))
-        out.append(P.ImageZeroCentering().fit_transform(X.reshape(-1, 1, 1, 3)[:70000]))
+        out.append(P.ImageZeroCentering().fit_transform(X[:100000].reshape(-1, 1, 1, 3)))
         res.append(out)
     for a, b in zip(*res):
         np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))

@@ -67,7 +67,13 @@ Matrix matrix_arg(const py::handle& h, const char* name) {
   return m;
 }
 
-int64_t block_rows(int64_t cols) { return std::max<int64_t>(16, 65536 / cols); }
+// Rows per block: a function of the shape only (never of the thread count). Matrices up to
+// 2^18 elements are one block, run inline on the calling thread (no parallel-region cost).
+constexpr int64_t kInlineElems = int64_t(1) << 18;
+int64_t block_rows(int64_t rows, int64_t cols, int64_t elems) {
+  if (rows * cols <= kInlineElems) return std::max<int64_t>(rows, 1);
+  return std::max<int64_t>(16, elems / cols);
+}
 
 PrepBlock block_of(const Matrix& m, int64_t r0, int64_t r1) {
   PrepBlock b;
@@ -107,7 +113,7 @@ ArrayView out_arg(const py::handle& out, const Matrix& m) {
 py::tuple col_stats(const py::handle& xh, int flags) {
   Matrix m = matrix_arg(xh, "X");
   if (flags <= 0 || flags > 7) throw py::value_error("flags: expected a combination of 1, 2, 4");
-  const int64_t C = m.cols, R = m.rows, RB = block_rows(C);
+  const int64_t C = m.cols, R = m.rows, RB = block_rows(R, C, 65536);
   const int64_t nb = num_chunks(R, RB);
   std::vector<double> mean(size_t(nb * C)), m2(size_t(nb * C)), mn(size_t(nb * C)), mx(size_t(nb * C)),
       bad(size_t(nb * C)), scratch(size_t(nb * C));
@@ -160,7 +166,7 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
   const auto fn = prep_kernels().affine[di(m.v.dtype)];
-  const int64_t RB = std::max<int64_t>(16, 32768 / m.cols);
+  const int64_t RB = block_rows(m.rows, m.cols, 32768);
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
   const int64_t ys = isz(o.dtype);
@@ -185,7 +191,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
   py::array_t<double> norms(py::ssize_t(m.rows));
   double* np_ = norms.mutable_data();
   const auto fn = prep_kernels().normalize[di(m.v.dtype)];
-  const int64_t RB = std::max<int64_t>(16, 32768 / m.cols);
+  const int64_t RB = block_rows(m.rows, m.cols, 32768);
   char* y = static_cast<char*>(o.data);
   const int64_t ys = isz(o.dtype);
   const bool stream = o.size * ys >= (int64_t(8) << 20);
@@ -208,7 +214,7 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   }
   const int64_t C = m.cols, R = m.rows, nq = int64_t(qs.size());
   constexpr int64_t kCols = 16;
-  const int64_t ngroups = num_chunks(C, kCols);
+  const int64_t ngroups = num_chunks(C, R * C <= kInlineElems ? C : kCols);
   std::vector<double> res(size_t(nq * C));
   std::vector<double> bad(size_t(ngroups), 0.0);
   const int d = di(m.v.dtype);
@@ -216,7 +222,8 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   const int64_t es = isz(m.v.dtype);
   {
     py::gil_scoped_release release;
-    parallel_for_chunks(C, kCols, [&](int64_t g, int64_t c0, int64_t c1) {
+    const int64_t gcols = R * C <= kInlineElems ? C : kCols;  // small: one inline chunk
+    parallel_for_chunks(C, gcols, [&](int64_t g, int64_t c0, int64_t c1) {
       // Per-thread buffers, kept between calls: fresh 10-100 MB allocations cost more in page
       // faults and zeroing than the selection itself. (Released with the thread.)
       thread_local std::vector<char> buf, scratch;
