@@ -13,6 +13,7 @@ import contextlib
 from typing import Iterator
 
 from . import _core
+from . import init, preprocessing
 from .activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -51,6 +52,7 @@ __all__ = [
     "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
     "batchnorm_backward_reduce", "batchnorm_backward_elemt", "BatchNorm", "LayerNorm",
     "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
+    "init", "preprocessing",
 ]
 
 

@@ -291,3 +291,105 @@ def pointer(x: Any, name: str) -> int:
     if not is_contiguous(cai):
         raise ValueError(f"{name}: expected a contiguous CUDA array")
     return int(cai["data"][0])
+
+
+def init_fill(out: Any, shape: tuple, dtype: np.dtype, dist: int, seed: int, a: float, b: float) -> Any:
+    """Fill a CUDA array with nnkernels' Philox numbers (csrc/cuda/init.cu), bit-identical to the CPU."""
+    _require_cuda()
+    obj = _as_cai_object(out)
+    cai = interface(obj, "out")
+    if tuple(cai["shape"]) != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got {tuple(cai['shape'])}")
+    if cai["typestr"] != np.dtype(dtype).str:
+        raise ValueError(f"out: expected dtype {np.dtype(dtype)}, got {cai['typestr']}")
+    if cai["data"][1]:
+        raise ValueError("out: array is read-only")
+    target = obj if is_contiguous(cai) else empty_like(obj)
+    tcai = interface(target, "out")
+    n = int(np.prod(shape, dtype=np.int64))
+    with on_device(obj):
+        _core.cuda_init_fill(tcai["data"][0], n, dtype_code(tcai), dist, seed, float(a), float(b), current_stream(obj))
+    if target is not obj:
+        copy_into(obj, target)
+    return out
+
+
+# ---------------------------------------------------------------- preprocessing (csrc/cuda/preprocessing.cu)
+
+def _matrix(X: Any, name: str = "X") -> tuple:
+    """(contiguous CAI object, interface, rows, cols) of a 2-D CUDA array."""
+    _require_cuda()
+    (obj,), (cai,) = prepare_inputs((X,), (name,))
+    shape = tuple(cai["shape"])
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got {len(shape)}-D")
+    return obj, cai, int(shape[0]), int(shape[1])
+
+
+def prep_col_stats(X: Any) -> tuple:
+    """(mean, M2, min, max) of the columns of a 2-D CUDA array, as float64 NumPy arrays."""
+    obj, cai, rows, cols = _matrix(X)
+    with on_device(obj):
+        return _core.cuda_prep_col_stats(cai["data"][0], rows, cols, dtype_code(cai), current_stream(obj))
+
+
+def prep_affine(X: Any, shift, scale, offset) -> Any:
+    """(X - shift) * scale + offset per column on the GPU; a new array of X's library."""
+    obj, cai, rows, cols = _matrix(X)
+    out = empty_like(obj)
+    ocai = interface(out, "out")
+    with on_device(obj):
+        _core.cuda_prep_affine(cai["data"][0], ocai["data"][0], rows, cols, dtype_code(cai),
+                               np.asarray(shift, np.float64), np.asarray(scale, np.float64),
+                               None if offset is None else np.asarray(offset, np.float64), current_stream(obj))
+    return out
+
+
+def prep_normalize(X: Any, norm: str) -> tuple:
+    """Rows of a 2-D CUDA array scaled to unit norm: (new array, norms as NumPy float64)."""
+    obj, cai, rows, cols = _matrix(X)
+    out = empty_like(obj)
+    ocai = interface(out, "out")
+    with on_device(obj):
+        norms = _core.cuda_prep_normalize(cai["data"][0], ocai["data"][0], rows, cols, dtype_code(cai), norm,
+                                          current_stream(obj))
+    return out, norms
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    lib = _library(x)
+    if lib == "cupy":
+        import cupy
+
+        return cupy.asnumpy(x)
+    if lib == "torch":
+        return x.detach().cpu().numpy()
+    return x.copy_to_host()
+
+
+def from_numpy_like(a: np.ndarray, like: Any) -> Any:
+    lib = _library(like)
+    if lib == "cupy":
+        import cupy
+
+        with like.device:
+            return cupy.asarray(a)
+    if lib == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
+    from numba import cuda
+
+    return cuda.to_device(a)
+
+
+def clip_(x: Any, lo: float, hi: float) -> None:
+    lib = _library(x)
+    if lib == "torch":
+        x.clamp_(lo, hi)
+    elif lib == "cupy":
+        import cupy
+
+        cupy.clip(x, lo, hi, out=x)
+    else:
+        raise TypeError("clip is not supported for Numba device arrays")

@@ -1,0 +1,59 @@
+"""Benchmark rows for weight initialisation: filling n float32 numbers, normal and uniform.
+
+Sizes: "small" 1000 numbers (call overhead), "large" 64M (the issue's target). Peers:
+``torch.nn.init.normal_`` / ``uniform_`` (in place), NumPy ``Generator.standard_normal`` /
+``random`` with ``out=``; nnkernels fills a preallocated ``out`` too. Compute-bound:
+kind="compute", elements=n.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from nnkernels import init
+
+from ._harness import Case, Context, Impl, size_label
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    dt = np.dtype(ctx.dtype)
+    for label in ctx.sizes:
+        n = ctx.elements(label)
+        out = np.empty(n, dt)
+        rng = np.random.default_rng(0)
+        torch = ctx.torch
+        t = torch.from_numpy(out) if torch is not None else None
+        for op in ("normal", "uniform"):
+            if op == "normal":
+                impls = [Impl("nnkernels", lambda: init.normal((n,), 1.0, seed=1, out=out)),
+                         Impl("numpy", lambda: rng.standard_normal(n, dtype=dt, out=out))]
+                if t is not None:
+                    impls.append(Impl("torch", lambda: torch.nn.init.normal_(t)))
+            else:
+                impls = [Impl("nnkernels", lambda: init.uniform((n,), 0.0, 1.0, seed=1, out=out)),
+                         Impl("numpy", lambda: rng.random(n, dtype=dt, out=out))]
+                if t is not None:
+                    impls.append(Impl("torch", lambda: torch.nn.init.uniform_(t)))
+            impls += _gpu_impls(ctx, op, n, dt)
+            yield Case("init", op, size_label(n), dt.name, impls, kind="compute", elements=n,
+                       bytes_moved=n * dt.itemsize)
+
+
+def _gpu_impls(ctx: Context, op: str, n: int, dt) -> list:
+    res = []
+    fn = init.normal if op == "normal" else init.uniform
+    if ctx.gpu and ctx.cupy is not None:
+        cp = ctx.cupy
+        g = cp.empty(n, dt)
+        res.append(Impl("nnkernels-cuda", lambda: fn((n,), seed=1, out=g), "cuda", cp.cuda.get_current_stream().synchronize))
+    elif ctx.gpu and ctx.torch_cuda:
+        torch = ctx.torch
+        g = torch.empty(n, dtype=getattr(torch, dt.name), device="cuda")
+        res.append(Impl("nnkernels-cuda", lambda: fn((n,), seed=1, out=g), "cuda", torch.cuda.synchronize))
+    if ctx.torch_cuda:
+        torch = ctx.torch
+        tg = torch.empty(n, dtype=getattr(torch, dt.name), device="cuda")
+        f = torch.nn.init.normal_ if op == "normal" else torch.nn.init.uniform_
+        res.append(Impl("torch-cuda", lambda: f(tg), "cuda", torch.cuda.synchronize))
+    return res

@@ -1,0 +1,89 @@
+"""Benchmark rows for the preprocessing estimators: fit_transform of StandardScaler,
+MinMaxScaler, RobustScaler and Normalizer on (n_samples x 100) float32 data.
+
+Sizes: "small" 1,000 x 100 (call overhead), "large" 1,000,000 x 100 (400 MB, the issue's
+targets). Peers: scikit-learn (Impl "sklearn"), a plain NumPy implementation (reference
+formulas) and the CUDA kernels when a GPU is present. bytes_moved counts the passes the op
+must make: statistics read X once (Robust: plus the column gather), the transform reads X and
+writes Y.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from nnkernels import preprocessing as P
+
+from ._harness import Case, Context, Impl
+
+COLS = 100
+
+
+def _rows(ctx: Context, label) -> int:
+    if isinstance(label, int):
+        return max(1, label // COLS)
+    if ctx.quick:
+        return {"small": 1000, "medium": 10000, "large": 20000}[label]
+    return {"small": 1000, "medium": 100000, "large": 1000000}[label]
+
+
+def _numpy(name, X):
+    if name == "StandardScaler":
+        def f():
+            m = X.mean(axis=0, dtype=np.float64)
+            s = X.std(axis=0, dtype=np.float64)
+            return ((X - m) / np.where(s == 0, 1, s)).astype(X.dtype)
+    elif name == "MinMaxScaler":
+        def f():
+            mn, mx = X.min(axis=0), X.max(axis=0)
+            r = np.where(mx - mn == 0, 1, mx - mn)
+            return (X - mn) / r
+    elif name == "RobustScaler":
+        def f():
+            q = np.percentile(X, [25, 50, 75], axis=0)
+            r = np.where(q[2] - q[0] == 0, 1, q[2] - q[0])
+            return ((X - q[1]) / r).astype(X.dtype)
+    else:
+        def f():
+            n = np.sqrt(np.einsum("ij,ij->i", X, X))
+            return X / np.where(n == 0, 1, n)[:, None]
+    return f
+
+
+def cases(ctx: Context) -> Iterator[Case]:
+    try:
+        import sklearn.preprocessing as skp
+    except ImportError:  # scikit-learn is a test/bench extra
+        skp = None
+    dt = np.dtype(ctx.dtype)
+    for label in ctx.sizes:
+        n = _rows(ctx, label)
+        X = ctx.rng.standard_normal((n, COLS), dtype=np.float64).astype(dt) * 3 + 1
+        nbytes = X.nbytes
+        for name in ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer"):
+            ours = getattr(P, name)
+            impls = [Impl("nnkernels", lambda c=ours: c().fit_transform(X))]
+            if skp is not None:
+                theirs = getattr(skp, name)
+                impls.append(Impl("sklearn", lambda c=theirs: c().fit_transform(X)))
+            # NumPy percentiles sort every column: skip that peer at the large size unless quick
+            if not (name == "RobustScaler" and n > 100000):
+                impls.append(Impl("numpy", _numpy(name, X)))
+            if ctx.gpu and name != "RobustScaler":
+                impls += _gpu_impls(ctx, ours, X)
+            passes = 2 if name == "Normalizer" else 3
+            yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
+                       note="fit_transform")
+
+
+def _gpu_impls(ctx: Context, cls, X) -> list:
+    if ctx.cupy is not None:
+        cp = ctx.cupy
+        g = cp.asarray(X)
+        return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", cp.cuda.get_current_stream().synchronize)]
+    if ctx.torch_cuda:
+        torch = ctx.torch
+        g = torch.from_numpy(X).cuda()
+        return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", torch.cuda.synchronize)]
+    return []

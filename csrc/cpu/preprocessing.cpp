@@ -1,0 +1,525 @@
+// Data-preprocessing kernels on a block of rows of a 2-D float32/float64 matrix:
+// column statistics (two-pass mean / sum of squared deviations, min/max, finiteness), fused
+// per-column affine transforms y = (x - a) * s + c, row normalisation (l2/l1/max), a
+// transposing column gather and per-column percentiles by quickselect (no sort).
+// C order (cs == 1): rows outer, columns inner (vectorised across columns, each column's
+// accumulation order stays sequential). F order (rs == 1): columns outer, rows inner, with
+// 16 fixed accumulators combined pairwise, so the rounding never depends on the vector width.
+// Statistics accumulate in float64 for both dtypes. Blocks are merged by the host
+// (csrc/bindings/preprocessing.cpp, Chan et al.'s pairwise update) in block order.
+// Reference: nnkernels.reference.preprocessing; CUDA twin: csrc/cuda/preprocessing.cu.
+// Test: pytest tests/test_preprocessing.py; bench: python -m nnkernels bench --ops preprocessing
+#include "cpu/preprocessing.hpp"
+
+#include <cstring>
+
+#include "core/simd.hpp"
+
+NK_KERNEL_NAMESPACE_BEGIN
+namespace {
+
+constexpr int kAcc = 16;
+
+// Copy n elements to dst with non-temporal stores (head peeled to the vector alignment).
+template <class T>
+inline void stream_out(T* dst, const T* src, int64_t n) {
+  using S = Simd<T>;
+  const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(dst) % kVecBytes);
+  if (mis % int64_t(sizeof(T)) != 0) {
+    std::memcpy(dst, src, size_t(n) * sizeof(T));
+    return;
+  }
+  int64_t i = 0;
+  if (mis) {
+    i = (kVecBytes - mis) / int64_t(sizeof(T));
+    if (i > n) i = n;
+    std::memcpy(dst, src, size_t(i) * sizeof(T));
+  }
+  for (; i + S::N <= n; i += S::N) S::stream(dst + i, S::load(src + i));
+  if (i < n) std::memcpy(dst + i, src + i, size_t(n - i) * sizeof(T));
+}
+
+constexpr int64_t kTile = 8192;
+
+// Apply row_op(r, o) to each row of a C-order block. With `stream` and contiguous output rows,
+// rows are produced into an L1-resident tile and written out with non-temporal stores (no
+// read-for-ownership of the destination lines).
+template <class T, class RowOp>
+inline void for_rows(const PrepBlock& b, T* y, int64_t yrs, int64_t ycs, bool stream, RowOp row_op) {
+  const T* x = static_cast<const T*>(b.x);
+  const int64_t R = b.rows, C = b.cols;
+  if (stream && ycs == 1 && yrs == C && C <= kTile) {
+    alignas(64) T tile[kTile];
+    const int64_t per = kTile / C;
+    for (int64_t i0 = 0; i0 < R; i0 += per) {
+      const int64_t i1 = i0 + per < R ? i0 + per : R;
+      for (int64_t i = i0; i < i1; ++i) row_op(x + i * b.rs, tile + (i - i0) * C, int64_t(1));
+      stream_out(y + i0 * yrs, tile, (i1 - i0) * C);
+    }
+    stream_fence();
+    return;
+  }
+  for (int64_t i = 0; i < R; ++i) row_op(x + i * b.rs, y + i * yrs, ycs);
+}
+
+inline void combine16(double* acc) {
+  for (int w = kAcc / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+}
+
+// sum_i f(p[i]) over a contiguous run, 16 accumulators (ISA-independent order)
+template <class T, class F>
+inline double sum16(const T* __restrict__ p, int64_t n, F f) {
+  double acc[kAcc] = {};
+  int64_t i = 0;
+  for (; i + kAcc <= n; i += kAcc)
+    for (int k = 0; k < kAcc; ++k) acc[k] += f(double(p[i + k]));
+  for (int k = 0; i + k < n; ++k) acc[k] += f(double(p[i + k]));
+  combine16(acc);
+  return acc[0];
+}
+
+template <class T>
+void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double* __restrict__ m2,
+               double* __restrict__ mn, double* __restrict__ mx, double* __restrict__ bad,
+               double* __restrict__ scratch) {
+  const T* x = static_cast<const T*>(b.x);
+  const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
+  const double inv_r = 1.0 / double(R);
+  if (flags & (kPrepMean | kPrepMoments)) {
+    if (cs == 1) {
+      // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R,
+      // mean += sum d / R (corrected two-pass algorithm, Chan, Golub & LeVeque 1983)
+      for (int64_t j = 0; j < C; ++j) mean[j] = 0.0;
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        for (int64_t j = 0; j < C; ++j) mean[j] += double(r[j]);
+      }
+      for (int64_t j = 0; j < C; ++j) mean[j] *= inv_r;
+      if (flags & kPrepMoments) {
+        for (int64_t j = 0; j < C; ++j) scratch[j] = m2[j] = 0.0;
+        for (int64_t i = 0; i < R; ++i) {
+          const T* __restrict__ r = x + i * rs;
+          for (int64_t j = 0; j < C; ++j) {
+            const double d = double(r[j]) - mean[j];
+            scratch[j] += d;
+            m2[j] += d * d;
+          }
+        }
+        // corrected two-pass: the deviations' sum refines the mean and the sum of squares
+        for (int64_t j = 0; j < C; ++j) {
+          const double v = m2[j] - scratch[j] * scratch[j] * inv_r;
+          m2[j] = v > 0.0 ? v : 0.0;
+          mean[j] += scratch[j] * inv_r;
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < C; ++j) {
+        const T* col = x + j * cs;
+        const double mu = sum16(col, R, [](double v) { return v; }) * inv_r;
+        mean[j] = mu;
+        if (flags & kPrepMoments) {
+          double s1[kAcc] = {}, s2[kAcc] = {};
+          int64_t i = 0;
+          for (; i + kAcc <= R; i += kAcc)
+            for (int k = 0; k < kAcc; ++k) {
+              const double d = double(col[i + k]) - mu;
+              s1[k] += d;
+              s2[k] += d * d;
+            }
+          for (int k = 0; i + k < R; ++k) {
+            const double d = double(col[i + k]) - mu;
+            s1[k] += d;
+            s2[k] += d * d;
+          }
+          combine16(s1);
+          combine16(s2);
+          const double v = s2[0] - s1[0] * s1[0] * inv_r;
+          m2[j] = v > 0.0 ? v : 0.0;
+          mean[j] = mu + s1[0] * inv_r;
+        }
+      }
+    }
+  }
+  if (flags & kPrepMinMax) {
+    if (cs == 1) {
+      // min/max exact in the data type; bad[j] = sum (x - x): 0 for finite data, NaN otherwise
+      for (int64_t j = 0; j < C; ++j) {
+        mn[j] = mx[j] = double(x[j]);
+        bad[j] = 0.0;
+      }
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        for (int64_t j = 0; j < C; ++j) {
+          const double v = double(r[j]);
+          mn[j] = v < mn[j] ? v : mn[j];
+          mx[j] = v > mx[j] ? v : mx[j];
+          bad[j] += double(r[j] - r[j]);
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < C; ++j) {
+        const T* __restrict__ col = x + j * cs;
+        T lo[kAcc], hi[kAcc];
+        double bd[kAcc] = {};
+        for (int k = 0; k < kAcc; ++k) lo[k] = hi[k] = col[0];
+        int64_t i = 0;
+        for (; i + kAcc <= R; i += kAcc)
+          for (int k = 0; k < kAcc; ++k) {
+            const T v = col[i + k];
+            lo[k] = v < lo[k] ? v : lo[k];
+            hi[k] = v > hi[k] ? v : hi[k];
+            bd[k] += double(v - v);
+          }
+        for (int k = 0; i + k < R; ++k) {
+          const T v = col[i + k];
+          lo[k] = v < lo[k] ? v : lo[k];
+          hi[k] = v > hi[k] ? v : hi[k];
+          bd[k] += double(v - v);
+        }
+        T l = lo[0], h = hi[0];
+        for (int k = 1; k < kAcc; ++k) {
+          l = lo[k] < l ? lo[k] : l;
+          h = hi[k] > h ? hi[k] : h;
+        }
+        combine16(bd);
+        mn[j] = double(l);
+        mx[j] = double(h);
+        bad[j] = bd[0];
+      }
+    }
+  }
+}
+
+// y = (x - a[j]) * s[j] + c[j] in float64, rounded to T
+template <class T>
+void affine(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, const double* __restrict__ a,
+            const double* __restrict__ s, const double* __restrict__ c, bool stream) {
+  const T* x = static_cast<const T*>(b.x);
+  T* y = static_cast<T*>(yv);
+  const int64_t R = b.rows, C = b.cols;
+  if (b.cs == 1) {
+    for_rows<T>(b, y, yrs, ycs, stream, [&](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
+      if (oc == 1) {
+        if (c)
+          for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j] + c[j]);
+        else
+          for (int64_t j = 0; j < C; ++j) o[j] = T((double(r[j]) - a[j]) * s[j]);
+      } else {
+        for (int64_t j = 0; j < C; ++j) o[j * oc] = T((double(r[j]) - a[j]) * s[j] + (c ? c[j] : 0.0));
+      }
+    });
+  } else if (b.rs == 1 && yrs == 1) {
+    for (int64_t j = 0; j < C; ++j) {
+      const T* __restrict__ col = x + j * b.cs;
+      T* __restrict__ o = y + j * ycs;
+      const double aj = a[j], sj = s[j], cj = c ? c[j] : 0.0;
+      if (c)
+        for (int64_t i = 0; i < R; ++i) o[i] = T((double(col[i]) - aj) * sj + cj);
+      else
+        for (int64_t i = 0; i < R; ++i) o[i] = T((double(col[i]) - aj) * sj);
+    }
+  } else {
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t j = 0; j < C; ++j) {
+        const double v = (double(x[i * b.rs + j * b.cs]) - a[j]) * s[j];
+        y[i * yrs + j * ycs] = T(c ? v + c[j] : v);
+      }
+  }
+}
+
+inline double absd(double v) { return v < 0.0 ? -v : v; }
+
+template <class T>
+inline double row_norm_contig(const T* __restrict__ r, int64_t C, int norm) {
+  if (norm == kNormL2) return __builtin_sqrt(sum16(r, C, [](double v) { return v * v; }));
+  if (norm == kNormL1) return sum16(r, C, [](double v) { return absd(v); });
+  double m[kAcc] = {};
+  int64_t j = 0;
+  for (; j + kAcc <= C; j += kAcc)
+    for (int k = 0; k < kAcc; ++k) {
+      const double v = absd(double(r[j + k]));
+      m[k] = v > m[k] ? v : m[k];
+    }
+  double bd = 0.0;  // NaN must not vanish in the max
+  for (int k = 0; j + k < C; ++k) {
+    const double v = absd(double(r[j + k]));
+    m[k] = v > m[k] ? v : m[k];
+  }
+  for (int64_t t = 0; t < C; ++t) bd += double(r[t] - r[t]);
+  double best = m[0];
+  for (int k = 1; k < kAcc; ++k) best = m[k] > best ? m[k] : best;
+  return best + bd;
+}
+
+template <class T>
+void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm, double* __restrict__ norms,
+               double* __restrict__ scratch, bool stream) {
+  const T* x = static_cast<const T*>(b.x);
+  T* y = static_cast<T*>(yv);
+  const int64_t R = b.rows, C = b.cols;
+  if (b.cs == 1) {
+    // row norm in float64 (16 fixed accumulators); the row is scaled by the reciprocal in T
+    int64_t i = 0;
+    for_rows<T>(b, y, yrs, ycs, stream, [&](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
+      const double nv = row_norm_contig(r, C, norm);
+      norms[i++] = nv;
+      const T inv = T(1.0 / (nv == 0.0 ? 1.0 : nv));
+      if (oc == 1)
+        for (int64_t j = 0; j < C; ++j) o[j] = r[j] * inv;
+      else
+        for (int64_t j = 0; j < C; ++j) o[j * oc] = r[j] * inv;
+    });
+    return;
+  }
+  // F order: accumulate the row norms column by column (sequential over columns per row)
+  for (int64_t i = 0; i < R; ++i) scratch[i] = 0.0;
+  double* __restrict__ acc = scratch;
+  for (int64_t j = 0; j < C; ++j) {
+    const T* __restrict__ col = x + j * b.cs;
+    if (norm == kNormL2)
+      for (int64_t i = 0; i < R; ++i) acc[i] += double(col[i]) * double(col[i]);
+    else if (norm == kNormL1)
+      for (int64_t i = 0; i < R; ++i) acc[i] += absd(double(col[i]));
+    else
+      for (int64_t i = 0; i < R; ++i) {
+        const double v = absd(double(col[i]));
+        acc[i] = v > acc[i] ? v : acc[i];
+      }
+  }
+  if (norm == kNormMax) {  // propagate NaN/inf like the other norms
+    for (int64_t j = 0; j < C; ++j) {
+      const T* __restrict__ col = x + j * b.cs;
+      for (int64_t i = 0; i < R; ++i) acc[i] += double(col[i] - col[i]);
+    }
+  }
+  for (int64_t i = 0; i < R; ++i) {
+    const double nv = norm == kNormL2 ? __builtin_sqrt(acc[i]) : acc[i];
+    norms[i] = nv;
+    acc[i] = 1.0 / (nv == 0.0 ? 1.0 : nv);
+  }
+  for (int64_t j = 0; j < C; ++j) {
+    const T* __restrict__ col = x + j * b.cs;
+    if (yrs == 1) {
+      T* __restrict__ o = y + j * ycs;
+      for (int64_t i = 0; i < R; ++i) o[i] = T(double(col[i]) * acc[i]);
+    } else {
+      for (int64_t i = 0; i < R; ++i) y[i * yrs + j * ycs] = T(double(col[i]) * acc[i]);
+    }
+  }
+}
+
+template <class T>
+double gather(const PrepBlock& b, void* bufv, int64_t ld) {
+  const T* x = static_cast<const T*>(b.x);
+  T* buf = static_cast<T*>(bufv);
+  const int64_t R = b.rows, C = b.cols;
+  double bad = 0.0;
+  if (b.rs == 1) {
+    for (int64_t j = 0; j < C; ++j) {
+      const T* __restrict__ col = x + j * b.cs;
+      T* __restrict__ dst = buf + j * ld;
+      for (int64_t i = 0; i < R; ++i) dst[i] = col[i];
+      bad += sum16(col, R, [](double v) { return v - v; });
+    }
+    return bad;
+  }
+  double acc[kAcc] = {};
+  for (int64_t j0 = 0; j0 < C; j0 += kAcc) {
+    const int64_t jn = C - j0 < kAcc ? C - j0 : kAcc;
+    for (int64_t i = 0; i < R; ++i) {
+      const T* __restrict__ r = x + i * b.rs + j0 * b.cs;
+      for (int64_t k = 0; k < jn; ++k) {
+        const T v = r[k * b.cs];
+        buf[(j0 + k) * ld + i] = v;
+        acc[k] += double(v - v);
+      }
+    }
+  }
+  combine16(acc);
+  return acc[0];
+}
+
+// Quickselect: afterwards a[k] is the k-th smallest of a[lo..hi], smaller or equal elements
+// before it, larger or equal after it. Median-of-three pivot; branch-free Lomuto partition
+// (the compare result advances the boundary instead of a branch, so random data costs no
+// mispredictions). When the pivot value repeats (few elements below it), a second branch-free
+// pass gathers the elements equal to the pivot, so constant or few-valued columns stay linear.
+template <class T>
+void select_kth(T* a, int64_t lo, int64_t hi, int64_t k) {
+  while (hi > lo) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < a[lo]) { T t = a[mid]; a[mid] = a[lo]; a[lo] = t; }
+    if (a[hi] < a[lo]) { T t = a[hi]; a[hi] = a[lo]; a[lo] = t; }
+    if (a[hi] < a[mid]) { T t = a[hi]; a[hi] = a[mid]; a[mid] = t; }
+    // pivot = median, parked at hi
+    { T t = a[mid]; a[mid] = a[hi]; a[hi] = t; }
+    const T pivot = a[hi];
+    int64_t j = lo;
+    for (int64_t i = lo; i < hi; ++i) {
+      const T v = a[i];
+      a[i] = a[j];
+      a[j] = v;
+      j += v < pivot ? 1 : 0;
+    }
+    { T t = a[j]; a[j] = a[hi]; a[hi] = t; }  // a[lo..j) < pivot = a[j] <= a(j..hi]
+    if (k < j) {
+      hi = j - 1;
+      continue;
+    }
+    // a(j..hi] >= pivot: move the elements equal to the pivot next to it
+    int64_t e = j + 1;
+    for (int64_t i = j + 1; i <= hi; ++i) {
+      const T v = a[i];
+      a[i] = a[e];
+      a[e] = v;
+      e += v == pivot ? 1 : 0;
+    }
+    if (k < e) return;  // a[j..e) == pivot
+    lo = e;
+  }
+}
+
+// Branch-free candidate copy: every value is stored at the end of each bracket's buffer, and
+// that buffer's length advances only when the value lies inside the bracket.
+template <class T, int NQ>
+inline void extract(const T* __restrict__ a, int64_t n, const T* lo, const T* hi, T* __restrict__ scratch,
+                    int64_t cap, int64_t* m, int64_t* below, int nq = NQ) {
+  T l[NQ], h[NQ];
+  T sink = T(0);
+  T* buf[NQ];
+  int64_t len[NQ], bl[NQ];
+  for (int q = 0; q < NQ; ++q) {
+    l[q] = q < nq ? lo[q] : T(1);
+    h[q] = q < nq ? hi[q] : T(0);  // empty bracket for unused slots
+    buf[q] = q < nq ? scratch + q * (cap + 1) : &sink;  // unused slots write to a sink
+    len[q] = bl[q] = 0;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i];
+    for (int q = 0; q < NQ; ++q) {
+      buf[q][len[q]] = v;
+      len[q] += int64_t(v >= l[q]) & int64_t(v <= h[q]);
+      bl[q] += int64_t(v < l[q]);
+    }
+  }
+  for (int q = 0; q < nq; ++q) {
+    m[q] = len[q];
+    below[q] = bl[q];
+  }
+}
+
+// Value at rank k (0-based) of a[0..n) and, when want_next, the value at rank k + 1 (the
+// minimum of the part above k after the selection). a is reordered.
+template <class T>
+inline void rank_pair(T* a, int64_t n, int64_t k, bool want_next, double& lower, double& upper) {
+  select_kth(a, 0, n - 1, k);
+  lower = double(a[k]);
+  upper = lower;
+  if (want_next && k + 1 < n) {
+    T m = a[k + 1];
+    for (int64_t i = k + 2; i < n; ++i) m = a[i] < m ? a[i] : m;
+    upper = double(m);
+  }
+}
+
+// NumPy's "linear" percentile: v = (n - 1) q, lower = rank floor(v), upper = rank floor(v) + 1,
+// g = v - floor(v), result = lower + (upper - lower) g (upper - (upper - lower)(1 - g) if g >= 0.5).
+//
+// Selection (in the spirit of Floyd & Rivest's SELECT, CACM 1975): for long columns, pivots
+// bracketing each wanted rank are taken from a strided sample of 8192 values (selected, not
+// sorted); one branch-free pass counts the values below each bracket and copies the values
+// inside it to scratch (nq buffers of cap + 1); the wanted ranks are then selected among
+// those few candidates. If a bracket misses its rank (or overflows cap) the column falls
+// back to quickselect on all of a (reordering it), so the result is always exact.
+template <class T>
+void quantiles(void* av, int64_t n, const double* qs, int nq, double* out, void* scratch_v, int64_t cap) {
+  T* a = static_cast<T*>(av);
+  T* scratch = static_cast<T*>(scratch_v);
+  constexpr int kMaxQ = 8;
+  constexpr int64_t kSample = 8192;
+  int64_t ks[kMaxQ];
+  double gs[kMaxQ];
+  for (int q = 0; q < nq; ++q) {
+    const double v = double(n - 1) * (qs[q] / 100.0);
+    int64_t k = int64_t(v);
+    if (k > n - 1) k = n - 1;
+    if (k < 0) k = 0;
+    ks[q] = k;
+    gs[q] = v - double(k);
+  }
+  double lower[kMaxQ], upper[kMaxQ];
+  bool ok = false;
+  if (n >= 4096 && nq <= kMaxQ && scratch) {
+    T sample[kSample];
+    const int64_t ns = n / 16 < kSample ? n / 16 : kSample;
+    const int64_t stride = n / ns;
+    for (int64_t i = 0; i < ns; ++i) sample[i] = a[i * stride];
+    T lo[kMaxQ] = {}, hi[kMaxQ] = {};
+    // a sample rank has standard deviation <= sqrt(ns) / 2: bracket +-(4 sd + 8)
+    const int64_t delta = int64_t(2.0 * __builtin_sqrt(double(ns))) + 8;
+    for (int q = 0; q < nq; ++q) {
+      const int64_t r = int64_t(double(ks[q]) / double(n - 1) * double(ns - 1) + 0.5);
+      const int64_t rl = r - delta < 0 ? 0 : r - delta;
+      const int64_t rh = r + delta > ns - 1 ? ns - 1 : r + delta;
+      // brackets that reach the ends of the sample extend to the ends of the data
+      select_kth(sample, 0, ns - 1, rl);
+      lo[q] = rl == 0 ? T(-__builtin_inf()) : sample[rl];
+      select_kth(sample, 0, ns - 1, rh);
+      hi[q] = rh == ns - 1 ? T(__builtin_inf()) : sample[rh];
+    }
+    // one branch-free pass: values below each bracket are counted, values inside are copied
+    int64_t below[kMaxQ] = {}, m[kMaxQ] = {};
+    const bool fits = cap >= n;  // every buffer can take all n values
+    if (fits) {
+      switch (nq) {  // compile-time bracket counts keep the buffer lengths in registers
+        case 1: extract<T, 1>(a, n, lo, hi, scratch, cap, m, below); break;
+        case 2: extract<T, 2>(a, n, lo, hi, scratch, cap, m, below); break;
+        case 3: extract<T, 3>(a, n, lo, hi, scratch, cap, m, below); break;
+        default: extract<T, kMaxQ>(a, n, lo, hi, scratch, cap, m, below, nq); break;
+      }
+    }
+    ok = true;
+    for (int q = 0; q < nq && ok; ++q) {
+      const int64_t k = ks[q] - below[q];
+      const bool want_next = gs[q] > 0.0 && ks[q] + 1 < n;
+      if (!fits || k < 0 || k >= m[q] || (want_next && k + 1 >= m[q])) {
+        ok = false;
+        break;
+      }
+      rank_pair(scratch + q * (cap + 1), m[q], k, want_next, lower[q], upper[q]);
+    }
+  }
+  if (!ok) {
+    int64_t done = -1;  // a[0..done] hold the smallest done+1 values, a[done] the largest of them
+    for (int q = 0; q < nq; ++q) {
+      const int64_t k = ks[q];
+      if (k > done) {
+        select_kth(a, done + 1, n - 1, k);
+        done = k;
+      }
+      lower[q] = double(a[k]);
+      upper[q] = lower[q];
+      if (k + 1 < n && gs[q] > 0.0) {
+        T mn = a[k + 1];
+        for (int64_t i = k + 2; i < n; ++i) mn = a[i] < mn ? a[i] : mn;
+        upper[q] = double(mn);
+      }
+    }
+  }
+  for (int q = 0; q < nq; ++q) {
+    const double g = gs[q], diff = upper[q] - lower[q];
+    out[q] = g >= 0.5 ? upper[q] - diff * (1.0 - g) : lower[q] + diff * g;
+  }
+}
+
+}  // namespace
+NK_KERNEL_NAMESPACE_END
+
+NK_DEFINE_ISA_TABLE(PrepKernels, prep_kernels) = {
+    {&nk::NK_ISA_NS::col_stats<float>, &nk::NK_ISA_NS::col_stats<double>},
+    {&nk::NK_ISA_NS::affine<float>, &nk::NK_ISA_NS::affine<double>},
+    {&nk::NK_ISA_NS::normalize<float>, &nk::NK_ISA_NS::normalize<double>},
+    {&nk::NK_ISA_NS::gather<float>, &nk::NK_ISA_NS::gather<double>},
+    {&nk::NK_ISA_NS::quantiles<float>, &nk::NK_ISA_NS::quantiles<double>},
+};

@@ -1,0 +1,47 @@
+// Data-preprocessing kernels (column statistics, quantile selection, fused per-column affine
+// transforms, row normalisation): table of per-ISA kernels working on a block of rows of a
+// 2-D matrix given with element strides (rs, cs); the host code (csrc/bindings/preprocessing.cpp)
+// cuts the rows into fixed blocks and merges the per-block results in block order.
+#pragma once
+#include "core/common.hpp"
+#include "core/isa_table.hpp"
+
+namespace nk {
+
+enum PrepStatsFlags : int { kPrepMean = 1, kPrepMoments = 2, kPrepMinMax = 4 };
+enum PrepNorm : int { kNormL2 = 0, kNormL1 = 1, kNormMax = 2 };
+
+struct PrepBlock {
+  const void* x;      // first element of the block (row r0, column 0)
+  int64_t rows, cols;
+  int64_t rs, cs;     // element strides of x; either cs == 1 (C order) or rs == 1 (F order)
+};
+
+struct PrepKernels {
+  // Per-column statistics of a block. mean: column means (kPrepMean / kPrepMoments);
+  // m2: sums of squared deviations from the block mean, two-pass (kPrepMoments); mn/mx:
+  // minima/maxima and bad: sum of (x - x), NaN when a non-finite value occurs (kPrepMinMax).
+  // scratch: `cols` doubles.
+  void (*col_stats[2])(const PrepBlock& b, int flags, double* mean, double* m2, double* mn, double* mx,
+                       double* bad, double* scratch);
+  // y = (x - a[j]) * s[j] + c[j] (c may be null), evaluated in float64, rounded to the dtype.
+  // stream: non-temporal stores for C-order output with contiguous rows (outputs far above the caches).
+  void (*affine[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, const double* a, const double* s,
+                    const double* c, bool stream);
+  // Rows scaled by 1 / norm (norm 0 -> 1); norms[i] receives the norm of row i (before the fix).
+  // scratch: `rows` doubles.
+  void (*normalize[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, int norm, double* norms,
+                       double* scratch, bool stream);
+  // Transposed copy of columns [0, b.cols) of the block into buf (column j at buf + j * ld);
+  // returns the sum of (x - x): NaN iff a value is NaN or infinite.
+  double (*gather[2])(const PrepBlock& b, void* buf, int64_t ld);
+  // Percentiles qs[0..nq) (ascending, in [0, 100]) of a[0..n) with NumPy's "linear" method, by
+  // selection, never a full sort (a may be reordered). out[k] receives the k-th percentile.
+  // scratch: nq * (cap + 1) elements of the dtype for the candidate buffers (nq <= 8, cap >= n for
+  // the sampled path), or null (plain quickselect).
+  void (*quantiles[2])(void* a, int64_t n, const double* qs, int nq, double* out, void* scratch, int64_t cap);
+};
+
+}  // namespace nk
+
+NK_DECLARE_ISA_TABLE(PrepKernels, prep_kernels)
