@@ -15,14 +15,6 @@ import pytest
 import nnkernels as nk
 from nnkernels import distributed
 
-HAS_NORM = all(hasattr(nk, f) for f in ("batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
-                                         "batchnorm_backward_reduce", "batchnorm_backward_elemt"))
-try:
-    from nnkernels import optim as _optim  # noqa: F401
-
-    HAS_OPTIM = True
-except ImportError:
-    HAS_OPTIM = False
 
 # The training run both sides execute: rank r of K trains on its shard of each global batch.
 WORKER = textwrap.dedent('''
@@ -102,10 +94,9 @@ def _reference(mode, optimizer):
 @pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.parametrize("mode, optimizer", [
     ("plain", "sgd"),
-    pytest.param("batchnorm", "sgd", marks=pytest.mark.skipif(not HAS_NORM, reason="norm kernels not merged")),
-    pytest.param("batchnorm-tanh", "sgd", marks=pytest.mark.skipif(not HAS_NORM, reason="norm kernels not merged")),
-    pytest.param("batchnorm", "adam", marks=pytest.mark.skipif(not (HAS_NORM and HAS_OPTIM),
-                                                               reason="norm / optim not merged")),
+    ("batchnorm", "sgd"),
+    ("batchnorm-tanh", "sgd"),
+    ("batchnorm", "adam"),
 ])
 def test_ranks_match_single_process(tmp_path, ranks, mode, optimizer):
     exe = _mpiexec()
@@ -151,11 +142,6 @@ def test_scaled_loss_gradient():
     np.testing.assert_array_equal(d, 0.25)
 
 
-HAS_STACK = HAS_NORM and HAS_OPTIM and all(
-    __import__("importlib").util.find_spec(f"nnkernels.{m}") is not None for m in ("init", "preprocessing"))
-
-
-@pytest.mark.skipif(not HAS_STACK, reason="norm / optim / init / preprocessing not merged")
 def test_cli_distributed_matches_single_process(tmp_path):
     """``mpiexec -n 2 python -m nnkernels train --distributed`` follows the single-process run (float64)."""
     import json

@@ -9,15 +9,6 @@ import nnkernels as nk
 from nnkernels import nn
 from tolerances import assert_close
 
-HAS_NORM = hasattr(nk, "batchnorm_forward") and hasattr(nk, "layernorm_forward")
-HAS_INIT = True
-try:
-    from nnkernels import init as _init  # noqa: F401
-except ImportError:
-    HAS_INIT = False
-HAS_EMA = hasattr(nk, "ema_update")
-needs_norm = pytest.mark.skipif(not HAS_NORM, reason="normalization kernels (issue 3) not merged yet")
-needs_init = pytest.mark.skipif(not HAS_INIT, reason="nnkernels.init (issue 5) not merged yet")
 
 
 def _weights(rng, sizes, dtype=np.float64):
@@ -78,7 +69,6 @@ def test_gradients_plain_mlp(act):
     _check_gradients(model, x, y)
 
 
-@needs_norm
 @pytest.mark.parametrize("kind, act", [("batch", "relu"), ("batch", "tanh"), ("layer", "leaky_relu"),
                                        ("layer", "sigmoid")])
 def test_gradients_with_norm(kind, act):
@@ -175,8 +165,6 @@ def test_mlp_rejects_bad_options(bad):
         nn.mlp([4])
 
 
-@needs_init
-@needs_norm
 def test_mlp_structure_and_fusion():
     m = nn.mlp([64, 32, 16, 10], activation="relu", norm="batch", seed=3)
     kinds = [type(layer).__name__ for layer in m.layers]
@@ -195,7 +183,6 @@ def test_mlp_structure_and_fusion():
     assert not np.array_equal(a[0], c[0])
 
 
-@needs_norm
 def test_batchnorm_eval_uses_running_stats():
     rng = np.random.default_rng(7)
     bn = nn.BatchNorm(3, momentum=0.5, dtype=np.float64)
@@ -208,7 +195,6 @@ def test_batchnorm_eval_uses_running_stats():
     np.testing.assert_allclose(y, (x - bn.running_mean) / np.sqrt(bn.running_var + 1e-5), rtol=1e-10)
 
 
-@pytest.mark.skipif(not HAS_EMA, reason="ema_update (issue 4) not merged yet")
 def test_ema_tracks_and_swaps():
     rng = np.random.default_rng(8)
     model = _model("none", rng, act="relu")

@@ -2,7 +2,6 @@
 snapshot ensembles, reproducibility from the seed, plot and JSON outputs, and the experiments."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -12,11 +11,6 @@ import nnkernels as nk
 from nnkernels import train
 from nnkernels.__main__ import main as cli_main
 
-_DEPS = {"optim": "issue 4", "schedules": "issue 4", "init": "issue 5", "preprocessing": "issue 5"}
-_missing = [m for m in _DEPS if importlib.util.find_spec(f"nnkernels.{m}") is None]
-if not hasattr(nk, "batchnorm_forward"):
-    _missing.append("batchnorm_forward")
-needs_stack = pytest.mark.skipif(bool(_missing), reason=f"not merged yet: {_missing}")
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +64,6 @@ def test_spiral_is_seeded():
     assert np.all(np.hypot(X[:, 0], X[:, 1]) <= 1 + 1e-12)
 
 
-@needs_stack
 def test_datasets(tmp_path):
     d = train.load_dataset("digits")
     assert d["X_train"].shape == (1438, 64) and d["X_val"].shape == (359, 64) and d["classes"] == 10
@@ -96,7 +89,6 @@ def test_datasets(tmp_path):
         train.load_dataset("mnist")
 
 
-@needs_stack
 def test_digits_reaches_97_percent():
     cfg = train.TrainConfig(dataset="digits", hidden=(256, 256), norm="batch", activation="relu",
                             optimizer="adam", epochs=10, seed=0, quiet=True)
@@ -105,7 +97,6 @@ def test_digits_reaches_97_percent():
     assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
 
 
-@needs_stack
 def test_snapshot_ensemble_beats_best_snapshot():
     cfg = train.TrainConfig(dataset="digits", hidden=(256, 256), optimizer="adam", lr=3e-3, epochs=20,
                             snapshots=4, seed=0, quiet=True)
@@ -126,7 +117,6 @@ def _strip_times(res):
     return res
 
 
-@needs_stack
 @pytest.mark.parametrize("argv", [["--norm", "batch", "--optimizer", "adam"],
                                   ["--norm", "layer", "--activation", "tanh", "--optimizer", "rmsprop",
                                    "--schedule", "step", "--ema", "0.9"],
@@ -142,7 +132,6 @@ def test_seed_reproducible_bitwise(tmp_path, argv):
     assert a["history"] != c["history"]
 
 
-@needs_stack
 def test_cli_outputs(tmp_path, capsys):
     png, js = tmp_path / "c.png", tmp_path / "c.json"
     assert cli_main(["train", "--dataset", "spiral", "--hidden", "64", "--epochs", "4", "--snapshots", "2",
@@ -159,7 +148,6 @@ def test_cli_outputs(tmp_path, capsys):
     assert "error: dataset" in capsys.readouterr().err
 
 
-@needs_stack
 def test_every_optimizer_learns_spiral():
     for name in train.OPTIMIZERS:
         res = train.run(train.TrainConfig(dataset="spiral", hidden=(64, 64), norm="batch", optimizer=name,
@@ -168,7 +156,6 @@ def test_every_optimizer_learns_spiral():
         assert res["final"]["val_acc"] > 0.9, (name, res["final"])  # chance: 1/3
 
 
-@needs_stack
 def test_experiments_quick(tmp_path):
     from nnkernels import experiments
 
@@ -186,7 +173,6 @@ def test_experiments_quick(tmp_path):
 
 
 def test_schedules():
-    pytest.importorskip("nnkernels.schedules")
     f, ends = train.make_schedule("constant", 0.5, 100, 10)
     assert f(0) == f(99) == 0.5 and ends == [100]
     f, _ = train.make_schedule("step", 1.0, 90, 10)
@@ -202,7 +188,6 @@ def test_schedules():
         train.make_optimizer("lbfgs", [np.zeros(3)], 0.1)
 
 
-@needs_stack
 def test_training_bench_row(tmp_path):
     from nnkernels.bench import cli
 
