@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-import nnkernels as nk
 from nnkernels import train
 from nnkernels.__main__ import main as cli_main
 
