@@ -1,4 +1,6 @@
 // Fused softmax cross-entropy kernels (csrc/cpu/losses.cpp): table of row-range kernels per ISA level.
+// Reference: nnkernels.reference.losses; CUDA twin: csrc/cuda/losses.cu; test: tests/test_losses.py;
+// bench: python -m nnkernels bench --ops losses
 #pragma once
 #include "core/common.hpp"
 #include "core/isa_table.hpp"
