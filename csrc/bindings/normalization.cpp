@@ -192,6 +192,12 @@ template <class F> void run_tasks(int64_t n, int64_t total_elems, F&& f) {
 inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double mb, double m2b) {
   const double n = cnt + nb;
   if (n == 0) return;
+  if (cnt == 0) {  // first part: the general update reduces to a copy (no divisions)
+    mean = mb;
+    m2 = m2b;
+    cnt = nb;
+    return;
+  }
   const double delta = mb - mean;
   mean += delta * (nb / n);
   m2 += m2b + delta * delta * (cnt * nb / n);
@@ -289,8 +295,9 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(4 * W));
-    for (int64_t j = 0; j < W; ++j)
-      for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * (j / g.S) + q)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
+        for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * c + q)];
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p.data(), act, slope, stream);
@@ -316,7 +323,8 @@ void bn_bwd_reduce(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
     std::vector<T> mcol(static_cast<size_t>(W));
-    for (int64_t j = 0; j < W; ++j) mcol[size_t(j)] = m[size_t(j / g.S)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j) mcol[size_t(j)] = m[size_t(c)];
     std::vector<double> part(size_t(tasks * 3 * W));
     run_tasks(tasks, g.N * W, [&](int64_t t) {
       const int64_t b = t * grain, e = std::min(g.N, b + grain);
@@ -361,8 +369,9 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(5 * W));
-    for (int64_t j = 0; j < W; ++j)
-      for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * (j / g.S) + q)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
+        for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * c + q)];
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
