@@ -243,6 +243,10 @@ void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift,
   };
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
+    if (tasks == 1 && g.S == 1) {  // one part per channel: the merge below would be a copy
+      K.col_stats(x, rs, g.N, W, shift.data(), rel.data(), m2.data());
+      return;
+    }
     std::vector<double> pk(size_t(tasks * W)), pm(size_t(tasks * W)), pq(size_t(tasks * W));
     run_tasks(tasks, g.N * W, [&](int64_t t) {
       const int64_t b = t * grain, e = std::min(g.N, b + grain);
