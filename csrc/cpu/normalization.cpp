@@ -379,11 +379,14 @@ void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int6
     const T *x0 = x + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
     T *y0 = y + r * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
     col_loop<T>(y0, ys, w, stream, [&](int64_t j, int64_t k, bool nt) NK_AI {
+      // all loads before the stores: y may alias x as far as the compiler knows, and rows
+      // 4 KiB apart would otherwise make each load wait behind the previous row's store.
       const V<T> a = ld(mh + j, k), b = ld(ml + j, k), c = ld(sc + j, k), e = ld(sh + j, k);
-      put<T>(y0 + j, act_fwd<T, ACT>(((ld(x0 + j, k) - a) - b) * c + e, slope), k, nt);
-      put<T>(y1 + j, act_fwd<T, ACT>(((ld(x1 + j, k) - a) - b) * c + e, slope), k, nt);
-      put<T>(y2 + j, act_fwd<T, ACT>(((ld(x2 + j, k) - a) - b) * c + e, slope), k, nt);
-      put<T>(y3 + j, act_fwd<T, ACT>(((ld(x3 + j, k) - a) - b) * c + e, slope), k, nt);
+      const V<T> v0 = ld(x0 + j, k), v1 = ld(x1 + j, k), v2 = ld(x2 + j, k), v3 = ld(x3 + j, k);
+      put<T>(y0 + j, act_fwd<T, ACT>(((v0 - a) - b) * c + e, slope), k, nt);
+      put<T>(y1 + j, act_fwd<T, ACT>(((v1 - a) - b) * c + e, slope), k, nt);
+      put<T>(y2 + j, act_fwd<T, ACT>(((v2 - a) - b) * c + e, slope), k, nt);
+      put<T>(y3 + j, act_fwd<T, ACT>(((v3 - a) - b) * c + e, slope), k, nt);
     });
   }
   for (; r < rows; ++r) {
@@ -504,11 +507,15 @@ void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const
     const T* y3 = ACT ? y2 + yss : nullptr;
     T *o0 = dx + r * dxs, *o1 = o0 + dxs, *o2 = o1 + dxs, *o3 = o2 + dxs;
     col_loop<T>(o0, dxs, w, stream, [&](int64_t j, int64_t k, bool nt) NK_AI {
+      // all loads before the stores (see col_apply_impl)
       const V<T> a = ld(mh + j, k), b = ld(ml + j, k), A = ld(pa + j, k), K = ld(pk + j, k), B = ld(pb + j, k);
-      put<T>(o0 + j, act_bwd<T, ACT>(ld(d0 + j, k), y0 + j, k, slope) * A + ((ld(x0 + j, k) - a) - b) * K + B, k, nt);
-      put<T>(o1 + j, act_bwd<T, ACT>(ld(d1 + j, k), y1 + j, k, slope) * A + ((ld(x1 + j, k) - a) - b) * K + B, k, nt);
-      put<T>(o2 + j, act_bwd<T, ACT>(ld(d2 + j, k), y2 + j, k, slope) * A + ((ld(x2 + j, k) - a) - b) * K + B, k, nt);
-      put<T>(o3 + j, act_bwd<T, ACT>(ld(d3 + j, k), y3 + j, k, slope) * A + ((ld(x3 + j, k) - a) - b) * K + B, k, nt);
+      const V<T> g0 = act_bwd<T, ACT>(ld(d0 + j, k), y0 + j, k, slope), g1 = act_bwd<T, ACT>(ld(d1 + j, k), y1 + j, k, slope);
+      const V<T> g2 = act_bwd<T, ACT>(ld(d2 + j, k), y2 + j, k, slope), g3 = act_bwd<T, ACT>(ld(d3 + j, k), y3 + j, k, slope);
+      const V<T> v0 = ld(x0 + j, k), v1 = ld(x1 + j, k), v2 = ld(x2 + j, k), v3 = ld(x3 + j, k);
+      put<T>(o0 + j, g0 * A + ((v0 - a) - b) * K + B, k, nt);
+      put<T>(o1 + j, g1 * A + ((v1 - a) - b) * K + B, k, nt);
+      put<T>(o2 + j, g2 * A + ((v2 - a) - b) * K + B, k, nt);
+      put<T>(o3 + j, g3 * A + ((v3 - a) - b) * K + B, k, nt);
     });
   }
   for (; r < rows; ++r) {
