@@ -240,15 +240,26 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     double a = 0, b = 0, c = 0;
     for (int64_t b0 = 0; b0 < d; b0 += kRunBlock) {
       const int64_t bn = imin(kRunBlock, d - b0);
-      V<T> va{}, vb{}, vc{};
-      for (int64_t i = b0; i < b0 + bn; i += N) {
-        const int64_t k = imin(N, b0 + bn - i);
+      // two accumulator sets over full vectors (independent add chains), then the tail
+      V<T> va{}, vb{}, vc{}, va2{}, vb2{}, vc2{};
+      const int64_t e = b0 + bn;
+      int64_t i = b0;
+      for (; i + 2 * N <= e; i += 2 * N) {
+        const V<T> g0 = act_bwd<T, ACT>(S::load(dr + i), yr + i, N, slope);
+        const V<T> g1 = act_bwd<T, ACT>(S::load(dr + i + N), yr + i + N, N, slope);
+        const V<T> w0 = g0 * S::load(gamma + i), w1 = g1 * S::load(gamma + i + N);
+        const V<T> x0 = S::load(xr + i) - m, x1 = S::load(xr + i + N) - m;
+        va += w0; vb += w0 * x0; vc += x0;
+        va2 += w1; vb2 += w1 * x1; vc2 += x1;
+      }
+      for (; i < e; i += N) {
+        const int64_t k = imin(N, e - i);
         V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
         V<T> wdy = g * ld(gamma + i, k);
         V<T> xm = keep_first<T>(ld(xr + i, k) - m, k);
         va += wdy; vb += wdy * xm; vc += xm;
       }
-      a += double(hsum<T>(va)); b += double(hsum<T>(vb)); c += double(hsum<T>(vc));
+      a += double(hsum<T>(va + va2)); b += double(hsum<T>(vb + vb2)); c += double(hsum<T>(vc + vc2));
     }
     const double dd = double(d);
     c /= dd;
