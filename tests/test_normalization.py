@@ -106,6 +106,31 @@ def test_layernorm_constant_rows_give_beta():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_param_layouts(isa, dtype):
+    # gamma/beta are read in place when contiguous; strided views, one of the pair missing, and
+    # gamma/beta sharing memory with `out` must give the same result as contiguous copies.
+    x = _data((5, 37), dtype, 50)
+    gb = _data((2, 74), dtype, 51)
+    gamma, beta = gb[0, ::2], gb[1, 1::2]  # strided
+    want = nk.layernorm_forward(x, gamma.copy(), beta.copy())[0]
+    np.testing.assert_array_equal(nk.layernorm_forward(x, gamma, beta)[0], want)
+    ones, zeros = np.ones(37, dtype), np.zeros(37, dtype)
+    np.testing.assert_array_equal(nk.layernorm_forward(x, gamma.copy(), None)[0],
+                                  nk.layernorm_forward(x, gamma.copy(), zeros)[0])
+    np.testing.assert_array_equal(nk.layernorm_forward(x, None, beta.copy())[0],
+                                  nk.layernorm_forward(x, ones, beta.copy())[0])
+    ry = ref.layernorm_forward(*_f64(x, gamma, beta))[0]
+    assert_close(want, ry, dtype, table=TOL_REDUCTION)
+    buf = np.zeros((5, 37), dtype)  # gamma is row 0 of the output buffer
+    buf[0] = gamma
+    g_alias = buf[0]
+    out = buf
+    g_copy = g_alias.copy()
+    y = nk.layernorm_forward(x, g_alias, beta, out=out)[0]
+    np.testing.assert_array_equal(y, nk.layernorm_forward(x, g_copy, beta)[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_layernorm_threads_bitwise(threads, dtype):
     x = _data((300, 700), dtype, 10)
     dout = _data(x.shape, dtype, 11)

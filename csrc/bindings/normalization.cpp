@@ -192,6 +192,12 @@ template <class F> void run_tasks(int64_t n, int64_t total_elems, F&& f) {
 inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double mb, double m2b) {
   const double n = cnt + nb;
   if (n == 0) return;
+  if (cnt == 0) {  // first part: the general update reduces to a copy (no divisions)
+    mean = mb;
+    m2 = m2b;
+    cnt = nb;
+    return;
+  }
   const double delta = mb - mean;
   mean += delta * (nb / n);
   m2 += m2b + delta * delta * (cnt * nb / n);
@@ -237,6 +243,10 @@ void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift,
   };
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
+    if (tasks == 1 && g.S == 1) {  // one part per channel: the merge below would be a copy
+      K.col_stats(x, rs, g.N, W, shift.data(), rel.data(), m2.data());
+      return;
+    }
     std::vector<double> pk(size_t(tasks * W)), pm(size_t(tasks * W)), pq(size_t(tasks * W));
     run_tasks(tasks, g.N * W, [&](int64_t t) {
       const int64_t b = t * grain, e = std::min(g.N, b + grain);
@@ -289,8 +299,9 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(4 * W));
-    for (int64_t j = 0; j < W; ++j)
-      for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * (j / g.S) + q)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
+        for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * c + q)];
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p.data(), act, slope, stream);
@@ -316,7 +327,8 @@ void bn_bwd_reduce(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
     std::vector<T> mcol(static_cast<size_t>(W));
-    for (int64_t j = 0; j < W; ++j) mcol[size_t(j)] = m[size_t(j / g.S)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j) mcol[size_t(j)] = m[size_t(c)];
     std::vector<double> part(size_t(tasks * 3 * W));
     run_tasks(tasks, g.N * W, [&](int64_t t) {
       const int64_t b = t * grain, e = std::min(g.N, b + grain);
@@ -361,8 +373,9 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(5 * W));
-    for (int64_t j = 0; j < W; ++j)
-      for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * (j / g.S) + q)];
+    for (int64_t c = 0, j = 0; c < g.C; ++c)
+      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
+        for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * c + q)];
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
@@ -416,17 +429,35 @@ py::array vec_array(DType dt, const std::vector<double>& v) {
 
 // ---------------------------------------------------------------- layer norm
 
+template <class T> constexpr DType dtype_of() { return sizeof(T) == 4 ? DType::f32 : DType::f64; }
+
+// Layer-norm gamma/beta as T pointers for the kernel: both null when both are None; the array's
+// own data when it is contiguous, of dtype T and not overlapping the output (no copy on the hot
+// path); otherwise a converted copy in buf (an absent one of the pair is filled with dflt).
 template <class T>
-void ln_forward_run(const Rows& x, T* y, T* mean, T* rstd, const std::vector<T>& gamma, const std::vector<T>& beta,
+const T* ln_param(const Vec& v, const Vec& other, int64_t n, T dflt, const ArrayView& out, std::vector<T>& buf) {
+  if (!v.present && !other.present) return nullptr;
+  if (v.present && v.view.dtype == dtype_of<T>() && (n <= 1 || v.view.strides[0] == 1) && !may_overlap(v.view, out))
+    return v.view.ptr<T>();
+  buf.assign(size_t(n), dflt);
+  if (v.present)
+    for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = T(read_at(v.view, i));
+  return buf.data();
+}
+
+template <class T>
+void ln_forward_run(const Rows& x, T* y, T* mean, T* rstd, const Vec& gv, const Vec& bv, const ArrayView& yv,
                     int64_t rows, int64_t d, double eps, int act, double slope) {
   const auto& K = kern<T>();
+  std::vector<T> gbuf, bbuf;
+  const T* gamma = ln_param<T>(gv, bv, d, T(1), yv, gbuf);
+  const T* beta = ln_param<T>(bv, gv, d, T(0), yv, bbuf);
   const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
   const T* xp = x.view.ptr<T>();
   const int64_t xs = x.rs;
   py::gil_scoped_release release;
   parallel_for(rows, std::max<int64_t>(1, kApplyElems / d), [&](int64_t b, int64_t e) {
-    K.ln_fwd(xp + b * xs, xs, y + b * d, d, gamma.data(), beta.data(), mean + b, rstd + b, e - b, d, eps, act, slope,
-             stream);
+    K.ln_fwd(xp + b * xs, xs, y + b * d, d, gamma, beta, mean + b, rstd + b, e - b, d, eps, act, slope, stream);
   });
 }
 
@@ -450,15 +481,12 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   const int64_t rows = xv.size / d;
   std::vector<int64_t> sshape(xv.shape.begin(), xv.shape.end() - 1);
   py::array mean = empty_array(xv.dtype, sshape), rstd = empty_array(xv.dtype, sshape);
-  const std::vector<double> gd = to_double(gv, d, 1.0), bd = to_double(bv, d, 0.0);
-  if (xv.dtype == DType::f32) {
-    std::vector<float> g(gd.begin(), gd.end()), b(bd.begin(), bd.end());
+  if (xv.dtype == DType::f32)
     ln_forward_run<float>(xr, dst.view.ptr<float>(), static_cast<float*>(mean.mutable_data()),
-                          static_cast<float*>(rstd.mutable_data()), g, b, rows, d, eps, act, slope);
-  } else {
+                          static_cast<float*>(rstd.mutable_data()), gv, bv, dst.view, rows, d, eps, act, slope);
+  else
     ln_forward_run<double>(xr, dst.view.ptr<double>(), static_cast<double*>(mean.mutable_data()),
-                           static_cast<double*>(rstd.mutable_data()), gd, bd, rows, d, eps, act, slope);
-  }
+                           static_cast<double*>(rstd.mutable_data()), gv, bv, dst.view, rows, d, eps, act, slope);
   finish(dst);
   return py::make_tuple(dst.result, mean, rstd);
 }

@@ -41,7 +41,11 @@ DType float_dtype(const py::array& a, const char* arg) {
 ArrayView view_of(const py::array& a, const char* arg) {
   ArrayView v;
   v.dtype = float_dtype(a, arg);
-  if (!a.dtype().attr("isnative").cast<bool>())
+  // dtype.isnative, read from the descriptor ('=' native, '|' not applicable, else '<' / '>'
+  // compared with this machine's order) instead of a Python attribute lookup on every call.
+  const char bo = a.dtype().byteorder();
+  const char native_bo = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) ? '<' : '>';
+  if (bo != '=' && bo != '|' && bo != native_bo)
     throw py::type_error(std::string(arg) + ": expected native byte order, got " + std::string(py::str(a.dtype())));
   v.data = const_cast<void*>(a.data());
   v.writeable = a.writeable();

@@ -27,17 +27,33 @@ constexpr int64_t kRunBlock = 4096;  // elements of a row/plane reduced in float
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-template <class T> inline V<T> ld(const T* p, int64_t k) {
+// Loop bodies are lambdas called from several sites (full vectors, head, tail): forcing them
+// inline lets the compiler fold k == N into plain vector loads/stores in the main loops.
+#define NK_AI __attribute__((always_inline))
+
+template <class T> NK_AI inline V<T> ld(const T* p, int64_t k) {
   return k == Simd<T>::N ? Simd<T>::load(p) : load_partial<T>(p, k);
 }
-template <class T> inline void st(T* p, V<T> v, int64_t k) {
+template <class T> NK_AI inline void st(T* p, V<T> v, int64_t k) {
   if (k == Simd<T>::N) Simd<T>::store(p, v); else store_partial<T>(p, v, k);
 }
-template <class T> inline T hsum(V<T> v) {
-  T s = 0;
-  for (int l = 0; l < Simd<T>::N; ++l) s += v[l];
-  return s;
-}
+// Horizontal sum as a tree over vector halves (log-depth, not a serial chain of N adds).
+template <class T, int B> struct HSum {
+  typedef T W __attribute__((vector_size(B)));
+  static inline T run(W v) {
+    if constexpr (B <= 16) {
+      if constexpr (B == 16 && sizeof(T) == 4) return (v[0] + v[2]) + (v[1] + v[3]);
+      else return v[0] + v[1];
+    } else {
+      typedef T H __attribute__((vector_size(B / 2)));
+      H lo, hi;
+      __builtin_memcpy(&lo, &v, B / 2);
+      __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + B / 2, B / 2);
+      return HSum<T, B / 2>::run(lo + hi);
+    }
+  }
+};
+template <class T> inline T hsum(V<T> v) { return HSum<T, kVecBytes>::run(v); }
 // Lanes >= k set to zero (reduction tails).
 template <class T> inline V<T> keep_first(V<T> v, int64_t k) {
   V<T> idx;
@@ -60,7 +76,7 @@ template <class T, int ACT> inline V<T> act_bwd(V<T> dout, const T* y, int64_t k
 
 // y[0..n) = f(i, k) for vector blocks (k lanes valid). With `stream`, non-temporal stores
 // after peeling to the vector alignment of y (caller fences).
-template <class T, class F> inline void write_row(T* y, int64_t n, bool stream, F&& f) {
+template <class T, class F> NK_AI inline void write_row(T* y, int64_t n, bool stream, F&& f) {
   using S = Simd<T>;
   int64_t i = 0;
   if (stream) {
@@ -77,6 +93,15 @@ template <class T, class F> inline void write_row(T* y, int64_t n, bool stream, 
   }
   for (; i + S::N <= n; i += S::N) S::store(y + i, f(i, int64_t(S::N)));
   if (i < n) store_partial<T>(y + i, f(i, n - i), n - i);
+}
+
+// Column loop over [0, w) for the accumulating column kernels: f(j, k) on full vectors
+// (k == N, folded into plain loads/stores) then on a partial tail.
+template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
+  using S = Simd<T>;
+  int64_t j = 0;
+  for (; j + S::N <= w; j += S::N) f(j, int64_t(S::N));
+  if (j < w) f(j, w - j);
 }
 
 // sum(x[0..n)): float lanes within blocks of kRunBlock, double across blocks.
@@ -98,7 +123,7 @@ template <class T> double run_sum(const T* x, int64_t n) {
   return total;
 }
 
-// s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n).
+// s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n) (four independent accumulator pairs).
 template <class T> void run_centered(const T* x, int64_t n, T m, double& s1, double& s2) {
   using S = Simd<T>;
   constexpr int N = S::N;
@@ -107,19 +132,21 @@ template <class T> void run_centered(const T* x, int64_t n, T m, double& s1, dou
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
     const int64_t bn = imin(kRunBlock, n - b0);
     const T* p = x + b0;
-    V<T> a0{}, a1{}, q0{}, q1{};
+    V<T> a0{}, a1{}, a2{}, a3{}, q0{}, q1{}, q2{}, q3{};
     int64_t i = 0;
-    for (; i + 2 * N <= bn; i += 2 * N) {
+    for (; i + 4 * N <= bn; i += 4 * N) {
       V<T> d0 = S::load(p + i) - m, d1 = S::load(p + i + N) - m;
-      a0 += d0; a1 += d1; q0 += d0 * d0; q1 += d1 * d1;
+      V<T> d2 = S::load(p + i + 2 * N) - m, d3 = S::load(p + i + 3 * N) - m;
+      a0 += d0; a1 += d1; a2 += d2; a3 += d3;
+      q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;
     }
     for (; i < bn; i += N) {
       const int64_t k = imin(N, bn - i);
       V<T> d = keep_first<T>(ld(p + i, k) - m, k);
       a0 += d; q0 += d * d;
     }
-    s1 += double(hsum<T>(a0 + a1));
-    s2 += double(hsum<T>(q0 + q1));
+    s1 += double(hsum<T>((a0 + a1) + (a2 + a3)));
+    s2 += double(hsum<T>((q0 + q1) + (q2 + q3)));
   }
 }
 
@@ -136,26 +163,31 @@ inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double 
 // ---------------------------------------------------------------- layer norm
 
 // Per row: mh = sum(x)/d; s1, s2 around mh; mean = mh + c, c = s1/d; var = (s2 - s1*c)/d;
-// rstd = 1/sqrt(var + eps); y = act((((x - mh) - c) * rstd) * gamma + beta).
-template <class T, int ACT>
+// rstd = 1/sqrt(var + eps); xhat = ((x - mh) - c)*rstd; y = act(xhat * gamma + beta)
+// (AFF false: gamma and beta are None, y = act(xhat)). x - mh is exact for x near the mean, and
+// a constant row gives xhat = 0 exactly (so y = beta).
+template <class T, int ACT, bool AFF>
 void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
                  int64_t rows, int64_t d, double eps, double slope_d, bool stream) {
   const T slope = T(slope_d);
+  const double inv_d = 1.0 / double(d);
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * xs;
-    const T mh = T(run_sum<T>(xr, d) / double(d));
+    const T mh = T(run_sum<T>(xr, d) * inv_d);
     double s1, s2;
     run_centered<T>(xr, d, mh, s1, s2);
-    const double c = s1 / double(d);
-    double var = (s2 - s1 * c) / double(d);
+    const double c = s1 * inv_d;
+    double var = (s2 - s1 * c) * inv_d;
     if (var < 0) var = 0;
-    const T rs = T(1.0 / __builtin_sqrt(var + eps));
+    const double rsd = 1.0 / __builtin_sqrt(var + eps);
+    const T rs = T(rsd);
     const T cl = T(c);
     mean[r] = T(double(mh) + c);
     rstd[r] = rs;
-    write_row<T>(y + r * ys, d, stream, [&](int64_t i, int64_t k) {
+    write_row<T>(y + r * ys, d, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> v = ((ld(xr + i, k) - mh) - cl) * rs;
-      return act_fwd<T, ACT>(v * ld(gamma + i, k) + ld(beta + i, k), slope);
+      if constexpr (AFF) v = v * ld(gamma + i, k) + ld(beta + i, k);
+      return act_fwd<T, ACT>(v, slope);
     });
   }
   if (stream) stream_fence();
@@ -188,15 +220,26 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     double a = 0, b = 0, c = 0;
     for (int64_t b0 = 0; b0 < d; b0 += kRunBlock) {
       const int64_t bn = imin(kRunBlock, d - b0);
-      V<T> va{}, vb{}, vc{};
-      for (int64_t i = b0; i < b0 + bn; i += N) {
-        const int64_t k = imin(N, b0 + bn - i);
+      // two accumulator sets over full vectors (independent add chains), then the tail
+      V<T> va{}, vb{}, vc{}, va2{}, vb2{}, vc2{};
+      const int64_t e = b0 + bn;
+      int64_t i = b0;
+      for (; i + 2 * N <= e; i += 2 * N) {
+        const V<T> g0 = act_bwd<T, ACT>(S::load(dr + i), yr + i, N, slope);
+        const V<T> g1 = act_bwd<T, ACT>(S::load(dr + i + N), yr + i + N, N, slope);
+        const V<T> w0 = g0 * S::load(gamma + i), w1 = g1 * S::load(gamma + i + N);
+        const V<T> x0 = S::load(xr + i) - m, x1 = S::load(xr + i + N) - m;
+        va += w0; vb += w0 * x0; vc += x0;
+        va2 += w1; vb2 += w1 * x1; vc2 += x1;
+      }
+      for (; i < e; i += N) {
+        const int64_t k = imin(N, e - i);
         V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
         V<T> wdy = g * ld(gamma + i, k);
         V<T> xm = keep_first<T>(ld(xr + i, k) - m, k);
         va += wdy; vb += wdy * xm; vc += xm;
       }
-      a += double(hsum<T>(va)); b += double(hsum<T>(vb)); c += double(hsum<T>(vc));
+      a += double(hsum<T>(va + va2)); b += double(hsum<T>(vb + vb2)); c += double(hsum<T>(vc + vc2));
     }
     const double dd = double(d);
     c /= dd;
@@ -205,7 +248,7 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     const T kx = T(-rsd * rsd * rsd * bp / dd);
     const T bb = T(-rsd * a / dd);
     const T cl = T(c);
-    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) {
+    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
       V<T> xmc = (ld(xr + i, k) - m) - cl;
       if (part) {
@@ -228,10 +271,10 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
 
 // Block means are kept relative to a shift K (the first block's mean, a T value): mb - K is
 // exact in double, so the merged mean keeps full precision when |mean| >> std.
+// Rows are taken in groups of four so that each float accumulator is loaded and stored once
+// per four rows of data (the accumulators of a 1024-column tile stay in L1).
 template <class T>
 void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, double* mean, double* m2) {
-  using S = Simd<T>;
-  constexpr int N = S::N;
   alignas(64) T mb[kNormColTile];
   alignas(64) T s1[kNormColTile];
   alignas(64) T s2[kNormColTile];
@@ -245,25 +288,41 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
     for (int64_t r0 = 0; r0 < rows; r0 += kNormSubRows) {
       const int64_t rn = imin(kNormSubRows, rows - r0);
       const T* xb = x + r0 * xs + j0;
-      // pass 1 (from memory): column sums -> block means mb
+      // pass 1 (from memory): mb[j] = sum_r x[r][j] / rn
       for (int64_t j = 0; j < jn; ++j) mb[j] = 0;
-      for (int64_t r = 0; r < rn; ++r)
-        for (int64_t j = 0; j < jn; j += N) {
-          const int64_t k = imin(N, jn - j);
-          st<T>(mb + j, ld(mb + j, k) + ld(xb + r * xs + j, k), k);
-        }
+      int64_t r = 0;
+      for (; r + 4 <= rn; r += 4) {
+        const T *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
+          st<T>(mb + j, ld(mb + j, k) + ((ld(x0 + j, k) + ld(x1 + j, k)) + (ld(x2 + j, k) + ld(x3 + j, k))), k);
+        });
+      }
+      for (; r < rn; ++r) {
+        const T* x0 = xb + r * xs;
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI { st<T>(mb + j, ld(mb + j, k) + ld(x0 + j, k), k); });
+      }
       const T inv_rn = T(1) / T(rn);
       for (int64_t j = 0; j < jn; ++j) { mb[j] *= inv_rn; s1[j] = 0; s2[j] = 0; }
       if (r0 == 0)
         for (int64_t j = 0; j < jn; ++j) ko[j] = double(mb[j]);
       // pass 2 (block in cache): s1 = sum(x - mb), s2 = sum((x - mb)^2)
-      for (int64_t r = 0; r < rn; ++r)
-        for (int64_t j = 0; j < jn; j += N) {
-          const int64_t k = imin(N, jn - j);
-          V<T> dv = ld(xb + r * xs + j, k) - ld(mb + j, k);
-          st<T>(s1 + j, ld(s1 + j, k) + dv, k);
-          st<T>(s2 + j, ld(s2 + j, k) + dv * dv, k);
-        }
+      for (r = 0; r + 4 <= rn; r += 4) {
+        const T *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
+          const V<T> m = ld(mb + j, k);
+          const V<T> d0 = ld(x0 + j, k) - m, d1 = ld(x1 + j, k) - m, d2 = ld(x2 + j, k) - m, d3 = ld(x3 + j, k) - m;
+          st<T>(s1 + j, ld(s1 + j, k) + ((d0 + d1) + (d2 + d3)), k);
+          st<T>(s2 + j, ld(s2 + j, k) + ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)), k);
+        });
+      }
+      for (; r < rn; ++r) {
+        const T* x0 = xb + r * xs;
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
+          const V<T> d0 = ld(x0 + j, k) - ld(mb + j, k);
+          st<T>(s1 + j, ld(s1 + j, k) + d0, k);
+          st<T>(s2 + j, ld(s2 + j, k) + d0 * d0, k);
+        });
+      }
       // merge the block into the running (count, mean - K, m2) of each column, in double
       const double nb = double(rn), inv = 1.0 / nb, ntot = cnt + nb;
       const double wb = nb / ntot, wab = cnt * nb / ntot;
@@ -300,7 +359,8 @@ void run_stats(const T* x, int64_t n, double* shift, double* mean, double* m2) {
 
 // ---------------------------------------------------------------- batch norm: normalise
 
-// y = act(((x - mh) - ml) * scale + shift), per-column params.
+// y = act(((x - mh) - ml) * scale + shift), per-column params, one row at a time (measured
+// faster here than taking four rows per parameter load: rows 4 KiB apart alias in L1).
 template <class T, int ACT>
 void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, double slope_d,
                     bool stream) {
@@ -308,7 +368,7 @@ void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int6
   const T *mh = p, *ml = p + w, *sc = p + 2 * w, *sh = p + 3 * w;
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * xs;
-    write_row<T>(y + r * ys, w, stream, [&](int64_t i, int64_t k) {
+    write_row<T>(y + r * ys, w, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> v = ((ld(xr + i, k) - ld(mh + i, k)) - ld(ml + i, k)) * ld(sc + i, k) + ld(sh + i, k);
       return act_fwd<T, ACT>(v, slope);
     });
@@ -320,7 +380,7 @@ template <class T, int ACT>
 void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const T mh = p[0], ml = p[1], sc = p[2], sh = p[3];
-  write_row<T>(y, n, stream, [&](int64_t i, int64_t k) {
+  write_row<T>(y, n, stream, [&](int64_t i, int64_t k) NK_AI {
     return act_fwd<T, ACT>(((ld(x + i, k) - mh) - ml) * sc + sh, slope);
   });
   if (stream) stream_fence();
@@ -328,12 +388,11 @@ void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, boo
 
 // ---------------------------------------------------------------- batch norm: backward
 
-// Per column: sum g, sum g*(x - m), sum (x - m); float per kNormSubRows rows, double across.
+// Per column: sum g, sum g*(x - m), sum (x - m); float per kNormSubRows rows (four rows per
+// accumulator load/store), double across.
 template <class T, int ACT>
 void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, int64_t rows,
                          int64_t w, const T* m, double* out3, double slope_d) {
-  using S = Simd<T>;
-  constexpr int N = S::N;
   const T slope = T(slope_d);
   alignas(64) T ag[kNormColTile];
   alignas(64) T agx[kNormColTile];
@@ -341,21 +400,41 @@ void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, cons
   for (int64_t j = 0; j < 3 * w; ++j) out3[j] = 0;
   for (int64_t j0 = 0; j0 < w; j0 += kNormColTile) {
     const int64_t jn = imin(kNormColTile, w - j0);
+    const T* mj = m + j0;
     for (int64_t r0 = 0; r0 < rows; r0 += kNormSubRows) {
       const int64_t rn = imin(kNormSubRows, rows - r0);
       for (int64_t j = 0; j < jn; ++j) { ag[j] = 0; agx[j] = 0; ax[j] = 0; }
-      for (int64_t r = r0; r < r0 + rn; ++r) {
+      int64_t r = r0;
+      for (; r + 4 <= r0 + rn; r += 4) {
+        const T *d0 = dout + r * ds + j0, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
+        const T *x0 = x + r * xs + j0, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        const T* y0 = ACT ? y + r * yss + j0 : nullptr;
+        const T* y1 = ACT ? y0 + yss : nullptr;
+        const T* y2 = ACT ? y1 + yss : nullptr;
+        const T* y3 = ACT ? y2 + yss : nullptr;
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
+          const V<T> mm = ld(mj + j, k);
+          const V<T> g0 = act_bwd<T, ACT>(ld(d0 + j, k), y0 + j, k, slope);
+          const V<T> g1 = act_bwd<T, ACT>(ld(d1 + j, k), y1 + j, k, slope);
+          const V<T> g2 = act_bwd<T, ACT>(ld(d2 + j, k), y2 + j, k, slope);
+          const V<T> g3 = act_bwd<T, ACT>(ld(d3 + j, k), y3 + j, k, slope);
+          const V<T> e0 = ld(x0 + j, k) - mm, e1 = ld(x1 + j, k) - mm, e2 = ld(x2 + j, k) - mm, e3 = ld(x3 + j, k) - mm;
+          st<T>(ag + j, ld(ag + j, k) + ((g0 + g1) + (g2 + g3)), k);
+          st<T>(agx + j, ld(agx + j, k) + ((g0 * e0 + g1 * e1) + (g2 * e2 + g3 * e3)), k);
+          st<T>(ax + j, ld(ax + j, k) + ((e0 + e1) + (e2 + e3)), k);
+        });
+      }
+      for (; r < r0 + rn; ++r) {
         const T* dr = dout + r * ds + j0;
         const T* xr = x + r * xs + j0;
         const T* yr = ACT ? y + r * yss + j0 : nullptr;
-        for (int64_t j = 0; j < jn; j += N) {
-          const int64_t k = imin(N, jn - j);
-          V<T> g = act_bwd<T, ACT>(ld(dr + j, k), yr + j, k, slope);
-          V<T> xm = ld(xr + j, k) - ld(m + j0 + j, k);
+        col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
+          const V<T> g = act_bwd<T, ACT>(ld(dr + j, k), yr + j, k, slope);
+          const V<T> xm = ld(xr + j, k) - ld(mj + j, k);
           st<T>(ag + j, ld(ag + j, k) + g, k);
           st<T>(agx + j, ld(agx + j, k) + g * xm, k);
           st<T>(ax + j, ld(ax + j, k) + xm, k);
-        }
+        });
       }
       for (int64_t j = 0; j < jn; ++j) {
         out3[j0 + j] += double(ag[j]);
@@ -388,7 +467,7 @@ void run_bwd_reduce_impl(const T* dout, const T* x, const T* y, int64_t n, T m, 
   out3[2] = sx;
 }
 
-// dx = A*g + K*((x - mh) - ml) + B
+// dx = A*g + K*((x - mh) - ml) + B, one row at a time (see col_apply_impl)
 template <class T, int ACT>
 void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
                         int64_t dxs, int64_t rows, int64_t w, const T* p, double slope_d, bool stream) {
@@ -398,7 +477,7 @@ void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const
     const T* dr = dout + r * ds;
     const T* xr = x + r * xs;
     const T* yr = ACT ? y + r * yss : nullptr;
-    write_row<T>(dx + r * dxs, w, stream, [&](int64_t i, int64_t k) {
+    write_row<T>(dx + r * dxs, w, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
       V<T> xmc = (ld(xr + i, k) - ld(mh + i, k)) - ld(ml + i, k);
       return g * ld(pa + i, k) + xmc * ld(pk + i, k) + ld(pb + i, k);
@@ -412,7 +491,7 @@ void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n,
                         bool stream) {
   const T slope = T(slope_d);
   const T mh = p[0], ml = p[1], pa = p[2], pk = p[3], pb = p[4];
-  write_row<T>(dx, n, stream, [&](int64_t i, int64_t k) {
+  write_row<T>(dx, n, stream, [&](int64_t i, int64_t k) NK_AI {
     V<T> g = act_bwd<T, ACT>(ld(dout + i, k), ACT ? y + i : nullptr, k, slope);
     return g * pa + ((ld(x + i, k) - mh) - ml) * pk + pb;
   });
@@ -428,10 +507,16 @@ void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n,
     default: FN<T, kNormActNone>(__VA_ARGS__); break;                    \
   }
 
+template <class T, int ACT>
+void ln_fwd_impl2(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
+                  int64_t rows, int64_t d, double eps, double slope, bool stream) {
+  if (gamma) ln_fwd_impl<T, ACT, true>(x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream);
+  else ln_fwd_impl<T, ACT, false>(x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream);
+}
 template <class T>
 void ln_fwd(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd, int64_t rows,
             int64_t d, double eps, int act, double slope, bool stream) {
-  NK_NORM_DISPATCH(ln_fwd_impl, x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream)
+  NK_NORM_DISPATCH(ln_fwd_impl2, x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream)
 }
 template <class T>
 void ln_bwd(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
@@ -478,6 +563,7 @@ template <class T> constexpr NormKernelsT<T> make_table() {
 
 }  // namespace
 NK_KERNEL_NAMESPACE_END
+#undef NK_AI
 
 NK_DEFINE_ISA_TABLE(NormalizationKernels, normalization_kernels) = {
     nk::NK_ISA_NS::make_table<float>(),
