@@ -114,3 +114,14 @@ def test_cli_usage():
 
     assert main(["--help"]) == 0
     assert main(["no-such-command"]) == 2
+
+
+def test_stub_covers_the_extension():
+    """python/nnkernels/_core.pyi (pybind11-stubgen of a CUDA build) lists every public name."""
+    import pathlib
+
+    from nnkernels import _core
+
+    stub = (pathlib.Path(nk.__file__).parent / "_core.pyi").read_text()
+    missing = [n for n in dir(_core) if not n.startswith("_") and f"def {n}(" not in stub and f"{n}:" not in stub]
+    assert not missing, f"regenerate _core.pyi (see README, Development): {missing}"
