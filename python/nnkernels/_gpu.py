@@ -356,33 +356,6 @@ def prep_normalize(X: Any, norm: str) -> tuple:
     return out, norms
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    lib = _library(x)
-    if lib == "cupy":
-        import cupy
-
-        return cupy.asnumpy(x)
-    if lib == "torch":
-        return x.detach().cpu().numpy()
-    return x.copy_to_host()
-
-
-def from_numpy_like(a: np.ndarray, like: Any) -> Any:
-    lib = _library(like)
-    if lib == "cupy":
-        import cupy
-
-        with like.device:
-            return cupy.asarray(a)
-    if lib == "torch":
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
-    from numba import cuda
-
-    return cuda.to_device(a)
-
-
 def clip_(x: Any, lo: float, hi: float) -> None:
     lib = _library(x)
     if lib == "torch":

@@ -261,7 +261,23 @@ def activation_layer(name: str, negative_slope: float = 0.01) -> Layer:
     raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
 
 
-class BatchNorm(Layer):
+class _AffineNorm(Layer):
+    """Shared parts of the norm layers: affine parameters and the fused-activation keywords."""
+
+    def params(self):
+        return [self.gamma, self.beta]
+
+    def grads(self):
+        return [self.dgamma, self.dbeta]
+
+    def _act_kw(self) -> dict:
+        kw = {"activation": self.activation}
+        if self.activation == "leaky_relu":
+            kw["negative_slope"] = self.negative_slope
+        return kw
+
+
+class BatchNorm(_AffineNorm):
     """Batch norm over the batch axis (x of shape (N, C)) with an optional fused ReLU / leaky ReLU.
 
     Training mode normalises with the batch statistics and updates the running ones (PyTorch's
@@ -288,20 +304,8 @@ class BatchNorm(Layer):
         self._buf: dict = {}
         self._saved = None
 
-    def params(self):
-        return [self.gamma, self.beta]
-
-    def grads(self):
-        return [self.dgamma, self.dbeta]
-
     def buffers(self):
         return [self.running_mean, self.running_var]
-
-    def _act_kw(self) -> dict:
-        kw = {"activation": self.activation}
-        if self.activation == "leaky_relu":
-            kw["negative_slope"] = self.negative_slope
-        return kw
 
     def forward(self, x):
         nk = _nk()
@@ -355,7 +359,7 @@ class BatchNorm(Layer):
         return f"BatchNorm({self.num_features}{act})"
 
 
-class LayerNorm(Layer):
+class LayerNorm(_AffineNorm):
     """Layer norm over the feature axis with an optional fused ReLU / leaky ReLU."""
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, activation: Optional[str] = None,
@@ -371,18 +375,6 @@ class LayerNorm(Layer):
         self.dbeta = np.zeros_like(self.beta)
         self._buf: dict = {}
         self._saved = None
-
-    def params(self):
-        return [self.gamma, self.beta]
-
-    def grads(self):
-        return [self.dgamma, self.dbeta]
-
-    def _act_kw(self) -> dict:
-        kw = {"activation": self.activation}
-        if self.activation == "leaky_relu":
-            kw["negative_slope"] = self.negative_slope
-        return kw
 
     def forward(self, x):
         nk = _nk()

@@ -352,7 +352,7 @@ class RobustScaler(_Estimator):
             raise ValueError(f"quantile_range: invalid quantile range {self.quantile_range!r}")
         X = self._validate(X, reset=True)
         if _is_gpu(X):  # percentiles through the array library; transforms run on our kernels
-            Xh = _gpu.to_numpy(X)
+            Xh = _gpu.to_host(X)
         else:
             Xh = X
         qs = sorted({float(q_min), 50.0, float(q_max)})
@@ -459,7 +459,7 @@ class PCA(_Estimator):
     def _fit(self, X):
         X = self._validate(X, reset=True)
         if _is_gpu(X):
-            X = _gpu.to_numpy(X)
+            X = _gpu.to_host(X)
         n, d = X.shape
         k_max = min(n, d)
         nc = self.n_components
@@ -522,12 +522,12 @@ class PCA(_Estimator):
         X = self._validate(X, reset=False)
         gpu_in = X if _is_gpu(X) else None
         if gpu_in is not None:
-            X = _gpu.to_numpy(X)
+            X = _gpu.to_host(X)
         Xc = _affine(X, self._mean64, np.ones(X.shape[1]), None, True)
         Y = Xc @ self.components_.T
         if self.whiten:
             Y /= np.sqrt(self.explained_variance_)
-        return _gpu.from_numpy_like(Y, gpu_in) if gpu_in is not None else Y
+        return _gpu.from_host(gpu_in, Y) if gpu_in is not None else Y
 
     def inverse_transform(self, X):
         self._check_fitted("components_")
@@ -559,7 +559,7 @@ class ZCAWhitening(_Estimator):
             raise ValueError(f"eps: expected a non-negative number, got {self.eps!r}")
         X = self._validate(X, reset=True)
         if _is_gpu(X):
-            X = _gpu.to_numpy(X)
+            X = _gpu.to_host(X)
         n, d = X.shape
         mean, _, _, _, _ = _stats(X, 2)
         if not np.isfinite(mean).all():
@@ -582,16 +582,16 @@ class ZCAWhitening(_Estimator):
         X = self._validate(X, reset=False)
         gpu_in = X if _is_gpu(X) else None
         if gpu_in is not None:
-            X = _gpu.to_numpy(X)
+            X = _gpu.to_host(X)
         Xc = _affine(X, self._mean64, np.ones(X.shape[1]), None, True)
         Y = Xc @ self.whitening_
-        return _gpu.from_numpy_like(Y, gpu_in) if gpu_in is not None else Y
+        return _gpu.from_host(gpu_in, Y) if gpu_in is not None else Y
 
     def inverse_transform(self, X):
         self._check_fitted("whitening_")
         X = self._validate(X, reset=False)
         if _is_gpu(X):
-            X = _gpu.to_numpy(X)
+            X = _gpu.to_host(X)
         return X @ self.dewhitening_ + self.mean_
 
 
