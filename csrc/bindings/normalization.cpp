@@ -295,7 +295,10 @@ template <class T>
 void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>& pc, int act, double slope) {
   const auto& K = kern<T>();
   if (g.N * g.W == 0) return;
-  const bool stream = g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
+  // Ordinary (cached) stores: measured faster than non-temporal ones for batch norm on the
+  // target machine (2 threads, (65536, 1024) float32: normalise 11.5 vs 15.5 ms with `out`,
+  // backward 48 vs 55 ms), also for fresh outputs whose pages the kernel has just zeroed.
+  const bool stream = false;
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(4 * W));
@@ -369,7 +372,7 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
                   const std::vector<T>& pc, int act, double slope) {
   const auto& K = kern<T>();
   if (g.N * g.W == 0) return;
-  const bool stream = g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
+  const bool stream = false;  // cached stores, see bn_apply
   if (!g.plane) {
     const int64_t W = g.W;
     std::vector<T> p(size_t(5 * W));
