@@ -135,7 +135,8 @@ def contiguous(x: Any) -> Any:
     if lib == "cupy":
         import cupy
 
-        return cupy.ascontiguousarray(x)
+        with x.device:  # copy on x's device and its current stream (the one the kernel will use)
+            return cupy.ascontiguousarray(x)
     if lib == "torch":
         return x.contiguous()
     raise TypeError("non-contiguous Numba device arrays are not supported; pass a contiguous array")
