@@ -29,28 +29,29 @@ struct DeviceBuffer {
 };
 
 // partial[c][j] = (mean, M2, min, max) of rows [c*kChunkRows, ...) of column j
+// Columns in grid.y, looped with a stride (grid.y is capped at 65535: more than 8.4M columns need it).
 template <class T>
 __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t cols, Stat4* __restrict__ part) {
-  const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   const int64_t c = blockIdx.x;
-  if (j >= cols) return;
-  const int64_t r0 = c * kChunkRows;
-  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
-  double s = 0.0;
-  for (int64_t i = r0; i < r1; ++i) s += double(x[i * cols + j]);
-  const double n = double(r1 - r0);
-  const double mu = s / n;
-  double s1 = 0.0, s2 = 0.0, lo = double(x[r0 * cols + j]), hi = lo;
-  for (int64_t i = r0; i < r1; ++i) {
-    const double v = double(x[i * cols + j]);
-    const double d = v - mu;
-    s1 += d;
-    s2 += d * d;
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
+  for (int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; j < cols; j += int64_t(gridDim.y) * blockDim.x) {
+    const int64_t r0 = c * kChunkRows;
+    const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
+    double s = 0.0;
+    for (int64_t i = r0; i < r1; ++i) s += double(x[i * cols + j]);
+    const double n = double(r1 - r0);
+    const double mu = s / n;
+    double s1 = 0.0, s2 = 0.0, lo = double(x[r0 * cols + j]), hi = lo;
+    for (int64_t i = r0; i < r1; ++i) {
+      const double v = double(x[i * cols + j]);
+      const double d = v - mu;
+      s1 += d;
+      s2 += d * d;
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+    }
+    double m2 = s2 - s1 * s1 / n;
+    part[c * cols + j] = Stat4{mu + s1 / n, m2 > 0.0 ? m2 : 0.0, lo, hi};
   }
-  double m2 = s2 - s1 * s1 / n;
-  part[c * cols + j] = Stat4{mu + s1 / n, m2 > 0.0 ? m2 : 0.0, lo, hi};
 }
 
 __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,
@@ -122,7 +123,8 @@ void col_stats(uintptr_t x, int64_t rows, int64_t cols, int dtype, double* mean,
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   DeviceBuffer part(size_t(chunks * cols) * sizeof(Stat4)), out(size_t(cols) * sizeof(Stat4));
   const int block = 128;
-  const dim3 grid(unsigned(chunks), unsigned((cols + block - 1) / block));
+  const int64_t col_blocks = (cols + block - 1) / block;
+  const dim3 grid(unsigned(chunks), unsigned(col_blocks < 65535 ? col_blocks : 65535));
   if (dtype == 0)
     stats_partial<float><<<grid, block, 0, s>>>(reinterpret_cast<const float*>(x), rows, cols, part.as<Stat4>());
   else

@@ -19,12 +19,23 @@ _KDL_CUDA_MANAGED = 13
 _DTYPE_CODE = {"<f4": 0, "<f8": 1}
 
 
+def _cai(x: Any) -> dict:
+    """x.__cuda_array_interface__. PyTorch refuses it on tensors that require grad (model parameters):
+    read it from a detached alias of the same memory instead."""
+    try:
+        return x.__cuda_array_interface__
+    except Exception:
+        if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
+            return x.detach().__cuda_array_interface__
+        raise
+
+
 def is_gpu_array(x: Any) -> bool:
     """True for a CUDA array of an external library (never for NumPy arrays)."""
     if type(x) is np.ndarray or x is None:
         return False
     try:
-        x.__cuda_array_interface__  # noqa: B018 - property access may raise on CPU tensors
+        _cai(x)  # property access may raise on CPU tensors
         return True
     except Exception:  # noqa: BLE001 - any failure means "not a CUDA array"
         pass
@@ -62,7 +73,7 @@ def _require_cuda() -> None:
 def _as_cai_object(x: Any) -> Any:
     """Objects that only speak DLPack are imported through CuPy or PyTorch."""
     try:
-        x.__cuda_array_interface__  # noqa: B018
+        _cai(x)
         return x
     except Exception:  # noqa: BLE001
         pass
@@ -78,7 +89,7 @@ def _as_cai_object(x: Any) -> Any:
 
 def interface(x: Any, name: str) -> dict:
     try:
-        cai = x.__cuda_array_interface__
+        cai = _cai(x)
     except Exception as exc:  # noqa: BLE001
         raise TypeError(f"{name}: expected a CUDA array (CuPy/PyTorch), got {type(x).__name__}") from exc
     if cai["typestr"] not in _DTYPE_CODE:
@@ -124,7 +135,8 @@ def contiguous(x: Any) -> Any:
     if lib == "cupy":
         import cupy
 
-        return cupy.ascontiguousarray(x)
+        with x.device:  # copy on x's device and its current stream (the one the kernel will use)
+            return cupy.ascontiguousarray(x)
     if lib == "torch":
         return x.contiguous()
     raise TypeError("non-contiguous Numba device arrays are not supported; pass a contiguous array")
@@ -135,7 +147,10 @@ def copy_into(dst: Any, src: Any) -> None:
     if lib == "cupy":
         dst[...] = src
     elif lib == "torch":
-        dst.copy_(src)
+        import torch
+
+        with torch.no_grad():  # dst may be a parameter that requires grad
+            dst.copy_(src)
     else:
         dst.copy_to_device(src)
 
@@ -170,6 +185,43 @@ def current_stream(x: Any) -> int:
     return 0
 
 
+def device_id(x: Any) -> int | None:
+    """CUDA device ordinal of a CuPy array / PyTorch tensor (None when unknown)."""
+    try:
+        lib = _library(x)
+    except TypeError:
+        return None
+    if lib == "cupy":
+        return int(x.device.id)
+    if lib == "torch":
+        idx = x.device.index
+        if idx is None:
+            import torch
+
+            idx = torch.cuda.current_device()
+        return int(idx)
+    return None
+
+
+def check_same_device(x: Any, name: str, ref: Any, ref_name: str) -> None:
+    """Kernels run on ref's device: an array of another GPU would be an illegal access there."""
+    d, r = device_id(x), device_id(ref)
+    if d is not None and r is not None and d != r:
+        raise ValueError(f"{name}: expected an array on the device of {ref_name} (cuda:{r}), got cuda:{d}")
+
+
+def _byte_range(cai: dict) -> tuple[int, int]:
+    n = int(np.prod(cai["shape"], dtype=np.int64))
+    p = int(cai["data"][0])
+    return p, p + n * int(cai["typestr"][2:])
+
+
+def partially_overlaps(a: dict, b: dict) -> bool:
+    """Contiguous a and b share memory without being the same array (in-place on the same pointer is safe)."""
+    (a0, a1), (b0, b1) = _byte_range(a), _byte_range(b)
+    return a0 != b0 and a0 < b1 and b0 < a1
+
+
 def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:
     """Contiguous CAI objects for each input plus their interfaces; checks dtype agreement."""
     objs, cais = [], []
@@ -181,6 +233,8 @@ def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:
             cai = interface(a, n)
         objs.append(a)
         cais.append(cai)
+    for a, n in zip(objs[1:], names[1:]):
+        check_same_device(a, n, objs[0], names[0])
     for cai, n in zip(cais[1:], names[1:]):
         if tuple(cai["shape"]) != tuple(cais[0]["shape"]):
             raise ValueError(f"{n}: expected the shape of {names[0]} {tuple(cais[0]['shape'])}, got {tuple(cai['shape'])}")
@@ -189,8 +243,9 @@ def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:
     return objs, cais
 
 
-def prepare_output(out: Any, like: Any, like_cai: dict) -> tuple[Any, Any, dict]:
-    """(result to return, array the kernel writes, its interface)."""
+def prepare_output(out: Any, like: Any, like_cai: dict, inputs: tuple = ()) -> tuple[Any, Any, dict]:
+    """(result to return, array the kernel writes, its interface). An `out` that partially overlaps
+    like_cai or one of `inputs` (interfaces) is written through a temporary."""
     if out is None:
         res = empty_like(like)
         return res, res, interface(res, "out")
@@ -203,7 +258,8 @@ def prepare_output(out: Any, like: Any, like_cai: dict) -> tuple[Any, Any, dict]
         raise ValueError(f"out: expected dtype {like_cai['typestr']}, got {cai['typestr']}")
     if cai["data"][1]:
         raise ValueError("out: array is read-only")
-    if is_contiguous(cai):
+    check_same_device(out, "out", like, "the input")
+    if is_contiguous(cai) and not any(partially_overlaps(cai, c) for c in (like_cai, *inputs)):
         return out, out, cai
     tmp = empty_like(like)
     return out, tmp, interface(tmp, "out")
@@ -213,7 +269,7 @@ def elementwise(op: str, arrays: tuple, names: tuple, out: Any, negative_slope: 
     """Run one activation kernel on GPU arrays (see csrc/cuda/activations.cu)."""
     _require_cuda()
     objs, cais = prepare_inputs(arrays, names)
-    result, target, out_cai = prepare_output(out, objs[0], cais[0])
+    result, target, out_cai = prepare_output(out, objs[0], cais[0], tuple(cais[1:]))
     n = int(np.prod(cais[0]["shape"], dtype=np.int64))
     with on_device(objs[0]):
         _core.cuda_activation(
@@ -232,7 +288,7 @@ def elementwise(op: str, arrays: tuple, names: tuple, out: Any, negative_slope: 
 
 def interface_ptr(x: Any) -> int:
     """Device pointer of a contiguous CUDA array of any dtype (workspaces, integer labels)."""
-    return int(x.__cuda_array_interface__["data"][0])
+    return int(_cai(x)["data"][0])
 
 
 # ---------------------------------------------------------------- generic helpers (normalization)

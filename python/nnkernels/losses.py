@@ -45,6 +45,7 @@ def _gpu_softmax_cross_entropy(logits: Any, labels: Any, out: Any) -> tuple:
         import cupy as xp_lib
 
         lab = xp_lib.asarray(labels)
+        _gpu.check_same_device(lab, "labels", x, "logits")
         if lab.dtype.kind not in "iu":
             raise TypeError(f"labels: expected an integer array, got dtype {lab.dtype}")
         if lab.shape != (n,):

@@ -173,6 +173,7 @@ def _gpu_table(ops: list) -> tuple:
             if not _gpu.is_gpu_array(a):
                 raise TypeError(f"{nm}: expected a CUDA array (CuPy/PyTorch) like {ops[0][0]}, got {type(a).__name__}")
             cai = _gpu.interface(a, nm)
+            _gpu.check_same_device(a, nm, lists[0][0][0], ops[0][0] if single else f"{ops[0][0]}[0]")
             if not _gpu.is_contiguous(cai):
                 raise ValueError(f"{nm}: expected a C-contiguous array (strided views are refused)")
             if w and cai["data"][1]:
