@@ -9,8 +9,9 @@ produces, for compute-bound ops) and one :class:`Impl` per implementation (NumPy
 nnkernels CPU, PyTorch CPU, nnkernels CUDA, PyTorch CUDA...). Cases are generated lazily
 so each size's arrays are freed before the next is built.
 
-Timing method: each implementation is warmed up, then called repeatedly; the median of
-the per-call times is reported with the spread (min and interquartile range). GPU rows
+Timing method: every implementation of a row is warmed up, then the implementations are
+called round-robin (interleaved, so drifts of the machine hit all of them alike); the median
+of the per-call times is reported with the spread (min and interquartile range). GPU rows
 synchronise the device around each call (``Impl.sync``). Threads are whatever
 ``nk.set_num_threads`` / ``--threads`` configured, for nnkernels, PyTorch and NumPy alike.
 """
@@ -155,6 +156,49 @@ def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, 
         if len(times) >= repeats and (spent >= min_time or spent >= max_time):
             break
         if spent >= max_time and len(times) >= 3:
+            break
+    return times
+
+
+def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,
+                     flush_caches: bool = False) -> list:
+    """Per-call times for several implementations of one row, timed round-robin (A B C A B C ...)
+    so that slow drifts of the machine (other tenants' memory traffic on a VM) affect every
+    implementation alike instead of biasing whichever ran during the disturbance. Each round
+    times every implementation once; rounds continue until `repeats` rounds are done and
+    `min_time` has passed, or `max_time` per implementation (at least 3 rounds)."""
+    for impl in impls:
+        for _ in range(warmup):
+            if impl.setup:
+                impl.setup()
+            impl.fn()
+        if impl.sync:
+            impl.sync()
+    timers = [_cuda_event_timer(i) if i.device == "cuda" else None for i in impls]
+    times: list = [[] for _ in impls]
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        for k, impl in enumerate(impls):
+            if impl.setup:
+                impl.setup()
+            if flush_caches and impl.device == "cpu":
+                evict_caches()
+            if impl.sync:
+                impl.sync()
+            if timers[k] is not None:
+                times[k].append(timers[k]())
+            else:
+                t0 = time.perf_counter()
+                impl.fn()
+                if impl.sync:
+                    impl.sync()
+                times[k].append(time.perf_counter() - t0)
+        rounds += 1
+        spent = time.perf_counter() - start
+        if rounds >= repeats and spent >= min_time:
+            break
+        if rounds >= 3 and spent >= max_time * len(impls):
             break
     return times
 

@@ -7,8 +7,9 @@
     python -m nnkernels bench compare A.json B.json
     python -m nnkernels bench report run.json --plot run.png --readme README.md
 
-Timing: 2 untimed warm-up calls, then at least --repeats timed calls (more for calls
-shorter than 50 ms in total); median reported with min and interquartile range. Rows whose
+Timing: 2 untimed warm-up calls, then at least --repeats timed rounds in which every
+implementation of the row is called once (interleaved, so drifts of the machine affect all
+of them alike); median reported with min and interquartile range. Rows whose
 data exceed half the L3 cache have the caches flushed (a 64 MB write) before every timed
 call. GPU rows are timed with CUDA events on the current stream and synchronised. The
 thread count (--threads, default: nk.get_num_threads()) applies to nnkernels, PyTorch and
@@ -215,8 +216,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None) -> dict:
     _progress(f"{case.op} {case.shape}...")
     flush = case.bytes_moved >= H.L3_BYTES // 2
     row["cache_flushed"] = flush
-    for impl in case.impls:
-        times = H.time_calls(impl, repeats=repeats, warmup=2, min_time=0.05, flush_caches=flush)
+    all_times = H.time_interleaved(case.impls, repeats=repeats, warmup=2, min_time=0.05, flush_caches=flush)
+    for impl, times in zip(case.impls, all_times):
         s = H.summarize(times)
         s["device"] = impl.device
         if case.bytes_moved:
