@@ -209,6 +209,16 @@ def summarize(times: list) -> dict:
     return {"median_s": statistics.median(ts), "min_s": ts[0], "q1_s": q[0], "q3_s": q[2], "runs": len(ts)}
 
 
+def stream_copy_impl(n_bytes: int) -> Impl:
+    """A copy moving `n_bytes` in total (half read, half written) with the bandwidth kernel."""
+    from nnkernels import _core
+
+    n = max(1, n_bytes // 8)
+    a = np.ones(n, np.float32)
+    b = np.zeros(n, np.float32)
+    return Impl("stream-copy", lambda: _core.stream_copy(a, b))
+
+
 def measure_stream_bandwidth(n_bytes: int = 512 * MB, repeats: int = 7) -> dict:
     """Copy and triad bandwidth (GB/s, 1e9 bytes) of the nnkernels stream kernels on float32
     arrays of `n_bytes` each (default far above the 32 MB L3)."""

@@ -216,14 +216,25 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None) -> dict:
     _progress(f"{case.op} {case.shape}...")
     flush = case.bytes_moved >= H.L3_BYTES // 2
     row["cache_flushed"] = flush
-    all_times = H.time_interleaved(case.impls, repeats=repeats, warmup=2, min_time=0.05, flush_caches=flush)
-    for impl, times in zip(case.impls, all_times):
+    impls = list(case.impls)
+    if flush and case.kind == "memory" and copy_bw:
+        # The row's own roofline: a stream copy moving the same number of bytes, timed
+        # interleaved with the implementations (the VM's bandwidth drifts during a run).
+        impls.append(H.stream_copy_impl(case.bytes_moved))
+    all_times = H.time_interleaved(impls, repeats=repeats, warmup=2, min_time=0.05, flush_caches=flush)
+    row_copy_bw = None
+    if impls[-1].name == "stream-copy":
+        row_copy_bw = case.bytes_moved / H.summarize(all_times[-1])["median_s"] / 1e9
+        row["copy_GBps"] = row_copy_bw
+        impls, all_times = impls[:-1], all_times[:-1]
+    copy_ref = row_copy_bw or copy_bw
+    for impl, times in zip(impls, all_times):
         s = H.summarize(times)
         s["device"] = impl.device
         if case.bytes_moved:
             s["GBps"] = case.bytes_moved / s["median_s"] / 1e9
-            if copy_bw and impl.device == "cpu":
-                s["pct_copy_bw"] = 100.0 * s["GBps"] / copy_bw
+            if copy_ref and impl.device == "cpu":
+                s["pct_copy_bw"] = 100.0 * s["GBps"] / copy_ref
             if gpu_bw and impl.device == "cuda":
                 s["pct_gpu_copy_bw"] = 100.0 * s["GBps"] / gpu_bw
         if case.elements:
