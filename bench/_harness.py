@@ -125,39 +125,9 @@ def _cuda_event_timer(impl: Impl):
 
 def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,
                flush_caches: bool = False) -> list:
-    """Per-call times in seconds: `warmup` untimed calls, then at least `repeats` timed ones
-    (more for very short calls until `min_time` has been spent; never past `max_time`).
-    CPU calls are timed with perf_counter; GPU calls (impl.device == "cuda") with CUDA events."""
-    for _ in range(warmup):
-        if impl.setup:
-            impl.setup()
-        impl.fn()
-    if impl.sync:
-        impl.sync()
-    event_timer = _cuda_event_timer(impl) if impl.device == "cuda" else None
-    times: list = []
-    start = time.perf_counter()
-    while True:
-        if impl.setup:
-            impl.setup()
-        if flush_caches and impl.device == "cpu":
-            evict_caches()
-        if impl.sync:
-            impl.sync()
-        if event_timer is not None:
-            times.append(event_timer())
-        else:
-            t0 = time.perf_counter()
-            impl.fn()
-            if impl.sync:
-                impl.sync()
-            times.append(time.perf_counter() - t0)
-        spent = time.perf_counter() - start
-        if len(times) >= repeats and (spent >= min_time or spent >= max_time):
-            break
-        if spent >= max_time and len(times) >= 3:
-            break
-    return times
+    """Per-call times in seconds of one implementation (see :func:`time_interleaved`)."""
+    return time_interleaved([impl], repeats=repeats, warmup=warmup, min_time=min_time, max_time=max_time,
+                            flush_caches=flush_caches)[0]
 
 
 def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,

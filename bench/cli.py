@@ -29,6 +29,7 @@ import numpy as np
 import nnkernels as nk
 
 from . import _harness as H
+from .report import _t
 
 PEERS = ("numpy", "torch", "sklearn")
 
@@ -259,16 +260,6 @@ def _progress(msg):
         sys.stderr.write(msg + "\n")
 
 
-def _fmt_t(s):
-    if s is None:
-        return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.1f}us"
-    if s < 1:
-        return f"{s * 1e3:.2f}ms"
-    return f"{s:.2f}s"
-
-
 def _print_header():
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -282,13 +273,13 @@ def _print_row(row):
     im = row["impls"]
     ours = im.get("nnkernels", {})
     gbs = f"{ours['GBps']:.1f}" if "GBps" in ours else (f"{ours['elements_per_s'] / 1e9:.2f}G/s" if "elements_per_s" in ours else "-")
-    pct = f"{ours['pct_copy_bw']:.0f}%" if "pct_copy_bw" in ours else "-"
+    pct = f"{ours['pct_copy_bw']:.0f}%" if "pct_copy_bw" in ours and row.get("cache_flushed") else "-"
     sx = lambda k: f"{row[k]:.2f}x" if k in row else "-"  # noqa: E731
-    print(f"{row['op']:<28}{row['shape']:>12}{_fmt_t(im.get('numpy', {}).get('median_s')):>11}"
-          f"{_fmt_t(ours.get('median_s')):>11}{gbs:>9}{pct:>7}{_fmt_t(im.get('torch', {}).get('median_s')):>11}"
-          f"{_fmt_t(im.get('sklearn', {}).get('median_s')):>11}"
+    print(f"{row['op']:<28}{row['shape']:>12}{_t(im.get('numpy', {}).get('median_s')):>11}"
+          f"{_t(ours.get('median_s')):>11}{gbs:>9}{pct:>7}{_t(im.get('torch', {}).get('median_s')):>11}"
+          f"{_t(im.get('sklearn', {}).get('median_s')):>11}"
           f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}{sx('speedup_vs_sklearn'):>10}"
-          f"{_fmt_t(im.get('nnkernels-cuda', {}).get('median_s')):>11}{_fmt_t(im.get('torch-cuda', {}).get('median_s')):>11}",
+          f"{_t(im.get('nnkernels-cuda', {}).get('median_s')):>11}{_t(im.get('torch-cuda', {}).get('median_s')):>11}",
           flush=True)
 
 
