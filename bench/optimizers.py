@@ -37,32 +37,19 @@ def _shapes(ctx: Context, label):
     return {"small": ([1000], "1K"), "medium": ([4000] * 500, "500x4000"), "large": ([16 << 20], "16M")}[label]
 
 
-def _nk_step(op, p, g, s1, s2):
+def _step(mod, op, p, g, s1, s2):
+    """One optimizer step of `mod` (nnkernels or nnkernels.reference), same hyperparameters."""
     t = [0]
     if op == "adam":
         def f():
             t[0] += 1
-            nk.adam_step(p, g, s1, s2, step=t[0], lr=1e-3)
+            mod.adam_step(p, g, s1, s2, step=t[0], lr=1e-3)
         return f
     if op == "sgd_momentum":
-        return lambda: nk.sgd_step(p, g, lr=1e-3, momentum=0.9, velocity=s1)
+        return lambda: mod.sgd_step(p, g, lr=1e-3, momentum=0.9, velocity=s1)
     if op == "rmsprop":
-        return lambda: nk.rmsprop_step(p, g, s1, lr=1e-3)
-    return lambda: nk.adagrad_step(p, g, s1, lr=1e-3)
-
-
-def _ref_step(op, p, g, s1, s2):
-    t = [0]
-    if op == "adam":
-        def f():
-            t[0] += 1
-            ref.adam_step(p, g, s1, s2, step=t[0], lr=1e-3)
-        return f
-    if op == "sgd_momentum":
-        return lambda: ref.sgd_step(p, g, lr=1e-3, momentum=0.9, velocity=s1)
-    if op == "rmsprop":
-        return lambda: ref.rmsprop_step(p, g, s1, lr=1e-3)
-    return lambda: ref.adagrad_step(p, g, s1, lr=1e-3)
+        return lambda: mod.rmsprop_step(p, g, s1, lr=1e-3)
+    return lambda: mod.adagrad_step(p, g, s1, lr=1e-3)
 
 
 def _torch_opt(torch, op, tparams, **mode):
@@ -115,14 +102,14 @@ def _gpu_impls(ctx, op, p, g):
     if ctx.gpu and lib is not None:
         gp, gg = [lib.asarray(x) for x in p], [lib.asarray(x) for x in g]
         s1, s2 = [lib.zeros_like(x) for x in gp], [lib.zeros_like(x) for x in gp]
-        out.append(Impl("nnkernels-cuda", _nk_step(op, gp, gg, s1, s2), "cuda",
+        out.append(Impl("nnkernels-cuda", _step(nk, op, gp, gg, s1, s2), "cuda",
                         lib.cuda.get_current_stream().synchronize))
     elif ctx.gpu and ctx.torch_cuda:
         torch = ctx.torch
         gp = [torch.from_numpy(x.copy()).cuda() for x in p]
         gg = [torch.from_numpy(x).cuda() for x in g]
         s1, s2 = [torch.zeros_like(x) for x in gp], [torch.zeros_like(x) for x in gp]
-        out.append(Impl("nnkernels-cuda", _nk_step(op, gp, gg, s1, s2), "cuda", torch.cuda.synchronize))
+        out.append(Impl("nnkernels-cuda", _step(nk, op, gp, gg, s1, s2), "cuda", torch.cuda.synchronize))
     if ctx.torch_cuda:
         out += _torch_cuda_impls(ctx, op, p, g)
     return out
@@ -146,7 +133,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                 torch_impls, s1, s2 = _shared_torch_impls(ctx, op, p, g)
             else:
                 torch_impls, s1, s2 = [], [np.zeros_like(x) for x in p], [np.zeros_like(x) for x in p]
-            impls = [Impl("numpy", _ref_step(op, rp, g, r1, r2)), Impl("nnkernels", _nk_step(op, p, g, s1, s2))]
+            impls = [Impl("numpy", _step(ref, op, rp, g, r1, r2)), Impl("nnkernels", _step(nk, op, p, g, s1, s2))]
             impls += torch_impls + gpu_impls
             yield Case("optimizers", op, shape, dt.name, impls, bytes_moved=STREAMS[op] * n * dt.itemsize,
                        note=f"{len(sizes)} tensor(s), one step")

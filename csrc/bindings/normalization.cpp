@@ -291,6 +291,18 @@ void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift,
 }
 
 // y = act(((x - mh) - ml) * sc + sh) with per-channel params pc = [mh, ml, sc, sh] x C (interleaved per channel).
+// Per-channel parameters (k per channel, interleaved in pc) spread to the W = C*S columns of
+// the (N, W) layout, one contiguous row of W values per parameter.
+template <class T>
+std::vector<T> per_column(const Geom& g, const std::vector<T>& pc, int k) {
+  const int64_t W = g.W;
+  std::vector<T> p(size_t(k * W));
+  for (int64_t c = 0, j = 0; c < g.C; ++c)
+    for (int64_t sp = 0; sp < g.S; ++sp, ++j)
+      for (int q = 0; q < k; ++q) p[size_t(q * W + j)] = pc[size_t(k * c + q)];
+  return p;
+}
+
 template <class T>
 void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>& pc, int act, double slope) {
   const auto& K = kern<T>();
@@ -301,10 +313,7 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
   const bool stream = false;
   if (!g.plane) {
     const int64_t W = g.W;
-    std::vector<T> p(size_t(4 * W));
-    for (int64_t c = 0, j = 0; c < g.C; ++c)
-      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
-        for (int q = 0; q < 4; ++q) p[size_t(q * W + j)] = pc[size_t(4 * c + q)];
+    const std::vector<T> p = per_column(g, pc, 4);
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p.data(), act, slope, stream);
@@ -375,10 +384,7 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
   const bool stream = false;  // cached stores, see bn_apply
   if (!g.plane) {
     const int64_t W = g.W;
-    std::vector<T> p(size_t(5 * W));
-    for (int64_t c = 0, j = 0; c < g.C; ++c)
-      for (int64_t sp = 0; sp < g.S; ++sp, ++j)
-        for (int q = 0; q < 5; ++q) p[size_t(q * W + j)] = pc[size_t(5 * c + q)];
+    const std::vector<T> p = per_column(g, pc, 5);
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
