@@ -177,6 +177,27 @@ def test_threads_bitwise(threads, dtype, order):
         np.testing.assert_array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_and_column_widths(isa, dtype):
+    """Row norms (32-lane accumulation, overlapping masked tail) and column min/max (register
+    blocks, overlapping last vector) at widths around every vector size; a NaN or inf in the last
+    columns is still seen."""
+    rng = np.random.default_rng(5)
+    for C in (1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129):
+        X = (rng.standard_normal((37, C)) * 3 - 1).astype(dtype)
+        X[5] = 0.0  # a zero row keeps norm 1 (scikit-learn leaves it unscaled)
+        for _, Xl in layouts(X):
+            for name in ("minmax", "l1", "l2", "max"):
+                ours, theirs = SCALERS[name][0](), SCALERS[name][1]()
+                assert_close(ours.fit_transform(Xl), theirs.fit_transform(Xl.astype(np.float64)), dtype)
+        for name in ("minmax", "l1", "l2", "max"):
+            for bad_value in (np.nan, np.inf):
+                bad = X.copy()
+                bad[11, C - 1] = bad_value
+                with pytest.raises(ValueError, match="NaN"):
+                    SCALERS[name][0]().fit_transform(bad)
+
+
 # ---------------------------------------------------------------- partial_fit, params, errors
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -12,6 +12,7 @@
 #include "cpu/preprocessing.hpp"
 
 #include <cstring>
+#include <type_traits>
 
 #include "core/simd.hpp"
 
@@ -142,8 +143,39 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
     }
   }
   if (flags & kPrepMinMax) {
-    if (cs == 1) {
-      // min/max exact in the data type; bad[j] = sum (x - x): 0 for finite data, NaN otherwise
+    if (cs == 1 && C >= Simd<T>::N) {
+      // min/max exact in the data type; bad[j] = sum (x - x): 0 for finite data, NaN otherwise.
+      // Register blocks of up to 4 vectors of columns walk all rows of the block; a last partial
+      // vector overlaps the previous one and recomputes those columns identically.
+      using S = Simd<T>;
+      using V = typename S::V;
+      constexpr int N = S::N;
+      auto block = [&](int64_t j0, auto nvec) {
+        constexpr int U = decltype(nvec)::value;
+        V lo[U], hi[U], bd[U];
+        for (int u = 0; u < U; ++u) { lo[u] = hi[u] = S::load(x + j0 + u * N); bd[u] = V{}; }
+        for (int64_t i = 0; i < R; ++i) {
+          const T* __restrict__ r = x + i * rs + j0;
+          for (int u = 0; u < U; ++u) {
+            const V v = S::load(r + u * N);
+            lo[u] = v < lo[u] ? v : lo[u];
+            hi[u] = v > hi[u] ? v : hi[u];
+            bd[u] += v - v;
+          }
+        }
+        for (int u = 0; u < U; ++u)
+          for (int k = 0; k < N; ++k) {
+            const int64_t j = j0 + u * N + k;
+            mn[j] = double(lo[u][k]);
+            mx[j] = double(hi[u][k]);
+            bad[j] = double(bd[u][k]);
+          }
+      };
+      int64_t j0 = 0;
+      for (; j0 + 4 * N <= C; j0 += 4 * N) block(j0, std::integral_constant<int, 4>{});
+      for (; j0 + N <= C; j0 += N) block(j0, std::integral_constant<int, 1>{});
+      if (j0 < C) block(C - N, std::integral_constant<int, 1>{});
+    } else if (cs == 1) {
       for (int64_t j = 0; j < C; ++j) {
         mn[j] = mx[j] = double(x[j]);
         bad[j] = 0.0;
@@ -230,26 +262,94 @@ void affine(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, const double
 
 inline double absd(double v) { return v < 0.0 ? -v : v; }
 
+// Row norms of a contiguous row. Lane k of 32 float64 accumulators takes elements k, k+32, ...
+// and the lanes are combined pairwise in combine16's order, so the summation order is the same
+// on every instruction set: the 32 lanes live in kRowLanes / N native registers (4 zmm, 8 ymm or
+// 16 xmm; 32 lanes give four independent FMA chains on AVX-512), and masked tails add nothing.
+constexpr int kRowLanes = 32;
+template <class T>
+struct RowAcc {
+  using D = Simd<double>;
+  static constexpr int N = D::N, M = kRowLanes / D::N;
+  typedef T Half __attribute__((vector_size(N * sizeof(T))));
+  typename D::V a[M];
+
+  static inline typename D::V widen(const T* p) {
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 4) {  // GCC splits the generic conversion into 256-bit halves
+      const __m512d d = _mm512_maskz_cvtps_pd(0xFF, _mm256_loadu_ps(reinterpret_cast<const float*>(p)));
+      typename D::V v;
+      std::memcpy(&v, &d, sizeof(v));
+      return v;
+    }
+#endif
+    Half h;
+    std::memcpy(&h, p, sizeof(h));
+    return __builtin_convertvector(h, typename D::V);
+  }
+  // combine16 on registers: the steps of width >= N are whole-register adds, the rest scalar
+  static inline double reduce(typename D::V* v) {
+    for (int w = M / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) v[k] += v[k + w];
+    double acc[N];
+    std::memcpy(acc, &v[0], sizeof(acc));
+    for (int w = N / 2; w >= 1; w /= 2)
+      for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+    return acc[0];
+  }
+};
+
 template <class T>
 inline double row_norm_contig(const T* __restrict__ r, int64_t C, int norm) {
-  if (norm == kNormL2) return __builtin_sqrt(sum16(r, C, [](double v) { return v * v; }));
-  if (norm == kNormL1) return sum16(r, C, [](double v) { return absd(v); });
-  double m[kAcc] = {};
+  using A = RowAcc<T>;
+  using V = typename Simd<double>::V;
+  constexpr int N = A::N, M = A::M;
+  V acc[M], nan[M];  // nan: sum of (v - v); NaN/inf in the row must not vanish in the max
+  for (int m = 0; m < M; ++m) acc[m] = nan[m] = V{};
+  alignas(64) T tail[kRowLanes];
   int64_t j = 0;
-  for (; j + kAcc <= C; j += kAcc)
-    for (int k = 0; k < kAcc; ++k) {
-      const double v = absd(double(r[j + k]));
-      m[k] = v > m[k] ? v : m[k];
-    }
-  double bd = 0.0;  // NaN must not vanish in the max
-  for (int k = 0; j + k < C; ++k) {
-    const double v = absd(double(r[j + k]));
-    m[k] = v > m[k] ? v : m[k];
+  const int64_t body = C - C % kRowLanes;
+  if (norm == kNormL2) {
+    for (; j < body; j += kRowLanes)
+      for (int m = 0; m < M; ++m) { const V v = A::widen(r + j + m * N); acc[m] += v * v; }
+  } else if (norm == kNormL1) {
+    for (; j < body; j += kRowLanes)
+      for (int m = 0; m < M; ++m) { const V v = A::widen(r + j + m * N); acc[m] += v < 0.0 ? -v : v; }
+  } else {
+    for (; j < body; j += kRowLanes)
+      for (int m = 0; m < M; ++m) {
+        const V v = A::widen(r + j + m * N), a = v < 0.0 ? -v : v;
+        acc[m] = a > acc[m] ? a : acc[m];
+        nan[m] += v - v;
+      }
   }
-  for (int64_t t = 0; t < C; ++t) bd += double(r[t] - r[t]);
-  double best = m[0];
-  for (int k = 1; k < kAcc; ++k) best = m[k] > best ? m[k] : best;
-  return best + bd;
+  if (j < C) {
+    // tail: rows of >= 16 elements reload their last 16 and drop the lanes already summed
+    // (lane l holds element C - 16 + l); shorter rows go through a zero-padded copy
+    const T* src = r + C - kRowLanes;
+    int64_t skip = kRowLanes - (C - j);
+    if (C < kRowLanes) {
+      std::memset(tail, 0, sizeof(tail));
+      std::memcpy(tail, r, size_t(C) * sizeof(T));
+      src = tail;
+      skip = 0;
+    }
+    for (int m = 0; m < M; ++m) {
+      V lane;
+      for (int k = 0; k < N; ++k) lane[k] = double(m * N + k);
+      const V v0 = A::widen(src + m * N), v = lane >= double(skip) ? v0 : V{}, a = v < 0.0 ? -v : v;
+      if (norm == kNormL2) acc[m] += v * v;
+      else if (norm == kNormL1) acc[m] += a;
+      else { acc[m] = a > acc[m] ? a : acc[m]; nan[m] += v - v; }
+    }
+  }
+  if (norm == kNormL2) return __builtin_sqrt(A::reduce(acc));
+  if (norm == kNormL1) return A::reduce(acc);
+  double mx[kRowLanes];
+  std::memcpy(mx, acc, sizeof(mx));
+  double best = mx[0];
+  for (int k = 1; k < kRowLanes; ++k) best = mx[k] > best ? mx[k] : best;
+  return best + A::reduce(nan);
 }
 
 template <class T>
@@ -259,13 +359,23 @@ void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm,
   T* y = static_cast<T*>(yv);
   const int64_t R = b.rows, C = b.cols;
   if (b.cs == 1) {
-    // row norm in float64 (16 fixed accumulators); the row is scaled by the reciprocal in T
+    // row norm in float64 (32 fixed lanes); the row is scaled by the reciprocal in T
     int64_t i = 0;
-    for_rows<T>(b, y, yrs, ycs, stream, [&](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
-      const double nv = row_norm_contig(r, C, norm);
+    const int64_t Cv = C;  // by value: the stores to o must not force a reload of the count
+    const int nm = norm;
+    for_rows<T>(b, y, yrs, ycs, stream, [&i, norms, Cv, nm](const T* __restrict__ r, T* __restrict__ o, int64_t oc) {
+      const int64_t C = Cv;
+      const double nv = row_norm_contig(r, C, nm);
       norms[i++] = nv;
       const T inv = T(1.0 / (nv == 0.0 ? 1.0 : nv));
-      if (oc == 1)
+      if (oc == 1 && C >= Simd<T>::N) {
+        // whole vectors, then one overlapping last vector (rewrites equal values)
+        using S = Simd<T>;
+        const typename S::V vi = S::splat(inv);
+        int64_t j = 0;
+        for (; j + S::N <= C; j += S::N) S::store(o + j, S::load(r + j) * vi);
+        if (j < C) S::store(o + C - S::N, S::load(r + C - S::N) * vi);
+      } else if (oc == 1)
         for (int64_t j = 0; j < C; ++j) o[j] = r[j] * inv;
       else
         for (int64_t j = 0; j < C; ++j) o[j * oc] = r[j] * inv;
