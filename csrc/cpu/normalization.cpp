@@ -359,17 +359,20 @@ void run_stats(const T* x, int64_t n, double* shift, double* mean, double* m2) {
 
 // ---------------------------------------------------------------- batch norm: normalise
 
-// y = act(((x - mh) - ml) * scale + shift), per-column params, one row at a time (measured
-// faster here than taking four rows per parameter load: rows 4 KiB apart alias in L1).
+// y = act((x - mh) * scale + shift), per-column params [mh, scale, shift], one row at a time
+// (measured faster here than taking four rows per parameter load: rows 4 KiB apart alias in L1).
+// The host folds the mean's low part ml into shift (shift = beta - ml * scale, in double): one
+// parameter stream fewer per element (measured: normalise 16-22 -> 13 ms at (65536, 1024) f32)
+// with the same accuracy, since x - mh is exact for x near the mean and ml * scale is small.
 template <class T, int ACT>
 void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, double slope_d,
                     bool stream) {
   const T slope = T(slope_d);
-  const T *mh = p, *ml = p + w, *sc = p + 2 * w, *sh = p + 3 * w;
+  const T *mh = p, *sc = p + w, *sh = p + 2 * w;
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * xs;
     write_row<T>(y + r * ys, w, stream, [&](int64_t i, int64_t k) NK_AI {
-      V<T> v = ((ld(xr + i, k) - ld(mh + i, k)) - ld(ml + i, k)) * ld(sc + i, k) + ld(sh + i, k);
+      V<T> v = (ld(xr + i, k) - ld(mh + i, k)) * ld(sc + i, k) + ld(sh + i, k);
       return act_fwd<T, ACT>(v, slope);
     });
   }
@@ -379,9 +382,9 @@ void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int6
 template <class T, int ACT>
 void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
-  const T mh = p[0], ml = p[1], sc = p[2], sh = p[3];
+  const T mh = p[0], sc = p[1], sh = p[2];
   write_row<T>(y, n, stream, [&](int64_t i, int64_t k) NK_AI {
-    return act_fwd<T, ACT>(((ld(x + i, k) - mh) - ml) * sc + sh, slope);
+    return act_fwd<T, ACT>((ld(x + i, k) - mh) * sc + sh, slope);
   });
   if (stream) stream_fence();
 }
@@ -467,20 +470,20 @@ void run_bwd_reduce_impl(const T* dout, const T* x, const T* y, int64_t n, T m, 
   out3[2] = sx;
 }
 
-// dx = A*g + K*((x - mh) - ml) + B, one row at a time (see col_apply_impl)
+// dx = A*g + K*(x - mh) + B, per-column params [mh, A, K, B] (ml folded into B by the host),
+// one row at a time (see col_apply_impl)
 template <class T, int ACT>
 void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
                         int64_t dxs, int64_t rows, int64_t w, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
-  const T *mh = p, *ml = p + w, *pa = p + 2 * w, *pk = p + 3 * w, *pb = p + 4 * w;
+  const T *mh = p, *pa = p + w, *pk = p + 2 * w, *pb = p + 3 * w;
   for (int64_t r = 0; r < rows; ++r) {
     const T* dr = dout + r * ds;
     const T* xr = x + r * xs;
     const T* yr = ACT ? y + r * yss : nullptr;
     write_row<T>(dx + r * dxs, w, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
-      V<T> xmc = (ld(xr + i, k) - ld(mh + i, k)) - ld(ml + i, k);
-      return g * ld(pa + i, k) + xmc * ld(pk + i, k) + ld(pb + i, k);
+      return g * ld(pa + i, k) + (ld(xr + i, k) - ld(mh + i, k)) * ld(pk + i, k) + ld(pb + i, k);
     });
   }
   if (stream) stream_fence();
@@ -490,10 +493,10 @@ template <class T, int ACT>
 void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n, const T* p, double slope_d,
                         bool stream) {
   const T slope = T(slope_d);
-  const T mh = p[0], ml = p[1], pa = p[2], pk = p[3], pb = p[4];
+  const T mh = p[0], pa = p[1], pk = p[2], pb = p[3];
   write_row<T>(dx, n, stream, [&](int64_t i, int64_t k) NK_AI {
     V<T> g = act_bwd<T, ACT>(ld(dout + i, k), ACT ? y + i : nullptr, k, slope);
-    return g * pa + ((ld(x + i, k) - mh) - ml) * pk + pb;
+    return g * pa + (ld(x + i, k) - mh) * pk + pb;
   });
   if (stream) stream_fence();
 }
