@@ -292,17 +292,21 @@ void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift,
   }
 }
 
-// y = act((x - mh) * sc + sh) with per-channel params pc = [mh, sc, sh] x C (interleaved per channel).
-// Per-channel parameters (k per channel, interleaved in pc) spread to the W = C*S columns of
-// the (N, W) layout, one contiguous row of W values per parameter.
+// Per-channel parameters are planar: pc = [p0 x C | p1 x C | ...]. For the column kernels they
+// are spread to the W = C*S columns of the (N, W) layout (one row of W values per parameter);
+// with S == 1 that is pc itself (no copy on the hot path).
 template <class T>
 std::vector<T> per_column(const Geom& g, const std::vector<T>& pc, int k) {
   const int64_t W = g.W;
   std::vector<T> p(size_t(k * W));
   for (int64_t c = 0, j = 0; c < g.C; ++c)
     for (int64_t sp = 0; sp < g.S; ++sp, ++j)
-      for (int q = 0; q < k; ++q) p[size_t(q * W + j)] = pc[size_t(k * c + q)];
+      for (int q = 0; q < k; ++q) p[size_t(q * W + j)] = pc[size_t(q * g.C + c)];
   return p;
+}
+template <class T>
+void channel_params(const Geom& g, const std::vector<T>& pc, int k, int64_t c, T* out) {
+  for (int q = 0; q < k; ++q) out[q] = pc[size_t(q * g.C + c)];
 }
 
 template <class T>
@@ -317,17 +321,20 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
   const bool stream = !fresh_out && g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
   if (!g.plane) {
     const int64_t W = g.W;
-    const std::vector<T> p = per_column(g, pc, 3);
+    const std::vector<T> spread = g.S == 1 ? std::vector<T>() : per_column(g, pc, 3);
+    const T* p = g.S == 1 ? pc.data() : spread.data();
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
-      K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p.data(), act, slope, stream);
+      K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p, act, slope, stream);
     });
   } else {
     const int64_t grain = std::max<int64_t>(1, kApplyElems / g.S);
     parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = i / g.C, c = i % g.C;
-        K.run_apply(x + n * rs + c * g.S, y + i * g.S, g.S, &pc[size_t(3 * c)], act, slope, stream);
+        T pp[3];
+        channel_params(g, pc, 3, c, pp);
+        K.run_apply(x + n * rs + c * g.S, y + i * g.S, g.S, pp, act, slope, stream);
       }
     });
   }
@@ -388,19 +395,22 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
   const bool stream = false;  // dx is always fresh: cached stores, see bn_apply (51.6 vs 54.8 ms)
   if (!g.plane) {
     const int64_t W = g.W;
-    const std::vector<T> p = per_column(g, pc, 4);
+    const std::vector<T> spread = g.S == 1 ? std::vector<T>() : per_column(g, pc, 4);
+    const T* p = g.S == 1 ? pc.data() : spread.data();
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
-                      p.data(), act, slope, stream);
+                      p, act, slope, stream);
     });
   } else {
     const int64_t grain = std::max<int64_t>(1, kApplyElems / g.S);
     parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = i / g.C, c = i % g.C, off = c * g.S;
+        T pp[4];
+        channel_params(g, pc, 4, c, pp);
         K.run_bwd_apply(dout + n * ds + off, x + n * xs + off, y ? y + n * yss + off : nullptr, dx + i * g.S, g.S,
-                        &pc[size_t(4 * c)], act, slope, stream);
+                        pp, act, slope, stream);
       }
     });
   }
@@ -577,7 +587,17 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
 
 // ---------------------------------------------------------------- batch norm entry points
 
-// Forward params [mh, scale, shift] per channel from a double mean and the T-rounded rstd.
+// Forward params of one channel, planar (stride C): mh, scale = gamma * rstd, shift.
+template <class T>
+inline void forward_channel(double hi, double lo, T rstd, double gamma, double beta, T* p, size_t C) {
+  const T mh = T(hi);
+  const double ml = lo + (hi - double(mh)), sc = gamma * double(rstd);
+  p[0] = mh;
+  p[C] = T(sc);
+  p[2 * C] = T(beta - ml * sc);
+}
+
+// Forward params [mh | scale | shift] (planar) from a double mean and the T-rounded rstd.
 // The mean is given as hi + lo (lo may be zero); mh = T(hi) and the rest of the mean,
 // ml = lo + (hi - mh), goes into the shift: y = (x - mh) * scale + (beta - ml * scale).
 template <class T>
@@ -585,13 +605,7 @@ std::vector<T> forward_params(const std::vector<double>& hi, const std::vector<d
                               const std::vector<double>& gamma, const std::vector<double>& beta) {
   const size_t C = hi.size();
   std::vector<T> pc(3 * C);
-  for (size_t c = 0; c < C; ++c) {
-    const T mh = T(hi[c]);
-    const double ml = lo[c] + (hi[c] - double(mh)), sc = gamma[c] * double(rstd[c]);
-    pc[3 * c] = mh;
-    pc[3 * c + 1] = T(sc);
-    pc[3 * c + 2] = T(beta[c] - ml * sc);
-  }
+  for (size_t c = 0; c < C; ++c) forward_channel<T>(hi[c], lo[c], rstd[c], gamma[c], beta[c], &pc[c], C);
   return pc;
 }
 
@@ -627,14 +641,49 @@ void normalize_dispatch(const Geom& g, const Rows& xr, const Dest& dst, const st
     bn_normalize_run<double>(g, xr, dst.view.ptr<double>(), hi, lo, rstd, gamma, beta, act, slope, dst.fresh);
 }
 
-// rstd as the data type would store it (so backward sees the same value).
-std::vector<double> rstd_from_var(const std::vector<double>& var, double eps, DType dt) {
-  std::vector<double> r(var.size());
-  for (size_t c = 0; c < var.size(); ++c) {
-    const double v = 1.0 / std::sqrt(var[c] + eps);
-    r[c] = dt == DType::f32 ? double(float(v)) : v;
+
+// Everything per channel after the statistics in one loop (mean, rstd rounded to T, the
+// planar kernel parameters, the returned arrays), then the normalise pass, then the running
+// statistics: few allocations and no per-element dtype dispatch, since at small sizes
+// (32 x 256) this host work is a large part of the call.
+template <class T>
+py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool training, const Vec& gv, const Vec& bv,
+                           const Vec& rm, const Vec& rv, double momentum, double eps, bool unbiased, int act,
+                           double slope) {
+  const int64_t C = g.C, count = g.N * g.S;
+  const size_t Cs = size_t(C);
+  std::vector<double> hi, lo, m2;
+  if (training) stats_dispatch(g, xr, hi, lo, m2);
+  py::array mean_a = empty_array(dtype_of<T>(), {C}), rstd_a = empty_array(dtype_of<T>(), {C});
+  T* mean_o = static_cast<T*>(mean_a.mutable_data());
+  T* rstd_o = static_cast<T*>(rstd_a.mutable_data());
+  std::vector<T> pc(3 * Cs);
+  for (int64_t c = 0; c < C; ++c) {
+    const size_t k = size_t(c);
+    const double h = training ? hi[k] : read_at(rm.view, c);
+    const double l = training ? lo[k] : 0.0;
+    const double var = training ? m2[k] / double(count) : read_at(rv.view, c);
+    const T rs = T(1.0 / std::sqrt(var + eps));
+    mean_o[c] = T(h + l);
+    rstd_o[c] = rs;
+    forward_channel<T>(h, l, rs, gv.present ? read_at(gv.view, c) : 1.0, bv.present ? read_at(bv.view, c) : 0.0,
+                       &pc[k], Cs);
   }
-  return r;
+  {
+    py::gil_scoped_release release;
+    bn_apply<T>(g, xr.view.ptr<T>(), xr.rs, dst.view.ptr<T>(), pc, act, slope, dst.fresh);
+  }
+  finish(dst);
+  if (training && rm.present) {
+    for (int64_t c = 0; c < C; ++c) {
+      const size_t k = size_t(c);
+      const double var = m2[k] / double(count);
+      const double vu = (unbiased && count > 1) ? m2[k] / double(count - 1) : var;
+      write_at(rm.view, c, (1.0 - momentum) * read_at(rm.view, c) + momentum * (hi[k] + lo[k]));
+      write_at(rv.view, c, (1.0 - momentum) * read_at(rv.view, c) + momentum * vu);
+    }
+  }
+  return py::make_tuple(dst.result, mean_a, rstd_a);
 }
 
 py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, bool training,
@@ -666,28 +715,9 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
     xv = view_of(x, "x");
   }
   Rows xr = rows_of(x, xv, 1, "x");
-  std::vector<double> hi, lo(size_t(g.C), 0.0), var(size_t(g.C));
-  std::vector<double> m2;
-  if (training) {
-    stats_dispatch(g, xr, hi, lo, m2);
-    for (int64_t c = 0; c < g.C; ++c) var[size_t(c)] = m2[size_t(c)] / double(count);
-  } else {
-    hi = to_double(rm, g.C, 0.0);
-    var = to_double(rv, g.C, 1.0);
-  }
-  std::vector<double> mean(size_t(g.C));
-  for (int64_t c = 0; c < g.C; ++c) mean[size_t(c)] = hi[size_t(c)] + lo[size_t(c)];
-  const std::vector<double> rstd = rstd_from_var(var, eps, xv.dtype);
-  normalize_dispatch(g, xr, dst, hi, lo, rstd, to_double(gv, g.C, 1.0), to_double(bv, g.C, 0.0), act, slope);
-  finish(dst);
-  if (training && rm.present) {
-    for (int64_t c = 0; c < g.C; ++c) {
-      const double vu = (unbiased && count > 1) ? m2[size_t(c)] / double(count - 1) : var[size_t(c)];
-      write_at(rm.view, c, (1.0 - momentum) * read_at(rm.view, c) + momentum * mean[size_t(c)]);
-      write_at(rv.view, c, (1.0 - momentum) * read_at(rv.view, c) + momentum * vu);
-    }
-  }
-  return py::make_tuple(dst.result, vec_array(xv.dtype, mean), vec_array(xv.dtype, rstd));
+  if (xv.dtype == DType::f32)
+    return bn_forward_typed<float>(g, xr, dst, training, gv, bv, rm, rv, momentum, eps, unbiased, act, slope);
+  return bn_forward_typed<double>(g, xr, dst, training, gv, bv, rm, rv, momentum, eps, unbiased, act, slope);
 }
 
 py::tuple batchnorm_stats(const py::handle& x_in) {
@@ -776,10 +806,10 @@ std::vector<T> elemt_params(const std::vector<double>& mh_d, const std::vector<d
   std::vector<T> pc(4 * C);
   for (size_t c = 0; c < C; ++c) {
     const double A = gamma[c] * rstd[c], K = -A * rstd[c] * sgxh[c] / count;
-    pc[4 * c] = T(mh_d[c]);
-    pc[4 * c + 1] = T(A);
-    pc[4 * c + 2] = T(K);
-    pc[4 * c + 3] = T(-A * sg[c] / count - K * ml_d[c]);  // B with the mean's low part ml folded in
+    pc[c] = T(mh_d[c]);
+    pc[C + c] = T(A);
+    pc[2 * C + c] = T(K);
+    pc[3 * C + c] = T(-A * sg[c] / count - K * ml_d[c]);  // B with the mean's low part ml folded in
   }
   return pc;
 }
