@@ -502,7 +502,7 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   }
   Rows xr = rows_of(x, xv, xv.ndim() - 1, "x");
   const int64_t rows = xv.size / d;
-  std::vector<int64_t> sshape(xv.shape.begin(), xv.shape.end() - 1);
+  const Dims sshape(xv.shape.begin(), xv.shape.end() - 1);
   py::array mean = empty_array(xv.dtype, sshape), rstd = empty_array(xv.dtype, sshape);
   if (xv.dtype == DType::f32)
     ln_forward_run<float>(xr, dst.view.ptr<float>(), static_cast<float*>(mean.mutable_data()),
@@ -558,7 +558,7 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   const int act = parse_activation(activation);
   check_slope(act, slope, true);
   Vec gv = vec_arg(gamma_o, "gamma", d, false);
-  std::vector<int64_t> sshape(xv.shape.begin(), xv.shape.end() - 1);
+  const Dims sshape(xv.shape.begin(), xv.shape.end() - 1);
   const std::vector<double> md = read_shaped(mean_o, "mean", sshape), rd = read_shaped(rstd_o, "rstd", sshape);
   py::array y;
   ArrayView yv;

@@ -10,7 +10,7 @@ namespace nk {
 namespace {
 inline int64_t itemsize(DType d) { return (d == DType::f64) ? 8 : (d == DType::f32 ? 4 : 2); }
 
-std::string shape_str(const std::vector<int64_t>& s) {
+std::string shape_str(const Dims& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
   return r + ")";
@@ -75,14 +75,24 @@ py::array as_array(const py::handle& h, const char* arg) {
   return a;
 }
 
-py::array empty_array(DType dt, const std::vector<int64_t>& shape) {
-  std::vector<py::ssize_t> s(shape.begin(), shape.end());
-  if (dt == DType::f32) return py::array_t<float>(s);
-  if (dt == DType::f64) return py::array_t<double>(s);
+py::array empty_array(DType dt, const Dims& shape) {
+  // NumPy's own constructor (C order, NumPy's allocator) without pybind11's intermediate
+  // shape/stride vectors: this runs for every result of every call.
+  if (dt == DType::f32 || dt == DType::f64) {
+    py::ssize_t sh[Dims::kMax];
+    const int nd = int(shape.size());
+    for (int i = 0; i < nd; ++i) sh[i] = py::ssize_t(shape[size_t(i)]);
+    auto& api = py::detail::npy_api::get();
+    py::dtype descr = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+    PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, nullptr, 0,
+                                            nullptr);  // steals the descriptor reference
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::array>(o);
+  }
   throw py::type_error(std::string("unsupported dtype ") + dtype_name(dt));
 }
 
-py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>& shape, const char* arg) {
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg) {
   if (out.is_none()) return empty_array(dt, shape);
   if (!py::isinstance<py::array>(out))
     throw py::type_error(std::string(arg) + ": expected a NumPy array or None, got " +

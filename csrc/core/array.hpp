@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -14,12 +16,59 @@
 namespace nk {
 namespace py = pybind11;
 
+// Shape or strides of a view, stored inline (NumPy's limit of 64 dimensions): building and
+// copying views is on every call's path, and heap vectors there cost more than a small
+// kernel at call-overhead sizes. Copies move only the used entries.
+class Dims {
+ public:
+  static constexpr size_t kMax = 64;
+  Dims() = default;
+  Dims(std::initializer_list<int64_t> v) { assign(v.begin(), v.end()); }
+  Dims(const std::vector<int64_t>& v) { assign(v.data(), v.data() + v.size()); }  // NOLINT: implicit by design
+  Dims(const int64_t* b, const int64_t* e) { assign(b, e); }
+  Dims(const Dims& o) { assign(o.begin(), o.end()); }
+  Dims& operator=(const Dims& o) {
+    if (this != &o) assign(o.begin(), o.end());
+    return *this;
+  }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  void resize(size_t n) {
+    if (n > kMax) throw std::length_error("more than 64 dimensions");
+    for (size_t i = n_; i < n; ++i) d_[i] = 0;
+    n_ = n;
+  }
+  int64_t& operator[](size_t i) { return d_[i]; }
+  int64_t operator[](size_t i) const { return d_[i]; }
+  int64_t* begin() { return d_; }
+  int64_t* end() { return d_ + n_; }
+  const int64_t* begin() const { return d_; }
+  const int64_t* end() const { return d_ + n_; }
+  int64_t back() const { return d_[n_ - 1]; }
+  operator std::vector<int64_t>() const { return std::vector<int64_t>(begin(), end()); }  // NOLINT
+  friend bool operator==(const Dims& a, const Dims& b) {
+    if (a.n_ != b.n_) return false;
+    for (size_t i = 0; i < a.n_; ++i)
+      if (a.d_[i] != b.d_[i]) return false;
+    return true;
+  }
+  friend bool operator!=(const Dims& a, const Dims& b) { return !(a == b); }
+
+ private:
+  void assign(const int64_t* b, const int64_t* e) {
+    resize(size_t(e - b));
+    for (size_t i = 0; i < n_; ++i) d_[i] = b[i];
+  }
+  size_t n_ = 0;
+  int64_t d_[kMax];
+};
+
 // A typed view of an n-d array: strides in elements (NumPy's are in bytes).
 struct ArrayView {
   void* data = nullptr;
   DType dtype = DType::f32;
-  std::vector<int64_t> shape;
-  std::vector<int64_t> strides;  // in elements
+  Dims shape;
+  Dims strides;  // in elements
   int64_t size = 1;
   bool writeable = false;
   int ndim() const { return int(shape.size()); }
@@ -34,11 +83,11 @@ ArrayView view_of(const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
 py::array as_array(const py::handle& h, const char* arg);
 // New C-contiguous array of the given dtype and shape.
-py::array empty_array(DType dt, const std::vector<int64_t>& shape);
+py::array empty_array(DType dt, const Dims& shape);
 // `out` argument: None -> fresh array like `like`; otherwise it must be a writeable ndarray
 // of the same shape and dtype (TypeError if not an array; ValueError naming "out" for a shape or
 // dtype mismatch or a read-only array).
-py::array output_for(const py::object& out, DType dt, const std::vector<int64_t>& shape, const char* arg = "out");
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out");
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
