@@ -23,7 +23,8 @@ namespace {
 
 template <class T> using V = typename Simd<T>::V;
 
-constexpr int64_t kRunBlock = 4096;  // elements of a row/plane reduced in float before going to double
+constexpr int64_t kRunBlock = 4096;
+constexpr int64_t kLnGroupMaxD = 512;  // rows up to this length are written four at a time  // elements of a row/plane reduced in float before going to double
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -171,7 +172,40 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
                  int64_t rows, int64_t d, double eps, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const double inv_d = 1.0 / double(d);
-  for (int64_t r = 0; r < rows; ++r) {
+  int64_t r0 = 0;
+  if constexpr (AFF) {
+    // Short rows, four at a time: each row's statistics as below, then one write loop over the
+    // four rows sharing each gamma/beta load (the write pass's loads dominate short rows).
+    if (!stream && d <= kLnGroupMaxD) {
+      for (; r0 + 4 <= rows; r0 += 4) {
+        T mh[4], cl[4], rs[4];
+        for (int g = 0; g < 4; ++g) {
+          const T* xr = x + (r0 + g) * xs;
+          mh[g] = T(run_sum<T>(xr, d) * inv_d);
+          double s1, s2;
+          run_centered<T>(xr, d, mh[g], s1, s2);
+          const double c = s1 * inv_d;
+          double var = (s2 - s1 * c) * inv_d;
+          if (var < 0) var = 0;
+          rs[g] = T(1.0 / __builtin_sqrt(var + eps));
+          cl[g] = T(c);
+          mean[r0 + g] = T(double(mh[g]) + c);
+          rstd[r0 + g] = rs[g];
+        }
+        const T *x0 = x + r0 * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        T *y0 = y + r0 * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+        auto one = [&](int64_t i, int64_t k) NK_AI {
+          const V<T> gv = ld(gamma + i, k), bv = ld(beta + i, k);
+          st<T>(y0 + i, act_fwd<T, ACT>((((ld(x0 + i, k) - mh[0]) - cl[0]) * rs[0]) * gv + bv, slope), k);
+          st<T>(y1 + i, act_fwd<T, ACT>((((ld(x1 + i, k) - mh[1]) - cl[1]) * rs[1]) * gv + bv, slope), k);
+          st<T>(y2 + i, act_fwd<T, ACT>((((ld(x2 + i, k) - mh[2]) - cl[2]) * rs[2]) * gv + bv, slope), k);
+          st<T>(y3 + i, act_fwd<T, ACT>((((ld(x3 + i, k) - mh[3]) - cl[3]) * rs[3]) * gv + bv, slope), k);
+        };
+        col_loop<T>(d, one);
+      }
+    }
+  }
+  for (int64_t r = r0; r < rows; ++r) {
     const T* xr = x + r * xs;
     const T mh = T(run_sum<T>(xr, d) * inv_d);
     double s1, s2;
