@@ -245,7 +245,9 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     for (int64_t j = 0; j < 2 * d; ++j) part[j] = 0;
     for (int64_t j = 0; j < 2 * d; ++j) scratch[j] = 0;
   }
-  for (int64_t r = 0; r < rows; ++r) {
+  // Per-row coefficients of dx = (g * gamma) * rs + (xm - c) * kx + bb (first pass over the row).
+  struct Coef { T m, rs, cl, kx, bb; };
+  auto coef = [&](int64_t r) NK_AI {
     const T* dr = dout + r * ds;
     const T* xr = x + r * xs;
     const T* yr = ACT ? y + r * yss : nullptr;
@@ -279,24 +281,69 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     c /= dd;
     const double bp = b - c * a;
     const double rsd = double(rs);
-    const T kx = T(-rsd * rsd * rsd * bp / dd);
-    const T bb = T(-rsd * a / dd);
-    const T cl = T(c);
-    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
-      V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
-      V<T> xmc = (ld(xr + i, k) - m) - cl;
-      if (part) {
-        st<T>(accg + i, ld(accg + i, k) + g * (xmc * rs), k);
-        st<T>(accb + i, ld(accb + i, k) + g, k);
-      }
-      return (g * ld(gamma + i, k)) * rs + xmc * kx + bb;
-    });
-    if (part && ((r + 1) % kNormSubRows == 0 || r + 1 == rows)) {
+    return Coef{m, rs, T(c), T(-rsd * rsd * rsd * bp / dd), T(-rsd * a / dd)};
+  };
+  auto flush = [&](int64_t done) {
+    if (part && (done % kNormSubRows == 0 || done == rows)) {
       for (int64_t j = 0; j < 2 * d; ++j) {
         part[j] += double(scratch[j]);
         scratch[j] = 0;
       }
     }
+  };
+  int64_t r = 0;
+  if (part) {
+    // Four rows per write loop: dgamma/dbeta partials are loaded and stored once per four rows
+    // (and gamma once), instead of once per row; measured ~30% of the backward at
+    // (65536, 1024) float32. Groups never straddle a kNormSubRows flush (64 % 4 == 0).
+    for (; r + 4 <= rows; r += 4) {
+      const Coef q0 = coef(r), q1 = coef(r + 1), q2 = coef(r + 2), q3 = coef(r + 3);
+      const T *d0 = dout + r * ds, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
+      const T *x0 = x + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+      const T* y0 = ACT ? y + r * yss : nullptr;
+      const T* y1 = ACT ? y0 + yss : nullptr;
+      const T* y2 = ACT ? y1 + yss : nullptr;
+      const T* y3 = ACT ? y2 + yss : nullptr;
+      T *o0 = dx + r * dxs, *o1 = o0 + dxs, *o2 = o1 + dxs, *o3 = o2 + dxs;
+      const bool nt = stream && (reinterpret_cast<uintptr_t>(o0) | reinterpret_cast<uintptr_t>(o1) |
+                                 reinterpret_cast<uintptr_t>(o2) | reinterpret_cast<uintptr_t>(o3)) %
+                                        uintptr_t(kVecBytes) == 0;
+      auto put = [nt](T* p, V<T> v, int64_t k) NK_AI {
+        if (nt && k == N) S::stream(p, v); else st<T>(p, v, k);
+      };
+      col_loop<T>(d, [&](int64_t i, int64_t k) NK_AI {
+        const V<T> gm = ld(gamma + i, k);
+        const V<T> g0 = act_bwd<T, ACT>(ld(d0 + i, k), y0 + i, k, slope);
+        const V<T> g1 = act_bwd<T, ACT>(ld(d1 + i, k), y1 + i, k, slope);
+        const V<T> g2 = act_bwd<T, ACT>(ld(d2 + i, k), y2 + i, k, slope);
+        const V<T> g3 = act_bwd<T, ACT>(ld(d3 + i, k), y3 + i, k, slope);
+        const V<T> e0 = (ld(x0 + i, k) - q0.m) - q0.cl, e1 = (ld(x1 + i, k) - q1.m) - q1.cl;
+        const V<T> e2 = (ld(x2 + i, k) - q2.m) - q2.cl, e3 = (ld(x3 + i, k) - q3.m) - q3.cl;
+        put(o0 + i, (g0 * gm) * q0.rs + e0 * q0.kx + q0.bb, k);
+        put(o1 + i, (g1 * gm) * q1.rs + e1 * q1.kx + q1.bb, k);
+        put(o2 + i, (g2 * gm) * q2.rs + e2 * q2.kx + q2.bb, k);
+        put(o3 + i, (g3 * gm) * q3.rs + e3 * q3.kx + q3.bb, k);
+        st<T>(accg + i, ld(accg + i, k) + ((g0 * (e0 * q0.rs) + g1 * (e1 * q1.rs)) + (g2 * (e2 * q2.rs) + g3 * (e3 * q3.rs))), k);
+        st<T>(accb + i, ld(accb + i, k) + ((g0 + g1) + (g2 + g3)), k);
+      });
+      flush(r + 4);
+    }
+  }
+  for (; r < rows; ++r) {
+    const Coef q = coef(r);
+    const T* dr = dout + r * ds;
+    const T* xr = x + r * xs;
+    const T* yr = ACT ? y + r * yss : nullptr;
+    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
+      V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
+      V<T> xmc = (ld(xr + i, k) - q.m) - q.cl;
+      if (part) {
+        st<T>(accg + i, ld(accg + i, k) + g * (xmc * q.rs), k);
+        st<T>(accb + i, ld(accb + i, k) + g, k);
+      }
+      return (g * ld(gamma + i, k)) * q.rs + xmc * q.kx + q.bb;
+    });
+    flush(r + 1);
   }
   if (stream) stream_fence();
 }
