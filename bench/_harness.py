@@ -10,7 +10,8 @@ nnkernels CPU, PyTorch CPU, nnkernels CUDA, PyTorch CUDA...). Cases are generate
 so each size's arrays are freed before the next is built.
 
 Timing method: every implementation of a row is warmed up, then the implementations are
-called round-robin (interleaved, so drifts of the machine hit all of them alike); the median
+called in rounds, once each, in a shuffled order (interleaved, so drifts of the machine hit
+all of them alike, and no implementation always follows the same one); the median
 of the per-call times is reported with the spread (min and interquartile range). GPU rows
 synchronise the device around each call (``Impl.sync``). Threads are whatever
 ``nk.set_num_threads`` / ``--threads`` configured, for nnkernels, PyTorch and NumPy alike.
@@ -18,6 +19,7 @@ synchronise the device around each call (``Impl.sync``). Threads are whatever
 from __future__ import annotations
 
 import dataclasses
+import random
 import statistics
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -26,6 +28,10 @@ import numpy as np
 
 MB = 1 << 20
 L3_BYTES = 32 * MB  # this project's reference machine; DRAM rows use arrays far above it
+
+
+# Impl name of "the same nnkernels call without its fused activation" in a fused-activation row.
+NO_ACT = "nnkernels-no-act"
 
 
 @dataclasses.dataclass
@@ -132,11 +138,12 @@ def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, 
 
 def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,
                      flush_caches: bool = False) -> list:
-    """Per-call times for several implementations of one row, timed round-robin (A B C A B C ...)
+    """Per-call times for several implementations of one row, timed in interleaved rounds (A C B, B A C, ...)
     so that slow drifts of the machine (other tenants' memory traffic on a VM) affect every
     implementation alike instead of biasing whichever ran during the disturbance. Each round
     times every implementation once; rounds continue until `repeats` rounds are done and
-    `min_time` has passed, or `max_time` per implementation (at least 3 rounds)."""
+    `min_time` has passed, or `max_time` per implementation (at least 3 rounds). The order is
+    shuffled (fixed seed) every round."""
     for impl in impls:
         for _ in range(warmup):
             if impl.setup:
@@ -148,8 +155,14 @@ def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float 
     times: list = [[] for _ in impls]
     start = time.perf_counter()
     rounds = 0
+    shuffler = random.Random(0)
     while True:
-        for k, impl in enumerate(impls):
+        # a fresh (seeded) order every round: no implementation always follows the same one
+        # (for cache-resident rows the predecessor decides what is still warm)
+        order = list(range(len(impls)))
+        shuffler.shuffle(order)
+        for k in order:
+            impl = impls[k]
             if impl.setup:
                 impl.setup()
             if flush_caches and impl.device == "cpu":

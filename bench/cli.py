@@ -8,7 +8,7 @@
     python -m nnkernels bench report run.json --plot run.png --readme README.md
 
 Timing: 2 untimed warm-up calls, then at least --repeats timed rounds in which every
-implementation of the row is called once (interleaved, so drifts of the machine affect all
+implementation of the row is called once, in a shuffled order (interleaved, so drifts of the machine affect all
 of them alike); median reported with min and interquartile range. Rows whose
 data exceed half the L3 cache have the caches flushed (a 64 MB write) before every timed
 call. GPU rows are timed with CUDA events on the current stream and synchronised. The
@@ -246,6 +246,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None) -> dict:
         for peer in PEERS:
             if peer in row["impls"]:
                 row[f"speedup_vs_{peer}"] = row["impls"][peer]["median_s"] / ours["median_s"]
+    if ours and H.NO_ACT in row["impls"]:
+        row["time_vs_no_act"] = ours["median_s"] / row["impls"][H.NO_ACT]["median_s"]
     gpu = row["impls"].get("nnkernels-cuda")
     if gpu and "torch-cuda" in row["impls"]:
         row["cuda_speedup_vs_torch_cuda"] = row["impls"]["torch-cuda"]["median_s"] / gpu["median_s"]
@@ -281,6 +283,9 @@ def _print_row(row):
           f"{sx('speedup_vs_numpy'):>9}{sx('speedup_vs_torch'):>9}{sx('speedup_vs_sklearn'):>10}"
           f"{_t(im.get('nnkernels-cuda', {}).get('median_s')):>11}{_t(im.get('torch-cuda', {}).get('median_s')):>11}",
           flush=True)
+    if "time_vs_no_act" in row:
+        print(f"  fused activation: {row['time_vs_no_act']:.2f}x the time of the same call without it "
+              f"({_t(im[H.NO_ACT]['median_s'])}, interleaved in this row)", flush=True)
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,8 @@ Bytes moved (what each op must stream through DRAM at the large size, counted pe
   batchnorm_forward      stats pass read x, normalise read x + write y    3 * N*D
   batchnorm_relu_forward same passes as batchnorm_forward                 3 * N*D
   batchnorm_fwd_bwd      forward (3) + reduce (read dout, x) + elementwise (read dout, x, write dx) = 8 * N*D
+batchnorm_relu_forward also times batch norm alone (impl "nnkernels-no-act") in the same row;
+the run records their ratio as ``time_vs_no_act`` (the fused activation's cost).
 Per-row / per-channel vectors (mean, rstd, gamma, partial sums) are ignored. PyTorch rows use
 torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward.
 """
@@ -18,7 +20,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import Case, Context, Impl
+from ._harness import NO_ACT, Case, Context, Impl
 
 
 def _shape(ctx: Context, label) -> tuple:
@@ -79,6 +81,11 @@ def cases(ctx: Context) -> Iterator[Case]:
                                                                        running_var=rv.copy(), activation=a)),
                      Impl("nnkernels", lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
                                                                           activation=a, out=y))]
+            if act is not None:
+                # the same op without the activation, timed interleaved in this row: the fused
+                # activation's cost is a ratio within one row, not across rows minutes apart
+                impls.append(Impl(NO_ACT, lambda: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
+                                                                       out=y)))
             if torch is not None:
                 if act is None:
                     impls.append(Impl("torch", lambda: F.batch_norm(xt, trm, trv, gt, bt, True, 0.1, 1e-5)))

@@ -97,6 +97,11 @@ def markdown(data: dict) -> str:
             cells += [_t(_med(r, "nnkernels-cuda")), gt, _t(_med(r, "torch-cuda")),
                       _ratio(r.get("cuda_speedup_vs_torch_cuda"))]
         lines.append("| " + " | ".join(cells) + " |")
+    fused = [r for r in data["rows"] if "time_vs_no_act" in r]
+    if fused:
+        lines.append("")
+        lines += [f"Fused activation, {r['op']} {r['shape']}: {r['time_vs_no_act']:.2f}x the time of the same call "
+                  "without the activation (timed interleaved in the same row)." for r in fused]
     return "\n".join(lines) + "\n"
 
 

@@ -95,3 +95,15 @@ def test_report_rewrites_readme_section(tmp_path):
     assert text.startswith("intro\n") and text.endswith("outtro\n") and "old" not in text
     assert "| relu | 1000 |" in text and "![speed-ups and bandwidth](r.png)" in text
     assert png.exists()
+
+
+def test_fused_activation_row_times_the_unfused_call(tmp_path, capsys):
+    path = tmp_path / "n.json"
+    assert cli.main(["--quick", "--ops", "batchnorm_relu_forward", "--sizes", "small", "--repeats", "2",
+                     "--no-torch", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fused activation:" in out
+    row = json.loads(path.read_text())["rows"][0]
+    assert row["op"] == "batchnorm_relu_forward" and H.NO_ACT in row["impls"]
+    assert row["time_vs_no_act"] == row["impls"]["nnkernels"]["median_s"] / row["impls"][H.NO_ACT]["median_s"]
+    assert "Fused activation, batchnorm_relu_forward" in report.markdown(report.load(str(path)))
