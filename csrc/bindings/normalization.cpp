@@ -39,7 +39,7 @@ template <class T> const NormKernelsT<T>& kern();
 template <> const NormKernelsT<float>& kern<float>() { return normalization_kernels().f32; }
 template <> const NormKernelsT<double>& kern<double>() { return normalization_kernels().f64; }
 
-std::string shape_str(const std::vector<int64_t>& s) {
+std::string shape_str(const Dims& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
   return r + ")";
@@ -103,7 +103,7 @@ std::vector<double> to_double(const Vec& v, int64_t n, double dflt) {
 }
 
 // An array of exactly `shape` (any float dtype) read as doubles in C order (layer-norm mean/rstd).
-std::vector<double> read_shaped(const py::object& o, const char* name, const std::vector<int64_t>& shape) {
+std::vector<double> read_shaped(const py::object& o, const char* name, const Dims& shape) {
   if (o.is_none()) throw py::value_error(std::string(name) + ": required (got None)");
   py::array a = as_array(o, name);
   ArrayView v = view_of(a, name);
@@ -169,7 +169,7 @@ struct Dest {
   ArrayView view;
   bool fresh = true;  // memory allocated by this call (its pages are first touched by the kernel)
 };
-Dest dest_for(const py::object& out, DType dt, const std::vector<int64_t>& shape) {
+Dest dest_for(const py::object& out, DType dt, const Dims& shape) {
   Dest d;
   d.result = output_for(out, dt, shape);
   ArrayView v = view_of(d.result, "out");
