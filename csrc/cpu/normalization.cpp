@@ -23,8 +23,8 @@ namespace {
 
 template <class T> using V = typename Simd<T>::V;
 
-constexpr int64_t kRunBlock = 4096;
-constexpr int64_t kLnGroupMaxD = 512;  // rows up to this length are written four at a time  // elements of a row/plane reduced in float before going to double
+constexpr int64_t kRunBlock = 4096;    // elements of a row/plane reduced in float before going to double
+constexpr int64_t kLnGroupMaxD = 512;  // layer-norm rows up to this length are written four at a time
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
