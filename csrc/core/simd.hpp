@@ -62,14 +62,43 @@ constexpr int64_t kStreamThresholdBytes = int64_t(8) << 20;
 // Partial vector at p[0..k): the rest of the lanes are zero. Tails go through the same
 // vector code as the body so that an element's result never depends on where it falls
 // (chunk boundaries, alignment peel, strided gather): bitwise reproducible.
+// With AVX-512 the tail is one masked load/store (masked-off lanes never touch memory, so no
+// fault past the end); elsewhere a memcpy of k elements, which GCC turns into a libc call for a
+// run-time k: per-row tails (layer norm rows, preprocessing rows) pay that call on every row.
 template <class T>
 inline typename Simd<T>::V load_partial(const T* p, int64_t k) {
   typename Simd<T>::V v{};
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    const __m512 r = _mm512_maskz_loadu_ps(__mmask16((1u << k) - 1u), reinterpret_cast<const float*>(p));
+    std::memcpy(&v, &r, sizeof(v));
+    return v;
+  } else if constexpr (sizeof(T) == 8) {
+    const __m512d r = _mm512_maskz_loadu_pd(__mmask8((1u << k) - 1u), reinterpret_cast<const double*>(p));
+    std::memcpy(&v, &r, sizeof(v));
+    return v;
+  }
+#endif
   std::memcpy(&v, p, size_t(k) * sizeof(T));
   return v;
 }
 template <class T>
-inline void store_partial(T* p, typename Simd<T>::V v, int64_t k) { std::memcpy(p, &v, size_t(k) * sizeof(T)); }
+inline void store_partial(T* p, typename Simd<T>::V v, int64_t k) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    __m512 r;
+    std::memcpy(&r, &v, sizeof(r));
+    _mm512_mask_storeu_ps(reinterpret_cast<float*>(p), __mmask16((1u << k) - 1u), r);
+    return;
+  } else if constexpr (sizeof(T) == 8) {
+    __m512d r;
+    std::memcpy(&r, &v, sizeof(r));
+    _mm512_mask_storeu_pd(reinterpret_cast<double*>(p), __mmask8((1u << k) - 1u), r);
+    return;
+  }
+#endif
+  std::memcpy(p, &v, size_t(k) * sizeof(T));
+}
 
 // y[i] = f(x[i]) over a contiguous range. With `stream`, the head is peeled up to the
 // vector alignment of y and the body uses non-temporal stores.

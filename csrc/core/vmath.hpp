@@ -99,13 +99,13 @@ template <class T> inline typename Simd<T>::V scale_pow2(typename Simd<T>::V p, 
     __m512 a, b;
     std::memcpy(&a, &p, 64);
     std::memcpy(&b, &n, 64);
-    __m512 c = _mm512_scalef_ps(a, b);
+    __m512 c = _mm512_maskz_scalef_ps(__mmask16(0xFFFF), a, b);  // maskz: no _mm512_undefined (GCC 12 -Wmaybe-uninitialized)
     std::memcpy(&r, &c, 64);
   } else {
     __m512d a, b;
     std::memcpy(&a, &p, 64);
     std::memcpy(&b, &n, 64);
-    __m512d c = _mm512_scalef_pd(a, b);
+    __m512d c = _mm512_maskz_scalef_pd(__mmask8(0xFF), a, b);
     std::memcpy(&r, &c, 64);
   }
   return r;
