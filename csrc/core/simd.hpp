@@ -62,9 +62,18 @@ constexpr int64_t kStreamThresholdBytes = int64_t(8) << 20;
 // Partial vector at p[0..k): the rest of the lanes are zero. Tails go through the same
 // vector code as the body so that an element's result never depends on where it falls
 // (chunk boundaries, alignment peel, strided gather): bitwise reproducible.
-// With AVX-512 the tail is one masked load/store (masked-off lanes never touch memory, so no
-// fault past the end); elsewhere a memcpy of k elements, which GCC turns into a libc call for a
+// With AVX-512 / AVX2 the tail is one masked load/store (masked-off lanes never touch memory,
+// so no fault past the end); on the baseline level a memcpy of k elements, which GCC turns into a libc call for a
 // run-time k: per-row tails (layer norm rows, preprocessing rows) pay that call on every row.
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Lanes [0, k) set (all bits) for AVX2 maskload/maskstore.
+inline __m256i avx2_lane_mask32(int64_t k) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline __m256i avx2_lane_mask64(int64_t k) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(k), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+#endif
 template <class T>
 inline typename Simd<T>::V load_partial(const T* p, int64_t k) {
   typename Simd<T>::V v{};
@@ -75,6 +84,16 @@ inline typename Simd<T>::V load_partial(const T* p, int64_t k) {
     return v;
   } else if constexpr (sizeof(T) == 8) {
     const __m512d r = _mm512_maskz_loadu_pd(__mmask8((1u << k) - 1u), reinterpret_cast<const double*>(p));
+    std::memcpy(&v, &r, sizeof(v));
+    return v;
+  }
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) {
+    const __m256 r = _mm256_maskload_ps(reinterpret_cast<const float*>(p), avx2_lane_mask32(k));
+    std::memcpy(&v, &r, sizeof(v));
+    return v;
+  } else if constexpr (sizeof(T) == 8) {
+    const __m256d r = _mm256_maskload_pd(reinterpret_cast<const double*>(p), avx2_lane_mask64(k));
     std::memcpy(&v, &r, sizeof(v));
     return v;
   }
@@ -94,6 +113,18 @@ inline void store_partial(T* p, typename Simd<T>::V v, int64_t k) {
     __m512d r;
     std::memcpy(&r, &v, sizeof(r));
     _mm512_mask_storeu_pd(reinterpret_cast<double*>(p), __mmask8((1u << k) - 1u), r);
+    return;
+  }
+#elif defined(__AVX2__)
+  if constexpr (sizeof(T) == 4) {
+    __m256 r;
+    std::memcpy(&r, &v, sizeof(r));
+    _mm256_maskstore_ps(reinterpret_cast<float*>(p), avx2_lane_mask32(k), r);
+    return;
+  } else if constexpr (sizeof(T) == 8) {
+    __m256d r;
+    std::memcpy(&r, &v, sizeof(r));
+    _mm256_maskstore_pd(reinterpret_cast<double*>(p), avx2_lane_mask64(k), r);
     return;
   }
 #endif
