@@ -39,12 +39,6 @@ template <class T> const NormKernelsT<T>& kern();
 template <> const NormKernelsT<float>& kern<float>() { return normalization_kernels().f32; }
 template <> const NormKernelsT<double>& kern<double>() { return normalization_kernels().f64; }
 
-std::string shape_str(const Dims& s) {
-  std::string r = "(";
-  for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
-  return r + ")";
-}
-
 int parse_activation(const py::object& a) {
   if (a.is_none()) return kNormActNone;
   if (py::isinstance<py::str>(a)) {

@@ -10,14 +10,14 @@ namespace nk {
 namespace {
 inline int64_t itemsize(DType d) { return (d == DType::f64) ? 8 : (d == DType::f32 ? 4 : 2); }
 
+constexpr int64_t kStreamBytes = int64_t(8) << 20;  // non-temporal stores above this output size
+}  // namespace
+
 std::string shape_str(const Dims& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
   return r + ")";
 }
-
-constexpr int64_t kStreamBytes = int64_t(8) << 20;  // non-temporal stores above this output size
-}  // namespace
 
 bool ArrayView::c_contiguous() const {
   int64_t expect = 1;

@@ -45,7 +45,6 @@ class Dims {
   const int64_t* begin() const { return d_; }
   const int64_t* end() const { return d_ + n_; }
   int64_t back() const { return d_[n_ - 1]; }
-  operator std::vector<int64_t>() const { return std::vector<int64_t>(begin(), end()); }  // NOLINT
   friend bool operator==(const Dims& a, const Dims& b) {
     if (a.n_ != b.n_) return false;
     for (size_t i = 0; i < a.n_; ++i)
@@ -76,6 +75,8 @@ struct ArrayView {
   template <class T> T* ptr() const { return static_cast<T*>(data); }
 };
 
+// "(2, 3)" / "(5,)" for error messages.
+std::string shape_str(const Dims& s);
 // dtype of a NumPy array if it is a supported float type; TypeError naming `arg` otherwise.
 DType float_dtype(const py::array& a, const char* arg);
 // View of `a`; requires a supported float dtype and element-aligned strides.

@@ -263,7 +263,7 @@ void affine(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, const double
 inline double absd(double v) { return v < 0.0 ? -v : v; }
 
 // Row norms of a contiguous row. Lane k of 32 float64 accumulators takes elements k, k+32, ...
-// and the lanes are combined pairwise in combine16's order, so the summation order is the same
+// and the lanes are combined by pairwise halving (as combine16), so the summation order is the same
 // on every instruction set: the 32 lanes live in kRowLanes / N native registers (4 zmm, 8 ymm or
 // 16 xmm; 32 lanes give four independent FMA chains on AVX-512), and masked tails add nothing.
 constexpr int kRowLanes = 32;
@@ -272,7 +272,6 @@ struct RowAcc {
   using D = Simd<double>;
   static constexpr int N = D::N, M = kRowLanes / D::N;
   typedef T Half __attribute__((vector_size(N * sizeof(T))));
-  typename D::V a[M];
 
   static inline typename D::V widen(const T* p) {
 #if defined(__AVX512F__)
