@@ -17,8 +17,6 @@ namespace py = pybind11;
 namespace nk {
 namespace {
 
-int dtype_index(DType d) { return d == DType::f64 ? 1 : 0; }
-
 py::array unary(ActivationOp op, const py::handle& x_in, const py::object& out, const ActivationParams& params) {
   py::array x = as_array(x_in, "x");
   ArrayView xv = view_of(x, "x");

@@ -41,12 +41,12 @@ void init_fill(const py::handle& out_h, int dist, uint64_t seed, double a, doubl
   const InitParams p = make_params(dist, seed, a, b);
   if (ov.size == 0) return;
   if (!ov.c_contiguous()) throw py::value_error("out: expected a C-contiguous array");
-  const int di = ov.dtype == DType::f64 ? 1 : 0;
+  const int di = dtype_index(ov.dtype);
   const int64_t n = ov.size;
   const int64_t G = di ? kInitGroupF64 : kInitGroupF32;
   const int64_t groups = (n + G - 1) / G;
   const InitFillFn fn = init_kernels().fill[di];
-  const bool stream = n * (di ? 8 : 4) >= (int64_t(8) << 20);
+  const bool stream = n * dtype_size(ov.dtype) >= (int64_t(8) << 20);
   void* data = ov.data;
   py::gil_scoped_release release;
   parallel_for(groups, kGroupsPerChunk, [&](int64_t g0, int64_t g1) { fn(data, g0, g1, n, &p, stream); });

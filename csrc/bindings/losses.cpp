@@ -74,11 +74,11 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   }
   if (n == 0) return py::make_tuple(std::numeric_limits<double>::quiet_NaN(), o);
 
-  const SoftmaxXentFn fn = loss_kernels().softmax_xent[xv.dtype == DType::f64 ? 1 : 0];
+  const SoftmaxXentFn fn = loss_kernels().softmax_xent[dtype_index(xv.dtype)];
   const int64_t grain = std::max<int64_t>(1, 16384 / c);  // rows per chunk: depends on the shape only
   std::vector<double> partial(size_t(num_chunks(n, grain)), 0.0);
   const double inv_n = 1.0 / double(n);
-  const int64_t isz = xv.dtype == DType::f64 ? 8 : 4;
+  const int64_t isz = dtype_size(xv.dtype);
   const char* xp = static_cast<const char*>(xv.data);
   char* op = static_cast<char*>(ov.data);
   const int64_t ldx = xv.strides[0], ldo = ov.strides[0];

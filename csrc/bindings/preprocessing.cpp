@@ -28,8 +28,6 @@ namespace py = pybind11;
 namespace nk {
 namespace {
 
-int di(DType d) { return d == DType::f64 ? 1 : 0; }
-int64_t isz(DType d) { return d == DType::f64 ? 8 : 4; }
 
 // A validated 2-D input; arrays that are neither C- nor F-contiguous are copied to C order.
 struct Matrix {
@@ -77,7 +75,7 @@ int64_t block_rows(int64_t rows, int64_t cols, int64_t elems) {
 
 PrepBlock block_of(const Matrix& m, int64_t r0, int64_t r1) {
   PrepBlock b;
-  b.x = static_cast<const char*>(m.v.data) + r0 * m.rs * isz(m.v.dtype);
+  b.x = static_cast<const char*>(m.v.data) + r0 * m.rs * dtype_size(m.v.dtype);
   b.rows = r1 - r0;
   b.cols = m.cols;
   b.rs = m.rs;
@@ -117,7 +115,7 @@ py::tuple col_stats(const py::handle& xh, int flags) {
   const int64_t nb = num_chunks(R, RB);
   std::vector<double> mean(size_t(nb * C)), m2(size_t(nb * C)), mn(size_t(nb * C)), mx(size_t(nb * C)),
       bad(size_t(nb * C)), scratch(size_t(nb * C));
-  const auto fn = prep_kernels().col_stats[di(m.v.dtype)];
+  const auto fn = prep_kernels().col_stats[dtype_index(m.v.dtype)];
   {
     py::gil_scoped_release release;
     parallel_for_chunks(R, RB, [&](int64_t c, int64_t r0, int64_t r1) {
@@ -165,11 +163,11 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   int64_t yrs = o.strides[0], ycs = o.strides[1];
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
-  const auto fn = prep_kernels().affine[di(m.v.dtype)];
+  const auto fn = prep_kernels().affine[dtype_index(m.v.dtype)];
   const int64_t RB = block_rows(m.rows, m.cols, 32768);
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
-  const int64_t ys = isz(o.dtype);
+  const int64_t ys = dtype_size(o.dtype);
   const bool stream = o.size * ys >= (int64_t(8) << 20);
   py::gil_scoped_release release;
   parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
@@ -190,10 +188,10 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
   if (m.rows == 1) yrs = 1;
   py::array_t<double> norms(py::ssize_t(m.rows));
   double* np_ = norms.mutable_data();
-  const auto fn = prep_kernels().normalize[di(m.v.dtype)];
+  const auto fn = prep_kernels().normalize[dtype_index(m.v.dtype)];
   const int64_t RB = block_rows(m.rows, m.cols, 32768);
   char* y = static_cast<char*>(o.data);
-  const int64_t ys = isz(o.dtype);
+  const int64_t ys = dtype_size(o.dtype);
   const bool stream = o.size * ys >= (int64_t(8) << 20);
   {
     py::gil_scoped_release release;
@@ -217,9 +215,9 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   const int64_t ngroups = num_chunks(C, R * C <= kInlineElems ? C : kCols);
   std::vector<double> res(size_t(nq * C));
   std::vector<double> bad(size_t(ngroups), 0.0);
-  const int d = di(m.v.dtype);
+  const int d = dtype_index(m.v.dtype);
   const auto& K = prep_kernels();
-  const int64_t es = isz(m.v.dtype);
+  const int64_t es = dtype_size(m.v.dtype);
   {
     py::gil_scoped_release release;
     const int64_t gcols = R * C <= kInlineElems ? C : kCols;  // small: one inline chunk

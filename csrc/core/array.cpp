@@ -8,8 +8,6 @@
 namespace nk {
 
 namespace {
-inline int64_t itemsize(DType d) { return (d == DType::f64) ? 8 : (d == DType::f32 ? 4 : 2); }
-
 constexpr int64_t kStreamBytes = int64_t(8) << 20;  // non-temporal stores above this output size
 }  // namespace
 
@@ -50,7 +48,7 @@ ArrayView view_of(const py::array& a, const char* arg) {
   v.data = const_cast<void*>(a.data());
   v.writeable = a.writeable();
   const int nd = int(a.ndim());
-  const int64_t isz = itemsize(v.dtype);
+  const int64_t isz = dtype_size(v.dtype);
   v.shape.resize(nd);
   v.strides.resize(nd);
   for (int i = 0; i < nd; ++i) {
@@ -120,7 +118,7 @@ void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, co
 }
 
 static void byte_extent(const ArrayView& v, uintptr_t& lo, uintptr_t& hi) {
-  const int64_t isz = itemsize(v.dtype);
+  const int64_t isz = dtype_size(v.dtype);
   int64_t mn = 0, mx = 0;
   for (int i = 0; i < v.ndim(); ++i) {
     const int64_t span = (v.shape[i] - 1) * v.strides[i];
@@ -151,7 +149,7 @@ void run_elementwise(const ArrayView* ins, int n_in, const ArrayView& out, Eleme
                      int64_t grain_elems) {
   const int64_t n = out.size;
   if (n == 0) return;
-  const int64_t isz = itemsize(out.dtype);
+  const int64_t isz = dtype_size(out.dtype);
   bool contiguous = out.c_contiguous();
   for (int k = 0; k < n_in; ++k) contiguous = contiguous && ins[k].c_contiguous();
 

@@ -31,6 +31,10 @@ inline const char* dtype_name(DType d) {
   return "?";
 }
 
+// Position of a dtype in the per-dtype kernel tables ({float32, float64}).
+inline int dtype_index(DType d) { return d == DType::f64 ? 1 : 0; }
+inline int64_t dtype_size(DType d) { return d == DType::f64 ? 8 : (d == DType::f32 ? 4 : 2); }
+
 // Instruction-set levels, ordered: a CPU that runs level k runs every level below it.
 enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
 
