@@ -9,7 +9,9 @@ Bytes moved (what each op must stream through DRAM at the large size, counted pe
 batchnorm_relu_forward also times batch norm alone (impl "nnkernels-no-act") in the same row;
 the run records their ratio as ``time_vs_no_act`` (the fused activation's cost).
 Per-row / per-channel vectors (mean, rstd, gamma, partial sums) are ignored. PyTorch rows use
-torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward.
+torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward. nnkernels rows
+write y and dx into buffers allocated once (``out=``), as a training loop does; PyTorch and
+NumPy allocate their results on every call (they have no such argument).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def cases(ctx: Context) -> Iterator[Case]:
         g = np.ones(d, dt)
         b = np.zeros(d, dt)
         y = np.empty_like(x)
+        dx = np.empty_like(x)
         rm, rv = np.zeros(d, dt), np.ones(d, dt)
         e = x.size * dt.itemsize
         if torch is not None:
@@ -59,7 +62,7 @@ def cases(ctx: Context) -> Iterator[Case]:
         # ---- layer norm forward + backward
         def nk_ln_fb():
             yy, m, r = nk.layernorm_forward(x, g, b, out=y)
-            return nk.layernorm_backward(dout, x, g, m, r)
+            return nk.layernorm_backward(dout, x, g, m, r, out=dx)
 
         def np_ln_fb():
             yy, m, r = ref.layernorm_forward(x, g, b)
@@ -97,7 +100,7 @@ def cases(ctx: Context) -> Iterator[Case]:
         # ---- batch norm forward + backward
         def nk_bn_fb():
             yy, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, out=y)
-            return nk.batchnorm_backward(dout, x, g, m, r)
+            return nk.batchnorm_backward(dout, x, g, m, r, out=dx)
 
         def np_bn_fb():
             yy, m, r = ref.batchnorm_forward(x, g, b)

@@ -274,6 +274,63 @@ def test_batchnorm_strided_inputs_and_inplace():
     np.testing.assert_array_equal(x, expect)
 
 
+@pytest.mark.parametrize("op", ["layernorm", "batchnorm"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("shape", [(7, 33), (3, 5, 17), (4096, 1024)])
+def test_backward_out(op, activation, shape, isa):
+    """dx into `out`: equal to the allocated result for a fresh buffer, for dout / x / y
+    themselves (in place), through a non-contiguous out, and around partial overlaps; refused
+    outs change nothing. (4096, 1024) float32 is 16 MB: the streamed (non-temporal) path."""
+    dtype = np.float32
+    fwd, bwd = (nk.layernorm_forward, nk.layernorm_backward) if op == "layernorm" else \
+        (nk.batchnorm_forward, nk.batchnorm_backward)
+    c = shape[-1] if op == "layernorm" else shape[1]
+    x = _data(shape, dtype, 60)
+    gamma, beta = _data((c,), dtype, 61), _data((c,), dtype, 62)
+    dout = _data(shape, dtype, 63)
+    y, m, r = fwd(x, gamma, beta, activation=activation)
+    kw = dict(activation=activation, y=y)
+    dx, dg, db = bwd(dout, x, gamma, m, r, **kw)
+
+    out = np.full_like(x, np.nan)
+    res = bwd(dout, x, gamma, m, r, out=out, **kw)
+    assert res[0] is out
+    np.testing.assert_array_equal(out, dx)
+    np.testing.assert_array_equal(res[1], dg)
+    np.testing.assert_array_equal(res[2], db)
+
+    for which in ("dout", "x", "y"):  # exact aliases: dx overwrites an input in place
+        a = {"dout": dout.copy(), "x": x.copy(), "y": y.copy()}
+        res = bwd(a["dout"], a["x"], gamma, m, r, activation=activation, y=a["y"], out=a[which])
+        assert res[0] is a[which]
+        np.testing.assert_array_equal(a[which], dx)
+        np.testing.assert_array_equal(res[1], dg)
+
+    if len(shape) == 2 and shape[0] < 100:
+        big = np.full((shape[0], 2 * shape[1]), np.nan, dtype)
+        strided = big[:, ::2]  # non-contiguous out
+        assert bwd(dout, x, gamma, m, r, out=strided, **kw)[0] is strided
+        np.testing.assert_array_equal(strided, dx)
+        np.testing.assert_array_equal(big[:, 1::2], np.full_like(dx, np.nan))
+        buf = np.concatenate([dout.ravel(), np.zeros(5, dtype)])  # out overlaps dout shifted by 5 elements
+        d_view, o_view = buf[:dout.size].reshape(shape), buf[5:5 + dout.size].reshape(shape)
+        bwd(d_view, x, gamma, m, r, out=o_view, **kw)
+        np.testing.assert_array_equal(o_view, dx)
+
+    keep = np.zeros_like(x)
+    for bad, exc in ((np.zeros(shape, np.float64), ValueError), (np.zeros(shape[:-1] + (shape[-1] + 1,), dtype),
+                                                                 ValueError), ([0.0], TypeError)):
+        with pytest.raises(exc, match="^out"):
+            bwd(dout, x, gamma, m, r, out=bad, **kw)
+    ro = keep.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="^out"):
+        bwd(dout, x, gamma, m, r, out=ro, **kw)
+    with pytest.raises(ValueError, match="^mean"):
+        bwd(dout, x, gamma, m[:1], r, out=keep, **kw)
+    np.testing.assert_array_equal(keep, 0)
+
+
 @pytest.mark.parametrize("shape", [(2000, 37), (9, 5, 300), (300, 3, 5)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batchnorm_threads_bitwise(threads, shape, dtype):
@@ -509,3 +566,20 @@ def test_gpu_matches_cpu(gpu):
         gdx, gdg, gdb = nk.layernorm_backward(to_gpu(dout), to_gpu(x), to_gpu(gl), gm, gr)
         assert_close(to_np(gdx), dx, np.float32, table=TOL_REDUCTION, atol=1e-4)
         assert_close(to_np(gdb), db, np.float32, table=TOL_REDUCTION, atol=1e-3)
+
+
+def test_gpu_backward_out(gpu):
+    """dx into a GPU `out`, including dout itself (written through a temporary on the GPU)."""
+    to_gpu, to_np, _ = gpu
+    x, dout = _data((33, 70), np.float32, 95), _data((33, 70), np.float32, 96)
+    g = _data((70,), np.float32, 97)
+    for fwd, bwd, gg in ((nk.layernorm_forward, nk.layernorm_backward, g),
+                         (nk.batchnorm_forward, nk.batchnorm_backward, g)):
+        gx, gd, ggam = to_gpu(x), to_gpu(dout), to_gpu(gg)
+        _, gm, gr = fwd(gx, ggam)
+        expect = to_np(bwd(gd, gx, ggam, gm, gr)[0])
+        out = to_gpu(np.zeros_like(x))
+        assert bwd(gd, gx, ggam, gm, gr, out=out)[0] is out
+        np.testing.assert_array_equal(to_np(out), expect)
+        assert bwd(gd, gx, ggam, gm, gr, out=gd)[0] is gd
+        np.testing.assert_array_equal(to_np(gd), expect)

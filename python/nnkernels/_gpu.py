@@ -216,10 +216,15 @@ def _byte_range(cai: dict) -> tuple[int, int]:
     return p, p + n * int(cai["typestr"][2:])
 
 
+def overlaps(a: dict, b: dict) -> bool:
+    """Contiguous a and b share any memory (the same array included)."""
+    (a0, a1), (b0, b1) = _byte_range(a), _byte_range(b)
+    return a0 < b1 and b0 < a1
+
+
 def partially_overlaps(a: dict, b: dict) -> bool:
     """Contiguous a and b share memory without being the same array (in-place on the same pointer is safe)."""
-    (a0, a1), (b0, b1) = _byte_range(a), _byte_range(b)
-    return a0 != b0 and a0 < b1 and b0 < a1
+    return _byte_range(a)[0] != _byte_range(b)[0] and overlaps(a, b)
 
 
 def prepare_inputs(arrays: tuple, names: tuple) -> tuple[list, list]:

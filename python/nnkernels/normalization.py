@@ -59,15 +59,16 @@ def layernorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, eps: float
 
 
 def layernorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
-                       y: Any = None, negative_slope: float = 0.01) -> tuple:
+                       y: Any = None, negative_slope: float = 0.01, out: Any = None) -> tuple:
     """Gradients of :func:`layernorm_forward`: ``(dx, dgamma, dbeta)``.
 
     dgamma/dbeta are None when gamma is None. With a fused activation, ``y`` (the forward
     output) is required: the activation is differentiated from it (``negative_slope >= 0``).
+    ``out`` receives dx (x's shape and dtype); it may be dout itself (in place).
     """
     if _is_gpu(dout):
-        return _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope)
-    return _core.layernorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope))
+        return _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
+    return _core.layernorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope), out)
 
 
 # ---------------------------------------------------------------- batch norm
@@ -93,16 +94,17 @@ def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: 
 
 
 def batchnorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
-                       y: Any = None, negative_slope: float = 0.01) -> tuple:
+                       y: Any = None, negative_slope: float = 0.01, out: Any = None) -> tuple:
     """Gradients of training-mode :func:`batchnorm_forward`: ``(dx, dgamma, dbeta)``.
 
     mean/rstd are the values forward returned. dgamma/dbeta are None when gamma is None.
+    ``out`` receives dx (x's shape and dtype); it may be dout itself (in place).
     Runs :func:`batchnorm_backward_reduce` then :func:`batchnorm_backward_elemt` (same
     kernels), folding the rounding residual of a float32 mean back in.
     """
     if _is_gpu(dout):
-        return _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope)
-    return _core.batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope))
+        return _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
+    return _core.batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope), out)
 
 
 def batchnorm_stats(x: Any) -> tuple:
@@ -388,7 +390,18 @@ def _gpu_layernorm_forward(x, gamma, beta, eps, activation, slope, out):
     return result, mean, rstd
 
 
-def _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
+def _gpu_dx_out(out, objs, cais):
+    """(result, target, target interface) for a backward dx: the CUDA backward reads its inputs
+    again after writing dx (layer norm's dgamma/dbeta pass), so an `out` sharing memory with
+    any input is written through a temporary."""
+    result, target, oc = _gpu_out(out, objs[1], cais[1])
+    if target is result and out is not None and any(c is not None and _gpu.overlaps(oc, c) for c in cais):
+        target = _gpu.empty_like(objs[1])
+        oc = _gpu.interface(target, "out")
+    return result, target, oc
+
+
+def _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, slope, out=None):
     act = _act_code(activation, slope, True)
     if act and y is None:
         raise ValueError("y: the saved forward output is required when activation is given")
@@ -400,19 +413,21 @@ def _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
     g = _gpu.from_host(objs[1], _vec_host(gamma, "gamma", d, 1.0).astype(dt))
     m = _gpu.from_host(objs[1], np.asarray(_gpu.to_host(mean), dtype=dt).reshape(rows))
     r = _gpu.from_host(objs[1], np.asarray(_gpu.to_host(rstd), dtype=dt).reshape(rows))
-    dx = _gpu.empty(objs[1], shape, dt)
+    result, dx, oc = _gpu_dx_out(out, objs, cais)
     dg = _gpu.empty(objs[1], (d,), dt)
     db = _gpu.empty(objs[1], (d,), dt)
     work = _gpu.empty(objs[1], (max(1, _core.cuda_layernorm_backward_workspace(rows, d)),), np.float64)
     with _gpu.on_device(objs[1]):
         _core.cuda_layernorm_backward(_gpu.dtype_code(cais[1]), cais[0]["data"][0], cais[1]["data"][0],
                                       cais[2]["data"][0] if act else 0, _gpu.pointer(g, "gamma"),
-                                      _gpu.pointer(m, "mean"), _gpu.pointer(r, "rstd"), _gpu.pointer(dx, "dx"),
+                                      _gpu.pointer(m, "mean"), _gpu.pointer(r, "rstd"), oc["data"][0],
                                       _gpu.pointer(dg, "dgamma"), _gpu.pointer(db, "dbeta"),
                                       _gpu.pointer(work, "work"), rows, d, act, float(slope), _stream(objs[1]))
+    if dx is not result:
+        _gpu.copy_into(result, dx)
     if gamma is None:
-        return dx, None, None
-    return dx, dg, db
+        return result, None, None
+    return result, dg, db
 
 
 def _gpu_stats_raw(xo, xc):
@@ -519,16 +534,17 @@ def _gpu_reduce_raw(act, objs, cais, mh, slope):
     return _gpu.to_host(out3).reshape(c, 3)
 
 
-def _gpu_elemt_raw(act, objs, cais, params, slope):
+def _gpu_elemt_raw(act, objs, cais, params, slope, out=None):
     n, c, s = _geom(cais[1])
-    dt = _np_dtype(cais[1])
-    dx = _gpu.empty(objs[1], tuple(cais[1]["shape"]), dt)
+    result, dx, oc = _gpu_dx_out(out, objs, cais)
     p = _gpu.from_host(objs[1], params)
     with _gpu.on_device(objs[1]):
         _core.cuda_batchnorm_backward_apply(_gpu.dtype_code(cais[1]), cais[0]["data"][0], cais[1]["data"][0],
-                                            cais[2]["data"][0] if act else 0, _gpu.pointer(dx, "dx"), n, c, s,
+                                            cais[2]["data"][0] if act else 0, oc["data"][0], n, c, s,
                                             _gpu.pointer(p, "params"), act, float(slope), _stream(objs[1]))
-    return dx
+    if dx is not result:
+        _gpu.copy_into(result, dx)
+    return result
 
 
 def _elemt_params(dt, mh, ml, gamma, rstd, sg, sgxh, count):
@@ -536,7 +552,7 @@ def _elemt_params(dt, mh, ml, gamma, rstd, sg, sgxh, count):
     return np.stack([mh, ml, a, -a * rstd * sgxh / count, -a * sg / count], axis=1).astype(dt).reshape(-1)
 
 
-def _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
+def _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, slope, out=None):
     act, objs, cais = _gpu_bwd_prep(dout, x, activation, y, slope)
     n, c, s = _geom(cais[1])
     dt = _np_dtype(cais[1])
@@ -549,7 +565,7 @@ def _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, slope):
     sg = red[:, 0]
     sgxh = (red[:, 1] - cres * red[:, 0]) * rstd_h
     dx = _gpu_elemt_raw(act, objs, cais, _elemt_params(dt, mh.astype(np.float64), cres, g, rstd_h, sg, sgxh,
-                                                        max(count, 1)), slope)
+                                                        max(count, 1)), slope, out)
     if gamma is None:
         return dx, None, None
     return dx, _gpu.from_host(objs[1], sgxh.astype(dt)), _gpu.from_host(objs[1], sg.astype(dt))
