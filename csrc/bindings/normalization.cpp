@@ -71,7 +71,7 @@ void write_at(const ArrayView& v, int64_t i, double val) {
 
 // A per-channel / per-column 1-D float array of length n (any float dtype, any stride), or None.
 struct Vec {
-  py::array arr;
+  py::array arr = null_array();
   ArrayView view;
   bool present = false;
 };
@@ -141,7 +141,7 @@ bool row_stride_of(const ArrayView& v, int first_inner, int64_t& rs) {
 
 // Input prepared for the kernels: a row-strided view (copied to C order when needed).
 struct Rows {
-  py::array keep;
+  py::array keep = null_array();
   ArrayView view;
   int64_t rs = 0;
 };
@@ -159,7 +159,7 @@ Rows rows_of(py::array a, ArrayView v, int first_inner, const char* name) {
 
 // Destination of a forward result: `out` when C-contiguous, else a temporary copied back.
 struct Dest {
-  py::array result, target;
+  py::array result = null_array(), target = null_array();
   ArrayView view;
   bool fresh = true;  // memory allocated by this call (its pages are first touched by the kernel)
 };
@@ -423,7 +423,7 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
 // ---------------------------------------------------------------- argument handling
 
 struct BnInput {
-  py::array x;
+  py::array x = null_array();
   ArrayView xv;
   Geom g;
 };
@@ -561,7 +561,7 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   Vec gv = vec_arg(gamma_o, "gamma", d, false);
   const Dims sshape(xv.shape.begin(), xv.shape.end() - 1);
   const std::vector<double> md = read_shaped(mean_o, "mean", sshape), rd = read_shaped(rstd_o, "rstd", sshape);
-  py::array y;
+  py::array y = null_array();
   ArrayView yv;
   if (act != kNormActNone) {
     if (y_o.is_none()) throw py::value_error("y: the saved forward output is required when activation is given");
@@ -755,7 +755,7 @@ py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, 
 // Shared by the fused and the separable backward.
 struct BwdInputs {
   BnInput in;
-  py::array dout, y;
+  py::array dout = null_array(), y = null_array();
   ArrayView dv, yv;
   int act = 0;
   Rows dr, xr, yr;

@@ -31,7 +31,7 @@ namespace {
 
 // A validated 2-D input; arrays that are neither C- nor F-contiguous are copied to C order.
 struct Matrix {
-  py::array keep;
+  py::array keep = null_array();
   ArrayView v;
   int64_t rows = 0, cols = 0, rs = 0, cs = 0;
 };
