@@ -204,7 +204,6 @@ NK_AI inline V<T> ln_out(V<T> xv, const LnRow<T>& p, V<T> gv, V<T> bv, T slope) 
 template <class T, int ACT, bool AFF>
 void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
                  int64_t rows, int64_t d, double eps, double slope_d, bool stream) {
-  using S = Simd<T>;
   const T slope = T(slope_d);
   const double inv_d = 1.0 / double(d);
   int64_t r0 = 0;
@@ -224,34 +223,6 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
           st<T>(y2 + i, ln_out<T, ACT, AFF>(ld(x2 + i, k), p[2], gv, bv, slope), k);
           st<T>(y3 + i, ln_out<T, ACT, AFF>(ld(x3 + i, k), p[3], gv, bv, slope), k);
         });
-      }
-    } else if (stream && (ys * int64_t(sizeof(T))) % kVecBytes == 0) {
-      // Long rows streamed out, two at a time sharing the gamma/beta loads: both rows of y have
-      // the same vector alignment, so one peeled head serves both non-temporal store streams.
-      for (; r0 + 2 <= rows; r0 += 2) {
-        LnRow<T> p[2];
-        ln_rows_stats<T, 2>(x + r0 * xs, xs, d, inv_d, eps, mean + r0, rstd + r0, p);
-        const LnRow<T>&p0 = p[0], &p1 = p[1];
-        const T *x0 = x + r0 * xs, *x1 = x0 + xs;
-        T *y0 = y + r0 * ys, *y1 = y0 + ys;
-        const uintptr_t mis = reinterpret_cast<uintptr_t>(y0) % uintptr_t(kVecBytes);
-        int64_t i = 0;
-        auto two = [&](int64_t j, int64_t k, bool nt) NK_AI {
-          const V<T> gv = ld(gamma + j, k), bv = ld(beta + j, k);
-          const V<T> v0 = ln_out<T, ACT, AFF>(ld(x0 + j, k), p0, gv, bv, slope);
-          const V<T> v1 = ln_out<T, ACT, AFF>(ld(x1 + j, k), p1, gv, bv, slope);
-          if (nt) { S::stream(y0 + j, v0); S::stream(y1 + j, v1); }
-          else { st<T>(y0 + j, v0, k); st<T>(y1 + j, v1, k); }
-        };
-        if (mis % sizeof(T) == 0) {
-          if (mis != 0) {
-            i = imin(d, int64_t((uintptr_t(kVecBytes) - mis) / sizeof(T)));
-            two(0, i, false);
-          }
-          for (; i + S::N <= d; i += S::N) two(i, int64_t(S::N), true);
-        }
-        for (; i + S::N <= d; i += S::N) two(i, int64_t(S::N), false);
-        if (i < d) two(i, d - i, false);
       }
     }
   }
