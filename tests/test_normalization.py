@@ -144,6 +144,29 @@ def test_layernorm_threads_bitwise(threads, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1024, 1031])
+def test_layernorm_streamed_rows_bitwise(threads, isa, dtype, d):
+    """Outputs of 8 MB and more are streamed (non-temporal stores, each row written in the loop
+    that sums the next, a vector line shared by two rows assembled once): the result must be
+    bit-identical to small (cached) calls on slices, for 1 and 2 threads, into outs at any
+    offset from the vector alignment."""
+    rows = (9 << 20) // (d * np.dtype(dtype).itemsize) + 3
+    x = _data((rows, d), dtype, 16, loc=50.0)
+    gamma, beta = _data((d,), dtype, 17), _data((d,), dtype, 18)
+    step = 400  # slices of at most 3.3 MB: not streamed
+    parts = [nk.layernorm_forward(x[i:i + step], gamma, beta, activation="leaky_relu") for i in range(0, rows, step)]
+    expect = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+    np.testing.assert_array_equal(expect[0][5], nk.layernorm_forward(x[5:6], gamma, beta, activation="leaky_relu")[0][0])
+    buf = np.empty(rows * d + 16, dtype)
+    for t in (1, 2):
+        threads(t)
+        for out in (None, buf[:-16].reshape(rows, d), buf[1:-15].reshape(rows, d), buf[3:-13].reshape(rows, d)):
+            res = nk.layernorm_forward(x, gamma, beta, activation="leaky_relu", out=out)
+            for a, b in zip(res, expect):
+                np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("activation", ACTS)
 def test_layernorm_backward_finite_differences(activation):
     x = _data((3, 6), np.float64, 13)
