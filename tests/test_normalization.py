@@ -354,6 +354,27 @@ def test_backward_out(op, activation, shape, isa):
     np.testing.assert_array_equal(keep, 0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [1024, 1031])
+def test_batchnorm_streamed_out_bitwise(threads, isa, dtype, c):
+    """An existing `out` of 8 MB and more is written with non-temporal stores (lines shared by
+    two rows assembled once): y and dx must equal the freshly allocated (cached) results bit
+    for bit, for 1 and 2 threads and outs at any offset from the vector alignment."""
+    n = (9 << 20) // (c * np.dtype(dtype).itemsize) + 3
+    x, dout = _data((n, c), dtype, 70, loc=-30.0), _data((n, c), dtype, 71)
+    gamma, beta = _data((c,), dtype, 72), _data((c,), dtype, 73)
+    y, m, r = nk.batchnorm_forward(x, gamma, beta, activation="relu")
+    dx = nk.batchnorm_backward(dout, x, gamma, m, r, activation="relu", y=y)[0]
+    buf = np.empty(n * c + 16, dtype)
+    for t in (1, 2):
+        threads(t)
+        for off in (0, 1, 3):
+            out = buf[off:off + n * c].reshape(n, c)
+            np.testing.assert_array_equal(nk.batchnorm_forward(x, gamma, beta, activation="relu", out=out)[0], y)
+            np.testing.assert_array_equal(nk.batchnorm_backward(dout, x, gamma, m, r, activation="relu", y=y,
+                                                                out=out)[0], dx)
+
+
 @pytest.mark.parametrize("shape", [(2000, 37), (9, 5, 300), (300, 3, 5)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batchnorm_threads_bitwise(threads, shape, dtype):

@@ -50,6 +50,27 @@ template <class T> struct Simd {
   }
 };
 
+// a * b + c with one rounding where the level has FMA, two where it has not. Written out
+// rather than left to -ffp-contract: the compiler fuses a*b+c only when both operations sit in
+// one basic block, so a loop body inlined once for full vectors and once for a partial tail
+// (loads chosen by a branch) could round the same element differently in the two copies.
+template <class V> inline V fmadd(V a, V b, V c) {
+#if defined(__AVX512F__) || defined(__FMA__)
+  using E = __typeof__(a[0]);
+#endif
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64 && sizeof(E) == 4) return (V)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+  if constexpr (sizeof(V) == 64 && sizeof(E) == 8) return (V)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#endif
+#if defined(__FMA__)
+  if constexpr (sizeof(V) == 32 && sizeof(E) == 4) return (V)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+  if constexpr (sizeof(V) == 32 && sizeof(E) == 8) return (V)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+  if constexpr (sizeof(V) == 16 && sizeof(E) == 4) return (V)_mm_fmadd_ps((__m128)a, (__m128)b, (__m128)c);
+  if constexpr (sizeof(V) == 16 && sizeof(E) == 8) return (V)_mm_fmadd_pd((__m128d)a, (__m128d)b, (__m128d)c);
+#endif
+  return a * b + c;
+}
+
 inline void stream_fence() {
 #if defined(__SSE2__)
   _mm_sfence();

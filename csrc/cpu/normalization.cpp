@@ -32,6 +32,7 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 // inline lets the compiler fold k == N into plain vector loads/stores in the main loops.
 #define NK_AI __attribute__((always_inline))
 
+template <class T> NK_AI inline V<T> splat(T s) { return Simd<T>::splat(s); }
 template <class T> NK_AI inline V<T> ld(const T* p, int64_t k) {
   return k == Simd<T>::N ? Simd<T>::load(p) : load_partial<T>(p, k);
 }
@@ -166,8 +167,8 @@ inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double 
 // Per row: mh = sum(x)/d; s1, s2 around mh; mean = mh + c, c = s1/d; var = (s2 - s1*c)/d;
 // rstd = 1/sqrt(var + eps); xhat = (x - mh)*rstd - c*rstd; y = act(xhat * gamma + beta)
 // (AFF false: gamma and beta are None, y = act(xhat)). x - mh is exact for x near the mean, and
-// a constant row gives xhat = 0 exactly (so y = beta). xhat is one FMA after the subtraction:
-// the write pass is bound by its loads and FP ops, not by DRAM, on rows in cache.
+// a constant row gives xhat = 0 exactly (so y = beta). xhat is one FMA after the subtraction.
+// Output formulas use fmadd (core/simd.hpp), so full and partial vectors round alike.
 template <class T> struct LnRow {
   T mh, rs, nb;  // xhat = (x - mh) * rs + nb
 };
@@ -263,10 +264,26 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
   }
   return total;
 }
+// Rows r < rows of y (row pitch ys): y[r][0..n) = f(r, i, k). Streamed rows of a contiguous y
+// go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
+// the caller fences.
+template <class T, class F> NK_AI inline void write_rows(T* y, int64_t ys, int64_t rows, int64_t n, bool stream, F&& f) {
+  if (stream && ys == n && n >= 2 * Simd<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0) {
+    alignas(64) T line[Simd<T>::N];
+    int64_t pend = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      stream_row<T>(y + r * ys, n, nullptr, r + 1 == rows, line, pend,
+                    [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); });
+  } else {
+    for (int64_t r = 0; r < rows; ++r)
+      write_row<T>(y + r * ys, n, stream, [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); });
+  }
+}
+
 template <class T, int ACT, bool AFF>
 NK_AI inline V<T> ln_out(V<T> xv, const LnRow<T>& p, V<T> gv, V<T> bv, T slope) {
-  V<T> v = (xv - p.mh) * p.rs + p.nb;
-  if constexpr (AFF) v = v * gv + bv;
+  V<T> v = fmadd(xv - p.mh, splat(p.rs), splat(p.nb));
+  if constexpr (AFF) v = fmadd(v, gv, bv);
   return act_fwd<T, ACT>(v, slope);
 }
 
@@ -408,10 +425,10 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
         const V<T> g3 = act_bwd<T, ACT>(ld(d3 + i, k), y3 + i, k, slope);
         const V<T> e0 = (ld(x0 + i, k) - q0.m) - q0.cl, e1 = (ld(x1 + i, k) - q1.m) - q1.cl;
         const V<T> e2 = (ld(x2 + i, k) - q2.m) - q2.cl, e3 = (ld(x3 + i, k) - q3.m) - q3.cl;
-        put(o0 + i, (g0 * gm) * q0.rs + e0 * q0.kx + q0.bb, k);
-        put(o1 + i, (g1 * gm) * q1.rs + e1 * q1.kx + q1.bb, k);
-        put(o2 + i, (g2 * gm) * q2.rs + e2 * q2.kx + q2.bb, k);
-        put(o3 + i, (g3 * gm) * q3.rs + e3 * q3.kx + q3.bb, k);
+        put(o0 + i, fmadd(g0 * gm, splat(q0.rs), fmadd(e0, splat(q0.kx), splat(q0.bb))), k);
+        put(o1 + i, fmadd(g1 * gm, splat(q1.rs), fmadd(e1, splat(q1.kx), splat(q1.bb))), k);
+        put(o2 + i, fmadd(g2 * gm, splat(q2.rs), fmadd(e2, splat(q2.kx), splat(q2.bb))), k);
+        put(o3 + i, fmadd(g3 * gm, splat(q3.rs), fmadd(e3, splat(q3.kx), splat(q3.bb))), k);
         st<T>(accg + i, ld(accg + i, k) + ((g0 * (e0 * q0.rs) + g1 * (e1 * q1.rs)) + (g2 * (e2 * q2.rs) + g3 * (e3 * q3.rs))), k);
         st<T>(accb + i, ld(accb + i, k) + ((g0 + g1) + (g2 + g3)), k);
       });
@@ -430,7 +447,7 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
         st<T>(accg + i, ld(accg + i, k) + g * (xmc * q.rs), k);
         st<T>(accb + i, ld(accb + i, k) + g, k);
       }
-      return (g * ld(gamma + i, k)) * q.rs + xmc * q.kx + q.bb;
+      return fmadd(g * ld(gamma + i, k), splat(q.rs), fmadd(xmc, splat(q.kx), splat(q.bb)));
     });
     flush(r + 1);
   }
@@ -548,13 +565,10 @@ void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int6
                     bool stream) {
   const T slope = T(slope_d);
   const T *mh = p, *sc = p + w, *sh = p + 2 * w;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * xs;
-    write_row<T>(y + r * ys, w, stream, [&](int64_t i, int64_t k) NK_AI {
-      V<T> v = (ld(xr + i, k) - ld(mh + i, k)) * ld(sc + i, k) + ld(sh + i, k);
-      return act_fwd<T, ACT>(v, slope);
-    });
-  }
+  write_rows<T>(y, ys, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
+    V<T> v = fmadd(ld(x + r * xs + i, k) - ld(mh + i, k), ld(sc + i, k), ld(sh + i, k));
+    return act_fwd<T, ACT>(v, slope);
+  });
   if (stream) stream_fence();
 }
 
@@ -563,7 +577,7 @@ void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, boo
   const T slope = T(slope_d);
   const T mh = p[0], sc = p[1], sh = p[2];
   write_row<T>(y, n, stream, [&](int64_t i, int64_t k) NK_AI {
-    return act_fwd<T, ACT>((ld(x + i, k) - mh) * sc + sh, slope);
+    return act_fwd<T, ACT>(fmadd(ld(x + i, k) - mh, splat(sc), splat(sh)), slope);
   });
   if (stream) stream_fence();
 }
@@ -656,15 +670,10 @@ void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const
                         int64_t dxs, int64_t rows, int64_t w, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const T *mh = p, *pa = p + w, *pk = p + 2 * w, *pb = p + 3 * w;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* dr = dout + r * ds;
-    const T* xr = x + r * xs;
-    const T* yr = ACT ? y + r * yss : nullptr;
-    write_row<T>(dx + r * dxs, w, stream, [&](int64_t i, int64_t k) NK_AI {
-      V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
-      return g * ld(pa + i, k) + (ld(xr + i, k) - ld(mh + i, k)) * ld(pk + i, k) + ld(pb + i, k);
-    });
-  }
+  write_rows<T>(dx, dxs, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
+    V<T> g = act_bwd<T, ACT>(ld(dout + r * ds + i, k), ACT ? y + r * yss + i : nullptr, k, slope);
+    return fmadd(g, ld(pa + i, k), fmadd(ld(x + r * xs + i, k) - ld(mh + i, k), ld(pk + i, k), ld(pb + i, k)));
+  });
   if (stream) stream_fence();
 }
 
@@ -675,7 +684,7 @@ void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n,
   const T mh = p[0], pa = p[1], pk = p[2], pb = p[3];
   write_row<T>(dx, n, stream, [&](int64_t i, int64_t k) NK_AI {
     V<T> g = act_bwd<T, ACT>(ld(dout + i, k), ACT ? y + i : nullptr, k, slope);
-    return g * pa + (ld(x + i, k) - mh) * pk + pb;
+    return fmadd(g, splat(pa), fmadd(ld(x + i, k) - mh, splat(pk), splat(pb)));
   });
   if (stream) stream_fence();
 }
