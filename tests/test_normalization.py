@@ -167,6 +167,25 @@ def test_layernorm_streamed_rows_bitwise(threads, isa, dtype, d):
                 np.testing.assert_array_equal(a, b)
 
 
+def test_layernorm_backward_mean_rstd_layouts():
+    """mean/rstd are read in place when they are C-contiguous of x's dtype, else converted:
+    float64 statistics for float32 data, strided views, and statistics inside `out` itself
+    all give the same dx bit for bit."""
+    x, dout = _data((4, 5, 37), np.float32, 19), _data((4, 5, 37), np.float32, 20)
+    gamma = _data((37,), np.float32, 21)
+    _, m, r = nk.layernorm_forward(x, gamma)
+    dx = nk.layernorm_backward(dout, x, gamma, m, r)
+    m_strided = np.repeat(m[..., None], 3, axis=-1)[..., 1]
+    for mm, rr in ((m.astype(np.float64), r.astype(np.float64)), (m_strided, np.asfortranarray(r)), (m.tolist(), r)):
+        res = nk.layernorm_backward(dout, x, gamma, mm, rr)
+        for a, b in zip(res, dx):
+            np.testing.assert_array_equal(a, b)
+    out = np.zeros_like(x)
+    out.reshape(-1)[:m.size] = m.reshape(-1)  # mean lives in out's first elements
+    res = nk.layernorm_backward(dout, x, gamma, out.reshape(-1)[:m.size].reshape(m.shape), r, out=out)
+    np.testing.assert_array_equal(res[0], dx[0])
+
+
 @pytest.mark.parametrize("activation", ACTS)
 def test_layernorm_backward_finite_differences(activation):
     x = _data((3, 6), np.float64, 13)

@@ -96,27 +96,34 @@ std::vector<double> to_double(const Vec& v, int64_t n, double dflt) {
   return r;
 }
 
-// An array of exactly `shape` (any float dtype) read as doubles in C order (layer-norm mean/rstd).
-std::vector<double> read_shaped(const py::object& o, const char* name, const Dims& shape) {
+template <class T> constexpr DType dtype_of() { return sizeof(T) == 4 ? DType::f32 : DType::f64; }
+
+// An array of exactly `shape` (any float dtype; layer-norm mean/rstd), kept alive by `keep`.
+ArrayView shaped_arg(const py::object& o, const char* name, const Dims& shape, py::array& keep) {
   if (o.is_none()) throw py::value_error(std::string(name) + ": required (got None)");
-  py::array a = as_array(o, name);
-  ArrayView v = view_of(a, name);
+  keep = as_array(o, name);
+  ArrayView v = view_of(keep, name);
   if (v.shape != shape)
     throw py::value_error(std::string(name) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
-  std::vector<double> r(size_t(v.size));
-  if (v.size == 0) return r;
+  return v;
+}
+// Its values as T in C order: the array's own memory when it is C-contiguous of dtype T and
+// does not overlap `out` (no per-call copy of a per-row vector), else a converted copy in buf.
+template <class T> const T* shaped_as(const ArrayView& v, const ArrayView& out, std::vector<T>& buf) {
+  if (v.dtype == dtype_of<T>() && v.c_contiguous() && !may_overlap(v, out)) return v.ptr<T>();
+  buf.resize(size_t(v.size));
   const int nd = v.ndim();
-  std::vector<int64_t> idx(size_t(nd), 0);
+  int64_t idx[Dims::kMax] = {};
   for (int64_t k = 0; k < v.size; ++k) {  // C-order walk over any strides
     int64_t off = 0;
-    for (int i = 0; i < nd; ++i) off += idx[size_t(i)] * v.strides[size_t(i)];
-    r[size_t(k)] = v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]);
+    for (int i = 0; i < nd; ++i) off += idx[i] * v.strides[size_t(i)];
+    buf[size_t(k)] = T(v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]));
     for (int i = nd - 1; i >= 0; --i) {
-      if (++idx[size_t(i)] < v.shape[size_t(i)]) break;
-      idx[size_t(i)] = 0;
+      if (++idx[i] < v.shape[size_t(i)]) break;
+      idx[i] = 0;
     }
   }
-  return r;
+  return buf.data();
 }
 
 // x viewed as (rows, d) rows with a constant row stride and unit stride along the row.
@@ -456,7 +463,6 @@ py::array vec_array(DType dt, const std::vector<double>& v) {
 
 // ---------------------------------------------------------------- layer norm
 
-template <class T> constexpr DType dtype_of() { return sizeof(T) == 4 ? DType::f32 : DType::f64; }
 
 // Layer-norm gamma/beta as T pointers for the kernel: both null when both are None; the array's
 // own data when it is contiguous, of dtype T and not overlapping the output (no copy on the hot
@@ -516,9 +522,9 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
 }
 
 template <class T>
-void ln_backward_run(const Rows& dr, const Rows& xr, const Rows* yr, const std::vector<T>& gamma,
-                     const std::vector<T>& mean, const std::vector<T>& rstd, T* dx, bool want_params, int64_t rows,
-                     int64_t d, int act, double slope, std::vector<double>& dg, std::vector<double>& db) {
+void ln_backward_run(const Rows& dr, const Rows& xr, const Rows* yr, const std::vector<T>& gamma, const T* mean,
+                     const T* rstd, T* dx, bool want_params, int64_t rows, int64_t d, int act, double slope,
+                     std::vector<double>& dg, std::vector<double>& db) {
   const auto& K = kern<T>();
   const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
   const int64_t grain = std::max<int64_t>(1, kTaskElems / d);
@@ -532,8 +538,7 @@ void ln_backward_run(const Rows& dr, const Rows& xr, const Rows* yr, const std::
   {
     py::gil_scoped_release release;
     parallel_for_chunks(rows, grain, [&](int64_t t, int64_t b, int64_t e) {
-      K.ln_bwd(dp + b * ds, ds, xp + b * xs, xs, yp ? yp + b * yss : nullptr, yss, gamma.data(), mean.data() + b,
-               rstd.data() + b, dx + b * d, d, want_params ? &part[size_t(t * 2 * d)] : nullptr,
+      K.ln_bwd(dp + b * ds, ds, xp + b * xs, xs, yp ? yp + b * yss : nullptr, yss, gamma.data(), mean + b, rstd + b, dx + b * d, d, want_params ? &part[size_t(t * 2 * d)] : nullptr,
                want_params ? &scratch[size_t(t * 2 * d)] : nullptr, e - b, d, act, slope, stream);
     });
   }
@@ -560,7 +565,8 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   check_slope(act, slope, true);
   Vec gv = vec_arg(gamma_o, "gamma", d, false);
   const Dims sshape(xv.shape.begin(), xv.shape.end() - 1);
-  const std::vector<double> md = read_shaped(mean_o, "mean", sshape), rd = read_shaped(rstd_o, "rstd", sshape);
+  py::array mean_a = null_array(), rstd_a = null_array();
+  const ArrayView mv = shaped_arg(mean_o, "mean", sshape, mean_a), rv = shaped_arg(rstd_o, "rstd", sshape, rstd_a);
   py::array y = null_array();
   ArrayView yv;
   if (act != kNormActNone) {
@@ -578,12 +584,15 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   const std::vector<double> gd = to_double(gv, d, 1.0);
   std::vector<double> dg, db;
   if (xv.dtype == DType::f32) {
-    std::vector<float> g(gd.begin(), gd.end()), m(md.begin(), md.end()), r(rd.begin(), rd.end());
-    ln_backward_run<float>(dr, xr, act ? &yr : nullptr, g, m, r, dst.view.ptr<float>(), gv.present, rows, d, act,
-                           slope, dg, db);
+    std::vector<float> g(gd.begin(), gd.end()), mb, rb;
+    ln_backward_run<float>(dr, xr, act ? &yr : nullptr, g, shaped_as<float>(mv, dst.view, mb),
+                           shaped_as<float>(rv, dst.view, rb), dst.view.ptr<float>(), gv.present, rows, d, act, slope,
+                           dg, db);
   } else {
-    ln_backward_run<double>(dr, xr, act ? &yr : nullptr, gd, md, rd, dst.view.ptr<double>(), gv.present, rows, d,
-                            act, slope, dg, db);
+    std::vector<double> mb, rb;
+    ln_backward_run<double>(dr, xr, act ? &yr : nullptr, gd, shaped_as<double>(mv, dst.view, mb),
+                            shaped_as<double>(rv, dst.view, rb), dst.view.ptr<double>(), gv.present, rows, d, act,
+                            slope, dg, db);
   }
   finish(dst);
   if (!gv.present) return py::make_tuple(dst.result, py::none(), py::none());
