@@ -646,3 +646,22 @@ def test_gpu_backward_out(gpu):
         np.testing.assert_array_equal(to_np(out), expect)
         assert bwd(gd, gx, ggam, gm, gr, out=gd)[0] is gd
         np.testing.assert_array_equal(to_np(gd), expect)
+
+
+def test_large_results_placed_apart_from_input():
+    """Results of 1 MB and more are 64-byte aligned and half a page away from x modulo 4096
+    (no 4K aliasing between the input's loads and the result's stores); they are ordinary
+    writeable C-contiguous arrays whose memory outlives the input."""
+    x = _data((1024, 300), np.float32, 80)
+    dout = _data(x.shape, np.float32, 81)
+    y, m, r = nk.layernorm_forward(x)
+    dx = nk.batchnorm_backward(dout, x, None, *nk.batchnorm_forward(x)[1:])[0]
+    for a in (y, dx, nk.layernorm_backward(dout, x, None, m, r)[0], nk.batchnorm_forward(x)[0]):
+        assert a.ctypes.data % 64 == 0
+        assert abs((a.ctypes.data - x.ctypes.data) % 4096 - 2048) <= 128
+        assert a.flags.c_contiguous and a.flags.writeable and a.shape == x.shape and a.dtype == x.dtype
+    expect = ref.layernorm_forward(x.astype(np.float64))[0]
+    del x
+    y += 0  # still writable memory of its own
+    assert_close(y, expect, np.float32, table=TOL_REDUCTION)
+    assert nk.layernorm_forward(_data((4, 5), np.float32))[0].flags.owndata  # small: NumPy's allocator

@@ -164,17 +164,18 @@ Rows rows_of(py::array a, ArrayView v, int first_inner, const char* name) {
   return r;
 }
 
-// Destination of a forward result: `out` when C-contiguous, else a temporary copied back.
+// Destination of a result: `out` when C-contiguous, else a temporary copied back; a new array
+// (out None, or the temporary) is placed apart from `input` (empty_array).
 struct Dest {
   py::array result = null_array(), target = null_array();
   ArrayView view;
   bool fresh = true;  // memory allocated by this call (its pages are first touched by the kernel)
 };
-Dest dest_for(const py::object& out, DType dt, const Dims& shape) {
+Dest dest_for(const py::object& out, DType dt, const Dims& shape, const void* input) {
   Dest d;
-  d.result = output_for(out, dt, shape);
+  d.result = out.is_none() ? empty_array(dt, shape, input) : output_for(out, dt, shape);
   ArrayView v = view_of(d.result, "out");
-  d.target = v.c_contiguous() ? d.result : empty_array(dt, shape);
+  d.target = v.c_contiguous() ? d.result : empty_array(dt, shape, input);
   d.fresh = out.is_none() || !v.c_contiguous();
   d.view = view_of(d.target, "out");
   return d;
@@ -505,7 +506,7 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   check_slope(act, slope, false);
   check_eps(eps);
   Vec gv = vec_arg(gamma_o, "gamma", d, false), bv = vec_arg(beta_o, "beta", d, false);
-  Dest dst = dest_for(out, xv.dtype, xv.shape);
+  Dest dst = dest_for(out, xv.dtype, xv.shape, xv.data);
   read_apart_from(x, xv, dst.view, "x");
   Rows xr = rows_of(x, xv, xv.ndim() - 1, "x");
   const int64_t rows = xv.size / d;
@@ -573,7 +574,7 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
     if (y_o.is_none()) throw py::value_error("y: the saved forward output is required when activation is given");
     std::tie(y, yv) = like_x(y_o, "y", xv);
   }
-  Dest dst = dest_for(out, xv.dtype, xv.shape);
+  Dest dst = dest_for(out, xv.dtype, xv.shape, xv.data);
   read_apart_from(dout, dv, dst.view, "dout");
   read_apart_from(x, xv, dst.view, "x");
   if (act != kNormActNone) read_apart_from(y, yv, dst.view, "y");
@@ -721,7 +722,7 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   const int64_t count = g.N * g.S;
   if (training && count == 0 && g.C > 0)
     throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0)");
-  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape);
+  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape, in.xv.data);
   py::array x = in.x;
   ArrayView xv = in.xv;
   read_apart_from(x, xv, dst.view, "x");
@@ -750,7 +751,7 @@ py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, 
   check_slope(act, slope, false);
   Vec mv = vec_arg(mean_o, "mean", g.C, true), rv = vec_arg(rstd_o, "rstd", g.C, true);
   Vec gv = vec_arg(gamma_o, "gamma", g.C, false), bv = vec_arg(beta_o, "beta", g.C, false);
-  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape);
+  Dest dst = dest_for(out, in.xv.dtype, in.xv.shape, in.xv.data);
   py::array x = in.x;
   ArrayView xv = in.xv;
   read_apart_from(x, xv, dst.view, "x");
@@ -856,7 +857,7 @@ py::tuple batchnorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   const int64_t C = b.in.g.C;
   Vec gv = vec_arg(gamma_o, "gamma", C, false);
   Vec mv = vec_arg(mean_o, "mean", C, true), rv = vec_arg(rstd_o, "rstd", C, true);
-  Dest dst = dest_for(out, b.in.xv.dtype, b.in.xv.shape);
+  Dest dst = dest_for(out, b.in.xv.dtype, b.in.xv.shape, b.in.xv.data);
   read_apart_from(b.dout, b.dv, dst.view, "dout");
   read_apart_from(b.in.x, b.in.xv, dst.view, "x");
   if (b.act != kNormActNone) read_apart_from(b.y, b.yv, dst.view, "y");

@@ -84,7 +84,11 @@ ArrayView view_of(const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
 py::array as_array(const py::handle& h, const char* arg);
 // New C-contiguous array of the given dtype and shape.
-py::array empty_array(DType dt, const Dims& shape);
+// A new C-contiguous array. With `apart_from` (the main input of the op) and at least
+// kPlacedMinBytes, it is 64-byte aligned and placed half a page away from that input modulo the
+// page size (see array.cpp); smaller results come from NumPy's allocator as they are.
+constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;
+py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr);
 
 // A null array handle for members and locals assigned later. py::array's default constructor
 // allocates an empty float64 NumPy array: ~0.1 us each, five of them per layer-norm call.
