@@ -106,8 +106,10 @@ template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
   if (j < w) f(j, w - j);
 }
 
-// sum(x[0..n)): float lanes within blocks of kRunBlock, double across blocks.
-template <class T> double run_sum(const T* x, int64_t n) {
+// sum(x[0..n)): float lanes within blocks of kRunBlock, double across blocks. each_vector()
+// runs once per vector read (stream_row writes a vector of another row there): one summation
+// order for every caller, so a row's sum has the same bits whichever loop computed it.
+template <class T, class G> NK_AI inline double run_sum_each(const T* x, int64_t n, G&& each_vector) {
   using S = Simd<T>;
   constexpr int N = S::N;
   double total = 0;
@@ -118,11 +120,18 @@ template <class T> double run_sum(const T* x, int64_t n) {
     int64_t i = 0;
     for (; i + 4 * N <= bn; i += 4 * N) {
       a0 += S::load(p + i); a1 += S::load(p + i + N); a2 += S::load(p + i + 2 * N); a3 += S::load(p + i + 3 * N);
+      each_vector(); each_vector(); each_vector(); each_vector();
     }
-    for (; i < bn; i += N) a0 += ld(p + i, imin(N, bn - i));  // zero-filled tail
+    for (; i < bn; i += N) {
+      a0 += ld(p + i, imin(N, bn - i));  // zero-filled tail
+      each_vector();
+    }
     total += double(hsum<T>((a0 + a1) + (a2 + a3)));
   }
   return total;
+}
+template <class T> double run_sum(const T* x, int64_t n) {
+  return run_sum_each<T>(x, n, []() NK_AI {});
 }
 
 // s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n) (four independent accumulator pairs).
@@ -205,8 +214,7 @@ NK_AI inline void ln_rows_stats(const T* x, int64_t xs, int64_t d, double inv_d,
 }
 // Streamed rows of a contiguous output (row r + 1 starts where row r ends, rows of at least
 // two vectors): row r's y[0..n) = f(i, k) goes out with non-temporal stores only, in the same
-// loop as run_sum(xn, n) of the next row, which is returned (the same blocks, accumulators and
-// order as run_sum: the same bits). The loop streams DRAM reads and writes together, as a copy
+// loop as run_sum(xn, n) of the next row, which is returned (run_sum_each: the same bits). The loop streams DRAM reads and writes together, as a copy
 // does, instead of a read phase and a write phase per row. When y is not vector-aligned, the
 // vector line shared by the end of one row and the start of the next is assembled in `line`
 // (pend: elements of the previous row waiting there) and streamed once, instead of two
@@ -234,24 +242,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
       w += N;
     }
   };
-  double total = 0;
-  if (xn) {
-    for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
-      const int64_t bn = imin(kRunBlock, n - b0);
-      const T* p = xn + b0;
-      V<T> a0{}, a1{}, a2{}, a3{};
-      int64_t i = 0;
-      for (; i + 4 * N <= bn; i += 4 * N) {
-        a0 += S::load(p + i); a1 += S::load(p + i + N); a2 += S::load(p + i + 2 * N); a3 += S::load(p + i + 3 * N);
-        put(); put(); put(); put();
-      }
-      for (; i < bn; i += N) {
-        a0 += ld(p + i, imin(N, bn - i));
-        put();
-      }
-      total += double(hsum<T>((a0 + a1) + (a2 + a3)));
-    }
-  }
+  const double total = xn ? run_sum_each<T>(xn, n, put) : 0.0;
   while (w + N <= n) put();
   if (w < n) {
     const int64_t k = n - w;
