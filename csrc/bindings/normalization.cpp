@@ -464,7 +464,6 @@ py::array vec_array(DType dt, const std::vector<double>& v) {
 
 // ---------------------------------------------------------------- layer norm
 
-
 // Layer-norm gamma/beta as T pointers for the kernel: both null when both are None; the array's
 // own data when it is contiguous, of dtype T and not overlapping the output (no copy on the hot
 // path); otherwise a converted copy in buf (an absent one of the pair is filled with dflt).
