@@ -83,8 +83,7 @@ DType float_dtype(const py::array& a, const char* arg);
 ArrayView view_of(const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
 py::array as_array(const py::handle& h, const char* arg);
-// New C-contiguous array of the given dtype and shape.
-// A new C-contiguous array. With `apart_from` (the main input of the op) and at least
+// A new C-contiguous array of the given dtype and shape. With `apart_from` (the main input of the op) and at least
 // kPlacedMinBytes, it is 64-byte aligned and placed half a page away from that input modulo the
 // page size (see array.cpp); smaller results come from NumPy's allocator as they are.
 constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;

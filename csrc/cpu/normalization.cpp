@@ -213,14 +213,18 @@ NK_AI inline void ln_rows_stats(const T* x, int64_t xs, int64_t d, double inv_d,
   ln_rows_finish<T, G>(x, xs, d, sum, inv_d, eps, mean, rstd, p);
 }
 // Streamed rows of a contiguous output (row r + 1 starts where row r ends, rows of at least
-// two vectors): row r's y[0..n) = f(i, k) goes out with non-temporal stores only, in the same
-// loop as run_sum(xn, n) of the next row, which is returned (run_sum_each: the same bits). The loop streams DRAM reads and writes together, as a copy
+// two vectors; see rows_streamable): row r's y[0..n) = f(i, k) goes out with non-temporal
+// stores only, in the same loop as run_sum(xn, n) of the next row, which is returned
+// (run_sum_each: the same bits). The loop streams DRAM reads and writes together, as a copy
 // does, instead of a read phase and a write phase per row. When y is not vector-aligned, the
 // vector line shared by the end of one row and the start of the next is assembled in `line`
 // (pend: elements of the previous row waiting there) and streamed once, instead of two
 // partial cached stores per row (measured: 19.9 vs 13.7 ms for a misaligned vs an aligned
 // (65536, 1024) float32 out). The chunk's first head and last tail use cached stores (the
 // other part of their lines belongs to another chunk). y must be aligned to its element size.
+template <class T> inline bool rows_streamable(const T* y, int64_t ys, int64_t n, bool stream) {
+  return stream && ys == n && n >= 2 * Simd<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
+}
 template <class T, class F>
 NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f) {
   using S = Simd<T>;
@@ -259,7 +263,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
 // go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
 // the caller fences.
 template <class T, class F> NK_AI inline void write_rows(T* y, int64_t ys, int64_t rows, int64_t n, bool stream, F&& f) {
-  if (stream && ys == n && n >= 2 * Simd<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0) {
+  if (rows_streamable(y, ys, n, stream)) {
     alignas(64) T line[Simd<T>::N];
     int64_t pend = 0;
     for (int64_t r = 0; r < rows; ++r)
@@ -304,7 +308,7 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
     }
   }
   // Streamed rows of a contiguous y: written while the next row is summed (stream_row).
-  const bool fuse = stream && ys == d && d >= 2 * Simd<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
+  const bool fuse = rows_streamable(y, ys, d, stream);
   alignas(64) T line[Simd<T>::N];
   int64_t pend = 0;
   double sum = fuse && r0 < rows ? run_sum<T>(x + r0 * xs, d) : 0.0;
