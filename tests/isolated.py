@@ -16,13 +16,16 @@ def run_isolated(code: str, timeout: float = 60.0, **env: str) -> subprocess.Com
     (AssertionError naming the hang), so a deadlock cannot stall the suite."""
     full_env = dict(os.environ)
     full_env.update(env)
+    # Own process group: on a hang, the child and anything it forked are killed together.
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env, start_new_session=True)
     try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                              env=full_env, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
         raise AssertionError(f"child did not finish within {timeout} s (hang)\nstdout:\n{out}\nstderr:\n{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def assert_clean_exit(r: subprocess.CompletedProcess) -> None:
