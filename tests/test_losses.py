@@ -286,6 +286,9 @@ def test_misaligned_and_strided_labels(label_dtype):
     rev = np.array(y[::-1], label_dtype)[::-1]
     loss, d = nk.softmax_cross_entropy(x, rev)
     _check(x, y, loss, d)
+    swapped = y.astype(np.dtype(label_dtype).newbyteorder())
+    loss, d = nk.softmax_cross_entropy(x, swapped)
+    _check(x, y, loss, d)
     odd[5] = 9
     with pytest.raises(ValueError, match=r"^labels: expected values in \[0, 9\), got 9 at index 5"):
         nk.softmax_cross_entropy(x, odd)
