@@ -86,8 +86,8 @@ def _positive_int(s: str) -> int:
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m nnkernels bench", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--ops", nargs="+", default=None, metavar="OP|FAMILY",
-                   help="op names or family names to run, e.g. relu tanh normalization (default: the main job's "
-                        "rows; with --full, all)")
+                   help="op names or family names to run, e.g. relu tanh normalization (default: every op; "
+                        "the main job times only each family's MAIN_ROWS at the large size)")
     p.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="SIZE",
                    help="size labels (small, medium, large) or element counts (default: small large)")
     p.add_argument("--full", action="store_true",
