@@ -17,17 +17,13 @@ pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or not os.path.exi
 
 
 def _probe(tmp_path, smi_body=None, device_node=None) -> str:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
+    smi = tmp_path / "nvidia-smi"  # a stand-in, or (smi_body None) a path that does not exist
     if smi_body is not None:
-        smi = bindir / "nvidia-smi"
         smi.write_text("#!/bin/sh\n" + smi_body + "\n")
         smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
-    cmake = shutil.which("cmake")
-    env = dict(os.environ, PATH=str(bindir))  # only the stand-in: no real nvidia-smi is found
     node = device_node or str(tmp_path / "no-such-device")
-    proc = subprocess.run([cmake, f"-DNK_NVIDIA_DEVICE_NODE={node}", "-P", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([shutil.which("cmake"), f"-DNK_NVIDIA_DEVICE_NODE={node}", f"-DNK_NVIDIA_SMI={smi}",
+                           "-P", SCRIPT], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr.strip()  # message() without a mode writes to stderr
 
@@ -45,7 +41,7 @@ def test_nvidia_smi_that_fails_or_lists_none(tmp_path):
         == "gpu_visible=OFF"
     other = tmp_path / "other"
     other.mkdir()
-    assert _probe(other, "exit 0") == "gpu_visible=OFF"
+    assert _probe(other, "exit 0") == "gpu_visible=OFF"  # succeeds but lists no GPU
 
 
 def test_device_node(tmp_path):
