@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 import nnkernels as nk
-from nnkernels._cli import HelpFormatter
+from nnkernels._cli import HelpFormatter, output_path_problem
 
 from . import _harness as H
 from .report import PCT_COPY_NOTE, _t
@@ -93,7 +93,8 @@ def _parse(argv):
     p.add_argument("--full", action="store_true",
                    help="the full suite: every op at every size, 15 rounds (~6 min and ~5 GB on 2 cores)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="element type")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the results as JSON")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="write the results as JSON (a missing folder is created)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke test)")
     p.add_argument("--repeats", type=_positive_int, default=None,
                    help="timed rounds per row (default: 15, with --quick 3)")
@@ -104,7 +105,8 @@ def _parse(argv):
     p.add_argument("--isa-levels", action="store_true",
                    help="also time nnkernels at every compiled instruction-set level (rows nnkernels[avx2], ...)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table of the run (README-ready)")
-    p.add_argument("--plot", metavar="FILE.png", default=None, help="draw speed-ups and %% of bandwidth per op")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="draw speed-ups and %% of bandwidth per op (a missing folder is created)")
     args = p.parse_args(argv)
     # every name is checked before anything is measured: a typo must not cost a run
     if args.ops:
@@ -125,10 +127,9 @@ def _parse(argv):
         p.error("argument --full: not allowed with argument --quick")
     for name in ("json", "plot"):
         path = getattr(args, name)
-        if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder):
-                p.error(f"argument --{name}: folder {folder!r} does not exist")
+        problem = output_path_problem(path) if path else None
+        if problem:
+            p.error(f"argument --{name}: {problem}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -130,15 +130,23 @@ def no_measuring(monkeypatch):
     (["--sizes", "0"], "got '0'"),
     (["--repeats", "0"], "argument --repeats: expected a positive integer"),
     (["--quick", "--full"], "not allowed with argument --quick"),
-    (["--json", "no/such/folder/x.json"], "argument --json: folder"),
-    (["--plot", "no/such/folder/x.png"], "argument --plot: folder"),
+    (["--json", "{blocker}/x.json"], "argument --json: cannot create the folder"),
+    (["--plot", "{blocker}/sub/x.png"], "argument --plot: cannot create the folder"),
+    (["--json", "{tmp}"], "is a folder, expected a file name"),
 ])
-def test_bad_arguments_exit_2_before_measuring(no_measuring, capsys, argv, expected):
+def test_bad_arguments_exit_2_before_measuring(no_measuring, capsys, tmp_path, argv, expected):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
     with pytest.raises(SystemExit) as e:
-        cli.main(argv)
+        cli.main([a.format(blocker=blocker, tmp=tmp_path) for a in argv])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m nnkernels bench") and expected in err
+
+
+def test_missing_output_folder_is_created_while_parsing(tmp_path):
+    args = cli._parse(["--json", str(tmp_path / "a" / "b.json"), "--plot", str(tmp_path / "c" / "d.png")])
+    assert (tmp_path / "a").is_dir() and (tmp_path / "c").is_dir() and args.json.endswith("b.json")
 
 
 def test_error_lists_every_valid_name(no_measuring, capsys):

@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -427,22 +426,8 @@ def _positive_float(s: str) -> float:
     return v
 
 
-def _output_problem(path: str) -> Optional[str]:
-    """Why ``path`` cannot be written (its folder is created when missing), or None."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return f"{path!r} is a folder, expected a file name"
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        return f"cannot create the folder {folder!r} ({exc.strerror})"
-    if not os.access(folder, os.W_OK):
-        return f"the folder {folder!r} is not writable"
-    return None
-
-
 def parse_args(argv: Optional[list] = None) -> TrainConfig:
-    from ._cli import HelpFormatter
+    from ._cli import HelpFormatter, output_path_problem
 
     p = argparse.ArgumentParser(prog="python -m nnkernels train", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="digits", help="digits, spiral or PATH.npz")
@@ -488,7 +473,7 @@ def parse_args(argv: Optional[list] = None) -> TrainConfig:
             p.error("--plot: needs matplotlib (pip install matplotlib)")
     for flag, path in (("--plot", a.plot), ("--json", a.json)):
         if path:
-            problem = _output_problem(path)
+            problem = output_path_problem(path)
             if problem:
                 p.error(f"{flag}: {problem}")
     if a.threads:
