@@ -436,9 +436,9 @@ from sklearn.utils.validation import check_array as _sk_check_array  # noqa: E40
 from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted  # noqa: E402
 from sklearn.utils.validation import validate_data as _sk_validate_data  # noqa: E402
 
-# Rows of one block of the centred product (X - mean) @ W: ~4 MB of float32 at 100 features,
+# Rows of one block of the centred product (X - mean) @ W: 8 MB of float32 at 100 features,
 # resident in L3 between the centring and the GEMM that reads it.
-_MATMUL_BLOCK_ELEMS = 1 << 20
+_MATMUL_BLOCK_ELEMS = 1 << 21
 
 
 def _validate_dense(est, X, reset: bool):
@@ -468,17 +468,37 @@ def _centered_gram(X, name: str):
     return mean, m2
 
 
-def _centered_matmul(X: np.ndarray, mean64: np.ndarray, W: np.ndarray, name: str, check_finite: bool):
+def _direct_product_ok(mean64: np.ndarray, std64: np.ndarray, W: np.ndarray) -> bool:
+    """Whether X @ W - mean @ W is as accurate as (X - mean) @ W, up to a factor 2.
+
+    The GEMM's rounding error in output column c is ~u sum_k |x_k| |W_kc|, i.e. u sum_k
+    (|mean_k| + std_k) |W_kc| for X @ W against u sum_k std_k |W_kc| for centred data: the direct
+    form is used when sum_k |mean_k| |W_kc| <= sum_k std_k |W_kc| for every column (data centred
+    to within its spread, as after a StandardScaler); otherwise X is centred block by block.
+    """
+    absW = np.abs(W.astype(np.float64))
+    return bool(np.all(np.abs(mean64) @ absW <= std64 @ absW))
+
+
+def _centered_matmul(X: np.ndarray, mean64: np.ndarray, W: np.ndarray, name: str, check_finite: bool,
+                     direct: bool = False):
     """(X - mean) @ W, in X's dtype, with BLAS.
 
-    Not X @ W - mean @ W: with a mean far from zero (1e4 in float32) the GEMM's products are
-    rounded at the mean's magnitude and the subtraction leaves only that error. X is centred
+    direct (see _direct_product_ok): X @ W - mean @ W, one GEMM on X as it is (scikit-learn's
+    form). Otherwise not that: with a mean far from zero (1e4 in float32) the GEMM's products
+    are rounded at the mean's magnitude and the subtraction leaves only that error. X is centred
     block by block instead (blocks stay in cache for the GEMM that reads them, no copy of X):
     X - m, with m the mean rounded to X's dtype, is exact for values within a factor 2 of m
     (Sterbenz) and otherwise a rounding of the input's size; the rounding of m itself is a
     constant shift, removed by subtracting (mean - m) @ W computed in float64.
     """
     dt = X.dtype
+    if direct:
+        Y = np.matmul(X, W)
+        Y -= (mean64 @ W.astype(np.float64)).astype(dt)
+        if check_finite and not _finite_sum(Y):
+            _nonfinite_input(X, name)
+        return Y
     m = mean64.astype(dt)
     corr = ((mean64 - m.astype(np.float64)) @ W.astype(np.float64)).astype(dt)
     n, d = X.shape
@@ -599,11 +619,13 @@ class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
             ev = np.clip(evals[::-1], 0.0, None)
             S = np.sqrt(ev * (n - 1))
             _, Vt = _sk_svd_flip(None, np.ascontiguousarray(evecs[:, ::-1].T), u_based_decision=False)
+            std = np.sqrt(np.diag(m2) / (n - 1))
         else:
             # SVD solvers: small or wide data, a separate finiteness pass costs little here
             _sk_assert_all_finite(X, input_name="X", estimator_name="PCA")
             mean = X.mean(axis=0, dtype=np.float64)
             Xc = X.astype(np.float64) - mean
+            std = Xc.std(axis=0, ddof=1)
             if solver == "full":
                 U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
             else:
@@ -644,6 +666,7 @@ class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
         self.noise_variance_ = dt.type(self.noise_variance_)
         self._mean64 = mean
         self._W = self._projection(Vt[:nc], ev[:nc], dt)
+        self._direct = _direct_product_ok(mean, std, self._W)
         return X, U, S
 
     def _projection(self, Vt, ev, dt):
@@ -663,12 +686,12 @@ class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
             U = U[:, : self.n_components_]
             Y = U * (np.sqrt(X.shape[0] - 1) if self.whiten else S[: self.n_components_])
             return Y.astype(X.dtype)
-        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=False)
+        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=False, direct=self._direct)
 
     def transform(self, X):
         _sk_check_is_fitted(self)
         X = _validate_dense(self, X, reset=False)
-        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=True)
+        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=True, direct=self._direct)
 
     def inverse_transform(self, X):
         _sk_check_is_fitted(self)
@@ -744,18 +767,20 @@ class ZCAWhitening(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
         self.explained_variance_ = S.astype(dt)
         self.whitening_ = ((U / np.sqrt(S + float(eps))) @ U.T).astype(dt)
         self.dewhitening_ = ((U * np.sqrt(S + float(eps))) @ U.T).astype(dt)
+        self._W = np.asfortranarray(self.whitening_)
+        self._direct = _direct_product_ok(mean, np.sqrt(np.diag(m2) / n), self._W)
         return X
 
     def fit_transform(self, X, y=None):
         X = self._fit(X)
-        return _centered_matmul(X, self._mean64, np.asfortranarray(self.whitening_), "ZCAWhitening",
-                                check_finite=False)
+        return _centered_matmul(X, self._mean64, self._W, "ZCAWhitening", check_finite=False,
+                                direct=self._direct)
 
     def transform(self, X):
         _sk_check_is_fitted(self)
         X = _validate_dense(self, X, reset=False)
-        return _centered_matmul(X, self._mean64, np.asfortranarray(self.whitening_), "ZCAWhitening",
-                                check_finite=True)
+        return _centered_matmul(X, self._mean64, self._W, "ZCAWhitening", check_finite=True,
+                                direct=self._direct)
 
     def inverse_transform(self, X):
         _sk_check_is_fitted(self)
