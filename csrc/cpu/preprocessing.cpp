@@ -679,7 +679,7 @@ inline void gram_tile(const A* __restrict__ P, int64_t ld, int64_t kc, int64_t i
     V b[NR];
     for (int v = 0; v < NR; ++v) b[v] = S::load(pj + v * N);
     for (int i = 0; i < MR; ++i) {
-      const V a = S::splat(pi[i]);
+      const V a = pi[i] - V{};  // a broadcast load (S::splat's V{} + x keeps an add: -0.0 + 0.0 = +0.0)
       for (int v = 0; v < NR; ++v) acc[i][v] = fmadd(a, b[v], acc[i][v]);
     }
   }

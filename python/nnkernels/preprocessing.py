@@ -539,7 +539,8 @@ class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
     n_components: None (min(n_samples, n_features)), an int, a float in (0, 1) (fraction of
     explained variance) or "mle" (Minka's estimate, scikit-learn's ``_infer_dimension``).
     NaN or infinite values raise ValueError (as scikit-learn); complex input raises
-    "Complex data not supported". Fitting needs at least 2 samples.
+    "Complex data not supported". Fitting needs at least 2 samples. ``copy`` is accepted for
+    compatibility: no solver modifies X.
     """
 
     def __init__(self, n_components=None, *, copy=True, whiten=False, svd_solver="auto",
