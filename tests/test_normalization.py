@@ -11,7 +11,7 @@ from nnkernels import reference as ref
 DTYPES = [np.float32, np.float64]
 ACTS = [None, "relu", "leaky_relu"]
 LN_SHAPES = [(1, 1), (1, 7), (2, 5), (3, 1), (17, 33), (5, 257), (2, 3, 31), (40, 1024), (7,), (3, 4100)]
-BN_SHAPES = [(2, 1), (1, 5), (2, 3), (17, 31), (130, 7), (5, 3, 7), (2, 5, 3, 3), (3, 4, 9, 11), (3, 2, 70),
+BN_SHAPES = [(2, 1), (1, 5, 2), (2, 3), (17, 31), (130, 7), (5, 3, 7), (2, 5, 3, 3), (3, 4, 9, 11), (3, 2, 70),
              (2, 3, 5, 17), (200, 65)]
 
 
@@ -226,9 +226,7 @@ def test_batchnorm_training(shape, dtype, activation, isa):
     ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), running_mean=rm2, running_var=rv2, momentum=0.2,
                                              activation=activation, negative_slope=0.05)
     assert y.dtype == mean.dtype == rstd.dtype == np.dtype(dtype) and mean.shape == (c,)
-    atol = 1e-3 if (dtype == np.float32 and x.size // c == 1) else None  # 1 value: rstd = 1/sqrt(eps)
-    kw = {} if atol is None else {"atol": atol}
-    assert_close(y, ry, dtype, table=TOL_REDUCTION, **kw)
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
     assert_close(mean, rmean, dtype, table=TOL_REDUCTION)
     assert_close(rstd, rrstd, dtype, table=TOL_REDUCTION, rtol=1e-4 if dtype == np.float32 else 1e-10)
     assert_close(rm, rm2, dtype, table=TOL_REDUCTION)
@@ -290,9 +288,9 @@ def test_batchnorm_large_mean_as_accurate(dtype):
     assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 if dtype == np.float32 else 1e-9)
 
 
-def test_batchnorm_single_sample_and_constant_channels():
+def test_batchnorm_constant_channels():
     beta = np.array([0.5, -2.0, 3.0], np.float32)
-    for x in (np.array([[1.0, 2.0, 3.0]], np.float32), np.full((4, 3, 5), 7.0, np.float32)):
+    for x in (np.full((2, 3), 7.0, np.float32), np.full((4, 3, 5), 7.0, np.float32)):
         rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
         y, mean, rstd = nk.batchnorm_forward(x, np.ones(3, np.float32), beta, running_mean=rm, running_var=rv)
         assert np.isfinite(y).all() and np.isfinite(rstd).all() and np.isfinite(rv).all()
@@ -473,6 +471,120 @@ def test_merge_stats_float32_data_and_empty_part():
     assert n == 64 and mean.dtype == np.float64
     np.testing.assert_allclose(mean, rmean, rtol=1e-12)
     np.testing.assert_allclose(m2, rm2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1), (1, 1), (1, 5, 1)])
+def test_batchnorm_training_one_value_per_channel_refused(shape):
+    """Like PyTorch: training mode needs more than one value per channel (else y = beta and the
+    unbiased running variance is undefined), refused before anything is written, at every entry
+    point that normalises with batch statistics. Eval mode normalises one sample fine."""
+    x = _data(shape, np.float32, 70)
+    c = shape[1]
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    out = np.full(shape, 5.0, np.float32)
+    msg = r"x: expected more than 1 value per channel when training, got input size \(1, "
+    with pytest.raises(ValueError, match=msg):
+        nk.batchnorm_forward(x, running_mean=rm, running_var=rv, out=out)
+    with pytest.raises(ValueError, match=msg):
+        nk.batchnorm_forward(x, out=out)
+    assert (out == 5).all() and (rm == 0).all() and (rv == 1).all()
+    bn = nk.BatchNorm(c)
+    with pytest.raises(ValueError, match=msg):
+        bn.forward(x)
+    assert (bn.running_mean == 0).all() and (bn.running_var == 1).all()
+    from nnkernels import nn
+
+    layer = nn.BatchNorm(c)
+    with pytest.raises(ValueError, match=msg):
+        layer.forward(x)
+    with pytest.raises(ValueError, match=msg):  # the synchronised path's global count
+        nk._core.batchnorm_check_training_count(shape, 1)
+    nk._core.batchnorm_check_training_count(shape, 2)
+    y = nk.batchnorm_forward(x, training=False, running_mean=rm, running_var=rv)[0]
+    assert_close(y, x / np.sqrt(np.float32(1 + 1e-5)), np.float32)
+    assert_close(bn.eval().forward(x), x / np.sqrt(np.float32(1 + 1e-5)), np.float32)
+    # two values per channel (N = 2, or N = 1 with a spatial size of 2) train
+    nk.batchnorm_forward(np.concatenate([x, x + 1]), running_mean=rm, running_var=rv)
+    nk.batchnorm_forward(np.concatenate([x, x + 1], axis=-1) if len(shape) > 2 else x.reshape(1, c, 1).repeat(2, 2))
+
+
+def test_batchnorm_training_empty_batch_refused():
+    """An empty batch (no value per channel) stays refused in training mode, kept as before."""
+    with pytest.raises(ValueError, match=r"x: training mode needs at least one value per channel"):
+        nk.batchnorm_forward(np.zeros((0, 3), np.float32))
+    assert nk.batchnorm_forward(np.zeros((0, 3), np.float32), training=False, running_mean=np.zeros(3),
+                                running_var=np.ones(3))[0].shape == (0, 3)
+
+
+def _running_stat_cases(c):
+    base = np.zeros(2 * c + 1, np.float32)
+    ro = np.zeros(c, np.float32)
+    ro.flags.writeable = False
+    return [
+        ("list", dict(running_mean=[0.0] * c, running_var=[1.0] * c), TypeError, "running_mean: expected a writeable NumPy array"),
+        ("list_var", dict(running_mean=np.zeros(c, np.float32), running_var=[1.0] * c), TypeError, "running_var: expected a writeable NumPy array"),
+        ("tuple", dict(running_mean=tuple([0.0] * c), running_var=np.ones(c, np.float32)), TypeError, "running_mean: expected"),
+        ("readonly", dict(running_mean=ro, running_var=np.ones(c, np.float32)), ValueError, "running_mean: array is read-only"),
+        ("int", dict(running_mean=np.zeros(c, np.int64), running_var=np.ones(c, np.float32)), TypeError, "running_mean: expected a float32 or float64"),
+        ("shape", dict(running_mean=np.zeros(c + 1, np.float32), running_var=np.ones(c, np.float32)), ValueError, "running_mean: expected shape"),
+        ("same", "same", ValueError, "running_var: shares memory with running_mean"),
+        ("overlap", dict(running_mean=base[:c], running_var=base[c - 1:2 * c - 1]), ValueError, "running_var: shares memory with running_mean"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_batchnorm_running_stats_refused(case):
+    """Running statistics that cannot be updated in place are refused before anything is written."""
+    c = 3
+    name, kw, exc, msg = _running_stat_cases(c)[case]
+    x = _data((6, c), np.float32, 71)
+    x0 = x.copy()
+    out = np.full((6, c), 5.0, np.float32)
+    if kw == "same":
+        r = np.ones(c, np.float32)
+        kw = dict(running_mean=r, running_var=r)
+    before = {k: np.array(v, copy=True) for k, v in kw.items()}
+    with pytest.raises(exc, match=msg):
+        nk.batchnorm_forward(x, running_mean=kw["running_mean"], running_var=kw["running_var"], out=out)
+    assert (out == 5).all() and (x == x0).all()
+    for k, v in kw.items():
+        np.testing.assert_array_equal(np.asarray(v), before[k])
+    if name in ("list", "list_var", "tuple", "readonly", "same", "overlap"):  # read only: fine in eval mode
+        y = nk.batchnorm_forward(x, training=False, running_mean=kw["running_mean"], running_var=kw["running_var"])[0]
+        assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("other", ["out", "x", "gamma", "beta"])
+def test_batchnorm_running_stats_overlapping_other_arrays_refused(other):
+    c = 4
+    buf = np.zeros(64, np.float32)
+    x = _data((3, c), np.float32, 72)
+    arrays = dict(x=x, gamma=np.ones(c, np.float32), beta=np.zeros(c, np.float32), out=np.zeros((3, c), np.float32))
+    if other in ("x", "out"):
+        arrays[other] = buf[:3 * c].reshape(3, c)
+        arrays[other][...] = x if other == "x" else 5
+        rm, rv = buf[3 * c - 2:4 * c - 2], np.ones(c, np.float32)  # tail of the (3, c) block
+    else:
+        arrays[other] = buf[:c]
+        arrays[other][...] = 1 if other == "gamma" else 0
+        rm, rv = np.zeros(c, np.float32), buf[1:c + 1]
+    snap = {k: v.copy() for k, v in arrays.items()}
+    rm0, rv0 = rm.copy(), rv.copy()
+    with pytest.raises(ValueError, match=r"running_(mean|var): shares memory with " + other):
+        nk.batchnorm_forward(arrays["x"], arrays["gamma"], arrays["beta"], running_mean=rm, running_var=rv,
+                             out=arrays["out"])
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, snap[k])
+    np.testing.assert_array_equal(rm, rm0)
+    np.testing.assert_array_equal(rv, rv0)
+    # eval mode only reads them (before writing y): an overlap with out is handled there
+    if other == "out":
+        out = arrays["out"]
+        rm[...] = 0.5
+        expect = ref.batchnorm_forward(x.astype(np.float64), training=False, running_mean=np.full(c, 0.5),
+                                       running_var=np.ones(c))[0]
+        y = nk.batchnorm_forward(x, training=False, running_mean=rm, running_var=rv, out=out)[0]
+        assert_close(y, expect, np.float32)
 
 
 # ---------------------------------------------------------------- modules

@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/array.hpp"
@@ -700,6 +702,44 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   return py::make_tuple(dst.result, mean_a, rstd_a);
 }
 
+// Training mode normalises with the batch statistics: like PyTorch, a channel needs more than
+// one value (with one, y = beta whatever x is and the unbiased running variance is undefined).
+// Shared by every entry point that normalises in training mode (batchnorm_forward, the
+// BatchNorm classes, nn.BatchNorm's synchronised path through batchnorm_check_training_count).
+void check_training_count(int64_t count, int64_t C, const Dims& shape) {
+  if (count > 1 || C == 0) return;
+  if (count == 0)
+    throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0), "
+                          "got input size " + shape_str(shape));
+  throw py::value_error("x: expected more than 1 value per channel when training, got input size " +
+                        shape_str(shape));
+}
+
+// Running statistics are updated in place after y is written: each must be a writeable NumPy
+// array of its own (a list or another array-like would be converted to a temporary and the
+// update lost), apart from the other one (updated twice otherwise) and from every other array
+// of the call (the update would read a written y, or write into an input). `arrays`: (view, name)
+// of the other operands, null for an absent one.
+void check_running_stats(const py::object& rm_o, const Vec& rm, const py::object& rv_o, const Vec& rv,
+                         std::initializer_list<std::pair<const ArrayView*, const char*>> arrays) {
+  const std::pair<const py::object*, const Vec*> stats[2] = {{&rm_o, &rm}, {&rv_o, &rv}};
+  const char* names[2] = {"running_mean", "running_var"};
+  for (int k = 0; k < 2; ++k) {
+    const char* name = names[k];
+    if (!py::isinstance<py::array>(*stats[k].first))
+      throw py::type_error(std::string(name) + ": expected a writeable NumPy array (updated in place in training "
+                           "mode), got " + std::string(py::str(py::type::of(*stats[k].first).attr("__name__"))));
+    const ArrayView& v = stats[k].second->view;
+    if (!v.writeable) throw py::value_error(std::string(name) + ": array is read-only (updated in place in training mode)");
+    for (const auto& a : arrays)
+      if (a.first && may_overlap(v, *a.first))
+        throw py::value_error(std::string(name) + ": shares memory with " + a.second +
+                              " (updated in place after " + a.second + " is read or written)");
+  }
+  if (may_overlap(rm.view, rv.view))
+    throw py::value_error("running_var: shares memory with running_mean (each is updated in place)");
+}
+
 py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, bool training,
                             const py::object& rm_o, const py::object& rv_o, double momentum, double eps,
                             bool unbiased, const py::object& activation, double slope, const py::object& out) {
@@ -714,14 +754,14 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   if (rm.present != rv.present)
     throw py::value_error(rm.present ? "running_var: required when running_mean is given"
                                      : "running_mean: required when running_var is given");
-  if (training && rm.present) {
-    if (!rm.view.writeable) throw py::value_error("running_mean: array is read-only");
-    if (!rv.view.writeable) throw py::value_error("running_var: array is read-only");
-  }
-  const int64_t count = g.N * g.S;
-  if (training && count == 0 && g.C > 0)
-    throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0)");
+  if (training) check_training_count(g.N * g.S, g.C, in.xv.shape);
   Dest dst = dest_for(out, in.xv.dtype, in.xv.shape, in.xv.data);
+  if (training && rm.present) {
+    const ArrayView outv = view_of(dst.result, "out");
+    check_running_stats(rm_o, rm, rv_o, rv,
+                        {{&in.xv, "x"}, {&outv, "out"}, {gv.present ? &gv.view : nullptr, "gamma"},
+                         {bv.present ? &bv.view : nullptr, "beta"}});
+  }
   py::array x = in.x;
   ArrayView xv = in.xv;
   read_apart_from(x, xv, dst.view, "x");
@@ -945,6 +985,18 @@ NK_REGISTER_BINDINGS(normalization) {
   m.def("batchnorm_backward", &batchnorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
         py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_stats", &batchnorm_stats, py::arg("x"));
+  m.def(
+      "batchnorm_check_training_count",
+      [](const std::vector<int64_t>& shape, long long count) {
+        if (shape.size() < 2)
+          throw py::value_error("x: expected an array of shape (N, C) or (N, C, *spatial), got shape " +
+                                shape_str(shape));
+        check_training_count(count, shape[1], shape);
+      },
+      py::arg("shape"), py::arg("count"),
+      "Raise the ValueError of batchnorm_forward(training=True) when `count` (the number of values per channel "
+      "that an x of this shape is normalised over, e.g. the global count of synchronised batch norm) is not "
+      "more than 1.");
   m.def("batchnorm_normalize", &batchnorm_normalize, py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gamma"),
         py::arg("beta"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_backward_reduce", &batchnorm_backward_reduce, py::arg("dout"), py::arg("x"), py::arg("mean"),

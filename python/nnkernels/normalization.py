@@ -480,9 +480,14 @@ def _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, 
     rm = _vec_host(running_mean, "running_mean", c, 0.0)
     rv = _vec_host(running_var, "running_var", c, 1.0)
     if training:
+        _core.batchnorm_check_training_count(tuple(xc["shape"]), n * s)
+        if running_mean is not None:  # updated in place below: as the CPU path requires (bindings)
+            for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+                if not (_gpu.is_gpu_array(arr) or (isinstance(arr, np.ndarray) and arr.flags.writeable)):
+                    raise TypeError(f"{name}: expected a writeable array (updated in place in training mode)")
+            if running_mean is running_var:
+                raise ValueError("running_var: shares memory with running_mean (each is updated in place)")
         count, mean, m2 = _gpu_stats_raw(xo, xc)
-        if count == 0 and c > 0:
-            raise ValueError("x: training mode needs at least one value per channel (N * spatial size is 0)")
         var = m2 / count
     else:
         mean, var = rm, rv
