@@ -681,6 +681,13 @@ def test_bad_inputs_leave_state_untouched():
         nk.batchnorm_normalize(x, g3, None)
     with pytest.raises(ValueError, match="^counts"):
         nk.batchnorm_merge_stats([1, 2, 3], np.zeros((2, 3)), np.zeros((2, 3)))
+    for bad in (-1, np.nan, np.inf):
+        with pytest.raises(ValueError, match="^counts: expected finite non-negative counts"):
+            nk.batchnorm_merge_stats([1, bad], np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"^means: expected shape \(P, C\)"):
+        nk.batchnorm_merge_stats([1, 2], np.zeros(2), np.zeros(2))
+    with pytest.raises(ValueError, match="^m2s: expected the shape of means"):
+        nk.batchnorm_merge_stats([1, 2], np.zeros((2, 3)), np.zeros((2, 4)))
     np.testing.assert_array_equal(x, x0)
 
 

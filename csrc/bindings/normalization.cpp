@@ -781,6 +781,47 @@ py::tuple batchnorm_stats(const py::handle& x_in) {
   return py::make_tuple(py::int_(in.g.N * in.g.S), vec_array(DType::f64, mean), vec_array(DType::f64, m2));
 }
 
+// Chan et al.'s parallel update of per-part (count, mean, m2), parts merged in order (the same
+// chan_merge as the statistics of batchnorm_stats); parts with count 0 leave a channel as it is.
+// Small host-side arrays: read as float64 values (as_float64 refuses non-real input).
+py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& means_in, const py::handle& m2s_in) {
+  const py::array means = as_float64(means_in, "means"), m2s = as_float64(m2s_in, "m2s");
+  const py::array counts = as_float64(counts_in, "counts");
+  if (means.ndim() != 2)
+    throw py::value_error("means: expected shape (P, C), got " + shape_str(Dims(means.shape(), means.shape() + means.ndim())));
+  const Dims shape(means.shape(), means.shape() + 2);
+  const Dims m2_shape(m2s.shape(), m2s.shape() + m2s.ndim()), c_shape(counts.shape(), counts.shape() + counts.ndim());
+  if (m2_shape != shape)
+    throw py::value_error("m2s: expected the shape of means " + shape_str(shape) + ", got " + shape_str(m2_shape));
+  const int64_t P = shape[0], C = shape[1];
+  const bool per_channel = c_shape == shape;
+  if (!per_channel && c_shape != Dims{P})
+    throw py::value_error("counts: expected shape (" + std::to_string(P) + ",) or " + shape_str(shape) + ", got " +
+                          shape_str(c_shape));
+  const double* cp = static_cast<const double*>(counts.data());
+  const double* mp = static_cast<const double*>(means.data());
+  const double* qp = static_cast<const double*>(m2s.data());
+  const int64_t nc = per_channel ? P * C : P;
+  for (int64_t i = 0; i < nc; ++i)
+    if (!(cp[i] >= 0) || !std::isfinite(cp[i]))
+      throw py::value_error("counts: expected finite non-negative counts, got " + std::string(py::str(py::float_(cp[i]))));
+  std::vector<double> n(size_t(C), 0.0), mean(size_t(C), 0.0), m2(size_t(C), 0.0);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t c = 0; c < C; ++c) {
+      const double nb = per_channel ? cp[p * C + c] : cp[p];
+      if (nb > 0) chan_merge(n[size_t(c)], mean[size_t(c)], m2[size_t(c)], nb, mp[p * C + c], qp[p * C + c]);
+    }
+  py::object count;
+  if (per_channel) {
+    count = vec_array(DType::f64, n);
+  } else {
+    double total = 0;
+    for (int64_t p = 0; p < P; ++p) total += cp[p];
+    count = py::int_(std::llround(total));
+  }
+  return py::make_tuple(count, vec_array(DType::f64, mean), vec_array(DType::f64, m2));
+}
+
 py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, const py::object& rstd_o,
                               const py::object& gamma_o, const py::object& beta_o, const py::object& activation,
                               double slope, const py::object& out) {
@@ -985,6 +1026,7 @@ NK_REGISTER_BINDINGS(normalization) {
   m.def("batchnorm_backward", &batchnorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
         py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_stats", &batchnorm_stats, py::arg("x"));
+  m.def("batchnorm_merge_stats", &batchnorm_merge_stats, py::arg("counts"), py::arg("means"), py::arg("m2s"));
   m.def(
       "batchnorm_check_training_count",
       [](const std::vector<int64_t>& shape, long long count) {

@@ -125,35 +125,11 @@ def batchnorm_merge_stats(counts: Any, means: Any, m2s: Any) -> tuple:
 
     counts: shape ``(P,)`` (or ``(P, C)``); means, m2s: shape ``(P, C)``. Returns
     ``(count, mean, m2)`` with count an int (an array when counts was ``(P, C)``) and
-    float64 mean/m2 of shape ``(C,)``. Parts with count 0 are ignored.
+    float64 mean/m2 of shape ``(C,)``. Parts with count 0 are ignored. Inputs are real-valued
+    (integer or float) arrays or array-likes; complex, bool, object, bytes/str and datetime
+    values are refused with a TypeError naming the argument.
     """
-    counts = np.asarray(counts)
-    means = np.asarray(means, dtype=np.float64)
-    m2s = np.asarray(m2s, dtype=np.float64)
-    if means.ndim != 2:
-        raise ValueError(f"means: expected shape (P, C), got {means.shape}")
-    if m2s.shape != means.shape:
-        raise ValueError(f"m2s: expected the shape of means {means.shape}, got {m2s.shape}")
-    if counts.shape not in ((means.shape[0],), means.shape):
-        raise ValueError(f"counts: expected shape ({means.shape[0]},) or {means.shape}, got {counts.shape}")
-    if counts.dtype.kind not in "iuf" or np.any(counts < 0):
-        raise ValueError("counts: expected non-negative counts")
-    cnt = np.broadcast_to(counts.astype(np.float64).reshape(counts.shape[0], -1), means.shape)
-    n = np.zeros(means.shape[1])
-    mean = np.zeros(means.shape[1])
-    m2 = np.zeros(means.shape[1])
-    for p in range(means.shape[0]):
-        nb = cnt[p]
-        tot = n + nb
-        safe = np.where(tot > 0, tot, 1.0)
-        delta = means[p] - mean
-        use = nb > 0
-        mean = np.where(use, mean + delta * (nb / safe), mean)
-        m2 = np.where(use, m2 + m2s[p] + delta * delta * (n * nb / safe), m2)
-        n = tot
-    if counts.ndim == 1:
-        return int(round(float(counts.astype(np.float64).sum()))), mean, m2
-    return n, mean, m2
+    return _core.batchnorm_merge_stats(counts, means, m2s)
 
 
 def batchnorm_normalize(x: Any, mean: Any, rstd: Any, gamma: Any = None, beta: Any = None, *,
