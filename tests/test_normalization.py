@@ -784,3 +784,135 @@ def test_large_results_placed_apart_from_input():
     y += 0  # still writable memory of its own
     assert_close(y, expect, np.float32, table=TOL_REDUCTION)
     assert nk.layernorm_forward(_data((4, 5), np.float32))[0].flags.owndata  # small: NumPy's allocator
+
+
+# ---------------------------------------------------------------- extreme magnitudes (issue 13 item 13)
+# Finite float32 values beyond ~1e19 overflow the float sum of squared deviations (y was 0
+# everywhere), beyond ~1e35 the float sum itself; float32 values below ~1e-19 underflow it (wrong
+# with a tiny eps). Such rows / channels are redone in a wider type; results match the float64
+# reference for every finite input.
+
+EXTREME = [(1e19, 1e-5), (3e24, 1e-5), (1e30, 1e-5), (2e36, 1e-5), (1e37, 0.0), (1e-25, 0.0), (3e-30, 1e-45)]
+
+
+def _ln_ref64(x, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps), mean[..., 0], 1 / np.sqrt(var[..., 0] + eps)
+
+
+@pytest.mark.parametrize("scale,eps", EXTREME)
+@pytest.mark.parametrize("d", [2, 7, 64, 257, 1031])
+def test_layernorm_extreme_magnitudes(isa, scale, eps, d):
+    x = (_data((9, d), np.float64, 80) * scale).astype(np.float32)
+    assert np.isfinite(x).all()
+    gamma, beta = _data((d,), np.float32, 81), _data((d,), np.float32, 82)
+    y, mean, rstd = nk.layernorm_forward(x, gamma, beta, eps=eps)
+    ry, rmean, rrstd = _ln_ref64(x, eps)
+    assert_close(y, ry * gamma + beta, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5, atol=0)
+    dout = _data((9, d), np.float32, 83)
+    dx, dg, db = nk.layernorm_backward(dout, x, gamma, mean, rstd)
+    rdx, rdg, rdb = ref.layernorm_backward(*_f64(dout, x, gamma, mean, rstd))
+    # dx ~ rstd * dout * gamma (its terms cancel, to 0 for d = 2): tolerances relative to that scale
+    unit = float(rrstd.max() * np.abs(dout * gamma).max())
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * unit)
+    assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(9))
+    assert_close(db, rdb, np.float32, table=TOL_REDUCTION)
+
+
+@pytest.mark.parametrize("scale,eps", EXTREME)
+@pytest.mark.parametrize("shape", [(2, 3), (9, 5), (130, 7), (3, 4, 65), (5, 3, 7)])
+def test_batchnorm_extreme_magnitudes(isa, scale, eps, shape):
+    x = (_data(shape, np.float64, 84) * scale).astype(np.float32)
+    c = shape[1]
+    gamma, beta = _data((c,), np.float32, 85), _data((c,), np.float32, 86)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    rm2, rv2 = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, rstd = nk.batchnorm_forward(x, gamma, beta, eps=eps, running_mean=rm, running_var=rv)
+    ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), eps=eps, running_mean=rm2, running_var=rv2)
+    assert_close(y, ry, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rm, rm2, rtol=1e-5, atol=0)
+    with np.errstate(over="ignore"):
+        fin = np.isfinite(rv2.astype(np.float32))
+    np.testing.assert_allclose(rv[fin], rv2[fin], rtol=1e-5, atol=0)  # beyond float32: inf
+    assert (rv[~fin] == np.inf).all()
+    n, smean, m2 = nk.batchnorm_stats(x)
+    rn, rsmean, rm2s = ref.batchnorm_stats(x.astype(np.float64))
+    np.testing.assert_allclose(smean, rsmean, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(m2, rm2s, rtol=1e-6, atol=0)
+    dout = _data(shape, np.float32, 87)
+    dx, dg, db = nk.batchnorm_backward(dout, x, gamma, mean, rstd)
+    rdx, rdg, rdb = ref.batchnorm_backward(*_f64(dout, x, gamma, mean, rstd))
+    unit = float(rrstd.max() * np.abs(gamma).max() * np.abs(dout).max())
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * unit)
+    assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size / c))
+    assert_close(db, rdb, np.float32, table=TOL_REDUCTION)
+
+
+def test_norm_values_spread_over_more_than_float_max(isa):
+    """x - mean itself overflows float32 (values +-3e38): the kernels centre on the midpoint."""
+    row = np.array([3e38, -3e38, -3e38, 1e38, 0.0, -2e38, 2.5e38], np.float32)
+    x = np.stack([row, row[::-1], row * 0.5])
+    y, mean, rstd = nk.layernorm_forward(x)
+    ry, rmean, rrstd = _ln_ref64(x, 1e-5)
+    assert_close(y, ry, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5)
+    dout = _data(x.shape, np.float32, 88)
+    dx = nk.layernorm_backward(dout, x, None, mean, rstd)[0]
+    rdx = ref.layernorm_backward(*_f64(dout, x), None, *_f64(mean, rstd))[0]
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * float(rrstd.max() * np.abs(dout).max()))
+    xb = np.ascontiguousarray(x.T)
+    yb, mb, rb = nk.batchnorm_forward(xb)
+    assert_close(yb, ry.T, np.float32, table=TOL_REDUCTION)
+    dxb = nk.batchnorm_backward(dout.T.copy(), xb, None, mb, rb)[0]
+    rdxb = ref.batchnorm_backward(*_f64(dout.T.copy(), xb), None, *_f64(mb, rb))[0]
+    np.testing.assert_allclose(dxb, rdxb, rtol=1e-4, atol=1e-4 * float(rrstd.max() * np.abs(dout).max()))
+
+
+@pytest.mark.parametrize("value", [0.7, 1e15, -3.3e37, 1e-30])
+def test_norm_constant_rows_give_beta_at_any_magnitude(isa, value):
+    """A constant row / channel gives y = beta exactly (was beta + 2048 for 1e15: the float mean of
+    a constant row is not always its value)."""
+    d = 1000
+    beta = _data((d,), np.float32, 89)
+    x = np.full((3, d), value, np.float32)
+    y, mean, rstd = nk.layernorm_forward(x, np.ones(d, np.float32), beta)
+    np.testing.assert_array_equal(y, np.broadcast_to(beta, x.shape))
+    np.testing.assert_array_equal(mean, np.float32(value))
+    yb = nk.batchnorm_forward(np.full((d, 3), value, np.float32), np.ones(3, np.float32), beta[:3])[0]
+    np.testing.assert_array_equal(yb, np.broadcast_to(beta[:3], (d, 3)))
+
+
+def test_norm_extreme_rows_keep_nan_and_inf_semantics():
+    x = np.full((2, 9), 1e30, np.float32)
+    x[0, 3] = np.nan
+    x[1, :] = _data((9,), np.float64, 90) * 1e30
+    x[1, 4] = np.inf
+    y = nk.layernorm_forward(x)[0]
+    assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("op", ["layernorm", "batchnorm"])
+def test_norm_extreme_threads_bitwise(threads, op):
+    """Rows / channels redone in the wide type: same bits at 1 and 2 threads (fixed chunks)."""
+    x = _data((600, 256), np.float32, 91)
+    x[::7, ::3] *= np.float32(1e30)  # extreme: every 7th row (layer norm), every 3rd channel (batch norm)
+    dout = _data(x.shape, np.float32, 92)
+    g = _data((256,), np.float32, 93)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        if op == "layernorm":
+            y, m, r = nk.layernorm_forward(x, g, g)
+            res.append((y, m, r) + nk.layernorm_backward(dout, x, g, m, r))
+        else:
+            y, m, r = nk.batchnorm_forward(x, g, g)
+            res.append((y, m, r) + nk.batchnorm_backward(dout, x, g, m, r))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(res[0][0]).all() and np.isfinite(res[0][3]).all()

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -642,10 +643,43 @@ void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::v
   bn_stats<T>(g, xr.view.ptr<T>(), xr.rs, hi, lo, m2);
 }
 
+// Channels whose fast statistics cannot be right (wide_needed, cpu/normalization.hpp) are redone
+// by wide_stats: hi becomes the centre the kernels subtract (a T value, chosen so that x - hi
+// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double (inf where float64 data's M2
+// is beyond float64). var receives every channel's biased variance in long double (finite for any
+// finite float64 data). Empty channels (count 0) are left as they are.
+template <class T>
+void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<double>& hi, std::vector<double>& lo,
+                      std::vector<double>& m2, std::vector<long double>& var) {
+  const int64_t count = g.N * g.S;
+  var.assign(size_t(g.C), 0.0L);
+  if (count == 0) return;
+  const T* x = xr.view.ptr<T>();
+  const int64_t rs = xr.rs, S = g.S;
+  for (int64_t c = 0; c < g.C; ++c) {
+    const size_t k = size_t(c);
+    var[k] = (long double)m2[k] / count;
+    if (!wide_needed<T>(m2[k], m2[k] / double(count), lo[k], eps)) continue;
+    const T* xc = x + c * S;
+    const WideStats<T> w = wide_stats<T>(count, [xc, rs, S](int64_t i) { return xc[(i / S) * rs + i % S]; });
+    if (!w.finite) continue;
+    const T mh = wide_center<T>(w);
+    hi[k] = double(mh);
+    lo[k] = double(w.mean - WideOf<T>(mh));
+    m2[k] = double(w.m2);
+    var[k] = (long double)w.m2 / count;
+  }
+}
+
 void stats_dispatch(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
-                    std::vector<double>& m2) {
-  if (xr.view.dtype == DType::f32) bn_stats_run<float>(g, xr, hi, lo, m2);
-  else bn_stats_run<double>(g, xr, hi, lo, m2);
+                    std::vector<double>& m2, double eps, std::vector<long double>& var) {
+  if (xr.view.dtype == DType::f32) {
+    bn_stats_run<float>(g, xr, hi, lo, m2);
+    bn_wide_channels<float>(g, xr, eps, hi, lo, m2, var);
+  } else {
+    bn_stats_run<double>(g, xr, hi, lo, m2);
+    bn_wide_channels<double>(g, xr, eps, hi, lo, m2, var);
+  }
 }
 
 void normalize_dispatch(const Geom& g, const Rows& xr, const Dest& dst, const std::vector<double>& hi,
@@ -669,7 +703,8 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   const int64_t C = g.C, count = g.N * g.S;
   const size_t Cs = size_t(C);
   std::vector<double> hi, lo, m2;
-  if (training) stats_dispatch(g, xr, hi, lo, m2);
+  std::vector<long double> wvar;
+  if (training) stats_dispatch(g, xr, hi, lo, m2, eps, wvar);
   py::array mean_a = empty_array(dtype_of<T>(), {C}), rstd_a = empty_array(dtype_of<T>(), {C});
   T* mean_o = static_cast<T*>(mean_a.mutable_data());
   T* rstd_o = static_cast<T*>(rstd_a.mutable_data());
@@ -678,8 +713,10 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
     const size_t k = size_t(c);
     const double h = training ? hi[k] : read_at(rm.view, c);
     const double l = training ? lo[k] : 0.0;
-    const double var = training ? m2[k] / double(count) : read_at(rv.view, c);
-    const T rs = T(1.0 / std::sqrt(var + eps));
+    // long double only where a channel's variance needs it (wide statistics): same bits otherwise
+    const T rs = training && !(m2[k] <= 0x1p1000)
+                     ? T(1.0L / std::sqrt(wvar[k] + (long double)eps))
+                     : T(1.0 / std::sqrt((training ? m2[k] / double(count) : read_at(rv.view, c)) + eps));
     mean_o[c] = T(h + l);
     rstd_o[c] = rs;
     forward_channel<T>(h, l, rs, gv.present ? read_at(gv.view, c) : 1.0, bv.present ? read_at(bv.view, c) : 0.0,
@@ -693,8 +730,11 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   if (training && rm.present) {
     for (int64_t c = 0; c < C; ++c) {
       const size_t k = size_t(c);
-      const double var = m2[k] / double(count);
-      const double vu = (unbiased && count > 1) ? m2[k] / double(count - 1) : var;
+      const bool wide = !(m2[k] <= 0x1p1000);  // as for rs above
+      const long double var = wide ? wvar[k] : (long double)(m2[k] / double(count));
+      const double vu = (unbiased && count > 1)
+                            ? (wide ? double(var * count / (count - 1)) : m2[k] / double(count - 1))
+                            : double(var);
       write_at(rm.view, c, (1.0 - momentum) * read_at(rm.view, c) + momentum * (hi[k] + lo[k]));
       write_at(rv.view, c, (1.0 - momentum) * read_at(rv.view, c) + momentum * vu);
     }
@@ -775,7 +815,8 @@ py::tuple batchnorm_stats(const py::handle& x_in) {
   BnInput in = bn_input(x_in);
   Rows xr = rows_of(in.x, in.xv, 1, "x");
   std::vector<double> hi, lo, m2;
-  stats_dispatch(in.g, xr, hi, lo, m2);
+  std::vector<long double> var;
+  stats_dispatch(in.g, xr, hi, lo, m2, 0.0, var);
   std::vector<double> mean(hi.size());
   for (size_t c = 0; c < hi.size(); ++c) mean[c] = hi[c] + lo[c];
   return py::make_tuple(py::int_(in.g.N * in.g.S), vec_array(DType::f64, mean), vec_array(DType::f64, m2));
@@ -903,9 +944,58 @@ std::vector<T> elemt_params(const std::vector<double>& mh_d, const std::vector<d
   return pc;
 }
 
+// ---- extreme magnitudes in the backward (see wide_needed, cpu/normalization.hpp)
+// The float block sums of g * (x - m) overflow for |x - m| * |g| near max, and the dx coefficient
+// K = -gamma * rstd^2 * sum_dout_xhat / count leaves T's normal range when the std is beyond
+// ~1e19 (float32): the xhat term of dx would be lost. Such channels are redone in WideOf<T>.
+template <class T> bool bn_bwd_wide(const double* red3, double K) {
+  const double aK = std::fabs(K);
+  return !(std::fabs(red3[0]) + std::fabs(red3[1]) + std::fabs(red3[2]) <= std::numeric_limits<double>::max()) ||
+         (aK != 0 && (aK < double(std::numeric_limits<T>::min()) || aK > double(std::numeric_limits<T>::max())));
+}
+// Element i of channel c (i over the N * S values) of a row-strided (N, C*S) operand.
+inline int64_t chan_off(const Geom& g, int64_t rs, int64_t c, int64_t i) { return (i / g.S) * rs + c * g.S + i % g.S; }
+template <class T> T bwd_grad(const BwdInputs& b, int64_t c, int64_t i, T slope) {
+  const T d = b.dr.view.ptr<T>()[chan_off(b.in.g, b.dr.rs, c, i)];
+  if (b.act == kNormActNone) return d;
+  const T yv = b.yr.view.ptr<T>()[chan_off(b.in.g, b.yr.rs, c, i)];
+  return yv > T(0) ? d : (b.act == kNormActRelu ? T(0) : d * slope);
+}
+// Wide sums of channel c around m: [sum g | sum g*(x - m) | sum (x - m)].
+template <class T> void bn_wide_sums(const BwdInputs& b, int64_t c, WideOf<T> m, T slope, WideOf<T>* out3) {
+  using W = WideOf<T>;
+  const int64_t count = b.in.g.N * b.in.g.S;
+  const T* x = b.xr.view.ptr<T>();
+  W a = 0, bb = 0, e = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const W gi = W(bwd_grad<T>(b, c, i, slope)), xm = W(x[chan_off(b.in.g, b.xr.rs, c, i)]) - m;
+    a += gi; bb += gi * xm; e += xm;
+  }
+  out3[0] = a; out3[1] = bb; out3[2] = e;
+}
+// dx of channel c, dx = gamma * rstd * (g - sg / count - xhat * sgxh / count) with xhat = (x - m) * rstd,
+// into buf (C order over the channel's values).
+template <class T>
+void bn_wide_dx(const BwdInputs& b, int64_t c, WideOf<T> m, WideOf<T> gamma, WideOf<T> rstd, WideOf<T> sg,
+                WideOf<T> sgxh, WideOf<T> count, T slope, std::vector<T>& buf) {
+  using W = WideOf<T>;
+  const int64_t n = b.in.g.N * b.in.g.S;
+  const T* x = b.xr.view.ptr<T>();
+  buf.resize(size_t(n));
+  const W ma = sg / count, k = sgxh / count;
+  for (int64_t i = 0; i < n; ++i) {
+    const W xhat = (W(x[chan_off(b.in.g, b.xr.rs, c, i)]) - m) * rstd;
+    buf[size_t(i)] = T(gamma * rstd * (W(bwd_grad<T>(b, c, i, slope)) - ma - xhat * k));
+  }
+}
+template <class T> void bn_scatter_channel(const Geom& g, T* dx, int64_t c, const std::vector<T>& buf) {
+  for (int64_t i = 0; i < g.N * g.S; ++i) dx[chan_off(g, g.W, c, i)] = buf[size_t(i)];
+}
+
 template <class T>
 py::tuple bn_backward_typed(BwdInputs& b, Dest& dst, const Vec& gv, const std::vector<double>& mean_d,
                             const std::vector<double>& rstd, double slope) {
+  using W = WideOf<T>;
   const Geom& g = b.in.g;
   const size_t C = size_t(g.C);
   std::vector<T> mh(C);
@@ -913,17 +1003,34 @@ py::tuple bn_backward_typed(BwdInputs& b, Dest& dst, const Vec& gv, const std::v
   for (size_t c = 0; c < C; ++c) { mh[c] = T(mean_d[c]); mhd[c] = double(mh[c]); }
   const std::vector<double> red = reduce_run<T>(b, mh, slope);
   const double count = double(g.N * g.S);
+  const std::vector<double> gamma = to_double(gv, g.C, 1.0);
   std::vector<double> sg(C), sgxh(C), ml(C);
+  std::vector<int64_t> wide;  // channels redone in WideOf<T>, their dx kept in bufs until the fast pass is done
+  std::vector<std::vector<T>> bufs;
   for (size_t c = 0; c < C; ++c) {
     // Residual of the stored mean (c = mean(x - mh)) is folded back in: accuracy at large |mean|.
     const double cres = count > 0 ? red[3 * c + 2] / count : 0.0;
     ml[c] = cres;
     sg[c] = red[3 * c];
     sgxh[c] = (red[3 * c + 1] - cres * red[3 * c]) * rstd[c];
+    if (count > 0 && __builtin_expect(bn_bwd_wide<T>(&red[3 * c], -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
+      W s3[3];
+      bn_wide_sums<T>(b, int64_t(c), W(mh[c]), T(slope), s3);
+      const W cw = s3[2] / W(count);
+      const W sgxh_w = (s3[1] - cw * s3[0]) * W(rstd[c]);
+      sg[c] = double(s3[0]);
+      sgxh[c] = double(sgxh_w);
+      ml[c] = 0;  // this channel's fast dx is replaced below
+      wide.push_back(int64_t(c));
+      bufs.emplace_back();
+      bn_wide_dx<T>(b, int64_t(c), W(mh[c]) + cw, W(gamma[c]), W(rstd[c]), s3[0], sgxh_w, W(count), T(slope),
+                    bufs.back());
+    }
   }
   if (count > 0) {
-    const std::vector<T> pc = elemt_params<T>(mhd, ml, to_double(gv, g.C, 1.0), rstd, sg, sgxh, count);
+    const std::vector<T> pc = elemt_params<T>(mhd, ml, gamma, rstd, sg, sgxh, count);
     elemt_run<T>(b, dst.view.ptr<T>(), dst.fresh, pc, slope);
+    for (size_t k = 0; k < wide.size(); ++k) bn_scatter_channel<T>(g, dst.view.ptr<T>(), wide[k], bufs[k]);
   }
   finish(dst);
   if (!gv.present) return py::make_tuple(dst.result, py::none(), py::none());
