@@ -645,20 +645,21 @@ void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::v
 
 // Channels whose fast statistics cannot be right (wide_needed, cpu/normalization.hpp) are redone
 // by wide_stats: hi becomes the centre the kernels subtract (a T value, chosen so that x - hi
-// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double (inf where float64 data's M2
-// is beyond float64). var receives every channel's biased variance in long double (finite for any
-// finite float64 data). Empty channels (count 0) are left as they are.
+// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double. Where that is inf (float64
+// data near the top of its range), var (empty otherwise: no per-channel long double work on the
+// normal path) receives the channel's biased variance in long double, finite for any finite data.
+// Empty channels (count 0) are left as they are.
 template <class T>
 void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<double>& hi, std::vector<double>& lo,
                       std::vector<double>& m2, std::vector<long double>& var) {
   const int64_t count = g.N * g.S;
-  var.assign(size_t(g.C), 0.0L);
+  var.clear();
   if (count == 0) return;
   const T* x = xr.view.ptr<T>();
   const int64_t rs = xr.rs, S = g.S;
+  if (__builtin_expect(!kern<T>().any_outside(m2.data(), g.C, wide_floor<T>(double(count), eps)), 1)) return;
   for (int64_t c = 0; c < g.C; ++c) {
     const size_t k = size_t(c);
-    var[k] = (long double)m2[k] / count;
     if (!wide_needed<T>(m2[k], m2[k] / double(count), lo[k], eps)) continue;
     const T* xc = x + c * S;
     const WideStats<T> w = wide_stats<T>(count, [xc, rs, S](int64_t i) { return xc[(i / S) * rs + i % S]; });
@@ -667,7 +668,10 @@ void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<dou
     hi[k] = double(mh);
     lo[k] = double(w.mean - WideOf<T>(mh));
     m2[k] = double(w.m2);
-    var[k] = (long double)w.m2 / count;
+    if (!(m2[k] <= std::numeric_limits<double>::max())) {
+      if (var.empty()) var.assign(size_t(g.C), 0.0L);
+      var[k] = w.m2 / count;
+    }
   }
 }
 
@@ -714,7 +718,8 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
     const double h = training ? hi[k] : read_at(rm.view, c);
     const double l = training ? lo[k] : 0.0;
     // long double only where a channel's variance needs it (wide statistics): same bits otherwise
-    const T rs = training && !(m2[k] <= 0x1p1000)
+    const bool wide = training && !wvar.empty() && !(m2[k] <= std::numeric_limits<double>::max());
+    const T rs = wide
                      ? T(1.0L / std::sqrt(wvar[k] + (long double)eps))
                      : T(1.0 / std::sqrt((training ? m2[k] / double(count) : read_at(rv.view, c)) + eps));
     mean_o[c] = T(h + l);
@@ -730,7 +735,7 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   if (training && rm.present) {
     for (int64_t c = 0; c < C; ++c) {
       const size_t k = size_t(c);
-      const bool wide = !(m2[k] <= 0x1p1000);  // as for rs above
+      const bool wide = !wvar.empty() && !(m2[k] <= std::numeric_limits<double>::max());  // as for rs above
       const long double var = wide ? wvar[k] : (long double)(m2[k] / double(count));
       const double vu = (unbiased && count > 1)
                             ? (wide ? double(var * count / (count - 1)) : m2[k] / double(count - 1))

@@ -818,10 +818,12 @@ void run_bwd_apply(const T* dout, const T* x, const T* y, T* dx, int64_t n, cons
 }
 #undef NK_NORM_DISPATCH
 
+bool any_outside(const double* v, int64_t n, double lo) { return any_outside_scalar(v, n, lo); }
+
 template <class T> constexpr NormKernelsT<T> make_table() {
   return NormKernelsT<T>{&ln_fwd<T>,    &ln_bwd<T>,         &col_stats<T>,      &run_stats<T>,
                          &col_apply<T>, &run_apply<T>,      &col_bwd_reduce<T>, &run_bwd_reduce<T>,
-                         &col_bwd_apply<T>, &run_bwd_apply<T>};
+                         &col_bwd_apply<T>, &run_bwd_apply<T>, &any_outside};
 }
 
 }  // namespace
