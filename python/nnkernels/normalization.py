@@ -82,9 +82,13 @@ def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: 
     training=True: normalise with the batch mean and biased variance; running stats (both or
     neither, shape ``(C,)``) are updated in place, ``running = (1 - momentum) * running +
     momentum * batch_stat``, the variance stored unbiased (``count / (count - 1)``; biased when
-    ``unbiased_running_var=False`` or when a channel has a single value). training=False:
-    normalise with the running statistics (both required). Returns ``(y, mean, rstd)``
-    (per channel, x's dtype).
+    ``unbiased_running_var=False``). In training mode the running stats must be writeable NumPy
+    arrays (not lists), apart from each other and from x, out, gamma and beta, and each channel
+    needs more than one value (N * spatial size > 1, as in PyTorch): otherwise a ValueError /
+    TypeError before anything is written. training=False: normalise with the running statistics
+    (both required; any array-like). Returns ``(y, mean, rstd)`` (per channel, x's dtype).
+    Any finite input normalises correctly, including float32 values near 1e38 (channels whose
+    float statistics would overflow are redone in a wider type).
     """
     if _is_gpu(x):
         return _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, momentum, eps,
@@ -464,6 +468,10 @@ def _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, 
             if running_mean is running_var:
                 raise ValueError("running_var: shares memory with running_mean (each is updated in place)")
         count, mean, m2 = _gpu_stats_raw(xo, xc)
+        if not np.isfinite(m2).all() or (m2 == 0).any():
+            # Extreme magnitudes / constant channels (float statistics that cannot be right): the CPU
+            # statistics redo such channels in a wider type (csrc/bindings/normalization.cpp).
+            count, mean, m2 = _core.batchnorm_stats(np.ascontiguousarray(_gpu.to_host(x)))
         var = m2 / count
     else:
         mean, var = rm, rv
