@@ -468,9 +468,10 @@ def _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, 
             if running_mean is running_var:
                 raise ValueError("running_var: shares memory with running_mean (each is updated in place)")
         count, mean, m2 = _gpu_stats_raw(xo, xc)
-        if not np.isfinite(m2).all() or (m2 == 0).any():
-            # Extreme magnitudes / constant channels (float statistics that cannot be right): the CPU
-            # statistics redo such channels in a wider type (csrc/bindings/normalization.cpp).
+        if not np.isfinite(m2).all():
+            # Extreme magnitudes (the float M2 overflowed): the CPU statistics redo such channels in
+            # a wider type (csrc/bindings/normalization.cpp). Constant channels are exact here already
+            # (the CUDA statistics are taken relative to the channel's first value).
             count, mean, m2 = _core.batchnorm_stats(np.ascontiguousarray(_gpu.to_host(x)))
         var = m2 / count
     else:
