@@ -916,3 +916,23 @@ def test_norm_extreme_threads_bitwise(threads, op):
     for a, b in zip(*res):
         np.testing.assert_array_equal(a, b)
     assert np.isfinite(res[0][0]).all() and np.isfinite(res[0][3]).all()
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="no long double wider than float64 on this platform")
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_norm_float64_extreme_magnitudes(isa, scale):
+    """float64 squares overflow beyond ~1e154 (underflow below ~1e-154): redone in long double.
+    The float64 reference runs on x / scale (y is scale-invariant; eps is negligible at 1e200 and
+    set to 0 at 1e-200)."""
+    eps = 1e-5 if scale > 1 else 0.0
+    x0 = _data((5, 33), np.float64, 94)
+    x = x0 * scale
+    y, mean, rstd = nk.layernorm_forward(x, eps=eps)
+    ry, rmean, rrstd = _ln_ref64(x0, 0.0)
+    assert_close(y, ry, np.float64, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean / scale, rmean, rtol=1e-12)
+    np.testing.assert_allclose(rstd * scale, rrstd, rtol=1e-12)
+    yb, mb, rb = nk.batchnorm_forward(np.ascontiguousarray(x.T), eps=eps)
+    assert_close(yb, ry.T, np.float64, table=TOL_REDUCTION)
+    np.testing.assert_allclose(rb * scale, rrstd, rtol=1e-12)

@@ -645,9 +645,10 @@ void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::v
 
 // Channels whose fast statistics cannot be right (wide_needed, cpu/normalization.hpp) are redone
 // by wide_stats: hi becomes the centre the kernels subtract (a T value, chosen so that x - hi
-// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double. Where that is inf (float64
-// data near the top of its range), var (empty otherwise: no per-channel long double work on the
-// normal path) receives the channel's biased variance in long double, finite for any finite data.
+// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double. Where that overflows or
+// underflows (float64 data beyond ~1e154 or below ~1e-154), var (empty otherwise: no per-channel
+// long double work on the normal path; -1 for the other channels) receives the channel's biased
+// variance in long double, in range for any finite data.
 // Empty channels (count 0) are left as they are.
 template <class T>
 void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<double>& hi, std::vector<double>& lo,
@@ -668,8 +669,8 @@ void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<dou
     hi[k] = double(mh);
     lo[k] = double(w.mean - WideOf<T>(mh));
     m2[k] = double(w.m2);
-    if (!(m2[k] <= std::numeric_limits<double>::max())) {
-      if (var.empty()) var.assign(size_t(g.C), 0.0L);
+    if (!(m2[k] <= std::numeric_limits<double>::max()) || (m2[k] < std::numeric_limits<double>::min() && w.m2 > 0)) {
+      if (var.empty()) var.assign(size_t(g.C), -1.0L);  // -1: not set (the double m2 is exact enough)
       var[k] = w.m2 / count;
     }
   }
@@ -718,7 +719,7 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
     const double h = training ? hi[k] : read_at(rm.view, c);
     const double l = training ? lo[k] : 0.0;
     // long double only where a channel's variance needs it (wide statistics): same bits otherwise
-    const bool wide = training && !wvar.empty() && !(m2[k] <= std::numeric_limits<double>::max());
+    const bool wide = training && !wvar.empty() && wvar[k] >= 0;
     const T rs = wide
                      ? T(1.0L / std::sqrt(wvar[k] + (long double)eps))
                      : T(1.0 / std::sqrt((training ? m2[k] / double(count) : read_at(rv.view, c)) + eps));
@@ -735,7 +736,7 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   if (training && rm.present) {
     for (int64_t c = 0; c < C; ++c) {
       const size_t k = size_t(c);
-      const bool wide = !wvar.empty() && !(m2[k] <= std::numeric_limits<double>::max());  // as for rs above
+      const bool wide = !wvar.empty() && wvar[k] >= 0;  // as for rs above
       const long double var = wide ? wvar[k] : (long double)(m2[k] / double(count));
       const double vu = (unbiased && count > 1)
                             ? (wide ? double(var * count / (count - 1)) : m2[k] / double(count - 1))
