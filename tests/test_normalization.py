@@ -850,6 +850,12 @@ def test_batchnorm_extreme_magnitudes(isa, scale, eps, shape):
     rdx, rdg, rdb = ref.batchnorm_backward(*_f64(dout, x, gamma, mean, rstd))
     unit = float(rrstd.max() * np.abs(gamma).max() * np.abs(dout).max())
     np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * unit)
+    # the separable pieces (synchronised batch norm) at the same magnitudes
+    sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, rstd)
+    assert_close(sgx, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size / c))
+    assert_close(sg, rdb, np.float32, table=TOL_REDUCTION)
+    dxe = nk.batchnorm_backward_elemt(dout, x, gamma, mean, rstd, rdb, rdg, x.size // c)
+    np.testing.assert_allclose(dxe, rdx, rtol=1e-4, atol=1e-4 * unit)
     assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size / c))
     assert_close(db, rdb, np.float32, table=TOL_REDUCTION)
 

@@ -1071,6 +1071,12 @@ py::tuple reduce_typed(BwdInputs& b, const std::vector<double>& mean, const std:
     // sum g*(x - mean) = sum g*(x - mh) - (mean - mh) * sum g   (exact split of the given mean)
     sg[c] = red[3 * c];
     sgxh[c] = (red[3 * c + 1] - (mean[c] - double(mh[c])) * red[3 * c]) * rstd[c];
+    if (__builtin_expect(bn_bwd_wide<T>(&red[3 * c], 0.0), 0)) {  // float block sums overflowed: wide sums
+      WideOf<T> s3[3];
+      bn_wide_sums<T>(b, int64_t(c), WideOf<T>(mean[c]), T(slope), s3);
+      sg[c] = double(s3[0]);
+      sgxh[c] = double(s3[1] * WideOf<T>(rstd[c]));
+    }
   }
   return py::make_tuple(vec_array(b.in.xv.dtype, sg), vec_array(b.in.xv.dtype, sgxh));
 }
@@ -1099,6 +1105,16 @@ void elemt_typed(BwdInputs& b, py::array& dx, const std::vector<double>& mean, c
   }
   const std::vector<T> pc = elemt_params<T>(mh, ml, gamma, rstd, sg, sgxh, count);
   elemt_run<T>(b, static_cast<T*>(dx.mutable_data()), true, pc, slope);
+  // Channels whose dx coefficient K leaves T's normal range (std beyond ~1e19 in float32) are
+  // recomputed in the wide type over the fresh dx (see bn_bwd_wide).
+  const double zero3[3] = {0, 0, 0};
+  std::vector<T> buf;
+  for (size_t c = 0; c < C; ++c)
+    if (__builtin_expect(bn_bwd_wide<T>(zero3, -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
+      using W = WideOf<T>;
+      bn_wide_dx<T>(b, int64_t(c), W(mean[c]), W(gamma[c]), W(rstd[c]), W(sg[c]), W(sgxh[c]), W(count), T(slope), buf);
+      bn_scatter_channel<T>(b.in.g, static_cast<T*>(dx.mutable_data()), int64_t(c), buf);
+    }
 }
 
 py::array batchnorm_backward_elemt(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
