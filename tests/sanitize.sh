@@ -30,8 +30,10 @@ san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
 
+# RelWithDebInfo: pybind11 neither strips the module (file:line in reports) nor links it with LTO
+# (slow with the sanitizers); the project's own -O3 still applies to every source.
 echo "== sanitize: build ($build)" >&2
-cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DNNKERNELS_CUDA=OFF \
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNNKERNELS_CUDA=OFF \
   -DNNKERNELS_DEV_INPLACE=OFF "${launcher[@]}" \
   -DCMAKE_CXX_FLAGS="$san" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
   -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=address,undefined" \

@@ -182,7 +182,8 @@ def _build_specs() -> list:
     def make_ln(rng):
         return {"x": _f32(rng, 5, 7), "gamma": _f32(rng, 7), "beta": _f32(rng, 7), "eps": 1e-5}
     specs.append(Spec("layernorm_forward", "normalization", nk.layernorm_forward, make_ln,
-                      {"x": Arr(IN, free=True, partners=("gamma", "beta")), "gamma": Arr(IN, optional=True, partners=("x",)),
+                      {"x": Arr(IN, free=True, partners=("gamma", "beta")),
+                       "gamma": Arr(IN, optional=True, partners=("x",)),
                        "beta": Arr(IN, optional=True, partners=("x",)), "out": Arr(OUT)},
                       {"eps": eps, "negative_slope": _real(), "activation": act},
                       ref=Rn.layernorm_forward, out_default=True, scalar_base={"activation": "leaky_relu"}))
@@ -213,7 +214,8 @@ def _build_specs() -> list:
             # item 8: running statistics that cannot be updated or that alias each other / out
             ("running-stats-lists", dict(base, running_mean=[0.0] * 3, running_var=[1.0] * 3), RAISE,
              ("running_mean", "running_var")),
-            ("running-mean-is-var", dict(base, running_mean=rm, running_var=rm), RAISE, ("running_mean", "running_var")),
+            ("running-mean-is-var", dict(base, running_mean=rm, running_var=rm), RAISE,
+             ("running_mean", "running_var")),
             ("running-mean-only", dict(base, running_var=None), RAISE, ("running_mean", "running_var")),
             ("eval-without-stats", dict(base, training=False, running_mean=None, running_var=None), RAISE,
              ("running_mean", "running_var")),
@@ -232,7 +234,8 @@ def _build_specs() -> list:
         return cases
     specs.append(Spec("batchnorm_forward", "normalization", nk.batchnorm_forward, make_bn,
                       {"x": Arr(IN, partners=("gamma", "beta", "running_mean", "running_var"), axis=1),
-                       "gamma": Arr(IN, optional=True, partners=("x",)), "beta": Arr(IN, optional=True, partners=("x",)),
+                       "gamma": Arr(IN, optional=True, partners=("x",)),
+                       "beta": Arr(IN, optional=True, partners=("x",)),
                        "running_mean": Arr(STATE_ANY, optional=True, partners=("x", "running_var")),
                        "running_var": Arr(STATE_ANY, optional=True, partners=("x", "running_mean")), "out": Arr(OUT)},
                       {"eps": eps, "momentum": Scalar(bad=NONFINITE, good=(np.float32(0.5), 1)),
@@ -247,7 +250,8 @@ def _build_specs() -> list:
                 "activation": "relu", "y": y}
     vec = ("x", "mean", "rstd", "gamma")
     specs.append(Spec("batchnorm_backward", "normalization", nk.batchnorm_backward, make_bn_bwd,
-                      {"dout": Arr(IN, partners=("x", "y")), "x": Arr(IN, partners=("dout", "y") + vec, axis=1, derived=True),
+                      {"dout": Arr(IN, partners=("x", "y")),
+                       "x": Arr(IN, partners=("dout", "y") + vec, axis=1, derived=True),
                        "gamma": Arr(IN, optional=True, partners=vec), "mean": Arr(IN, partners=vec, derived=True),
                        "rstd": Arr(IN, partners=vec, derived=True), "y": Arr(IN, partners=("x", "dout"), derived=True),
                        "out": Arr(OUT)},
@@ -280,7 +284,8 @@ def _build_specs() -> list:
                 ("m2s-negative", dict(base, m2s=-base["m2s"]), RAISE, ("m2s",))]
     specs.append(Spec("batchnorm_merge_stats", "normalization", nk.batchnorm_merge_stats, make_merge,
                       {"means": Arr(IN, partners=("counts", "m2s"), axis=0, lenient_dtypes=True),
-                       "m2s": Arr(IN, partners=("means",), lenient_dtypes=True, derived=True)}, {}, ref=Rn.batchnorm_merge_stats, extra=merge_extra))
+                       "m2s": Arr(IN, partners=("means",), lenient_dtypes=True, derived=True)},
+                      {}, ref=Rn.batchnorm_merge_stats, extra=merge_extra))
 
     def make_norm(rng):
         return {"x": _f32(rng, 4, 3, 5), "mean": _f32(rng, 3), "rstd": _f32(rng, 3, lo=0.5, hi=2.0),
@@ -384,7 +389,8 @@ def _build_specs() -> list:
                 ("empty-list", {"grads": [], "max_norm": 0.1}, OK, ())]
     specs.append(Spec("clip_grad_norm", "optimizers", nk.clip_grad_norm,
                       lambda rng: {"grads": plist(rng), "max_norm": 0.5},
-                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True)}, {"max_norm": nonneg}, ref=Ro.clip_grad_norm,
+                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True)}, {"max_norm": nonneg},
+                      ref=Ro.clip_grad_norm,
                       extra=clip_extra, mutable=("grads",)))
 
     # --------------------------------------------------------------- nk.optim classes (constructor + 2 steps)
@@ -860,7 +866,7 @@ def _launch(family: str, start: int):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-WORKER_TIMEOUT = 120.0
+WORKER_TIMEOUT = 240.0  # generous: sanitizer builds run the cases several times slower
 
 
 def run_families(families) -> dict:

@@ -81,18 +81,21 @@ double finite_real(const py::handle& h, const char* arg) {
       throw py::type_error(std::string(arg) + ": expected a real number, got " + Py_TYPE(o)->tp_name);
     }
   }
-  if (!std::isfinite(v)) throw py::value_error(std::string(arg) + ": expected a finite number, got " + std::to_string(v));
+  if (!std::isfinite(v))
+    throw py::value_error(std::string(arg) + ": expected a finite number, got " + std::string(py::str(py::float_(v))));
   return v;
 }
 
 void check_no_self_overlap(const ArrayView& v, const char* arg) {
   if (v.size <= 1) return;
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, extent) of the dimensions longer than 1
+  std::pair<int64_t, int64_t> dims[Dims::kMax];  // (|stride|, extent) of the dimensions longer than 1
+  size_t n = 0;
   for (int i = 0; i < v.ndim(); ++i)
-    if (v.shape[i] > 1) dims.emplace_back(v.strides[i] < 0 ? -v.strides[i] : v.strides[i], v.shape[i]);
-  std::sort(dims.begin(), dims.end());
+    if (v.shape[i] > 1) dims[n++] = {v.strides[i] < 0 ? -v.strides[i] : v.strides[i], v.shape[i]};
+  std::sort(dims, dims + n);
   int64_t span = 1;  // elements covered by the inner dimensions
-  for (const auto& [stride, extent] : dims) {
+  for (size_t k = 0; k < n; ++k) {
+    const auto [stride, extent] = dims[k];
     if (stride < span)
       throw py::value_error(std::string(arg) + ": elements overlap in memory (a zero or interleaved stride); "
                             "expected an array that can hold one value per element");
