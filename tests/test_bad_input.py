@@ -866,6 +866,16 @@ def _launch(family: str, start: int):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def _crash_report(stderr: str) -> str:
+    """The start of a sanitizer / fatal-error report in a worker's stderr (else its tail)."""
+    for key in ("ERROR: AddressSanitizer", "runtime error:", "Fatal Python error"):
+        at = stderr.find(key)
+        if at >= 0:
+            start = stderr.rfind("\n", 0, at) + 1
+            return stderr[start:start + 1500]
+    return stderr[-1500:]
+
+
 WORKER_TIMEOUT = 240.0  # generous: sanitizer builds run the cases several times slower
 
 
@@ -897,7 +907,7 @@ def run_families(families) -> dict:
                     last = rec["i"]
             if started is not None and started["start"] not in results:
                 why = "hung (no result within %.0f s)" % WORKER_TIMEOUT if hung else \
-                    f"worker died with exit status {proc.returncode}: {err[-1500:]}"
+                    f"worker died with exit status {proc.returncode}: {_crash_report(err)}"
                 results[started["start"]] = why
                 pending[fam] = started["i"] + 1
             elif proc.returncode != 0 and not hung:
