@@ -162,8 +162,10 @@ def test_calculate_gain():
     assert init.calculate_gain("selu") == 0.75
     with pytest.raises(ValueError, match="nonlinearity"):
         init.calculate_gain("swish")
-    with pytest.raises(ValueError, match="param"):
+    with pytest.raises(TypeError, match="^param: expected a real number"):  # PyTorch: ValueError
         init.calculate_gain("leaky_relu", True)
+    with pytest.raises(ValueError, match="^param: expected a finite number"):
+        init.calculate_gain("leaky_relu", float("inf"))
     torch = pytest.importorskip("torch")
     for nl, p in (("tanh", None), ("relu", None), ("leaky_relu", None), ("leaky_relu", 0.3), ("selu", None)):
         assert init.calculate_gain(nl, p) == pytest.approx(torch.nn.init.calculate_gain(nl, p))

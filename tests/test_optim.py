@@ -112,7 +112,7 @@ def test_constructor_validation():
         optim.Adam([np.ones(3, np.int64)])
     with pytest.raises(ValueError, match=r"^params\[0\]"):
         optim.Adam([np.ones((3, 4))[:, ::2]])
-    with pytest.raises(ValueError, match=r"^beta2: expected a number in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"^betas\[1\] \(beta2\): expected a number in \[0, 1\)"):
         optim.Adam([np.ones(3)], betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="^lr"):
         optim.SGD([np.ones(3)], lr=-0.1)
@@ -143,8 +143,8 @@ BAD_HYPER = [
     ("RMSprop", dict(alpha=1.5), ValueError, "alpha: expected a number in \\[0, 1\\]"),
     ("RMSprop", dict(eps=NAN), ValueError, "eps: expected a finite number >= 0"),
     ("RMSprop", dict(lr=-1.0), ValueError, "lr: expected a finite number >= 0"),
-    ("Adam", dict(betas=(-0.1, 0.999)), ValueError, "beta1: expected a number in \\[0, 1\\)"),
-    ("Adam", dict(betas=(0.9, NAN)), ValueError, "beta2: expected a number in \\[0, 1\\)"),
+    ("Adam", dict(betas=(-0.1, 0.999)), ValueError, "betas\\[0\\] \\(beta1\\): expected a number in \\[0, 1\\)"),
+    ("Adam", dict(betas=(0.9, NAN)), ValueError, "betas\\[1\\] \\(beta2\\): expected a number in \\[0, 1\\)"),
     ("Adam", dict(betas=0.9), TypeError, "betas: expected a pair"),
     ("Adam", dict(eps=-1e-8), ValueError, "eps: expected a finite number >= 0"),
     ("Adam", dict(weight_decay=-0.01), ValueError, "weight_decay: expected a finite number >= 0"),

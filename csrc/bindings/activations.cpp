@@ -58,9 +58,9 @@ py::array binary(ActivationOp op, const py::handle& dout_in, const char* second_
   return o;
 }
 
-ActivationParams slope_params(double s) {
+ActivationParams slope_params(const py::handle& s) {
   ActivationParams p;
-  p.negative_slope = s;
+  p.negative_slope = finite_real(s, "negative_slope");
   return p;
 }
 
@@ -76,10 +76,10 @@ NK_REGISTER_BINDINGS(activations) {
         [none](py::handle dout, py::handle x, py::object out) { return binary(kReluBackward, dout, "x", x, out, none); },
         py::arg("dout"), py::arg("x"), py::arg("out") = py::none());
   m.def("leaky_relu",
-        [](py::handle x, double s, py::object out) { return unary(kLeakyRelu, x, out, slope_params(s)); },
+        [](py::handle x, py::handle s, py::object out) { return unary(kLeakyRelu, x, out, slope_params(s)); },
         py::arg("x"), py::arg("negative_slope") = 0.01, py::arg("out") = py::none());
   m.def("leaky_relu_backward",
-        [](py::handle dout, py::handle x, double s, py::object out) {
+        [](py::handle dout, py::handle x, py::handle s, py::object out) {
           return binary(kLeakyReluBackward, dout, "x", x, out, slope_params(s));
         },
         py::arg("dout"), py::arg("x"), py::arg("negative_slope") = 0.01, py::arg("out") = py::none());

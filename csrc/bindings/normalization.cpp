@@ -845,6 +845,7 @@ py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& m
   if (!per_channel && c_shape != Dims{P})
     throw py::value_error("counts: expected shape (" + std::to_string(P) + ",) or " + shape_str(shape) + ", got " +
                           shape_str(c_shape));
+  if (P == 0) throw py::value_error("counts: expected statistics of at least one part, got P = 0");
   const double* cp = static_cast<const double*>(counts.data());
   const double* mp = static_cast<const double*>(means.data());
   const double* qp = static_cast<const double*>(m2s.data());
@@ -852,6 +853,11 @@ py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& m
   for (int64_t i = 0; i < nc; ++i)
     if (!(cp[i] >= 0) || !std::isfinite(cp[i]))
       throw py::value_error("counts: expected finite non-negative counts, got " + std::string(py::str(py::float_(cp[i]))));
+  // A sum of squared deviations is never negative (NaN, from NaN data, propagates as it is).
+  for (int64_t i = 0; i < P * C; ++i)
+    if (qp[i] < 0)
+      throw py::value_error("m2s: expected non-negative sums of squared deviations, got " +
+                            std::string(py::str(py::float_(qp[i]))) + " at index " + std::to_string(i));
   std::vector<double> n(size_t(C), 0.0), mean(size_t(C), 0.0), m2(size_t(C), 0.0);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t c = 0; c < C; ++c) {
@@ -1145,15 +1151,39 @@ py::array batchnorm_backward_elemt(const py::handle& dout_in, const py::handle& 
 
 NK_REGISTER_BINDINGS(normalization) {
   using namespace nk;
-  m.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"),
+  // Scalars arrive as Python objects so that a wrong type is a TypeError naming the argument
+  // (pybind11's own conversion error lists the overloads instead).
+  const auto real = [](const py::handle& h, const char* name) { return finite_real(h, name); };
+  m.def("layernorm_forward",
+        [real](py::handle x, py::object gamma, py::object beta, py::handle eps, py::object act, py::handle slope,
+               py::object out) {
+          return layernorm_forward(x, gamma, beta, real(eps, "eps"), act, real(slope, "negative_slope"), out);
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"), py::arg("activation"),
+        py::arg("negative_slope"), py::arg("out"));
+  m.def("layernorm_backward",
+        [real](py::handle dout, py::handle x, py::object gamma, py::object mean, py::object rstd, py::object act,
+               py::object y, py::handle slope, py::object out) {
+          return layernorm_backward(dout, x, gamma, mean, rstd, act, y, real(slope, "negative_slope"), out);
+        },
+        py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"), py::arg("activation"),
+        py::arg("y"), py::arg("negative_slope"), py::arg("out"));
+  m.def("batchnorm_forward",
+        [real](py::handle x, py::object gamma, py::object beta, bool training, py::object rm, py::object rv,
+               py::handle momentum, py::handle eps, bool unbiased, py::object act, py::handle slope, py::object out) {
+          return batchnorm_forward(x, gamma, beta, training, rm, rv, real(momentum, "momentum"), real(eps, "eps"),
+                                   unbiased, act, real(slope, "negative_slope"), out);
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("training"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("momentum"), py::arg("eps"), py::arg("unbiased_running_var"),
         py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
-  m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
-        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"), py::arg("out"));
-  m.def("batchnorm_forward", &batchnorm_forward, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("training"),
-        py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"), py::arg("eps"),
-        py::arg("unbiased_running_var"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
-  m.def("batchnorm_backward", &batchnorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
-        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"), py::arg("out"));
+  m.def("batchnorm_backward",
+        [real](py::handle dout, py::handle x, py::object gamma, py::object mean, py::object rstd, py::object act,
+               py::object y, py::handle slope, py::object out) {
+          return batchnorm_backward(dout, x, gamma, mean, rstd, act, y, real(slope, "negative_slope"), out);
+        },
+        py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"), py::arg("activation"),
+        py::arg("y"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_stats", &batchnorm_stats, py::arg("x"));
   m.def("batchnorm_merge_stats", &batchnorm_merge_stats, py::arg("counts"), py::arg("means"), py::arg("m2s"));
   m.def(
@@ -1168,13 +1198,28 @@ NK_REGISTER_BINDINGS(normalization) {
       "Raise the ValueError of batchnorm_forward(training=True) when `count` (the number of values per channel "
       "that an x of this shape is normalised over, e.g. the global count of synchronised batch norm) is not "
       "more than 1.");
-  m.def("batchnorm_normalize", &batchnorm_normalize, py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gamma"),
-        py::arg("beta"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
-  m.def("batchnorm_backward_reduce", &batchnorm_backward_reduce, py::arg("dout"), py::arg("x"), py::arg("mean"),
-        py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
-  m.def("batchnorm_backward_elemt", &batchnorm_backward_elemt, py::arg("dout"), py::arg("x"), py::arg("gamma"),
-        py::arg("mean"), py::arg("rstd"), py::arg("sum_dout"), py::arg("sum_dout_xhat"), py::arg("count"),
-        py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
+  m.def("batchnorm_normalize",
+        [real](py::handle x, py::object mean, py::object rstd, py::object gamma, py::object beta, py::object act,
+               py::handle slope, py::object out) {
+          return batchnorm_normalize(x, mean, rstd, gamma, beta, act, real(slope, "negative_slope"), out);
+        },
+        py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gamma"), py::arg("beta"), py::arg("activation"),
+        py::arg("negative_slope"), py::arg("out"));
+  m.def("batchnorm_backward_reduce",
+        [real](py::handle dout, py::handle x, py::object mean, py::object rstd, py::object act, py::object y,
+               py::handle slope) {
+          return batchnorm_backward_reduce(dout, x, mean, rstd, act, y, real(slope, "negative_slope"));
+        },
+        py::arg("dout"), py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("activation"), py::arg("y"),
+        py::arg("negative_slope"));
+  m.def("batchnorm_backward_elemt",
+        [real](py::handle dout, py::handle x, py::object gamma, py::object mean, py::object rstd, py::object sg,
+               py::object sgx, py::object count, py::object act, py::object y, py::handle slope) {
+          return batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sg, sgx, count, act, y,
+                                          real(slope, "negative_slope"));
+        },
+        py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"), py::arg("rstd"), py::arg("sum_dout"),
+        py::arg("sum_dout_xhat"), py::arg("count"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"));
 #if defined(NK_WITH_CUDA)
   m.def("cuda_layernorm_forward",
         [](int dtype, uintptr_t x, uintptr_t gamma, uintptr_t beta, uintptr_t y, uintptr_t mean, uintptr_t rstd,

@@ -1,7 +1,9 @@
 #include "core/array.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "core/parallel.hpp"
 
@@ -74,6 +76,43 @@ char kind_of(const py::array& a) {
                        std::string(py::str(a.dtype())));
 }
 }  // namespace
+
+double finite_real(const py::handle& h, const char* arg) {
+  PyObject* o = h.ptr();
+  double v;
+  if (PyFloat_Check(o)) {
+    v = PyFloat_AS_DOUBLE(o);
+  } else {
+    if (PyBool_Check(o) || PyComplex_Check(o) || !PyNumber_Check(o) ||
+        (!PyIndex_Check(o) && !PyObject_HasAttrString(o, "__float__")))
+      throw py::type_error(std::string(arg) + ": expected a real number, got " + Py_TYPE(o)->tp_name);
+    v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();
+      throw py::type_error(std::string(arg) + ": expected a real number, got " + Py_TYPE(o)->tp_name);
+    }
+  }
+  if (!std::isfinite(v))
+    throw py::value_error(std::string(arg) + ": expected a finite number, got " + std::string(py::str(py::float_(v))));
+  return v;
+}
+
+void check_no_self_overlap(const ArrayView& v, const char* arg) {
+  if (v.size <= 1) return;
+  std::pair<int64_t, int64_t> dims[Dims::kMax];  // (|stride|, extent) of the dimensions longer than 1
+  size_t n = 0;
+  for (int i = 0; i < v.ndim(); ++i)
+    if (v.shape[i] > 1) dims[n++] = {v.strides[i] < 0 ? -v.strides[i] : v.strides[i], v.shape[i]};
+  std::sort(dims, dims + n);
+  int64_t span = 1;  // elements covered by the inner dimensions
+  for (size_t k = 0; k < n; ++k) {
+    const auto [stride, extent] = dims[k];
+    if (stride < span)
+      throw py::value_error(std::string(arg) + ": elements overlap in memory (a zero or interleaved stride); "
+                            "expected an array that can hold one value per element");
+    span = stride * (extent - 1) + span;
+  }
+}
 
 py::array as_array(const py::handle& h, const char* arg) {
   // An ndarray goes on as it is: the dtype check of the op (float_dtype, the labels' integer
@@ -152,6 +191,7 @@ py::array output_for(const py::object& out, DType dt, const Dims& shape, const c
   if (v.shape != shape)
     throw py::value_error(std::string(arg) + ": expected shape " + shape_str(shape) + ", got " + shape_str(v.shape));
   if (!v.writeable) throw py::value_error(std::string(arg) + ": array is read-only");
+  check_no_self_overlap(v, arg);
   return o;
 }
 

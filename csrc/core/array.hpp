@@ -93,6 +93,13 @@ py::array as_array(const py::handle& h, const char* arg);
 // array (a copy unless it already is one): small host-side vectors (merge statistics, affine
 // parameters) where any real dtype is fine. Every other dtype is a TypeError naming `arg`.
 py::array as_float64(const py::handle& h, const char* arg);
+// A finite real scalar argument (Python int/float, NumPy real scalar; not bool, str or None):
+// TypeError / ValueError naming `arg` otherwise. Taken as py::handle by the bindings so that a wrong
+// type is reported with the argument's name instead of pybind11's overload list.
+double finite_real(const py::handle& h, const char* arg);
+// An output must not overlap itself (a zero stride or interleaved strides on a writeable view):
+// ValueError naming `arg`. Conservative: dimensions sorted by stride must nest.
+void check_no_self_overlap(const ArrayView& v, const char* arg);
 // A new C-contiguous array of the given dtype and shape. With `apart_from` (the main input of the op) and at least
 // kPlacedMinBytes, it is 64-byte aligned and placed half a page away from that input modulo the
 // page size (see array.cpp); smaller results come from NumPy's allocator as they are.

@@ -48,14 +48,22 @@ def calculate_gain(nonlinearity: str, param: Optional[float] = None) -> float:
     if nonlinearity == "leaky_relu":
         if param is None:
             slope = 0.01
-        elif not isinstance(param, bool) and isinstance(param, numbers.Real):
-            slope = float(param)
         else:
-            raise ValueError(f"param: negative_slope {param!r} is not a valid number")
+            slope = _real(param, "param")
         return math.sqrt(2.0 / (1 + slope ** 2))
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(f"nonlinearity: unsupported nonlinearity {nonlinearity!r}")
+
+
+def _real(value, name: str) -> float:
+    """A finite real number (int, float, NumPy real scalar): TypeError / ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return value
 
 
 def fan_in_and_fan_out(shape) -> tuple:
@@ -145,7 +153,7 @@ def _fill(shape, dist: int, a: float, b: float, seed, dtype, out) -> Any:
 
 def normal(shape, std: float = 0.01, *, seed: Optional[int] = None, dtype=None, out: Any = None) -> Any:
     """Normal(0, std^2) numbers ("small random numbers"); float32 unless dtype/out say otherwise."""
-    std = float(std)
+    std = _real(std, "std")
     if std < 0:
         raise ValueError(f"std: expected a non-negative number, got {std}")
     return _fill(shape, 1, 0.0, std, seed, dtype, out)
@@ -154,7 +162,7 @@ def normal(shape, std: float = 0.01, *, seed: Optional[int] = None, dtype=None, 
 def uniform(shape, low: float = 0.0, high: float = 1.0, *, seed: Optional[int] = None, dtype=None,
             out: Any = None) -> Any:
     """Uniform numbers in [low, high) computed as low + (high - low) * u, u in [0, 1)."""
-    low, high = float(low), float(high)
+    low, high = _real(low, "low"), _real(high, "high")
     if not high >= low:
         raise ValueError(f"high: expected high >= low, got low={low}, high={high}")
     return _fill(shape, 0, low, high - low, seed, dtype, out)
@@ -163,14 +171,14 @@ def uniform(shape, low: float = 0.0, high: float = 1.0, *, seed: Optional[int] =
 def xavier_uniform(shape, gain: float = 1.0, *, seed: Optional[int] = None, dtype=None, out: Any = None) -> Any:
     """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
     fan_in, fan_out = fan_in_and_fan_out(shape)
-    a = float(gain) * math.sqrt(6.0 / max(fan_in + fan_out, 1))
+    a = _real(gain, "gain") * math.sqrt(6.0 / max(fan_in + fan_out, 1))
     return _fill(shape, 0, -a, 2 * a, seed, dtype, out)
 
 
 def xavier_normal(shape, gain: float = 1.0, *, seed: Optional[int] = None, dtype=None, out: Any = None) -> Any:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fan_in_and_fan_out(shape)
-    std = float(gain) * math.sqrt(2.0 / max(fan_in + fan_out, 1))
+    std = _real(gain, "gain") * math.sqrt(2.0 / max(fan_in + fan_out, 1))
     return _fill(shape, 1, 0.0, std, seed, dtype, out)
 
 
@@ -179,6 +187,8 @@ def _kaiming_std(shape, a, mode, nonlinearity) -> float:
         raise ValueError(f"mode: expected 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fan_in_and_fan_out(shape)
     fan = fan_in if mode == "fan_in" else fan_out
+    if a is not None:
+        a = _real(a, "a")
     return calculate_gain(nonlinearity, a) / math.sqrt(max(fan, 1))
 
 

@@ -55,7 +55,7 @@ def layernorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, eps: float
     """
     if _is_gpu(x):
         return _gpu_layernorm_forward(x, gamma, beta, eps, activation, negative_slope, out)
-    return _core.layernorm_forward(x, gamma, beta, float(eps), activation, float(negative_slope), out)
+    return _core.layernorm_forward(x, gamma, beta, eps, activation, negative_slope, out)
 
 
 def layernorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
@@ -68,7 +68,7 @@ def layernorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, a
     """
     if _is_gpu(dout):
         return _gpu_layernorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
-    return _core.layernorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope), out)
+    return _core.layernorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
 
 
 # ---------------------------------------------------------------- batch norm
@@ -93,8 +93,8 @@ def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: 
     if _is_gpu(x):
         return _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, momentum, eps,
                                       unbiased_running_var, activation, negative_slope, out)
-    return _core.batchnorm_forward(x, gamma, beta, bool(training), running_mean, running_var, float(momentum),
-                                   float(eps), bool(unbiased_running_var), activation, float(negative_slope), out)
+    return _core.batchnorm_forward(x, gamma, beta, bool(training), running_mean, running_var, momentum,
+                                   eps, bool(unbiased_running_var), activation, negative_slope, out)
 
 
 def batchnorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, activation: Any = None,
@@ -108,7 +108,7 @@ def batchnorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, a
     """
     if _is_gpu(dout):
         return _gpu_batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
-    return _core.batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, float(negative_slope), out)
+    return _core.batchnorm_backward(dout, x, gamma, mean, rstd, activation, y, negative_slope, out)
 
 
 def batchnorm_stats(x: Any) -> tuple:
@@ -145,7 +145,7 @@ def batchnorm_normalize(x: Any, mean: Any, rstd: Any, gamma: Any = None, beta: A
     """
     if _is_gpu(x):
         return _gpu_batchnorm_normalize(x, mean, rstd, gamma, beta, activation, negative_slope, out)
-    return _core.batchnorm_normalize(x, mean, rstd, gamma, beta, activation, float(negative_slope), out)
+    return _core.batchnorm_normalize(x, mean, rstd, gamma, beta, activation, negative_slope, out)
 
 
 def batchnorm_backward_reduce(dout: Any, x: Any, mean: Any, rstd: Any, *, activation: Any = None, y: Any = None,
@@ -159,7 +159,7 @@ def batchnorm_backward_reduce(dout: Any, x: Any, mean: Any, rstd: Any, *, activa
     """
     if _is_gpu(dout):
         return _gpu_batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, negative_slope)
-    return _core.batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, float(negative_slope))
+    return _core.batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, negative_slope)
 
 
 def batchnorm_backward_elemt(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, sum_dout: Any,
@@ -174,7 +174,7 @@ def batchnorm_backward_elemt(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any
         return _gpu_batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sum_dout, sum_dout_xhat, count, activation,
                                              y, negative_slope)
     return _core.batchnorm_backward_elemt(dout, x, gamma, mean, rstd, sum_dout, sum_dout_xhat, count, activation, y,
-                                          float(negative_slope))
+                                          negative_slope)
 
 
 # ---------------------------------------------------------------- stateful modules

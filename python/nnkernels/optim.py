@@ -290,6 +290,17 @@ class Adam(Optimizer):
     _op = "adam"
     _nonneg_states = ("exp_avg_sq",)
 
+    def _check_hyper(self, lr: Any, hyper: dict) -> None:
+        # The step's C++ check names beta1/beta2; this class takes them as `betas`.
+        try:
+            super()._check_hyper(lr, hyper)
+        except (TypeError, ValueError) as e:
+            msg = str(e)
+            for i, name in enumerate(("beta1", "beta2")):
+                if msg.startswith(name + ":"):
+                    raise type(e)(f"betas[{i}] ({name}){msg[len(name):]}") from None
+            raise
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         self._check_hyper(lr, dict(betas=betas, eps=eps, weight_decay=weight_decay))
