@@ -80,14 +80,100 @@ inline double sum16(const T* __restrict__ p, int64_t n, F f) {
   return acc[0];
 }
 
+// Weighted, NaN-skipping moments (scikit-learn's scalers ignore NaN in fit). Same corrected
+// two-pass scheme as below with weights w_i (1 when w is null) on the non-NaN values: pass 1
+// cnt = sum w, mean = sum w x / cnt; pass 2 d = x - mean, m2 = sum w d^2 - (sum w d)^2 / cnt
+// (weighted form of Chan, Golub & LeVeque 1983; West 1979 for the weighted update). The masks
+// are selects, not branches, so the C-order loops vectorise across columns like the plain ones.
 template <class T>
-void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double* __restrict__ m2,
-               double* __restrict__ mn, double* __restrict__ mx, double* __restrict__ bad,
-               double* __restrict__ scratch) {
+void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double* __restrict__ cnt,
+                        double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ scratch,
+                        bool want_m2) {
+  const T* x = static_cast<const T*>(b.x);
+  const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
+  if (cs == 1) {
+    for (int64_t j = 0; j < C; ++j) cnt[j] = mean[j] = 0.0;
+    for (int64_t i = 0; i < R; ++i) {
+      const T* __restrict__ r = x + i * rs;
+      const double wi = w ? w[i] : 1.0;
+      for (int64_t j = 0; j < C; ++j) {
+        const double v = double(r[j]);
+        const bool ok = v == v;
+        cnt[j] += ok ? wi : 0.0;
+        mean[j] += ok ? wi * v : 0.0;
+      }
+    }
+    for (int64_t j = 0; j < C; ++j) mean[j] = cnt[j] > 0.0 ? mean[j] / cnt[j] : 0.0;
+    if (!want_m2) return;
+    for (int64_t j = 0; j < C; ++j) scratch[j] = m2[j] = 0.0;
+    for (int64_t i = 0; i < R; ++i) {
+      const T* __restrict__ r = x + i * rs;
+      const double wi = w ? w[i] : 1.0;
+      for (int64_t j = 0; j < C; ++j) {
+        const double v = double(r[j]);
+        const double d = v == v ? v - mean[j] : 0.0;
+        const double wd = wi * d;
+        scratch[j] += wd;
+        m2[j] += wd * d;
+      }
+    }
+    for (int64_t j = 0; j < C; ++j) {
+      if (!(cnt[j] > 0.0)) { m2[j] = 0.0; continue; }
+      const double v = m2[j] - scratch[j] * scratch[j] / cnt[j];
+      m2[j] = v > 0.0 ? v : 0.0;
+      mean[j] += scratch[j] / cnt[j];
+    }
+    return;
+  }
+  for (int64_t j = 0; j < C; ++j) {
+    const T* __restrict__ col = x + j * cs;
+    double sw[kAcc] = {}, sx[kAcc] = {};
+    int64_t i = 0;
+    auto acc1 = [&](int k, int64_t ii) {
+      const double v = double(col[ii]), wi = w ? w[ii] : 1.0;
+      const bool ok = v == v;
+      sw[k] += ok ? wi : 0.0;
+      sx[k] += ok ? wi * v : 0.0;
+    };
+    for (; i + kAcc <= R; i += kAcc)
+      for (int k = 0; k < kAcc; ++k) acc1(k, i + k);
+    for (int k = 0; i + k < R; ++k) acc1(k, i + k);
+    combine16(sw);
+    combine16(sx);
+    cnt[j] = sw[0];
+    const double mu = sw[0] > 0.0 ? sx[0] / sw[0] : 0.0;
+    mean[j] = mu;
+    if (!want_m2) continue;
+    double s1[kAcc] = {}, s2[kAcc] = {};
+    auto acc2 = [&](int k, int64_t ii) {
+      const double v = double(col[ii]), wi = w ? w[ii] : 1.0;
+      const double d = v == v ? v - mu : 0.0;
+      s1[k] += wi * d;
+      s2[k] += wi * d * d;
+    };
+    i = 0;
+    for (; i + kAcc <= R; i += kAcc)
+      for (int k = 0; k < kAcc; ++k) acc2(k, i + k);
+    for (int k = 0; i + k < R; ++k) acc2(k, i + k);
+    combine16(s1);
+    combine16(s2);
+    if (!(sw[0] > 0.0)) { m2[j] = 0.0; continue; }
+    const double v = s2[0] - s1[0] * s1[0] / sw[0];
+    m2[j] = v > 0.0 ? v : 0.0;
+    mean[j] = mu + s1[0] / sw[0];
+  }
+}
+
+template <class T>
+void col_stats(const PrepBlock& b, int flags, const double* __restrict__ w, double* __restrict__ cnt,
+               double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ mn,
+               double* __restrict__ mx, double* __restrict__ bad, double* __restrict__ scratch) {
   const T* x = static_cast<const T*>(b.x);
   const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
   const double inv_r = 1.0 / double(R);
-  if (flags & (kPrepMean | kPrepMoments)) {
+  if ((flags & (kPrepMean | kPrepMoments)) && ((flags & kPrepIgnoreNan) || w)) {
+    col_moments_masked<T>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
+  } else if (flags & (kPrepMean | kPrepMoments)) {
     if (cs == 1) {
       // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R,
       // mean += sum d / R (corrected two-pass algorithm, Chan, Golub & LeVeque 1983)
@@ -143,8 +229,10 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
     }
   }
   if (flags & kPrepMinMax) {
+    constexpr T kInf = T(__builtin_inf());
     if (cs == 1 && C >= Simd<T>::N) {
-      // min/max exact in the data type; bad[j] = sum (x - x): 0 for finite data, NaN otherwise.
+      // min/max exact in the data type, NaN skipped (the running values start at +-inf and a
+      // comparison with NaN is false); bad[j] = sum (x - x): 0 for finite data, NaN otherwise.
       // Register blocks of up to 4 vectors of columns walk all rows of the block; a last partial
       // vector overlaps the previous one and recomputes those columns identically.
       using S = Simd<T>;
@@ -153,7 +241,7 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
       auto block = [&](int64_t j0, auto nvec) {
         constexpr int U = decltype(nvec)::value;
         V lo[U], hi[U], bd[U];
-        for (int u = 0; u < U; ++u) { lo[u] = hi[u] = S::load(x + j0 + u * N); bd[u] = V{}; }
+        for (int u = 0; u < U; ++u) { lo[u] = S::splat(kInf); hi[u] = S::splat(-kInf); bd[u] = V{}; }
         for (int64_t i = 0; i < R; ++i) {
           const T* __restrict__ r = x + i * rs + j0;
           for (int u = 0; u < U; ++u) {
@@ -177,7 +265,8 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
       if (j0 < C) block(C - N, std::integral_constant<int, 1>{});
     } else if (cs == 1) {
       for (int64_t j = 0; j < C; ++j) {
-        mn[j] = mx[j] = double(x[j]);
+        mn[j] = double(kInf);
+        mx[j] = -double(kInf);
         bad[j] = 0.0;
       }
       for (int64_t i = 0; i < R; ++i) {
@@ -194,7 +283,7 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
         const T* __restrict__ col = x + j * cs;
         T lo[kAcc], hi[kAcc];
         double bd[kAcc] = {};
-        for (int k = 0; k < kAcc; ++k) lo[k] = hi[k] = col[0];
+        for (int k = 0; k < kAcc; ++k) { lo[k] = kInf; hi[k] = -kInf; }
         int64_t i = 0;
         for (; i + kAcc <= R; i += kAcc)
           for (int k = 0; k < kAcc; ++k) {
@@ -419,31 +508,42 @@ void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm,
 }
 
 template <class T>
-double gather(const PrepBlock& b, void* bufv, int64_t ld) {
+double gather(const PrepBlock& b, void* bufv, int64_t ld, int64_t* __restrict__ counts) {
+  // NaN values are dropped (the store always happens, the position advances only for a number),
+  // so percentiles skip NaN like np.nanpercentile; (x - x) of the kept values flags infinities.
   const T* x = static_cast<const T*>(b.x);
   T* buf = static_cast<T*>(bufv);
   const int64_t R = b.rows, C = b.cols;
-  double bad = 0.0;
+  double acc[kAcc] = {};
   if (b.rs == 1) {
     for (int64_t j = 0; j < C; ++j) {
       const T* __restrict__ col = x + j * b.cs;
       T* __restrict__ dst = buf + j * ld;
-      for (int64_t i = 0; i < R; ++i) dst[i] = col[i];
-      bad += sum16(col, R, [](double v) { return v - v; });
+      int64_t n = 0;
+      for (int64_t i = 0; i < R; ++i) {
+        const T v = col[i];
+        dst[n] = v;
+        n += v == v ? 1 : 0;
+        acc[i % kAcc] += v == v ? double(v - v) : 0.0;
+      }
+      counts[j] = n;
     }
-    return bad;
+    combine16(acc);
+    return acc[0];
   }
-  double acc[kAcc] = {};
   for (int64_t j0 = 0; j0 < C; j0 += kAcc) {
     const int64_t jn = C - j0 < kAcc ? C - j0 : kAcc;
+    int64_t n[kAcc] = {};
     for (int64_t i = 0; i < R; ++i) {
       const T* __restrict__ r = x + i * b.rs + j0 * b.cs;
       for (int64_t k = 0; k < jn; ++k) {
         const T v = r[k * b.cs];
-        buf[(j0 + k) * ld + i] = v;
-        acc[k] += double(v - v);
+        buf[(j0 + k) * ld + n[k]] = v;
+        n[k] += v == v ? 1 : 0;
+        acc[k] += v == v ? double(v - v) : 0.0;
       }
     }
+    for (int64_t k = 0; k < jn; ++k) counts[j0 + k] = n[k];
   }
   combine16(acc);
   return acc[0];
