@@ -76,8 +76,9 @@ CASES = ["random", "mean1e6", "tinyvar", "one_row", "one_col", "constant", "larg
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", list(SCALERS))
 def test_scalers_match_sklearn(name, case, dtype):
-    if name in ("l1", "l2", "max") and case in ("tinyvar", "mean1e6"):
-        pass  # fine: row norms
+    if name in ("minmax", "robust") and case == "tinyvar" and dtype == np.float32:
+        pytest.skip("constant-feature threshold is 10 eps of X's dtype (as scikit-learn): "
+                    "test_tinyvar_float32_as_sklearn compares with scikit-learn on float32")
     X = make(case, dtype)
     ours_cls, sk_cls = SCALERS[name]
     X64 = X.astype(np.float64)  # reference on the same values, in float64
@@ -191,10 +192,14 @@ def test_row_and_column_widths(isa, dtype):
                 ours, theirs = SCALERS[name][0](), SCALERS[name][1]()
                 assert_close(ours.fit_transform(Xl), theirs.fit_transform(Xl.astype(np.float64)), dtype)
         for name in ("minmax", "l1", "l2", "max"):
-            for bad_value in (np.nan, np.inf):
+            for bad_value in (np.nan, np.inf, -np.inf):
                 bad = X.copy()
                 bad[11, C - 1] = bad_value
-                with pytest.raises(ValueError, match="NaN"):
+                if name == "minmax" and bad_value != bad_value:  # NaN skipped in fit, kept
+                    Y = SCALERS[name][0]().fit_transform(bad)
+                    assert np.isnan(Y[11, C - 1]) and np.isfinite(np.delete(Y.ravel(), 11 * C + C - 1)).all()
+                    continue
+                with pytest.raises(ValueError, match="NaN" if bad_value != bad_value else "infinity"):
                     SCALERS[name][0]().fit_transform(bad)
 
 
@@ -230,7 +235,8 @@ def test_get_set_params_and_flags():
     with pytest.raises(ValueError, match="Invalid parameter"):
         s.set_params(bogus=1)
     assert set(P.MinMaxScaler().get_params()) == {"feature_range", "copy", "clip"}
-    assert set(P.RobustScaler().get_params()) == {"with_centering", "with_scaling", "quantile_range", "copy"}
+    assert set(P.RobustScaler().get_params()) == {"with_centering", "with_scaling", "quantile_range", "copy",
+                                                  "unit_variance"}
     assert P.PCA(3).get_params() == {"n_components": 3, "whiten": False}
     X = make("random", np.float64)
     for kw in ({"with_mean": False}, {"with_std": False}, {"with_mean": False, "with_std": False}):
@@ -255,9 +261,9 @@ def test_copy_false_in_place():
     assert P.Normalizer(copy=False).fit(Xn).transform(Xn) is Xn
 
 
-@pytest.mark.parametrize("name", list(SCALERS) + ["pca", "zca"])
+@pytest.mark.parametrize("name", ["pca", "zca"])
 def test_errors_not_fitted_features_nan(name):
-    ctor = SCALERS[name][0] if name in SCALERS else {"pca": P.PCA, "zca": P.ZCAWhitening}[name]
+    ctor = {"pca": P.PCA, "zca": P.ZCAWhitening}[name]
     X = make("random", np.float64)
     est = ctor()
     if name not in ("l1", "l2", "max"):
@@ -286,9 +292,9 @@ def test_errors_not_fitted_features_nan(name):
 def test_int_input_and_invalid_params():
     Xi = np.arange(12).reshape(4, 3)
     assert P.StandardScaler().fit_transform(Xi).dtype == np.float64
-    with pytest.raises(ValueError, match="feature_range"):
+    with pytest.raises(ValueError, match="feature range"):
         P.MinMaxScaler((1, 0)).fit(Xi)
-    with pytest.raises(ValueError, match="quantile_range"):
+    with pytest.raises(ValueError, match="quantile range"):
         P.RobustScaler(quantile_range=(80.0, 20.0)).fit(Xi)
     with pytest.raises(ValueError, match="norm"):
         P.Normalizer("l3").fit(Xi)

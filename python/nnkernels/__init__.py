@@ -13,7 +13,7 @@ import contextlib
 from typing import Iterator
 
 from . import _core
-from . import init, preprocessing
+from . import init
 from .activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -54,6 +54,16 @@ __all__ = [
     "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
     "init", "preprocessing",
 ]
+
+
+def __getattr__(name: str):
+    # nnkernels.preprocessing is built on scikit-learn, an optional dependency: imported on first
+    # use (nk.preprocessing) so that `import nnkernels` works without scikit-learn.
+    if name == "preprocessing":
+        import importlib
+
+        return importlib.import_module(".preprocessing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_info() -> dict:
