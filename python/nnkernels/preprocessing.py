@@ -282,7 +282,6 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """Merge the statistics of validated X (NaN skipped; infinity raises) into the fit."""
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-        weighted = sample_weight is not None or (not first and self._weighted)
         if self.with_mean or self.with_std:
             count, mean, m2, _, _, finite = _core.prep_nan_col_stats(
                 X, _FLAGS_MOMENTS, sample_weight, None if first else self._stats_)
@@ -295,11 +294,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if not finite:
             raise _inf_error(X)
         self._stats_ = (count, mean, m2)
-        self._set_attributes(count, mean, m2, X.dtype if weighted else np.int64, weighted)
+        # n_samples_seen_'s dtype as scikit-learn's: float64 from its moment update, else the
+        # counts' int64 (X's dtype for a weighted call)
+        if self.with_mean or self.with_std:
+            count_dtype = np.float64
+        else:
+            count_dtype = np.int64 if sample_weight is None else X.dtype
+        self._set_attributes(count, mean, m2, count_dtype)
         return self
 
-    def _set_attributes(self, count, mean, m2, count_dtype, weighted):
-        self._weighted = weighted
+    def _set_attributes(self, count, mean, m2, count_dtype):
         n = count.astype(count_dtype)
         self.n_samples_seen_ = n[0] if n.max() == n.min() else n
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -331,7 +335,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             d = mean - ma
             mean, m2, count = ma + d * (count / n), m2a + m2 + d * d * (na * count / n), n
         self._stats_ = (count, mean, m2)
-        self._set_attributes(count, mean, m2, np.int64, False)
+        self._set_attributes(count, mean, m2, np.float64)
         return self
 
     def _params(self, inverse: bool):
@@ -527,9 +531,10 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if not 0 <= q_min <= q_max <= 100:
             raise ValueError("Invalid quantile range: %s" % str(self.quantile_range))
         qs = sorted({float(q_min), 50.0, float(q_max)})
-        Q = _core.prep_col_quantiles(X, qs).astype(X.dtype)  # ValueError for infinity
+        Q = _core.prep_col_quantiles(X, qs)  # float64; ValueError for infinity
         byq = {q: Q[i] for i, q in enumerate(qs)}
-        self.center_ = byq[50.0] if self.with_centering else None
+        # dtypes as scikit-learn's: center_ from np.nanmedian (X's dtype), scale_ float64
+        self.center_ = byq[50.0].astype(X.dtype) if self.with_centering else None
         if self.with_scaling:
             self.scale_ = _handle_zeros_in_scale(byq[float(q_max)] - byq[float(q_min)], copy=False)
             if self.unit_variance:
