@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -215,7 +216,7 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
   const int64_t ys = dtype_size(o.dtype);
-  const bool stream = o.size * ys >= (int64_t(8) << 20);
+  const bool stream = o.size * ys >= (int64_t(8) << 20) && !std::getenv("NK_EXP_NOSTREAM");
   py::gil_scoped_release release;
   parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
     fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);

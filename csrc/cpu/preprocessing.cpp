@@ -85,7 +85,9 @@ inline double sum16(const T* __restrict__ p, int64_t n, F f) {
 // cnt = sum w, mean = sum w x / cnt; pass 2 d = x - mean, m2 = sum w d^2 - (sum w d)^2 / cnt
 // (weighted form of Chan, Golub & LeVeque 1983; West 1979 for the weighted update). The masks
 // are selects, not branches, so the C-order loops vectorise across columns like the plain ones.
-template <class T>
+// W: weighted (w non-null). Unweighted blocks without NaN (every count equals the row count)
+// take the plain second pass.
+template <class T, bool W>
 void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double* __restrict__ cnt,
                         double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ scratch,
                         bool want_m2) {
@@ -95,26 +97,41 @@ void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double
     for (int64_t j = 0; j < C; ++j) cnt[j] = mean[j] = 0.0;
     for (int64_t i = 0; i < R; ++i) {
       const T* __restrict__ r = x + i * rs;
-      const double wi = w ? w[i] : 1.0;
+      const double wi = W ? w[i] : 1.0;
       for (int64_t j = 0; j < C; ++j) {
         const double v = double(r[j]);
         const bool ok = v == v;
         cnt[j] += ok ? wi : 0.0;
-        mean[j] += ok ? wi * v : 0.0;
+        mean[j] += ok ? (W ? wi * v : v) : 0.0;
       }
     }
-    for (int64_t j = 0; j < C; ++j) mean[j] = cnt[j] > 0.0 ? mean[j] / cnt[j] : 0.0;
+    bool full = !W;
+    for (int64_t j = 0; j < C; ++j) {
+      full = full && cnt[j] == double(R);
+      mean[j] = cnt[j] > 0.0 ? mean[j] / cnt[j] : 0.0;
+    }
     if (!want_m2) return;
     for (int64_t j = 0; j < C; ++j) scratch[j] = m2[j] = 0.0;
-    for (int64_t i = 0; i < R; ++i) {
-      const T* __restrict__ r = x + i * rs;
-      const double wi = w ? w[i] : 1.0;
-      for (int64_t j = 0; j < C; ++j) {
-        const double v = double(r[j]);
-        const double d = v == v ? v - mean[j] : 0.0;
-        const double wd = wi * d;
-        scratch[j] += wd;
-        m2[j] += wd * d;
+    if (full) {
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        for (int64_t j = 0; j < C; ++j) {
+          const double d = double(r[j]) - mean[j];
+          scratch[j] += d;
+          m2[j] += d * d;
+        }
+      }
+    } else {
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        const double wi = W ? w[i] : 1.0;
+        for (int64_t j = 0; j < C; ++j) {
+          const double v = double(r[j]);
+          const double d = v == v ? v - mean[j] : 0.0;
+          const double wd = W ? wi * d : d;
+          scratch[j] += wd;
+          m2[j] += wd * d;
+        }
       }
     }
     for (int64_t j = 0; j < C; ++j) {
@@ -130,10 +147,10 @@ void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double
     double sw[kAcc] = {}, sx[kAcc] = {};
     int64_t i = 0;
     auto acc1 = [&](int k, int64_t ii) {
-      const double v = double(col[ii]), wi = w ? w[ii] : 1.0;
+      const double v = double(col[ii]), wi = W ? w[ii] : 1.0;
       const bool ok = v == v;
       sw[k] += ok ? wi : 0.0;
-      sx[k] += ok ? wi * v : 0.0;
+      sx[k] += ok ? (W ? wi * v : v) : 0.0;
     };
     for (; i + kAcc <= R; i += kAcc)
       for (int k = 0; k < kAcc; ++k) acc1(k, i + k);
@@ -146,10 +163,11 @@ void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double
     if (!want_m2) continue;
     double s1[kAcc] = {}, s2[kAcc] = {};
     auto acc2 = [&](int k, int64_t ii) {
-      const double v = double(col[ii]), wi = w ? w[ii] : 1.0;
+      const double v = double(col[ii]), wi = W ? w[ii] : 1.0;
       const double d = v == v ? v - mu : 0.0;
-      s1[k] += wi * d;
-      s2[k] += wi * d * d;
+      const double wd = W ? wi * d : d;
+      s1[k] += wd;
+      s2[k] += wd * d;
     };
     i = 0;
     for (; i + kAcc <= R; i += kAcc)
@@ -172,7 +190,10 @@ void col_stats(const PrepBlock& b, int flags, const double* __restrict__ w, doub
   const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
   const double inv_r = 1.0 / double(R);
   if ((flags & (kPrepMean | kPrepMoments)) && ((flags & kPrepIgnoreNan) || w)) {
-    col_moments_masked<T>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
+    if (w)
+      col_moments_masked<T, true>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
+    else
+      col_moments_masked<T, false>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
   } else if (flags & (kPrepMean | kPrepMoments)) {
     if (cs == 1) {
       // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R,
@@ -507,46 +528,59 @@ void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm,
   }
 }
 
+// NaN values of a gathered column are squeezed out in place (the store always happens, the
+// position advances only for a number); returns the count kept and adds (x - x) of the kept
+// values to *bad (NaN iff one is infinite).
+template <class T>
+inline int64_t drop_nan(T* __restrict__ a, int64_t n, double* bad) {
+  int64_t m = 0;
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i];
+    a[m] = v;
+    m += v == v ? 1 : 0;
+    acc += v == v ? double(v - v) : 0.0;
+  }
+  *bad += acc;
+  return m;
+}
+
 template <class T>
 double gather(const PrepBlock& b, void* bufv, int64_t ld, int64_t* __restrict__ counts) {
-  // NaN values are dropped (the store always happens, the position advances only for a number),
-  // so percentiles skip NaN like np.nanpercentile; (x - x) of the kept values flags infinities.
+  // Plain transposed copy with a per-column sum of (x - x) (0 unless NaN or inf occur); only
+  // columns where that sum is NaN take the NaN-dropping pass over their gathered copy, so
+  // NaN-free data costs what it did before NaN support.
   const T* x = static_cast<const T*>(b.x);
   T* buf = static_cast<T*>(bufv);
   const int64_t R = b.rows, C = b.cols;
-  double acc[kAcc] = {};
+  double bad = 0.0;
+  auto finish = [&](int64_t j, double col_bad) {
+    counts[j] = R;
+    if (col_bad != col_bad) counts[j] = drop_nan(buf + j * ld, R, &bad);
+  };
   if (b.rs == 1) {
     for (int64_t j = 0; j < C; ++j) {
       const T* __restrict__ col = x + j * b.cs;
       T* __restrict__ dst = buf + j * ld;
-      int64_t n = 0;
-      for (int64_t i = 0; i < R; ++i) {
-        const T v = col[i];
-        dst[n] = v;
-        n += v == v ? 1 : 0;
-        acc[i % kAcc] += v == v ? double(v - v) : 0.0;
-      }
-      counts[j] = n;
+      for (int64_t i = 0; i < R; ++i) dst[i] = col[i];
+      finish(j, sum16(col, R, [](double v) { return v - v; }));
     }
-    combine16(acc);
-    return acc[0];
+    return bad;
   }
   for (int64_t j0 = 0; j0 < C; j0 += kAcc) {
     const int64_t jn = C - j0 < kAcc ? C - j0 : kAcc;
-    int64_t n[kAcc] = {};
+    double acc[kAcc] = {};
     for (int64_t i = 0; i < R; ++i) {
       const T* __restrict__ r = x + i * b.rs + j0 * b.cs;
       for (int64_t k = 0; k < jn; ++k) {
         const T v = r[k * b.cs];
-        buf[(j0 + k) * ld + n[k]] = v;
-        n[k] += v == v ? 1 : 0;
-        acc[k] += v == v ? double(v - v) : 0.0;
+        buf[(j0 + k) * ld + i] = v;
+        acc[k] += double(v - v);
       }
     }
-    for (int64_t k = 0; k < jn; ++k) counts[j0 + k] = n[k];
+    for (int64_t k = 0; k < jn; ++k) finish(j0 + k, acc[k]);
   }
-  combine16(acc);
-  return acc[0];
+  return bad;
 }
 
 // Quickselect: afterwards a[k] is the k-th smallest of a[lo..hi], smaller or equal elements
