@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -201,13 +200,27 @@ py::tuple col_stats(const py::handle& xh, int flags, const py::handle& wh, const
                         (flags & kPrepMinMax) ? py::object(vec(mx)) : none, py::bool_(finite));
 }
 
-void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
+// A fresh result in X's memory order (C, or F for F-ordered X: the transpose of a C array),
+// placed apart from X (core/array.cpp: no 4K aliasing between X's loads and its stores).
+// Returned with `stream` false: fresh pages were just zeroed by the kernel and sit in the
+// caches, so ordinary stores cost one write-back while non-temporal stores would write twice.
+py::array fresh_output(const Matrix& m, bool& stream) {
+  stream = false;
+  const bool f_order = m.rs == 1 && m.cs != 1;
+  const Dims shape{f_order ? m.cols : m.rows, f_order ? m.rows : m.cols};
+  py::array a = empty_array(m.v.dtype, shape, m.v.data);
+  return f_order ? py::array(a.attr("T")) : a;
+}
+
+py::array affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
             const py::handle& outh) {
   Matrix m = matrix_arg(xh, "X");
   const std::vector<double> a = dvec(ah, m.cols, "shift"), s = dvec(sh, m.cols, "scale");
   std::vector<double> c;
   if (!ch.is_none()) c = dvec(ch, m.cols, "offset");
-  ArrayView o = out_arg(outh, m);
+  bool fresh_stream = true;
+  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
+  ArrayView o = out_arg(res, m);
   int64_t yrs = o.strides[0], ycs = o.strides[1];
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
@@ -216,21 +229,28 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
   const int64_t ys = dtype_size(o.dtype);
-  const bool stream = o.size * ys >= (int64_t(8) << 20) && !std::getenv("NK_EXP_NOSTREAM");
-  py::gil_scoped_release release;
-  parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
-    fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
-  });
+  // non-temporal stores only into a distinct, existing output far above the caches (in place,
+  // X's lines are already cached; fresh outputs: see fresh_output)
+  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
+  {
+    py::gil_scoped_release release;
+    parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
+      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
+    });
+  }
+  return res;
 }
 
-py::array_t<double> normalize(const py::handle& xh, const std::string& norm, const py::handle& outh) {
+py::tuple normalize(const py::handle& xh, const std::string& norm, const py::handle& outh) {
   Matrix m = matrix_arg(xh, "X");
   int nt;
   if (norm == "l2") nt = kNormL2;
   else if (norm == "l1") nt = kNormL1;
   else if (norm == "max") nt = kNormMax;
   else throw py::value_error("norm: expected 'l1', 'l2' or 'max', got '" + norm + "'");
-  ArrayView o = out_arg(outh, m);
+  bool fresh_stream = true;
+  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
+  ArrayView o = out_arg(res, m);
   int64_t yrs = o.strides[0], ycs = o.strides[1];
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
@@ -240,7 +260,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
   const int64_t RB = block_rows(m.rows, m.cols, 32768);
   char* y = static_cast<char*>(o.data);
   const int64_t ys = dtype_size(o.dtype);
-  const bool stream = o.size * ys >= (int64_t(8) << 20);
+  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
   {
     py::gil_scoped_release release;
     parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
@@ -248,7 +268,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
       fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, nt, np_ + r0, scratch.data(), stream);
     });
   }
-  return norms;
+  return py::make_tuple(res, norms);
 }
 
 py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double>& qs) {
@@ -333,10 +353,13 @@ NK_REGISTER_BINDINGS(preprocessing) {
         "scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, "
         "4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; "
         "finite: X holds no infinity");
-  m.def("prep_affine", &affine, py::arg("X"), py::arg("shift"), py::arg("scale"), py::arg("offset"), py::arg("out"),
-        "out = (X - shift) * scale + offset, per column, in float64 arithmetic");
-  m.def("prep_normalize", &normalize, py::arg("X"), py::arg("norm"), py::arg("out"),
-        "out = rows of X divided by their norm (0 -> 1); returns the norms");
+  m.def("prep_affine", &affine, py::arg("X"), py::arg("shift"), py::arg("scale"), py::arg("offset"),
+        py::arg("out") = py::none(),
+        "out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array in X's "
+        "memory order. Returns out");
+  m.def("prep_normalize", &normalize, py::arg("X"), py::arg("norm"), py::arg("out") = py::none(),
+        "out = rows of X divided by their norm (0 -> 1); out None: a new array in X's memory order. "
+        "Returns (out, norms)");
   m.def("prep_col_quantiles", &col_quantiles, py::arg("X"), py::arg("q"),
         "percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: "
         "array (len(q), n_features); ValueError for infinite values");

@@ -44,7 +44,6 @@ try:
     from sklearn.preprocessing import Normalizer as _SkNormalizer
     from sklearn.preprocessing import RobustScaler as _SkRobustScaler
     from sklearn.preprocessing import StandardScaler as _SkStandardScaler
-    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
     from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.validation import (
         FLOAT_DTYPES,
@@ -106,31 +105,41 @@ def _gpu_no_nan(stats) -> None:
                          "pass a NumPy array or impute missing values first")
 
 
-def _empty_like_order(X: np.ndarray) -> np.ndarray:
-    order = "F" if (X.flags.f_contiguous and not X.flags.c_contiguous) else "C"
-    return np.empty(X.shape, dtype=X.dtype, order=order)
-
-
 def _inf_error(X) -> ValueError:
     return ValueError(f"Input X contains infinity or a value too large for {X.dtype!r}.")
 
 
-def _output(X: np.ndarray, copy: bool) -> np.ndarray:
-    """X itself for an in-place transform (copy=False, writeable, C or F contiguous; scikit-learn
-    writes into X then too), else a fresh array of X's dtype and memory order."""
+def _in_place(X: np.ndarray, copy: bool):
+    """X itself as the output of an in-place transform (copy=False, writeable, C or F contiguous:
+    scikit-learn writes into X then too), else None: the kernel returns a new array in X's
+    memory order (placed apart from X, written with ordinary stores into its fresh pages)."""
     if not copy and X.flags.writeable and (X.flags.c_contiguous or X.flags.f_contiguous):
         return X
-    return _empty_like_order(X)
+    return None
 
 
 def _affine(X, shift, scale, offset, copy: bool):
     """(X - shift) * scale + offset per column in one pass (float64 arithmetic), NaN kept."""
     if _is_gpu(X):
         return _gpu.prep_affine(X, shift, scale, offset)
-    out = _output(X, copy)
-    _core.prep_affine(X, np.asarray(shift, np.float64), np.asarray(scale, np.float64),
-                      None if offset is None else np.asarray(offset, np.float64), out)
-    return out
+    return _core.prep_affine(X, np.asarray(shift, np.float64), np.asarray(scale, np.float64),
+                             None if offset is None else np.asarray(offset, np.float64), _in_place(X, copy))
+
+
+def _constant_features(var, mean, n_samples):
+    """scikit-learn's test for a feature indistinguishable from a constant (the error bound of
+    the two-pass variance, Chan, Golub & LeVeque; sklearn.preprocessing._data._is_constant_feature)."""
+    return var <= n_samples * _EPS64 * var + (n_samples * mean * _EPS64) ** 2
+
+
+def _zeros_to_one(scale, constant_mask=None):
+    """Scale 1 for constant features (sklearn.preprocessing._data._handle_zeros_in_scale):
+    ``constant_mask``, or scales below 10 eps of their dtype. Returns a new array."""
+    scale = np.array(scale, copy=True)
+    if constant_mask is None:
+        constant_mask = scale < 10 * np.finfo(scale.dtype).eps
+    scale[constant_mask] = 1.0
+    return scale
 
 
 def _validate_transform(est, X, copy: bool, allow_nan: bool = True, dtype=FLOAT_DTYPES):
@@ -306,17 +315,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _set_attributes(self, count, mean, m2, count_dtype):
         n = count.astype(count_dtype)
         self.n_samples_seen_ = n[0] if n.max() == n.min() else n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, mean, np.nan)
-            var = np.where(count > 0, m2 / np.where(count > 0, count, 1), np.nan)
+        if count.min() > 0:
+            var = m2 / count
+        else:  # columns without values (all NaN): NaN statistics, as scikit-learn
+            empty = ~(count > 0)
+            mean, var = mean.copy(), m2 / np.where(empty, 1.0, count)
+            mean[empty] = var[empty] = np.nan
         if self.with_mean or self.with_std:
             self.mean_ = mean
         else:
             self.mean_ = None
         if self.with_std:
             self.var_ = var
-            constant = _is_constant_feature(var, mean, self.n_samples_seen_)
-            self.scale_ = _handle_zeros_in_scale(np.sqrt(var), copy=False, constant_mask=constant)
+            self.scale_ = _zeros_to_one(np.sqrt(var), _constant_features(var, mean, self.n_samples_seen_))
         else:
             self.var_ = None
             self.scale_ = None
@@ -442,7 +453,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         else:
             self.n_samples_seen_ = X.shape[0]
         rng = mx - mn
-        self.scale_ = ((hi - lo) / _handle_zeros_in_scale(rng, copy=True)).astype(dt)
+        self.scale_ = ((hi - lo) / _zeros_to_one(rng)).astype(dt)
         self.min_ = (lo - mn * self.scale_).astype(dt)
         self.data_min_, self.data_max_, self.data_range_ = mn, mx, rng
         return self
@@ -536,7 +547,7 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # dtypes as scikit-learn's: center_ from np.nanmedian (X's dtype), scale_ float64
         self.center_ = byq[50.0].astype(X.dtype) if self.with_centering else None
         if self.with_scaling:
-            self.scale_ = _handle_zeros_in_scale(byq[float(q_max)] - byq[float(q_min)], copy=False)
+            self.scale_ = _zeros_to_one(byq[float(q_max)] - byq[float(q_min)])
             if self.unit_variance:
                 from scipy import stats  # a dependency of scikit-learn
 
@@ -607,10 +618,10 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _normalize(self, X, copy: bool):
-        out = _output(X, copy)
-        if out is X:  # in place: nothing may be written before the check
+        out = _in_place(X, copy)
+        if out is not None:  # in place: nothing may be written before the check
             _assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
-        norms = _core.prep_normalize(X, self.norm, out)
+        out, norms = _core.prep_normalize(X, self.norm, out)
         if not np.isfinite(norms).all():
             # NaN or infinity in X (the check runs on the norms, not as a pass of its own): raise
             # scikit-learn's error; a finite X whose norms overflow float64 is normalised anyway
