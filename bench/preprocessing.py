@@ -16,8 +16,14 @@ import numpy as np
 
 from ._harness import Case, Context, Impl
 
+try:  # nnkernels.preprocessing is built on scikit-learn (the sklearn / bench extras)
+    from nnkernels import preprocessing as P
+except ImportError:
+    P = None
+
 COLS = 100
-ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer")
+SCALER_ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer")
+ROWS = SCALER_ROWS + ("PCA", "ZCAWhitening")
 MAIN_ROWS = ("MinMaxScaler",)
 
 
@@ -53,15 +59,15 @@ def _numpy(name, X):
 
 
 def cases(ctx: Context) -> Iterator[Case]:
-    try:  # nnkernels.preprocessing is built on scikit-learn (the sklearn / bench extras)
-        from nnkernels import preprocessing as P
-        import sklearn.preprocessing as skp
-    except ImportError:
+    if P is None:
         return
+    import sklearn.preprocessing as skp
+
     dt = np.dtype(ctx.dtype)
     for label in ctx.sizes:
-        names = [name for name in ROWS if ctx.wants(name, label)]
-        if not names:
+        names = [name for name in SCALER_ROWS if ctx.wants(name, label)]
+        decomposition = [name for name in ("PCA", "ZCAWhitening") if ctx.wants(name, label)]
+        if not names and not decomposition:
             continue
         n = _rows(ctx, label)
         X = ctx.rng.standard_normal((n, COLS), dtype=np.float64).astype(dt) * 3 + 1
@@ -79,7 +85,8 @@ def cases(ctx: Context) -> Iterator[Case]:
             passes = 2 if name == "Normalizer" else 3
             yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
                        note="fit_transform")
-        yield from _decomposition_cases(X)
+        if decomposition:
+            yield from (c for c in _decomposition_cases(X) if c.op in decomposition)
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:
