@@ -14,12 +14,16 @@ from typing import Iterator
 
 import numpy as np
 
-from nnkernels import preprocessing as P
-
 from ._harness import Case, Context, Impl
 
+try:  # nnkernels.preprocessing is built on scikit-learn (the sklearn / bench extras)
+    from nnkernels import preprocessing as P
+except ImportError:
+    P = None
+
 COLS = 100
-ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer")
+SCALER_ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer")
+ROWS = SCALER_ROWS + ("PCA", "ZCAWhitening")
 MAIN_ROWS = ("MinMaxScaler",)
 
 
@@ -55,14 +59,15 @@ def _numpy(name, X):
 
 
 def cases(ctx: Context) -> Iterator[Case]:
-    try:
-        import sklearn.preprocessing as skp
-    except ImportError:  # scikit-learn is a test/bench extra
-        skp = None
+    if P is None:
+        return
+    import sklearn.preprocessing as skp
+
     dt = np.dtype(ctx.dtype)
     for label in ctx.sizes:
-        names = [name for name in ROWS if ctx.wants(name, label)]
-        if not names:
+        names = [name for name in SCALER_ROWS if ctx.wants(name, label)]
+        decomposition = [name for name in ("PCA", "ZCAWhitening") if ctx.wants(name, label)]
+        if not names and not decomposition:
             continue
         n = _rows(ctx, label)
         X = ctx.rng.standard_normal((n, COLS), dtype=np.float64).astype(dt) * 3 + 1
@@ -70,9 +75,8 @@ def cases(ctx: Context) -> Iterator[Case]:
         for name in names:
             ours = getattr(P, name)
             impls = [Impl("nnkernels", lambda c=ours: c().fit_transform(X))]
-            if skp is not None:
-                theirs = getattr(skp, name)
-                impls.append(Impl("sklearn", lambda c=theirs: c().fit_transform(X)))
+            theirs = getattr(skp, name)
+            impls.append(Impl("sklearn", lambda c=theirs: c().fit_transform(X)))
             # NumPy percentiles sort every column: skip that peer at the large size unless quick
             if not (name == "RobustScaler" and n > 100000):
                 impls.append(Impl("numpy", _numpy(name, X)))
@@ -81,7 +85,8 @@ def cases(ctx: Context) -> Iterator[Case]:
             passes = 2 if name == "Normalizer" else 3
             yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
                        note="fit_transform")
-        yield from _decomposition_cases(X)
+        if decomposition:
+            yield from (c for c in _decomposition_cases(X) if c.op in decomposition)
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:

@@ -59,6 +59,9 @@ class Arr:
     axis: int = -1              # the axis whose length the other arguments fix (wrong-shape mutation)
     derived: bool = False       # must be consistent with other arguments (saved mean/rstd...): no value-changing views
     lenient_dtypes: bool = False  # integer/bool/float16 input may be converted (real numbers) or refused
+    # object and str arrays of numbers may be converted (scikit-learn's check_array does, and its
+    # check_estimator requires it for object arrays): the estimators of nnkernels.preprocessing
+    sklearn_dtypes: bool = False
 
 
 @dataclass
@@ -490,12 +493,12 @@ def _build_specs() -> list:
             return {"X": rng.normal(size=(9, 4)).astype(np.float32) * 3 + 1}
         # Messages follow scikit-learn's check_array (which does not name the argument).
         specs.append(Spec(f"preprocessing.{cls}", "preprocessing", run, make,
-                          {"X": Arr(IN, free=True, lenient_dtypes=True)}, {}, check_names=False,
+                          {"X": Arr(IN, free=True, lenient_dtypes=True, sklearn_dtypes=True)}, {}, check_names=False,
                           extra=lambda rng: [("X-1d", {"X": np.ones(5)}, RAISE, ("X",)),
                                              ("X-no-samples", {"X": np.ones((0, 3))}, RAISE, ("X",)),
                                              ("X-int", {"X": np.arange(12).reshape(6, 2) % 5}, OK, ())]))
     specs.append(Spec("preprocessing.zero_center", "preprocessing", P.zero_center,
-                      lambda rng: {"X": _f32(rng, 3, 2, 4, 4)}, {"X": Arr(IN, free=True, lenient_dtypes=True)},
+                      lambda rng: {"X": _f32(rng, 3, 2, 4, 4)}, {"X": Arr(IN, free=True, lenient_dtypes=True, sklearn_dtypes=True)},
                       {"mode": Scalar(bad=("median", None)), "data_format": Scalar(bad=("NCWH", 1))},
                       check_names=False))
     return specs
@@ -559,7 +562,8 @@ def _array_mutations(name, arr: Arr, v, kw):
 
     dts = _BAD_LABEL_DTYPES if arr.role == LABELS else _BAD_DTYPES
     for dn, dt in dts.items():
-        lenient = arr.lenient_dtypes and dn in ("int32", "int64", "bool", "float16")
+        lenient = (arr.lenient_dtypes and dn in ("int32", "int64", "bool", "float16")) or (
+            arr.sklearn_dtypes and dn in ("object", "str"))
         put(f"dtype-{dn}", _cast(elem, dt), EITHER if lenient else RAISE)
     if arr.role != LABELS:
         other = np.float64 if elem.dtype == np.float32 else np.float32

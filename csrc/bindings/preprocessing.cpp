@@ -109,58 +109,119 @@ ArrayView out_arg(const py::handle& out, const Matrix& m) {
   return o;
 }
 
-py::tuple col_stats(const py::handle& xh, int flags) {
+// Chan, Golub & LeVeque's pairwise update of (count, mean, M2), with counts that may be weight
+// sums (West 1979) and may be 0 (a column whose values were all NaN in one part).
+inline void chan_merge(double& na, double& ma, double& m2a, double nb, double mb, double m2b) {
+  if (!(nb > 0.0)) return;
+  if (!(na > 0.0)) {
+    na = nb; ma = mb; m2a = m2b;
+    return;
+  }
+  const double n = na + nb, d = mb - ma;
+  ma = ma + d * (nb / n);
+  m2a = m2a + m2b + d * d * (na * nb / n);
+  na = n;
+}
+
+// Column statistics: (count, mean, m2, min, max, finite). count[j] is the number (weight sum
+// with sample_weight) of column j's values that entered the moments: all rows unless flags has
+// kPrepIgnoreNan (NaN skipped) or weights are given. `prior` (count, mean, m2) of earlier data
+// is merged first (StandardScaler.partial_fit). finite: no statistic of a column with values is
+// NaN or infinite, i.e. X holds no infinity (and, without kPrepIgnoreNan, no NaN); then min/max of
+// a column without values are NaN.
+py::tuple col_stats(const py::handle& xh, int flags, const py::handle& wh, const py::handle& prior) {
   Matrix m = matrix_arg(xh, "X");
-  if (flags <= 0 || flags > 7) throw py::value_error("flags: expected a combination of 1, 2, 4");
+  if (flags <= 0 || flags > 15 || !(flags & 7)) throw py::value_error("flags: expected a combination of 1, 2, 4 (+8)");
   const int64_t C = m.cols, R = m.rows, RB = block_rows(R, C, 65536);
   const int64_t nb = num_chunks(R, RB);
-  std::vector<double> mean(size_t(nb * C)), m2(size_t(nb * C)), mn(size_t(nb * C)), mx(size_t(nb * C)),
-      bad(size_t(nb * C)), scratch(size_t(nb * C));
+  const bool moments = (flags & (kPrepMean | kPrepMoments)) != 0, ignore = (flags & kPrepIgnoreNan) != 0;
+  std::vector<double> w;
+  if (!wh.is_none()) {
+    if (!moments) throw py::value_error("sample_weight: only used with the moments (flags 1 or 2)");
+    w = dvec(wh, R, "sample_weight");
+    for (double v : w)
+      if (!std::isfinite(v)) throw py::value_error("sample_weight: expected finite values");
+  }
+  std::vector<double> pc, pm, pm2;
+  if (!prior.is_none()) {
+    if (!py::isinstance<py::tuple>(prior) || py::len(prior) != 3)
+      throw py::type_error("prior: expected a tuple (count, mean, m2) or None");
+    py::tuple t = py::reinterpret_borrow<py::tuple>(prior);
+    pc = dvec(t[0], C, "prior count");
+    pm = dvec(t[1], C, "prior mean");
+    pm2 = dvec(t[2], C, "prior m2");
+  }
+  const bool masked = ignore || !w.empty();
+  std::vector<double> cnt(size_t(nb * C)), mean(size_t(nb * C)), m2(size_t(nb * C)), mn(size_t(nb * C)),
+      mx(size_t(nb * C)), bad(size_t(nb * C)), scratch(size_t(nb * C));
   const auto fn = prep_kernels().col_stats[dtype_index(m.v.dtype)];
+  const double* wp = w.empty() ? nullptr : w.data();
   {
     py::gil_scoped_release release;
     parallel_for_chunks(R, RB, [&](int64_t c, int64_t r0, int64_t r1) {
       const size_t o = size_t(c * C);
-      fn(block_of(m, r0, r1), flags, &mean[o], &m2[o], &mn[o], &mx[o], &bad[o], &scratch[o]);
+      fn(block_of(m, r0, r1), flags, wp ? wp + r0 : nullptr, &cnt[o], &mean[o], &m2[o], &mn[o], &mx[o], &bad[o],
+         &scratch[o]);
+      if (!masked)
+        for (int64_t j = 0; j < C; ++j) cnt[o + size_t(j)] = double(r1 - r0);
     });
     // merge blocks in order
-    double na = double(std::min(R, RB));
     for (int64_t c = 1; c < nb; ++c) {
-      const double nbk = double(std::min(R, (c + 1) * RB) - c * RB);
-      const double n = na + nbk;
       const size_t o = size_t(c * C);
       for (int64_t j = 0; j < C; ++j) {
-        if (flags & (kPrepMean | kPrepMoments)) {
-          const double d = mean[o + j] - mean[j];
-          mean[j] = mean[j] + d * (nbk / n);
-          if (flags & kPrepMoments) m2[j] = m2[j] + m2[o + j] + d * d * (na * nbk / n);
-        }
+        if (moments) chan_merge(cnt[j], mean[j], m2[j], cnt[o + j], mean[o + j], m2[o + j]);
         if (flags & kPrepMinMax) {
           mn[j] = mn[o + j] < mn[j] ? mn[o + j] : mn[j];
           mx[j] = mx[o + j] > mx[j] ? mx[o + j] : mx[j];
           bad[j] += bad[o + j];
         }
       }
-      na = n;
+    }
+    if (!pc.empty())
+      for (int64_t j = 0; j < C; ++j) {
+        double n = pc[size_t(j)], mu = pm[size_t(j)], s = pm2[size_t(j)];
+        chan_merge(n, mu, s, cnt[j], mean[j], m2[j]);
+        cnt[j] = n; mean[j] = mu; m2[j] = s;
+      }
+  }
+  cnt.resize(size_t(C)); mean.resize(size_t(C)); m2.resize(size_t(C)); mn.resize(size_t(C)); mx.resize(size_t(C));
+  bool finite = true;
+  for (int64_t j = 0; j < C; ++j) {
+    if (moments && cnt[j] > 0.0) finite = finite && std::isfinite(mean[j]) && std::isfinite(m2[j]);
+    if (flags & kPrepMinMax) {
+      if (!ignore) finite = finite && std::isfinite(bad[j]);
+      finite = finite && mn[j] != -HUGE_VAL && mx[j] != HUGE_VAL;
+      if (mn[j] > mx[j]) mn[j] = mx[j] = NAN;  // no value in the column
     }
   }
-  mean.resize(size_t(C)); m2.resize(size_t(C)); mn.resize(size_t(C)); mx.resize(size_t(C)); bad.resize(size_t(C));
-  bool finite = true;
-  for (int64_t j = 0; j < C; ++j) finite = finite && std::isfinite(bad[j]);
   py::object none = py::none();
-  return py::make_tuple((flags & (kPrepMean | kPrepMoments)) ? py::object(vec(mean)) : none,
+  return py::make_tuple(moments ? py::object(vec(cnt)) : none, moments ? py::object(vec(mean)) : none,
                         (flags & kPrepMoments) ? py::object(vec(m2)) : none,
                         (flags & kPrepMinMax) ? py::object(vec(mn)) : none,
                         (flags & kPrepMinMax) ? py::object(vec(mx)) : none, py::bool_(finite));
 }
 
-void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
+// A fresh result in X's memory order (C, or F for F-ordered X: the transpose of a C array),
+// placed apart from X (core/array.cpp: no 4K aliasing between X's loads and its stores).
+// Returned with `stream` false: fresh pages were just zeroed by the kernel and sit in the
+// caches, so ordinary stores cost one write-back while non-temporal stores would write twice.
+py::array fresh_output(const Matrix& m, bool& stream) {
+  stream = false;
+  const bool f_order = m.rs == 1 && m.cs != 1;
+  const Dims shape{f_order ? m.cols : m.rows, f_order ? m.rows : m.cols};
+  py::array a = empty_array(m.v.dtype, shape, m.v.data);
+  return f_order ? py::array(a.attr("T")) : a;
+}
+
+py::array affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
             const py::handle& outh) {
   Matrix m = matrix_arg(xh, "X");
   const std::vector<double> a = dvec(ah, m.cols, "shift"), s = dvec(sh, m.cols, "scale");
   std::vector<double> c;
   if (!ch.is_none()) c = dvec(ch, m.cols, "offset");
-  ArrayView o = out_arg(outh, m);
+  bool fresh_stream = true;
+  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
+  ArrayView o = out_arg(res, m);
   int64_t yrs = o.strides[0], ycs = o.strides[1];
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
@@ -169,21 +230,28 @@ void affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, co
   const double* cp = c.empty() ? nullptr : c.data();
   char* y = static_cast<char*>(o.data);
   const int64_t ys = dtype_size(o.dtype);
-  const bool stream = o.size * ys >= (int64_t(8) << 20);
-  py::gil_scoped_release release;
-  parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
-    fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
-  });
+  // non-temporal stores only into a distinct, existing output far above the caches (in place,
+  // X's lines are already cached; fresh outputs: see fresh_output)
+  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
+  {
+    py::gil_scoped_release release;
+    parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
+      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
+    });
+  }
+  return res;
 }
 
-py::array_t<double> normalize(const py::handle& xh, const std::string& norm, const py::handle& outh) {
+py::tuple normalize(const py::handle& xh, const std::string& norm, const py::handle& outh) {
   Matrix m = matrix_arg(xh, "X");
   int nt;
   if (norm == "l2") nt = kNormL2;
   else if (norm == "l1") nt = kNormL1;
   else if (norm == "max") nt = kNormMax;
   else throw py::value_error("norm: expected 'l1', 'l2' or 'max', got '" + norm + "'");
-  ArrayView o = out_arg(outh, m);
+  bool fresh_stream = true;
+  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
+  ArrayView o = out_arg(res, m);
   int64_t yrs = o.strides[0], ycs = o.strides[1];
   if (m.cols == 1) ycs = 1;
   if (m.rows == 1) yrs = 1;
@@ -193,7 +261,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
   const int64_t RB = block_rows(m.rows, m.cols, 32768);
   char* y = static_cast<char*>(o.data);
   const int64_t ys = dtype_size(o.dtype);
-  const bool stream = o.size * ys >= (int64_t(8) << 20);
+  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
   {
     py::gil_scoped_release release;
     parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
@@ -201,7 +269,7 @@ py::array_t<double> normalize(const py::handle& xh, const std::string& norm, con
       fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, nt, np_ + r0, scratch.data(), stream);
     });
   }
-  return norms;
+  return py::make_tuple(res, norms);
 }
 
 py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double>& qs) {
@@ -216,6 +284,7 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   const int64_t ngroups = num_chunks(C, R * C <= kInlineElems ? C : kCols);
   std::vector<double> res(size_t(nq * C));
   std::vector<double> bad(size_t(ngroups), 0.0);
+  std::vector<int64_t> counts(size_t(C), 0);
   const int d = dtype_index(m.v.dtype);
   const auto& K = prep_kernels();
   const int64_t es = dtype_size(m.v.dtype);
@@ -236,7 +305,7 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
       b.cols = c1 - c0;
       b.rs = m.rs;
       b.cs = m.cs;
-      bad[size_t(g)] = K.gather[d](b, buf.data(), R);
+      bad[size_t(g)] = K.gather[d](b, buf.data(), R, counts.data() + c0);
       if (!std::isfinite(bad[size_t(g)])) return;
       std::vector<double> out(static_cast<size_t>(nq));
       const int64_t cap = R;  // candidate buffers never overflow
@@ -245,13 +314,18 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
         scratch.resize(size_t(nq * (cap + 1) * es));
       }
       for (int64_t j = c0; j < c1; ++j) {
-        K.quantiles[d](buf.data() + (j - c0) * R * es, R, qs.data(), int(nq), out.data(), scratch.data(), cap);
+        const int64_t n = counts[size_t(j)];
+        if (n == 0) {  // every value NaN: NaN percentiles (as np.nanpercentile)
+          for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = NAN;
+          continue;
+        }
+        K.quantiles[d](buf.data() + (j - c0) * R * es, n, qs.data(), int(nq), out.data(), scratch.data(), cap);
         for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = out[size_t(k)];
       }
     });
   }
   for (double b : bad)
-    if (!std::isfinite(b)) throw py::value_error("X: contains NaN or infinity");
+    if (!std::isfinite(b)) throw py::value_error("Input X contains infinity or a value too large for " + std::string(m.v.dtype == DType::f32 ? "dtype('float32')." : "dtype('float64')."));
   py::array_t<double> r({py::ssize_t(nq), py::ssize_t(C)});
   std::copy(res.begin(), res.end(), r.mutable_data());
   return r;
@@ -320,14 +394,34 @@ py::tuple centered_gram(const py::handle& xh, bool float64_products) {
 
 NK_REGISTER_BINDINGS(preprocessing) {
   using namespace nk;
-  m.def("prep_col_stats", &col_stats, py::arg("X"), py::arg("flags"),
-        "(mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max");
-  m.def("prep_affine", &affine, py::arg("X"), py::arg("shift"), py::arg("scale"), py::arg("offset"), py::arg("out"),
-        "out = (X - shift) * scale + offset, per column, in float64 arithmetic");
-  m.def("prep_normalize", &normalize, py::arg("X"), py::arg("norm"), py::arg("out"),
-        "out = rows of X divided by their norm (0 -> 1); returns the norms");
+  m.def("prep_col_stats",
+        [](const py::handle& x, int flags) {
+          if (flags & kPrepIgnoreNan) throw py::value_error("flags: NaN-ignoring statistics are prep_nan_col_stats");
+          py::tuple t = col_stats(x, flags, py::none(), py::none());
+          return py::make_tuple(t[1], t[2], t[3], t[4], t[5]);
+        },
+        py::arg("X"), py::arg("flags"),
+        "(mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max; "
+        "finite: X holds no NaN or infinity");
+  m.def("prep_nan_col_stats",
+        [](const py::handle& x, int flags, const py::handle& w, const py::handle& prior) {
+          return col_stats(x, flags | kPrepIgnoreNan, w, prior);
+        },
+        py::arg("X"), py::arg("flags"), py::arg("sample_weight") = py::none(), py::arg("prior") = py::none(),
+        "(count, mean, m2, min, max, finite) of the columns of a 2-D array with NaN skipped (scikit-learn's "
+        "scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, "
+        "4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; "
+        "finite: X holds no infinity");
+  m.def("prep_affine", &affine, py::arg("X"), py::arg("shift"), py::arg("scale"), py::arg("offset"),
+        py::arg("out") = py::none(),
+        "out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array in X's "
+        "memory order. Returns out");
+  m.def("prep_normalize", &normalize, py::arg("X"), py::arg("norm"), py::arg("out") = py::none(),
+        "out = rows of X divided by their norm (0 -> 1); out None: a new array in X's memory order. "
+        "Returns (out, norms)");
   m.def("prep_col_quantiles", &col_quantiles, py::arg("X"), py::arg("q"),
-        "percentiles (NumPy 'linear') of each column by quickselect: array (len(q), n_features)");
+        "percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: "
+        "array (len(q), n_features); ValueError for infinite values");
   m.def("prep_centered_gram", &centered_gram, py::arg("X"), py::arg("float64_products") = false,
         "(mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, "
         "in one blocked pass (divide by n - 1 for the covariance)");

@@ -80,14 +80,121 @@ inline double sum16(const T* __restrict__ p, int64_t n, F f) {
   return acc[0];
 }
 
+// Weighted, NaN-skipping moments (scikit-learn's scalers ignore NaN in fit). Same corrected
+// two-pass scheme as below with weights w_i (1 when w is null) on the non-NaN values: pass 1
+// cnt = sum w, mean = sum w x / cnt; pass 2 d = x - mean, m2 = sum w d^2 - (sum w d)^2 / cnt
+// (weighted form of Chan, Golub & LeVeque 1983; West 1979 for the weighted update). The masks
+// are selects, not branches, so the C-order loops vectorise across columns like the plain ones.
+// W: weighted (w non-null). Unweighted blocks without NaN (every count equals the row count)
+// take the plain second pass.
+template <class T, bool W>
+void col_moments_masked(const PrepBlock& b, const double* __restrict__ w, double* __restrict__ cnt,
+                        double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ scratch,
+                        bool want_m2) {
+  const T* x = static_cast<const T*>(b.x);
+  const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
+  if (cs == 1) {
+    for (int64_t j = 0; j < C; ++j) cnt[j] = mean[j] = 0.0;
+    for (int64_t i = 0; i < R; ++i) {
+      const T* __restrict__ r = x + i * rs;
+      const double wi = W ? w[i] : 1.0;
+      for (int64_t j = 0; j < C; ++j) {
+        const double v = double(r[j]);
+        const bool ok = v == v;
+        cnt[j] += ok ? wi : 0.0;
+        mean[j] += ok ? (W ? wi * v : v) : 0.0;
+      }
+    }
+    bool full = !W;
+    for (int64_t j = 0; j < C; ++j) {
+      full = full && cnt[j] == double(R);
+      mean[j] = cnt[j] > 0.0 ? mean[j] / cnt[j] : 0.0;
+    }
+    if (!want_m2) return;
+    for (int64_t j = 0; j < C; ++j) scratch[j] = m2[j] = 0.0;
+    if (full) {
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        for (int64_t j = 0; j < C; ++j) {
+          const double d = double(r[j]) - mean[j];
+          scratch[j] += d;
+          m2[j] += d * d;
+        }
+      }
+    } else {
+      for (int64_t i = 0; i < R; ++i) {
+        const T* __restrict__ r = x + i * rs;
+        const double wi = W ? w[i] : 1.0;
+        for (int64_t j = 0; j < C; ++j) {
+          const double v = double(r[j]);
+          const double d = v == v ? v - mean[j] : 0.0;
+          const double wd = W ? wi * d : d;
+          scratch[j] += wd;
+          m2[j] += wd * d;
+        }
+      }
+    }
+    for (int64_t j = 0; j < C; ++j) {
+      if (!(cnt[j] > 0.0)) { m2[j] = 0.0; continue; }
+      const double v = m2[j] - scratch[j] * scratch[j] / cnt[j];
+      m2[j] = v > 0.0 ? v : 0.0;
+      mean[j] += scratch[j] / cnt[j];
+    }
+    return;
+  }
+  for (int64_t j = 0; j < C; ++j) {
+    const T* __restrict__ col = x + j * cs;
+    double sw[kAcc] = {}, sx[kAcc] = {};
+    int64_t i = 0;
+    auto acc1 = [&](int k, int64_t ii) {
+      const double v = double(col[ii]), wi = W ? w[ii] : 1.0;
+      const bool ok = v == v;
+      sw[k] += ok ? wi : 0.0;
+      sx[k] += ok ? (W ? wi * v : v) : 0.0;
+    };
+    for (; i + kAcc <= R; i += kAcc)
+      for (int k = 0; k < kAcc; ++k) acc1(k, i + k);
+    for (int k = 0; i + k < R; ++k) acc1(k, i + k);
+    combine16(sw);
+    combine16(sx);
+    cnt[j] = sw[0];
+    const double mu = sw[0] > 0.0 ? sx[0] / sw[0] : 0.0;
+    mean[j] = mu;
+    if (!want_m2) continue;
+    double s1[kAcc] = {}, s2[kAcc] = {};
+    auto acc2 = [&](int k, int64_t ii) {
+      const double v = double(col[ii]), wi = W ? w[ii] : 1.0;
+      const double d = v == v ? v - mu : 0.0;
+      const double wd = W ? wi * d : d;
+      s1[k] += wd;
+      s2[k] += wd * d;
+    };
+    i = 0;
+    for (; i + kAcc <= R; i += kAcc)
+      for (int k = 0; k < kAcc; ++k) acc2(k, i + k);
+    for (int k = 0; i + k < R; ++k) acc2(k, i + k);
+    combine16(s1);
+    combine16(s2);
+    if (!(sw[0] > 0.0)) { m2[j] = 0.0; continue; }
+    const double v = s2[0] - s1[0] * s1[0] / sw[0];
+    m2[j] = v > 0.0 ? v : 0.0;
+    mean[j] = mu + s1[0] / sw[0];
+  }
+}
+
 template <class T>
-void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double* __restrict__ m2,
-               double* __restrict__ mn, double* __restrict__ mx, double* __restrict__ bad,
-               double* __restrict__ scratch) {
+void col_stats(const PrepBlock& b, int flags, const double* __restrict__ w, double* __restrict__ cnt,
+               double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ mn,
+               double* __restrict__ mx, double* __restrict__ bad, double* __restrict__ scratch) {
   const T* x = static_cast<const T*>(b.x);
   const int64_t R = b.rows, C = b.cols, rs = b.rs, cs = b.cs;
   const double inv_r = 1.0 / double(R);
-  if (flags & (kPrepMean | kPrepMoments)) {
+  if ((flags & (kPrepMean | kPrepMoments)) && ((flags & kPrepIgnoreNan) || w)) {
+    if (w)
+      col_moments_masked<T, true>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
+    else
+      col_moments_masked<T, false>(b, w, cnt, mean, m2, scratch, (flags & kPrepMoments) != 0);
+  } else if (flags & (kPrepMean | kPrepMoments)) {
     if (cs == 1) {
       // pass 1: mean[j] = sum_i x[i, j] / R ; pass 2: d = x - mean, m2 = sum d^2 - (sum d)^2 / R,
       // mean += sum d / R (corrected two-pass algorithm, Chan, Golub & LeVeque 1983)
@@ -143,8 +250,10 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
     }
   }
   if (flags & kPrepMinMax) {
+    constexpr T kInf = T(__builtin_inf());
     if (cs == 1 && C >= Simd<T>::N) {
-      // min/max exact in the data type; bad[j] = sum (x - x): 0 for finite data, NaN otherwise.
+      // min/max exact in the data type, NaN skipped (the running values start at +-inf and a
+      // comparison with NaN is false); bad[j] = sum (x - x): 0 for finite data, NaN otherwise.
       // Register blocks of up to 4 vectors of columns walk all rows of the block; a last partial
       // vector overlaps the previous one and recomputes those columns identically.
       using S = Simd<T>;
@@ -153,7 +262,7 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
       auto block = [&](int64_t j0, auto nvec) {
         constexpr int U = decltype(nvec)::value;
         V lo[U], hi[U], bd[U];
-        for (int u = 0; u < U; ++u) { lo[u] = hi[u] = S::load(x + j0 + u * N); bd[u] = V{}; }
+        for (int u = 0; u < U; ++u) { lo[u] = S::splat(kInf); hi[u] = S::splat(-kInf); bd[u] = V{}; }
         for (int64_t i = 0; i < R; ++i) {
           const T* __restrict__ r = x + i * rs + j0;
           for (int u = 0; u < U; ++u) {
@@ -177,7 +286,8 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
       if (j0 < C) block(C - N, std::integral_constant<int, 1>{});
     } else if (cs == 1) {
       for (int64_t j = 0; j < C; ++j) {
-        mn[j] = mx[j] = double(x[j]);
+        mn[j] = double(kInf);
+        mx[j] = -double(kInf);
         bad[j] = 0.0;
       }
       for (int64_t i = 0; i < R; ++i) {
@@ -194,7 +304,7 @@ void col_stats(const PrepBlock& b, int flags, double* __restrict__ mean, double*
         const T* __restrict__ col = x + j * cs;
         T lo[kAcc], hi[kAcc];
         double bd[kAcc] = {};
-        for (int k = 0; k < kAcc; ++k) lo[k] = hi[k] = col[0];
+        for (int k = 0; k < kAcc; ++k) { lo[k] = kInf; hi[k] = -kInf; }
         int64_t i = 0;
         for (; i + kAcc <= R; i += kAcc)
           for (int k = 0; k < kAcc; ++k) {
@@ -418,24 +528,48 @@ void normalize(const PrepBlock& b, void* yv, int64_t yrs, int64_t ycs, int norm,
   }
 }
 
+// NaN values of a gathered column are squeezed out in place (the store always happens, the
+// position advances only for a number); returns the count kept and adds (x - x) of the kept
+// values to *bad (NaN iff one is infinite).
 template <class T>
-double gather(const PrepBlock& b, void* bufv, int64_t ld) {
+inline int64_t drop_nan(T* __restrict__ a, int64_t n, double* bad) {
+  int64_t m = 0;
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = a[i];
+    a[m] = v;
+    m += v == v ? 1 : 0;
+    acc += v == v ? double(v - v) : 0.0;
+  }
+  *bad += acc;
+  return m;
+}
+
+template <class T>
+double gather(const PrepBlock& b, void* bufv, int64_t ld, int64_t* __restrict__ counts) {
+  // Plain transposed copy with a per-column sum of (x - x) (0 unless NaN or inf occur); only
+  // columns where that sum is NaN take the NaN-dropping pass over their gathered copy, so
+  // NaN-free data costs what it did before NaN support.
   const T* x = static_cast<const T*>(b.x);
   T* buf = static_cast<T*>(bufv);
   const int64_t R = b.rows, C = b.cols;
   double bad = 0.0;
+  auto finish = [&](int64_t j, double col_bad) {
+    counts[j] = R;
+    if (col_bad != col_bad) counts[j] = drop_nan(buf + j * ld, R, &bad);
+  };
   if (b.rs == 1) {
     for (int64_t j = 0; j < C; ++j) {
       const T* __restrict__ col = x + j * b.cs;
       T* __restrict__ dst = buf + j * ld;
       for (int64_t i = 0; i < R; ++i) dst[i] = col[i];
-      bad += sum16(col, R, [](double v) { return v - v; });
+      finish(j, sum16(col, R, [](double v) { return v - v; }));
     }
     return bad;
   }
-  double acc[kAcc] = {};
   for (int64_t j0 = 0; j0 < C; j0 += kAcc) {
     const int64_t jn = C - j0 < kAcc ? C - j0 : kAcc;
+    double acc[kAcc] = {};
     for (int64_t i = 0; i < R; ++i) {
       const T* __restrict__ r = x + i * b.rs + j0 * b.cs;
       for (int64_t k = 0; k < jn; ++k) {
@@ -444,9 +578,9 @@ double gather(const PrepBlock& b, void* bufv, int64_t ld) {
         acc[k] += double(v - v);
       }
     }
+    for (int64_t k = 0; k < jn; ++k) finish(j0 + k, acc[k]);
   }
-  combine16(acc);
-  return acc[0];
+  return bad;
 }
 
 // Quickselect: afterwards a[k] is the k-th smallest of a[lo..hi], smaller or equal elements

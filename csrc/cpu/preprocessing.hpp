@@ -8,7 +8,9 @@
 
 namespace nk {
 
-enum PrepStatsFlags : int { kPrepMean = 1, kPrepMoments = 2, kPrepMinMax = 4 };
+// kPrepIgnoreNan: NaN values are left out of the moments (per-column counts in `cnt`), as
+// scikit-learn's scalers do; min/max always skip NaN (they start from +-inf).
+enum PrepStatsFlags : int { kPrepMean = 1, kPrepMoments = 2, kPrepMinMax = 4, kPrepIgnoreNan = 8 };
 enum PrepNorm : int { kNormL2 = 0, kNormL1 = 1, kNormMax = 2 };
 
 struct PrepBlock {
@@ -20,10 +22,14 @@ struct PrepBlock {
 struct PrepKernels {
   // Per-column statistics of a block. mean: column means (kPrepMean / kPrepMoments);
   // m2: sums of squared deviations from the block mean, two-pass (kPrepMoments); mn/mx:
-  // minima/maxima and bad: sum of (x - x), NaN when a non-finite value occurs (kPrepMinMax).
-  // scratch: `cols` doubles.
-  void (*col_stats[2])(const PrepBlock& b, int flags, double* mean, double* m2, double* mn, double* mx,
-                       double* bad, double* scratch);
+  // minima/maxima of the non-NaN values (+inf/-inf for a column without any) and bad: sum of
+  // (x - x), NaN when a non-finite value occurs (kPrepMinMax).
+  // With kPrepIgnoreNan or weights w (one per row of the block, or null): the moments are
+  // weighted and skip NaN; cnt[j] receives the weight (count when w is null) of column j's
+  // non-NaN values, and a column with cnt 0 gets mean 0 and m2 0. Without either, cnt is not
+  // written (every column has b.rows values). scratch: `cols` doubles.
+  void (*col_stats[2])(const PrepBlock& b, int flags, const double* w, double* cnt, double* mean, double* m2,
+                       double* mn, double* mx, double* bad, double* scratch);
   // y = (x - a[j]) * s[j] + c[j] (c may be null), evaluated in float64, rounded to the dtype.
   // stream: non-temporal stores for C-order output with contiguous rows (outputs far above the caches).
   void (*affine[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, const double* a, const double* s,
@@ -32,9 +38,10 @@ struct PrepKernels {
   // scratch: `rows` doubles.
   void (*normalize[2])(const PrepBlock& b, void* y, int64_t yrs, int64_t ycs, int norm, double* norms,
                        double* scratch, bool stream);
-  // Transposed copy of columns [0, b.cols) of the block into buf (column j at buf + j * ld);
-  // returns the sum of (x - x): NaN iff a value is NaN or infinite.
-  double (*gather[2])(const PrepBlock& b, void* buf, int64_t ld);
+  // Transposed copy of the non-NaN values of columns [0, b.cols) of the block into buf (column j
+  // at buf + j * ld, in row order, counts[j] values); returns the sum of (x - x) over those
+  // values: NaN iff one is infinite.
+  double (*gather[2])(const PrepBlock& b, void* buf, int64_t ld, int64_t* counts);
   // Percentiles qs[0..nq) (ascending, in [0, 100]) of a[0..n) with NumPy's "linear" method, by
   // selection, never a full sort (a may be reordered). out[k] receives the k-th percentile.
   // scratch: nq * (cap + 1) elements of the dtype for the candidate buffers (nq <= 8, cap >= n for

@@ -40,7 +40,7 @@ def _load_core():
 
 
 _core, _OMP_WAIT_POLICY = _load_core()
-from . import init, preprocessing
+from . import init
 from .activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -81,6 +81,16 @@ __all__ = [
     "sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm", "optim", "schedules",
     "init", "preprocessing",
 ]
+
+
+def __getattr__(name: str):
+    # nnkernels.preprocessing is built on scikit-learn, an optional dependency: imported on first
+    # use (nk.preprocessing) so that `import nnkernels` works without scikit-learn.
+    if name == "preprocessing":
+        import importlib
+
+        return importlib.import_module(".preprocessing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_info() -> dict:

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'rmsprop_step', 'set_isa', 'set_num_threads', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'rmsprop_step', 'set_isa', 'set_num_threads', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
 def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any) -> None:
     ...
 def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any) -> None:
@@ -93,9 +93,9 @@ def leaky_relu_backward(dout: typing.Any, x: typing.Any, negative_slope: typing.
     ...
 def philox4x32_10(ctr: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], key: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> list[int]:
     ...
-def prep_affine(X: typing.Any, shift: typing.Any, scale: typing.Any, offset: typing.Any, out: typing.Any) -> None:
+def prep_affine(X: typing.Any, shift: typing.Any, scale: typing.Any, offset: typing.Any, out: typing.Any = None) -> numpy.typing.NDArray:
     """
-    out = (X - shift) * scale + offset, per column, in float64 arithmetic
+    out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array in X's memory order. Returns out
     """
 def prep_centered_gram(X: typing.Any, float64_products: bool = False) -> tuple:
     """
@@ -103,15 +103,19 @@ def prep_centered_gram(X: typing.Any, float64_products: bool = False) -> tuple:
     """
 def prep_col_quantiles(X: typing.Any, q: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> numpy.typing.NDArray[numpy.float64]:
     """
-    percentiles (NumPy 'linear') of each column by quickselect: array (len(q), n_features)
+    percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: array (len(q), n_features); ValueError for infinite values
     """
 def prep_col_stats(X: typing.Any, flags: typing.SupportsInt | typing.SupportsIndex) -> tuple:
     """
-    (mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max
+    (mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max; finite: X holds no NaN or infinity
     """
-def prep_normalize(X: typing.Any, norm: str, out: typing.Any) -> numpy.typing.NDArray[numpy.float64]:
+def prep_nan_col_stats(X: typing.Any, flags: typing.SupportsInt | typing.SupportsIndex, sample_weight: typing.Any = None, prior: typing.Any = None) -> tuple:
     """
-    out = rows of X divided by their norm (0 -> 1); returns the norms
+    (count, mean, m2, min, max, finite) of the columns of a 2-D array with NaN skipped (scikit-learn's scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, 4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; finite: X holds no infinity
+    """
+def prep_normalize(X: typing.Any, norm: str, out: typing.Any = None) -> tuple:
+    """
+    out = rows of X divided by their norm (0 -> 1); out None: a new array in X's memory order. Returns (out, norms)
     """
 def relu(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
