@@ -63,7 +63,7 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   const int64_t n = xv.shape[0], c = xv.shape[1];
   if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
   py::array_t<int64_t> labels = checked_labels(labels_in, n, c);
-  py::array o = output_for(out, xv.dtype, xv.shape);
+  py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
   ArrayView ov = view_of(o, "out");
   if (n > 0 && c > 1 && ov.strides[1] != 1) throw py::value_error("out: expected unit stride along the class axis");
   // Kernel rows need unit column stride; an out that partially overlaps logits reads from a copy.

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/parallel.hpp"
+#include "core/result_cache.hpp"
 
 namespace nk {
 
@@ -86,7 +87,7 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
   }
   auto& api = py::detail::npy_api::get();
   py::dtype descr = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
-  if (!apart_from || nbytes < kPlacedMinBytes) {
+  if (nbytes < kPlacedMinBytes) {
     PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, nullptr, 0,
                                             nullptr);  // steals the descriptor reference
     if (!o) throw py::error_already_set();
@@ -97,11 +98,13 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
   // a page, so a result and its input would otherwise share their page offsets, and loads of
   // the input then wait on stores to the result at the same offset ("4K aliasing"): layer norm
   // backward at (65536, 1024) float32 took 34.0 ms into such a dx, 24.5 ms into a placed one.
-  // The memory is a uint8 NumPy array held as the result's base.
-  py::array_t<uint8_t> raw(py::ssize_t(nbytes + 4096));
-  const uintptr_t a = reinterpret_cast<uintptr_t>(raw.mutable_data());
-  const uintptr_t want = ((reinterpret_cast<uintptr_t>(apart_from) & ~uintptr_t(63)) + 2048 + 64) & 4095;
-  char* data = reinterpret_cast<char*>(a) + ((want - (a & 4095)) & 4095);
+  // Without a known input the result is placed as if its input were such a NumPy block.
+  // The memory comes from the result cache (core/result_cache.hpp): a block freed by an earlier
+  // result, its pages already faulted in, or a new mapping; the object owning it is the base.
+  const uintptr_t input = apart_from ? reinterpret_cast<uintptr_t>(apart_from) : uintptr_t(16);
+  const uint32_t offset = uint32_t(((input & ~uintptr_t(63)) + 2048 + 64) & 4095);
+  char* data = nullptr;
+  py::object owner = result_block(nbytes, offset, &data);
   PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, data,
                                           py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
                                               py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
@@ -109,12 +112,12 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
                                           nullptr);
   if (!o) throw py::error_already_set();
   py::array res = py::reinterpret_steal<py::array>(o);
-  if (api.PyArray_SetBaseObject_(res.ptr(), raw.release().ptr()) != 0) throw py::error_already_set();
+  if (api.PyArray_SetBaseObject_(res.ptr(), owner.release().ptr()) != 0) throw py::error_already_set();
   return res;
 }
 
-py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg) {
-  if (out.is_none()) return empty_array(dt, shape);
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg, const void* apart_from) {
+  if (out.is_none()) return empty_array(dt, shape, apart_from);
   if (!py::isinstance<py::array>(out))
     throw py::type_error(std::string(arg) + ": expected a NumPy array or None, got " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));

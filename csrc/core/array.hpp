@@ -83,19 +83,21 @@ DType float_dtype(const py::array& a, const char* arg);
 ArrayView view_of(const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
 py::array as_array(const py::handle& h, const char* arg);
-// A new C-contiguous array of the given dtype and shape. With `apart_from` (the main input of the op) and at least
-// kPlacedMinBytes, it is 64-byte aligned and placed half a page away from that input modulo the
-// page size (see array.cpp); smaller results come from NumPy's allocator as they are.
+// A new C-contiguous array of the given dtype and shape. At least kPlacedMinBytes, it is
+// 64-byte aligned, placed half a page away from `apart_from` (the main input of the op; a
+// typical NumPy block when null) modulo the page size, and its memory comes from the result
+// cache (core/result_cache.hpp; see array.cpp); smaller results come from NumPy's allocator.
 constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;
 py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr);
 
 // A null array handle for members and locals assigned later. py::array's default constructor
 // allocates an empty float64 NumPy array: ~0.1 us each, five of them per layer-norm call.
 inline py::array null_array() { return py::reinterpret_steal<py::array>(py::handle()); }
-// `out` argument: None -> fresh array like `like`; otherwise it must be a writeable ndarray
-// of the same shape and dtype (TypeError if not an array; ValueError naming "out" for a shape or
-// dtype mismatch or a read-only array).
-py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out");
+// `out` argument: None -> a fresh array (empty_array, placed apart from `apart_from`);
+// otherwise it must be a writeable ndarray of the same shape and dtype (TypeError if not an
+// array; ValueError naming "out" for a shape or dtype mismatch or a read-only array).
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out",
+                     const void* apart_from = nullptr);
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
