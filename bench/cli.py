@@ -248,6 +248,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None) -> dict:
                 row[f"speedup_vs_{peer}"] = row["impls"][peer]["median_s"] / ours["median_s"]
     if ours and H.NO_ACT in row["impls"]:
         row["time_vs_no_act"] = ours["median_s"] / row["impls"][H.NO_ACT]["median_s"]
+    if ours and H.OUT in row["impls"]:
+        row["fresh_vs_out"] = ours["median_s"] / row["impls"][H.OUT]["median_s"]
     gpu = row["impls"].get("nnkernels-cuda")
     if gpu and "torch-cuda" in row["impls"]:
         row["cuda_speedup_vs_torch_cuda"] = row["impls"]["torch-cuda"]["median_s"] / gpu["median_s"]
@@ -286,6 +288,11 @@ def _print_row(row):
     if "time_vs_no_act" in row:
         print(f"  fused activation: {row['time_vs_no_act']:.2f}x the time of the same call without it "
               f"({_t(im[H.NO_ACT]['median_s'])}, interleaved in this row)", flush=True)
+    if "fresh_vs_out" in row:
+        out = im[H.OUT]
+        gbs_out = f", {out['GBps']:.1f} GB/s" if "GBps" in out else ""
+        print(f"  fresh result {row['fresh_vs_out']:.2f}x the time of out= ({_t(out['median_s'])}{gbs_out}); "
+              f"slowest round {ours['max_s'] / ours['median_s']:.1f}x the median", flush=True)
 
 
 def main(argv=None) -> int:

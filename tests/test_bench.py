@@ -107,3 +107,24 @@ def test_fused_activation_row_times_the_unfused_call(tmp_path, capsys):
     assert row["op"] == "batchnorm_relu_forward" and H.NO_ACT in row["impls"]
     assert row["time_vs_no_act"] == row["impls"]["nnkernels"]["median_s"] / row["impls"][H.NO_ACT]["median_s"]
     assert "Fused activation, batchnorm_relu_forward" in report.markdown(report.load(str(path)))
+
+
+def test_rows_time_fresh_results_and_out_and_the_growth_set(tmp_path, capsys):
+    """Every nnkernels row of these families times the fresh-result call ("nnkernels") and the
+    out= call interleaved; layernorm_growth has one row per size (--quick: 1 to 4Ki rows)."""
+    path = tmp_path / "g.json"
+    assert cli.main(["--quick", "--ops", "layernorm_growth", "relu", "layernorm_forward", "softmax_cross_entropy",
+                     "--sizes", "small", "--repeats", "2", "--no-torch", "--no-stream", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fresh result" in out and "x the time of out=" in out
+    rows = json.loads(path.read_text())["rows"]
+    growth = [r for r in rows if r["op"] == "layernorm_growth"]
+    assert [r["shape"] for r in growth] == ["1x1024", "8x1024", "64x1024", "512x1024", "4096x1024"]
+    assert [r["bytes"] for r in growth] == [2 * 4 * 1024 * n for n in (1, 8, 64, 512, 4096)]
+    assert {r["op"] for r in rows} == {"layernorm_growth", "relu", "relu_backward", "layernorm_forward",
+                                       "softmax_cross_entropy"}
+    for r in rows:
+        ours, into_out = r["impls"]["nnkernels"], r["impls"][H.OUT]
+        assert ours["GBps"] > 0 and into_out["GBps"] > 0 and ours["max_s"] >= ours["median_s"]
+        assert r["fresh_vs_out"] == ours["median_s"] / into_out["median_s"]
+    assert "| nnkernels out= |" in report.markdown(report.load(str(path)))
