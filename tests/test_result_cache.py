@@ -93,6 +93,22 @@ def test_a_reused_block_is_placed_apart_from_the_new_input(cache):
         del y
 
 
+def test_a_two_input_result_is_placed_away_from_both_inputs(cache):
+    """Backward activations stream dout and x (or y): the result goes midway between their page
+    offsets, so its stores alias neither input's loads (at least ~1 KiB apart on the page)."""
+    d = _x(seed=1)
+    base = _x(N + 1024)
+    for shift in (0, 4, 256, 512, 700, 1000):  # float32 elements: page offsets 16, 32, 1040, ...
+        s = base[shift:shift + N]
+        dx = nk.tanh_backward(d, s)
+        assert dx.ctypes.data % 64 == 0
+        for inp in (d, s):
+            gap = (dx.ctypes.data - inp.ctypes.data) % 4096
+            assert min(gap, 4096 - gap) >= 900, (shift, gap)
+        np.testing.assert_allclose(dx, d * (1 - s.astype(np.float64) ** 2), rtol=1e-6, atol=1e-6)
+        del dx
+
+
 def test_a_smaller_result_reuses_a_larger_block_up_to_twice_its_size(cache):
     x = _x()
     y = nk.relu(x)

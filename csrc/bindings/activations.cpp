@@ -41,7 +41,7 @@ py::array binary(ActivationOp op, const py::handle& dout_in, const char* second_
   ArrayView ins[2] = {view_of(dout, "dout"), view_of(second, second_name)};
   check_same_shape(ins[0], "dout", ins[1], second_name);
   check_same_dtype(ins[0], "dout", ins[1], second_name);
-  py::array o = output_for(out, ins[0].dtype, ins[0].shape, "out", ins[0].data);
+  py::array o = output_for(out, ins[0].dtype, ins[0].shape, "out", ins[0].data, ins[1].data);
   ArrayView ov = view_of(o, "out");
   py::array keep[2] = {dout, second};
   for (int k = 0; k < 2; ++k) {

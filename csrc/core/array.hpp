@@ -85,19 +85,23 @@ ArrayView view_of(const py::array& a, const char* arg);
 py::array as_array(const py::handle& h, const char* arg);
 // A new C-contiguous array of the given dtype and shape. At least kPlacedMinBytes, it is
 // 64-byte aligned, placed half a page away from `apart_from` (the main input of the op; a
-// typical NumPy block when null) modulo the page size, and its memory comes from the result
-// cache (core/result_cache.hpp; see array.cpp); smaller results come from NumPy's allocator.
+// typical NumPy block when null) modulo the page size, or midway between it and
+// `also_apart_from` (a second streamed input), and its memory comes from the result cache
+// (core/result_cache.hpp; see array.cpp); smaller results come from NumPy's allocator.
 constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;
-py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr);
+py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr,
+                      const void* also_apart_from = nullptr);
+// The page offset (0..4095, a multiple of 64) empty_array gives a result of those inputs.
+uint32_t page_offset_apart(const void* apart_from, const void* also_apart_from = nullptr);
 
 // A null array handle for members and locals assigned later. py::array's default constructor
 // allocates an empty float64 NumPy array: ~0.1 us each, five of them per layer-norm call.
 inline py::array null_array() { return py::reinterpret_steal<py::array>(py::handle()); }
-// `out` argument: None -> a fresh array (empty_array, placed apart from `apart_from`);
+// `out` argument: None -> a fresh array (empty_array, placed apart from the inputs given);
 // otherwise it must be a writeable ndarray of the same shape and dtype (TypeError if not an
 // array; ValueError naming "out" for a shape or dtype mismatch or a read-only array).
 py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out",
-                     const void* apart_from = nullptr);
+                     const void* apart_from = nullptr, const void* also_apart_from = nullptr);
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
