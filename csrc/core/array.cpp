@@ -86,7 +86,8 @@ uint32_t page_offset_apart(const void* a, const void* b) {
   return mid & 4095 & ~uint32_t(63);
 }
 
-py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const void* also_apart_from) {
+py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const void* also_apart_from,
+                      bool* untouched) {
   // NumPy's own constructor (C order, NumPy's allocator) without pybind11's intermediate
   // shape/stride vectors: this runs for every result of every call.
   if (dt != DType::f32 && dt != DType::f64) throw py::type_error(std::string("unsupported dtype ") + dtype_name(dt));
@@ -100,6 +101,7 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const
   auto& api = py::detail::npy_api::get();
   py::dtype descr = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
   if (nbytes < kPlacedMinBytes) {
+    if (untouched) *untouched = true;  // unknown: whatever malloc returns
     PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, nullptr, 0,
                                             nullptr);  // steals the descriptor reference
     if (!o) throw py::error_already_set();
@@ -117,7 +119,7 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const
   // result, its pages already faulted in, or a new mapping; the object owning it is the base.
   const uint32_t offset = page_offset_apart(apart_from, also_apart_from);
   char* data = nullptr;
-  py::object owner = result_block(nbytes, offset, &data);
+  py::object owner = result_block(nbytes, offset, &data, untouched);
   PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, data,
                                           py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
                                               py::detail::npy_api::NPY_ARRAY_ALIGNED_ |

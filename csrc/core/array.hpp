@@ -88,9 +88,13 @@ py::array as_array(const py::handle& h, const char* arg);
 // typical NumPy block when null) modulo the page size, or midway between it and
 // `also_apart_from` (a second streamed input), and its memory comes from the result cache
 // (core/result_cache.hpp; see array.cpp); smaller results come from NumPy's allocator.
+// `*untouched` (if given) says whether the pages are new to this process, to be faulted in by
+// the kernel's first stores (a new mapping, or NumPy's allocator), or already present (a block
+// reused from the cache): kernels that pick ordinary stores for memory they fault in anyway
+// and non-temporal stores otherwise decide with it.
 constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;
 py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr,
-                      const void* also_apart_from = nullptr);
+                      const void* also_apart_from = nullptr, bool* untouched = nullptr);
 // The page offset (0..4095, a multiple of 64) empty_array gives a result of those inputs.
 uint32_t page_offset_apart(const void* apart_from, const void* also_apart_from = nullptr);
 

@@ -258,7 +258,7 @@ py::dict cache_info() {
 
 }  // namespace
 
-py::object result_block(int64_t nbytes, uint32_t page_offset, char** data) {
+py::object result_block(int64_t nbytes, uint32_t page_offset, char** data, bool* newly_mapped) {
   // The block has a page of slack, so any placement fits any block of the class: the offset
   // is chosen per result (apart from that call's input), not per block.
   const size_t want = size_class(size_t(nbytes) + kPage);
@@ -276,6 +276,7 @@ py::object result_block(int64_t nbytes, uint32_t page_offset, char** data) {
       ++c.misses;
     }
   }
+  if (newly_mapped) *newly_mapped = b.base == nullptr;
   if (!b.base) {
     b = {map_block(want), want};
     if (!b.base) {  // the idle blocks may be what is missing

@@ -19,8 +19,10 @@ namespace nk {
 
 // Memory for a result of `nbytes` whose first byte is `page_offset` (0..4095) bytes into a
 // page: `*data` receives that address. Returns a new reference to the object that owns the
-// memory (set it as the array's base object). The caller holds the GIL. Raises MemoryError
-// when the memory cannot be mapped even after emptying the cache.
-pybind11::object result_block(int64_t nbytes, uint32_t page_offset, char** data);
+// memory (set it as the array's base object). `*newly_mapped` (if given) says whether the block
+// is a new mapping whose pages the caller's kernel will fault in (a miss) or a reused one (a
+// hit: pages present). The caller holds the GIL. Raises MemoryError when the memory cannot be
+// mapped even after emptying the cache.
+pybind11::object result_block(int64_t nbytes, uint32_t page_offset, char** data, bool* newly_mapped = nullptr);
 
 }  // namespace nk
