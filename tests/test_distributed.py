@@ -167,3 +167,31 @@ def test_cli_distributed_matches_single_process(tmp_path):
             assert hb[key] == pytest.approx(ha[key], rel=1e-9)
         assert hb["train_acc"] == ha["train_acc"] and hb["val_acc"] == ha["val_acc"]
     np.testing.assert_allclose(b["step_losses"], a["step_losses"], rtol=1e-9)
+
+
+def test_threads_per_rank_share_the_cores(tmp_path):
+    """Each of K ranks on one machine defaults to its share of the cores (issue 13, item 6)."""
+    cores = len(os.sched_getaffinity(0))
+    assert distributed.threads_per_rank(1) == cores
+    assert distributed.threads_per_rank(cores + 5) == 1
+    assert distributed.ranks_on_this_node(None) == 1
+    exe = _mpiexec()
+    script = tmp_path / "threads.py"
+    script.write_text(textwrap.dedent('''
+        import nnkernels as nk
+        from threadpoolctl import threadpool_info
+        from nnkernels import distributed, train
+        comm = distributed.world()
+        with train.cli_threads(None, True):
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            print(comm.rank, distributed.ranks_on_this_node(comm), nk.get_num_threads(), blas)
+    '''))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(nk.__file__), os.pardir)] +
+                                        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([exe, "-n", "2", sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = sorted(proc.stdout.split("\n")[:-1])
+    share = max(1, cores // 2)
+    assert lines == [f"0 2 {share} [1]", f"1 2 {share} [1]"], proc.stdout

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import nnkernels as nk
 from nnkernels import reference as ref
+from isolated import assert_clean_exit, run_isolated
 from tolerances import TOL_REDUCTION, assert_close
 
 DTYPES = [np.float32, np.float64]
@@ -202,3 +203,117 @@ def test_bench_rows(tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert [r["op"] for r in rows] == ["softmax_cross_entropy"]
     assert rows[0]["impls"]["nnkernels"]["GBps"] > 0 and rows[0]["speedup_vs_numpy"] > 0
+
+
+# ------------------------------------------------------------------ labels read once (issue 13, items 1, 2, 4)
+def test_labels_sharing_memory_with_out():
+    """Labels inside out's buffer: the result is the one for the labels at call time (they are
+    copied before anything is written), whichever rows of out they sit under."""
+    r = run_isolated("""
+        import numpy as np, nnkernels as nk
+        from nnkernels import reference as ref
+        n, c = 4096, 8
+        x = np.random.default_rng(0).standard_normal((n, c)).astype(np.float32)
+        for where in ("first rows", "last rows"):
+            buf = bytearray(n * c * 4)
+            out = np.frombuffer(buf, np.float32).reshape(n, c)
+            start = 0 if where == "first rows" else n * c * 4 - n * 8
+            labels = np.frombuffer(buf, np.int64, count=n, offset=start)
+            labels[:] = np.arange(n) % c
+            expect = labels.copy()
+            loss, d = nk.softmax_cross_entropy(x, labels, out=out)
+            lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), expect)
+            assert abs(loss - lr) < 1e-5 * abs(lr), (where, loss, lr)
+            np.testing.assert_allclose(d, dr, rtol=1e-5, atol=1e-7)
+        print("ok")
+    """)
+    assert_clean_exit(r)
+    assert r.stdout.strip() == "ok"
+
+
+def test_labels_changed_by_another_thread():
+    """A thread flips labels between valid and out-of-range values while kernels run without
+    the GIL: every call either refuses the labels it read or returns a finite result."""
+    r = run_isolated("""
+        import threading, time
+        import numpy as np, nnkernels as nk
+        n, c = 20000, 16
+        x = np.random.default_rng(1).standard_normal((n, c)).astype(np.float32)
+        labels = np.random.default_rng(2).integers(0, c, n)
+        stop = threading.Event()
+        good = labels.copy()
+        bad = good.copy()
+        bad[::3], bad[1::3] = 1 << 40, -(1 << 40)
+        def flip():  # all labels valid, then every third one far out of range, and so on
+            while not stop.is_set():
+                labels[:] = bad
+                labels[:] = good
+        t = threading.Thread(target=flip)
+        t.start()
+        refused = ok = 0
+        deadline = time.perf_counter() + 0.3
+        try:
+            while time.perf_counter() < deadline:
+                try:
+                    loss, d = nk.softmax_cross_entropy(x, labels)
+                except ValueError as e:
+                    assert str(e).startswith("labels: expected values in [0, 16), got "), e
+                    refused += 1
+                else:
+                    assert np.isfinite(loss) and np.all(np.isfinite(d))
+                    ok += 1
+        finally:
+            stop.set()
+            t.join()
+        print(refused + ok)
+    """)
+    assert_clean_exit(r)
+    assert int(r.stdout) > 0
+
+
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.uint16, np.uint64])
+def test_misaligned_and_strided_labels(label_dtype):
+    """Labels at an odd address (np.frombuffer at offset 1: NumPy marks them unaligned but
+    C-contiguous) and negative-stride labels are read byte-wise: correct result, no UB."""
+    x, y = _data((37, 9), np.float32, seed=6)
+    size = np.dtype(label_dtype).itemsize
+    raw = bytearray(37 * size + 1)
+    odd = np.frombuffer(raw, label_dtype, count=37, offset=1)
+    odd[:] = y
+    assert odd.flags.c_contiguous and not odd.flags.aligned
+    loss, d = nk.softmax_cross_entropy(x, odd)
+    _check(x, y, loss, d)
+    rev = np.array(y[::-1], label_dtype)[::-1]
+    loss, d = nk.softmax_cross_entropy(x, rev)
+    _check(x, y, loss, d)
+    swapped = y.astype(np.dtype(label_dtype).newbyteorder())
+    loss, d = nk.softmax_cross_entropy(x, swapped)
+    _check(x, y, loss, d)
+    odd[5] = 9
+    with pytest.raises(ValueError, match=r"^labels: expected values in \[0, 9\), got 9 at index 5"):
+        nk.softmax_cross_entropy(x, odd)
+
+
+def test_misaligned_logits_refused():
+    raw = bytearray(4 * 12 + 1)
+    x = np.frombuffer(raw, np.float32, count=12, offset=1).reshape(3, 4)
+    with pytest.raises(ValueError, match="^logits: data pointer is not aligned"):
+        nk.softmax_cross_entropy(x, [0, 1, 2])
+    out = np.frombuffer(bytearray(4 * 12 + 1), np.float32, count=12, offset=1).reshape(3, 4)
+    with pytest.raises(ValueError, match="^out: data pointer is not aligned"):
+        nk.softmax_cross_entropy(np.zeros((3, 4), np.float32), [0, 1, 2], out=out)
+
+
+def test_gpu_labels_sharing_memory_with_out(gpu):
+    to_gpu, to_numpy, lib = gpu
+    n, c = 4096, 8
+    x, y = _data((n, c), np.float32, seed=7)
+    host = np.zeros(n * c, np.float32)
+    host.view(np.int64)[:n] = y
+    buf = to_gpu(host)
+    out = buf.reshape(n, c)
+    labels = buf.view(np.int64 if lib == "cupy" else __import__("torch").int64)[:n]
+    loss, d = nk.softmax_cross_entropy(to_gpu(x), labels, out=out)
+    lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), y)
+    assert_close(loss, lr, dtype=np.float32, table=TOL_REDUCTION)
+    assert_close(to_numpy(d), dr, dtype=np.float32)

@@ -6,6 +6,7 @@ import pytest
 
 import nnkernels as nk
 from nnkernels import optim
+from isolated import assert_clean_exit, run_isolated
 from tolerances import assert_close
 
 SHAPES = [(1,), (13,), (4, 7), (1031,)]
@@ -145,3 +146,29 @@ def test_gpu_optimizer_matches_cpu(gpu):
     for a, b in zip(params, gparams):
         assert_close(to_numpy(b), a)
     assert nk.get_isa()  # CPU state untouched by the GPU path
+
+
+def test_step_survives_lists_emptied_by_another_thread():
+    """Optimizer.step while another thread empties the parameter and state lists (issue 13,
+    item 3): the arrays live until the step returns."""
+    r = run_isolated("""
+        import threading, time
+        import numpy as np, nnkernels as nk
+        n = 1 << 21
+        for attempt in range(4):
+            opt = nk.optim.Adam([np.zeros(n, np.float32) for _ in range(4)])
+            grads = [np.ones(n, np.float32) for _ in range(4)]
+            def clear():
+                time.sleep(0.002)
+                opt.params.clear()
+                for lst in opt.state.values():
+                    lst.clear()
+                grads.clear()
+            t = threading.Thread(target=clear)
+            t.start()
+            opt.step(grads)
+            t.join()
+        print("ok")
+    """)
+    assert_clean_exit(r)
+    assert r.stdout.strip() == "ok"

@@ -10,6 +10,7 @@ import pytest
 
 import nnkernels as nk
 from nnkernels import reference as ref
+from isolated import assert_clean_exit, run_isolated
 from tolerances import TOL_REDUCTION, assert_close
 
 DTYPES = [np.float32, np.float64]
@@ -367,3 +368,39 @@ def test_gpu_clip_grad_norm(gpu):
     assert nk.clip_grad_norm(again, 1.0) == n2  # deterministic reduction
     for a, b in zip(grads, gg):
         assert_close(to_numpy(b), a)
+
+
+# ------------------------------------------------------------------ ownership (issue 13, item 3)
+_CLEARED_DURING_STEP = """
+    import gc, threading, time, weakref
+    import numpy as np, nnkernels as nk
+    n = 1 << 21
+    for attempt in range(4):
+        P, G, M, V = ([np.zeros(n, np.float32) for _ in range(4)] for _ in range(4))
+        watch = weakref.ref(P[0])
+        def clear():
+            time.sleep(0.002)  # the step is then running without the GIL
+            for lst in (P, G, M, V):
+                lst.clear()
+        t = threading.Thread(target=clear)
+        t.start()
+        {call}
+        t.join()
+        gc.collect()
+        assert watch() is None, "the call kept a reference after returning"
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "nk.adam_step(P, G, M, V, step=1)",
+    "nk.sgd_step(P, G, lr=0.1, momentum=0.9, velocity=M)",
+    "nk.clip_grad_norm(P, 0.5)",
+])
+def test_lists_emptied_by_another_thread_during_the_step(call):
+    """Arrays whose only other reference is a list that another thread empties while the
+    kernel runs without the GIL stay alive until the call returns (no use after free), and
+    are released afterwards."""
+    r = run_isolated(_CLEARED_DURING_STEP.format(call=call))
+    assert_clean_exit(r)
+    assert r.stdout.strip() == "ok"

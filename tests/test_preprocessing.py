@@ -394,3 +394,16 @@ def test_gpu_scalers_match_cpu(gpu, dtype):
         est_g, est_c = cls().fit(to_gpu(X)), cls().fit(X)
         Yg = to_numpy(est_g.transform(to_gpu(X)))
         assert_close(Yg, est_c.transform(X), dtype, atol=10 * TOL[np.dtype(dtype)]["atol"])
+
+
+def test_misaligned_fitted_statistics_are_read_safely():
+    """Fitted statistics replaced by a buffer at an odd address (np.frombuffer at offset 1,
+    which NumPy marks unaligned) are copied before the kernel reads them as doubles (no UB)."""
+    X = np.random.default_rng(3).standard_normal((50, 7))
+    s = P.StandardScaler().fit(X)
+    expect = s.transform(X)
+    odd = np.frombuffer(bytearray(7 * 8 + 1), np.float64, count=7, offset=1)
+    odd[:] = s.mean_
+    assert not odd.flags.aligned
+    s.mean_ = odd
+    np.testing.assert_array_equal(s.transform(X), expect)

@@ -196,3 +196,24 @@ def test_training_bench_row(tmp_path):
     assert [r["op"] for r in rows] == ["mlp_bn_relu_adam_step"]
     impls = rows[0]["impls"]
     assert {"numpy", "nnkernels"} <= set(impls) and impls["nnkernels"]["elements_per_s"] > 0
+
+
+def test_cli_thread_defaults_and_restore():
+    """CLI runs: the kernels get this process's share of the cores and BLAS one thread unless
+    --threads N sets both (issue 13, item 6); the previous counts come back afterwards."""
+    import nnkernels as nk
+    from nnkernels import distributed
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before_nk, before_blas = nk.get_num_threads(), blas()
+    with train.cli_threads(None, False):
+        assert nk.get_num_threads() == distributed.threads_per_rank(1)
+        assert blas() <= {1}
+    with train.cli_threads(3, False):
+        assert nk.get_num_threads() == 3
+        assert blas() <= {3}
+    assert nk.get_num_threads() == before_nk and blas() == before_blas
+    assert train.parse_args(["--threads", "2"]).threads == 2 and train.parse_args([]).threads is None

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/array.hpp"
@@ -23,8 +25,33 @@ namespace py = pybind11;
 namespace nk {
 namespace {
 
-// Integer labels as a contiguous int64 array of shape (n,), every value in [0, classes).
-py::array_t<int64_t> checked_labels(const py::handle& h, int64_t n, int64_t classes) {
+// Labels are read exactly once, here, with the GIL held and before anything is written: each
+// value is loaded from the caller's buffer (any integer dtype, any stride, any address: a
+// byte copy, so an odd address is no misaligned int64 load), checked against [0, classes) and
+// stored in a private int64 buffer that the kernel indexes with. Labels that share memory with
+// `out`, or that another thread changes while the kernel runs without the GIL, therefore cannot
+// make the kernel index outside a row: it never reads the caller's labels again.
+template <class T>
+bool copy_labels(const char* p, int64_t stride, int64_t n, int64_t classes, int64_t* dst, int64_t& bad_at,
+                 std::string& bad_value) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, p + i * stride, sizeof(T));
+    bool ok;
+    if constexpr (std::is_signed<T>::value) ok = v >= 0 && int64_t(v) < classes;
+    else ok = uint64_t(v) < uint64_t(classes);
+    if (!ok) {
+      bad_at = i;
+      bad_value = std::to_string(v);
+      return false;
+    }
+    dst[i] = int64_t(v);
+  }
+  return true;
+}
+
+// `labels` (n,) integers in [0, classes) into dst; TypeError/ValueError naming labels otherwise.
+void read_labels(const py::handle& h, int64_t n, int64_t classes, std::vector<int64_t>& dst) {
   py::array a = as_array(h, "labels");
   const char kind = a.dtype().kind();
   if (kind != 'i' && kind != 'u')
@@ -32,27 +59,37 @@ py::array_t<int64_t> checked_labels(const py::handle& h, int64_t n, int64_t clas
   if (a.ndim() != 1 || a.shape(0) != n)
     throw py::value_error("labels: expected shape (" + std::to_string(n) + ",) matching logits' rows, got ndim " +
                           std::to_string(a.ndim()) + (a.ndim() >= 1 ? " with " + std::to_string(a.shape(0)) + " rows" : ""));
-  py::array_t<int64_t> l;
-  if (kind == 'i' && a.dtype().itemsize() == 8 && (a.flags() & py::array::c_style) && a.dtype().attr("isnative").cast<bool>()) {
-    l = py::reinterpret_borrow<py::array_t<int64_t>>(a);  // fast path: already int64, contiguous
+  const char bo = a.dtype().byteorder();
+  const char native_bo = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) ? '<' : '>';
+  if (bo != '=' && bo != '|' && bo != native_bo)  // rare: swap to native order with NumPy first
+    a = py::module_::import("numpy").attr("asarray")(a, py::arg("dtype") = kind == 'i' ? "int64" : "uint64");
+  const int isz = int(a.dtype().itemsize());
+  const char* p = static_cast<const char*>(a.data());
+  const int64_t stride = n > 1 ? int64_t(a.strides(0)) : 0;
+  dst.resize(size_t(n));
+  int64_t bad_at = -1;
+  std::string bad;
+  bool ok = true;
+  if (kind == 'i') {
+    switch (isz) {
+      case 1: ok = copy_labels<int8_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 2: ok = copy_labels<int16_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 4: ok = copy_labels<int32_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 8: ok = copy_labels<int64_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      default: throw py::type_error("labels: unsupported integer dtype " + std::string(py::str(a.dtype())));
+    }
   } else {
-  py::module_ np = py::module_::import("numpy");
-  if (kind == 'u' && a.dtype().itemsize() == 8) {
-    // uint64 values above INT64_MAX would wrap: check before the conversion
-    py::object mx = n > 0 ? np.attr("max")(a) : py::int_(0);
-    if (mx.cast<uint64_t>() >= uint64_t(classes))
-      throw py::value_error("labels: expected values in [0, " + std::to_string(classes) + "), got " +
-                            std::string(py::str(mx)));
+    switch (isz) {
+      case 1: ok = copy_labels<uint8_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 2: ok = copy_labels<uint16_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 4: ok = copy_labels<uint32_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      case 8: ok = copy_labels<uint64_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
+      default: throw py::type_error("labels: unsupported integer dtype " + std::string(py::str(a.dtype())));
+    }
   }
-  l = np.attr("ascontiguousarray")(a, py::arg("dtype") = "int64");
-  }
-  const int64_t* p = l.data();
-  for (int64_t i = 0; i < n; ++i) {
-    if (p[i] < 0 || p[i] >= classes)
-      throw py::value_error("labels: expected values in [0, " + std::to_string(classes) + "), got " +
-                            std::to_string(p[i]) + " at index " + std::to_string(i));
-  }
-  return l;
+  if (!ok)
+    throw py::value_error("labels: expected values in [0, " + std::to_string(classes) + "), got " + bad +
+                          " at index " + std::to_string(bad_at));
 }
 
 py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& labels_in, const py::object& out) {
@@ -62,7 +99,8 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
     throw py::value_error("logits: expected a 2-D array (batch, classes), got ndim " + std::to_string(xv.ndim()));
   const int64_t n = xv.shape[0], c = xv.shape[1];
   if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
-  py::array_t<int64_t> labels = checked_labels(labels_in, n, c);
+  std::vector<int64_t> labels;
+  read_labels(labels_in, n, c, labels);
   py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
   ArrayView ov = view_of(o, "out");
   if (n > 0 && c > 1 && ov.strides[1] != 1) throw py::value_error("out: expected unit stride along the class axis");
@@ -82,7 +120,7 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   const char* xp = static_cast<const char*>(xv.data);
   char* op = static_cast<char*>(ov.data);
   const int64_t ldx = xv.strides[0], ldo = ov.strides[0];
-  const int64_t* lp = labels.data();
+  const int64_t* lp = labels.data();  // the private copy (see read_labels)
   {
     py::gil_scoped_release release;
     parallel_for_chunks(n, grain, [&](int64_t chunk, int64_t b, int64_t e) {
@@ -103,7 +141,7 @@ NK_REGISTER_BINDINGS(losses) {
         py::arg("out") = py::none());
 #if defined(NK_WITH_CUDA)
   // GPU entry: raw device pointers (see nnkernels/losses.py). row_loss: float64 workspace of n,
-  // loss: one float64 on the device; labels: int64, already range-checked by the caller.
+  // loss: one float64 on the device; labels: int64, range-checked by the caller (and, as read, by the kernel).
   m.def("cuda_softmax_cross_entropy",
         [](int dtype, uintptr_t logits, uintptr_t labels, uintptr_t dlogits, int64_t n, int64_t c, uintptr_t row_loss,
            uintptr_t loss, uintptr_t stream) {

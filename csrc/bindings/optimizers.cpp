@@ -106,8 +106,11 @@ std::string shape_str(int nd, const py::ssize_t* d) {
   return r + ")";
 }
 
-// One array -> [it]; list/tuple -> its items.
-void collect(const Operand& op, std::vector<PyObject*>& out, bool& is_list) {
+// One array -> [it]; list/tuple -> its items. Each item gets a reference in `owned`: the kernels
+// run without the GIL, and another thread may meanwhile empty the list (dropping the list's
+// references); the arrays must live until the call returns. (The array argument itself, and
+// the list or tuple, are held by the caller for the whole call.)
+void collect(const Operand& op, std::vector<PyObject*>& out, bool& is_list, std::vector<py::object>& owned) {
   PyObject* o = op.arg.ptr();
   out.clear();
   if (py::detail::npy_api::get().PyArray_Check_(o)) {
@@ -120,6 +123,8 @@ void collect(const Operand& op, std::vector<PyObject*>& out, bool& is_list) {
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
     PyObject** items = PySequence_Fast_ITEMS(o);
     out.assign(items, items + n);
+    if (PyList_Check(o))
+      for (Py_ssize_t i = 0; i < n; ++i) owned.push_back(py::reinterpret_borrow<py::object>(items[i]));
     return;
   }
   throw py::type_error(std::string(op.name) + ": expected a NumPy array or a list of arrays, got " +
@@ -152,10 +157,15 @@ Item inspect(PyObject* o, const std::string& name, bool write) {
 }
 
 // Validates every operand of every tensor; items[t * nops + k]. Throws before any write.
-void gather(const Operand* ops, int nops, std::vector<Item>& items, int64_t& ntensors) {
+// `owned` holds a reference to every array taken from a list (keep it until the GIL is back).
+void gather(const Operand* ops, int nops, std::vector<Item>& items, int64_t& ntensors, std::vector<py::object>& owned) {
   std::vector<PyObject*> objs[kMaxOps];
   bool is_list[kMaxOps];
-  for (int k = 0; k < nops; ++k) collect(ops[k], objs[k], is_list[k]);
+  size_t listed = 0;
+  for (int k = 0; k < nops; ++k)
+    if (PyList_Check(ops[k].arg.ptr())) listed += size_t(PyList_GET_SIZE(ops[k].arg.ptr()));
+  owned.reserve(listed);
+  for (int k = 0; k < nops; ++k) collect(ops[k], objs[k], is_list[k], owned);
   const size_t T = objs[0].size();
   for (int k = 1; k < nops; ++k)
     if (objs[k].size() != T)
@@ -248,9 +258,10 @@ inline void for_pieces(const std::vector<Seg>& segs, int64_t b, int64_t e, F&& f
 }
 
 void run_update(OptimOp op, const Operand* ops, int nops, const OptimHyper& h) {
+  std::vector<py::object> owned;  // destroyed after `release` below: with the GIL held
   std::vector<Item> items;
   int64_t T = 0;
-  gather(ops, nops, items, T);
+  gather(ops, nops, items, T, owned);
   int64_t total = 0;
   const std::vector<Seg> segs = segments(items, nops, T, total);
   if (total == 0) return;
@@ -324,9 +335,10 @@ OptimHyper ema_hyper(py::handle decay) {
 double clip_grad_norm(py::handle grads, py::handle max_norm_h) {
   const double max_norm = nonneg(max_norm_h, "max_norm");
   const Operand ops[1] = {{"grads", grads, true}};
+  std::vector<py::object> owned;  // outlives the GIL-released block below
   std::vector<Item> items;
   int64_t T = 0;
-  gather(ops, 1, items, T);
+  gather(ops, 1, items, T, owned);
   int64_t total = 0;
   const std::vector<Seg> segs = segments(items, 1, T, total);
   if (total == 0) return 0.0;

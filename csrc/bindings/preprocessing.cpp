@@ -90,7 +90,10 @@ py::array_t<double> vec(const std::vector<double>& v) {
 }
 
 std::vector<double> dvec(const py::handle& h, int64_t n, const char* name) {
-  py::array_t<double, py::array::c_style | py::array::forcecast> a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(h);
+  // ALIGNED as well: NumPy then copies a misaligned buffer (np.frombuffer at an odd offset)
+  // instead of handing over a double* that is not double-aligned.
+  using Aligned = py::array_t<double, py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_>;
+  Aligned a = Aligned::ensure(h);
   if (!a || a.ndim() != 1 || a.shape(0) != n)
     throw py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) + " values");
   return std::vector<double>(a.data(), a.data() + n);

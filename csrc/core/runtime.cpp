@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include <pthread.h>
+
 #include "core/common.hpp"
 #include "core/module.hpp"
 #if defined(NK_WITH_OPENMP)
@@ -67,7 +69,29 @@ Isa best_isa() { return std::min(detect_cpu_isa(), compiled_max_isa()); }
 
 std::atomic<int> g_active_isa{-1};
 
+// Set in the child of a fork(). GNU libgomp keeps the parent's thread pool in the forking
+// thread's state, but the pool's threads do not exist in the child: the child's first parallel
+// region would wait for them forever (multiprocessing's default fork context, PyTorch DataLoader
+// workers). A forked child therefore runs every kernel on the calling thread and never enters an
+// OpenMP region (parallel_for_chunks runs inline at one thread). Results are the same: the
+// decomposition never depends on the thread count.
+std::atomic<bool> g_forked_child{false};
+void on_fork_child() { g_forked_child.store(true, std::memory_order_relaxed); }
+
+int hardware_threads() {
+  const unsigned h = std::thread::hardware_concurrency();
+  return h ? int(h) : 1;
+}
+
 }  // namespace
+
+// More threads than this never help a kernel and make every call slow (thousands of OpenMP
+// threads: a relu took 20 s): nk.set_num_threads refuses larger values, and a larger count
+// coming from OMP_NUM_THREADS or threadpoolctl is clamped to it.
+int thread_cap() {
+  static const int cap = std::max(64, 4 * hardware_threads());
+  return cap;
+}
 
 Isa active_isa() {
   int v = g_active_isa.load(std::memory_order_relaxed);
@@ -76,7 +100,8 @@ Isa active_isa() {
 
 int max_threads() {
 #if defined(NK_WITH_OPENMP)
-  return omp_get_max_threads();
+  if (g_forked_child.load(std::memory_order_relaxed)) return 1;
+  return std::min(omp_get_max_threads(), thread_cap());
 #else
   return 1;
 #endif
@@ -107,10 +132,23 @@ void init_isa_from_env() {
   set_isa(env);
 }
 
-void set_num_threads(int n) {
-  if (n < 1) throw py::value_error("n: expected a positive number of threads, got " + std::to_string(n));
+// n: a Python int or NumPy integer (not bool, not float), 1 <= n <= thread_cap().
+void set_num_threads(py::handle h) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o) || PyFloat_Check(o) || !PyIndex_Check(o) ||
+      std::string(Py_TYPE(o)->tp_name) == "numpy.bool")
+    throw py::type_error(std::string("n: expected an int, got ") + Py_TYPE(o)->tp_name);
+  py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+  if (!idx) throw py::error_already_set();
+  int overflow = 0;
+  const long long n = PyLong_AsLongLongAndOverflow(idx.ptr(), &overflow);
+  if (overflow < 0 || (!overflow && n < 1))
+    throw py::value_error("n: expected a positive number of threads, got " + std::string(py::str(idx)));
+  if (overflow > 0 || n > thread_cap())
+    throw py::value_error("n: expected at most " + std::to_string(thread_cap()) +
+                          " threads (4 per hardware thread, at least 64), got " + std::string(py::str(idx)));
 #if defined(NK_WITH_OPENMP)
-  omp_set_num_threads(n);
+  omp_set_num_threads(int(n));
 #endif
 }
 
@@ -130,6 +168,8 @@ py::dict build_info() {
   d["isa_cpu"] = isa_name(detect_cpu_isa());
   d["isa_selected"] = isa_name(active_isa());
   d["num_threads"] = max_threads();
+  d["max_num_threads"] = thread_cap();
+  d["forked_child"] = g_forked_child.load();
 #if defined(NK_WITH_OPENMP)
   d["openmp"] = true;
 #else
@@ -159,6 +199,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "nnkernels compiled kernels (use the nnkernels package, not this module)";
   m.def("build_info", &nk::build_info, "Build and runtime configuration.");
   m.def("set_num_threads", &nk::set_num_threads, py::arg("n"));
+  // Registered once per process, at import: the child of any later fork() (os.fork,
+  // multiprocessing, subprocess before exec) runs the kernels single-threaded.
+  pthread_atfork(nullptr, nullptr, &nk::on_fork_child);
   m.def("get_num_threads", &nk::max_threads);
   m.def("set_isa", &nk::set_isa, py::arg("isa"),
         "Select the instruction-set level of the CPU kernels ('baseline', 'avx2', 'avx512').");

@@ -35,6 +35,11 @@ template <class T> inline T hsum(V<T> v) {
   return v[0];
 }
 
+template <class T> __attribute__((noinline, cold)) double nan_row(T* d, int64_t C) {
+  for (int64_t j = 0; j < C; ++j) d[j] = T(__builtin_nan(""));
+  return __builtin_nan("");
+}
+
 // One row, C >= 1:
 //   m = max_j x_j                       (max trick: exp never overflows)
 //   s = sum_j exp(x_j - m)
@@ -44,6 +49,9 @@ template <class T>
 double xent_row(const T* x, int64_t label, T* d, int64_t C, double inv_n) {
   using S = Simd<T>;
   const T ninf = T(-__builtin_huge_val());
+  // The bindings pass only checked labels; should one ever be outside the row anyway, the row
+  // is a defined NaN (its loss and gradient), never a read or write outside the row.
+  if (__builtin_expect(uint64_t(label) >= uint64_t(C), 0)) return nan_row<T>(d, C);
   const T xl = x[label];  // read before d is written: d may alias x (in place)
   // pass 1: maximum (NaN-propagating: a NaN anywhere makes the row loss NaN below)
   V<T> vm = S::splat(ninf);

@@ -51,6 +51,14 @@ __global__ void xent_rows(const T* __restrict__ x, const int64_t* __restrict__ l
     const T* xr = x + r * c;
     T* dr = d + r * c;
     const int64_t label = labels[r];
+    if (label < 0 || label >= c) {
+      // Checked by the caller, but the labels live in device memory that other work may change
+      // before this kernel runs: an out-of-range label gives a NaN row (loss and gradient),
+      // never an access outside the row. The branch is uniform across the block (one row).
+      for (int64_t j = threadIdx.x; j < c; j += kBlock) dr[j] = T(NAN);
+      if (threadIdx.x == 0) row_loss[r] = double(NAN);
+      continue;
+    }
     const T xl = xr[label];
     T m = -T(INFINITY);
     for (int64_t j = threadIdx.x; j < c; j += kBlock) m = MaxOp()(m, xr[j]);

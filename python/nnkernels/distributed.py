@@ -22,11 +22,13 @@ index; ``mpiexec`` comes with the mpich wheel).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Communicator", "shard_bounds", "available", "world", "attach", "scaled_loss_gradient"]
+__all__ = ["Communicator", "shard_bounds", "available", "world", "attach", "scaled_loss_gradient",
+           "ranks_on_this_node", "threads_per_rank"]
 
 
 def available() -> bool:
@@ -118,6 +120,32 @@ def world() -> Communicator:
         raise ImportError('--distributed needs mpi4py and an MPI: pip install "nnkernels[distributed]" '
                           "(mpi4py, mpich), then run under mpiexec -n K") from exc
     return Communicator(MPI.COMM_WORLD)
+
+
+def ranks_on_this_node(comm: Optional[Communicator]) -> int:
+    """How many ranks of ``comm`` share this machine (MPI shared-memory split; 1 without MPI)."""
+    if comm is None or comm.size == 1:
+        return 1
+    from mpi4py import MPI
+
+    node = comm.comm.Split_type(MPI.COMM_TYPE_SHARED)  # collective: every rank calls it
+    try:
+        return int(node.Get_size())
+    finally:
+        node.Free()
+
+
+def threads_per_rank(local_ranks: int = 1) -> int:
+    """Threads one process should use when ``local_ranks`` processes share this machine: the CPUs
+    this process may run on (its affinity mask) divided among them, at least 1. Ranks that each
+    spin up a thread per core fight over the cores (mpiexec -n 2 on 2 cores: 38-52 s against 1.3 s
+    at one thread per rank); a launcher that already binds each rank to its own cores gives a
+    smaller mask, and the division then errs towards fewer threads, not more."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(local_ranks)))
 
 
 def attach(model: Any, comm: Optional[Communicator]) -> None:

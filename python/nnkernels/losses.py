@@ -70,6 +70,12 @@ def _gpu_softmax_cross_entropy(logits: Any, labels: Any, out: Any) -> tuple:
         row_loss = torch.empty(max(n, 1), dtype=torch.float64, device=x.device)
         loss = torch.full((1,), float("nan"), dtype=torch.float64, device=x.device)
     result, target, out_cai = _gpu.prepare_output(out, x, cai)
+    # Labels that share memory with the gradient would be overwritten by other rows' blocks
+    # before those rows read them: the kernel then reads a private copy. (The kernel also
+    # bounds-checks every label it reads: a label changed after the check gives a NaN row.)
+    lab_lo, out_lo = _gpu.interface_ptr(lab), out_cai["data"][0]
+    if n and lab_lo < out_lo + n * c * (8 if _gpu.dtype_code(cai) else 4) and out_lo < lab_lo + 8 * n:
+        lab = lab.copy() if lib == "cupy" else lab.clone()
     with _gpu.on_device(x):
         _core.cuda_softmax_cross_entropy(
             _gpu.dtype_code(cai), cai["data"][0], _gpu.interface_ptr(lab), out_cai["data"][0], n, c,
