@@ -336,7 +336,7 @@ def test_forked_child_starts_with_an_empty_cache():
         assert nk.result_cache_info()["blocks"] == 1  # the parent's idle block is still its own
         assert (live == 0).all()
         print("ok")
-    """, OMP_NUM_THREADS="1")  # the child's kernels must not rely on OpenMP worker threads of the parent
+    """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
 
