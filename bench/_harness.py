@@ -2,12 +2,16 @@
 
 Each op family has a module ``bench/<family>.py`` with
 
+    ROWS: tuple          # every row (op) name the module can yield
+    MAIN_ROWS: tuple     # the rows the default run (the main job) also times at the large size
     def cases(ctx: Context) -> Iterator[Case]
 
-yielding one :class:`Case` per (op, size): the bytes the op must move (or the elements it
-produces, for compute-bound ops) and one :class:`Impl` per implementation (NumPy reference,
-nnkernels CPU, PyTorch CPU, nnkernels CUDA, PyTorch CUDA...). Cases are generated lazily
-so each size's arrays are freed before the next is built.
+yielding one :class:`Case` per (op, size) that ``ctx.wants(op, size)`` selects: the bytes the
+op must move (or the elements it produces, for compute-bound ops) and one :class:`Impl` per
+implementation (NumPy reference, nnkernels CPU, PyTorch CPU, nnkernels CUDA, PyTorch CUDA...).
+Cases are generated lazily so each size's arrays are freed before the next is built, and a
+module builds no data for a size none of whose rows is selected. ``ROWS`` lets the CLI check
+``--ops`` before anything is measured (a test checks it against what ``cases`` yields).
 
 Timing method: every implementation of a row is warmed up, then the implementations are
 called in rounds, once each, in a shuffled order (interleaved, so drifts of the machine hit
@@ -71,6 +75,11 @@ class Context:
     cupy: Any = None
     gpu: bool = False                   # nnkernels CUDA usable
     rng: Any = dataclasses.field(default_factory=lambda: np.random.default_rng(0))
+    select: Optional[Callable[[str, Any], bool]] = None  # (op, size label) -> run this row?; None: every row
+
+    def wants(self, op: str, label: Any = None) -> bool:
+        """Whether the row ``op`` at size ``label`` was asked for (modules check before building data)."""
+        return self.select is None or bool(self.select(op, label))
 
     def elements(self, label) -> int:
         """Element count for an elementwise op at a size label."""

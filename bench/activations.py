@@ -18,6 +18,8 @@ from nnkernels import reference as ref
 from ._harness import OUT, Case, Context, Impl, size_label
 
 OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
+ROWS = tuple(name for op in OPS for name in (op, op + "_backward"))
+MAIN_ROWS = ("relu", "tanh_backward")
 
 
 def _numpy_forward(op, x, y):
@@ -71,6 +73,9 @@ def _nk_backward(op):
 def cases(ctx: Context) -> Iterator[Case]:
     dt = np.dtype(ctx.dtype)
     for label in ctx.sizes:
+        wanted = {name for name in ROWS if ctx.wants(name, label)}
+        if not wanted:
+            continue
         n = ctx.elements(label)
         x = ctx.rng.standard_normal(n).astype(dt)
         y = np.empty_like(x)
@@ -80,16 +85,20 @@ def cases(ctx: Context) -> Iterator[Case]:
         if torch is not None:
             xt, yt, dtt, dxt = (torch.from_numpy(a) for a in (x, y, d, dx))
         for op in OPS:
+            if op not in wanted and op + "_backward" not in wanted:
+                continue
             fwd, bwd = _nk_forward(op), _nk_backward(op)
             s = fwd(x)  # saved tensor for backward: x for relu/leaky, y for sigmoid/tanh
             saved = x if op in ("relu", "leaky_relu") else s
-            impls = [Impl("numpy", _numpy_forward(op, x, y)), Impl("nnkernels", lambda f=fwd: f(x)),
-                     Impl(OUT, lambda f=fwd: f(x, out=y))]
-            if torch is not None:
-                impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
-            impls += _gpu_impls(ctx, op, x, None)
-            yield Case("activations", op, size_label(n), dt.name, impls, bytes_moved=2 * n * dt.itemsize)
-
+            if op in wanted:
+                impls = [Impl("numpy", _numpy_forward(op, x, y)), Impl("nnkernels", lambda f=fwd: f(x)),
+                         Impl(OUT, lambda f=fwd: f(x, out=y))]
+                if torch is not None:
+                    impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
+                impls += _gpu_impls(ctx, op, x, None)
+                yield Case("activations", op, size_label(n), dt.name, impls, bytes_moved=2 * n * dt.itemsize)
+            if op + "_backward" not in wanted:
+                continue
             impls = [Impl("numpy", _numpy_backward(op, d, saved, dx)),
                      Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv)),
                      Impl(OUT, lambda f=bwd, sv=saved: f(d, sv, out=dx))]

@@ -16,15 +16,22 @@ from nnkernels import init
 from ._harness import Case, Context, Impl, size_label
 
 
+ROWS = ("normal", "uniform")
+MAIN_ROWS = ("normal",)
+
+
 def cases(ctx: Context) -> Iterator[Case]:
     dt = np.dtype(ctx.dtype)
     for label in ctx.sizes:
+        ops = [op for op in ROWS if ctx.wants(op, label)]
+        if not ops:
+            continue
         n = ctx.elements(label)
         out = np.empty(n, dt)
         rng = np.random.default_rng(0)
         torch = ctx.torch
         t = torch.from_numpy(out) if torch is not None else None
-        for op in ("normal", "uniform"):
+        for op in ops:
             if op == "normal":
                 impls = [Impl("nnkernels", lambda: init.normal((n,), 1.0, seed=1, out=out)),
                          Impl("numpy", lambda: rng.standard_normal(n, dtype=dt, out=out))]

@@ -26,9 +26,15 @@ def _shape(ctx: Context, label):
     return {"small": (256, 10), "medium": (8192, 1024), "large": (65536, 1024)}[label]
 
 
+ROWS = ("softmax_cross_entropy",)
+MAIN_ROWS = ROWS
+
+
 def cases(ctx: Context) -> Iterator[Case]:
     dt = np.dtype(ctx.dtype)
     for label in ctx.sizes:
+        if not ctx.wants("softmax_cross_entropy", label):
+            continue
         n, c = _shape(ctx, label)
         x = ctx.rng.standard_normal((n, c)).astype(dt)
         y = ctx.rng.integers(0, c, n)

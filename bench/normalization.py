@@ -42,10 +42,19 @@ def _shape(ctx: Context, label) -> tuple:
     return {"small": (32, 256), "medium": (4096, 1024), "large": (65536, 1024)}[label]
 
 
+SIZED_ROWS = ("layernorm_forward", "layernorm_fwd_bwd", "batchnorm_forward", "batchnorm_relu_forward",
+              "batchnorm_fwd_bwd")  # one row per --sizes label
+ROWS = SIZED_ROWS + ("layernorm_growth",)  # the growth set has its own sizes
+MAIN_ROWS = ("layernorm_forward", "batchnorm_forward")
+
+
 def cases(ctx: Context) -> Iterator[Case]:
     dt = np.dtype(ctx.dtype)
     torch = ctx.torch
     for label in ctx.sizes:
+        wanted = {op for op in SIZED_ROWS if ctx.wants(op, label)}
+        if not wanted:
+            continue
         n, d = _shape(ctx, label)
         lab = f"{n}x{d}"
         x = ctx.rng.standard_normal((n, d)).astype(dt)
@@ -69,7 +78,8 @@ def cases(ctx: Context) -> Iterator[Case]:
                  Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
         if torch is not None:
             impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
-        yield Case("normalization", "layernorm_forward", lab, dt.name, impls, bytes_moved=2 * e)
+        if "layernorm_forward" in wanted:
+            yield Case("normalization", "layernorm_forward", lab, dt.name, impls, bytes_moved=2 * e)
 
         # ---- layer norm forward + backward
         def nk_ln_fb():
@@ -92,10 +102,13 @@ def cases(ctx: Context) -> Iterator[Case]:
                 bg = bt.detach().requires_grad_()
                 F.layer_norm(xg, (d,), gg, bg, 1e-5).backward(dt_t)
             impls.append(Impl("torch", torch_ln_fb))
-        yield Case("normalization", "layernorm_fwd_bwd", lab, dt.name, impls, bytes_moved=5 * e)
+        if "layernorm_fwd_bwd" in wanted:
+            yield Case("normalization", "layernorm_fwd_bwd", lab, dt.name, impls, bytes_moved=5 * e)
 
         # ---- batch norm forward (training) and with fused ReLU
         for op, act in (("batchnorm_forward", None), ("batchnorm_relu_forward", "relu")):
+            if op not in wanted:
+                continue
             impls = [Impl("numpy", lambda a=act: ref.batchnorm_forward(x, g, b, running_mean=rm.copy(),
                                                                        running_var=rv.copy(), activation=a)),
                      Impl("nnkernels", lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
@@ -135,9 +148,11 @@ def cases(ctx: Context) -> Iterator[Case]:
                 bg = bt.detach().requires_grad_()
                 F.batch_norm(xg, trm, trv, gg, bg, True, 0.1, 1e-5).backward(dt_t)
             impls.append(Impl("torch", torch_bn_fb))
-        yield Case("normalization", "batchnorm_fwd_bwd", lab, dt.name, impls, bytes_moved=8 * e)
-        yield from _gpu_cases(ctx, lab, x, dout, g, b, e)
-    yield from _growth_cases(ctx)
+        if "batchnorm_fwd_bwd" in wanted:
+            yield Case("normalization", "batchnorm_fwd_bwd", lab, dt.name, impls, bytes_moved=8 * e)
+        yield from _gpu_cases(ctx, lab, x, dout, g, b, e, wanted)
+    if ctx.wants("layernorm_growth"):
+        yield from _growth_cases(ctx)
 
 
 def _growth_cases(ctx: Context) -> Iterator[Case]:
@@ -166,7 +181,7 @@ def _growth_cases(ctx: Context) -> Iterator[Case]:
                    bytes_moved=2 * n * d * dt.itemsize)
 
 
-def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e) -> Iterator[Case]:
+def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e, wanted) -> Iterator[Case]:
     """nnkernels CUDA vs PyTorch CUDA rows (only with a GPU)."""
     torch = ctx.torch
     if not ctx.torch_cuda:
@@ -175,11 +190,13 @@ def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e) -> Iterator[Case]:
     sync = torch.cuda.synchronize
     xc, dc, gc, bc = (torch.from_numpy(a).cuda() for a in (x, dout, g, b))
     d = x.shape[1]
-    impls = [Impl("torch-cuda", lambda: F.layer_norm(xc, (d,), gc, bc, 1e-5), "cuda", sync)]
-    if ctx.gpu:
-        impls.insert(0, Impl("nnkernels-cuda", lambda: nk.layernorm_forward(xc, gc, bc), "cuda", sync))
-    yield Case("normalization", "layernorm_forward", lab, str(x.dtype), impls, bytes_moved=2 * e)
-    impls = [Impl("torch-cuda", lambda: F.batch_norm(xc, None, None, gc, bc, True, 0.1, 1e-5), "cuda", sync)]
-    if ctx.gpu:
-        impls.insert(0, Impl("nnkernels-cuda", lambda: nk.batchnorm_forward(xc, gc, bc), "cuda", sync))
-    yield Case("normalization", "batchnorm_forward", lab, str(x.dtype), impls, bytes_moved=3 * e)
+    if "layernorm_forward" in wanted:
+        impls = [Impl("torch-cuda", lambda: F.layer_norm(xc, (d,), gc, bc, 1e-5), "cuda", sync)]
+        if ctx.gpu:
+            impls.insert(0, Impl("nnkernels-cuda", lambda: nk.layernorm_forward(xc, gc, bc), "cuda", sync))
+        yield Case("normalization", "layernorm_forward", lab, str(x.dtype), impls, bytes_moved=2 * e)
+    if "batchnorm_forward" in wanted:
+        impls = [Impl("torch-cuda", lambda: F.batch_norm(xc, None, None, gc, bc, True, 0.1, 1e-5), "cuda", sync)]
+        if ctx.gpu:
+            impls.insert(0, Impl("nnkernels-cuda", lambda: nk.batchnorm_forward(xc, gc, bc), "cuda", sync))
+        yield Case("normalization", "batchnorm_forward", lab, str(x.dtype), impls, bytes_moved=3 * e)

@@ -27,6 +27,8 @@ from ._harness import Case, Context, Impl
 # op: (streams, nnkernels call, reference call, torch class, torch kwargs, fused supported)
 OPS = ["adam", "sgd_momentum", "rmsprop", "adagrad"]
 STREAMS = {"adam": 7, "sgd_momentum": 5, "rmsprop": 5, "adagrad": 5}
+ROWS = tuple(OPS)
+MAIN_ROWS = ("adam",)
 
 
 def _shapes(ctx: Context, label):
@@ -124,6 +126,8 @@ def cases(ctx: Context) -> Iterator[Case]:
         sizes, shape = _shapes(ctx, label)
         n = sum(sizes)
         for op in OPS:
+            if not ctx.wants(op, label):
+                continue
             p = [ctx.rng.standard_normal(k).astype(dt) for k in sizes]
             g = [(ctx.rng.standard_normal(k) * 1e-2).astype(dt) for k in sizes]
             rp = [x.copy() for x in p]

@@ -13,6 +13,11 @@ from typing import Optional
 SCHEMA_VERSION = 1
 REQUIRED_KEYS = ("schema", "machine", "threads", "stream", "gpu_stream", "rows", "quick", "time")
 PEERS = ("numpy", "torch", "sklearn")
+# Why a row can show more than 100 % of the copy bandwidth (printed under the CLI's and the Markdown table).
+PCT_COPY_NOTE = ("%copy (DRAM-bound rows only): the op's GB/s as a percentage of a stream copy of the same number "
+                 "of bytes, timed interleaved in the same row. A copy is one read and one write stream (non-temporal "
+                 "stores); memory gives more bytes per second when reads outnumber writes, so read-heavy ops "
+                 "(optimizers read 4 streams and write 3, backward passes read 2 or 3 per write) can exceed 100 %.")
 
 
 def load(path: str) -> dict:
@@ -47,12 +52,11 @@ def _throughput(row, name):
     im = row["impls"].get(name)
     if not im:
         return "-"
-    if "GBps" in im:
+    if "GBps" in im and row.get("bytes"):
         # % of the streaming bandwidth only means something for DRAM-bound rows
         pct = im.get("pct_copy_bw") if row.get("cache_flushed") else None
         return f"{im['GBps']:.1f} GB/s" + (f" ({pct:.0f}%)" if pct is not None else "")
-    if "elements_per_s" in im:
-        return f"{im['elements_per_s'] / 1e9:.2f} G/s"
+    # rows that are not bandwidth rows (the training step: samples, not bytes) show a dash
     return "-"
 
 
@@ -109,6 +113,9 @@ def markdown(data: dict) -> str:
         lines.append("")
         lines += [f"Fused activation, {r['op']} {r['shape']}: {r['time_vs_no_act']:.2f}x the time of the same call "
                   "without the activation (timed interleaved in the same row)." for r in fused]
+    if any(r.get("cache_flushed") and "pct_copy_bw" in r["impls"].get("nnkernels", {}) for r in data["rows"]):
+        lines += ["", "Throughput: bytes the op must read and write per second ('-': not a bandwidth row). "
+                  + PCT_COPY_NOTE]
     return "\n".join(lines) + "\n"
 
 

@@ -118,7 +118,14 @@ def _numpy_step(sizes, X, y):
     return step
 
 
+ROWS = ("mlp_bn_relu_adam_step",)
+MAIN_ROWS = ROWS
+
+
 def cases(ctx: Context) -> Iterator[Case]:
+    # one fixed model size: the row runs once per run (size labels do not apply), under the first label
+    if not ctx.wants("mlp_bn_relu_adam_step", ctx.sizes[0] if ctx.sizes else None):
+        return
     sizes, batch = ([64, 128, 128, 10], 64) if ctx.quick else ([784, 1024, 1024, 10], 256)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)

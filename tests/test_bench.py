@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
 
 from nnkernels.bench import _harness as H
 from nnkernels.bench import cli, report
@@ -79,8 +82,6 @@ def test_compare_flags_regressions(tmp_path, capsys):
 def test_load_rejects_foreign_json(tmp_path):
     p = tmp_path / "x.json"
     p.write_text("{}")
-    import pytest
-
     with pytest.raises(ValueError, match="not an nnkernels benchmark file"):
         report.load(str(p))
 
@@ -102,7 +103,7 @@ def test_fused_activation_row_times_the_unfused_call(tmp_path, capsys):
     assert cli.main(["--quick", "--ops", "batchnorm_relu_forward", "--sizes", "small", "--repeats", "2",
                      "--no-torch", "--json", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "fused activation:" in out
+    assert "fused activation, batchnorm_relu_forward 32x256: " in out
     row = json.loads(path.read_text())["rows"][0]
     assert row["op"] == "batchnorm_relu_forward" and H.NO_ACT in row["impls"]
     assert row["time_vs_no_act"] == row["impls"]["nnkernels"]["median_s"] / row["impls"][H.NO_ACT]["median_s"]
@@ -128,3 +129,147 @@ def test_rows_time_fresh_results_and_out_and_the_growth_set(tmp_path, capsys):
         assert ours["GBps"] > 0 and into_out["GBps"] > 0 and ours["max_s"] >= ours["median_s"]
         assert r["fresh_vs_out"] == ours["median_s"] / into_out["median_s"]
     assert "| nnkernels out= |" in report.markdown(report.load(str(path)))
+
+
+# ----------------------------------------------------------------------------- names checked first (issue 13, 14)
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """Any measurement fails the test: argument errors must come before the first one."""
+    def refuse(*a, **k):
+        raise AssertionError("measured before the arguments were checked")
+    monkeypatch.setattr(H, "measure_stream_bandwidth", refuse)
+    monkeypatch.setattr(H, "time_interleaved", refuse)
+    monkeypatch.setattr(cli, "run", refuse)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--ops", "layernorm"], "'layernorm' did you mean layernorm_forward, layernorm_fwd_bwd, layernorm_growth?"),
+    (["--ops", "relu", "optimisers"], "'optimisers' did you mean optimizers"),
+    (["--ops", "frobnicate"], "unknown op or family 'frobnicate'; valid families: activations, init"),
+    (["--sizes", "huge"], "argument --sizes: expected small, medium, large or a positive element count, got 'huge'"),
+    (["--sizes", "0"], "got '0'"),
+    (["--repeats", "0"], "argument --repeats: expected a positive integer"),
+    (["--quick", "--full"], "not allowed with argument --quick"),
+    (["--json", "{blocker}/x.json"], "argument --json: cannot create the folder"),
+    (["--plot", "{blocker}/sub/x.png"], "argument --plot: cannot create the folder"),
+    (["--json", "{tmp}"], "is a folder, expected a file name"),
+])
+def test_bad_arguments_exit_2_before_measuring(no_measuring, capsys, tmp_path, argv, expected):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli.main([a.format(blocker=blocker, tmp=tmp_path) for a in argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m nnkernels bench") and expected in err
+
+
+def test_missing_output_folder_is_created_while_parsing(tmp_path):
+    args = cli._parse(["--json", str(tmp_path / "a" / "b.json"), "--plot", str(tmp_path / "c" / "d.png")])
+    assert (tmp_path / "a").is_dir() and (tmp_path / "c").is_dir() and args.json.endswith("b.json")
+
+
+def test_error_lists_every_valid_name(no_measuring, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--ops", "layernorm"])
+    err = capsys.readouterr().err
+    for family, rows in cli.row_names().items():
+        assert family in err and all(r in err for r in rows)
+
+
+def test_declared_rows_are_what_the_modules_yield():
+    """ROWS (what --ops is checked against) and MAIN_ROWS agree with what cases() yields, and a module
+    yields only what Context.select asks for."""
+    for family, module in H.family_modules():
+        ctx = H.Context(sizes=["small"], quick=True)
+        assert {c.op for c in module.cases(ctx)} == set(module.ROWS), family
+        assert set(module.MAIN_ROWS) <= set(module.ROWS) and module.MAIN_ROWS, family
+        first = module.ROWS[-1]
+        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label, first=first: op == first)
+        assert {c.op for c in module.cases(ctx)} == {first}, family  # (layernorm_growth: one row per size)
+        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label: False)
+        assert list(module.cases(ctx)) == [], family
+
+
+def test_main_job_selects_every_row_small_and_main_rows_large():
+    select = cli._selector(cli._parse([]))
+    rows = [r for rs in cli.row_names().values() for r in rs]
+    assert all(select(r, "small") for r in rows)
+    assert {r for r in rows if select(r, "large")} == cli.main_rows()
+    full = cli._selector(cli._parse(["--full"]))
+    assert all(full(r, "large") for r in rows)
+    only = cli._selector(cli._parse(["--ops", "relu", "normalization"]))
+    assert {r for r in rows if only(r, "large")} == {"relu", "relu_backward", *cli.row_names()["normalization"]}
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: float32)" in out and "--full" in out
+
+
+# ----------------------------------------------------------------------------- the printed table (issue 13, 16)
+
+def _row(op, shape, median, *, bytes_=0, pct=None, flushed=False, numpy=None):
+    ours = {"median_s": median}
+    if bytes_:
+        ours["GBps"] = bytes_ / median / 1e9
+    else:
+        ours["elements_per_s"] = 256 / median
+    if pct is not None:
+        ours["pct_copy_bw"] = pct
+    r = {"op": op, "shape": shape, "bytes": bytes_, "cache_flushed": flushed, "impls": {"nnkernels": ours}}
+    if numpy:
+        r["impls"]["numpy"] = {"median_s": numpy}
+        r["speedup_vs_numpy"] = numpy / median
+    return r
+
+
+def _result(rows, torch=None, run_mode="main"):
+    return {"schema": 1, "machine": {"torch": torch}, "threads": 2, "quick": False, "mode": run_mode,
+            "time": "", "stream": None, "gpu_stream": None, "rows": rows, "seconds": 3.0}
+
+
+def test_table_columns_align_and_non_bandwidth_rows_show_a_dash():
+    rows = [_row("relu", "64M", 0.012, bytes_=512 << 20, pct=104.0, flushed=True, numpy=0.026),
+            _row("mlp_bn_relu_adam_step", "784-1024-1024-10/b256", 0.0206, numpy=0.035)]
+    text = cli.table(_result(rows))
+    lines = text.splitlines()
+    head, sep = lines[0], lines[1]
+    spans = [m.span() for m in re.finditer(r"-+", sep)]
+    assert [head[a:b].strip() for a, b in spans] == ["op", "shape", "numpy", "nnkernels", "GB/s", "%copy",
+                                                     "x numpy"]  # empty columns (torch, sklearn, GPU) left out
+    for line in lines[2:4]:
+        cells = [line[a:b].strip() for a, b in spans]
+        assert all(cells), line  # every cell inside its column
+        gaps = "".join(line[b:a] for (_, b), (a, _) in zip(spans, spans[1:]))
+        assert gaps.strip() == "", line  # nothing between the columns
+    mlp = [lines[3][a:b].strip() for a, b in spans]
+    assert mlp[0] == "mlp_bn_relu_adam_step" and mlp[4] == "-" and "G/s" not in lines[3]
+    assert "104%" in lines[2]
+    assert "can exceed 100 %" in text and "%copy (DRAM-bound rows only)" in text
+
+
+def test_markdown_throughput_of_a_non_bandwidth_row_is_a_dash():
+    rows = [_row("relu", "64M", 0.012, bytes_=512 << 20, pct=104.0, flushed=True, numpy=0.026),
+            _row("mlp_bn_relu_adam_step", "784-1024-1024-10/b256", 0.0206, numpy=0.035)]
+    md = report.markdown(_result(rows))
+    mlp = next(line for line in md.splitlines() if line.startswith("| mlp_bn_relu_adam_step"))
+    assert mlp.split(" | ")[4] == "-" and "G/s" not in md
+    assert "(104%)" in md and "can exceed 100 %" in md
+
+
+def test_summary_ranges_and_how_to_get_torch():
+    rows = [_row("relu", "64M", 0.012, bytes_=512 << 20, pct=104.0, flushed=True, numpy=0.026),
+            _row("uniform", "1000", 2e-6, bytes_=4000, numpy=1e-6)]
+    text = cli.summary(_result(rows))
+    assert text.startswith("summary: 2 rows in 3 s (the main job")
+    assert "nnkernels vs NumPy" in text and "range 0.50x-2.17x over 2 rows (faster in 1)" in text
+    assert "104% of a same-size stream copy" in text and "slower than a peer: uniform 1000 (0.50x NumPy)" in text
+    assert 'PyTorch is not installed' in text and "pip install" in text
+    assert "python -m nnkernels bench --full" in text
+    with_torch = cli.summary(_result(rows, torch="2.13.0", run_mode="full"))
+    assert "PyTorch is not installed" not in with_torch and "--full" not in with_torch

@@ -217,3 +217,50 @@ def test_cli_thread_defaults_and_restore():
         assert blas() <= {3}
     assert nk.get_num_threads() == before_nk and blas() == before_blas
     assert train.parse_args(["--threads", "2"]).threads == 2 and train.parse_args([]).threads is None
+
+
+# ----------------------------------------------------------------------------- plain-text usability (issue 13, 16)
+
+def test_quiet_prints_only_the_result_line(capsys):
+    assert cli_main(["train", "--dataset", "spiral", "--hidden", "16", "--epochs", "2", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("done: ") and "val loss" in lines[0] and "acc" in lines[0]
+
+
+def test_output_paths_are_checked_before_training(tmp_path, monkeypatch, capsys):
+    def no_training(*a, **k):
+        raise AssertionError("trained before the output paths were checked")
+
+    monkeypatch.setattr(train, "train_model", no_training)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    for flag in ("--plot", "--json"):
+        with pytest.raises(SystemExit) as e:  # a folder that cannot be created
+            train.parse_args([flag, str(blocker / "sub" / "out.png")])
+        assert e.value.code == 2 and f"{flag}: cannot create the folder" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as e:  # a folder given as the file
+            train.parse_args([flag, str(tmp_path)])
+        assert e.value.code == 2 and "is a folder" in capsys.readouterr().err
+    # a missing folder is created at parsing time, so the run can write into it at the end
+    cfg = train.parse_args(["--plot", str(tmp_path / "new" / "deeper" / "c.png"), "--json",
+                            str(tmp_path / "other" / "c.json")])
+    assert (tmp_path / "new" / "deeper").is_dir() and (tmp_path / "other").is_dir()
+    assert cfg.plot.endswith("c.png")
+
+
+def test_plot_into_a_new_folder_end_to_end(tmp_path, capsys):
+    png = tmp_path / "plots" / "run.png"
+    assert cli_main(["train", "--dataset", "spiral", "--hidden", "16", "--epochs", "2", "--quiet",
+                     "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for default in ("(default: digits)", "(default: 256,256)", "(default: relu)", "(default: batch)",
+                    "(default: kaiming)", "(default: adam)", "(default: constant)", "(default: 20)",
+                    "(default: 64)", "(default: 0)", "(default: float32)", "(default: per optimizer, sgd 0.1"):
+        assert default in out, default

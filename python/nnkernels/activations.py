@@ -23,56 +23,182 @@ _ndarray = np.ndarray
 
 
 def relu(x: Any, out: Any = None) -> Any:
-    """max(x, 0) elementwise; NaN propagates."""
+    """ReLU, elementwise: ``max(x, 0)``; NaN propagates.
+
+    Parameters
+    ----------
+    x : array_like
+        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be x itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        max(x, 0), the dtype of x (``out`` when given).
+    """
     if type(x) is not _ndarray and _gpu.is_gpu_array(x):
         return _gpu.elementwise("relu", (x,), ("x",), out)
     return _core.relu(x, out)
 
 
 def relu_backward(dout: Any, x: Any, out: Any = None) -> Any:
-    """dx = dout where x > 0, else 0 (x is the forward input)."""
+    """Gradient of :func:`relu`: ``dout`` where ``x > 0``, else 0.
+
+    Parameters
+    ----------
+    dout : array_like
+        Gradient of the loss with respect to the forward output, float32 or float64.
+    x : array_like
+        The forward input (the shape and dtype of ``dout``).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be dout itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        dx, the dtype of dout (``out`` when given).
+    """
     if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
         return _gpu.elementwise("relu_backward", (dout, x), ("dout", "x"), out)
     return _core.relu_backward(dout, x, out)
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
-    """x where x > 0, else negative_slope * x (the slope applies at exactly 0, as in PyTorch)."""
+    """Leaky ReLU, elementwise: ``x`` where ``x > 0``, else ``negative_slope * x`` (the slope applies at
+    exactly 0, as in PyTorch).
+
+    Parameters
+    ----------
+    x : array_like
+        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+    negative_slope : float, default=0.01
+        Slope for ``x <= 0``.
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be x itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        The activation, the dtype of x (``out`` when given).
+    """
     if type(x) is not _ndarray and _gpu.is_gpu_array(x):
         return _gpu.elementwise("leaky_relu", (x,), ("x",), out, negative_slope)
     return _core.leaky_relu(x, negative_slope, out)
 
 
 def leaky_relu_backward(dout: Any, x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
-    """dx = dout where x > 0, else negative_slope * dout."""
+    """Gradient of :func:`leaky_relu`: ``dout`` where ``x > 0``, else ``negative_slope * dout``.
+
+    Parameters
+    ----------
+    dout : array_like
+        Gradient of the loss with respect to the forward output, float32 or float64.
+    x : array_like
+        The forward input (the shape and dtype of ``dout``).
+    negative_slope : float, default=0.01
+        Slope for ``x <= 0``.
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be dout itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        dx, the dtype of dout (``out`` when given).
+    """
     if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
         return _gpu.elementwise("leaky_relu_backward", (dout, x), ("dout", "x"), out, negative_slope)
     return _core.leaky_relu_backward(dout, x, negative_slope, out)
 
 
 def sigmoid(x: Any, out: Any = None) -> Any:
-    """1 / (1 + exp(-x)), evaluated without overflow for any x."""
+    """Logistic sigmoid, elementwise: ``1 / (1 + exp(-x))``, evaluated without overflow for any x
+    (within 3 ULP).
+
+    Parameters
+    ----------
+    x : array_like
+        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be x itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        Values in [0, 1], the dtype of x (``out`` when given).
+    """
     if type(x) is not _ndarray and _gpu.is_gpu_array(x):
         return _gpu.elementwise("sigmoid", (x,), ("x",), out)
     return _core.sigmoid(x, out)
 
 
 def sigmoid_backward(dout: Any, y: Any, out: Any = None) -> Any:
-    """dx = dout * y * (1 - y), where y = sigmoid(x) is the forward output."""
+    """Gradient of :func:`sigmoid` from its output: ``dx = dout * y * (1 - y)``.
+
+    Parameters
+    ----------
+    dout : array_like
+        Gradient of the loss with respect to the forward output, float32 or float64.
+    y : array_like
+        The forward output ``sigmoid(x)`` (the shape and dtype of ``dout``).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be dout itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        dx, the dtype of dout (``out`` when given).
+    """
     if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
         return _gpu.elementwise("sigmoid_backward", (dout, y), ("dout", "y"), out)
     return _core.sigmoid_backward(dout, y, out)
 
 
 def tanh(x: Any, out: Any = None) -> Any:
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent, elementwise (within 3 ULP, no overflow for any x).
+
+    Parameters
+    ----------
+    x : array_like
+        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be x itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        Values in [-1, 1], the dtype of x (``out`` when given).
+    """
     if type(x) is not _ndarray and _gpu.is_gpu_array(x):
         return _gpu.elementwise("tanh", (x,), ("x",), out)
     return _core.tanh(x, out)
 
 
 def tanh_backward(dout: Any, y: Any, out: Any = None) -> Any:
-    """dx = dout * (1 - y**2), where y = tanh(x) is the forward output."""
+    """Gradient of :func:`tanh` from its output: ``dx = dout * (1 - y**2)``.
+
+    Parameters
+    ----------
+    dout : array_like
+        Gradient of the loss with respect to the forward output, float32 or float64.
+    y : array_like
+        The forward output ``tanh(x)`` (the shape and dtype of ``dout``).
+    out : array, default=None
+        Where to write the result (the shape and dtype of the result; it may be dout itself, in place);
+        None allocates a new C-contiguous array.
+
+    Returns
+    -------
+    array
+        dx, the dtype of dout (``out`` when given).
+    """
     if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
         return _gpu.elementwise("tanh_backward", (dout, y), ("dout", "y"), out)
     return _core.tanh_backward(dout, y, out)

@@ -22,7 +22,26 @@ __all__ = ["softmax_cross_entropy"]
 
 
 def softmax_cross_entropy(logits: Any, labels: Any, *, out: Any = None) -> tuple:
-    """Mean softmax cross-entropy of ``logits`` (N, C) against ``labels`` (N,) and its gradient."""
+    """Mean softmax cross-entropy of ``logits`` against ``labels`` and its gradient, in one pass.
+
+    Parameters
+    ----------
+    logits : array_like
+        Scores of shape (N, C), float32 or float64, any strides (a CuPy / PyTorch CUDA array runs on
+        the GPU; ``labels`` must then be on the same device).
+    labels : array_like
+        Integer class labels of shape (N,), each in [0, C).
+    out : array, default=None
+        Where to write dlogits (shape (N, C), the dtype of logits; it may be ``logits`` itself, in
+        place); None allocates a new array.
+
+    Returns
+    -------
+    loss : float
+        Mean over the batch of ``-log softmax(logits)[label]`` (float64 accumulation; NaN for N = 0).
+    dlogits : array
+        ``(softmax(logits) - onehot(labels)) / N``, the dtype of logits (``out`` when given).
+    """
     if type(logits) is not np.ndarray and _gpu.is_gpu_array(logits):
         return _gpu_softmax_cross_entropy(logits, labels, out)
     return _core.softmax_cross_entropy(logits, labels, out)

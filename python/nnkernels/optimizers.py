@@ -78,8 +78,36 @@ def _is_gpu(x: Any) -> bool:
 
 
 def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
-    """SGD (PyTorch formulation), in place; ``velocity`` (zeros to start) is required when momentum > 0
-    (and left untouched when momentum == 0)."""
+    """SGD with optional momentum / Nesterov and L2 weight decay (PyTorch's formulation), in place.
+
+    ``d = g + weight_decay*p``; with momentum ``b = momentum*b + (1-dampening)*d`` and
+    ``p -= lr * (d + momentum*b if nesterov else b)``; without momentum ``p -= lr*d``.
+
+    Parameters
+    ----------
+    params : array or list of arrays
+        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+    grads : array or list of arrays
+        Gradients, one per parameter (same shape and dtype); only read.
+    lr : float
+        Learning rate, ``>= 0`` (keyword, required).
+    momentum : float, default=0.0
+        Momentum factor, ``>= 0``; 0 is plain SGD.
+    velocity : array or list of arrays, default=None
+        Momentum buffers ``b`` (zeros to start), one per parameter; updated in place. Required
+        when ``momentum > 0``, left untouched when ``momentum == 0``.
+    nesterov : bool, default=False
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    dampening : float, default=0.0
+        Dampening of the gradient's contribution to the momentum buffer, in [0, 1].
+    weight_decay : float, default=0.0
+        L2 penalty added to the gradient, ``>= 0``.
+
+    Returns
+    -------
+    None
+        Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
+    """
     if _is_gpu(params):
         ops = [("params", params, True), ("grads", grads, False)]
         if _real_positive(momentum):
@@ -92,7 +120,30 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
 
 
 def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
-    """Adagrad (PyTorch), in place: ``sum_sq += d*d; p -= lr*d/(sqrt(sum_sq)+eps)``."""
+    """Adagrad (PyTorch's formulation), in place: ``s += d*d; p -= lr * d / (sqrt(s) + eps)``
+    with ``d = g + weight_decay*p``.
+
+    Parameters
+    ----------
+    params : array or list of arrays
+        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+    grads : array or list of arrays
+        Gradients, one per parameter (same shape and dtype); only read.
+    sum_sq : array or list of arrays
+        Accumulated squared gradients ``s``, one per parameter (zeros, or PyTorch's
+        ``initial_accumulator_value``, to start); updated in place.
+    lr : float, default=0.01
+        Learning rate, ``>= 0``.
+    eps : float, default=1e-10
+        Added to ``sqrt(s)`` in the denominator, ``>= 0``.
+    weight_decay : float, default=0.0
+        L2 penalty added to the gradient, ``>= 0``.
+
+    Returns
+    -------
+    None
+        Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
+    """
     if _is_gpu(params):
         return _gpu_step("adagrad", [("params", params, True), ("grads", grads, False), ("sum_sq", sum_sq, True)],
                          dict(lr=lr, eps=eps, weight_decay=weight_decay))
@@ -100,7 +151,34 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0)
 
 
 def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
-    """RMSprop (PyTorch; ``eps_in_sqrt=True``: TensorFlow's ``sqrt(v + eps)``), in place."""
+    """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
+    p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
+
+    Parameters
+    ----------
+    params : array or list of arrays
+        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+    grads : array or list of arrays
+        Gradients, one per parameter (same shape and dtype); only read.
+    sq_avg : array or list of arrays
+        Running average ``v`` of the squared gradients (zeros to start), one per parameter;
+        updated in place.
+    lr : float, default=0.01
+        Learning rate, ``>= 0``.
+    alpha : float, default=0.99
+        Decay of the running average, in [0, 1] (cs231n's ``decay_rate``).
+    eps : float, default=1e-8
+        Added to the denominator, ``>= 0``.
+    weight_decay : float, default=0.0
+        L2 penalty added to the gradient, ``>= 0``.
+    eps_in_sqrt : bool, default=False
+        Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
+
+    Returns
+    -------
+    None
+        Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
+    """
     if _is_gpu(params):
         return _gpu_step("rmsprop", [("params", params, True), ("grads", grads, False), ("sq_avg", sq_avg, True)],
                          dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
@@ -109,7 +187,43 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
               weight_decay=0.0, decoupled_weight_decay=False):
-    """Adam / AdamW (PyTorch), in place; ``step`` is the 1-based step count after incrementing."""
+    """Adam, or AdamW with ``decoupled_weight_decay=True`` (PyTorch's formulation), in place.
+
+    ``m = beta1*m + (1-beta1)*d``, ``v = beta2*v + (1-beta2)*d*d``,
+    ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)``, where
+    ``d = g + weight_decay*p`` (Adam) or ``p *= 1 - lr*weight_decay`` first (AdamW).
+
+    Parameters
+    ----------
+    params : array or list of arrays
+        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+    grads : array or list of arrays
+        Gradients, one per parameter (same shape and dtype); only read.
+    exp_avg : array or list of arrays
+        First moments ``m`` (zeros to start), one per parameter; updated in place.
+    exp_avg_sq : array or list of arrays
+        Second moments ``v`` (zeros to start), one per parameter; updated in place.
+    step : int
+        The 1-based step count after incrementing (1 on the first call; cs231n's ``t``); sets the
+        bias corrections. Keyword, required.
+    lr : float, default=1e-3
+        Learning rate, ``>= 0``.
+    beta1 : float, default=0.9
+        Decay of the first moment, in [0, 1).
+    beta2 : float, default=0.999
+        Decay of the second moment, in [0, 1).
+    eps : float, default=1e-8
+        Added to the bias-corrected ``sqrt(v)``, ``>= 0``.
+    weight_decay : float, default=0.0
+        L2 penalty added to the gradient, or with ``decoupled_weight_decay`` the decoupled decay.
+    decoupled_weight_decay : bool, default=False
+        AdamW: decay the parameters (``p *= 1 - lr*weight_decay``) instead of adding to the gradient.
+
+    Returns
+    -------
+    None
+        Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
+    """
     if _is_gpu(params):
         return _gpu_step("adam", [("params", params, True), ("grads", grads, False), ("exp_avg", exp_avg, True),
                                   ("exp_avg_sq", exp_avg_sq, True)],
@@ -120,16 +234,46 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
 
 
 def ema_update(averages, params, *, decay):
-    """Polyak/EMA averaging in place: ``avg = decay*avg + (1-decay)*p`` (params are only read)."""
+    """Exponential moving average (Polyak averaging) in place: ``avg = decay*avg + (1-decay)*p``.
+
+    Parameters
+    ----------
+    averages : array or list of arrays
+        The averages, float32/float64, C-contiguous and writeable; updated in place.
+    params : array or list of arrays
+        The current parameters, one per average (same shape and dtype); only read.
+    decay : float
+        Weight of the old average, in [0, 1] (keyword, required; e.g. 0.999).
+
+    Returns
+    -------
+    None
+        The averages are updated in place; a refused call (ValueError/TypeError) changes nothing.
+    """
     if _is_gpu(averages):
         return _gpu_step("ema", [("averages", averages, True), ("params", params, False)], dict(decay=decay))
     _core.ema_update(averages, params, decay)
 
 
 def clip_grad_norm(grads, max_norm) -> float:
-    """Global L2 norm of all grads (float64 accumulation); grads scaled in place when it exceeds max_norm.
+    """Clip gradients by their global L2 norm, in place (``torch.nn.utils.clip_grad_norm_``).
 
-    The grads must be writeable (checked up front, whether or not scaling turns out to be needed)."""
+    ``norm = sqrt(sum of g**2 over all grads)``, accumulated in float64; when ``norm > max_norm``
+    every gradient is multiplied by ``max_norm / (norm + 1e-6)``.
+
+    Parameters
+    ----------
+    grads : array or list of arrays
+        Gradients, float32/float64, C-contiguous; they must be writeable (checked up front,
+        whether or not scaling turns out to be needed).
+    max_norm : float
+        The largest global norm to keep, ``>= 0``.
+
+    Returns
+    -------
+    float
+        The global norm before clipping (NaN or inf propagate as in PyTorch).
+    """
     if _is_gpu(grads):
         _core.check_optimizer_scalars("clip", {"max_norm": max_norm})
         dt, ptrs, sizes, first = _gpu_table([("grads", grads, True)])

@@ -345,8 +345,7 @@ def run(cfg: TrainConfig) -> dict:
     result["model"] = {"sizes": sizes, "parameters": model.num_params()}
     result["ranks"] = comm.size if comm is not None else 1
     if rank == 0:
-        if not cfg.quiet:
-            _summary(result)
+        _summary(result)  # the result line(s), also with --quiet
         if cfg.plot:
             plot_history(result["history"], cfg.plot, title=f"{cfg.dataset}: {'-'.join(map(str, sizes))}, "
                                                            f"{cfg.optimizer}, norm {cfg.norm}")
@@ -430,36 +429,55 @@ def _positive_float(s: str) -> float:
 
 
 def parse_args(argv: Optional[list] = None) -> TrainConfig:
-    p = argparse.ArgumentParser(prog="python -m nnkernels train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits", help="digits, spiral or PATH.npz (default digits)")
-    p.add_argument("--hidden", type=_hidden, default=(256, 256), help="hidden layer sizes (default 256,256)")
-    p.add_argument("--activation", choices=nn.ACTIVATIONS, default="relu")
-    p.add_argument("--norm", choices=nn.NORMS, default="batch")
-    p.add_argument("--init", choices=nn.INITS, default="kaiming")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    from ._cli import HelpFormatter, output_path_problem
+
+    p = argparse.ArgumentParser(prog="python -m nnkernels train", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="digits", help="digits, spiral or PATH.npz")
+    p.add_argument("--hidden", type=_hidden, default="256,256", help="hidden layer sizes, comma-separated")
+    p.add_argument("--activation", choices=nn.ACTIVATIONS, default="relu", help="activation of the hidden layers")
+    p.add_argument("--norm", choices=nn.NORMS, default="batch",
+                   help="normalization before each hidden activation (fused with it)")
+    p.add_argument("--init", choices=nn.INITS, default="kaiming",
+                   help="weight initialisation (small: normal with std 0.01)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="update rule (momentum and nesterov: SGD with momentum 0.9)")
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default per optimizer: " +
+                   help="learning rate (default: per optimizer, " +
                         ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant")
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant",
+                   help="learning-rate schedule (step: x0.1 after each third of training)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples per step (over all ranks)")
     p.add_argument("--snapshots", type=_nonneg_int, default=0,
                    help="K > 0: snapshot ensemble of K cosine warm-restart cycles (implies --schedule restarts)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (adamw: decoupled; 0 there "
+                                                                      "means 0.01)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights for evaluation (0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--plot", metavar="FILE.png", default=None, help="write loss and accuracy curves")
-    p.add_argument("--json", metavar="FILE", default=None, help="write the history and summary as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffling and the spiral data")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="element type of the model")
+    p.add_argument("--plot", metavar="FILE.png", default=None,
+                   help="write loss and accuracy curves (a missing folder is created)")
+    p.add_argument("--json", metavar="FILE", default=None,
+                   help="write the history and summary as JSON (a missing folder is created)")
     p.add_argument("--distributed", action="store_true", help="data-parallel over MPI ranks (run under mpiexec)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads for the kernels and BLAS")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="print only the result line(s), no header or progress")
     a = p.parse_args(argv)
     if a.ema and not 0.0 < a.ema < 1.0:
         p.error(f"--ema: expected a decay in (0, 1), got {a.ema}")
     if a.weight_decay < 0:
         p.error(f"--weight-decay: expected a non-negative value, got {a.weight_decay}")
+    # output files are checked before training, so that a run never ends in a failed write
+    if a.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            p.error("--plot: needs matplotlib (pip install matplotlib)")
+    for flag, path in (("--plot", a.plot), ("--json", a.json)):
+        if path:
+            problem = output_path_problem(path)
+            if problem:
+                p.error(f"{flag}: {problem}")
     return TrainConfig(dataset=a.dataset, hidden=tuple(a.hidden), activation=a.activation, norm=a.norm,
                        init=a.init, optimizer=a.optimizer, lr=a.lr, schedule=a.schedule, epochs=a.epochs,
                        batch_size=a.batch_size, snapshots=a.snapshots, seed=a.seed, weight_decay=a.weight_decay,
