@@ -1,5 +1,6 @@
 """Benchmark rows for the preprocessing estimators: fit_transform of StandardScaler,
-MinMaxScaler, RobustScaler and Normalizer on (n_samples x 100) float32 data.
+MinMaxScaler, RobustScaler, Normalizer, PCA(n_components=50) and ZCAWhitening on
+(n_samples x 100) float32 data.
 
 Sizes: "small" 1,000 x 100 (call overhead), "large" 1,000,000 x 100 (400 MB, the issue's
 targets). Peers: scikit-learn (Impl "sklearn"), a plain NumPy implementation (reference
@@ -80,6 +81,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             passes = 2 if name == "Normalizer" else 3
             yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
                        note="fit_transform")
+        yield from _decomposition_cases(X)
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:
@@ -92,3 +94,43 @@ def _gpu_impls(ctx: Context, cls, X) -> list:
         g = torch.from_numpy(X).cuda()
         return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", torch.cuda.synchronize)]
     return []
+
+
+def _decomposition_cases(X) -> Iterator[Case]:
+    """PCA(50) and ZCAWhitening fit_transform against scikit-learn's default PCA solver
+    (covariance_eigh for tall data) and a plain NumPy implementation. ZCA's scikit-learn peer is
+    PCA(whiten=True) rotated back to the original basis (the same product, eps = 0). bytes_moved:
+    the covariance pass reads X, the transform reads X and writes Y."""
+    try:
+        import sklearn.decomposition as skd
+    except ImportError:
+        skd = None
+    n, d = X.shape
+    shape = f"{n}x{d}"
+
+    def numpy_pca():
+        m = X.mean(axis=0, dtype=np.float64)
+        Xc = X - m.astype(X.dtype)
+        _, V = np.linalg.eigh(Xc.T @ Xc)
+        return Xc @ V[:, ::-1][:, :50]
+
+    def numpy_zca():
+        m = X.mean(axis=0, dtype=np.float64)
+        Xc = X - m.astype(X.dtype)
+        S, U = np.linalg.eigh((Xc.T @ Xc) / n)
+        return Xc @ ((U / np.sqrt(np.clip(S, 0, None) + 1e-5)) @ U.T).astype(X.dtype)
+
+    def sklearn_zca():
+        p = skd.PCA(whiten=True).fit(X)
+        return p.transform(X) @ p.components_
+
+    impls = [Impl("nnkernels", lambda: P.PCA(50).fit_transform(X)), Impl("numpy", numpy_pca)]
+    if skd is not None:
+        impls.append(Impl("sklearn", lambda: skd.PCA(50).fit_transform(X)))
+    yield Case("preprocessing", "PCA", shape, X.dtype.name, impls, bytes_moved=2 * X.nbytes + n * 50 * X.itemsize,
+               note="fit_transform, n_components=50")
+    impls = [Impl("nnkernels", lambda: P.ZCAWhitening().fit_transform(X)), Impl("numpy", numpy_zca)]
+    if skd is not None:
+        impls.append(Impl("sklearn", sklearn_zca))
+    yield Case("preprocessing", "ZCAWhitening", shape, X.dtype.name, impls, bytes_moved=3 * X.nbytes,
+               note="fit_transform; sklearn: PCA(whiten=True), rotated back")

@@ -259,6 +259,64 @@ py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double
   return r;
 }
 
+
+// ---- centred cross-product (covariance) for PCA / ZCA on tall data ------------------------
+// Rows are cut into parts of a fixed size (a function of the shape only); each part runs the
+// chunked kernel sequentially on one thread and the part results are merged here in part
+// order with the matrix form of Chan's update, so the result is bitwise the same for any
+// thread count. The number of parts is bounded so their ld x ld partial matrices stay small.
+constexpr int64_t kGramPartBytes = int64_t(128) << 20;
+
+py::tuple centered_gram(const py::handle& xh, bool float64_products) {
+  py::array keep = as_array(xh, "X");
+  const ArrayView v = view_of(keep, "X");
+  if (v.ndim() != 2)
+    throw py::value_error("X: expected a 2-D array (n_samples, n_features), got " + std::to_string(v.ndim()) + "-D");
+  const int64_t R = v.shape[0], C = v.shape[1];
+  if (R < 1 || C < 1) throw py::value_error("X: expected at least one row and one column, got shape " + shape_str(v.shape));
+  const int64_t ld = (C + kGramPad - 1) / kGramPad * kGramPad;
+  int64_t part = R;
+  if (R * C > (int64_t(1) << 16)) {
+    const int64_t max_parts = std::max<int64_t>(1, std::min<int64_t>(64, kGramPartBytes / (8 * ld * ld)));
+    part = std::max<int64_t>(16 * kGramChunkRows, (R + max_parts - 1) / max_parts);
+    part = (part + kGramChunkRows - 1) / kGramChunkRows * kGramChunkRows;
+  }
+  const int64_t np_ = num_chunks(R, part);
+  std::vector<double> m2(size_t(np_ * ld * ld)), mean(size_t(np_ * ld));
+  const int which = v.dtype == DType::f64 ? 1 : (float64_products ? 2 : 0);
+  const auto fn = prep_gram_kernels().centered_gram[which];
+  const char* x = static_cast<const char*>(v.data);
+  const int64_t es = dtype_size(v.dtype), rs = v.strides[0], cs = v.strides[1];
+  py::array_t<double> mean_out{py::ssize_t(C)};
+  py::array_t<double> cov({py::ssize_t(C), py::ssize_t(C)});
+  double* mo = mean_out.mutable_data();
+  double* co = cov.mutable_data();
+  {
+    py::gil_scoped_release release;
+    parallel_for_chunks(R, part, [&](int64_t p, int64_t r0, int64_t r1) {
+      std::vector<double> work(size_t(kGramChunkRows * ld + 6 * ld));
+      fn(x + r0 * rs * es, r1 - r0, C, rs, cs, &mean[size_t(p * ld)], &m2[size_t(p * ld * ld)], ld, work.data());
+    });
+    double na = double(std::min(R, part));
+    std::vector<double> d(static_cast<size_t>(C));
+    for (int64_t p = 1; p < np_; ++p) {
+      const double nb = double(std::min(R, (p + 1) * part) - p * part), n = na + nb, f = na * nb / n;
+      const double* mp = &mean[size_t(p * ld)];
+      const double* cp = &m2[size_t(p * ld * ld)];
+      for (int64_t j = 0; j < C; ++j) d[size_t(j)] = mp[j] - mean[size_t(j)];
+      for (int64_t i = 0; i < C; ++i)
+        for (int64_t j = i; j < C; ++j)
+          m2[size_t(i * ld + j)] += cp[i * ld + j] + f * d[size_t(i)] * d[size_t(j)];
+      for (int64_t j = 0; j < C; ++j) mean[size_t(j)] += d[size_t(j)] * (nb / n);
+      na = n;
+    }
+    for (int64_t j = 0; j < C; ++j) mo[j] = mean[size_t(j)];
+    for (int64_t i = 0; i < C; ++i)
+      for (int64_t j = i; j < C; ++j) co[i * C + j] = co[j * C + i] = m2[size_t(i * ld + j)];
+  }
+  return py::make_tuple(mean_out, cov);
+}
+
 }  // namespace
 }  // namespace nk
 
@@ -272,6 +330,9 @@ NK_REGISTER_BINDINGS(preprocessing) {
         "out = rows of X divided by their norm (0 -> 1); returns the norms");
   m.def("prep_col_quantiles", &col_quantiles, py::arg("X"), py::arg("q"),
         "percentiles (NumPy 'linear') of each column by quickselect: array (len(q), n_features)");
+  m.def("prep_centered_gram", &centered_gram, py::arg("X"), py::arg("float64_products") = false,
+        "(mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, "
+        "in one blocked pass (divide by n - 1 for the covariance)");
 #if defined(NK_WITH_CUDA)
   m.def("cuda_prep_col_stats",
         [](uintptr_t x, int64_t rows, int64_t cols, int dtype, uintptr_t stream) {

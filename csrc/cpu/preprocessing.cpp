@@ -632,3 +632,187 @@ NK_DEFINE_ISA_TABLE(PrepKernels, prep_kernels) = {
     {&nk::NK_ISA_NS::gather<float>, &nk::NK_ISA_NS::gather<double>},
     {&nk::NK_ISA_NS::quantiles<float>, &nk::NK_ISA_NS::quantiles<double>},
 };
+
+// ---- centred cross-product (covariance) for PCA / ZCA on tall data ------------------------
+// C = sum_r (x_r - mean)(x_r - mean)^T in one pass over X, for rows >> cols. Rows are taken
+// in chunks of kGramChunkRows (a cache-resident block, like the blocked SYRK of GotoBLAS,
+// Goto & van de Geijn, ACM TOMS 2008): pass 1 over the chunk gives its mean and per-column
+// range, pass 2 packs the centred values (corrected two-pass: the residual sums s of the
+// packed values refine the mean and give the -s s^T / n correction, Chan, Golub & LeVeque,
+// "Algorithms for computing the sample variance", Am. Stat. 1983) into a row-major buffer,
+// and register tiles (MR rows x NR vectors, outer-product form) accumulate the upper triangle
+// of P^T P. Each tile is merged at once into the running result with the matrix form of Chan's
+// pairwise update (Chan, Golub & LeVeque, Stanford CS-TR-79-773, 1979; the covariance form is
+// eq. (2.1) of Schubert & Gertz, "Numerically stable parallel computation of (co-)variance",
+// SSDBM 2018):  C = C_a + C_b + (n_a n_b / n) (m_b - m_a)(m_b - m_a)^T.
+// Float32 data (entry 0): packed values are float32, scaled per column by a power of two
+// (exact) so that |p| < 1 — products and sums of 128 of them cannot overflow or underflow —
+// and each product sum spans one chunk (<= 128 rows) before it is rounded into the float64
+// result: the error is that of a 128-term float32 sum, relative 128 u ~ 8e-6 of sum |p_i p_j|
+// in the worst case, instead of the 1e6-term sum a float32 GEMM makes. Entries 1 and 2 form
+// float64 products (float64 data; float32 data when asked). Every value's summation order is
+// fixed by the chunking alone: results do not depend on the thread count or the memory order.
+NK_KERNEL_NAMESPACE_BEGIN
+namespace {
+
+template <class A>
+struct GramShape {
+  static constexpr int N = Simd<A>::N;
+  static constexpr int MR = kVecBytes == 64 ? 8 : 4;  // 16 (or 8) accumulators of 32 (16) registers
+  static constexpr int NR = 2;
+  static_assert(kGramPad % MR == 0 && kGramPad % (NR * N) == 0, "tiles must divide the padding");
+};
+
+// out[i][v * N + k] = sum_r P[r][ib + i] * P[r][jb + v * N + k] over the kc rows of the chunk
+template <class A, int MR, int NR>
+inline void gram_tile(const A* __restrict__ P, int64_t ld, int64_t kc, int64_t ib, int64_t jb,
+                      A* __restrict__ out) {
+  using S = Simd<A>;
+  using V = typename S::V;
+  constexpr int N = S::N;
+  V acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NR; ++v) acc[i][v] = V{};
+  const A* __restrict__ pi = P + ib;
+  const A* __restrict__ pj = P + jb;
+  for (int64_t r = 0; r < kc; ++r, pi += ld, pj += ld) {
+    V b[NR];
+    for (int v = 0; v < NR; ++v) b[v] = S::load(pj + v * N);
+    for (int i = 0; i < MR; ++i) {
+      const V a = pi[i] - V{};  // a broadcast load (S::splat's V{} + x keeps an add: -0.0 + 0.0 = +0.0)
+      for (int v = 0; v < NR; ++v) acc[i][v] = fmadd(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NR; ++v) S::store(out + i * NR * N + v * N, acc[i][v]);
+}
+
+// m2[ib + i][jb + j] += tile * sig_i sig_j - s_i s_j / kc + f delta_i delta_j (float64)
+template <class A, int MR, int W>
+inline void gram_merge(const A* __restrict__ tile, int64_t ib, int64_t jb, int64_t ld, double* __restrict__ m2,
+                       const double* __restrict__ sig, const double* __restrict__ s,
+                       const double* __restrict__ delta, double neg_inv_kc, double f) {
+  for (int i = 0; i < MR; ++i) {
+    const double si = sig[ib + i], ci = s[ib + i] * neg_inv_kc, di = delta[ib + i] * f;
+    double* __restrict__ row = m2 + (ib + i) * ld + jb;
+    const A* __restrict__ t = tile + i * W;
+    for (int j = 0; j < W; ++j)
+      row[j] += (double(t[j]) * si) * sig[jb + j] + ci * s[jb + j] + di * delta[jb + j];
+  }
+}
+
+template <class T, class A>
+void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64_t cs, double* __restrict__ mean,
+                   double* __restrict__ m2, int64_t ld, double* work) {
+  using G = GramShape<A>;
+  constexpr int N = G::N, MR = G::MR, NR = G::NR;
+  const T* x = static_cast<const T*>(xv);
+  A* __restrict__ P = reinterpret_cast<A*>(work);
+  double* __restrict__ cm = work + kGramChunkRows * ld;  // chunk mean
+  double* __restrict__ lo = cm + ld;                     // chunk minimum, then 1 / sig
+  double* __restrict__ hi = lo + ld;
+  double* __restrict__ sig = hi + ld;                    // per-column power-of-two scale
+  double* __restrict__ s = sig + ld;                     // residual sums of the packed values
+  double* __restrict__ delta = s + ld;                   // chunk mean - running mean
+  for (int64_t k = 0; k < ld * ld; ++k) m2[k] = 0.0;
+  for (int64_t j = 0; j < cols; ++j) mean[j] = 0.0;
+  for (int64_t j = cols; j < ld; ++j) sig[j] = 1.0, s[j] = 0.0, delta[j] = 0.0;
+  alignas(64) A tile[MR * NR * N];
+  double n_a = 0.0;
+  for (int64_t r0 = 0; r0 < rows; r0 += kGramChunkRows) {
+    const int64_t kc = rows - r0 < kGramChunkRows ? rows - r0 : kGramChunkRows;
+    const T* xc = x + r0 * rs;
+    const double inv_kc = 1.0 / double(kc);
+    // pass 1: chunk mean and range (each column summed in row order, in both loop orders)
+    if (cs == 1) {
+      for (int64_t j = 0; j < cols; ++j) cm[j] = 0.0, lo[j] = hi[j] = double(xc[j]);
+      for (int64_t r = 0; r < kc; ++r) {
+        const T* __restrict__ row = xc + r * rs;
+        for (int64_t j = 0; j < cols; ++j) {
+          const double v = double(row[j]);
+          cm[j] += v;
+          lo[j] = v < lo[j] ? v : lo[j];
+          hi[j] = v > hi[j] ? v : hi[j];
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* __restrict__ col = xc + j * cs;
+        double sum = 0.0, l = double(col[0]), h = l;
+        for (int64_t r = 0; r < kc; ++r) {
+          const double v = double(col[r * rs]);
+          sum += v;
+          l = v < l ? v : l;
+          h = v > h ? v : h;
+        }
+        cm[j] = sum, lo[j] = l, hi[j] = h;
+      }
+    }
+    for (int64_t j = 0; j < cols; ++j) {
+      cm[j] *= inv_kc;
+      const double a = hi[j] - cm[j] > cm[j] - lo[j] ? hi[j] - cm[j] : cm[j] - lo[j];
+      int e = 0;
+      if (a > 0.0 && a <= __DBL_MAX__) __builtin_frexp(a, &e);  // a = m 2^e, m in [0.5, 1)
+      sig[j] = __builtin_ldexp(1.0, e);
+      lo[j] = __builtin_ldexp(1.0, -e);
+      s[j] = 0.0;
+    }
+    // pass 2: pack p = (x - cm) / sig, |p| < 1
+    if (cs == 1) {
+      for (int64_t r = 0; r < kc; ++r) {
+        const T* __restrict__ row = xc + r * rs;
+        A* __restrict__ p = P + r * ld;
+        for (int64_t j = 0; j < cols; ++j) {
+          const double d = double(row[j]) - cm[j];
+          s[j] += d;
+          p[j] = A(d * lo[j]);
+        }
+        for (int64_t j = cols; j < ld; ++j) p[j] = A(0);
+      }
+    } else {
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* __restrict__ col = xc + j * cs;
+        const double mj = cm[j], ij = lo[j];
+        double sj = 0.0;
+        for (int64_t r = 0; r < kc; ++r) {
+          const double d = double(col[r * rs]) - mj;
+          sj += d;
+          P[r * ld + j] = A(d * ij);
+        }
+        s[j] = sj;
+      }
+      for (int64_t r = 0; r < kc; ++r)
+        for (int64_t j = cols; j < ld; ++j) P[r * ld + j] = A(0);
+    }
+    // Chan merge weights: corrected chunk mean cm + s / kc, delta = chunk mean - running mean
+    const double n = n_a + double(kc), f = n_a * double(kc) / n, w = double(kc) / n;
+    for (int64_t j = 0; j < cols; ++j) delta[j] = (cm[j] + s[j] * inv_kc) - mean[j];
+    // upper-triangle tiles; a last block of at most one vector of columns uses NR = 1
+    for (int64_t jb = 0; jb < cols;) {
+      if (cols - jb > N) {
+        const int64_t iend = jb + NR * N < cols ? jb + NR * N : cols;
+        for (int64_t ib = 0; ib < iend; ib += MR) {
+          gram_tile<A, MR, NR>(P, ld, kc, ib, jb, tile);
+          gram_merge<A, MR, NR * N>(tile, ib, jb, ld, m2, sig, s, delta, -inv_kc, f);
+        }
+        jb += NR * N;
+      } else {
+        for (int64_t ib = 0; ib < cols; ib += MR) {
+          gram_tile<A, MR, 1>(P, ld, kc, ib, jb, tile);
+          gram_merge<A, MR, N>(tile, ib, jb, ld, m2, sig, s, delta, -inv_kc, f);
+        }
+        jb = cols;
+      }
+    }
+    for (int64_t j = 0; j < cols; ++j) mean[j] += delta[j] * w;
+    n_a = n;
+  }
+}
+
+}  // namespace
+NK_KERNEL_NAMESPACE_END
+
+NK_DEFINE_ISA_TABLE(PrepGramKernels, prep_gram_kernels) = {
+    {&nk::NK_ISA_NS::centered_gram<float, float>, &nk::NK_ISA_NS::centered_gram<double, double>,
+     &nk::NK_ISA_NS::centered_gram<float, double>},
+};

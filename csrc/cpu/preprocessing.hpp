@@ -45,3 +45,27 @@ struct PrepKernels {
 }  // namespace nk
 
 NK_DECLARE_ISA_TABLE(PrepKernels, prep_kernels)
+
+// ---- centred cross-product (covariance) kernel for PCA / ZCA on tall data ----------------
+namespace nk {
+
+// Rows of one chunk: the kernel centres each chunk on its own (corrected two-pass) mean,
+// forms its cross-product in registers and merges it into the running result with Chan's
+// update; also the span of one float32 accumulation (see csrc/cpu/preprocessing.cpp).
+constexpr int64_t kGramChunkRows = 128;
+// Columns are padded to a multiple of kGramPad in the packed chunk and the result (ld).
+constexpr int64_t kGramPad = 32;
+
+struct PrepGramKernels {
+  // For rows [0, rows) of x (element strides rs, cs of any sign): mean[0..cols) = column means,
+  // m2[i * ld + j] = sum_r (x_ri - mean_i)(x_rj - mean_j) for i <= j < cols (upper triangle; m2
+  // holds ld * ld doubles, the rest is scratch). ld = cols rounded up to kGramPad. work: kGramChunkRows * ld
+  // + 6 * ld doubles. Entry 0: float32 data, float32 products summed over one chunk (<= 128 rows)
+  // then float64; 1: float64 data; 2: float32 data with float64 products.
+  void (*centered_gram[3])(const void* x, int64_t rows, int64_t cols, int64_t rs, int64_t cs, double* mean,
+                           double* m2, int64_t ld, double* work);
+};
+
+}  // namespace nk
+
+NK_DECLARE_ISA_TABLE(PrepGramKernels, prep_gram_kernels)

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_forward', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_col_quantiles', 'prep_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+__all__: list[str] = ['CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_forward', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'str] = ['ACTIVATION_OPS', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
 def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any) -> None:
     ...
 def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any) -> None:
@@ -96,6 +96,10 @@ def philox4x32_10(ctr: collections.abc.Sequence[typing.SupportsInt | typing.Supp
 def prep_affine(X: typing.Any, shift: typing.Any, scale: typing.Any, offset: typing.Any, out: typing.Any) -> None:
     """
     out = (X - shift) * scale + offset, per column, in float64 arithmetic
+    """
+def prep_centered_gram(X: typing.Any, float64_products: bool = False) -> tuple:
+    """
+    (mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, in one blocked pass (divide by n - 1 for the covariance)
     """
 def prep_col_quantiles(X: typing.Any, q: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> numpy.typing.NDArray[numpy.float64]:
     """

@@ -425,174 +425,371 @@ class Normalizer(_Estimator):
 
 # ---------------------------------------------------------------- PCA
 
-def _svd_flip_v(Vt: np.ndarray, U=None):
-    """scikit-learn's sign convention (u_based_decision=False): the largest |entry| of each
-    row of Vt is positive."""
-    idx = np.argmax(np.abs(Vt), axis=1)
-    signs = np.sign(Vt[np.arange(Vt.shape[0]), idx])
-    signs[signs == 0] = 1
-    Vt = Vt * signs[:, None]
-    if U is not None:
-        U = U * signs[None, :]
-    return Vt, U
+# PCA and ZCAWhitening are built on scikit-learn's estimator classes and validation (fitted
+# checks, feature names, set_output, estimator tags): import them here, next to their users.
+from sklearn.base import BaseEstimator as _SkBaseEstimator  # noqa: E402
+from sklearn.base import ClassNamePrefixFeaturesOutMixin as _SkPrefixFeaturesOut  # noqa: E402
+from sklearn.base import TransformerMixin as _SkTransformerMixin  # noqa: E402
+from sklearn.utils import assert_all_finite as _sk_assert_all_finite  # noqa: E402
+from sklearn.utils.extmath import svd_flip as _sk_svd_flip  # noqa: E402
+from sklearn.utils.validation import check_array as _sk_check_array  # noqa: E402
+from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted  # noqa: E402
+from sklearn.utils.validation import validate_data as _sk_validate_data  # noqa: E402
+
+# Rows of one block of the centred product (X - mean) @ W: 8 MB of float32 at 100 features,
+# resident in L3 between the centring and the GEMM that reads it.
+_MATMUL_BLOCK_ELEMS = 1 << 21
 
 
-class PCA(_Estimator):
-    """Principal component analysis by SVD of the centred data (NumPy LAPACK), or the eigen-
-    decomposition of its covariance (NumPy BLAS + LAPACK) when n_samples >> n_features.
+def _validate_dense(est, X, reset: bool):
+    """scikit-learn's validation (2-D, >= 1 sample and feature, float32/float64, no complex, no
+    sparse, feature names); finiteness is checked by the callers on their results, which the
+    kernels compute anyway, instead of a separate pass over X."""
+    return _sk_validate_data(est, X, dtype=[np.float64, np.float32], ensure_all_finite=False, reset=reset)
 
-    Results match scikit-learn's ``PCA(svd_solver="full")`` including component signs (its
-    ``svd_flip`` convention). n_components: None (all), an int, or a float in (0, 1) (smallest
-    number of components explaining that fraction of the variance). Attributes: components_,
-    explained_variance_, explained_variance_ratio_, singular_values_, mean_, n_components_,
-    n_samples_, noise_variance_, n_features_in_.
+
+def _nonfinite_input(X, name: str):
+    """Raise scikit-learn's own message for NaN/inf in X; otherwise the data overflowed."""
+    _sk_assert_all_finite(X, input_name="X", estimator_name=name)
+    raise ValueError(f"X: values too large: the covariance of the data overflows float64 in {name}")
+
+
+def _finite_sum(Y) -> bool:
+    """False when Y holds NaN or inf (a NaN/inf in X reaches every product it enters)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.isfinite(Y.sum(dtype=np.float64)))
+
+
+def _centered_gram(X, name: str):
+    """(mean, sum of centred cross-products) in float64 by the blocked kernel; one pass over X."""
+    mean, m2 = _core.prep_centered_gram(X)
+    if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+        _nonfinite_input(X, name)
+    return mean, m2
+
+
+def _direct_product_ok(mean64: np.ndarray, std64: np.ndarray, W: np.ndarray) -> bool:
+    """Whether X @ W - mean @ W is as accurate as (X - mean) @ W, up to a factor 2.
+
+    The GEMM's rounding error in output column c is ~u sum_k |x_k| |W_kc|, i.e. u sum_k
+    (|mean_k| + std_k) |W_kc| for X @ W against u sum_k std_k |W_kc| for centred data: the direct
+    form is used when sum_k |mean_k| |W_kc| <= sum_k std_k |W_kc| for every column (data centred
+    to within its spread, as after a StandardScaler); otherwise X is centred block by block.
+    """
+    absW = np.abs(W.astype(np.float64))
+    return bool(np.all(np.abs(mean64) @ absW <= std64 @ absW))
+
+
+def _centered_matmul(X: np.ndarray, mean64: np.ndarray, W: np.ndarray, name: str, check_finite: bool,
+                     direct: bool = False):
+    """(X - mean) @ W, in X's dtype, with BLAS.
+
+    direct (see _direct_product_ok): X @ W - mean @ W, one GEMM on X as it is (scikit-learn's
+    form). Otherwise not that: with a mean far from zero (1e4 in float32) the GEMM's products
+    are rounded at the mean's magnitude and the subtraction leaves only that error. X is centred
+    block by block instead (blocks stay in cache for the GEMM that reads them, no copy of X):
+    X - m, with m the mean rounded to X's dtype, is exact for values within a factor 2 of m
+    (Sterbenz) and otherwise a rounding of the input's size; the rounding of m itself is a
+    constant shift, removed by subtracting (mean - m) @ W computed in float64.
+    """
+    dt = X.dtype
+    if direct:
+        Y = np.matmul(X, W)
+        Y -= (mean64 @ W.astype(np.float64)).astype(dt)
+        if check_finite and not _finite_sum(Y):
+            _nonfinite_input(X, name)
+        return Y
+    m = mean64.astype(dt)
+    corr = ((mean64 - m.astype(np.float64)) @ W.astype(np.float64)).astype(dt)
+    n, d = X.shape
+    Y = np.empty((n, W.shape[1]), dtype=dt)
+    rows = max(1, _MATMUL_BLOCK_ELEMS // d)
+    buf = np.empty((min(rows, n), d), dtype=dt)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        b = buf[: r1 - r0]
+        np.subtract(X[r0:r1], m, out=b)
+        np.matmul(b, W, out=Y[r0:r1])
+    if corr.any():
+        Y -= corr
+    if check_finite and not _finite_sum(Y):
+        _nonfinite_input(X, name)
+    return Y
+
+
+_PCA_SOLVERS = ("auto", "full", "covariance_eigh", "randomized")
+
+
+class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
+    """Principal component analysis with scikit-learn's ``PCA`` semantics: same parameters
+    (except ``svd_solver="arpack"`` and its ``tol``), fitted attributes, component signs
+    (``svd_flip`` on the components, as scikit-learn >= 1.5) and solver rule.
+
+    Solvers. ``"covariance_eigh"``: the centred cross-product matrix of X is formed in one
+    blocked, multi-threaded pass (C++ kernel ``prep_centered_gram``: per-chunk corrected
+    two-pass centring, Chan's pairwise merge, float64 result) and decomposed with
+    ``numpy.linalg.eigh``; X is never copied. ``"full"``: LAPACK SVD (``numpy.linalg.svd``)
+    of the centred data in float64. ``"randomized"``: scikit-learn's ``randomized_svd`` on the
+    centred data. ``"auto"`` follows scikit-learn's rule: ``covariance_eigh`` when
+    n_features <= 1000 and n_samples >= 10 * n_features; else ``full`` when max(shape) <= 500
+    or n_components == "mle"; else ``randomized`` when 1 <= n_components < 0.8 * min(shape);
+    else ``full``. ``transform`` is ``(X - mean_) @ components_.T`` by BLAS on blocks of X
+    centred in cache (accurate for data far from zero, see ``_centered_matmul``).
+
+    n_components: None (min(n_samples, n_features)), an int, a float in (0, 1) (fraction of
+    explained variance) or "mle" (Minka's estimate, scikit-learn's ``_infer_dimension``).
+    NaN or infinite values raise ValueError (as scikit-learn); complex input raises
+    "Complex data not supported". Fitting needs at least 2 samples. ``copy`` is accepted for
+    compatibility: no solver modifies X.
     """
 
-    def __init__(self, n_components=None, *, whiten: bool = False):
+    def __init__(self, n_components=None, *, copy=True, whiten=False, svd_solver="auto",
+                 iterated_power="auto", n_oversamples=10, power_iteration_normalizer="auto",
+                 random_state=None):
         self.n_components = n_components
+        self.copy = copy
         self.whiten = whiten
+        self.svd_solver = svd_solver
+        self.iterated_power = iterated_power
+        self.n_oversamples = n_oversamples
+        self.power_iteration_normalizer = power_iteration_normalizer
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def _check_params(self):
+        nc = self.n_components
+        if nc is None or isinstance(nc, str):
+            ok = nc is None or nc == "mle"
+        elif isinstance(nc, bool) or not isinstance(nc, numbers.Real):
+            ok = False
+        elif isinstance(nc, numbers.Integral):
+            ok = nc >= 0
+        else:
+            ok = 0 < nc < 1
+        if not ok:
+            raise ValueError(f"n_components: expected None, 'mle', an int >= 0 or a float in (0, 1), got {nc!r}")
+        if self.svd_solver == "arpack":
+            raise ValueError("svd_solver: 'arpack' is not supported by nnkernels.preprocessing.PCA; "
+                             f"use one of {_PCA_SOLVERS}")
+        if self.svd_solver not in _PCA_SOLVERS:
+            raise ValueError(f"svd_solver: expected one of {_PCA_SOLVERS}, got {self.svd_solver!r}")
+
+    def _choose_solver(self, n, d, nc):
+        if self.svd_solver != "auto":
+            return self.svd_solver
+        if d <= 1000 and n >= 10 * d:
+            return "covariance_eigh"
+        if max(n, d) <= 500 or nc == "mle":
+            return "full"
+        if isinstance(nc, numbers.Integral) and 1 <= nc < 0.8 * min(n, d):
+            return "randomized"
+        return "full"
+
+    def _fit(self, X):
+        """Fit; returns (X validated, U of the full/randomized SVD or None, S)."""
+        self._check_params()
+        X = _validate_dense(self, X, reset=True)
+        n, d = X.shape
+        if n < 2:
+            raise ValueError(f"X: n_samples={n}; PCA needs at least 2 samples to estimate variances")
+        nc = min(n, d) if self.n_components is None else self.n_components
+        solver = self._choose_solver(n, d, nc)
+        k_max = min(n, d)
+        if nc == "mle":
+            if n < d:
+                raise ValueError("n_components='mle' is only supported if n_samples >= n_features")
+        elif solver == "randomized":
+            if not (isinstance(nc, numbers.Integral) and 1 <= nc <= k_max):
+                raise ValueError(f"n_components={nc!r} must be between 1 and min(n_samples, n_features)={k_max} "
+                                 "with svd_solver='randomized'")
+        elif not 0 <= nc <= k_max:
+            raise ValueError(f"n_components={nc!r} must be between 0 and min(n_samples, n_features)={k_max} "
+                             f"with svd_solver={solver!r}")
+        U = None
+        if solver == "covariance_eigh":
+            mean, m2 = _centered_gram(X, "PCA")
+            evals, evecs = np.linalg.eigh(m2 / (n - 1))
+            ev = np.clip(evals[::-1], 0.0, None)
+            S = np.sqrt(ev * (n - 1))
+            _, Vt = _sk_svd_flip(None, np.ascontiguousarray(evecs[:, ::-1].T), u_based_decision=False)
+            std = np.sqrt(np.diag(m2) / (n - 1))
+        else:
+            # SVD solvers: small or wide data, a separate finiteness pass costs little here
+            _sk_assert_all_finite(X, input_name="X", estimator_name="PCA")
+            mean = X.mean(axis=0, dtype=np.float64)
+            Xc = X.astype(np.float64) - mean
+            std = Xc.std(axis=0, ddof=1)
+            if solver == "full":
+                U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+            else:
+                from sklearn.utils.extmath import randomized_svd
+
+                U, S, Vt = randomized_svd(Xc, n_components=nc, n_oversamples=self.n_oversamples,
+                                          n_iter=self.iterated_power,
+                                          power_iteration_normalizer=self.power_iteration_normalizer,
+                                          flip_sign=False, random_state=self.random_state)
+            U, Vt = _sk_svd_flip(U, Vt, u_based_decision=False)
+            ev = S ** 2 / (n - 1)
+        if solver == "randomized":
+            total = float(np.square(Xc).sum() / (n - 1))
+        else:
+            total = float(ev.sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = ev / total
+        if nc == "mle":
+            from sklearn.decomposition._pca import _infer_dimension
+
+            nc = int(_infer_dimension(ev, n))
+        elif 0 < nc < 1:
+            nc = int(np.searchsorted(np.cumsum(ratio), nc, side="right")) + 1
+        nc = int(nc)
+        if solver == "randomized":
+            self.noise_variance_ = (total - ev.sum()) / (k_max - nc) if nc < k_max else 0.0
+        else:
+            self.noise_variance_ = float(ev[nc:].mean()) if nc < k_max else 0.0
+        dt = X.dtype
+        self._fit_svd_solver = solver
+        self.n_samples_ = n
+        self.n_components_ = nc
+        self.mean_ = mean.astype(dt)
+        self.components_ = np.ascontiguousarray(Vt[:nc]).astype(dt)
+        self.explained_variance_ = ev[:nc].astype(dt)
+        self.explained_variance_ratio_ = ratio[:nc].astype(dt)
+        self.singular_values_ = S[:nc].astype(dt)
+        self.noise_variance_ = dt.type(self.noise_variance_)
+        self._mean64 = mean
+        self._W = self._projection(Vt[:nc], ev[:nc], dt)
+        self._direct = _direct_product_ok(mean, std, self._W)
+        return X, U, S
+
+    def _projection(self, Vt, ev, dt):
+        """components^T, with whitening folded in (scikit-learn's 1 / max(sqrt(ev), eps))."""
+        W = Vt.T
+        if self.whiten:
+            W = W / np.maximum(np.sqrt(ev.astype(dt)).astype(np.float64), np.finfo(dt).eps)
+        return np.asarray(W, dtype=dt, order="F")
+
+    def fit(self, X, y=None):
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        X, U, S = self._fit(X)
+        if U is not None:  # full / randomized SVD: the projection is U S (U sqrt(n - 1) whitened)
+            U = U[:, : self.n_components_]
+            Y = U * (np.sqrt(X.shape[0] - 1) if self.whiten else S[: self.n_components_])
+            return Y.astype(X.dtype)
+        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=False, direct=self._direct)
+
+    def transform(self, X):
+        _sk_check_is_fitted(self)
+        X = _validate_dense(self, X, reset=False)
+        return _centered_matmul(X, self._mean64, self._W, "PCA", check_finite=True, direct=self._direct)
+
+    def inverse_transform(self, X):
+        _sk_check_is_fitted(self)
+        X = _sk_check_array(X, input_name="X", dtype=[np.float64, np.float32])
+        if X.shape[1] != self.n_components_:
+            raise ValueError(f"X has {X.shape[1]} features, but PCA.inverse_transform is expecting "
+                             f"{self.n_components_} (n_components_) features as input.")
+        W = self.components_
+        if self.whiten:
+            W = np.sqrt(self.explained_variance_[:, None]) * W
+        return X @ W + self.mean_
+
+    def get_covariance(self):
+        """Covariance of the data under the fitted probabilistic PCA model (as scikit-learn)."""
+        _sk_check_is_fitted(self)
+        comp = self.components_
+        ev = self.explained_variance_
+        if self.whiten:
+            comp = comp * np.sqrt(ev[:, None])
+        ev_diff = np.maximum(ev - self.noise_variance_, 0.0)
+        cov = (comp.T * ev_diff) @ comp
+        cov.flat[:: len(cov) + 1] += self.noise_variance_
+        return cov
+
+
+# ---------------------------------------------------------------- ZCA whitening
+
+class ZCAWhitening(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
+    """ZCA whitening in the original basis (cs231n notes): with X centred and
+    cov = X^T X / N = U diag(S) U^T, transform(X) = (X - mean_) U diag(1 / sqrt(S + eps)) U^T.
+
+    The covariance comes from the blocked C++ kernel (one pass over X, float64, Chan-merged,
+    deterministic; the same as PCA's ``covariance_eigh``), its eigendecomposition from
+    ``numpy.linalg.eigh``, and the transform is a BLAS GEMM on blocks of X centred in cache.
+    Attributes: mean_, components_ (U^T, rows by decreasing variance, scikit-learn's svd_flip
+    signs), explained_variance_ (S), whitening_ (the d x d matrix applied), dewhitening_ (its
+    inverse), n_samples_, n_features_in_ (feature_names_in_ for DataFrames). NaN or infinite
+    input raises ValueError; output feature names are zcawhitening0, zcawhitening1, ...
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        self.eps = eps
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    @property
+    def _n_features_out(self):
+        return self.whitening_.shape[1]
 
     def fit(self, X, y=None):
         self._fit(X)
         return self
 
     def _fit(self, X):
-        X = self._validate(X, reset=True)
-        if _is_gpu(X):
-            X = _gpu.to_host(X)
-        n, d = X.shape
-        k_max = min(n, d)
-        nc = self.n_components
-        if nc is None:
-            pass
-        elif isinstance(nc, numbers.Integral) and not isinstance(nc, bool):
-            if not 0 <= nc <= k_max:
-                raise ValueError(f"n_components: expected an int in [0, {k_max}] (min(n_samples, n_features)), got {nc}")
-        elif isinstance(nc, numbers.Real) and not isinstance(nc, bool):
-            if not 0 < nc < 1:
-                raise ValueError(f"n_components: a float must lie in (0, 1), got {nc}")
-        else:
-            raise ValueError(f"n_components: expected None, an int or a float in (0, 1), got {nc!r}")
-        mean, _, _, _, _ = _stats(X, 2)
-        if not np.isfinite(mean).all():
-            raise _nonfinite_error(X)
-        Xc = np.empty(X.shape, np.float64)
-        _core.prep_affine(X.astype(np.float64, copy=False), mean, np.ones(d), None, Xc)
-        if n >= 4 * d and d <= 4096 and n > 1:
-            # covariance route: C = Xc^T Xc (BLAS), eigh (LAPACK); singular values sqrt(lambda (n-1))
-            C = Xc.T @ Xc
-            evals, evecs = np.linalg.eigh(C)
-            evals = np.clip(evals[::-1], 0.0, None)
-            S = np.sqrt(evals)
-            Vt = evecs[:, ::-1].T
-            Vt, _ = _svd_flip_v(Vt)
-        else:
-            _, S, Vt = np.linalg.svd(Xc, full_matrices=False)
-            Vt, _ = _svd_flip_v(Vt)
-        S = S[:k_max]
-        Vt = Vt[:k_max]
-        ev = S ** 2 / max(n - 1, 1)
-        total = ev.sum()
-        ratio = ev / total if total > 0 else np.zeros_like(ev)
-        if nc is None:
-            k = k_max
-        elif isinstance(nc, numbers.Integral):
-            k = int(nc)
-        else:
-            k = int(np.searchsorted(np.cumsum(ratio), nc, side="right")) + 1
-            k = min(k, k_max)
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not float(eps) >= 0:
+            raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
+        X = _validate_dense(self, X, reset=True)
+        n = X.shape[0]
+        mean, m2 = _centered_gram(X, "ZCAWhitening")
+        evals, evecs = np.linalg.eigh(m2 / n)
+        S = np.clip(evals[::-1], 0.0, None)
+        _, Ut = _sk_svd_flip(None, np.ascontiguousarray(evecs[:, ::-1].T), u_based_decision=False)
+        U = Ut.T
         dt = X.dtype
-        self.mean_ = mean.astype(dt)
-        self.components_ = Vt[:k].astype(dt)
-        self.explained_variance_ = ev[:k].astype(dt)
-        self.explained_variance_ratio_ = ratio[:k].astype(dt)
-        self.singular_values_ = S[:k].astype(dt)
-        self.n_components_ = k
         self.n_samples_ = n
-        self.noise_variance_ = float(ev[k:].mean()) if k < k_max else 0.0
+        self.mean_ = mean.astype(dt)
         self._mean64 = mean
+        self.components_ = Ut.astype(dt)
+        self.explained_variance_ = S.astype(dt)
+        self.whitening_ = ((U / np.sqrt(S + float(eps))) @ U.T).astype(dt)
+        self.dewhitening_ = ((U * np.sqrt(S + float(eps))) @ U.T).astype(dt)
+        self._W = np.asfortranarray(self.whitening_)
+        self._direct = _direct_product_ok(mean, np.sqrt(np.diag(m2) / n), self._W)
         return X
 
     def fit_transform(self, X, y=None):
         X = self._fit(X)
-        return self.transform(X)
+        return _centered_matmul(X, self._mean64, self._W, "ZCAWhitening", check_finite=False,
+                                direct=self._direct)
 
     def transform(self, X):
-        self._check_fitted("components_")
-        X = self._validate(X, reset=False)
-        gpu_in = X if _is_gpu(X) else None
-        if gpu_in is not None:
-            X = _gpu.to_host(X)
-        Xc = _affine(X, self._mean64, np.ones(X.shape[1]), None, True)
-        Y = Xc @ self.components_.T
-        if self.whiten:
-            Y /= np.sqrt(self.explained_variance_)
-        return _gpu.from_host(gpu_in, Y) if gpu_in is not None else Y
+        _sk_check_is_fitted(self)
+        X = _validate_dense(self, X, reset=False)
+        return _centered_matmul(X, self._mean64, self._W, "ZCAWhitening", check_finite=True,
+                                direct=self._direct)
 
     def inverse_transform(self, X):
-        self._check_fitted("components_")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_components_:
-            raise ValueError(f"X: expected shape (n_samples, {self.n_components_}), got {X.shape}")
-        if self.whiten:
-            W = np.sqrt(self.explained_variance_)[:, None] * self.components_
-        else:
-            W = self.components_
-        return X @ W + self.mean_
-
-
-# ---------------------------------------------------------------- ZCA whitening
-
-class ZCAWhitening(_Estimator):
-    """ZCA whitening in the original basis (cs231n notes): with X centred and
-    cov = X^T X / N = U diag(S) U^T, transform(X) = (X - mean_) U diag(1 / sqrt(S + eps)) U^T.
-
-    Attributes: mean_, components_ (U^T), explained_variance_ (S), whitening_ (the d x d
-    matrix applied), dewhitening_ (its inverse), n_features_in_.
-    """
-
-    def __init__(self, eps: float = 1e-5):
-        self.eps = eps
-
-    def fit(self, X, y=None):
-        if not float(self.eps) >= 0:
-            raise ValueError(f"eps: expected a non-negative number, got {self.eps!r}")
-        X = self._validate(X, reset=True)
-        if _is_gpu(X):
-            X = _gpu.to_host(X)
-        n, d = X.shape
-        mean, _, _, _, _ = _stats(X, 2)
-        if not np.isfinite(mean).all():
-            raise _nonfinite_error(X)
-        Xc = np.empty(X.shape, np.float64)
-        _core.prep_affine(X.astype(np.float64, copy=False), mean, np.ones(d), None, Xc)
-        cov = (Xc.T @ Xc) / n
-        U, S, _ = np.linalg.svd(cov)
-        dt = X.dtype
-        self.mean_ = mean.astype(dt)
-        self._mean64 = mean
-        self.components_ = U.T.astype(dt)
-        self.explained_variance_ = S.astype(dt)
-        self.whitening_ = ((U / np.sqrt(S + self.eps)) @ U.T).astype(dt)
-        self.dewhitening_ = ((U * np.sqrt(S + self.eps)) @ U.T).astype(dt)
-        return self
-
-    def transform(self, X):
-        self._check_fitted("whitening_")
-        X = self._validate(X, reset=False)
-        gpu_in = X if _is_gpu(X) else None
-        if gpu_in is not None:
-            X = _gpu.to_host(X)
-        Xc = _affine(X, self._mean64, np.ones(X.shape[1]), None, True)
-        Y = Xc @ self.whitening_
-        return _gpu.from_host(gpu_in, Y) if gpu_in is not None else Y
-
-    def inverse_transform(self, X):
-        self._check_fitted("whitening_")
-        X = self._validate(X, reset=False)
-        if _is_gpu(X):
-            X = _gpu.to_host(X)
-        return X @ self.dewhitening_ + self.mean_
+        _sk_check_is_fitted(self)
+        X = _validate_dense(self, X, reset=False)
+        Y = X @ self.dewhitening_ + self.mean_
+        if not _finite_sum(Y):
+            _nonfinite_input(X, "ZCAWhitening")
+        return Y
 
 
 # ---------------------------------------------------------------- image zero-centering

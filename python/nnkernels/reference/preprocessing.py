@@ -7,7 +7,7 @@ import numpy as np
 
 __all__ = [
     "prep_standard_stats", "prep_standard_scale", "prep_minmax_scale", "prep_robust_stats",
-    "prep_normalize_rows", "prep_pca", "prep_zca_whiten", "prep_image_zero_center",
+    "prep_normalize_rows", "prep_pca", "prep_zca_whiten", "prep_image_zero_center", "prep_centered_gram",
 ]
 
 
@@ -85,3 +85,12 @@ def prep_image_zero_center(X, mode="channel", data_format="NCHW"):
     mean = X.mean(axis=axes)
     shape = (1, -1, 1, 1) if data_format == "NCHW" else (1, 1, 1, -1)
     return X - mean.reshape(shape), mean
+
+
+def prep_centered_gram(X):
+    """(mean, M) with M = (X - mean)^T (X - mean), two-pass in float64: the kernel behind PCA's
+    covariance_eigh and ZCAWhitening (covariance = M / (n - 1) or M / n)."""
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    Xc = X - mean
+    return mean, Xc.T @ Xc
