@@ -173,9 +173,9 @@ def test_passive_openmp_wait_policy_unless_the_user_chose():
     code = """
         import ctypes, os, nnkernels as nk
         print(nk.build_info()["omp_wait_policy"], "OMP_WAIT_POLICY" in os.environ)
-        # the libgomp the extension loaded (a wheel may carry its own copy under another name)
-        maps = open("/proc/self/maps").read().split()
-        ctypes.CDLL(next(p for p in maps if "libgomp" in os.path.basename(p))).omp_display_env(1)
+        # the libgomp the extension loaded: dlsym on the extension's handle searches its own
+        # dependencies (other packages, e.g. scikit-learn, may have loaded copies of their own)
+        ctypes.CDLL(nk._core.__file__).omp_display_env(1)
     """
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("needs /proc/self/maps (Linux)")
@@ -226,3 +226,74 @@ def test_huge_omp_num_threads_is_clamped():
     assert r.returncode == 0, r.stderr
     got, cap = map(int, r.stdout.split())
     assert got == cap
+
+
+# ---------------------------------------------------------------- non-real input (core/array.cpp as_array)
+
+def _non_real(shape):
+    """(name, array or array-like) of every non-real kind, with `shape`'s number of values."""
+    n = int(np.prod(shape))
+    x = np.linspace(-1.0, 1.0, n).reshape(shape)
+    return [
+        ("complex_array", x.astype(np.complex64)),
+        ("complex_list", (x + 1j).tolist()),
+        ("object_array", x.astype(object)),
+        ("bool_array", x > 0),
+        ("bool_list", (x > 0).tolist()),
+        ("str_array", x.astype(str)),
+        ("bytes_array", x.astype("S8")),
+        ("bytes", b"\x00" * (8 * n)),
+        ("datetime", np.arange(n).astype("datetime64[D]").reshape(shape)),
+        ("timedelta", np.arange(n).astype("timedelta64[s]").reshape(shape)),
+    ]
+
+
+def _non_real_calls():
+    """(op, argument, call(bad)) over ops of every family; the other arguments are valid."""
+    from nnkernels import _core
+
+    x = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    v3 = np.ones(3)
+    return [
+        ("relu", "x", (4, 3), lambda b: nk.relu(b)),
+        ("relu_backward", "dout", (4, 3), lambda b: nk.relu_backward(b, x)),
+        ("layernorm_forward", "x", (4, 3), lambda b: nk.layernorm_forward(b)),
+        ("layernorm_forward", "gamma", (3,), lambda b: nk.layernorm_forward(x, b)),
+        ("batchnorm_forward", "beta", (3,), lambda b: nk.batchnorm_forward(x, v3, b)),
+        ("batchnorm_normalize", "mean", (3,), lambda b: nk.batchnorm_normalize(x, b, v3)),
+        ("batchnorm_stats", "x", (4, 3), lambda b: nk.batchnorm_stats(b)),
+        ("batchnorm_merge_stats", "counts", (4,), lambda b: nk.batchnorm_merge_stats(b, x, x)),
+        ("batchnorm_merge_stats", "means", (4, 3), lambda b: nk.batchnorm_merge_stats([1, 2, 3, 4], b, x)),
+        ("batchnorm_merge_stats", "m2s", (4, 3), lambda b: nk.batchnorm_merge_stats([1, 2, 3, 4], x, b)),
+        ("softmax_cross_entropy", "logits", (4, 3), lambda b: nk.softmax_cross_entropy(b, np.zeros(4, np.int64))),
+        ("softmax_cross_entropy", "labels", (4,), lambda b: nk.softmax_cross_entropy(x, b)),
+        ("prep_affine", "shift", (3,), lambda b: _core.prep_affine(x, b, v3, None, np.empty_like(x))),
+        ("prep_affine", "scale", (3,), lambda b: _core.prep_affine(x, v3, b, None, np.empty_like(x))),
+        ("prep_col_stats", "X", (4, 3), lambda b: _core.prep_col_stats(b, 3)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(15), ids=[f"{c[0]}-{c[1]}" for c in _non_real_calls()])
+def test_non_real_input_refused_naming_the_argument(case):
+    """Complex, bool, object, bytes/str and datetime arrays and array-likes are a TypeError naming the
+    argument (never a silent cast: the imaginary part dropped, bytes read as numbers)."""
+    op, arg, shape, call = _non_real_calls()[case]
+    for kind, bad in _non_real(shape):
+        if kind == "bytes" and len(shape) > 1:
+            continue  # a bytes object is 0-d: a shape error first is as good
+        snapshot = np.array(bad, copy=True) if isinstance(bad, np.ndarray) else None
+        with pytest.raises(TypeError, match=rf"^{arg}: expected") as e:
+            call(bad)
+        assert "dtype" in str(e.value) or "real" in str(e.value) or "integer" in str(e.value), (kind, e.value)
+        if snapshot is not None:
+            np.testing.assert_array_equal(bad, snapshot)
+
+
+def test_real_array_likes_still_accepted():
+    """Lists of floats/ints are converted as before (only non-real kinds are refused)."""
+    y = nk.relu([[-1.0, 2.0], [3.0, -4.0]])
+    np.testing.assert_array_equal(y, [[0.0, 2.0], [3.0, 0.0]])
+    n, mean, m2 = nk.batchnorm_merge_stats([2, 2], [[0, 1], [2, 3]], [[0, 0], [2, 2]])
+    assert n == 4
+    np.testing.assert_allclose(mean, [1.0, 2.0])
+    np.testing.assert_allclose(m2, [0 + 2 + 4.0, 0 + 2 + 4.0])

@@ -11,7 +11,7 @@ from nnkernels import reference as ref
 DTYPES = [np.float32, np.float64]
 ACTS = [None, "relu", "leaky_relu"]
 LN_SHAPES = [(1, 1), (1, 7), (2, 5), (3, 1), (17, 33), (5, 257), (2, 3, 31), (40, 1024), (7,), (3, 4100)]
-BN_SHAPES = [(2, 1), (1, 5), (2, 3), (17, 31), (130, 7), (5, 3, 7), (2, 5, 3, 3), (3, 4, 9, 11), (3, 2, 70),
+BN_SHAPES = [(2, 1), (1, 5, 2), (2, 3), (17, 31), (130, 7), (5, 3, 7), (2, 5, 3, 3), (3, 4, 9, 11), (3, 2, 70),
              (2, 3, 5, 17), (200, 65)]
 
 
@@ -226,9 +226,7 @@ def test_batchnorm_training(shape, dtype, activation, isa):
     ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), running_mean=rm2, running_var=rv2, momentum=0.2,
                                              activation=activation, negative_slope=0.05)
     assert y.dtype == mean.dtype == rstd.dtype == np.dtype(dtype) and mean.shape == (c,)
-    atol = 1e-3 if (dtype == np.float32 and x.size // c == 1) else None  # 1 value: rstd = 1/sqrt(eps)
-    kw = {} if atol is None else {"atol": atol}
-    assert_close(y, ry, dtype, table=TOL_REDUCTION, **kw)
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
     assert_close(mean, rmean, dtype, table=TOL_REDUCTION)
     assert_close(rstd, rrstd, dtype, table=TOL_REDUCTION, rtol=1e-4 if dtype == np.float32 else 1e-10)
     assert_close(rm, rm2, dtype, table=TOL_REDUCTION)
@@ -290,9 +288,9 @@ def test_batchnorm_large_mean_as_accurate(dtype):
     assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 if dtype == np.float32 else 1e-9)
 
 
-def test_batchnorm_single_sample_and_constant_channels():
+def test_batchnorm_constant_channels():
     beta = np.array([0.5, -2.0, 3.0], np.float32)
-    for x in (np.array([[1.0, 2.0, 3.0]], np.float32), np.full((4, 3, 5), 7.0, np.float32)):
+    for x in (np.full((2, 3), 7.0, np.float32), np.full((4, 3, 5), 7.0, np.float32)):
         rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
         y, mean, rstd = nk.batchnorm_forward(x, np.ones(3, np.float32), beta, running_mean=rm, running_var=rv)
         assert np.isfinite(y).all() and np.isfinite(rstd).all() and np.isfinite(rv).all()
@@ -475,6 +473,120 @@ def test_merge_stats_float32_data_and_empty_part():
     np.testing.assert_allclose(m2, rm2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1), (1, 1), (1, 5, 1)])
+def test_batchnorm_training_one_value_per_channel_refused(shape):
+    """Like PyTorch: training mode needs more than one value per channel (else y = beta and the
+    unbiased running variance is undefined), refused before anything is written, at every entry
+    point that normalises with batch statistics. Eval mode normalises one sample fine."""
+    x = _data(shape, np.float32, 70)
+    c = shape[1]
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    out = np.full(shape, 5.0, np.float32)
+    msg = r"x: expected more than 1 value per channel when training, got input size \(1, "
+    with pytest.raises(ValueError, match=msg):
+        nk.batchnorm_forward(x, running_mean=rm, running_var=rv, out=out)
+    with pytest.raises(ValueError, match=msg):
+        nk.batchnorm_forward(x, out=out)
+    assert (out == 5).all() and (rm == 0).all() and (rv == 1).all()
+    bn = nk.BatchNorm(c)
+    with pytest.raises(ValueError, match=msg):
+        bn.forward(x)
+    assert (bn.running_mean == 0).all() and (bn.running_var == 1).all()
+    from nnkernels import nn
+
+    layer = nn.BatchNorm(c)
+    with pytest.raises(ValueError, match=msg):
+        layer.forward(x)
+    with pytest.raises(ValueError, match=msg):  # the synchronised path's global count
+        nk._core.batchnorm_check_training_count(shape, 1)
+    nk._core.batchnorm_check_training_count(shape, 2)
+    y = nk.batchnorm_forward(x, training=False, running_mean=rm, running_var=rv)[0]
+    assert_close(y, x / np.sqrt(np.float32(1 + 1e-5)), np.float32)
+    assert_close(bn.eval().forward(x), x / np.sqrt(np.float32(1 + 1e-5)), np.float32)
+    # two values per channel (N = 2, or N = 1 with a spatial size of 2) train
+    nk.batchnorm_forward(np.concatenate([x, x + 1]), running_mean=rm, running_var=rv)
+    nk.batchnorm_forward(np.concatenate([x, x + 1], axis=-1) if len(shape) > 2 else x.reshape(1, c, 1).repeat(2, 2))
+
+
+def test_batchnorm_training_empty_batch_refused():
+    """An empty batch (no value per channel) stays refused in training mode, kept as before."""
+    with pytest.raises(ValueError, match=r"x: training mode needs at least one value per channel"):
+        nk.batchnorm_forward(np.zeros((0, 3), np.float32))
+    assert nk.batchnorm_forward(np.zeros((0, 3), np.float32), training=False, running_mean=np.zeros(3),
+                                running_var=np.ones(3))[0].shape == (0, 3)
+
+
+def _running_stat_cases(c):
+    base = np.zeros(2 * c + 1, np.float32)
+    ro = np.zeros(c, np.float32)
+    ro.flags.writeable = False
+    return [
+        ("list", dict(running_mean=[0.0] * c, running_var=[1.0] * c), TypeError, "running_mean: expected a writeable NumPy array"),
+        ("list_var", dict(running_mean=np.zeros(c, np.float32), running_var=[1.0] * c), TypeError, "running_var: expected a writeable NumPy array"),
+        ("tuple", dict(running_mean=tuple([0.0] * c), running_var=np.ones(c, np.float32)), TypeError, "running_mean: expected"),
+        ("readonly", dict(running_mean=ro, running_var=np.ones(c, np.float32)), ValueError, "running_mean: array is read-only"),
+        ("int", dict(running_mean=np.zeros(c, np.int64), running_var=np.ones(c, np.float32)), TypeError, "running_mean: expected a float32 or float64"),
+        ("shape", dict(running_mean=np.zeros(c + 1, np.float32), running_var=np.ones(c, np.float32)), ValueError, "running_mean: expected shape"),
+        ("same", "same", ValueError, "running_var: shares memory with running_mean"),
+        ("overlap", dict(running_mean=base[:c], running_var=base[c - 1:2 * c - 1]), ValueError, "running_var: shares memory with running_mean"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_batchnorm_running_stats_refused(case):
+    """Running statistics that cannot be updated in place are refused before anything is written."""
+    c = 3
+    name, kw, exc, msg = _running_stat_cases(c)[case]
+    x = _data((6, c), np.float32, 71)
+    x0 = x.copy()
+    out = np.full((6, c), 5.0, np.float32)
+    if kw == "same":
+        r = np.ones(c, np.float32)
+        kw = dict(running_mean=r, running_var=r)
+    before = {k: np.array(v, copy=True) for k, v in kw.items()}
+    with pytest.raises(exc, match=msg):
+        nk.batchnorm_forward(x, running_mean=kw["running_mean"], running_var=kw["running_var"], out=out)
+    assert (out == 5).all() and (x == x0).all()
+    for k, v in kw.items():
+        np.testing.assert_array_equal(np.asarray(v), before[k])
+    if name in ("list", "list_var", "tuple", "readonly", "same", "overlap"):  # read only: fine in eval mode
+        y = nk.batchnorm_forward(x, training=False, running_mean=kw["running_mean"], running_var=kw["running_var"])[0]
+        assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("other", ["out", "x", "gamma", "beta"])
+def test_batchnorm_running_stats_overlapping_other_arrays_refused(other):
+    c = 4
+    buf = np.zeros(64, np.float32)
+    x = _data((3, c), np.float32, 72)
+    arrays = dict(x=x, gamma=np.ones(c, np.float32), beta=np.zeros(c, np.float32), out=np.zeros((3, c), np.float32))
+    if other in ("x", "out"):
+        arrays[other] = buf[:3 * c].reshape(3, c)
+        arrays[other][...] = x if other == "x" else 5
+        rm, rv = buf[3 * c - 2:4 * c - 2], np.ones(c, np.float32)  # tail of the (3, c) block
+    else:
+        arrays[other] = buf[:c]
+        arrays[other][...] = 1 if other == "gamma" else 0
+        rm, rv = np.zeros(c, np.float32), buf[1:c + 1]
+    snap = {k: v.copy() for k, v in arrays.items()}
+    rm0, rv0 = rm.copy(), rv.copy()
+    with pytest.raises(ValueError, match=r"running_(mean|var): shares memory with " + other):
+        nk.batchnorm_forward(arrays["x"], arrays["gamma"], arrays["beta"], running_mean=rm, running_var=rv,
+                             out=arrays["out"])
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, snap[k])
+    np.testing.assert_array_equal(rm, rm0)
+    np.testing.assert_array_equal(rv, rv0)
+    # eval mode only reads them (before writing y): an overlap with out is handled there
+    if other == "out":
+        out = arrays["out"]
+        rm[...] = 0.5
+        expect = ref.batchnorm_forward(x.astype(np.float64), training=False, running_mean=np.full(c, 0.5),
+                                       running_var=np.ones(c))[0]
+        y = nk.batchnorm_forward(x, training=False, running_mean=rm, running_var=rv, out=out)[0]
+        assert_close(y, expect, np.float32)
+
+
 # ---------------------------------------------------------------- modules
 
 def test_modules_train_eval():
@@ -569,6 +681,13 @@ def test_bad_inputs_leave_state_untouched():
         nk.batchnorm_normalize(x, g3, None)
     with pytest.raises(ValueError, match="^counts"):
         nk.batchnorm_merge_stats([1, 2, 3], np.zeros((2, 3)), np.zeros((2, 3)))
+    for bad in (-1, np.nan, np.inf):
+        with pytest.raises(ValueError, match="^counts: expected finite non-negative counts"):
+            nk.batchnorm_merge_stats([1, bad], np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"^means: expected shape \(P, C\)"):
+        nk.batchnorm_merge_stats([1, 2], np.zeros(2), np.zeros(2))
+    with pytest.raises(ValueError, match="^m2s: expected the shape of means"):
+        nk.batchnorm_merge_stats([1, 2], np.zeros((2, 3)), np.zeros((2, 4)))
     np.testing.assert_array_equal(x, x0)
 
 
@@ -665,3 +784,161 @@ def test_large_results_placed_apart_from_input():
     y += 0  # still writable memory of its own
     assert_close(y, expect, np.float32, table=TOL_REDUCTION)
     assert nk.layernorm_forward(_data((4, 5), np.float32))[0].flags.owndata  # small: NumPy's allocator
+
+
+# ---------------------------------------------------------------- extreme magnitudes (issue 13 item 13)
+# Finite float32 values beyond ~1e19 overflow the float sum of squared deviations (y was 0
+# everywhere), beyond ~1e35 the float sum itself; float32 values below ~1e-19 underflow it (wrong
+# with a tiny eps). Such rows / channels are redone in a wider type; results match the float64
+# reference for every finite input.
+
+EXTREME = [(1e19, 1e-5), (3e24, 1e-5), (1e30, 1e-5), (2e36, 1e-5), (1e37, 0.0), (1e-25, 0.0), (3e-30, 1e-45)]
+
+
+def _ln_ref64(x, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps), mean[..., 0], 1 / np.sqrt(var[..., 0] + eps)
+
+
+@pytest.mark.parametrize("scale,eps", EXTREME)
+@pytest.mark.parametrize("d", [2, 7, 64, 257, 1031])
+def test_layernorm_extreme_magnitudes(isa, scale, eps, d):
+    x = (_data((9, d), np.float64, 80) * scale).astype(np.float32)
+    assert np.isfinite(x).all()
+    gamma, beta = _data((d,), np.float32, 81), _data((d,), np.float32, 82)
+    y, mean, rstd = nk.layernorm_forward(x, gamma, beta, eps=eps)
+    ry, rmean, rrstd = _ln_ref64(x, eps)
+    assert_close(y, ry * gamma + beta, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5, atol=0)
+    dout = _data((9, d), np.float32, 83)
+    dx, dg, db = nk.layernorm_backward(dout, x, gamma, mean, rstd)
+    rdx, rdg, rdb = ref.layernorm_backward(*_f64(dout, x, gamma, mean, rstd))
+    # dx ~ rstd * dout * gamma (its terms cancel, to 0 for d = 2): tolerances relative to that scale
+    unit = float(rrstd.max() * np.abs(dout * gamma).max())
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * unit)
+    assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(9))
+    assert_close(db, rdb, np.float32, table=TOL_REDUCTION)
+
+
+@pytest.mark.parametrize("scale,eps", EXTREME)
+@pytest.mark.parametrize("shape", [(2, 3), (9, 5), (130, 7), (3, 4, 65), (5, 3, 7)])
+def test_batchnorm_extreme_magnitudes(isa, scale, eps, shape):
+    x = (_data(shape, np.float64, 84) * scale).astype(np.float32)
+    c = shape[1]
+    gamma, beta = _data((c,), np.float32, 85), _data((c,), np.float32, 86)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    rm2, rv2 = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, rstd = nk.batchnorm_forward(x, gamma, beta, eps=eps, running_mean=rm, running_var=rv)
+    ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), eps=eps, running_mean=rm2, running_var=rv2)
+    assert_close(y, ry, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean, rmean, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(rm, rm2, rtol=1e-5, atol=0)
+    with np.errstate(over="ignore"):
+        fin = np.isfinite(rv2.astype(np.float32))
+    np.testing.assert_allclose(rv[fin], rv2[fin], rtol=1e-5, atol=0)  # beyond float32: inf
+    assert (rv[~fin] == np.inf).all()
+    n, smean, m2 = nk.batchnorm_stats(x)
+    rn, rsmean, rm2s = ref.batchnorm_stats(x.astype(np.float64))
+    np.testing.assert_allclose(smean, rsmean, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(m2, rm2s, rtol=1e-6, atol=0)
+    dout = _data(shape, np.float32, 87)
+    dx, dg, db = nk.batchnorm_backward(dout, x, gamma, mean, rstd)
+    rdx, rdg, rdb = ref.batchnorm_backward(*_f64(dout, x, gamma, mean, rstd))
+    unit = float(rrstd.max() * np.abs(gamma).max() * np.abs(dout).max())
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * unit)
+    # the separable pieces (synchronised batch norm) at the same magnitudes
+    sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, rstd)
+    assert_close(sgx, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size / c))
+    assert_close(sg, rdb, np.float32, table=TOL_REDUCTION)
+    dxe = nk.batchnorm_backward_elemt(dout, x, gamma, mean, rstd, rdb, rdg, x.size // c)
+    np.testing.assert_allclose(dxe, rdx, rtol=1e-4, atol=1e-4 * unit)
+    assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size / c))
+    assert_close(db, rdb, np.float32, table=TOL_REDUCTION)
+
+
+def test_norm_values_spread_over_more_than_float_max(isa):
+    """x - mean itself overflows float32 (values +-3e38): the kernels centre on the midpoint."""
+    row = np.array([3e38, -3e38, -3e38, 1e38, 0.0, -2e38, 2.5e38], np.float32)
+    x = np.stack([row, row[::-1], row * 0.5])
+    y, mean, rstd = nk.layernorm_forward(x)
+    ry, rmean, rrstd = _ln_ref64(x, 1e-5)
+    assert_close(y, ry, np.float32, table=TOL_REDUCTION)
+    np.testing.assert_allclose(rstd, rrstd, rtol=1e-5)
+    dout = _data(x.shape, np.float32, 88)
+    dx = nk.layernorm_backward(dout, x, None, mean, rstd)[0]
+    rdx = ref.layernorm_backward(*_f64(dout, x), None, *_f64(mean, rstd))[0]
+    np.testing.assert_allclose(dx, rdx, rtol=1e-4, atol=1e-4 * float(rrstd.max() * np.abs(dout).max()))
+    xb = np.ascontiguousarray(x.T)
+    yb, mb, rb = nk.batchnorm_forward(xb)
+    assert_close(yb, ry.T, np.float32, table=TOL_REDUCTION)
+    dxb = nk.batchnorm_backward(dout.T.copy(), xb, None, mb, rb)[0]
+    rdxb = ref.batchnorm_backward(*_f64(dout.T.copy(), xb), None, *_f64(mb, rb))[0]
+    np.testing.assert_allclose(dxb, rdxb, rtol=1e-4, atol=1e-4 * float(rrstd.max() * np.abs(dout).max()))
+
+
+@pytest.mark.parametrize("value", [0.7, 1e15, -3.3e37, 1e-30])
+def test_norm_constant_rows_give_beta_at_any_magnitude(isa, value):
+    """A constant row / channel gives y = beta exactly (was beta + 2048 for 1e15: the float mean of
+    a constant row is not always its value)."""
+    d = 1000
+    beta = _data((d,), np.float32, 89)
+    x = np.full((3, d), value, np.float32)
+    y, mean, rstd = nk.layernorm_forward(x, np.ones(d, np.float32), beta)
+    np.testing.assert_array_equal(y, np.broadcast_to(beta, x.shape))
+    np.testing.assert_array_equal(mean, np.float32(value))
+    yb = nk.batchnorm_forward(np.full((d, 3), value, np.float32), np.ones(3, np.float32), beta[:3])[0]
+    np.testing.assert_array_equal(yb, np.broadcast_to(beta[:3], (d, 3)))
+
+
+def test_norm_extreme_rows_keep_nan_and_inf_semantics():
+    x = np.full((2, 9), 1e30, np.float32)
+    x[0, 3] = np.nan
+    x[1, :] = _data((9,), np.float64, 90) * 1e30
+    x[1, 4] = np.inf
+    y = nk.layernorm_forward(x)[0]
+    assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("op", ["layernorm", "batchnorm"])
+def test_norm_extreme_threads_bitwise(threads, op):
+    """Rows / channels redone in the wide type: same bits at 1 and 2 threads (fixed chunks)."""
+    x = _data((600, 256), np.float32, 91)
+    x[::7, ::3] *= np.float32(1e30)  # extreme: every 7th row (layer norm), every 3rd channel (batch norm)
+    dout = _data(x.shape, np.float32, 92)
+    g = _data((256,), np.float32, 93)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        if op == "layernorm":
+            y, m, r = nk.layernorm_forward(x, g, g)
+            res.append((y, m, r) + nk.layernorm_backward(dout, x, g, m, r))
+        else:
+            y, m, r = nk.batchnorm_forward(x, g, g)
+            res.append((y, m, r) + nk.batchnorm_backward(dout, x, g, m, r))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(res[0][0]).all() and np.isfinite(res[0][3]).all()
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="no long double wider than float64 on this platform")
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_norm_float64_extreme_magnitudes(isa, scale):
+    """float64 squares overflow beyond ~1e154 (underflow below ~1e-154): redone in long double.
+    The float64 reference runs on x / scale (y is scale-invariant; eps is negligible at 1e200 and
+    set to 0 at 1e-200)."""
+    eps = 1e-5 if scale > 1 else 0.0
+    x0 = _data((5, 33), np.float64, 94)
+    x = x0 * scale
+    y, mean, rstd = nk.layernorm_forward(x, eps=eps)
+    ry, rmean, rrstd = _ln_ref64(x0, 0.0)
+    assert_close(y, ry, np.float64, table=TOL_REDUCTION)
+    np.testing.assert_allclose(mean / scale, rmean, rtol=1e-12)
+    np.testing.assert_allclose(rstd * scale, rrstd, rtol=1e-12)
+    yb, mb, rb = nk.batchnorm_forward(np.ascontiguousarray(x.T), eps=eps)
+    assert_close(yb, ry.T, np.float64, table=TOL_REDUCTION)
+    np.testing.assert_allclose(rb * scale, rrstd, rtol=1e-12)

@@ -112,10 +112,91 @@ def test_constructor_validation():
         optim.Adam([np.ones(3, np.int64)])
     with pytest.raises(ValueError, match=r"^params\[0\]"):
         optim.Adam([np.ones((3, 4))[:, ::2]])
-    with pytest.raises(ValueError, match=r"^betas\[1\]"):
+    with pytest.raises(ValueError, match=r"^beta2: expected a number in \[0, 1\)"):
         optim.Adam([np.ones(3)], betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="^lr"):
         optim.SGD([np.ones(3)], lr=-0.1)
+
+
+NAN, INF = float("nan"), float("inf")
+# (class, bad keyword arguments, exception, message start): every hyperparameter is checked in the
+# constructor, as torch.optim does, by the check the step functions run.
+BAD_HYPER = [
+    ("SGD", dict(lr=-0.1), ValueError, "lr: expected a finite number >= 0"),
+    ("SGD", dict(lr=NAN), ValueError, "lr: expected a finite number >= 0"),
+    ("SGD", dict(lr=INF), ValueError, "lr: expected a finite number >= 0"),
+    ("SGD", dict(lr="fast"), TypeError, "lr: expected a real number"),
+    ("SGD", dict(momentum=-0.5), ValueError, "momentum: expected a finite number >= 0"),
+    ("SGD", dict(momentum=NAN), ValueError, "momentum: expected a finite number >= 0"),
+    ("SGD", dict(momentum=True), TypeError, "momentum: expected a real number"),
+    ("SGD", dict(weight_decay=-1e-4), ValueError, "weight_decay: expected a finite number >= 0"),
+    ("SGD", dict(momentum=0.9, dampening=1.5), ValueError, "dampening: expected a number in \\[0, 1\\]"),
+    ("SGD", dict(momentum=0.9, dampening=0.5, nesterov=True), ValueError, "nesterov: Nesterov momentum requires"),
+    ("SGD", dict(nesterov=True), ValueError, "nesterov: Nesterov momentum requires momentum > 0"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), ValueError, "initial_accumulator_value: expected a finite number >= 0"),
+    ("Adagrad", dict(initial_accumulator_value=NAN), ValueError, "initial_accumulator_value: expected a finite"),
+    ("Adagrad", dict(initial_accumulator_value=INF), ValueError, "initial_accumulator_value: expected a finite"),
+    ("Adagrad", dict(initial_accumulator_value="0"), TypeError, "initial_accumulator_value: expected a real number"),
+    ("Adagrad", dict(eps=-1e-10), ValueError, "eps: expected a finite number >= 0"),
+    ("Adagrad", dict(weight_decay=NAN), ValueError, "weight_decay: expected a finite number >= 0"),
+    ("RMSprop", dict(alpha=-0.1), ValueError, "alpha: expected a number in \\[0, 1\\]"),
+    ("RMSprop", dict(alpha=1.5), ValueError, "alpha: expected a number in \\[0, 1\\]"),
+    ("RMSprop", dict(eps=NAN), ValueError, "eps: expected a finite number >= 0"),
+    ("RMSprop", dict(lr=-1.0), ValueError, "lr: expected a finite number >= 0"),
+    ("Adam", dict(betas=(-0.1, 0.999)), ValueError, "beta1: expected a number in \\[0, 1\\)"),
+    ("Adam", dict(betas=(0.9, NAN)), ValueError, "beta2: expected a number in \\[0, 1\\)"),
+    ("Adam", dict(betas=0.9), TypeError, "betas: expected a pair"),
+    ("Adam", dict(eps=-1e-8), ValueError, "eps: expected a finite number >= 0"),
+    ("Adam", dict(weight_decay=-0.01), ValueError, "weight_decay: expected a finite number >= 0"),
+    ("AdamW", dict(weight_decay=INF), ValueError, "weight_decay: expected a finite number >= 0"),
+    ("AdamW", dict(lr=NAN), ValueError, "lr: expected a finite number >= 0"),
+]
+
+
+@pytest.mark.parametrize("name,kw,exc,msg", BAD_HYPER, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_HYPER)])
+def test_constructor_refuses_bad_hyperparameters(name, kw, exc, msg):
+    p = np.ones(3)
+    with pytest.raises(exc, match="^" + msg):
+        getattr(optim, name)([p], **kw)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_valid_edge_hyperparameters_accepted():
+    optim.SGD([np.ones(3)], lr=0.0, momentum=0.0, nesterov=False)
+    optim.SGD([np.ones(3)], momentum=0.9, dampening=0.0, nesterov=True)
+    optim.Adagrad([np.ones(3)], initial_accumulator_value=0.0, eps=0.0)
+    optim.RMSprop([np.ones(3)], alpha=0.0)
+    optim.Adam([np.ones(3)], betas=(0.0, 0.0), eps=0.0)
+
+
+@pytest.mark.parametrize("name,state", [("Adagrad", "sum_sq"), ("RMSprop", "sq_avg"), ("Adam", "exp_avg_sq"),
+                                        ("AdamW", "exp_avg_sq")])
+@pytest.mark.parametrize("bad", [-1e-3, float("nan")])
+def test_load_state_dict_refuses_negative_square_averages(name, state, bad):
+    params = [np.ones(5), np.ones((2, 3))]
+    opt = getattr(optim, name)(params)
+    opt.step([np.full(5, 0.5), np.full((2, 3), 0.5)])
+    good = opt.state_dict()
+    arr = good[f"{state}.1"].copy()
+    arr[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"^state: {state}\.1 has negative or NaN entries"):
+        opt.load_state_dict(dict(good, **{f"{state}.1": arr}))
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(good[k]))
+    opt.load_state_dict(good)  # the saved state itself loads
+
+
+@pytest.mark.parametrize("key,value,msg", [("momentum", -0.9, "momentum"), ("dampening", 0.5, "nesterov"),
+                                           ("lr", float("nan"), "lr")])
+def test_load_state_dict_refuses_bad_hyperparameters(key, value, msg):
+    params = [np.ones(4)]
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True)
+    opt.step([np.ones(4)])
+    good = opt.state_dict()
+    with pytest.raises(ValueError, match="^" + msg):
+        opt.load_state_dict(dict(good, **{key: value}))
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(good[k]))
 
 
 def test_step_refusal_leaves_params_and_state_unchanged():

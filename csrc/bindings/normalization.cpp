@@ -13,7 +13,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/array.hpp"
@@ -641,10 +644,48 @@ void bn_stats_run(const Geom& g, const Rows& xr, std::vector<double>& hi, std::v
   bn_stats<T>(g, xr.view.ptr<T>(), xr.rs, hi, lo, m2);
 }
 
+// Channels whose fast statistics cannot be right (wide_needed, cpu/normalization.hpp) are redone
+// by wide_stats: hi becomes the centre the kernels subtract (a T value, chosen so that x - hi
+// cannot overflow), lo = mean - hi, m2 the wide M2 rounded to double. Where that overflows or
+// underflows (float64 data beyond ~1e154 or below ~1e-154), var (empty otherwise: no per-channel
+// long double work on the normal path; -1 for the other channels) receives the channel's biased
+// variance in long double, in range for any finite data.
+// Empty channels (count 0) are left as they are.
+template <class T>
+void bn_wide_channels(const Geom& g, const Rows& xr, double eps, std::vector<double>& hi, std::vector<double>& lo,
+                      std::vector<double>& m2, std::vector<long double>& var) {
+  const int64_t count = g.N * g.S;
+  var.clear();
+  if (count == 0) return;
+  const T* x = xr.view.ptr<T>();
+  const int64_t rs = xr.rs, S = g.S;
+  if (__builtin_expect(!kern<T>().any_outside(m2.data(), g.C, wide_floor<T>(double(count), eps)), 1)) return;
+  for (int64_t c = 0; c < g.C; ++c) {
+    const size_t k = size_t(c);
+    if (!wide_needed<T>(m2[k], m2[k] / double(count), lo[k], eps)) continue;
+    const T* xc = x + c * S;
+    const WideStats<T> w = wide_stats<T>(count, [xc, rs, S](int64_t i) { return xc[(i / S) * rs + i % S]; });
+    if (!w.finite) continue;
+    const T mh = wide_center<T>(w);
+    hi[k] = double(mh);
+    lo[k] = double(w.mean - WideOf<T>(mh));
+    m2[k] = double(w.m2);
+    if (!(m2[k] <= std::numeric_limits<double>::max()) || (m2[k] < std::numeric_limits<double>::min() && w.m2 > 0)) {
+      if (var.empty()) var.assign(size_t(g.C), -1.0L);  // -1: not set (the double m2 is exact enough)
+      var[k] = w.m2 / count;
+    }
+  }
+}
+
 void stats_dispatch(const Geom& g, const Rows& xr, std::vector<double>& hi, std::vector<double>& lo,
-                    std::vector<double>& m2) {
-  if (xr.view.dtype == DType::f32) bn_stats_run<float>(g, xr, hi, lo, m2);
-  else bn_stats_run<double>(g, xr, hi, lo, m2);
+                    std::vector<double>& m2, double eps, std::vector<long double>& var) {
+  if (xr.view.dtype == DType::f32) {
+    bn_stats_run<float>(g, xr, hi, lo, m2);
+    bn_wide_channels<float>(g, xr, eps, hi, lo, m2, var);
+  } else {
+    bn_stats_run<double>(g, xr, hi, lo, m2);
+    bn_wide_channels<double>(g, xr, eps, hi, lo, m2, var);
+  }
 }
 
 void normalize_dispatch(const Geom& g, const Rows& xr, const Dest& dst, const std::vector<double>& hi,
@@ -668,7 +709,8 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   const int64_t C = g.C, count = g.N * g.S;
   const size_t Cs = size_t(C);
   std::vector<double> hi, lo, m2;
-  if (training) stats_dispatch(g, xr, hi, lo, m2);
+  std::vector<long double> wvar;
+  if (training) stats_dispatch(g, xr, hi, lo, m2, eps, wvar);
   py::array mean_a = empty_array(dtype_of<T>(), {C}), rstd_a = empty_array(dtype_of<T>(), {C});
   T* mean_o = static_cast<T*>(mean_a.mutable_data());
   T* rstd_o = static_cast<T*>(rstd_a.mutable_data());
@@ -677,8 +719,11 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
     const size_t k = size_t(c);
     const double h = training ? hi[k] : read_at(rm.view, c);
     const double l = training ? lo[k] : 0.0;
-    const double var = training ? m2[k] / double(count) : read_at(rv.view, c);
-    const T rs = T(1.0 / std::sqrt(var + eps));
+    // long double only where a channel's variance needs it (wide statistics): same bits otherwise
+    const bool wide = training && !wvar.empty() && wvar[k] >= 0;
+    const T rs = wide
+                     ? T(1.0L / std::sqrt(wvar[k] + (long double)eps))
+                     : T(1.0 / std::sqrt((training ? m2[k] / double(count) : read_at(rv.view, c)) + eps));
     mean_o[c] = T(h + l);
     rstd_o[c] = rs;
     forward_channel<T>(h, l, rs, gv.present ? read_at(gv.view, c) : 1.0, bv.present ? read_at(bv.view, c) : 0.0,
@@ -692,13 +737,54 @@ py::tuple bn_forward_typed(const Geom& g, const Rows& xr, Dest& dst, bool traini
   if (training && rm.present) {
     for (int64_t c = 0; c < C; ++c) {
       const size_t k = size_t(c);
-      const double var = m2[k] / double(count);
-      const double vu = (unbiased && count > 1) ? m2[k] / double(count - 1) : var;
+      const bool wide = !wvar.empty() && wvar[k] >= 0;  // as for rs above
+      const long double var = wide ? wvar[k] : (long double)(m2[k] / double(count));
+      const double vu = (unbiased && count > 1)
+                            ? (wide ? double(var * count / (count - 1)) : m2[k] / double(count - 1))
+                            : double(var);
       write_at(rm.view, c, (1.0 - momentum) * read_at(rm.view, c) + momentum * (hi[k] + lo[k]));
       write_at(rv.view, c, (1.0 - momentum) * read_at(rv.view, c) + momentum * vu);
     }
   }
   return py::make_tuple(dst.result, mean_a, rstd_a);
+}
+
+// Training mode normalises with the batch statistics: like PyTorch, a channel needs more than
+// one value (with one, y = beta whatever x is and the unbiased running variance is undefined).
+// Shared by every entry point that normalises in training mode (batchnorm_forward, the
+// BatchNorm classes, nn.BatchNorm's synchronised path through batchnorm_check_training_count).
+void check_training_count(int64_t count, int64_t C, const Dims& shape) {
+  if (count > 1 || C == 0) return;
+  if (count == 0)
+    throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0), "
+                          "got input size " + shape_str(shape));
+  throw py::value_error("x: expected more than 1 value per channel when training, got input size " +
+                        shape_str(shape));
+}
+
+// Running statistics are updated in place after y is written: each must be a writeable NumPy
+// array of its own (a list or another array-like would be converted to a temporary and the
+// update lost), apart from the other one (updated twice otherwise) and from every other array
+// of the call (the update would read a written y, or write into an input). `arrays`: (view, name)
+// of the other operands, null for an absent one.
+void check_running_stats(const py::object& rm_o, const Vec& rm, const py::object& rv_o, const Vec& rv,
+                         std::initializer_list<std::pair<const ArrayView*, const char*>> arrays) {
+  const std::pair<const py::object*, const Vec*> stats[2] = {{&rm_o, &rm}, {&rv_o, &rv}};
+  const char* names[2] = {"running_mean", "running_var"};
+  for (int k = 0; k < 2; ++k) {
+    const char* name = names[k];
+    if (!py::isinstance<py::array>(*stats[k].first))
+      throw py::type_error(std::string(name) + ": expected a writeable NumPy array (updated in place in training "
+                           "mode), got " + std::string(py::str(py::type::of(*stats[k].first).attr("__name__"))));
+    const ArrayView& v = stats[k].second->view;
+    if (!v.writeable) throw py::value_error(std::string(name) + ": array is read-only (updated in place in training mode)");
+    for (const auto& a : arrays)
+      if (a.first && may_overlap(v, *a.first))
+        throw py::value_error(std::string(name) + ": shares memory with " + a.second +
+                              " (updated in place after " + a.second + " is read or written)");
+  }
+  if (may_overlap(rm.view, rv.view))
+    throw py::value_error("running_var: shares memory with running_mean (each is updated in place)");
 }
 
 py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, bool training,
@@ -715,14 +801,14 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   if (rm.present != rv.present)
     throw py::value_error(rm.present ? "running_var: required when running_mean is given"
                                      : "running_mean: required when running_var is given");
-  if (training && rm.present) {
-    if (!rm.view.writeable) throw py::value_error("running_mean: array is read-only");
-    if (!rv.view.writeable) throw py::value_error("running_var: array is read-only");
-  }
-  const int64_t count = g.N * g.S;
-  if (training && count == 0 && g.C > 0)
-    throw py::value_error("x: training mode needs at least one value per channel (N * spatial size is 0)");
+  if (training) check_training_count(g.N * g.S, g.C, in.xv.shape);
   Dest dst = dest_for(out, in.xv.dtype, in.xv.shape, in.xv.data);
+  if (training && rm.present) {
+    const ArrayView outv = view_of(dst.result, "out");
+    check_running_stats(rm_o, rm, rv_o, rv,
+                        {{&in.xv, "x"}, {&outv, "out"}, {gv.present ? &gv.view : nullptr, "gamma"},
+                         {bv.present ? &bv.view : nullptr, "beta"}});
+  }
   py::array x = in.x;
   ArrayView xv = in.xv;
   read_apart_from(x, xv, dst.view, "x");
@@ -736,10 +822,52 @@ py::tuple batchnorm_stats(const py::handle& x_in) {
   BnInput in = bn_input(x_in);
   Rows xr = rows_of(in.x, in.xv, 1, "x");
   std::vector<double> hi, lo, m2;
-  stats_dispatch(in.g, xr, hi, lo, m2);
+  std::vector<long double> var;
+  stats_dispatch(in.g, xr, hi, lo, m2, 0.0, var);
   std::vector<double> mean(hi.size());
   for (size_t c = 0; c < hi.size(); ++c) mean[c] = hi[c] + lo[c];
   return py::make_tuple(py::int_(in.g.N * in.g.S), vec_array(DType::f64, mean), vec_array(DType::f64, m2));
+}
+
+// Chan et al.'s parallel update of per-part (count, mean, m2), parts merged in order (the same
+// chan_merge as the statistics of batchnorm_stats); parts with count 0 leave a channel as it is.
+// Small host-side arrays: read as float64 values (as_float64 refuses non-real input).
+py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& means_in, const py::handle& m2s_in) {
+  const py::array means = as_float64(means_in, "means"), m2s = as_float64(m2s_in, "m2s");
+  const py::array counts = as_float64(counts_in, "counts");
+  if (means.ndim() != 2)
+    throw py::value_error("means: expected shape (P, C), got " + shape_str(Dims(means.shape(), means.shape() + means.ndim())));
+  const Dims shape(means.shape(), means.shape() + 2);
+  const Dims m2_shape(m2s.shape(), m2s.shape() + m2s.ndim()), c_shape(counts.shape(), counts.shape() + counts.ndim());
+  if (m2_shape != shape)
+    throw py::value_error("m2s: expected the shape of means " + shape_str(shape) + ", got " + shape_str(m2_shape));
+  const int64_t P = shape[0], C = shape[1];
+  const bool per_channel = c_shape == shape;
+  if (!per_channel && c_shape != Dims{P})
+    throw py::value_error("counts: expected shape (" + std::to_string(P) + ",) or " + shape_str(shape) + ", got " +
+                          shape_str(c_shape));
+  const double* cp = static_cast<const double*>(counts.data());
+  const double* mp = static_cast<const double*>(means.data());
+  const double* qp = static_cast<const double*>(m2s.data());
+  const int64_t nc = per_channel ? P * C : P;
+  for (int64_t i = 0; i < nc; ++i)
+    if (!(cp[i] >= 0) || !std::isfinite(cp[i]))
+      throw py::value_error("counts: expected finite non-negative counts, got " + std::string(py::str(py::float_(cp[i]))));
+  std::vector<double> n(size_t(C), 0.0), mean(size_t(C), 0.0), m2(size_t(C), 0.0);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t c = 0; c < C; ++c) {
+      const double nb = per_channel ? cp[p * C + c] : cp[p];
+      if (nb > 0) chan_merge(n[size_t(c)], mean[size_t(c)], m2[size_t(c)], nb, mp[p * C + c], qp[p * C + c]);
+    }
+  py::object count;
+  if (per_channel) {
+    count = vec_array(DType::f64, n);
+  } else {
+    double total = 0;
+    for (int64_t p = 0; p < P; ++p) total += cp[p];
+    count = py::int_(std::llround(total));
+  }
+  return py::make_tuple(count, vec_array(DType::f64, mean), vec_array(DType::f64, m2));
 }
 
 py::array batchnorm_normalize(const py::handle& x_in, const py::object& mean_o, const py::object& rstd_o,
@@ -823,9 +951,58 @@ std::vector<T> elemt_params(const std::vector<double>& mh_d, const std::vector<d
   return pc;
 }
 
+// ---- extreme magnitudes in the backward (see wide_needed, cpu/normalization.hpp)
+// The float block sums of g * (x - m) overflow for |x - m| * |g| near max, and the dx coefficient
+// K = -gamma * rstd^2 * sum_dout_xhat / count leaves T's normal range when the std is beyond
+// ~1e19 (float32): the xhat term of dx would be lost. Such channels are redone in WideOf<T>.
+template <class T> bool bn_bwd_wide(const double* red3, double K) {
+  const double aK = std::fabs(K);
+  return !(std::fabs(red3[0]) + std::fabs(red3[1]) + std::fabs(red3[2]) <= std::numeric_limits<double>::max()) ||
+         (aK != 0 && (aK < double(std::numeric_limits<T>::min()) || aK > double(std::numeric_limits<T>::max())));
+}
+// Element i of channel c (i over the N * S values) of a row-strided (N, C*S) operand.
+inline int64_t chan_off(const Geom& g, int64_t rs, int64_t c, int64_t i) { return (i / g.S) * rs + c * g.S + i % g.S; }
+template <class T> T bwd_grad(const BwdInputs& b, int64_t c, int64_t i, T slope) {
+  const T d = b.dr.view.ptr<T>()[chan_off(b.in.g, b.dr.rs, c, i)];
+  if (b.act == kNormActNone) return d;
+  const T yv = b.yr.view.ptr<T>()[chan_off(b.in.g, b.yr.rs, c, i)];
+  return yv > T(0) ? d : (b.act == kNormActRelu ? T(0) : d * slope);
+}
+// Wide sums of channel c around m: [sum g | sum g*(x - m) | sum (x - m)].
+template <class T> void bn_wide_sums(const BwdInputs& b, int64_t c, WideOf<T> m, T slope, WideOf<T>* out3) {
+  using W = WideOf<T>;
+  const int64_t count = b.in.g.N * b.in.g.S;
+  const T* x = b.xr.view.ptr<T>();
+  W a = 0, bb = 0, e = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const W gi = W(bwd_grad<T>(b, c, i, slope)), xm = W(x[chan_off(b.in.g, b.xr.rs, c, i)]) - m;
+    a += gi; bb += gi * xm; e += xm;
+  }
+  out3[0] = a; out3[1] = bb; out3[2] = e;
+}
+// dx of channel c, dx = gamma * rstd * (g - sg / count - xhat * sgxh / count) with xhat = (x - m) * rstd,
+// into buf (C order over the channel's values).
+template <class T>
+void bn_wide_dx(const BwdInputs& b, int64_t c, WideOf<T> m, WideOf<T> gamma, WideOf<T> rstd, WideOf<T> sg,
+                WideOf<T> sgxh, WideOf<T> count, T slope, std::vector<T>& buf) {
+  using W = WideOf<T>;
+  const int64_t n = b.in.g.N * b.in.g.S;
+  const T* x = b.xr.view.ptr<T>();
+  buf.resize(size_t(n));
+  const W ma = sg / count, k = sgxh / count;
+  for (int64_t i = 0; i < n; ++i) {
+    const W xhat = (W(x[chan_off(b.in.g, b.xr.rs, c, i)]) - m) * rstd;
+    buf[size_t(i)] = T(gamma * rstd * (W(bwd_grad<T>(b, c, i, slope)) - ma - xhat * k));
+  }
+}
+template <class T> void bn_scatter_channel(const Geom& g, T* dx, int64_t c, const std::vector<T>& buf) {
+  for (int64_t i = 0; i < g.N * g.S; ++i) dx[chan_off(g, g.W, c, i)] = buf[size_t(i)];
+}
+
 template <class T>
 py::tuple bn_backward_typed(BwdInputs& b, Dest& dst, const Vec& gv, const std::vector<double>& mean_d,
                             const std::vector<double>& rstd, double slope) {
+  using W = WideOf<T>;
   const Geom& g = b.in.g;
   const size_t C = size_t(g.C);
   std::vector<T> mh(C);
@@ -833,17 +1010,34 @@ py::tuple bn_backward_typed(BwdInputs& b, Dest& dst, const Vec& gv, const std::v
   for (size_t c = 0; c < C; ++c) { mh[c] = T(mean_d[c]); mhd[c] = double(mh[c]); }
   const std::vector<double> red = reduce_run<T>(b, mh, slope);
   const double count = double(g.N * g.S);
+  const std::vector<double> gamma = to_double(gv, g.C, 1.0);
   std::vector<double> sg(C), sgxh(C), ml(C);
+  std::vector<int64_t> wide;  // channels redone in WideOf<T>, their dx kept in bufs until the fast pass is done
+  std::vector<std::vector<T>> bufs;
   for (size_t c = 0; c < C; ++c) {
     // Residual of the stored mean (c = mean(x - mh)) is folded back in: accuracy at large |mean|.
     const double cres = count > 0 ? red[3 * c + 2] / count : 0.0;
     ml[c] = cres;
     sg[c] = red[3 * c];
     sgxh[c] = (red[3 * c + 1] - cres * red[3 * c]) * rstd[c];
+    if (count > 0 && __builtin_expect(bn_bwd_wide<T>(&red[3 * c], -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
+      W s3[3];
+      bn_wide_sums<T>(b, int64_t(c), W(mh[c]), T(slope), s3);
+      const W cw = s3[2] / W(count);
+      const W sgxh_w = (s3[1] - cw * s3[0]) * W(rstd[c]);
+      sg[c] = double(s3[0]);
+      sgxh[c] = double(sgxh_w);
+      ml[c] = 0;  // this channel's fast dx is replaced below
+      wide.push_back(int64_t(c));
+      bufs.emplace_back();
+      bn_wide_dx<T>(b, int64_t(c), W(mh[c]) + cw, W(gamma[c]), W(rstd[c]), s3[0], sgxh_w, W(count), T(slope),
+                    bufs.back());
+    }
   }
   if (count > 0) {
-    const std::vector<T> pc = elemt_params<T>(mhd, ml, to_double(gv, g.C, 1.0), rstd, sg, sgxh, count);
+    const std::vector<T> pc = elemt_params<T>(mhd, ml, gamma, rstd, sg, sgxh, count);
     elemt_run<T>(b, dst.view.ptr<T>(), dst.fresh, pc, slope);
+    for (size_t k = 0; k < wide.size(); ++k) bn_scatter_channel<T>(g, dst.view.ptr<T>(), wide[k], bufs[k]);
   }
   finish(dst);
   if (!gv.present) return py::make_tuple(dst.result, py::none(), py::none());
@@ -878,6 +1072,12 @@ py::tuple reduce_typed(BwdInputs& b, const std::vector<double>& mean, const std:
     // sum g*(x - mean) = sum g*(x - mh) - (mean - mh) * sum g   (exact split of the given mean)
     sg[c] = red[3 * c];
     sgxh[c] = (red[3 * c + 1] - (mean[c] - double(mh[c])) * red[3 * c]) * rstd[c];
+    if (__builtin_expect(bn_bwd_wide<T>(&red[3 * c], 0.0), 0)) {  // float block sums overflowed: wide sums
+      WideOf<T> s3[3];
+      bn_wide_sums<T>(b, int64_t(c), WideOf<T>(mean[c]), T(slope), s3);
+      sg[c] = double(s3[0]);
+      sgxh[c] = double(s3[1] * WideOf<T>(rstd[c]));
+    }
   }
   return py::make_tuple(vec_array(b.in.xv.dtype, sg), vec_array(b.in.xv.dtype, sgxh));
 }
@@ -906,6 +1106,16 @@ void elemt_typed(BwdInputs& b, py::array& dx, const std::vector<double>& mean, c
   }
   const std::vector<T> pc = elemt_params<T>(mh, ml, gamma, rstd, sg, sgxh, count);
   elemt_run<T>(b, static_cast<T*>(dx.mutable_data()), true, pc, slope);
+  // Channels whose dx coefficient K leaves T's normal range (std beyond ~1e19 in float32) are
+  // recomputed in the wide type over the fresh dx (see bn_bwd_wide).
+  const double zero3[3] = {0, 0, 0};
+  std::vector<T> buf;
+  for (size_t c = 0; c < C; ++c)
+    if (__builtin_expect(bn_bwd_wide<T>(zero3, -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
+      using W = WideOf<T>;
+      bn_wide_dx<T>(b, int64_t(c), W(mean[c]), W(gamma[c]), W(rstd[c]), W(sg[c]), W(sgxh[c]), W(count), T(slope), buf);
+      bn_scatter_channel<T>(b.in.g, static_cast<T*>(dx.mutable_data()), int64_t(c), buf);
+    }
 }
 
 py::array batchnorm_backward_elemt(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
@@ -946,6 +1156,19 @@ NK_REGISTER_BINDINGS(normalization) {
   m.def("batchnorm_backward", &batchnorm_backward, py::arg("dout"), py::arg("x"), py::arg("gamma"), py::arg("mean"),
         py::arg("rstd"), py::arg("activation"), py::arg("y"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_stats", &batchnorm_stats, py::arg("x"));
+  m.def("batchnorm_merge_stats", &batchnorm_merge_stats, py::arg("counts"), py::arg("means"), py::arg("m2s"));
+  m.def(
+      "batchnorm_check_training_count",
+      [](const std::vector<int64_t>& shape, long long count) {
+        if (shape.size() < 2)
+          throw py::value_error("x: expected an array of shape (N, C) or (N, C, *spatial), got shape " +
+                                shape_str(shape));
+        check_training_count(count, shape[1], shape);
+      },
+      py::arg("shape"), py::arg("count"),
+      "Raise the ValueError of batchnorm_forward(training=True) when `count` (the number of values per channel "
+      "that an x of this shape is normalised over, e.g. the global count of synchronised batch norm) is not "
+      "more than 1.");
   m.def("batchnorm_normalize", &batchnorm_normalize, py::arg("x"), py::arg("mean"), py::arg("rstd"), py::arg("gamma"),
         py::arg("beta"), py::arg("activation"), py::arg("negative_slope"), py::arg("out"));
   m.def("batchnorm_backward_reduce", &batchnorm_backward_reduce, py::arg("dout"), py::arg("x"), py::arg("mean"),

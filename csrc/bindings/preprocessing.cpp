@@ -90,13 +90,11 @@ py::array_t<double> vec(const std::vector<double>& v) {
 }
 
 std::vector<double> dvec(const py::handle& h, int64_t n, const char* name) {
-  // ALIGNED as well: NumPy then copies a misaligned buffer (np.frombuffer at an odd offset)
-  // instead of handing over a double* that is not double-aligned.
-  using Aligned = py::array_t<double, py::array::c_style | py::array::forcecast | py::detail::npy_api::NPY_ARRAY_ALIGNED_>;
-  Aligned a = Aligned::ensure(h);
-  if (!a || a.ndim() != 1 || a.shape(0) != n)
+  const py::array a = as_float64(h, name);  // refuses non-real input (core/array.hpp)
+  if (a.ndim() != 1 || a.shape(0) != n)
     throw py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) + " values");
-  return std::vector<double>(a.data(), a.data() + n);
+  const double* p = static_cast<const double*>(a.data());
+  return std::vector<double>(p, p + n);
 }
 
 // Output argument: writeable ndarray of X's shape and dtype with unit stride along rows or columns.

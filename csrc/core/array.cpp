@@ -65,13 +65,40 @@ ArrayView view_of(const py::array& a, const char* arg) {
   return v;
 }
 
+namespace {
+// dtype kind of an ndarray, read from its descriptor (no dtype object built: every call's path).
+char kind_of(const py::array& a) {
+  return py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->kind;
+}
+[[noreturn]] void not_real(const py::array& a, const char* arg) {
+  throw py::type_error(std::string(arg) + ": expected a real-valued numeric array, got dtype " +
+                       std::string(py::str(a.dtype())));
+}
+}  // namespace
+
 py::array as_array(const py::handle& h, const char* arg) {
+  // An ndarray goes on as it is: the dtype check of the op (float_dtype, the labels' integer
+  // check, as_float64) accepts only the real dtypes it takes and says which they are.
   if (py::isinstance<py::array>(h)) return py::reinterpret_borrow<py::array>(h);
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
   py::module_ np = py::module_::import("numpy");
   py::array a = np.attr("asarray")(h);
-  if (a.dtype().kind() == 'O') throw py::type_error(std::string(arg) + ": expected a numeric array");
-  return a;
+  switch (kind_of(a)) {
+    case 'b': case 'c': case 'O': case 'S': case 'U': case 'M': case 'm': case 'V': not_real(a, arg);
+    default: return a;
+  }
+}
+
+py::array as_float64(const py::handle& h, const char* arg) {
+  py::array a = as_array(h, arg);
+  const char k = kind_of(a);
+  if (k != 'f' && k != 'i' && k != 'u') not_real(a, arg);
+  py::module_ np = py::module_::import("numpy");
+  py::array c = np.attr("ascontiguousarray")(a, py::arg("dtype") = "float64");
+  // ascontiguousarray keeps a misaligned float64 buffer (np.frombuffer at an odd offset) as it
+  // is: copy it, so that callers may read the data through a double* without UB.
+  if (!(c.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) c = np.attr("array")(c, py::arg("copy") = true);
+  return c;
 }
 
 uint32_t page_offset_apart(const void* a, const void* b) {

@@ -81,8 +81,18 @@ std::string shape_str(const Dims& s);
 DType float_dtype(const py::array& a, const char* arg);
 // View of `a`; requires a supported float dtype and element-aligned strides.
 ArrayView view_of(const py::array& a, const char* arg);
-// Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one.
+// Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one. Every array
+// argument of every op comes through here, and non-real input is refused for arrays and
+// array-likes alike (never a silent cast that drops an imaginary part or reads bytes as numbers):
+// an array-like that converts to a complex, bool, object, bytes/str, datetime/timedelta or
+// structured dtype is a TypeError naming `arg` here; an ndarray goes on to the op's dtype check
+// (float_dtype for float32/float64 data, an integer check for labels, as_float64), each of which
+// accepts only the real dtypes it names.
 py::array as_array(const py::handle& h, const char* arg);
+// The values of a real-valued (integer or floating) array or array-like as a C-contiguous float64
+// array (a copy unless it already is one): small host-side vectors (merge statistics, affine
+// parameters) where any real dtype is fine. Every other dtype is a TypeError naming `arg`.
+py::array as_float64(const py::handle& h, const char* arg);
 // A new C-contiguous array of the given dtype and shape. At least kPlacedMinBytes, it is
 // 64-byte aligned, placed half a page away from `apart_from` (the main input of the op; a
 // typical NumPy block when null) modulo the page size, or midway between it and

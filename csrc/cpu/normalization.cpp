@@ -16,6 +16,9 @@
 //  * float lanes accumulate at most one block; blocks are accumulated in double.
 #include "cpu/normalization.hpp"
 
+#include <cmath>
+#include <limits>
+
 #include "core/simd.hpp"
 
 NK_KERNEL_NAMESPACE_BEGIN
@@ -186,16 +189,34 @@ template <class T> struct LnRow {
 // sums -> sqrt -> divide, ~150 cycles on a 256-element row) overlap instead of running one
 // after the other; every row's result is the same as when it is computed alone.
 // ln_rows_finish is the part after the sums (given as `sum`).
+// A row whose fast statistics cannot be right (wide_needed, normalization.hpp): its mean, rstd
+// and output coefficients from wide_stats, for the same output loops. Rows with a NaN or an
+// infinity keep the fast results.
+template <class T>
+__attribute__((noinline, cold)) void ln_row_wide(const T* x, int64_t d, double eps, T* mean, T* rstd, LnRow<T>* p) {
+  using W = WideOf<T>;
+  const WideStats<T> s = wide_stats<T>(d, [x](int64_t i) { return x[i]; });
+  if (!s.finite) return;
+  const T mh = wide_center<T>(s);
+  const T rs = T(W(1) / std::sqrt(s.m2 / W(d) + W(eps)));
+  const W off = s.mean - W(mh);
+  p->mh = mh;
+  p->rs = rs;
+  p->nb = off == 0 ? T(0) : T(-off * W(rs));
+  *mean = T(s.mean);
+  *rstd = rs;
+}
 template <class T, int G>
 NK_AI inline void ln_rows_finish(const T* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
                                  T* mean, T* rstd, LnRow<T>* p) {
-  double c[G], v[G], rs[G];
+  double c[G], v[G], rs[G], q[G];
   for (int g = 0; g < G; ++g) p[g].mh = T(sum[g] * inv_d);
   for (int g = 0; g < G; ++g) {
     double s1, s2;
     run_centered<T>(x + g * xs, d, p[g].mh, s1, s2);
     c[g] = s1 * inv_d;
     v[g] = (s2 - s1 * c[g]) * inv_d;
+    q[g] = s2;
   }
   for (int g = 0; g < G; ++g) rs[g] = 1.0 / __builtin_sqrt((v[g] < 0 ? 0.0 : v[g]) + eps);
   for (int g = 0; g < G; ++g) {
@@ -204,6 +225,8 @@ NK_AI inline void ln_rows_finish(const T* x, int64_t xs, int64_t d, const double
     mean[g] = T(double(p[g].mh) + c[g]);
     rstd[g] = p[g].rs;
   }
+  for (int g = 0; g < G; ++g)
+    if (__builtin_expect(wide_needed<T>(q[g], v[g], c[g], eps), 0)) ln_row_wide<T>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
 }
 template <class T, int G>
 NK_AI inline void ln_rows_stats(const T* x, int64_t xs, int64_t d, double inv_d, double eps, T* mean, T* rstd,
@@ -333,6 +356,38 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
 //   xhat = (xm - c) * rstd, b' = b - c*a
 //   dx = rstd * wdy - rstd * a/d - rstd^3 * b'/d * (xm - c)
 //   dgamma += g * xhat, dbeta += g  (float per kNormSubRows rows, then double)
+// Layer-norm backward of one row in the wide type (WideOf<T>), from the saved mean m and rstd rs:
+// with xhat = (x - m - c) * rs, c = mean(x - m), dx = rs * (wdy - mean(wdy) - xhat * mean(wdy * xhat)),
+// the factorisation that keeps every intermediate in range for any finite row (the fast one's
+// rs^3 underflows for a large std). dgamma/dbeta partials (accg/accb, when given) as the fast loop.
+template <class T, int ACT>
+__attribute__((noinline, cold)) void ln_bwd_row_wide(const T* dr, const T* xr, const T* yr, const T* gamma, T m,
+                                                     T rs, T* dxr, T* accg, T* accb, int64_t d, T slope) {
+  using W = WideOf<T>;
+  auto grad = [&](int64_t i) -> T {
+    if constexpr (ACT == kNormActRelu) return yr[i] > T(0) ? dr[i] : T(0);
+    else if constexpr (ACT == kNormActLeakyRelu) return yr[i] > T(0) ? dr[i] : dr[i] * slope;
+    else return dr[i];
+  };
+  W a = 0, b = 0, c = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    const W wdy = W(grad(i)) * W(gamma[i]), xm = W(xr[i]) - W(m);
+    a += wdy; b += wdy * xm; c += xm;
+  }
+  const W dd = W(d), rsw = W(rs);
+  c /= dd;
+  const W ma = a / dd, k = (b - c * a) * rsw / dd;  // mean(wdy), mean(wdy * xhat)
+  for (int64_t i = 0; i < d; ++i) {
+    const T g = grad(i);
+    const W xhat = (W(xr[i]) - W(m) - c) * rsw;
+    dxr[i] = T(rsw * (W(g) * W(gamma[i]) - ma - xhat * k));
+    if (accg) {
+      accg[i] += T(W(g) * xhat);
+      accb[i] += g;
+    }
+  }
+}
+
 template <class T, int ACT>
 void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
                  const T* mean, const T* rstd, T* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
@@ -347,7 +402,10 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     for (int64_t j = 0; j < 2 * d; ++j) scratch[j] = 0;
   }
   // Per-row coefficients of dx = (g * gamma) * rs + (xm - c) * kx + bb (first pass over the row).
-  struct Coef { T m, rs, cl, kx, bb; };
+  // `wide`: the float sums overflowed (|x - mean| * |g| beyond max, or values spread over more
+  // than max) or kx = -rs^3 * b' / d is outside T's normal range (std beyond ~1e19 in float32:
+  // rs^2 underflows, and the xhat term of dx would be lost): the row goes to ln_bwd_row_wide.
+  struct Coef { T m, rs, cl, kx, bb; bool wide; };
   auto coef = [&](int64_t r) NK_AI {
     const T* dr = dout + r * ds;
     const T* xr = x + r * xs;
@@ -382,7 +440,33 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     c /= dd;
     const double bp = b - c * a;
     const double rsd = double(rs);
-    return Coef{m, rs, T(c), T(-rsd * rsd * rsd * bp / dd), T(-rsd * a / dd)};
+    const double kx = -rsd * rsd * rsd * bp / dd;
+    const double akx = kx < 0 ? -kx : kx;
+    constexpr double tmin = double(std::numeric_limits<T>::min()), tmax = double(std::numeric_limits<T>::max());
+    const bool wide = !(std::fabs(a) + std::fabs(b) + std::fabs(c) <= std::numeric_limits<double>::max()) ||
+                      (akx != 0 && (akx < tmin || akx > tmax));
+    return Coef{m, rs, T(c), T(kx), T(-rsd * a / dd), wide};
+  };
+  // One row, each element written after its reads (dx may be dout): the fast loop, or
+  // ln_bwd_row_wide for a `wide` row.
+  auto one_row = [&](int64_t r) NK_AI {
+    const Coef q = coef(r);
+    const T* dr = dout + r * ds;
+    const T* xr = x + r * xs;
+    const T* yr = ACT ? y + r * yss : nullptr;
+    if (__builtin_expect(q.wide, 0)) {
+      ln_bwd_row_wide<T, ACT>(dr, xr, yr, gamma, q.m, q.rs, dx + r * dxs, accg, accb, d, slope);
+      return;
+    }
+    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
+      V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
+      V<T> xmc = (ld(xr + i, k) - q.m) - q.cl;
+      if (part) {
+        st<T>(accg + i, ld(accg + i, k) + g * (xmc * q.rs), k);
+        st<T>(accb + i, ld(accb + i, k) + g, k);
+      }
+      return fmadd(g * ld(gamma + i, k), splat(q.rs), fmadd(xmc, splat(q.kx), splat(q.bb)));
+    });
   };
   auto flush = [&](int64_t done) {
     if (part && (done % kNormSubRows == 0 || done == rows)) {
@@ -399,6 +483,11 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     // (65536, 1024) float32. Groups never straddle a kNormSubRows flush (64 % 4 == 0).
     for (; r + 4 <= rows; r += 4) {
       const Coef q0 = coef(r), q1 = coef(r + 1), q2 = coef(r + 2), q3 = coef(r + 3);
+      if (__builtin_expect(q0.wide || q1.wide || q2.wide || q3.wide, 0)) {  // rare: these four one by one
+        for (int64_t k = 0; k < 4; ++k) one_row(r + k);
+        flush(r + 4);
+        continue;
+      }
       const T *d0 = dout + r * ds, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
       const T *x0 = x + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
       const T* y0 = ACT ? y + r * yss : nullptr;
@@ -431,19 +520,7 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
     }
   }
   for (; r < rows; ++r) {
-    const Coef q = coef(r);
-    const T* dr = dout + r * ds;
-    const T* xr = x + r * xs;
-    const T* yr = ACT ? y + r * yss : nullptr;
-    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
-      V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
-      V<T> xmc = (ld(xr + i, k) - q.m) - q.cl;
-      if (part) {
-        st<T>(accg + i, ld(accg + i, k) + g * (xmc * q.rs), k);
-        st<T>(accb + i, ld(accb + i, k) + g, k);
-      }
-      return fmadd(g * ld(gamma + i, k), splat(q.rs), fmadd(xmc, splat(q.kx), splat(q.bb)));
-    });
+    one_row(r);
     flush(r + 1);
   }
   if (stream) stream_fence();
@@ -741,10 +818,12 @@ void run_bwd_apply(const T* dout, const T* x, const T* y, T* dx, int64_t n, cons
 }
 #undef NK_NORM_DISPATCH
 
+bool any_outside(const double* v, int64_t n, double lo) { return any_outside_scalar(v, n, lo); }
+
 template <class T> constexpr NormKernelsT<T> make_table() {
   return NormKernelsT<T>{&ln_fwd<T>,    &ln_bwd<T>,         &col_stats<T>,      &run_stats<T>,
                          &col_apply<T>, &run_apply<T>,      &col_bwd_reduce<T>, &run_bwd_reduce<T>,
-                         &col_bwd_apply<T>, &run_bwd_apply<T>};
+                         &col_bwd_apply<T>, &run_bwd_apply<T>, &any_outside};
 }
 
 }  // namespace

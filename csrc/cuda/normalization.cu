@@ -4,6 +4,7 @@
 // reduced by a second kernel: deterministic, no float atomics.
 // CPU twin and reference: csrc/cpu/normalization.cpp, nnkernels.reference.normalization.
 // Test: pytest -m gpu tests/test_normalization.py ; bench: python -m nnkernels bench --ops normalization
+#include <limits>
 #include <cuda_runtime.h>
 
 #include "cpu/normalization.hpp"
@@ -50,12 +51,41 @@ template <class A, int NV> __device__ __forceinline__ void block_sum(A (&v)[NV],
 
 // ---------------------------------------------------------------- layer norm
 
+// One layer-norm row in double (see ln_fwd_kernel): two passes, y from double arithmetic.
+template <class T, int ACT>
+__device__ __noinline__ void ln_fwd_row_wide(const T* __restrict__ xr, const T* __restrict__ gamma,
+                                             const T* __restrict__ beta, T* __restrict__ yr, T* mean, T* rstd,
+                                             int64_t d, double eps, T slope, double* shd) {
+  double s[1] = {0};
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) s[0] += double(xr[i]);
+  block_sum<double, 1>(s, shd);
+  const double m = s[0] / double(d);
+  double q[2] = {0, 0};
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    const double dv = double(xr[i]) - m;
+    q[0] += dv;
+    q[1] += dv * dv;
+  }
+  block_sum<double, 2>(q, shd);
+  const double mu = m + q[0] / double(d);
+  double var = (q[1] - q[0] * q[0] / double(d)) / double(d);
+  if (var < 0) var = 0;
+  const T rs = T(1.0 / sqrt(var + eps));
+  if (threadIdx.x == 0) {
+    *mean = T(mu);
+    *rstd = rs;
+  }
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+    yr[i] = act_fwd<T, ACT>(T((double(xr[i]) - mu) * double(rs) * double(gamma[i]) + double(beta[i])), slope);
+}
+
 template <class T, int ACT>
 __global__ void ln_fwd_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                               T* __restrict__ y, T* __restrict__ mean, T* __restrict__ rstd, int64_t rows, int64_t d,
                               double eps, T slope) {
   using A = typename AccOf<T>::type;
   __shared__ A sh[2 * 32];
+  __shared__ double shd[2 * 32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* xr = x + r * d;
     A s[1] = {0};
@@ -72,6 +102,15 @@ __global__ void ln_fwd_kernel(const T* __restrict__ x, const T* __restrict__ gam
     const double c = double(q[0]) / double(d);
     double var = (double(q[1]) - double(q[0]) * c) / double(d);
     if (var < 0) var = 0;
+    // Rows of finite values whose float statistics cannot be right (the conditions of wide_needed,
+    // csrc/cpu/normalization.hpp: M2 or the sum overflowed, a tiny variance with a tiny eps, a
+    // constant row whose float mean is not its value) are redone in double. q is block-summed, so
+    // the branch is uniform over the block. (float64 data beyond ~1e154 is not covered: no wider type.)
+    constexpr double tiny_var = sizeof(T) == 4 ? 0x1p-90 : 0x1p-900;
+    if (!(double(q[1]) <= 1.7976931348623157e308) || (var <= 0 && c != 0) || (var < tiny_var && eps < tiny_var * 0x1p30)) {
+      ln_fwd_row_wide<T, ACT>(xr, gamma, beta, y + r * d, mean + r, rstd + r, d, eps, slope, shd);
+      continue;
+    }
     const T rs = T(1.0 / sqrt(var + eps));
     const T cl = T(c);
     if (threadIdx.x == 0) {
@@ -90,6 +129,7 @@ __global__ void ln_bwd_dx_kernel(const T* __restrict__ dout, const T* __restrict
                                  T* __restrict__ dx, double* __restrict__ cres, int64_t rows, int64_t d, T slope) {
   using A = typename AccOf<T>::type;
   __shared__ A sh[3 * 32];
+  __shared__ double shd[3 * 32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t o = r * d;
     const T m = mean[r], rs = rstd[r];
@@ -105,7 +145,28 @@ __global__ void ln_bwd_dx_kernel(const T* __restrict__ dout, const T* __restrict
     block_sum<A, 3>(v, sh);
     const double dd = double(d), c = double(v[2]) / dd, bp = double(v[1]) - c * double(v[0]);
     const double rsd = double(rs);
-    const T kx = T(-rsd * rsd * rsd * bp / dd), bb = T(-rsd * double(v[0]) / dd), cl = T(c);
+    const double kxd = -rsd * rsd * rsd * bp / dd, akx = fabs(kxd);
+    // As ln_bwd_impl (csrc/cpu/normalization.cpp): float sums that overflowed, or a kx outside T's
+    // normal range (std beyond ~1e19 in float32), take the row in double (block-uniform branch).
+    if (!(fabs(double(v[0])) + fabs(double(v[1])) + fabs(double(v[2])) <= 1.7976931348623157e308) ||
+        (akx != 0 && (akx < double(std::numeric_limits<T>::min()) || akx > double(std::numeric_limits<T>::max())))) {
+      double w[3] = {0, 0, 0};
+      for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        const double wdy = double(act_bwd<T, ACT>(dout[o + i], y, o + i, slope)) * double(gamma[i]);
+        const double xm = double(x[o + i]) - double(m);
+        w[0] += wdy; w[1] += wdy * xm; w[2] += xm;
+      }
+      block_sum<double, 3>(w, shd);
+      const double cw = w[2] / dd, ma = w[0] / dd, k = (w[1] - cw * w[0]) * rsd / dd;
+      if (threadIdx.x == 0) cres[r] = cw;
+      for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        const double wdy = double(act_bwd<T, ACT>(dout[o + i], y, o + i, slope)) * double(gamma[i]);
+        const double xhat = (double(x[o + i]) - double(m) - cw) * rsd;
+        dx[o + i] = T(rsd * (wdy - ma - xhat * k));
+      }
+      continue;
+    }
+    const T kx = T(kxd), bb = T(-rsd * double(v[0]) / dd), cl = T(c);
     if (threadIdx.x == 0) cres[r] = c;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
       const T g = act_bwd<T, ACT>(dout[o + i], y, o + i, slope);

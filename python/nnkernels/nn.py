@@ -324,6 +324,7 @@ class BatchNorm(_AffineNorm):
         counts, means, m2s = self.comm.allgather_stats(count, mean, m2)
         gcount, gmean, gm2 = nk.batchnorm_merge_stats(counts, means, m2s)
         gcount = int(gcount)
+        nk._core.batchnorm_check_training_count(np.shape(x), gcount)  # the check of batchnorm_forward(training=True)
         gmean = np.asarray(gmean)
         var = np.asarray(gm2) / gcount
         rstd = 1.0 / np.sqrt(var + self.eps)

@@ -82,9 +82,13 @@ def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: 
     training=True: normalise with the batch mean and biased variance; running stats (both or
     neither, shape ``(C,)``) are updated in place, ``running = (1 - momentum) * running +
     momentum * batch_stat``, the variance stored unbiased (``count / (count - 1)``; biased when
-    ``unbiased_running_var=False`` or when a channel has a single value). training=False:
-    normalise with the running statistics (both required). Returns ``(y, mean, rstd)``
-    (per channel, x's dtype).
+    ``unbiased_running_var=False``). In training mode the running stats must be writeable NumPy
+    arrays (not lists), apart from each other and from x, out, gamma and beta, and each channel
+    needs more than one value (N * spatial size > 1, as in PyTorch): otherwise a ValueError /
+    TypeError before anything is written. training=False: normalise with the running statistics
+    (both required; any array-like). Returns ``(y, mean, rstd)`` (per channel, x's dtype).
+    Any finite input normalises correctly, including float32 values near 1e38 (channels whose
+    float statistics would overflow are redone in a wider type).
     """
     if _is_gpu(x):
         return _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, momentum, eps,
@@ -125,35 +129,11 @@ def batchnorm_merge_stats(counts: Any, means: Any, m2s: Any) -> tuple:
 
     counts: shape ``(P,)`` (or ``(P, C)``); means, m2s: shape ``(P, C)``. Returns
     ``(count, mean, m2)`` with count an int (an array when counts was ``(P, C)``) and
-    float64 mean/m2 of shape ``(C,)``. Parts with count 0 are ignored.
+    float64 mean/m2 of shape ``(C,)``. Parts with count 0 are ignored. Inputs are real-valued
+    (integer or float) arrays or array-likes; complex, bool, object, bytes/str and datetime
+    values are refused with a TypeError naming the argument.
     """
-    counts = np.asarray(counts)
-    means = np.asarray(means, dtype=np.float64)
-    m2s = np.asarray(m2s, dtype=np.float64)
-    if means.ndim != 2:
-        raise ValueError(f"means: expected shape (P, C), got {means.shape}")
-    if m2s.shape != means.shape:
-        raise ValueError(f"m2s: expected the shape of means {means.shape}, got {m2s.shape}")
-    if counts.shape not in ((means.shape[0],), means.shape):
-        raise ValueError(f"counts: expected shape ({means.shape[0]},) or {means.shape}, got {counts.shape}")
-    if counts.dtype.kind not in "iuf" or np.any(counts < 0):
-        raise ValueError("counts: expected non-negative counts")
-    cnt = np.broadcast_to(counts.astype(np.float64).reshape(counts.shape[0], -1), means.shape)
-    n = np.zeros(means.shape[1])
-    mean = np.zeros(means.shape[1])
-    m2 = np.zeros(means.shape[1])
-    for p in range(means.shape[0]):
-        nb = cnt[p]
-        tot = n + nb
-        safe = np.where(tot > 0, tot, 1.0)
-        delta = means[p] - mean
-        use = nb > 0
-        mean = np.where(use, mean + delta * (nb / safe), mean)
-        m2 = np.where(use, m2 + m2s[p] + delta * delta * (n * nb / safe), m2)
-        n = tot
-    if counts.ndim == 1:
-        return int(round(float(counts.astype(np.float64).sum()))), mean, m2
-    return n, mean, m2
+    return _core.batchnorm_merge_stats(counts, means, m2s)
 
 
 def batchnorm_normalize(x: Any, mean: Any, rstd: Any, gamma: Any = None, beta: Any = None, *,
@@ -480,9 +460,19 @@ def _gpu_batchnorm_forward(x, gamma, beta, training, running_mean, running_var, 
     rm = _vec_host(running_mean, "running_mean", c, 0.0)
     rv = _vec_host(running_var, "running_var", c, 1.0)
     if training:
+        _core.batchnorm_check_training_count(tuple(xc["shape"]), n * s)
+        if running_mean is not None:  # updated in place below: as the CPU path requires (bindings)
+            for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+                if not (_gpu.is_gpu_array(arr) or (isinstance(arr, np.ndarray) and arr.flags.writeable)):
+                    raise TypeError(f"{name}: expected a writeable array (updated in place in training mode)")
+            if running_mean is running_var:
+                raise ValueError("running_var: shares memory with running_mean (each is updated in place)")
         count, mean, m2 = _gpu_stats_raw(xo, xc)
-        if count == 0 and c > 0:
-            raise ValueError("x: training mode needs at least one value per channel (N * spatial size is 0)")
+        if not np.isfinite(m2).all():
+            # Extreme magnitudes (the float M2 overflowed): the CPU statistics redo such channels in
+            # a wider type (csrc/bindings/normalization.cpp). Constant channels are exact here already
+            # (the CUDA statistics are taken relative to the channel's first value).
+            count, mean, m2 = _core.batchnorm_stats(np.ascontiguousarray(_gpu.to_host(x)))
         var = m2 / count
     else:
         mean, var = rm, rv

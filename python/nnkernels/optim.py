@@ -14,6 +14,12 @@ zero-initialised, same dtype and shape as each parameter. ``state_dict()`` is a 
 of plain NumPy arrays and Python numbers (keys like ``"exp_avg.3"``), so ``np.savez`` can
 store it and ``load_state_dict`` accepts the ``np.load`` result; loading validates
 everything first and then copies into the existing state arrays.
+
+Hyperparameters are validated in the constructor (as ``torch.optim`` does), by the same C++
+check that the step functions run (``_core.check_optimizer_scalars``), so a bad value fails at
+construction, not at some later step. A loaded state is validated the same way, and state
+arrays that cannot come from these updates (a negative or NaN sum or average of squared
+gradients) are refused.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _gpu
+from . import _core, _gpu
 from . import optimizers as _ops
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
@@ -74,6 +80,8 @@ class Optimizer:
 
     _state_names: tuple = ()
     _hyper_names: tuple = ()
+    _op: str = ""  # the step function's hyperparameter check in C++ (_core.check_optimizer_scalars)
+    _nonneg_states: tuple = ()  # states that are sums / averages of squares: >= 0 by construction
 
     def __init__(self, params, lr: float):
         if isinstance(params, np.ndarray) or _gpu.is_gpu_array(params):
@@ -107,6 +115,17 @@ class Optimizer:
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"lr: expected a finite number >= 0, got {value}")
         self._lr = value
+
+    def _step_scalars(self, lr: float, hyper: dict) -> dict:
+        """The keyword arguments of the step function's hyperparameter check for these values."""
+        return dict(hyper, lr=lr)
+
+    def _check_hyper(self, lr: Any, hyper: dict) -> None:
+        """Refuse hyperparameters the step would refuse (one check, in C++), before any state exists."""
+        _core.check_optimizer_scalars(self._op, self._step_scalars(lr, hyper))
+
+    def _hyper(self) -> dict:
+        return {h: getattr(self, h) for h in self._hyper_names}
 
     def _init_state(self, fill: float = 0.0) -> None:
         for name in self._state_names:
@@ -152,12 +171,16 @@ class Optimizer:
                 if tuple(a.shape) != tuple(p.shape) or a.dtype != np.dtype(str(p.dtype).replace("torch.", "")):
                     raise ValueError(f"state: {name}.{i} has shape {a.shape} dtype {a.dtype}, expected the "
                                      f"shape {tuple(p.shape)} and dtype of params[{i}]")
+                if name in self._nonneg_states and a.size and not (a >= 0).all():  # NaN fails too
+                    raise ValueError(f"state: {name}.{i} has negative or NaN entries (a sum or average of "
+                                     "squared gradients is >= 0)")
                 new_arrays[(name, i)] = a
         hyper = {h: self._hyper_value(h, state[h]) for h in self._hyper_names}
         lr = float(np.asarray(state["lr"]))
         steps = int(np.asarray(state["steps"]))
         if steps < 0:
             raise ValueError(f"state: steps must be >= 0, got {steps}")
+        self._check_hyper(lr, hyper)
         self.lr = lr  # validates
         for h, v in hyper.items():
             setattr(self, h, v)
@@ -184,9 +207,14 @@ class SGD(Optimizer):
     is the gradient (PyTorch's ``buf = clone(grad)``)."""
 
     _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
+    _op = "sgd"
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
+        # Nesterov needs momentum > 0 and dampening == 0 (checked here, not at the second step,
+        # the first one running without dampening)
+        self._check_hyper(lr, dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                   weight_decay=weight_decay))
         super().__init__(params, lr)
         self.momentum, self.dampening, self.weight_decay, self.nesterov = momentum, dampening, weight_decay, nesterov
         self._state_names = ("velocity",) if momentum > 0 else ()
@@ -205,12 +233,26 @@ class Adagrad(Optimizer):
 
     _state_names = ("sum_sq",)
     _hyper_names = ("eps", "weight_decay", "initial_accumulator_value")
+    _op = "adagrad"
+    _nonneg_states = ("sum_sq",)
 
     def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10):
+        self._check_hyper(lr, dict(eps=eps, weight_decay=weight_decay,
+                                   initial_accumulator_value=initial_accumulator_value))
         super().__init__(params, lr)
         self.eps, self.weight_decay, self.initial_accumulator_value = eps, weight_decay, initial_accumulator_value
         self._init_state(initial_accumulator_value)
+
+    def _step_scalars(self, lr: float, hyper: dict) -> dict:
+        # The accumulator's starting value is this class's own argument (not one of the step's):
+        # it fills sum_sq, which must be a finite sum of squares (torch.optim.Adagrad refuses < 0 too).
+        v = hyper["initial_accumulator_value"]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"initial_accumulator_value: expected a real number, got {type(v).__name__}")
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"initial_accumulator_value: expected a finite number >= 0, got {float(v)}")
+        return dict(lr=lr, eps=hyper["eps"], weight_decay=hyper["weight_decay"])
 
     def step(self, grads) -> None:
         _ops.adagrad_step(self.params, self._grads(grads), self.state["sum_sq"], lr=self.lr, eps=self.eps,
@@ -223,9 +265,12 @@ class RMSprop(Optimizer):
 
     _state_names = ("sq_avg",)
     _hyper_names = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
+    _op = "rmsprop"
+    _nonneg_states = ("sq_avg",)
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  eps_in_sqrt: bool = False):
+        self._check_hyper(lr, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
         super().__init__(params, lr)
         self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt = alpha, eps, weight_decay, eps_in_sqrt
         self._init_state()
@@ -242,18 +287,23 @@ class Adam(Optimizer):
     _state_names = ("exp_avg", "exp_avg_sq")
     _hyper_names = ("betas", "eps", "weight_decay")
     _decoupled = False
+    _op = "adam"
+    _nonneg_states = ("exp_avg_sq",)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
+        self._check_hyper(lr, dict(betas=betas, eps=eps, weight_decay=weight_decay))
         super().__init__(params, lr)
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
-        for name, b in zip(("betas[0]", "betas[1]"), self.betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"{name}: expected a number in [0, 1), got {b}")
         self.eps, self.weight_decay = eps, weight_decay
         self._init_state()
+
+    def _step_scalars(self, lr: float, hyper: dict) -> dict:
+        betas = hyper["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        return dict(step=1, lr=lr, beta1=betas[0], beta2=betas[1], eps=hyper["eps"],
+                    weight_decay=hyper["weight_decay"], decoupled_weight_decay=self._decoupled)
 
     def step(self, grads) -> None:
         _ops.adam_step(self.params, self._grads(grads), self.state["exp_avg"], self.state["exp_avg_sq"],
