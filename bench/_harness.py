@@ -36,6 +36,11 @@ L3_BYTES = 32 * MB  # this project's reference machine; DRAM rows use arrays far
 
 # Impl name of "the same nnkernels call without its fused activation" in a fused-activation row.
 NO_ACT = "nnkernels-no-act"
+# Impl name of "the same nnkernels call writing into a buffer given as out=". The "nnkernels"
+# impl of a row returns a fresh result, as a user calls `y = nk.op(x)`; this one reuses one
+# buffer, as a training loop can. Their ratio is the cost of fresh results (the result cache
+# keeps it near 1; without it, page faults made fresh results 2-10x the kernel at 256 MB).
+OUT = "nnkernels-out"
 
 
 @dataclasses.dataclass
@@ -198,7 +203,8 @@ def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float 
 def summarize(times: list) -> dict:
     ts = sorted(times)
     q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [ts[0], statistics.median(ts), ts[-1]]
-    return {"median_s": statistics.median(ts), "min_s": ts[0], "q1_s": q[0], "q3_s": q[2], "runs": len(ts)}
+    return {"median_s": statistics.median(ts), "min_s": ts[0], "q1_s": q[0], "q3_s": q[2], "max_s": ts[-1],
+            "runs": len(ts)}
 
 
 def stream_copy_impl(n_bytes: int) -> Impl:

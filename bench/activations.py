@@ -1,8 +1,10 @@
 """Benchmark rows for the activations (forward and backward).
 
 Bytes moved: forward reads x and writes y (2 streams); backward reads dout and x (or y)
-and writes dx (3 streams). nnkernels writes into a preallocated `out`, as do the peers
-where they can (NumPy `out=`, PyTorch `out=`), so every row times the same work.
+and writes dx (3 streams). The nnkernels impl returns a fresh result (``y = nk.tanh(x)``, what
+a user calls); "nnkernels-out" writes into a preallocated `out`, as do the peers where they
+can (NumPy `out=`, PyTorch `out=`), so the speed-ups compare fresh nnkernels results with the
+peers' best.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import Case, Context, Impl, size_label
+from ._harness import OUT, Case, Context, Impl, size_label
 
 OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
 ROWS = tuple(name for op in OPS for name in (op, op + "_backward"))
@@ -89,7 +91,8 @@ def cases(ctx: Context) -> Iterator[Case]:
             s = fwd(x)  # saved tensor for backward: x for relu/leaky, y for sigmoid/tanh
             saved = x if op in ("relu", "leaky_relu") else s
             if op in wanted:
-                impls = [Impl("numpy", _numpy_forward(op, x, y)), Impl("nnkernels", lambda f=fwd: f(x, out=y))]
+                impls = [Impl("numpy", _numpy_forward(op, x, y)), Impl("nnkernels", lambda f=fwd: f(x)),
+                         Impl(OUT, lambda f=fwd: f(x, out=y))]
                 if torch is not None:
                     impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
                 impls += _gpu_impls(ctx, op, x, None)
@@ -97,7 +100,8 @@ def cases(ctx: Context) -> Iterator[Case]:
             if op + "_backward" not in wanted:
                 continue
             impls = [Impl("numpy", _numpy_backward(op, d, saved, dx)),
-                     Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv, out=dx))]
+                     Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv)),
+                     Impl(OUT, lambda f=bwd, sv=saved: f(d, sv, out=dx))]
             if torch is not None:
                 impls.append(Impl("torch", _torch_backward(torch, op, dtt, torch.from_numpy(saved), dxt)))
             impls += _gpu_impls(ctx, op, d, saved)

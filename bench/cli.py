@@ -346,6 +346,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME) -> di
                 row[f"speedup_vs_{peer}"] = row["impls"][peer]["median_s"] / ours["median_s"]
     if ours and H.NO_ACT in row["impls"]:
         row["time_vs_no_act"] = ours["median_s"] / row["impls"][H.NO_ACT]["median_s"]
+    if ours and H.OUT in row["impls"]:
+        row["fresh_vs_out"] = ours["median_s"] / row["impls"][H.OUT]["median_s"]
     gpu = row["impls"].get("nnkernels-cuda")
     if gpu and "torch-cuda" in row["impls"]:
         row["cuda_speedup_vs_torch_cuda"] = row["impls"]["torch-cuda"]["median_s"] / gpu["median_s"]
@@ -418,6 +420,12 @@ def table(result) -> str:
         if "time_vs_no_act" in r:
             out.append(f"fused activation, {r['op']} {r['shape']}: {r['time_vs_no_act']:.2f}x the time of the same "
                        f"call without it ({_med(r, H.NO_ACT)}, interleaved in this row)")
+    for r in rows:
+        if "fresh_vs_out" in r:
+            o, ours = r["impls"][H.OUT], r["impls"]["nnkernels"]
+            gbs = f", {o['GBps']:.1f} GB/s" if "GBps" in o else ""
+            out.append(f"fresh result, {r['op']} {r['shape']}: {r['fresh_vs_out']:.2f}x the time of out= "
+                       f"({_t(o['median_s'])}{gbs}); slowest round {ours['max_s'] / ours['median_s']:.1f}x the median")
     heads = {h for h, _ in cols}
     out.append("")
     out.append("times: median per call; x PEER: the peer's time / nnkernels' time (above 1: nnkernels is faster).")

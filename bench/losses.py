@@ -3,7 +3,8 @@
 Sizes: "small" = (256, 10) (a classifier head: call overhead), "large" = (65536, 1024) float32
 (256 MB of logits, DRAM-bound). Bytes moved: logits read once and dlogits written once (the
 kernel re-reads each row from L1), plus the int64 labels. PyTorch row: ``cross_entropy`` forward
-and ``autograd.grad`` (what a training step does); NumPy row: the reference.
+and ``autograd.grad`` (what a training step does); NumPy row: the reference. The nnkernels impl
+returns a fresh dlogits; "nnkernels-out" writes it into a reused ``out=``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import Case, Context, Impl
+from ._harness import OUT, Case, Context, Impl
 
 
 def _shape(ctx: Context, label):
@@ -39,7 +40,8 @@ def cases(ctx: Context) -> Iterator[Case]:
         y = ctx.rng.integers(0, c, n)
         d = np.empty_like(x)
         impls = [Impl("numpy", lambda: ref.softmax_cross_entropy(x, y)),
-                 Impl("nnkernels", lambda: nk.softmax_cross_entropy(x, y, out=d))]
+                 Impl("nnkernels", lambda: nk.softmax_cross_entropy(x, y)),
+                 Impl(OUT, lambda: nk.softmax_cross_entropy(x, y, out=d))]
         torch = ctx.torch
         if torch is not None:
             F = torch.nn.functional

@@ -9,9 +9,15 @@ Bytes moved (what each op must stream through DRAM at the large size, counted pe
 batchnorm_relu_forward also times batch norm alone (impl "nnkernels-no-act") in the same row;
 the run records their ratio as ``time_vs_no_act`` (the fused activation's cost).
 Per-row / per-channel vectors (mean, rstd, gamma, partial sums) are ignored. PyTorch rows use
-torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward. nnkernels rows
-write y and dx into buffers allocated once (``out=``, the results of a first call), as a
-training loop can; PyTorch and NumPy allocate their results on every call.
+torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward. The nnkernels
+impl returns fresh results (``y = nk.layernorm_forward(x)``), as PyTorch and NumPy do; impl
+"nnkernels-out" writes y and dx into buffers allocated once (``out=``, the results of a first
+call), as a training loop can, timed interleaved in the same row.
+
+layernorm_growth: layer norm forward at 1, 8, 64, ..., 256Ki rows of 1,024 (fresh and out=),
+one row per size, so a per-call cost that does not grow with the bytes (allocation, page
+faults, thread start-up) shows as a GB/s that falls away from the large sizes' (--quick: up to
+4Ki rows). Its arrays are built on the first (warm-up) call, so unselected sizes cost nothing.
 """
 from __future__ import annotations
 
@@ -22,7 +28,10 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import NO_ACT, Case, Context, Impl
+from ._harness import NO_ACT, OUT, Case, Context, Impl
+
+GROWTH_ROWS = (1, 8, 64, 512, 4096, 16384, 65536, 262144)
+GROWTH_D = 1024
 
 
 def _shape(ctx: Context, label) -> tuple:
@@ -33,7 +42,9 @@ def _shape(ctx: Context, label) -> tuple:
     return {"small": (32, 256), "medium": (4096, 1024), "large": (65536, 1024)}[label]
 
 
-ROWS = ("layernorm_forward", "layernorm_fwd_bwd", "batchnorm_forward", "batchnorm_relu_forward", "batchnorm_fwd_bwd")
+SIZED_ROWS = ("layernorm_forward", "layernorm_fwd_bwd", "batchnorm_forward", "batchnorm_relu_forward",
+              "batchnorm_fwd_bwd")  # one row per --sizes label
+ROWS = SIZED_ROWS + ("layernorm_growth",)  # the growth set has its own sizes
 MAIN_ROWS = ("layernorm_forward", "batchnorm_forward")
 
 
@@ -41,7 +52,7 @@ def cases(ctx: Context) -> Iterator[Case]:
     dt = np.dtype(ctx.dtype)
     torch = ctx.torch
     for label in ctx.sizes:
-        wanted = {op for op in ROWS if ctx.wants(op, label)}
+        wanted = {op for op in SIZED_ROWS if ctx.wants(op, label)}
         if not wanted:
             continue
         n, d = _shape(ctx, label)
@@ -63,7 +74,8 @@ def cases(ctx: Context) -> Iterator[Case]:
 
         # ---- layer norm forward
         impls = [Impl("numpy", lambda: ref.layernorm_forward(x, g, b)),
-                 Impl("nnkernels", lambda: nk.layernorm_forward(x, g, b, out=y))]
+                 Impl("nnkernels", lambda: nk.layernorm_forward(x, g, b)),
+                 Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
         if torch is not None:
             impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
         if "layernorm_forward" in wanted:
@@ -71,6 +83,10 @@ def cases(ctx: Context) -> Iterator[Case]:
 
         # ---- layer norm forward + backward
         def nk_ln_fb():
+            yy, m, r = nk.layernorm_forward(x, g, b)
+            return nk.layernorm_backward(dout, x, g, m, r)
+
+        def nk_ln_fb_out():
             yy, m, r = nk.layernorm_forward(x, g, b, out=y)
             return nk.layernorm_backward(dout, x, g, m, r, out=dx)
 
@@ -78,7 +94,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             yy, m, r = ref.layernorm_forward(x, g, b)
             return ref.layernorm_backward(dout, x, g, m, r)
 
-        impls = [Impl("numpy", np_ln_fb), Impl("nnkernels", nk_ln_fb)]
+        impls = [Impl("numpy", np_ln_fb), Impl("nnkernels", nk_ln_fb), Impl(OUT, nk_ln_fb_out)]
         if torch is not None:
             def torch_ln_fb():
                 xg = xt.detach().requires_grad_()
@@ -96,12 +112,13 @@ def cases(ctx: Context) -> Iterator[Case]:
             impls = [Impl("numpy", lambda a=act: ref.batchnorm_forward(x, g, b, running_mean=rm.copy(),
                                                                        running_var=rv.copy(), activation=a)),
                      Impl("nnkernels", lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
-                                                                          activation=a, out=y))]
+                                                                          activation=a)),
+                     Impl(OUT, lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
+                                                                  activation=a, out=y))]
             if act is not None:
                 # the same op without the activation, timed interleaved in this row: the fused
                 # activation's cost is a ratio within one row, not across rows minutes apart
-                impls.append(Impl(NO_ACT, lambda: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
-                                                                       out=y)))
+                impls.append(Impl(NO_ACT, lambda: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv)))
             if torch is not None:
                 if act is None:
                     impls.append(Impl("torch", lambda: F.batch_norm(xt, trm, trv, gt, bt, True, 0.1, 1e-5)))
@@ -112,6 +129,10 @@ def cases(ctx: Context) -> Iterator[Case]:
 
         # ---- batch norm forward + backward
         def nk_bn_fb():
+            yy, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv)
+            return nk.batchnorm_backward(dout, x, g, m, r)
+
+        def nk_bn_fb_out():
             yy, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, out=y)
             return nk.batchnorm_backward(dout, x, g, m, r, out=dx)
 
@@ -119,7 +140,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             yy, m, r = ref.batchnorm_forward(x, g, b)
             return ref.batchnorm_backward(dout, x, g, m, r)
 
-        impls = [Impl("numpy", np_bn_fb), Impl("nnkernels", nk_bn_fb)]
+        impls = [Impl("numpy", np_bn_fb), Impl("nnkernels", nk_bn_fb), Impl(OUT, nk_bn_fb_out)]
         if torch is not None:
             def torch_bn_fb():
                 xg = xt.detach().requires_grad_()
@@ -130,6 +151,34 @@ def cases(ctx: Context) -> Iterator[Case]:
         if "batchnorm_fwd_bwd" in wanted:
             yield Case("normalization", "batchnorm_fwd_bwd", lab, dt.name, impls, bytes_moved=8 * e)
         yield from _gpu_cases(ctx, lab, x, dout, g, b, e, wanted)
+    if ctx.wants("layernorm_growth"):
+        yield from _growth_cases(ctx)
+
+
+def _growth_cases(ctx: Context) -> Iterator[Case]:
+    """layernorm_growth rows (see the module docstring)."""
+    dt = np.dtype(ctx.dtype)
+    d = GROWTH_D
+    for n in GROWTH_ROWS[:5] if ctx.quick else GROWTH_ROWS:
+        arrays: dict = {}
+
+        def prepared(arrays=arrays, n=n):
+            if not arrays:
+                x = ctx.rng.standard_normal((n, d), dtype=np.float32).astype(dt, copy=False)
+                g, b = np.ones(d, dt), np.zeros(d, dt)
+                arrays.update(x=x, g=g, b=b, y=nk.layernorm_forward(x, g, b)[0])
+            return arrays
+
+        def fresh(a=prepared):
+            p = a()
+            return nk.layernorm_forward(p["x"], p["g"], p["b"])
+
+        def into_out(a=prepared):
+            p = a()
+            return nk.layernorm_forward(p["x"], p["g"], p["b"], out=p["y"])
+
+        yield Case("normalization", "layernorm_growth", f"{n}x{d}", dt.name, [Impl("nnkernels", fresh), Impl(OUT, into_out)],
+                   bytes_moved=2 * n * d * dt.itemsize)
 
 
 def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e, wanted) -> Iterator[Case]:

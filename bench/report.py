@@ -78,7 +78,9 @@ def markdown(data: dict) -> str:
     """A README-ready table of one run."""
     has_gpu = any("nnkernels-cuda" in r["impls"] for r in data["rows"])
     has_sklearn = any("sklearn" in r["impls"] for r in data["rows"])
-    head = ["op", "shape", "NumPy", "nnkernels", "throughput (% copy)", "PyTorch"]
+    has_out = any("nnkernels-out" in r["impls"] for r in data["rows"])
+    head = ["op", "shape", "NumPy", "nnkernels", "throughput (% copy)"] + (["nnkernels out="] if has_out else [])
+    head += ["PyTorch"]
     if has_sklearn:
         head.append("sklearn")
     head += ["vs NumPy", "vs PyTorch"]
@@ -88,8 +90,10 @@ def markdown(data: dict) -> str:
         head += ["nnkernels CUDA", "GPU throughput (% d2d copy)", "PyTorch CUDA", "CUDA vs PyTorch CUDA"]
     lines = [f"Machine: {machine_line(data)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in data["rows"]:
-        cells = [r["op"], r["shape"], _t(_med(r, "numpy")), _t(_med(r, "nnkernels")), _throughput(r, "nnkernels"),
-                 _t(_med(r, "torch"))]
+        cells = [r["op"], r["shape"], _t(_med(r, "numpy")), _t(_med(r, "nnkernels")), _throughput(r, "nnkernels")]
+        if has_out:
+            cells.append(_t(_med(r, "nnkernels-out")))
+        cells.append(_t(_med(r, "torch")))
         if has_sklearn:
             cells.append(_t(_med(r, "sklearn")))
         cells += [_ratio(r.get("speedup_vs_numpy")), _ratio(r.get("speedup_vs_torch"))]
@@ -101,6 +105,9 @@ def markdown(data: dict) -> str:
             cells += [_t(_med(r, "nnkernels-cuda")), gt, _t(_med(r, "torch-cuda")),
                       _ratio(r.get("cuda_speedup_vs_torch_cuda"))]
         lines.append("| " + " | ".join(cells) + " |")
+    if has_out:
+        lines += ["", "nnkernels: fresh results (`y = nk.op(x)`, what a user calls); nnkernels out=: the same call "
+                  "writing into a reused buffer (timed interleaved in the same row)."]
     fused = [r for r in data["rows"] if "time_vs_no_act" in r]
     if fused:
         lines.append("")

@@ -476,6 +476,9 @@ def _build_specs() -> list:
     # --------------------------------------------------------------- runtime
     specs.append(Spec("set_num_threads", "runtime", nk.set_num_threads, lambda rng: {"n": 1}, {},
                       {"n": Scalar(bad=(0, -1, 2.5, "2", None, True, 10**6, 2**40), good=(np.int64(1), 2))}))
+    specs.append(Spec("set_result_cache_limit", "runtime", nk.set_result_cache_limit, lambda rng: {"limit": 1 << 20}, {},
+                      {"limit": Scalar(bad=(-1, -(2**70), 2.5, float("nan"), "2", None, True),
+                                       good=(np.int64(1 << 20), np.uint32(0), 2**70))}))
     specs.append(Spec("set_isa", "runtime", nk.set_isa, lambda rng: {"level": "baseline"}, {},
                       {}, extra=lambda rng: [  # the core's messages name the level "isa"
                           (f"level={_short(bad)}", {"level": bad}, RAISE, ("level", "isa"))
@@ -945,7 +948,8 @@ def test_every_public_function_is_in_the_table():
     import nnkernels as nk
     names = {s.name for s in _build_specs()}
     skip = {"__version__", "build_info", "get_num_threads", "get_isa", "isa", "optim", "schedules", "init",
-            "preprocessing", "BatchNorm", "LayerNorm"}
+            "preprocessing", "BatchNorm", "LayerNorm",
+            "empty_result_cache", "result_cache_info"}  # no arguments
     missing = [n for n in nk.__all__ if n not in skip and n not in names]
     missing += [f"init.{n}" for n in nk.init.__all__ if f"init.{n}" not in names]
     missing += [f"optim.{n}" for n in ("SGD", "Adagrad", "RMSprop", "Adam", "AdamW") if f"optim.{n}" not in names]

@@ -110,6 +110,27 @@ def test_fused_activation_row_times_the_unfused_call(tmp_path, capsys):
     assert "Fused activation, batchnorm_relu_forward" in report.markdown(report.load(str(path)))
 
 
+def test_rows_time_fresh_results_and_out_and_the_growth_set(tmp_path, capsys):
+    """Every nnkernels row of these families times the fresh-result call ("nnkernels") and the
+    out= call interleaved; layernorm_growth has one row per size (--quick: 1 to 4Ki rows)."""
+    path = tmp_path / "g.json"
+    assert cli.main(["--quick", "--ops", "layernorm_growth", "relu", "layernorm_forward", "softmax_cross_entropy",
+                     "--sizes", "small", "--repeats", "2", "--no-torch", "--no-stream", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fresh result" in out and "x the time of out=" in out
+    rows = json.loads(path.read_text())["rows"]
+    growth = [r for r in rows if r["op"] == "layernorm_growth"]
+    assert [r["shape"] for r in growth] == ["1x1024", "8x1024", "64x1024", "512x1024", "4096x1024"]
+    assert [r["bytes"] for r in growth] == [2 * 4 * 1024 * n for n in (1, 8, 64, 512, 4096)]
+    assert {r["op"] for r in rows} == {"layernorm_growth", "relu", "relu_backward", "layernorm_forward",
+                                       "softmax_cross_entropy"}
+    for r in rows:
+        ours, into_out = r["impls"]["nnkernels"], r["impls"][H.OUT]
+        assert ours["GBps"] > 0 and into_out["GBps"] > 0 and ours["max_s"] >= ours["median_s"]
+        assert r["fresh_vs_out"] == ours["median_s"] / into_out["median_s"]
+    assert "| nnkernels out= |" in report.markdown(report.load(str(path)))
+
+
 # ----------------------------------------------------------------------------- names checked first (issue 13, 14)
 
 @pytest.fixture
@@ -123,7 +144,7 @@ def no_measuring(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--ops", "layernorm"], "'layernorm' did you mean layernorm_forward, layernorm_fwd_bwd?"),
+    (["--ops", "layernorm"], "'layernorm' did you mean layernorm_forward, layernorm_fwd_bwd, layernorm_growth?"),
     (["--ops", "relu", "optimisers"], "'optimisers' did you mean optimizers"),
     (["--ops", "frobnicate"], "unknown op or family 'frobnicate'; valid families: activations, init"),
     (["--sizes", "huge"], "argument --sizes: expected small, medium, large or a positive element count, got 'huge'"),
@@ -166,7 +187,7 @@ def test_declared_rows_are_what_the_modules_yield():
         assert set(module.MAIN_ROWS) <= set(module.ROWS) and module.MAIN_ROWS, family
         first = module.ROWS[-1]
         ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label, first=first: op == first)
-        assert [c.op for c in module.cases(ctx)] == [first], family
+        assert {c.op for c in module.cases(ctx)} == {first}, family  # (layernorm_growth: one row per size)
         ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label: False)
         assert list(module.cases(ctx)) == [], family
 

@@ -20,7 +20,7 @@ namespace {
 py::array unary(ActivationOp op, const py::handle& x_in, const py::object& out, const ActivationParams& params) {
   py::array x = as_array(x_in, "x");
   ArrayView xv = view_of(x, "x");
-  py::array o = output_for(out, xv.dtype, xv.shape);
+  py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
   ArrayView ov = view_of(o, "out");
   if (may_overlap(xv, ov) && !same_layout(xv, ov)) {  // partial overlap: read from a copy
     x = contiguous_copy(x);
@@ -41,7 +41,7 @@ py::array binary(ActivationOp op, const py::handle& dout_in, const char* second_
   ArrayView ins[2] = {view_of(dout, "dout"), view_of(second, second_name)};
   check_same_shape(ins[0], "dout", ins[1], second_name);
   check_same_dtype(ins[0], "dout", ins[1], second_name);
-  py::array o = output_for(out, ins[0].dtype, ins[0].shape);
+  py::array o = output_for(out, ins[0].dtype, ins[0].shape, "out", ins[0].data, ins[1].data);
   ArrayView ov = view_of(o, "out");
   py::array keep[2] = {dout, second};
   for (int k = 0; k < 2; ++k) {

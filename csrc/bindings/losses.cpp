@@ -101,7 +101,7 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
   std::vector<int64_t> labels;
   read_labels(labels_in, n, c, labels);
-  py::array o = output_for(out, xv.dtype, xv.shape);
+  py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
   ArrayView ov = view_of(o, "out");
   if (n > 0 && c > 1 && ov.strides[1] != 1) throw py::value_error("out: expected unit stride along the class axis");
   // Kernel rows need unit column stride; an out that partially overlaps logits reads from a copy.

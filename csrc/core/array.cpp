@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/parallel.hpp"
+#include "core/result_cache.hpp"
 
 namespace nk {
 
@@ -139,7 +140,20 @@ py::array as_float64(const py::handle& h, const char* arg) {
   return c;
 }
 
-py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
+uint32_t page_offset_apart(const void* a, const void* b) {
+  // Page offsets of the inputs' first vectors; a missing input is taken for a NumPy block
+  // (16 bytes into a page, vector offset 0).
+  const uint32_t pa = a ? uint32_t(reinterpret_cast<uintptr_t>(a) & 4095 & ~uintptr_t(63)) : 0;
+  if (!b) return (pa + 2048 + 64) & 4095;
+  const uint32_t pb = uint32_t(reinterpret_cast<uintptr_t>(b) & 4095 & ~uintptr_t(63));
+  // the middle of the larger gap between the two on the 4096-byte circle
+  const uint32_t up = (pb - pa) & 4095;
+  const uint32_t mid = up >= 2048 ? pa + up / 2 : pb + (4096 - up) / 2;
+  return mid & 4095 & ~uint32_t(63);
+}
+
+py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const void* also_apart_from,
+                      bool* untouched) {
   // NumPy's own constructor (C order, NumPy's allocator) without pybind11's intermediate
   // shape/stride vectors: this runs for every result of every call.
   if (dt != DType::f32 && dt != DType::f64) throw py::type_error(std::string("unsupported dtype ") + dtype_name(dt));
@@ -152,7 +166,8 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
   }
   auto& api = py::detail::npy_api::get();
   py::dtype descr = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
-  if (!apart_from || nbytes < kPlacedMinBytes) {
+  if (nbytes < kPlacedMinBytes) {
+    if (untouched) *untouched = true;  // unknown: whatever malloc returns
     PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, nullptr, 0,
                                             nullptr);  // steals the descriptor reference
     if (!o) throw py::error_already_set();
@@ -163,11 +178,14 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
   // a page, so a result and its input would otherwise share their page offsets, and loads of
   // the input then wait on stores to the result at the same offset ("4K aliasing"): layer norm
   // backward at (65536, 1024) float32 took 34.0 ms into such a dx, 24.5 ms into a placed one.
-  // The memory is a uint8 NumPy array held as the result's base.
-  py::array_t<uint8_t> raw(py::ssize_t(nbytes + 4096));
-  const uintptr_t a = reinterpret_cast<uintptr_t>(raw.mutable_data());
-  const uintptr_t want = ((reinterpret_cast<uintptr_t>(apart_from) & ~uintptr_t(63)) + 2048 + 64) & 4095;
-  char* data = reinterpret_cast<char*>(a) + ((want - (a & 4095)) & 4095);
+  // With two streamed inputs (dout and the saved x or y of a backward, often itself a placed
+  // result at NumPy's offset + 2112) it goes midway between their offsets, at least ~1 KiB
+  // from each; without a known input it is placed as if its input were such a NumPy block.
+  // The memory comes from the result cache (core/result_cache.hpp): a block freed by an earlier
+  // result, its pages already faulted in, or a new mapping; the object owning it is the base.
+  const uint32_t offset = page_offset_apart(apart_from, also_apart_from);
+  char* data = nullptr;
+  py::object owner = result_block(nbytes, offset, &data, untouched);
   PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, data,
                                           py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ |
                                               py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
@@ -175,12 +193,13 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from) {
                                           nullptr);
   if (!o) throw py::error_already_set();
   py::array res = py::reinterpret_steal<py::array>(o);
-  if (api.PyArray_SetBaseObject_(res.ptr(), raw.release().ptr()) != 0) throw py::error_already_set();
+  if (api.PyArray_SetBaseObject_(res.ptr(), owner.release().ptr()) != 0) throw py::error_already_set();
   return res;
 }
 
-py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg) {
-  if (out.is_none()) return empty_array(dt, shape);
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg, const void* apart_from,
+                     const void* also_apart_from) {
+  if (out.is_none()) return empty_array(dt, shape, apart_from, also_apart_from);
   if (!py::isinstance<py::array>(out))
     throw py::type_error(std::string(arg) + ": expected a NumPy array or None, got " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));

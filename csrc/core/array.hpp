@@ -100,19 +100,29 @@ double finite_real(const py::handle& h, const char* arg);
 // An output must not overlap itself (a zero stride or interleaved strides on a writeable view):
 // ValueError naming `arg`. Conservative: dimensions sorted by stride must nest.
 void check_no_self_overlap(const ArrayView& v, const char* arg);
-// A new C-contiguous array of the given dtype and shape. With `apart_from` (the main input of the op) and at least
-// kPlacedMinBytes, it is 64-byte aligned and placed half a page away from that input modulo the
-// page size (see array.cpp); smaller results come from NumPy's allocator as they are.
+// A new C-contiguous array of the given dtype and shape. At least kPlacedMinBytes, it is
+// 64-byte aligned, placed half a page away from `apart_from` (the main input of the op; a
+// typical NumPy block when null) modulo the page size, or midway between it and
+// `also_apart_from` (a second streamed input), and its memory comes from the result cache
+// (core/result_cache.hpp; see array.cpp); smaller results come from NumPy's allocator.
+// `*untouched` (if given) says whether the pages are new to this process, to be faulted in by
+// the kernel's first stores (a new mapping, or NumPy's allocator), or already present (a block
+// reused from the cache): kernels that pick ordinary stores for memory they fault in anyway
+// and non-temporal stores otherwise decide with it.
 constexpr int64_t kPlacedMinBytes = int64_t(1) << 20;
-py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr);
+py::array empty_array(DType dt, const Dims& shape, const void* apart_from = nullptr,
+                      const void* also_apart_from = nullptr, bool* untouched = nullptr);
+// The page offset (0..4095, a multiple of 64) empty_array gives a result of those inputs.
+uint32_t page_offset_apart(const void* apart_from, const void* also_apart_from = nullptr);
 
 // A null array handle for members and locals assigned later. py::array's default constructor
 // allocates an empty float64 NumPy array: ~0.1 us each, five of them per layer-norm call.
 inline py::array null_array() { return py::reinterpret_steal<py::array>(py::handle()); }
-// `out` argument: None -> fresh array like `like`; otherwise it must be a writeable ndarray
-// of the same shape and dtype (TypeError if not an array; ValueError naming "out" for a shape or
-// dtype mismatch or a read-only array).
-py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out");
+// `out` argument: None -> a fresh array (empty_array, placed apart from the inputs given);
+// otherwise it must be a writeable ndarray of the same shape and dtype (TypeError if not an
+// array; ValueError naming "out" for a shape or dtype mismatch or a read-only array).
+py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg = "out",
+                     const void* apart_from = nullptr, const void* also_apart_from = nullptr);
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);

@@ -4,6 +4,7 @@
     y = nk.relu(x)                 # NumPy in, NumPy out (CuPy/PyTorch CUDA in, same out)
     nk.build_info()                # compiler, instruction sets, threads, CUDA
     nk.set_num_threads(2)
+    nk.result_cache_info()         # reuse of large result blocks (nk.set_result_cache_limit)
 
 Every op has a NumPy reference in :mod:`nnkernels.reference`.
 """
@@ -72,6 +73,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa", "isa",
+    "set_result_cache_limit", "empty_result_cache", "result_cache_info",
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
     "softmax_cross_entropy",
@@ -99,6 +101,9 @@ def build_info() -> dict:
     info["version"] = __version__
     info["gpu_names"] = [_core.cuda_device_name(i) for i in range(info["gpu_count"])]
     info["omp_wait_policy"] = _OMP_WAIT_POLICY  # as set when the extension was loaded ("" = libgomp's default)
+    cache = result_cache_info()
+    info["result_cache"] = (f"limit {cache['limit']} bytes; {cache['blocks']} idle blocks, {cache['bytes_cached']} bytes; "
+                            f"{cache['hits']} hits, {cache['misses']} misses")
     return info
 
 
@@ -154,3 +159,30 @@ def isa(level: str) -> Iterator[None]:
         yield
     finally:
         set_isa(previous)
+
+
+def set_result_cache_limit(limit: int) -> None:
+    """Bytes of idle large-result blocks kept for reuse (0 disables the cache).
+
+    Results of 1 MB and more live in blocks that are kept, once the last array (or view, or
+    buffer) using them is gone, and reused by the next result that fits: a loop calling
+    ``y = nk.layernorm_forward(x)`` then runs as fast as one passing ``out=``, without faulting
+    in fresh pages every call. Idle blocks beyond the limit are returned to the operating
+    system, oldest first. The default is min(2 GiB, 10% of RAM), or the environment variable
+    ``NNKERNELS_RESULT_CACHE_LIMIT`` read at import (bytes, or with a suffix: ``512M``,
+    ``2GiB``; K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of 1000).
+    """
+    _core.set_result_cache_limit(limit)
+
+
+def empty_result_cache() -> None:
+    """Return every idle result block to the operating system (live results are untouched)."""
+    _core.empty_result_cache()
+
+
+def result_cache_info() -> dict:
+    """Statistics of the result cache: ``limit``, ``bytes_cached`` and ``blocks`` (idle, kept for
+    reuse), ``hits`` and ``misses`` (large results served from the cache or newly mapped),
+    ``evictions`` (idle blocks returned to the OS), ``bytes_in_use`` and ``blocks_in_use``
+    (held by live results), ``min_result_bytes`` (smaller results use NumPy's allocator)."""
+    return dict(_core.result_cache_info())

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'rmsprop_step', 'set_isa', 'set_num_threads', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
 def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any) -> None:
     ...
 def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any) -> None:
@@ -75,6 +75,10 @@ def cuda_synchronize(stream: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 def ema_update(averages: typing.Any, params: typing.Any, decay: typing.Any) -> None:
     ...
+def empty_result_cache() -> None:
+    """
+    Return every idle result block to the operating system.
+    """
 def get_isa() -> str:
     ...
 def get_num_threads() -> int:
@@ -125,11 +129,19 @@ def reset_isa() -> None:
     """
     Back to the level chosen at import (NNKERNELS_ISA, else the best this CPU supports).
     """
+def result_cache_info() -> dict:
+    """
+    Statistics of the result cache: limit, bytes_cached, blocks, hits, misses, evictions, bytes_in_use, blocks_in_use, min_result_bytes.
+    """
 def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any) -> None:
     ...
 def set_isa(isa: str) -> None:
     """
     Select the instruction-set level of the CPU kernels ('baseline', 'avx2', 'avx512').
+    """
+def set_result_cache_limit(limit: typing.Any) -> None:
+    """
+    Bytes of idle result blocks kept for reuse; idle blocks beyond it are returned to the OS. 0 disables.
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
