@@ -57,7 +57,10 @@ def _check_gram(X, float64_products=False):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 3), (3, 1), (127, 5), (129, 33), (257, 17),
-                                   (1021, 100), (70001, 1), (100003, 7), (4099, 131)])
+                                   (1021, 100), (70001, 1), (100003, 7), (4099, 131),
+                                   # last column block of 5..15 (one or two transposed row tiles)
+                                   # and exact multiples of the vector width
+                                   (263, 15), (301, 29), (130, 16), (131, 48)])
 @pytest.mark.parametrize("float64_products", [False, True])
 def test_gram_matches_reference(isa, dtype, shape, float64_products):
     if dtype == np.float64 and float64_products:
