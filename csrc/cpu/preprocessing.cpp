@@ -729,6 +729,8 @@ inline void gram_merge_t(const A* __restrict__ tile, int64_t rb, int64_t cb, int
   }
 }
 
+constexpr int64_t kGramF32Cols = 1024;  // float32 pass-1 accumulators on the stack
+
 template <class T, class A>
 void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64_t cs, double* __restrict__ mean,
                    double* __restrict__ m2, int64_t ld, double* work) {
@@ -752,7 +754,27 @@ void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64
     const T* xc = x + r0 * rs;
     const double inv_kc = 1.0 / double(kc);
     // pass 1: chunk mean and range (each column summed in row order, in both loop orders)
-    if (cs == 1) {
+    if (std::is_same<T, float>::value && cs == 1 && cols <= kGramF32Cols) {
+      // float32 data, C order: min/max are exact in float32 and the centre only needs to be
+      // near the mean (the residual sums s correct it), so pass 1 runs in float32 (half the
+      // vectors of the float64 form). A float32 sum that overflows falls back to the midrange.
+      alignas(64) float fs[kGramF32Cols], fl[kGramF32Cols], fh[kGramF32Cols];
+      for (int64_t j = 0; j < cols; ++j) fs[j] = 0.0f, fl[j] = fh[j] = float(xc[j]);
+      for (int64_t r = 0; r < kc; ++r) {
+        const T* __restrict__ row = xc + r * rs;
+        for (int64_t j = 0; j < cols; ++j) {
+          const float v = float(row[j]);
+          fs[j] += v;
+          fl[j] = v < fl[j] ? v : fl[j];
+          fh[j] = v > fh[j] ? v : fh[j];
+        }
+      }
+      for (int64_t j = 0; j < cols; ++j) {
+        lo[j] = double(fl[j]), hi[j] = double(fh[j]);
+        const double sum = double(fs[j]);
+        cm[j] = sum - sum == 0.0 ? sum : (0.5 * lo[j] + 0.5 * hi[j]) * double(kc);
+      }
+    } else if (cs == 1) {
       for (int64_t j = 0; j < cols; ++j) cm[j] = 0.0, lo[j] = hi[j] = double(xc[j]);
       for (int64_t r = 0; r < kc; ++r) {
         const T* __restrict__ row = xc + r * rs;
