@@ -103,6 +103,18 @@ def test_gram_extreme_magnitudes():
     _check_gram(X)
 
 
+def test_gram_float32_sum_overflow():
+    """A chunk whose float32 column sum overflows (values near 3e38) is centred on its midrange
+    instead: still finite, within the bound, and the same bits in every memory order."""
+    rng = np.random.default_rng(4)
+    X = np.stack([rng.uniform(1e38, 3e38, 1000), rng.standard_normal(1000),
+                  rng.uniform(-3e38, 3e38, 1000)], axis=1).astype(np.float32)
+    mean, M = _check_gram(X)
+    assert np.isfinite(mean).all() and np.isfinite(M).all()
+    m2, M2 = _core.prep_centered_gram(np.asfortranarray(X))
+    assert np.array_equal(m2, mean) and np.array_equal(M2, M)
+
+
 def test_gram_errors():
     with pytest.raises(ValueError, match="X: expected a 2-D"):
         _core.prep_centered_gram(np.zeros(5))

@@ -754,7 +754,22 @@ void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64
     const T* xc = x + r0 * rs;
     const double inv_kc = 1.0 / double(kc);
     // pass 1: chunk mean and range (each column summed in row order, in both loop orders)
-    if (std::is_same<T, float>::value && cs == 1 && cols <= kGramF32Cols) {
+    const bool f32_pass1 = std::is_same<T, float>::value && cols <= kGramF32Cols;
+    if (f32_pass1 && cs != 1) {
+      // the same float32 sums, min and max column by column (rows in order: the same bits)
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* __restrict__ col = xc + j * cs;
+        float sum = 0.0f, l = float(col[0]), h = l;
+        for (int64_t r = 0; r < kc; ++r) {
+          const float v = float(col[r * rs]);
+          sum += v;
+          l = v < l ? v : l;
+          h = v > h ? v : h;
+        }
+        lo[j] = double(l), hi[j] = double(h);
+        cm[j] = double(sum) - double(sum) == 0.0 ? double(sum) : (0.5 * lo[j] + 0.5 * hi[j]) * double(kc);
+      }
+    } else if (f32_pass1) {
       // float32 data, C order: min/max are exact in float32 and the centre only needs to be
       // near the mean (the residual sums s correct it), so pass 1 runs in float32 (half the
       // vectors of the float64 form). A float32 sum that overflows falls back to the midrange.
