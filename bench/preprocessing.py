@@ -19,7 +19,8 @@ from nnkernels import preprocessing as P
 from ._harness import Case, Context, Impl
 
 COLS = 100
-ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer")
+ROWS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer", "PCA", "ZCAWhitening")
+_DECOMPOSITION = ("PCA", "ZCAWhitening")
 MAIN_ROWS = ("MinMaxScaler",)
 
 
@@ -68,6 +69,8 @@ def cases(ctx: Context) -> Iterator[Case]:
         X = ctx.rng.standard_normal((n, COLS), dtype=np.float64).astype(dt) * 3 + 1
         nbytes = X.nbytes
         for name in names:
+            if name in _DECOMPOSITION:
+                continue
             ours = getattr(P, name)
             impls = [Impl("nnkernels", lambda c=ours: c().fit_transform(X))]
             if skp is not None:
@@ -81,7 +84,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             passes = 2 if name == "Normalizer" else 3
             yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
                        note="fit_transform")
-        yield from _decomposition_cases(X)
+        yield from _decomposition_cases(X, names)
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:
@@ -96,7 +99,7 @@ def _gpu_impls(ctx: Context, cls, X) -> list:
     return []
 
 
-def _decomposition_cases(X) -> Iterator[Case]:
+def _decomposition_cases(X, names) -> Iterator[Case]:
     """PCA(50) and ZCAWhitening fit_transform against scikit-learn's default PCA solver
     (covariance_eigh for tall data) and a plain NumPy implementation. ZCA's scikit-learn peer is
     PCA(whiten=True) rotated back to the original basis (the same product, eps = 0). bytes_moved:
@@ -124,13 +127,15 @@ def _decomposition_cases(X) -> Iterator[Case]:
         p = skd.PCA(whiten=True).fit(X)
         return p.transform(X) @ p.components_
 
-    impls = [Impl("nnkernels", lambda: P.PCA(50).fit_transform(X)), Impl("numpy", numpy_pca)]
-    if skd is not None:
-        impls.append(Impl("sklearn", lambda: skd.PCA(50).fit_transform(X)))
-    yield Case("preprocessing", "PCA", shape, X.dtype.name, impls, bytes_moved=2 * X.nbytes + n * 50 * X.itemsize,
-               note="fit_transform, n_components=50")
-    impls = [Impl("nnkernels", lambda: P.ZCAWhitening().fit_transform(X)), Impl("numpy", numpy_zca)]
-    if skd is not None:
-        impls.append(Impl("sklearn", sklearn_zca))
-    yield Case("preprocessing", "ZCAWhitening", shape, X.dtype.name, impls, bytes_moved=3 * X.nbytes,
-               note="fit_transform; sklearn: PCA(whiten=True), rotated back")
+    if "PCA" in names:
+        impls = [Impl("nnkernels", lambda: P.PCA(50).fit_transform(X)), Impl("numpy", numpy_pca)]
+        if skd is not None:
+            impls.append(Impl("sklearn", lambda: skd.PCA(50).fit_transform(X)))
+        yield Case("preprocessing", "PCA", shape, X.dtype.name, impls, bytes_moved=2 * X.nbytes + n * 50 * X.itemsize,
+                   note="fit_transform, n_components=50")
+    if "ZCAWhitening" in names:
+        impls = [Impl("nnkernels", lambda: P.ZCAWhitening().fit_transform(X)), Impl("numpy", numpy_zca)]
+        if skd is not None:
+            impls.append(Impl("sklearn", sklearn_zca))
+        yield Case("preprocessing", "ZCAWhitening", shape, X.dtype.name, impls, bytes_moved=3 * X.nbytes,
+                   note="fit_transform; sklearn: PCA(whiten=True), rotated back")
