@@ -40,7 +40,20 @@ def _load_core():
 
 
 _core, _OMP_WAIT_POLICY = _load_core()
-from . import init, preprocessing
+from . import init  # noqa: E402
+# nnkernels.preprocessing is built on scikit-learn's estimator classes: imported on first use
+# (module __getattr__ below), so `import nnkernels` neither needs scikit-learn nor loads its
+# bundled libgomp beside the one the extension uses.
+
+
+def __getattr__(name):
+    if name == "preprocessing":
+        import importlib
+
+        return importlib.import_module(".preprocessing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 from .activations import (
     leaky_relu,
     leaky_relu_backward,
