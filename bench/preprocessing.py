@@ -86,7 +86,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             yield Case("preprocessing", name, f"{n}x{COLS}", dt.name, impls, bytes_moved=passes * nbytes,
                        note="fit_transform")
         if decomposition:
-            yield from (c for c in _decomposition_cases(X) if c.op in decomposition)
+            yield from _decomposition_cases(X, decomposition)
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:
@@ -101,7 +101,7 @@ def _gpu_impls(ctx: Context, cls, X) -> list:
     return []
 
 
-def _decomposition_cases(X) -> Iterator[Case]:
+def _decomposition_cases(X, names) -> Iterator[Case]:
     """PCA(50) and ZCAWhitening fit_transform against scikit-learn's default PCA solver
     (covariance_eigh for tall data) and a plain NumPy implementation. ZCA's scikit-learn peer is
     PCA(whiten=True) rotated back to the original basis (the same product, eps = 0). bytes_moved:
@@ -129,13 +129,15 @@ def _decomposition_cases(X) -> Iterator[Case]:
         p = skd.PCA(whiten=True).fit(X)
         return p.transform(X) @ p.components_
 
-    impls = [Impl("nnkernels", lambda: P.PCA(50).fit_transform(X)), Impl("numpy", numpy_pca)]
-    if skd is not None:
-        impls.append(Impl("sklearn", lambda: skd.PCA(50).fit_transform(X)))
-    yield Case("preprocessing", "PCA", shape, X.dtype.name, impls, bytes_moved=2 * X.nbytes + n * 50 * X.itemsize,
-               note="fit_transform, n_components=50")
-    impls = [Impl("nnkernels", lambda: P.ZCAWhitening().fit_transform(X)), Impl("numpy", numpy_zca)]
-    if skd is not None:
-        impls.append(Impl("sklearn", sklearn_zca))
-    yield Case("preprocessing", "ZCAWhitening", shape, X.dtype.name, impls, bytes_moved=3 * X.nbytes,
-               note="fit_transform; sklearn: PCA(whiten=True), rotated back")
+    if "PCA" in names:
+        impls = [Impl("nnkernels", lambda: P.PCA(50).fit_transform(X)), Impl("numpy", numpy_pca)]
+        if skd is not None:
+            impls.append(Impl("sklearn", lambda: skd.PCA(50).fit_transform(X)))
+        yield Case("preprocessing", "PCA", shape, X.dtype.name, impls, bytes_moved=2 * X.nbytes + n * 50 * X.itemsize,
+                   note="fit_transform, n_components=50")
+    if "ZCAWhitening" in names:
+        impls = [Impl("nnkernels", lambda: P.ZCAWhitening().fit_transform(X)), Impl("numpy", numpy_zca)]
+        if skd is not None:
+            impls.append(Impl("sklearn", sklearn_zca))
+        yield Case("preprocessing", "ZCAWhitening", shape, X.dtype.name, impls, bytes_moved=3 * X.nbytes,
+                   note="fit_transform; sklearn: PCA(whiten=True), rotated back")

@@ -61,7 +61,7 @@ namespace nk {
 // update; also the span of one float32 accumulation (see csrc/cpu/preprocessing.cpp).
 constexpr int64_t kGramChunkRows = 128;
 // Columns are padded to a multiple of kGramPad in the packed chunk and the result (ld).
-constexpr int64_t kGramPad = 32;
+constexpr int64_t kGramPad = 16;
 
 struct PrepGramKernels {
   // For rows [0, rows) of x (element strides rs, cs of any sign): mean[0..cols) = column means,

@@ -629,17 +629,23 @@ def _centered_matmul(X: np.ndarray, mean64: np.ndarray, W: np.ndarray, name: str
     constant shift, removed by subtracting (mean - m) @ W computed in float64.
     """
     dt = X.dtype
+    n, d = X.shape
+    rows = max(1, _MATMUL_BLOCK_ELEMS // d)
     if direct:
-        Y = np.matmul(X, W)
-        Y -= (mean64 @ W.astype(np.float64)).astype(dt)
+        # by row blocks, so that each block of Y is corrected while it is still in cache
+        # (a separate Y -= c pass over 1e6 x 50 float32 cost 22-28 ms, a tenth of the GEMM)
+        c = (mean64 @ W.astype(np.float64)).astype(dt)
+        Y = np.empty((n, W.shape[1]), dtype=dt)
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            np.matmul(X[r0:r1], W, out=Y[r0:r1])
+            np.subtract(Y[r0:r1], c, out=Y[r0:r1])
         if check_finite and not _finite_sum(Y):
             _nonfinite_input(X, name)
         return Y
     m = mean64.astype(dt)
     corr = ((mean64 - m.astype(np.float64)) @ W.astype(np.float64)).astype(dt)
-    n, d = X.shape
     Y = np.empty((n, W.shape[1]), dtype=dt)
-    rows = max(1, _MATMUL_BLOCK_ELEMS // d)
     buf = np.empty((min(rows, n), d), dtype=dt)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
