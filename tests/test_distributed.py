@@ -182,16 +182,21 @@ def test_threads_per_rank_share_the_cores(tmp_path):
         from threadpoolctl import threadpool_info
         from nnkernels import distributed, train
         comm = distributed.world()
+        import sys
         with train.cli_threads(None, True):
-            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-            print(comm.rank, distributed.ranks_on_this_node(comm), nk.get_num_threads(), blas)
+            # every BLAS loaded in the process (NumPy's, SciPy's, ...) is limited to one thread
+            blas = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+            line = f"{comm.rank} {distributed.ranks_on_this_node(comm)} {nk.get_num_threads()} {blas}"
+        # one file per rank: the ranks' stdout lines may interleave
+        with open(f"{sys.argv[1]}/rank{comm.rank}.txt", "w") as f:
+            f.write(line)
     '''))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(nk.__file__), os.pardir)] +
                                         [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    proc = subprocess.run([exe, "-n", "2", sys.executable, str(script)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([exe, "-n", "2", sys.executable, str(script), str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = sorted(proc.stdout.split("\n")[:-1])
+    lines = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     share = max(1, cores // 2)
     assert lines == [f"0 2 {share} [1]", f"1 2 {share} [1]"], proc.stdout
