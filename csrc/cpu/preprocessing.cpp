@@ -865,6 +865,37 @@ inline void gram_merge_t(const A* __restrict__ tile, int64_t rb, int64_t cb, int
 
 constexpr int64_t kGramF32Cols = 1024;  // float32 pass-1 accumulators on the stack
 
+// Per-column sum, minimum and maximum of kc rows, accumulated in S (float or double). Each
+// column is summed in row order in both loop orders, so every memory layout gives the same bits.
+template <class T, class S>
+void chunk_sum_range(const T* xc, int64_t kc, int64_t cols, int64_t rs, int64_t cs, S* __restrict__ sum,
+                     S* __restrict__ lo, S* __restrict__ hi) {
+  if (cs == 1) {
+    for (int64_t j = 0; j < cols; ++j) sum[j] = S(0), lo[j] = hi[j] = S(xc[j]);
+    for (int64_t r = 0; r < kc; ++r) {
+      const T* __restrict__ row = xc + r * rs;
+      for (int64_t j = 0; j < cols; ++j) {
+        const S v = S(row[j]);
+        sum[j] += v;
+        lo[j] = v < lo[j] ? v : lo[j];
+        hi[j] = v > hi[j] ? v : hi[j];
+      }
+    }
+    return;
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    const T* __restrict__ col = xc + j * cs;
+    S t = S(0), l = S(col[0]), h = l;
+    for (int64_t r = 0; r < kc; ++r) {
+      const S v = S(col[r * rs]);
+      t += v;
+      l = v < l ? v : l;
+      h = v > h ? v : h;
+    }
+    sum[j] = t, lo[j] = l, hi[j] = h;
+  }
+}
+
 template <class T, class A>
 void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64_t cs, double* __restrict__ mean,
                    double* __restrict__ m2, int64_t ld, double* work) {
@@ -887,65 +918,20 @@ void centered_gram(const void* xv, int64_t rows, int64_t cols, int64_t rs, int64
     const int64_t kc = rows - r0 < kGramChunkRows ? rows - r0 : kGramChunkRows;
     const T* xc = x + r0 * rs;
     const double inv_kc = 1.0 / double(kc);
-    // pass 1: chunk mean and range (each column summed in row order, in both loop orders)
-    const bool f32_pass1 = std::is_same<T, float>::value && cols <= kGramF32Cols;
-    if (f32_pass1 && cs != 1) {
-      // the same float32 sums, min and max column by column (rows in order: the same bits)
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* __restrict__ col = xc + j * cs;
-        float sum = 0.0f, l = float(col[0]), h = l;
-        for (int64_t r = 0; r < kc; ++r) {
-          const float v = float(col[r * rs]);
-          sum += v;
-          l = v < l ? v : l;
-          h = v > h ? v : h;
-        }
-        lo[j] = double(l), hi[j] = double(h);
-        cm[j] = double(sum) - double(sum) == 0.0 ? double(sum) : (0.5 * lo[j] + 0.5 * hi[j]) * double(kc);
-      }
-    } else if (f32_pass1) {
-      // float32 data, C order: min/max are exact in float32 and the centre only needs to be
-      // near the mean (the residual sums s correct it), so pass 1 runs in float32 (half the
-      // vectors of the float64 form). A float32 sum that overflows falls back to the midrange.
+    // pass 1: chunk mean and range
+    if (std::is_same<T, float>::value && cols <= kGramF32Cols) {
+      // float32 data: min/max are exact in float32 and the centre only needs to be near the mean
+      // (the residual sums s correct it), so pass 1 runs in float32 (half the vectors of the
+      // float64 form). A float32 sum that overflows falls back to the midrange.
       alignas(64) float fs[kGramF32Cols], fl[kGramF32Cols], fh[kGramF32Cols];
-      for (int64_t j = 0; j < cols; ++j) fs[j] = 0.0f, fl[j] = fh[j] = float(xc[j]);
-      for (int64_t r = 0; r < kc; ++r) {
-        const T* __restrict__ row = xc + r * rs;
-        for (int64_t j = 0; j < cols; ++j) {
-          const float v = float(row[j]);
-          fs[j] += v;
-          fl[j] = v < fl[j] ? v : fl[j];
-          fh[j] = v > fh[j] ? v : fh[j];
-        }
-      }
+      chunk_sum_range(xc, kc, cols, rs, cs, fs, fl, fh);
       for (int64_t j = 0; j < cols; ++j) {
         lo[j] = double(fl[j]), hi[j] = double(fh[j]);
         const double sum = double(fs[j]);
         cm[j] = sum - sum == 0.0 ? sum : (0.5 * lo[j] + 0.5 * hi[j]) * double(kc);
       }
-    } else if (cs == 1) {
-      for (int64_t j = 0; j < cols; ++j) cm[j] = 0.0, lo[j] = hi[j] = double(xc[j]);
-      for (int64_t r = 0; r < kc; ++r) {
-        const T* __restrict__ row = xc + r * rs;
-        for (int64_t j = 0; j < cols; ++j) {
-          const double v = double(row[j]);
-          cm[j] += v;
-          lo[j] = v < lo[j] ? v : lo[j];
-          hi[j] = v > hi[j] ? v : hi[j];
-        }
-      }
     } else {
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* __restrict__ col = xc + j * cs;
-        double sum = 0.0, l = double(col[0]), h = l;
-        for (int64_t r = 0; r < kc; ++r) {
-          const double v = double(col[r * rs]);
-          sum += v;
-          l = v < l ? v : l;
-          h = v > h ? v : h;
-        }
-        cm[j] = sum, lo[j] = l, hi[j] = h;
-      }
+      chunk_sum_range(xc, kc, cols, rs, cs, cm, lo, hi);
     }
     for (int64_t j = 0; j < cols; ++j) {
       cm[j] *= inv_kc;
