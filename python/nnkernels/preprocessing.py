@@ -149,11 +149,14 @@ def _validate_transform(est, X, copy: bool, allow_nan: bool = True, dtype=FLOAT_
                          ensure_all_finite="allow-nan" if allow_nan else True)
 
 
-def _check_features(est, X) -> None:
-    """Feature count for inverse_transform (which scikit-learn validates with check_array only)."""
+def _validate_inverse(est, X):
+    """inverse_transform's validation: scikit-learn's check_array (as its scalers do there, NaN
+    allowed) and the fitted feature count."""
+    X = check_array(X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
     if X.shape[1] != est.n_features_in_:
         raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
                          f"{est.n_features_in_} features as input.")
+    return X
 
 
 # ---------------------------------------------------------------- StandardScaler
@@ -287,8 +290,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         copy = self.copy if copy is None else copy
         if _is_gpu(X):
             return _affine(_gpu_validate(self, X, reset=False), *self._params(True), True)
-        X = check_array(X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
-        _check_features(self, X)
+        X = _validate_inverse(self, X)
         return _affine(X, *self._params(True), copy)
 
     def __sklearn_tags__(self):
@@ -402,8 +404,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         mn, scale, low = self._kernel_params()
         if _is_gpu(X):
             return _affine(_gpu_validate(self, X, reset=False), low, 1.0 / scale, mn, True)
-        X = check_array(X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
-        _check_features(self, X)
+        X = _validate_inverse(self, X)
         return _affine(X, low, 1.0 / scale, mn, self.copy)
 
     def __sklearn_tags__(self):
@@ -492,8 +493,7 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         if _is_gpu(X):
             return _affine(_gpu_validate(self, X, reset=False), *self._params(True), True)
-        X = check_array(X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
-        _check_features(self, X)
+        X = _validate_inverse(self, X)
         return _affine(X, *self._params(True), self.copy)
 
     def __sklearn_tags__(self):
@@ -699,7 +699,7 @@ class PCA(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.transformer_tags.preserves_dtype = list(_PRESERVED)
         return tags
 
     @property
@@ -880,7 +880,7 @@ class ZCAWhitening(_SkPrefixFeaturesOut, _SkTransformerMixin, _SkBaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.transformer_tags.preserves_dtype = list(_PRESERVED)
         return tags
 
     @property
