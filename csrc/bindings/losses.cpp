@@ -133,7 +133,6 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   if (!(c == 1 || x.view.strides[1] == 1) || (may_overlap(x.view, o.view) && !same_layout(x.view, o.view)))
     x = contiguous_copy_of(x, "logits");
   make_contiguous_on_gpu(x, "logits");
-  GpuStagedOutput target(o);
   const ExecContext ctx = context_of(x);
   const SoftmaxXentImpl impl = softmax_xent_stub(ctx.device);
   if (!x.is_cuda()) {
@@ -144,6 +143,7 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
     }
     return py::make_tuple(loss, o.result());
   }
+  GpuStagedOutput target(o);
   // GPU: int64 labels that no row's gradient store can overwrite (a device copy otherwise: made on
   // the library's current stream, so it is ordered before the kernel); the loss stays on the device.
   if (!(lab.kind == 'i' && lab.itemsize == 8 && lab.view.c_contiguous()) || labels_overlap(lab, target.target().view))
