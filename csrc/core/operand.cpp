@@ -305,6 +305,21 @@ Library library_of(const py::handle& h) {
   return Library::numpy;
 }
 
+namespace {
+// Before anything is allocated for a GPU operand: a build without CUDA kernels says so by name.
+Operand checked_device(Operand r, const char* arg) {
+#if !defined(NK_WITH_CUDA)
+  if (r.is_cuda())
+    throw std::runtime_error(std::string(arg) +
+                             ": a CUDA array was passed, but this nnkernels build has no CUDA kernels (built without "
+                             "nvcc or with NNKERNELS_CUDA=OFF); rebuild with a CUDA toolkit to use GPU arrays");
+#else
+  (void)arg;
+#endif
+  return r;
+}
+}  // namespace
+
 Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
   Operand r;
   if (py::isinstance<py::array>(h)) {  // the common case first: no attribute lookups
@@ -314,8 +329,8 @@ Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
     return r;
   }
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
-  if (is_torch_tensor(h.ptr())) return from_torch(h, arg, float_only);
-  if (has_attr(h, "__cuda_array_interface__")) return from_cuda_array_interface(h, arg, float_only);
+  if (is_torch_tensor(h.ptr())) return checked_device(from_torch(h, arg, float_only), arg);
+  if (has_attr(h, "__cuda_array_interface__")) return checked_device(from_cuda_array_interface(h, arg, float_only), arg);
   if (has_attr(h, "__dlpack__") && has_attr(h, "__dlpack_device__")) {
     py::tuple dev = h.attr("__dlpack_device__")();
     const int type = dev[0].cast<int>();
