@@ -11,7 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -92,7 +92,9 @@ struct Parsed {
   // thread may meanwhile empty the list (dropping the list's references). (The arguments
   // themselves are held by the caller for the whole call.)
   std::vector<py::object> owned;
-  std::deque<Operand> tensors;  // the non-NumPy entries (their DLPack capsules hold the memory)
+  // The non-NumPy entries (their DLPack capsules hold the memory); pointers: the Items point into
+  // them, and an empty vector allocates nothing (NumPy calls).
+  std::vector<std::unique_ptr<Operand>> tensors;
   const Operand* main = nullptr;  // the first entry when it is not a NumPy array (device, library, stream)
   bool is_list[kOptimMaxOperands] = {};
 };
@@ -162,8 +164,8 @@ Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
   }
   const std::string nm = item_name(a, list, t);
   if (!is_array(o)) throw py::type_error(nm + ": expected an array (NumPy, torch tensor, CuPy), got " + Py_TYPE(o)->tp_name);
-  P.tensors.push_back(operand_of(o, nm.c_str()));  // dtype, alignment
-  const Operand& op = P.tensors.back();
+  P.tensors.push_back(std::make_unique<Operand>(operand_of(o, nm.c_str())));  // dtype, alignment
+  const Operand& op = *P.tensors.back();
   if (op.view.size != 0 && !op.view.c_contiguous()) refuse_strided(nm);
   if (a.write && !op.view.writeable) throw py::value_error(nm + ": array is read-only");
   if (a.write && op.library == Library::torch && op.object.ptr() != o)  // operand_of resolved a lazy negation
@@ -205,7 +207,7 @@ void parse(const ListArg* args, int nops, Parsed& P) {
       const Item it = inspect(objs[k][t], args[k], P.is_list[k], t, P);
       if (t == 0 && k == 0) {
         device = it.device;
-        if (P.tensors.size() > before) P.main = &P.tensors.back();
+        if (P.tensors.size() > before) P.main = P.tensors.back().get();
       } else if (it.device != device) {
         Operand first, other;  // only their devices: check_same_device's message
         first.device = device;
