@@ -112,7 +112,7 @@ template <class T, int OP, int NOPS>
 __global__ void __launch_bounds__(kBlock) multi_tensor_kernel(const LaunchTable<NOPS> tab, const Update<T, OP> f) {
   int64_t begin, end;
   const int e = block_range(tab, begin, end);
-  T* p[NOPS];
+  T* p[kOptimMaxOperands] = {};  // full size: Update's branches for other ops index up to 3 (dead code)
 #pragma unroll
   for (int k = 0; k < NOPS; ++k) p[k] = static_cast<T*>(tab.ptr[k][e]);
   for (int64_t base = begin + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
