@@ -6,6 +6,9 @@ library's allocator), make a device copy (contiguous, or int64 labels), and name
 device (the kernels are launched on it, so they order with the caller's own work). None of these copies between
 host and device or synchronises. NumPy and torch CPU tensors need no adapter (the C++ side reads and writes them
 zero-copy); other DLPack producers on the CPU are imported by ``numpy.from_dlpack``.
+
+The last section serves nnkernels.optim outside any op (state arrays next to each parameter, and the host copies
+of a state_dict, which copy between host and device by definition).
 """
 from __future__ import annotations
 
