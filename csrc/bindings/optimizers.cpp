@@ -92,8 +92,8 @@ struct Parsed {
   // thread may meanwhile empty the list (dropping the list's references). (The arguments
   // themselves are held by the caller for the whole call.)
   std::vector<py::object> owned;
-  // The non-NumPy entries (their DLPack capsules hold the memory); pointers: the Items point into
-  // them, and an empty vector allocates nothing (NumPy calls).
+  // The non-NumPy entries (each holds its array, hence the memory, for the call); pointers: the
+  // Items point into them, and an empty vector allocates nothing (NumPy calls).
   std::vector<std::unique_ptr<Operand>> tensors;
   const Operand* main = nullptr;  // the first entry when it is not a NumPy array (device, library, stream)
   bool is_list[kOptimMaxOperands] = {};
