@@ -117,11 +117,12 @@ print("probe: " + json.dumps(info))
 # ------------------------------------------------------------------------------------------ the run
 
 def find_tool(name: str, extra_dirs=()) -> Optional[str]:
-    """`name` on PATH, else in the CUDA toolkit's usual folders (or `extra_dirs`)."""
+    """`name` on PATH, else beside the interpreter (a virtual environment's cmake and ninja), in the
+    CUDA toolkit's usual folders or in `extra_dirs`."""
     found = shutil.which(name)
     if found:
         return found
-    dirs = list(extra_dirs)
+    dirs = [os.path.dirname(sys.executable), *extra_dirs]
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
             dirs.append(os.path.join(os.environ[var], "bin"))
@@ -211,18 +212,23 @@ class Run:
         with open(self.path(log_key), mode) as f:
             f.write(f"---- {name}: $ {shlex.join(cmd)}\n")
             f.flush()
+            # its own process group (killed as one at its limit: compute-sanitizer's child too), in this
+            # session (whoever ends this session's processes ends the steps with it)
+            group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
             try:
                 p = subprocess.Popen(cmd, cwd=self.root, env=env or self.env, stdout=f, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     **group)
             except OSError as exc:
                 f.write(f"---- {name}: could not start ({exc})\n")
                 return 127, 0.0
             try:
                 rc = p.wait(timeout=max(1.0, timeout))
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # the step's whole process group (compute-sanitizer's child too)
-                p.wait()
+                _kill_group(p)
                 rc = None
+            except BaseException:  # Ctrl-C, SIGTERM (see run): the step goes with the driver
+                _kill_group(p)
+                raise
             seconds = time.monotonic() - start
             f.write(f"---- {name}: " + (f"exit {rc}" if rc is not None else f"timed out (limit {timeout:.0f} s)")
                     + f" after {seconds:.1f} s\n")
@@ -239,6 +245,14 @@ class Run:
         else:
             self.record(name, f"exit {rc} after {seconds:.0f} s", failed=rc != 0)
         return rc
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
 
 
 def _environment(run: Run) -> dict:
@@ -295,6 +309,8 @@ def _build(run: Run, tools: dict) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return fail(f"pybind11 is not installed for {sys.executable}")
     env = dict(run.env, NNKERNELS_CUDA="ON")  # CMakeLists.txt lets the environment override -D
+    tool_dirs = [os.path.dirname(tools[t]) for t in ("cmake", "ninja", "nvcc") if tools[t]]
+    env["PATH"] = os.pathsep.join(tool_dirs + [env["PATH"]])  # CMake looks for ninja and nvcc on PATH
     env.setdefault("CCACHE_BASEDIR", run.root)
     env.setdefault("CCACHE_NOHASHDIR", "1")
     fresh = not os.path.exists(os.path.join(build_dir, "CMakeCache.txt"))
@@ -337,13 +353,33 @@ def _sanitizer_library(probe: dict) -> Optional[str]:
     return None
 
 
+def repo_root() -> Optional[str]:
+    """The repository this file belongs to (bench/ of a clone), else the current folder if it is one."""
+    for candidate in (os.path.dirname(os.path.dirname(os.path.realpath(__file__))), os.getcwd()):
+        if os.path.isfile(os.path.join(candidate, "CMakeLists.txt")) and os.path.isdir(os.path.join(candidate, "csrc")):
+            return candidate
+    return None
+
+
 def run(out: str) -> int:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = repo_root()
+    if root is None:
+        print("run: not in a clone of nnkernels (no CMakeLists.txt and csrc/ here): run it from the repository root",
+              file=sys.stderr)
+        return 2
     os.makedirs(out, exist_ok=True)
     for name in FILES.values():  # a fresh run: nothing of an earlier one is mistaken for this one's
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
     budget = float(os.environ.get("NNKERNELS_GPU_CHECK_BUDGET_S") or DEFAULT_BUDGET_S)
+    before = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated run stops its step too
+    try:
+        return _run(root, out, budget)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(root: str, out: str, budget: float) -> int:
     r = Run(root, out, budget)
     tools = _environment(r)
     py = sys.executable

@@ -18,7 +18,8 @@ if [ $# -eq 1 ] && { [ "$1" = -h ] || [ "$1" = --help ]; }; then usage; exit 0; 
 if [ $# -ne 1 ] || [ -z "$1" ] || [ "${1#-}" != "$1" ]; then usage >&2; exit 2; fi
 case $1 in /*) out=$1 ;; *) out=$PWD/$1 ;; esac
 cd "$(dirname "$0")/.."
-python=${PYTHON:-$(command -v python3 || command -v python)}
+python=${PYTHON:-$(command -v python3 || command -v python || true)}
+[ -n "$python" ] || { echo "bench/gpu_check.sh: no python3 or python on PATH (or set PYTHON)" >&2; exit 2; }
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi

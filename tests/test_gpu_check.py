@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -308,3 +309,28 @@ def test_real_run_builds_with_cuda_and_the_gpu_tests_skip_without_a_gpu(tmp_path
         assert tests["tests"] > 0 and tests["skipped"] == tests["tests"]
         assert res.returncode == 0
         assert "memcheck skipped" in text and "no GPU rows" in text
+
+
+def test_a_step_over_its_limit_is_stopped_with_its_process_group(tmp_path):
+    run = G.Run(ROOT, str(tmp_path), budget_s=60)
+    pid_file = tmp_path / "grandchild.pid"
+    child = ("import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             f"open({str(pid_file)!r}, 'w').write(str(g.pid)); time.sleep(60)")
+    rc, seconds = run.command("tests", [sys.executable, "-c", child], "tests", limit=2)
+    assert rc is None and 1.5 < seconds < 30
+    grandchild = int(pid_file.read_text())
+    for _ in range(100):  # gone, or a zombie waiting for init (SIGKILL is delivered at once)
+        try:
+            with open(f"/proc/{grandchild}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the step's child survived its process group")
+    log = (tmp_path / "gpu-tests.log").read_text()
+    assert log.startswith("---- tests: $ ") and "---- tests: timed out (limit 2 s) after" in log
+    rc, _ = run.command("tests", [sys.executable, "-c", "raise SystemExit(3)"], "tests", limit=30)
+    assert rc == 3 and "---- tests: exit 3 after" in (tmp_path / "gpu-tests.log").read_text()
+    run.log.close()
