@@ -389,7 +389,6 @@ def _run(root: str, out: str, budget: float) -> int:
             r.note(f"step {step}: skipped (no build)")
     else:
         probe = _probe(_read(r.path("log"))) or {}
-        gpus = (probe.get("nnkernels") or {}).get("gpu_count") or 0
         if not _has_module("pytest"):
             r.record("tests", "skipped (pytest is not installed)", failed=True)
         else:
@@ -397,29 +396,37 @@ def _run(root: str, out: str, budget: float) -> int:
                              "tests"], "tests")
         bench_args = shlex.split(os.environ.get("NNKERNELS_GPU_CHECK_BENCH_ARGS", ""))
         r.step("bench", [py, "-m", "nnkernels", "bench", "--json", r.path("bench_json"), *bench_args], "bench")
-        lib = _sanitizer_library(probe)
-        why = ("no compute-sanitizer" if not tools["compute-sanitizer"] else
-               "nnkernels sees no GPU" if not gpus else
-               "neither CuPy nor PyTorch sees a device" if not lib else
-               "pytest is not installed" if not _has_module("pytest") else None)
-        for tool in SANITIZER_TOOLS:
-            if why:
-                r.record(tool, f"skipped ({why})", failed=False)
-                continue
-            env = dict(r.env, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-            cmd = [tools["compute-sanitizer"], "--tool", tool, py, "-m", "pytest", "-q", SANITIZER_TESTS, "-k", lib]
-            if r.remaining() < MIN_STEP_S:
-                r.record(tool, "skipped (the time budget is spent)", failed=True)
-                continue
-            rc, seconds = r.command(tool, cmd, "sanitizers", STEP_LIMITS[tool], env=env)
-            found = sanitizer_reports(_read(r.path("sanitizers"))).get(tool, {})
-            status = f"exit {rc} after {seconds:.0f} s" if rc is not None else f"timed out after {seconds:.0f} s"
-            r.record(tool, status, failed=rc != 0 or found.get("errors") != 0)
+        sanitizers(r, tools, probe)
     text = r.write_summary()
     print()
     print(text, flush=True)
     r.log.close()
     return 1 if r.failed else 0
+
+
+def sanitizers(r: Run, tools: dict, probe: dict) -> None:
+    """Step 4: each compute-sanitizer tool over SANITIZER_TESTS with one array library, appended to
+    sanitizers.log; a tool that reports anything (or exits non-zero) fails the run."""
+    lib = _sanitizer_library(probe)
+    gpus = (probe.get("nnkernels") or {}).get("gpu_count") or 0
+    why = ("no compute-sanitizer" if not tools["compute-sanitizer"] else
+           "nnkernels sees no GPU" if not gpus else
+           "neither CuPy nor PyTorch sees a device" if not lib else
+           "pytest is not installed" if not _has_module("pytest") else None)
+    env = dict(r.env, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # plain cudaMalloc per tensor (see SANITIZER_TESTS)
+    for tool in SANITIZER_TOOLS:
+        if why:
+            r.record(tool, f"skipped ({why})", failed=False)
+            continue
+        if r.remaining() < MIN_STEP_S:
+            r.record(tool, "skipped (the time budget is spent)", failed=True)
+            continue
+        cmd = [tools["compute-sanitizer"], "--tool", tool, sys.executable, "-m", "pytest", "-q", SANITIZER_TESTS,
+               "-k", lib]
+        rc, seconds = r.command(tool, cmd, "sanitizers", STEP_LIMITS[tool], env=env)
+        found = sanitizer_reports(_read(r.path("sanitizers"))).get(tool, {})
+        status = f"exit {rc} after {seconds:.0f} s" if rc is not None else f"timed out after {seconds:.0f} s"
+        r.record(tool, status, failed=rc != 0 or found.get("errors") != 0)
 
 
 def _has_module(name: str) -> bool:
@@ -608,7 +615,9 @@ def summary(out: str) -> str:
     for tool in SANITIZER_TOOLS:
         rep = reports.get(tool)
         if rep is None:
-            lines.append(f"  {tool:<9} no report" + (f" ({st[tool]})" if tool in st else ""))
+            status = st.get(tool, "")
+            lines.append(f"  {tool:<9} " + (status if status.startswith("skipped") else
+                                             f"{status}, no report" if status else "no report"))
             continue
         if rep["errors"] is None:
             what = f"no summary line ({rep['end'] or 'interrupted'}): did not run to the end"

@@ -252,7 +252,7 @@ def test_summary_counts_memcheck_errors_and_failing_api_calls(tmp_path):
     lines = text.splitlines()
     assert "  memcheck  2 errors (1 failing CUDA API calls); pytest: 2 failed, 42 passed, 45 deselected" in lines
     assert "            first: Invalid __global__ write of size 4 bytes" in lines
-    assert "  racecheck no report (exit 1 after 61 s)" in lines  # its status line, but no section in this log
+    assert "  racecheck exit 1 after 61 s, no report" in lines  # its status line, but no section in this log
     reports = G.sanitizer_reports(MEMCHECK_CLEAN + MEMCHECK_ERRORS.replace("memcheck", "synccheck"))
     assert reports["memcheck"]["errors"] == 0 and reports["memcheck"]["first"] is None
     assert reports["synccheck"]["errors"] == 2 and reports["synccheck"]["api_errors"] == 1
@@ -308,7 +308,7 @@ def test_real_run_builds_with_cuda_and_the_gpu_tests_skip_without_a_gpu(tmp_path
         tests = G.junit_counts(str(out / "gpu-tests.xml"))
         assert tests["tests"] > 0 and tests["skipped"] == tests["tests"]
         assert res.returncode == 0
-        assert "memcheck skipped" in text and "no GPU rows" in text
+        assert "  memcheck  skipped (" in text and "no GPU rows" in text
 
 
 def test_a_step_over_its_limit_is_stopped_with_its_process_group(tmp_path):
@@ -334,3 +334,60 @@ def test_a_step_over_its_limit_is_stopped_with_its_process_group(tmp_path):
     rc, _ = run.command("tests", [sys.executable, "-c", "raise SystemExit(3)"], "tests", limit=30)
     assert rc == 3 and "---- tests: exit 3 after" in (tmp_path / "gpu-tests.log").read_text()
     run.log.close()
+
+
+FAKE_SANITIZER = """#!/bin/sh
+# stand-in for compute-sanitizer: "--tool T python -m pytest ..." -> a report of $FAKE_ERRORS errors
+tool=$2
+echo "========= COMPUTE-SANITIZER"
+echo "args: $*"
+echo "pool: ${PYTORCH_NO_CUDA_MEMORY_CACHING:-on}"
+echo "44 passed, 45 deselected in 1.00s"
+if [ "$tool" = racecheck ]; then
+  echo "========= RACECHECK SUMMARY: $FAKE_ERRORS hazards displayed ($FAKE_ERRORS errors, 0 warnings)"
+else
+  [ "$FAKE_ERRORS" = 0 ] || echo "========= Invalid __global__ read of size 4 bytes"
+  echo "========= ERROR SUMMARY: $FAKE_ERRORS errors"
+fi
+"""
+
+
+@pytest.mark.parametrize("errors", [0, 3])
+def test_sanitizer_step_runs_every_tool_and_counts_its_reports(tmp_path, monkeypatch, errors):
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text(FAKE_SANITIZER)
+    fake.chmod(0o755)
+    monkeypatch.setenv("FAKE_ERRORS", str(errors))
+    monkeypatch.delenv("NNKERNELS_GPU_CHECK_SANITIZER_LIB", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = G.Run(ROOT, str(out), budget_s=120)
+    probe = {"nnkernels": {"gpu_count": 1}, "cupy": {"version": "14", "devices": 1}, "torch": {"cuda_available": True}}
+    G.sanitizers(run, {"compute-sanitizer": str(fake)}, probe)
+    run.log.close()
+    log = (out / "sanitizers.log").read_text()
+    assert log.count("args: --tool ") == 3 and "-m pytest -q tests/test_gpu_smoke.py -k cupy" in log
+    assert "pool: 1" in log and "pool: on" not in log  # PyTorch's caching allocator off
+    reports = G.sanitizer_reports(log)
+    assert [reports[t]["errors"] for t in G.SANITIZER_TOOLS] == [errors] * 3
+    assert run.failed == bool(errors)
+    text = (out / "summary.txt").read_text()
+    if errors:
+        assert "  memcheck  3 errors; pytest: 44 passed, 45 deselected" in text
+        assert "            first: Invalid __global__ read of size 4 bytes" in text
+        assert "  racecheck 3 hazards (3 errors, 0 warnings)" in text
+    else:
+        assert "  synccheck 0 errors; pytest: 44 passed, 45 deselected" in text
+
+
+def test_sanitizer_step_is_skipped_without_a_device_or_the_tool(tmp_path):
+    run = G.Run(ROOT, str(tmp_path), budget_s=60)
+    G.sanitizers(run, {"compute-sanitizer": None}, {"nnkernels": {"gpu_count": 1}, "cupy": {"devices": 1}})
+    G.sanitizers(run, {"compute-sanitizer": "/bin/false"}, {"nnkernels": {"gpu_count": 0}})
+    G.sanitizers(run, {"compute-sanitizer": "/bin/false"}, {"nnkernels": {"gpu_count": 1}, "torch": None,
+                                                           "cupy": {"devices": 0}})
+    run.log.close()
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert log.count("skipped (no compute-sanitizer)") == 3 and log.count("skipped (nnkernels sees no GPU)") == 3
+    assert log.count("skipped (neither CuPy nor PyTorch sees a device)") == 3
+    assert not run.failed and not (tmp_path / "sanitizers.log").exists()
