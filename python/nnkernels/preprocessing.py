@@ -93,7 +93,7 @@ _gpu = _arraylib.device_key
 def _host_stats(*stats) -> list:
     """NumPy copies of the per-column statistics (or row norms) a GPU op returned (a visible device ->
     host copy of a few vectors, never of X), checked for NaN / infinity."""
-    host = [_arraylib.to_host(s) for s in stats]
+    host = [_arraylib.to_numpy(s) for s in stats]
     if not all(np.isfinite(h).all() for h in host):
         raise ValueError("Input X contains NaN or infinity: NaN-ignoring statistics run on the CPU only; "
                          "pass a NumPy array or impute missing values first")
@@ -109,8 +109,11 @@ def _params_for(est, X, which: str, params: tuple) -> tuple:
         return params
     cache = est.__dict__.setdefault("_device_params", {})
     if (which, key) not in cache:
-        cache[(which, key)] = tuple(None if p is None else _arraylib.to_device_like(np.asarray(p, np.float64), X)
-                                    for p in params)
+        def on_device(p):
+            d = _arraylib.empty(X, p.shape, "float64")
+            _arraylib.copy_from_numpy(d, np.asarray(p, np.float64))  # host -> device
+            return d
+        cache[(which, key)] = tuple(None if p is None else on_device(p) for p in params)
     return cache[(which, key)]
 
 
@@ -384,7 +387,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # the mean as well: min/max skip NaN, the mean shows it (NaN is not ignored on the GPU)
             mean, _, mn, mx, _ = _core.prep_col_stats(X, _FLAGS_MEAN | _FLAGS_MINMAX)
             _, mn, mx = _host_stats(mean, mn, mx)
-            dt = np.dtype(np.float32 if X.dtype.itemsize == 4 else np.float64)  # the op took float32/float64 only
+            dt = _arraylib.numpy_dtype(X)
         else:
             _, _, _, mn, mx, finite = _core.prep_nan_col_stats(X, _FLAGS_MINMAX)
             if not finite:
@@ -474,7 +477,7 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         if _gpu(X):  # percentiles have no CUDA kernel: X is copied to the host; transforms run on the device
             _gpu_validate(self, X, reset=True)
-            X = _arraylib.to_host(X)
+            X = _arraylib.to_numpy(X)
         else:
             X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         return self._fit_validated(X)
