@@ -29,7 +29,7 @@ namespace nk {
 namespace {
 
 constexpr int64_t kGrain = 16384;  // elements per chunk (64 KiB of each float32 operand)
-constexpr int kMaxOps = 4;
+constexpr int kMaxOps = 5;
 
 // ----------------------------------------------------------------------------- scalars
 double real_arg(py::handle h, const char* name) {
@@ -280,8 +280,9 @@ void run_update(OptimOp op, const Operand* ops, int nops, const OptimHyper& h) {
 
 // ----------------------------------------------------------------------------- hyperparameters
 OptimHyper sgd_hyper(py::handle lr, py::handle momentum, py::handle nesterov, py::handle dampening,
-                     py::handle weight_decay) {
+                     py::handle weight_decay, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.momentum = nonneg(momentum, "momentum");
   h.nesterov = flag_arg(nesterov, "nesterov");
@@ -291,16 +292,18 @@ OptimHyper sgd_hyper(py::handle lr, py::handle momentum, py::handle nesterov, py
     throw py::value_error("nesterov: Nesterov momentum requires momentum > 0 and dampening = 0");
   return h;
 }
-OptimHyper adagrad_hyper(py::handle lr, py::handle eps, py::handle weight_decay) {
+OptimHyper adagrad_hyper(py::handle lr, py::handle eps, py::handle weight_decay, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.eps = nonneg(eps, "eps");
   h.weight_decay = nonneg(weight_decay, "weight_decay");
   return h;
 }
 OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::handle weight_decay,
-                         py::handle eps_in_sqrt) {
+                         py::handle eps_in_sqrt, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.alpha = ranged(alpha, "alpha", 0.0, 1.0, false, "a number in [0, 1]");
   h.eps = nonneg(eps, "eps");
@@ -309,8 +312,9 @@ OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::ha
   return h;
 }
 OptimHyper adam_hyper(py::handle step, py::handle lr, py::handle beta1, py::handle beta2, py::handle eps,
-                      py::handle weight_decay, py::handle decoupled) {
+                      py::handle weight_decay, py::handle decoupled, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   const int64_t t = step_arg(step);
   h.lr = nonneg(lr, "lr");
   h.beta1 = ranged(beta1, "beta1", 0.0, 1.0, true, "a number in [0, 1)");
@@ -374,6 +378,11 @@ double clip_grad_norm(py::handle grads, py::handle max_norm_h) {
   return norm;
 }
 
+// `maximize` of a keyword dict (the hyperparameter check and the GPU entry): absent means False.
+py::object maximize_kw(const py::dict& kw) {
+  return kw.contains("maximize") ? py::reinterpret_borrow<py::object>(kw["maximize"]) : py::object(py::bool_(false));
+}
+
 #if defined(NK_WITH_CUDA)
 // GPU entry: the Python side (nnkernels/optimizers.py) validated the CUDA arrays and passes
 // a flat table of device pointers (ntensors x nops) and element counts.
@@ -392,8 +401,8 @@ NK_REGISTER_BINDINGS(optimizers) {
   using namespace nk;
   using H = py::handle;
   m.def("sgd_step",
-        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay) {
-          const OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay);
+        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay, H maximize) {
+          const OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay, maximize);
           if (h.momentum > 0) {
             if (velocity.is_none()) throw py::value_error("velocity: required when momentum > 0 (arrays of zeros to start)");
             const Operand ops[3] = {{"params", params, true}, {"grads", grads, false}, {"velocity", velocity, true}};
@@ -404,33 +413,36 @@ NK_REGISTER_BINDINGS(optimizers) {
           }
         },
         py::arg("params"), py::arg("grads"), py::arg("lr"), py::arg("momentum"), py::arg("velocity"),
-        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"));
+        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"), py::arg("maximize"));
   m.def("adagrad_step",
-        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay) {
-          const OptimHyper h = adagrad_hyper(lr, eps, weight_decay);
+        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay, H maximize) {
+          const OptimHyper h = adagrad_hyper(lr, eps, weight_decay, maximize);
           const Operand ops[3] = {{"params", params, true}, {"grads", grads, false}, {"sum_sq", sum_sq, true}};
           run_update(kAdagrad, ops, 3, h);
         },
-        py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"));
+        py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"),
+        py::arg("maximize"));
   m.def("rmsprop_step",
-        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt) {
-          const OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt);
+        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize) {
+          const OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
           const Operand ops[3] = {{"params", params, true}, {"grads", grads, false}, {"sq_avg", sq_avg, true}};
           run_update(kRmsprop, ops, 3, h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sq_avg"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("eps_in_sqrt"));
+        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"));
   m.def("adam_step",
         [](H params, H grads, H exp_avg, H exp_avg_sq, H step, H lr, H beta1, H beta2, H eps, H weight_decay,
-           H decoupled) {
-          const OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled);
-          const Operand ops[4] = {{"params", params, true}, {"grads", grads, false}, {"exp_avg", exp_avg, true},
-                                  {"exp_avg_sq", exp_avg_sq, true}};
-          run_update(kAdam, ops, 4, h);
+           H decoupled, H max_exp_avg_sq, H maximize) {
+          const OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
+          // AMSGrad when the running maximum of exp_avg_sq is given (a fifth operand, updated in place).
+          const Operand ops[5] = {{"params", params, true}, {"grads", grads, false}, {"exp_avg", exp_avg, true},
+                                  {"exp_avg_sq", exp_avg_sq, true}, {"max_exp_avg_sq", max_exp_avg_sq, true}};
+          if (max_exp_avg_sq.is_none()) run_update(kAdam, ops, 4, h);
+          else run_update(kAdamAmsgrad, ops, 5, h);
         },
         py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
         py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("decoupled_weight_decay"));
+        py::arg("decoupled_weight_decay"), py::arg("max_exp_avg_sq"), py::arg("maximize"));
   m.def("ema_update",
         [](H averages, H params, H decay) {
           const OptimHyper h = ema_hyper(decay);
@@ -441,14 +453,16 @@ NK_REGISTER_BINDINGS(optimizers) {
   m.def("clip_grad_norm", &clip_grad_norm, py::arg("grads"), py::arg("max_norm"));
   m.attr("OPTIMIZER_OPS") = py::dict(py::arg("sgd") = int(kSgd), py::arg("sgd_momentum") = int(kSgdMomentum),
                                      py::arg("adagrad") = int(kAdagrad), py::arg("rmsprop") = int(kRmsprop),
-                                     py::arg("adam") = int(kAdam), py::arg("ema") = int(kEma));
+                                     py::arg("adam") = int(kAdam), py::arg("ema") = int(kEma),
+                                     py::arg("adam_amsgrad") = int(kAdamAmsgrad));
   // Hyperparameter validation shared with the GPU path (returns nothing; raises on bad values).
   m.def("check_optimizer_scalars",
         [](const std::string& op, py::dict kw) {
-          if (op == "sgd") sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"]);
-          else if (op == "adagrad") adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"]);
-          else if (op == "rmsprop") rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"]);
-          else if (op == "adam") adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["decoupled_weight_decay"]);
+          const py::object mx = maximize_kw(kw);
+          if (op == "sgd") sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"], mx);
+          else if (op == "adagrad") adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"], mx);
+          else if (op == "rmsprop") rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"], mx);
+          else if (op == "adam") adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["decoupled_weight_decay"], mx);
           else if (op == "ema") ema_hyper(kw["decay"]);
           else if (op == "clip") nonneg(kw["max_norm"], "max_norm");
           else throw py::value_error("op: unknown optimizer op");
@@ -460,19 +474,21 @@ NK_REGISTER_BINDINGS(optimizers) {
            uintptr_t stream) {
           OptimHyper h;
           int code = 0;
+          const py::object mx = maximize_kw(kw);
           if (op == "sgd") {
-            h = sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"]);
+            h = sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"], mx);
             code = h.momentum > 0 ? kSgdMomentum : kSgd;
           } else if (op == "adagrad") {
-            h = adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"]);
+            h = adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"], mx);
             code = kAdagrad;
           } else if (op == "rmsprop") {
-            h = rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"]);
+            h = rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"], mx);
             code = kRmsprop;
           } else if (op == "adam") {
             h = adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"],
-                           kw["decoupled_weight_decay"]);
-            code = kAdam;
+                           kw["decoupled_weight_decay"], mx);
+            // The pointer table has a fifth operand (max_exp_avg_sq) per tensor for AMSGrad.
+            code = kw.contains("amsgrad") && flag_arg(kw["amsgrad"], "amsgrad") ? kAdamAmsgrad : kAdam;
           } else if (op == "ema") {
             h = ema_hyper(kw["decay"]);
             code = kEma;

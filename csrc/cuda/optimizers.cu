@@ -1,4 +1,4 @@
-// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) / EMA and
+// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) (AMSGrad) / EMA and
 // clip_grad_norm. CPU twin and reference: csrc/cpu/optimizers.cpp, nnkernels.reference.optimizers.
 // Multi-tensor apply (idea of NVIDIA apex's multi_tensor_apply, written from scratch here):
 // the host cuts every tensor into chunks of kChunk elements and writes a table of
@@ -24,7 +24,7 @@ namespace {
 constexpr int kBlock = 256;
 constexpr int kIlp = 4;
 constexpr int64_t kChunk = int64_t(kBlock) * kIlp * 16;  // 16384 elements per block
-constexpr int kMaxOps = 4;
+constexpr int kMaxOps = 5;
 
 struct TensorEntry {
   void* ptr[kMaxOps];
@@ -43,13 +43,14 @@ template <> __device__ __forceinline__ double dsqrt(double x) { return sqrt(x); 
 // Scalar math identical to the CPU kernels (see csrc/cpu/optimizers.cpp for the formulas).
 template <class T, int OP>
 struct Update {
-  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec, scale;
+  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec, scale, gsign;
   int nesterov, in_sqrt, decoupled;
   explicit Update(const OptimHyper& h)
       : lr(T(h.lr)), wd(T(h.weight_decay)), mu(T(h.momentum)), omd(T(1.0 - h.dampening)), alpha(T(h.alpha)),
         oma(T(1.0 - h.alpha)), eps(T(h.eps)), omb1(T(1.0 - h.beta1)), b2(T(h.beta2)), omb2(T(1.0 - h.beta2)),
         step_size(T(h.step_size)), ibc2(T(h.inv_bc2_sqrt)), shrink(T(1.0 - h.lr * h.weight_decay)),
-        dec(T(h.decay)), omdec(T(1.0 - h.decay)), scale(T(h.scale)), nesterov(h.nesterov),
+        dec(T(h.decay)), omdec(T(1.0 - h.decay)), scale(T(h.scale)), gsign(h.maximize ? T(-1) : T(1)),
+        nesterov(h.nesterov),
         in_sqrt(h.eps_in_sqrt), decoupled(h.decoupled) {}
 
   __device__ __forceinline__ void operator()(T* const* p, int64_t i) const {
@@ -62,8 +63,8 @@ struct Update {
       return;
     }
     T x = p[0][i];
-    T d = p[1][i];
-    if (OP == kAdam && decoupled) {
+    T d = gsign * p[1][i];  // maximize: the gradient's sign flipped (exact)
+    if ((OP == kAdam || OP == kAdamAmsgrad) && decoupled) {
       if (wd != T(0)) x = x * shrink;
     } else if (wd != T(0)) {
       d = d + wd * x;
@@ -83,12 +84,17 @@ struct Update {
       p[2][i] = v;
       const T den = in_sqrt ? dsqrt(v + eps) : dsqrt(v) + eps;
       x = x - lr * (d / den);
-    } else if (OP == kAdam) {
+    } else if (OP == kAdam || OP == kAdamAmsgrad) {
       T m = p[2][i];
       m = m + omb1 * (d - m);
       T v = b2 * p[3][i] + omb2 * (d * d);
       p[2][i] = m;
       p[3][i] = v;
+      if (OP == kAdamAmsgrad) {  // vmax = max(vmax, v), NaN propagating (torch.maximum)
+        const T old = p[4][i];
+        v = (v > old || v != v) ? v : old;
+        p[4][i] = v;
+      }
       x = x - step_size * (m / (dsqrt(v) * ibc2 + eps));
     }
     p[0][i] = x;
@@ -181,6 +187,7 @@ int nops_of(int op) {
     case kSgd: return 2;
     case kSgdMomentum: case kAdagrad: case kRmsprop: return 3;
     case kAdam: return 4;
+    case kAdamAmsgrad: return 5;
     case kEma: return 2;
     default: return 1;
   }
@@ -243,6 +250,7 @@ void launch_op(int op, const Tables& t, const OptimHyper& h, cudaStream_t s) {
     case kAdagrad: launch_typed<T, kAdagrad>(t, h, s); break;
     case kRmsprop: launch_typed<T, kRmsprop>(t, h, s); break;
     case kAdam: launch_typed<T, kAdam>(t, h, s); break;
+    case kAdamAmsgrad: launch_typed<T, kAdamAmsgrad>(t, h, s); break;
     case kEma: launch_typed<T, kEma>(t, h, s); break;
     case kScale: launch_typed<T, kScale>(t, h, s); break;
     default: throw std::runtime_error("unknown optimizer op");

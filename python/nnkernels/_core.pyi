@@ -7,9 +7,9 @@ import numpy
 import numpy.typing
 import typing
 __all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
-def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any) -> None:
+def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
-def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any) -> None:
+def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any) -> None:
     ...
 def batchnorm_backward(dout: typing.Any, x: typing.Any, gamma: typing.Any, mean: typing.Any, rstd: typing.Any, activation: typing.Any, y: typing.Any, negative_slope: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> tuple:
     ...
@@ -133,7 +133,7 @@ def result_cache_info() -> dict:
     """
     Statistics of the result cache: limit, bytes_cached, blocks, hits, misses, evictions, bytes_in_use, blocks_in_use, min_result_bytes.
     """
-def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any) -> None:
+def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any) -> None:
     ...
 def set_isa(isa: str) -> None:
     """
@@ -145,7 +145,7 @@ def set_result_cache_limit(limit: typing.Any) -> None:
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any) -> None:
+def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
 def sigmoid(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
@@ -167,4 +167,4 @@ def tanh_backward(dout: typing.Any, y: typing.Any, out: typing.Any = None) -> nu
     ...
 ACTIVATION_OPS: dict = {'relu': 0, 'relu_backward': 1, 'leaky_relu': 2, 'leaky_relu_backward': 3, 'sigmoid': 4, 'sigmoid_backward': 5, 'tanh': 6, 'tanh_backward': 7}
 CUDA_COMPILED: bool = True
-OPTIMIZER_OPS: dict = {'sgd': 0, 'sgd_momentum': 1, 'adagrad': 2, 'rmsprop': 3, 'adam': 4, 'ema': 5}
+OPTIMIZER_OPS: dict = {'sgd': 0, 'sgd_momentum': 1, 'adagrad': 2, 'rmsprop': 3, 'adam': 4, 'ema': 5, 'adam_amsgrad': 7}

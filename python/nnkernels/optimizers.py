@@ -36,7 +36,10 @@ float32 arrays; the state arrays start at zero unless stated):
   ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)`` with the 1-based
   ``step`` after incrementing (cs231n's ``t``, its ``mt``/``vt`` are the same bias
   corrections). ``weight_decay`` is added to the gradient (L2) unless
-  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first).
+  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first). AMSGrad
+  (``max_exp_avg_sq`` given): ``vmax = max(vmax, v)`` replaces ``v`` in the denominator.
+* ``maximize=True`` (SGD, Adagrad, RMSprop, Adam): ``d`` starts from ``-g`` (gradient ascent),
+  as in torch.optim.
 * EMA: ``avg = decay*avg + (1-decay)*p``.
 * clip_grad_norm: ``norm = sqrt(sum of g**2 over all grads)`` accumulated in float64
   (per-chunk partials combined in a fixed order); when ``norm > max_norm`` every gradient is
@@ -77,7 +80,8 @@ def _is_gpu(x: Any) -> bool:
     return f is not None and type(f) is not _ndarray and _gpu.is_gpu_array(f)
 
 
-def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
+def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0,
+             maximize=False):
     """SGD with optional momentum / Nesterov and L2 weight decay (PyTorch's formulation), in place.
 
     ``d = g + weight_decay*p``; with momentum ``b = momentum*b + (1-dampening)*d`` and
@@ -102,6 +106,8 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
         Dampening of the gradient's contribution to the momentum buffer, in [0, 1].
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
@@ -115,11 +121,11 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
                 raise ValueError("velocity: required when momentum > 0 (arrays of zeros to start)")
             ops.append(("velocity", velocity, True))
         return _gpu_step("sgd", ops, dict(lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
-                                          weight_decay=weight_decay))
-    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay)
+                                          weight_decay=weight_decay, maximize=maximize))
+    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay, maximize)
 
 
-def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False):
     """Adagrad (PyTorch's formulation), in place: ``s += d*d; p -= lr * d / (sqrt(s) + eps)``
     with ``d = g + weight_decay*p``.
 
@@ -138,6 +144,8 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0)
         Added to ``sqrt(s)`` in the denominator, ``>= 0``.
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
@@ -146,11 +154,12 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0)
     """
     if _is_gpu(params):
         return _gpu_step("adagrad", [("params", params, True), ("grads", grads, False), ("sum_sq", sum_sq, True)],
-                         dict(lr=lr, eps=eps, weight_decay=weight_decay))
-    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay)
+                         dict(lr=lr, eps=eps, weight_decay=weight_decay, maximize=maximize))
+    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay, maximize)
 
 
-def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
+                 maximize=False):
     """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
     p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
 
@@ -173,6 +182,8 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
         L2 penalty added to the gradient, ``>= 0``.
     eps_in_sqrt : bool, default=False
         Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
@@ -181,17 +192,20 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
     """
     if _is_gpu(params):
         return _gpu_step("rmsprop", [("params", params, True), ("grads", grads, False), ("sq_avg", sq_avg, True)],
-                         dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
-    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt)
+                         dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt,
+                              maximize=maximize))
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False):
     """Adam, or AdamW with ``decoupled_weight_decay=True`` (PyTorch's formulation), in place.
 
     ``m = beta1*m + (1-beta1)*d``, ``v = beta2*v + (1-beta2)*d*d``,
     ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)``, where
     ``d = g + weight_decay*p`` (Adam) or ``p *= 1 - lr*weight_decay`` first (AdamW).
+    AMSGrad (Reddi et al., 2018) when ``max_exp_avg_sq`` is given: ``vmax = max(vmax, v)``
+    (NaN propagating, as ``torch.maximum``) is stored and used in place of ``v`` in the denominator.
 
     Parameters
     ----------
@@ -218,6 +232,11 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         L2 penalty added to the gradient, or with ``decoupled_weight_decay`` the decoupled decay.
     decoupled_weight_decay : bool, default=False
         AdamW: decay the parameters (``p *= 1 - lr*weight_decay``) instead of adding to the gradient.
+    max_exp_avg_sq : array or list of arrays, default=None
+        AMSGrad's running maxima of ``v`` (zeros to start), one per parameter; updated in place.
+        None: plain Adam.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
@@ -225,12 +244,15 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
     if _is_gpu(params):
-        return _gpu_step("adam", [("params", params, True), ("grads", grads, False), ("exp_avg", exp_avg, True),
-                                  ("exp_avg_sq", exp_avg_sq, True)],
-                         dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                              decoupled_weight_decay=decoupled_weight_decay))
+        ops = [("params", params, True), ("grads", grads, False), ("exp_avg", exp_avg, True),
+               ("exp_avg_sq", exp_avg_sq, True)]
+        if max_exp_avg_sq is not None:
+            ops.append(("max_exp_avg_sq", max_exp_avg_sq, True))
+        return _gpu_step("adam", ops, dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                           weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                           maximize=maximize, amsgrad=max_exp_avg_sq is not None))
     _core.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled_weight_decay)
+                    decoupled_weight_decay, max_exp_avg_sq, maximize)
 
 
 def ema_update(averages, params, *, decay):
