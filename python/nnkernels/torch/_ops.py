@@ -1,0 +1,297 @@
+"""nnkernels' kernels as PyTorch operators: ``torch.ops.nnkernels.*``.
+
+Each forward op is a ``torch.library.custom_op`` with a fake (meta) implementation, so that
+``torch.compile`` traces through it without a graph break, and an autograd formula whose
+backward is again an nnkernels op (the kernels' own backward passes):
+
+    layer_norm(x, weight?, bias?, eps, activation, negative_slope) -> (y, mean, rstd)
+    batch_norm(x, weight?, bias?, running_mean?, running_var?, training, momentum, eps,
+               activation, negative_slope) -> (y, mean, rstd, new_running_mean, new_running_var)
+    relu(x), leaky_relu(x, negative_slope), tanh(x), sigmoid(x) -> y
+    softmax_cross_entropy(logits, target) -> (loss, dlogits)
+
+``activation`` is "none", "relu" or "leaky_relu" (fused into the normalisation; its backward
+works from the saved output y). Layer norm and batch norm save mean and rstd for backward.
+batch_norm is functional, like ATen's ``_native_batch_norm_legit_functional``: in training mode
+with running statistics it returns the updated statistics (empty tensors otherwise) and the caller
+copies them into its buffers (:func:`nnkernels.torch.functional.batch_norm`), because an operator
+that mutates its inputs cannot carry an autograd formula. The backward ops have no autograd
+formula of their own: a second derivative raises.
+
+All tensor conversion goes through :mod:`nnkernels.torch._bridge`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+import nnkernels as nk
+
+from ._bridge import from_nk, to_nk
+
+_ACT = {"none": None, "relu": "relu", "leaky_relu": "leaky_relu"}
+
+
+def _act(activation: str):
+    if activation not in _ACT:
+        raise ValueError(f"activation: expected 'none', 'relu' or 'leaky_relu', got {activation!r}")
+    return _ACT[activation]
+
+
+def _setup(ctx) -> None:
+    # Outputs nobody differentiates (mean, rstd, the new running statistics) get None, not zeros.
+    ctx.set_materialize_grads(False)
+
+
+# ---------------------------------------------------------------- layer norm
+@torch.library.custom_op("nnkernels::layer_norm", mutates_args=())
+def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, activation: str,
+               negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+    y, mean, rstd = nk.layernorm_forward(to_nk(x, "input"), to_nk(weight, "weight"), to_nk(bias, "bias"), eps=eps,
+                                         activation=_act(activation), negative_slope=negative_slope)
+    return from_nk(y), from_nk(mean), from_nk(rstd)
+
+
+@layer_norm.register_fake
+def _(x, weight, bias, eps, activation, negative_slope):
+    stats = x.new_empty(x.shape[:-1])
+    return x.new_empty(x.shape), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("nnkernels::layer_norm_backward", mutates_args=())
+def layer_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
+                        y: Optional[Tensor], activation: str,
+                        negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias); dweight/dbias are empty when weight is None."""
+    dx, dw, db = nk.layernorm_backward(to_nk(dout, "grad"), to_nk(x, "input"), to_nk(weight, "weight"),
+                                       to_nk(mean, "mean"), to_nk(rstd, "rstd"), activation=_act(activation),
+                                       y=to_nk(y, "y"), negative_slope=negative_slope)
+    if dw is None:
+        return from_nk(dx), x.new_empty((0,)), x.new_empty((0,))
+    return from_nk(dx), from_nk(dw), from_nk(db)
+
+
+@layer_norm_backward.register_fake
+def _(dout, x, weight, mean, rstd, y, activation, negative_slope):
+    n = 0 if weight is None else x.shape[-1]
+    return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
+
+
+def _layer_norm_setup(ctx, inputs, output):
+    x, weight, bias, _, activation, negative_slope = inputs
+    y, mean, rstd = output
+    _setup(ctx)
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, weight, mean, rstd, y if activation != "none" else None)
+    ctx.activation, ctx.negative_slope = activation, negative_slope
+    ctx.has_bias = bias is not None
+
+
+def _layer_norm_grad(ctx, dy, _dmean, _drstd):
+    if dy is None:
+        return None, None, None, None, None, None
+    x, weight, mean, rstd, y = ctx.saved_tensors
+    dx, dw, db = layer_norm_backward(dy, x, weight, mean, rstd, y, ctx.activation, ctx.negative_slope)
+    if weight is None:
+        return dx, None, None, None, None, None
+    return dx, dw, (db if ctx.has_bias else None), None, None, None
+
+
+layer_norm.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
+
+
+# ---------------------------------------------------------------- batch norm
+@torch.library.custom_op("nnkernels::batch_norm", mutates_args=())
+def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+               running_var: Optional[Tensor], training: bool, momentum: float, eps: float, activation: str,
+               negative_slope: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    update = training and running_mean is not None
+    # The kernel updates running statistics in place: it gets copies, returned as the new values.
+    new_mean = running_mean.clone() if update else running_mean
+    new_var = running_var.clone() if update and running_var is not None else running_var
+    y, mean, rstd = nk.batchnorm_forward(to_nk(x, "input"), to_nk(weight, "weight"), to_nk(bias, "bias"),
+                                         training=training, running_mean=to_nk(new_mean, "running_mean"),
+                                         running_var=to_nk(new_var, "running_var"), momentum=momentum, eps=eps,
+                                         activation=_act(activation), negative_slope=negative_slope)
+    if not update:
+        new_mean, new_var = x.new_empty((0,)), x.new_empty((0,))
+    return from_nk(y), from_nk(mean), from_nk(rstd), new_mean, new_var
+
+
+@batch_norm.register_fake
+def _(x, weight, bias, running_mean, running_var, training, momentum, eps, activation, negative_slope):
+    c = x.shape[1] if x.dim() >= 2 else 0
+    stats = x.new_empty((c,))
+    if training and running_mean is not None:
+        new = torch.empty_like(running_mean), torch.empty_like(running_var)
+    else:
+        new = x.new_empty((0,)), x.new_empty((0,))
+    return x.new_empty(x.shape), stats, torch.empty_like(stats), *new
+
+
+@torch.library.custom_op("nnkernels::batch_norm_backward", mutates_args=())
+def batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
+                        y: Optional[Tensor], batch_stats: bool, activation: str,
+                        negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias); dweight/dbias are empty when weight is None. ``batch_stats``: the forward
+    normalised with the batch statistics (training mode); otherwise mean/rstd were constants (the
+    running statistics) and ``dx = g * weight * rstd``."""
+    act = dict(activation=_act(activation), y=to_nk(y, "y"), negative_slope=negative_slope)
+    d, xa, w = to_nk(dout, "grad"), to_nk(x, "input"), to_nk(weight, "weight")
+    m, r = to_nk(mean, "mean"), to_nk(rstd, "rstd")
+    if batch_stats:
+        dx, dw, db = nk.batchnorm_backward(d, xa, w, m, r, **act)
+    else:
+        # Constant statistics: the elementwise backward with zero batch sums is g * weight * rstd.
+        db, dw = nk.batchnorm_backward_reduce(d, xa, m, r, **act)
+        zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        dx = nk.batchnorm_backward_elemt(d, xa, w, m, r, to_nk(zeros, "zeros"), to_nk(zeros, "zeros"),
+                                         max(1, x.numel() // max(1, x.shape[1])), **act)
+        if w is None:
+            dw = db = None
+    if dw is None:
+        return from_nk(dx), x.new_empty((0,)), x.new_empty((0,))
+    return from_nk(dx), from_nk(dw), from_nk(db)
+
+
+@batch_norm_backward.register_fake
+def _(dout, x, weight, mean, rstd, y, batch_stats, activation, negative_slope):
+    n = 0 if weight is None else x.shape[1]
+    return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
+
+
+def _batch_norm_setup(ctx, inputs, output):
+    x, weight, bias, running_mean, _, training, _, _, activation, negative_slope = inputs
+    y, mean, rstd, new_mean, new_var = output
+    _setup(ctx)
+    ctx.mark_non_differentiable(mean, rstd, new_mean, new_var)
+    ctx.save_for_backward(x, weight, mean, rstd, y if activation != "none" else None)
+    ctx.batch_stats = bool(training)
+    ctx.activation, ctx.negative_slope = activation, negative_slope
+    ctx.has_bias = bias is not None
+
+
+def _batch_norm_grad(ctx, dy, *_unused):
+    if dy is None:
+        return (None,) * 10
+    x, weight, mean, rstd, y = ctx.saved_tensors
+    dx, dw, db = batch_norm_backward(dy, x, weight, mean, rstd, y, ctx.batch_stats, ctx.activation,
+                                     ctx.negative_slope)
+    if weight is None:
+        dw = db = None
+    elif not ctx.has_bias:
+        db = None
+    return (dx, dw, db) + (None,) * 7
+
+
+batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+
+
+# ---------------------------------------------------------------- activations
+@torch.library.custom_op("nnkernels::relu", mutates_args=())
+def relu(x: Tensor) -> Tensor:
+    return from_nk(nk.relu(to_nk(x, "input")))
+
+
+@torch.library.custom_op("nnkernels::relu_backward", mutates_args=())
+def relu_backward(dout: Tensor, x: Tensor) -> Tensor:
+    return from_nk(nk.relu_backward(to_nk(dout, "grad"), to_nk(x, "input")))
+
+
+@torch.library.custom_op("nnkernels::leaky_relu", mutates_args=())
+def leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
+    return from_nk(nk.leaky_relu(to_nk(x, "input"), negative_slope))
+
+
+@torch.library.custom_op("nnkernels::leaky_relu_backward", mutates_args=())
+def leaky_relu_backward(dout: Tensor, x: Tensor, negative_slope: float) -> Tensor:
+    return from_nk(nk.leaky_relu_backward(to_nk(dout, "grad"), to_nk(x, "input"), negative_slope))
+
+
+@torch.library.custom_op("nnkernels::tanh", mutates_args=())
+def tanh(x: Tensor) -> Tensor:
+    return from_nk(nk.tanh(to_nk(x, "input")))
+
+
+@torch.library.custom_op("nnkernels::tanh_backward", mutates_args=())
+def tanh_backward(dout: Tensor, y: Tensor) -> Tensor:
+    return from_nk(nk.tanh_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+
+
+@torch.library.custom_op("nnkernels::sigmoid", mutates_args=())
+def sigmoid(x: Tensor) -> Tensor:
+    return from_nk(nk.sigmoid(to_nk(x, "input")))
+
+
+@torch.library.custom_op("nnkernels::sigmoid_backward", mutates_args=())
+def sigmoid_backward(dout: Tensor, y: Tensor) -> Tensor:
+    return from_nk(nk.sigmoid_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+
+
+def _like_first(x, *args):
+    return x.new_empty(x.shape)
+
+
+for _op in (relu, relu_backward, leaky_relu, leaky_relu_backward, tanh, tanh_backward, sigmoid, sigmoid_backward):
+    _op.register_fake(_like_first)
+
+
+# ReLU and leaky ReLU differentiate from their input (any slope), tanh and sigmoid from their output.
+def _save_input(ctx, inputs, output):
+    ctx.save_for_backward(inputs[0])
+    ctx.scalars = tuple(inputs[1:])
+
+
+def _save_output(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+relu.register_autograd(lambda ctx, g: relu_backward(g, *ctx.saved_tensors), setup_context=_save_input)
+leaky_relu.register_autograd(lambda ctx, g: (leaky_relu_backward(g, *ctx.saved_tensors, *ctx.scalars), None),
+                             setup_context=_save_input)
+tanh.register_autograd(lambda ctx, g: tanh_backward(g, *ctx.saved_tensors), setup_context=_save_output)
+sigmoid.register_autograd(lambda ctx, g: sigmoid_backward(g, *ctx.saved_tensors), setup_context=_save_output)
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+@torch.library.custom_op("nnkernels::softmax_cross_entropy", mutates_args=())
+def softmax_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass."""
+    loss, dlogits = nk.softmax_cross_entropy(to_nk(logits, "input"), to_nk(target, "target"))
+    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), from_nk(dlogits)
+
+
+@softmax_cross_entropy.register_fake
+def _(logits, target):
+    return logits.new_empty(()), logits.new_empty(logits.shape)
+
+
+def _ce_setup(ctx, inputs, output):
+    _setup(ctx)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(inputs[0], output[1])
+
+
+@torch.library.custom_op("nnkernels::softmax_cross_entropy_backward", mutates_args=())
+def softmax_cross_entropy_backward(dlogits: Tensor, dloss: Tensor, logits: Tensor) -> Tensor:
+    """The forward's gradient scaled by the incoming one. An op without an autograd formula, taking
+    ``logits`` (unread) so that autograd sees the gradient depend on them: a second derivative then
+    raises here instead of silently missing the softmax's curvature."""
+    return dlogits * dloss
+
+
+@softmax_cross_entropy_backward.register_fake
+def _(dlogits, dloss, logits):
+    return dlogits.new_empty(dlogits.shape)
+
+
+def _ce_grad(ctx, dloss, _ddlogits):
+    if dloss is None:
+        return None, None
+    logits, dlogits = ctx.saved_tensors
+    return softmax_cross_entropy_backward(dlogits, dloss, logits), None
+
+
+softmax_cross_entropy.register_autograd(_ce_grad, setup_context=_ce_setup)
