@@ -1,61 +1,58 @@
-// Python bindings of the activation kernels (CPU: csrc/cpu/activations.cpp,
-// CUDA: csrc/cuda/activations.cu). Argument checks happen here, before any memory is
-// touched; the kernels run with the GIL released.
+// Python bindings of the activation ops: argument parsing and validation (once, for every device
+// and array library: core/operand.hpp), then one call of activation_stub (drivers/activations.hpp),
+// which runs the CPU driver or the CUDA launcher with the GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "core/array.hpp"
+#include "core/operand.hpp"
+#include "drivers/activations.hpp"
 #include "core/module.hpp"
-#include "cpu/activations.hpp"
-#if defined(NK_WITH_CUDA)
-#include "cuda/activations.hpp"
-#endif
 
 namespace py = pybind11;
 
 namespace nk {
 namespace {
 
-py::array unary(ActivationOp op, const py::handle& x_in, const py::object& out, const ActivationParams& params) {
-  py::array x = as_array(x_in, "x");
-  ArrayView xv = view_of(x, "x");
-  py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
-  ArrayView ov = view_of(o, "out");
-  if (may_overlap(xv, ov) && !same_layout(xv, ov)) {  // partial overlap: read from a copy
-    x = contiguous_copy(x);
-    xv = view_of(x, "x");
-  }
-  const ActivationFn fn = activation_kernels().fn[op][dtype_index(xv.dtype)];
+// Validated operands -> the op's implementation on the main input's device.
+void run(ActivationOp op, Operand* ins, int n_in, const Operand& out, const ActivationParams& params) {
+  const ExecContext ctx = context_of(ins[0]);
+  static const char* const names[2] = {"x", "y"};
+  for (int k = 0; k < n_in; ++k) make_contiguous_on_gpu(ins[k], names[k]);
+  GpuStagedOutput target(out);
+  ArrayView views[2];
+  for (int k = 0; k < n_in; ++k) views[k] = ins[k].view;
+  const ActivationImpl impl = activation_stub(ctx.device);
   {
     py::gil_scoped_release release;
-    run_elementwise(&xv, 1, ov, fn, &params);
+    DeviceScope scope(ctx.device);
+    impl(op, views, n_in, target.target().view, params, ctx);
   }
-  return o;
+  target.finish();
 }
 
-py::array binary(ActivationOp op, const py::handle& dout_in, const char* second_name, const py::handle& second_in,
-                 const py::object& out, const ActivationParams& params) {
-  py::array dout = as_array(dout_in, "dout");
-  py::array second = as_array(second_in, second_name);
-  ArrayView ins[2] = {view_of(dout, "dout"), view_of(second, second_name)};
-  check_same_shape(ins[0], "dout", ins[1], second_name);
-  check_same_dtype(ins[0], "dout", ins[1], second_name);
-  py::array o = output_for(out, ins[0].dtype, ins[0].shape, "out", ins[0].data, ins[1].data);
-  ArrayView ov = view_of(o, "out");
-  py::array keep[2] = {dout, second};
-  for (int k = 0; k < 2; ++k) {
-    if (may_overlap(ins[k], ov) && !same_layout(ins[k], ov)) {
-      keep[k] = contiguous_copy(keep[k]);
-      ins[k] = view_of(keep[k], k == 0 ? "dout" : second_name);
-    }
-  }
-  const ActivationFn fn = activation_kernels().fn[op][dtype_index(ins[0].dtype)];
-  {
-    py::gil_scoped_release release;
-    run_elementwise(ins, 2, ov, fn, &params);
-  }
-  return o;
+py::object unary(ActivationOp op, const py::handle& x_in, const py::object& out, const ActivationParams& params) {
+  Operand x = operand_of(x_in, "x");
+  Operand o = output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data);
+  if (may_overlap(x.view, o.view) && !same_layout(x.view, o.view)) x = contiguous_copy_of(x, "x");  // read from a copy
+  run(op, &x, 1, o, params);
+  return o.result();
+}
+
+py::object binary(ActivationOp op, const py::handle& dout_in, const char* second_name, const py::handle& second_in,
+                  const py::object& out, const ActivationParams& params) {
+  Operand ins[2] = {operand_of(dout_in, "dout"), operand_of(second_in, second_name)};
+  check_same_shape(ins[0].view, "dout", ins[1].view, second_name);
+  check_same_dtype(ins[0].view, "dout", ins[1].view, second_name);
+  check_same_device(ins[0], "dout", ins[1], second_name);
+  Operand o = output_operand(out, ins[0], ins[0].view.dtype, ins[0].view.shape, "out", ins[0].view.data,
+                             ins[1].view.data);
+  for (int k = 0; k < 2; ++k)
+    if (may_overlap(ins[k].view, o.view) && !same_layout(ins[k].view, o.view))
+      ins[k] = contiguous_copy_of(ins[k], k == 0 ? "dout" : second_name);
+  run(op, ins, 2, o, params);
+  return o.result();
 }
 
 ActivationParams slope_params(const py::handle& s) {
@@ -93,21 +90,4 @@ NK_REGISTER_BINDINGS(activations) {
   m.def("tanh_backward",
         [none](py::handle dout, py::handle y, py::object out) { return binary(kTanhBackward, dout, "y", y, out, none); },
         py::arg("dout"), py::arg("y"), py::arg("out") = py::none());
-  m.attr("ACTIVATION_OPS") = py::dict(py::arg("relu") = int(kRelu), py::arg("relu_backward") = int(kReluBackward),
-                                      py::arg("leaky_relu") = int(kLeakyRelu),
-                                      py::arg("leaky_relu_backward") = int(kLeakyReluBackward),
-                                      py::arg("sigmoid") = int(kSigmoid), py::arg("sigmoid_backward") = int(kSigmoidBackward),
-                                      py::arg("tanh") = int(kTanh), py::arg("tanh_backward") = int(kTanhBackward));
-#if defined(NK_WITH_CUDA)
-  // GPU entry: raw device pointers from __cuda_array_interface__ / DLPack (see nnkernels/_gpu.py).
-  m.def("cuda_activation",
-        [](int op, int dtype, std::vector<uintptr_t> ins, uintptr_t out, int64_t n, double slope, uintptr_t stream) {
-          if (op < 0 || op >= kActivationOpCount) throw py::value_error("op: unknown activation op");
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          py::gil_scoped_release release;
-          cuda::launch_activation(op, dtype, ins.data(), int(ins.size()), out, n, slope, stream);
-        },
-        py::arg("op"), py::arg("dtype"), py::arg("ins"), py::arg("out"), py::arg("n"), py::arg("negative_slope"),
-        py::arg("stream"));
-#endif
 }

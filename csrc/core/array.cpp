@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "core/operand.hpp"
 #include "core/parallel.hpp"
 #include "core/result_cache.hpp"
 
@@ -18,15 +19,6 @@ std::string shape_str(const Dims& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));
   return r + ")";
-}
-
-bool ArrayView::c_contiguous() const {
-  int64_t expect = 1;
-  for (int i = ndim() - 1; i >= 0; --i) {
-    if (shape[i] != 1 && strides[i] != expect) return false;
-    expect *= shape[i];
-  }
-  return true;
 }
 
 DType float_dtype(const py::array& a, const char* arg) {
@@ -120,6 +112,14 @@ py::array as_array(const py::handle& h, const char* arg) {
   // check, as_float64) accepts only the real dtypes it takes and says which they are.
   if (py::isinstance<py::array>(h)) return py::reinterpret_borrow<py::array>(h);
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
+  // A torch tensor or another DLPack / CUDA-array-interface producer: its host memory zero-copy
+  // (core/operand.hpp). Bindings with a GPU path take such arguments as Operands before this.
+  if (library_of(h) != Library::numpy) {
+    Operand o = operand_of(h, arg, false);
+    if (o.is_cuda())
+      throw py::type_error(std::string(arg) + ": expected a host array (this function has no GPU path), got a CUDA array");
+    return o.host_array();
+  }
   py::module_ np = py::module_::import("numpy");
   py::array a = np.attr("asarray")(h);
   switch (kind_of(a)) {
@@ -200,10 +200,17 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const
 py::array output_for(const py::object& out, DType dt, const Dims& shape, const char* arg, const void* apart_from,
                      const void* also_apart_from) {
   if (out.is_none()) return empty_array(dt, shape, apart_from, also_apart_from);
-  if (!py::isinstance<py::array>(out))
-    throw py::type_error(std::string(arg) + ": expected a NumPy array or None, got " +
+  py::array o = null_array();
+  if (py::isinstance<py::array>(out)) {
+    o = py::reinterpret_borrow<py::array>(out);
+  } else if (library_of(out) == Library::torch) {
+    Operand t = operand_of(out, arg);
+    if (t.is_cuda()) throw py::type_error(std::string(arg) + ": expected a host array (this function has no GPU path), got a CUDA tensor");
+    o = t.host_array();
+  } else {
+    throw py::type_error(std::string(arg) + ": expected an array or None, got " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));
-  py::array o = py::reinterpret_borrow<py::array>(out);
+  }
   ArrayView v = view_of(o, arg);
   if (v.dtype != dt)
     throw py::value_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(v.dtype));

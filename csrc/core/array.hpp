@@ -12,68 +12,11 @@
 #include <vector>
 
 #include "core/common.hpp"
+#include "core/elementwise.hpp"
+#include "core/view.hpp"
 
 namespace nk {
 namespace py = pybind11;
-
-// Shape or strides of a view, stored inline (NumPy's limit of 64 dimensions): building and
-// copying views is on every call's path, and heap vectors there cost more than a small
-// kernel at call-overhead sizes. Copies move only the used entries.
-class Dims {
- public:
-  static constexpr size_t kMax = 64;
-  Dims() = default;
-  Dims(std::initializer_list<int64_t> v) { assign(v.begin(), v.end()); }
-  Dims(const std::vector<int64_t>& v) { assign(v.data(), v.data() + v.size()); }  // NOLINT: implicit by design
-  Dims(const int64_t* b, const int64_t* e) { assign(b, e); }
-  Dims(const Dims& o) { assign(o.begin(), o.end()); }
-  Dims& operator=(const Dims& o) {
-    if (this != &o) assign(o.begin(), o.end());
-    return *this;
-  }
-  size_t size() const { return n_; }
-  bool empty() const { return n_ == 0; }
-  void resize(size_t n) {
-    if (n > kMax) throw std::length_error("more than 64 dimensions");
-    for (size_t i = n_; i < n; ++i) d_[i] = 0;
-    n_ = n;
-  }
-  int64_t& operator[](size_t i) { return d_[i]; }
-  int64_t operator[](size_t i) const { return d_[i]; }
-  int64_t* begin() { return d_; }
-  int64_t* end() { return d_ + n_; }
-  const int64_t* begin() const { return d_; }
-  const int64_t* end() const { return d_ + n_; }
-  int64_t back() const { return d_[n_ - 1]; }
-  friend bool operator==(const Dims& a, const Dims& b) {
-    if (a.n_ != b.n_) return false;
-    for (size_t i = 0; i < a.n_; ++i)
-      if (a.d_[i] != b.d_[i]) return false;
-    return true;
-  }
-  friend bool operator!=(const Dims& a, const Dims& b) { return !(a == b); }
-
- private:
-  void assign(const int64_t* b, const int64_t* e) {
-    resize(size_t(e - b));
-    for (size_t i = 0; i < n_; ++i) d_[i] = b[i];
-  }
-  size_t n_ = 0;
-  int64_t d_[kMax];
-};
-
-// A typed view of an n-d array: strides in elements (NumPy's are in bytes).
-struct ArrayView {
-  void* data = nullptr;
-  DType dtype = DType::f32;
-  Dims shape;
-  Dims strides;  // in elements
-  int64_t size = 1;
-  bool writeable = false;
-  int ndim() const { return int(shape.size()); }
-  bool c_contiguous() const;
-  template <class T> T* ptr() const { return static_cast<T*>(data); }
-};
 
 // "(2, 3)" / "(5,)" for error messages.
 std::string shape_str(const Dims& s);
@@ -132,14 +75,5 @@ bool may_overlap(const ArrayView& a, const ArrayView& b);
 bool same_layout(const ArrayView& a, const ArrayView& b);
 // A C-contiguous copy of `a` (used when an input partially overlaps the output).
 py::array contiguous_copy(const py::array& a);
-
-// Elementwise driver. Kernels see contiguous 1-D runs: `fn(ins, out, n)` with up to three
-// inputs. Contiguous operands are cut into fixed chunks and run in parallel; other
-// layouts are iterated row by row over the innermost (coalesced) dimension, gathering
-// strided rows into per-thread buffers. The GIL must already be released.
-// `stream` asks for non-temporal stores (output far larger than the caches).
-using ElementwiseFn = void (*)(const void* const* ins, void* out, int64_t n, const void* params, bool stream);
-void run_elementwise(const ArrayView* ins, int n_in, const ArrayView& out, ElementwiseFn fn,
-                     const void* params, int64_t grain_elems = 32768);
 
 }  // namespace nk

@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "cpu/activations.hpp"
-#include "cuda/activations.hpp"
+#include "drivers/activations.hpp"
 #include "cuda/common.cuh"
 
 namespace nk {
@@ -111,15 +111,21 @@ void launch_op(int op, const uintptr_t* ins, int n_in, uintptr_t out, int64_t n,
 
 }  // namespace
 
-void launch_activation(int op, int dtype, const uintptr_t* ins, int n_in, uintptr_t out, int64_t n, double slope,
-                       uintptr_t stream) {
+// The activation_stub's CUDA implementation: contiguous operands of one dtype, on ctx's stream.
+void activation_cuda(ActivationOp op, const ArrayView* ins, int n_in, const ArrayView& out, const ActivationParams& p,
+                     const ExecContext& ctx) {
+  const int64_t n = out.size;
   if (n <= 0) return;
-  if (dtype == 0)
-    launch_op<float>(op, ins, n_in, out, n, slope, as_stream(stream));
+  uintptr_t ptrs[2] = {reinterpret_cast<uintptr_t>(ins[0].data), n_in > 1 ? reinterpret_cast<uintptr_t>(ins[1].data) : 0};
+  const uintptr_t y = reinterpret_cast<uintptr_t>(out.data);
+  if (out.dtype == DType::f32)
+    launch_op<float>(op, ptrs, n_in, y, n, p.negative_slope, as_stream(ctx.stream));
   else
-    launch_op<double>(op, ins, n_in, out, n, slope, as_stream(stream));
+    launch_op<double>(op, ptrs, n_in, y, n, p.negative_slope, as_stream(ctx.stream));
   throw_if_error(cudaGetLastError(), "activation kernel launch");
 }
 
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(activation_stub, cuda, &nk::cuda::activation_cuda);

@@ -27,6 +27,12 @@ std::string device_name(int device) {
   return prop.name;
 }
 
+namespace {
+void throw_on(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+}  // namespace
+
 void check_last(const char* what) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
@@ -35,6 +41,13 @@ void check_last(const char* what) {
 void synchronize(uintptr_t stream) {
   cudaError_t err = cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream));
   if (err != cudaSuccess) throw std::runtime_error(std::string("cudaStreamSynchronize: ") + cudaGetErrorString(err));
+}
+
+int exchange_device(int device) {
+  int previous = 0;
+  throw_on(cudaGetDevice(&previous), "cudaGetDevice");
+  if (previous != device) throw_on(cudaSetDevice(device), "cudaSetDevice");
+  return previous;
 }
 
 }  // namespace cuda

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ACTIVATION_OPS', 'CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_activation', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+__all__: list[str] = ['CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_batchnorm_apply', 'cuda_batchnorm_backward_apply', 'cuda_batchnorm_backward_reduce', 'cuda_batchnorm_stats', 'cuda_batchnorm_workspace', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_layernorm_backward', 'cuda_layernorm_backward_workspace', 'cuda_layernorm_forward', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
 def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
 def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any) -> None:
@@ -34,8 +34,6 @@ def build_info() -> dict:
 def check_optimizer_scalars(op: str, kw: dict) -> None:
     ...
 def clip_grad_norm(grads: typing.Any, max_norm: typing.Any) -> float:
-    ...
-def cuda_activation(op: typing.SupportsInt | typing.SupportsIndex, dtype: typing.SupportsInt | typing.SupportsIndex, ins: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], out: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, negative_slope: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 def cuda_batchnorm_apply(arg0: typing.SupportsInt | typing.SupportsIndex, arg1: typing.SupportsInt | typing.SupportsIndex, arg2: typing.SupportsInt | typing.SupportsIndex, arg3: typing.SupportsInt | typing.SupportsIndex, arg4: typing.SupportsInt | typing.SupportsIndex, arg5: typing.SupportsInt | typing.SupportsIndex, arg6: typing.SupportsInt | typing.SupportsIndex, arg7: typing.SupportsInt | typing.SupportsIndex, arg8: typing.SupportsFloat | typing.SupportsIndex, arg9: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
@@ -165,6 +163,5 @@ def tanh(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
 def tanh_backward(dout: typing.Any, y: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
-ACTIVATION_OPS: dict = {'relu': 0, 'relu_backward': 1, 'leaky_relu': 2, 'leaky_relu_backward': 3, 'sigmoid': 4, 'sigmoid_backward': 5, 'tanh': 6, 'tanh_backward': 7}
 CUDA_COMPILED: bool = True
 OPTIMIZER_OPS: dict = {'sgd': 0, 'sgd_momentum': 1, 'adagrad': 2, 'rmsprop': 3, 'adam': 4, 'ema': 5, 'adam_amsgrad': 7}

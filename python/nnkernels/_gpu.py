@@ -270,27 +270,6 @@ def prepare_output(out: Any, like: Any, like_cai: dict, inputs: tuple = ()) -> t
     return out, tmp, interface(tmp, "out")
 
 
-def elementwise(op: str, arrays: tuple, names: tuple, out: Any, negative_slope: float = 0.01) -> Any:
-    """Run one activation kernel on GPU arrays (see csrc/cuda/activations.cu)."""
-    _require_cuda()
-    objs, cais = prepare_inputs(arrays, names)
-    result, target, out_cai = prepare_output(out, objs[0], cais[0], tuple(cais[1:]))
-    n = int(np.prod(cais[0]["shape"], dtype=np.int64))
-    with on_device(objs[0]):
-        _core.cuda_activation(
-            _core.ACTIVATION_OPS[op],
-            dtype_code(cais[0]),
-            [c["data"][0] for c in cais],
-            out_cai["data"][0],
-            n,
-            float(negative_slope),
-            current_stream(objs[0]),
-        )
-    if target is not result:
-        copy_into(result, target)
-    return result
-
-
 def interface_ptr(x: Any) -> int:
     """Device pointer of a contiguous CUDA array of any dtype (workspaces, integer labels)."""
     return int(_cai(x)["data"][0])

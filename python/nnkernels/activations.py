@@ -2,24 +2,21 @@
 
 NumPy semantics: any shape (0-d and empty included), dtype preserved (float32/float64),
 a new array unless ``out`` is given; ``out`` may be the input itself (in place); strided
-inputs are fine. GPU arrays (CuPy, PyTorch CUDA) run the CUDA kernels and return an
-array of the same library. Kernels: csrc/cpu/activations.cpp, csrc/cuda/activations.cu;
+inputs are fine. Arrays come from NumPy, PyTorch (CPU tensors zero-copy, CUDA tensors),
+CuPy or any DLPack producer; the result is an array of the input's library on its device
+(see "Array libraries" in the README). Kernels: csrc/cpu/activations.cpp, csrc/cuda/activations.cu;
 references: :mod:`nnkernels.reference.activations`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from . import _core, _gpu
+from . import _core
 
 __all__ = [
     "relu", "relu_backward", "leaky_relu", "leaky_relu_backward",
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
 ]
-
-_ndarray = np.ndarray
 
 
 def relu(x: Any, out: Any = None) -> Any:
@@ -28,7 +25,7 @@ def relu(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -38,8 +35,6 @@ def relu(x: Any, out: Any = None) -> Any:
     array
         max(x, 0), the dtype of x (``out`` when given).
     """
-    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
-        return _gpu.elementwise("relu", (x,), ("x",), out)
     return _core.relu(x, out)
 
 
@@ -61,8 +56,6 @@ def relu_backward(dout: Any, x: Any, out: Any = None) -> Any:
     array
         dx, the dtype of dout (``out`` when given).
     """
-    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
-        return _gpu.elementwise("relu_backward", (dout, x), ("dout", "x"), out)
     return _core.relu_backward(dout, x, out)
 
 
@@ -73,7 +66,7 @@ def leaky_relu(x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     negative_slope : float, default=0.01
         Slope for ``x <= 0``.
     out : array, default=None
@@ -85,8 +78,6 @@ def leaky_relu(x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
     array
         The activation, the dtype of x (``out`` when given).
     """
-    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
-        return _gpu.elementwise("leaky_relu", (x,), ("x",), out, negative_slope)
     return _core.leaky_relu(x, negative_slope, out)
 
 
@@ -110,8 +101,6 @@ def leaky_relu_backward(dout: Any, x: Any, negative_slope: float = 0.01, out: An
     array
         dx, the dtype of dout (``out`` when given).
     """
-    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
-        return _gpu.elementwise("leaky_relu_backward", (dout, x), ("dout", "x"), out, negative_slope)
     return _core.leaky_relu_backward(dout, x, negative_slope, out)
 
 
@@ -122,7 +111,7 @@ def sigmoid(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -132,8 +121,6 @@ def sigmoid(x: Any, out: Any = None) -> Any:
     array
         Values in [0, 1], the dtype of x (``out`` when given).
     """
-    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
-        return _gpu.elementwise("sigmoid", (x,), ("x",), out)
     return _core.sigmoid(x, out)
 
 
@@ -155,8 +142,6 @@ def sigmoid_backward(dout: Any, y: Any, out: Any = None) -> Any:
     array
         dx, the dtype of dout (``out`` when given).
     """
-    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
-        return _gpu.elementwise("sigmoid_backward", (dout, y), ("dout", "y"), out)
     return _core.sigmoid_backward(dout, y, out)
 
 
@@ -166,7 +151,7 @@ def tanh(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; a CuPy / PyTorch CUDA array runs on the GPU).
+        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -176,8 +161,6 @@ def tanh(x: Any, out: Any = None) -> Any:
     array
         Values in [-1, 1], the dtype of x (``out`` when given).
     """
-    if type(x) is not _ndarray and _gpu.is_gpu_array(x):
-        return _gpu.elementwise("tanh", (x,), ("x",), out)
     return _core.tanh(x, out)
 
 
@@ -199,6 +182,4 @@ def tanh_backward(dout: Any, y: Any, out: Any = None) -> Any:
     array
         dx, the dtype of dout (``out`` when given).
     """
-    if type(dout) is not _ndarray and _gpu.is_gpu_array(dout):
-        return _gpu.elementwise("tanh_backward", (dout, y), ("dout", "y"), out)
     return _core.tanh_backward(dout, y, out)
