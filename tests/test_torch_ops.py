@@ -10,11 +10,11 @@ torch = pytest.importorskip("torch")
 
 import nnkernels as nk  # noqa: E402
 import nnkernels.torch as nkt  # noqa: E402
-from nnkernels.torch import _ops  # noqa: E402
 from nnkernels.torch import functional as NF  # noqa: E402
 from isolated import assert_clean_exit, run_isolated  # noqa: E402
 
 TF = torch.nn.functional
+OPS = torch.ops.nnkernels
 F64 = dict(dtype=torch.float64)
 FWD, BWD = dict(rtol=1e-10, atol=1e-12), dict(rtol=1e-8, atol=1e-10)
 
@@ -196,30 +196,47 @@ def _opcheck_cases():
     rm, rv = torch.zeros(5, **F64), torch.ones(5, **F64)
     logits, target = _x(4, 6, seed=5), torch.tensor([0, 5, 2, 2])
     return [
-        ("layer_norm", _ops.layer_norm, (x, w, b, 1e-5, "none", 0.0)),
-        ("layer_norm_relu_no_affine", _ops.layer_norm, (x, None, None, 1e-5, "relu", 0.0)),
-        ("batch_norm_train", _ops.batch_norm, (x4, w, b, rm, rv, True, 0.1, 1e-5, "none", 0.0)),
-        ("batch_norm_eval_leaky", _ops.batch_norm, (x, w, None, rm, rv, False, 0.1, 1e-5, "leaky_relu", 0.1)),
-        ("batch_norm_no_stats", _ops.batch_norm, (x, None, None, None, None, True, 0.1, 1e-5, "none", 0.0)),
-        ("relu", _ops.relu, (x,)), ("leaky_relu", _ops.leaky_relu, (x, 0.2)), ("tanh", _ops.tanh, (x,)),
-        ("sigmoid", _ops.sigmoid, (x,)), ("softmax_cross_entropy", _ops.softmax_cross_entropy, (logits, target)),
+        ("layer_norm", OPS.layer_norm, (x, w, b, 1e-5, "none", 0.0)),
+        ("layer_norm_relu_no_affine", OPS.layer_norm, (x, None, None, 1e-5, "relu", 0.0)),
+        ("batch_norm_train", OPS.batch_norm, (x4, w, b, rm, rv, True, 0.1, 1e-5, "none", 0.0)),
+        ("batch_norm_eval_leaky", OPS.batch_norm, (x, w, None, rm, rv, False, 0.1, 1e-5, "leaky_relu", 0.1)),
+        ("batch_norm_no_stats", OPS.batch_norm, (x, None, None, None, None, True, 0.1, 1e-5, "none", 0.0)),
+        ("relu", OPS.relu, (x,)), ("leaky_relu", OPS.leaky_relu, (x, 0.2)), ("tanh", OPS.tanh, (x,)),
+        ("sigmoid", OPS.sigmoid, (x,)), ("softmax_cross_entropy", OPS.softmax_cross_entropy, (logits, target)),
     ]
 
 
 @pytest.mark.parametrize("case", _opcheck_cases(), ids=lambda c: c[0])
 def test_opcheck(case):
     _, op, args = case
-    torch.library.opcheck(op, args)
+    torch.library.opcheck(op.default, args)
 
 
 def test_opcheck_backward_ops():
     x, w = _x(6, 5, grad=False), _x(5, seed=2, grad=False)
     dy = _x(6, 5, seed=7, grad=False)
-    y, mean, rstd = _ops.layer_norm(x, w, None, 1e-5, "relu", 0.0)
-    torch.library.opcheck(_ops.layer_norm_backward, (dy, x, w, mean, rstd, y, "relu", 0.0))
-    y, mean, rstd, _, _ = _ops.batch_norm(x, w, None, None, None, True, 0.1, 1e-5, "none", 0.0)
-    torch.library.opcheck(_ops.batch_norm_backward, (dy, x, w, mean, rstd, None, True, "none", 0.0))
-    torch.library.opcheck(_ops.relu_backward, (dy, x))
+    y, mean, rstd = OPS.layer_norm(x, w, None, 1e-5, "relu", 0.0)
+    torch.library.opcheck(OPS.layer_norm_backward, (dy, x, w, mean, rstd, y, "relu", 0.0))
+    y, mean, rstd, _, _ = OPS.batch_norm(x, w, None, None, None, True, 0.1, 1e-5, "none", 0.0)
+    torch.library.opcheck(OPS.batch_norm_backward, (dy, x, w, mean, rstd, None, True, "none", 0.0))
+    torch.library.opcheck(OPS.batch_norm_backward, (dy, x, w, mean, rstd, None, False, "none", 0.0))
+    for name in ("relu_backward", "tanh_backward", "sigmoid_backward"):
+        torch.library.opcheck(getattr(OPS, name), (dy, x))
+    torch.library.opcheck(OPS.leaky_relu_backward, (dy, x, 0.1))
+    torch.library.opcheck(OPS.softmax_cross_entropy_backward, (dy, torch.tensor(0.5, **F64), x))
+
+
+def test_eager_path_and_operator_path_agree_bitwise():
+    """functional's eager autograd.Function and torch.ops.nnkernels.* run the same implementation
+    and formula: outputs and gradients are identical."""
+    x, w, b = _x(6, 5), _x(5, seed=2), _x(5, seed=3)
+    dy = _x(6, 5, seed=7, grad=False)
+    eager = NF.layer_norm_relu(x, (5,), w, b)
+    traced = OPS.layer_norm(x, w, b, 1e-5, "relu", 0.0)[0]
+    assert type(eager.grad_fn).__name__ != type(traced.grad_fn).__name__  # really two paths
+    torch.testing.assert_close(eager, traced, rtol=0, atol=0)
+    for u, v in zip(torch.autograd.grad(eager, (x, w, b), dy), torch.autograd.grad(traced, (x, w, b), dy)):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fn", [
@@ -276,4 +293,4 @@ def test_cuda_tensors_run_the_cuda_kernels_and_match_cpu():
         for c, h in ((xc, xh), (wc, wh), (bc, bh)):
             torch.testing.assert_close(c.grad.cpu(), h.grad, rtol=1e-4, atol=1e-4)
     for name, op, args in _opcheck_cases():
-        torch.library.opcheck(op, tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
+        torch.library.opcheck(op.default, tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))

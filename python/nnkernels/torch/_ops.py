@@ -18,14 +18,23 @@ copies them into its buffers (:func:`nnkernels.torch.functional.batch_norm`), be
 that mutates its inputs cannot carry an autograd formula. The backward ops have no autograd
 formula of their own: a second derivative raises.
 
+Two ways in, one implementation: the module-level callables (``layer_norm``, ``relu``, ...) are
+:class:`_Op` objects. Under ``torch.compile``/``torch.export`` or any dispatch mode (fake tensors,
+tracing) they call the registered operator; in plain eager mode they run the same implementation
+and the same autograd formula through one ``torch.autograd.Function``, which skips the custom-op
+layers' per-call Python work (measured 3-4x less overhead per call than the operator's, the part
+that dominates small tensors). ``torch.ops.nnkernels.*`` are the operators themselves.
+
 All tensor conversion goes through :mod:`nnkernels.torch._bridge`.
 """
 from __future__ import annotations
 
-from typing import Optional
+from types import SimpleNamespace
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import nnkernels as nk
 
@@ -45,25 +54,27 @@ def _setup(ctx) -> None:
     ctx.set_materialize_grads(False)
 
 
-# ---------------------------------------------------------------- layer norm
-@torch.library.custom_op("nnkernels::layer_norm", mutates_args=())
-def layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, activation: str,
-               negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+def _custom_op(name: str, impl: Callable, fake: Callable):
+    op = torch.library.custom_op(f"nnkernels::{name}", mutates_args=())(impl)
+    op.register_fake(fake)
+    return op
+
+
+# ---------------------------------------------------------------- implementations (tensors in and out)
+def _layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, activation: str,
+                negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
     y, mean, rstd = nk.layernorm_forward(to_nk(x, "input"), to_nk(weight, "weight"), to_nk(bias, "bias"), eps=eps,
                                          activation=_act(activation), negative_slope=negative_slope)
     return from_nk(y), from_nk(mean), from_nk(rstd)
 
 
-@layer_norm.register_fake
-def _(x, weight, bias, eps, activation, negative_slope):
+def _layer_norm_fake(x, weight, bias, eps, activation, negative_slope):
     stats = x.new_empty(x.shape[:-1])
     return x.new_empty(x.shape), stats, torch.empty_like(stats)
 
 
-@torch.library.custom_op("nnkernels::layer_norm_backward", mutates_args=())
-def layer_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
-                        y: Optional[Tensor], activation: str,
-                        negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+def _layer_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
+                         y: Optional[Tensor], activation: str, negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); dweight/dbias are empty when weight is None."""
     dx, dw, db = nk.layernorm_backward(to_nk(dout, "grad"), to_nk(x, "input"), to_nk(weight, "weight"),
                                        to_nk(mean, "mean"), to_nk(rstd, "rstd"), activation=_act(activation),
@@ -73,40 +84,14 @@ def layer_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean:
     return from_nk(dx), from_nk(dw), from_nk(db)
 
 
-@layer_norm_backward.register_fake
-def _(dout, x, weight, mean, rstd, y, activation, negative_slope):
+def _layer_norm_backward_fake(dout, x, weight, mean, rstd, y, activation, negative_slope):
     n = 0 if weight is None else x.shape[-1]
     return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
 
 
-def _layer_norm_setup(ctx, inputs, output):
-    x, weight, bias, _, activation, negative_slope = inputs
-    y, mean, rstd = output
-    _setup(ctx)
-    ctx.mark_non_differentiable(mean, rstd)
-    ctx.save_for_backward(x, weight, mean, rstd, y if activation != "none" else None)
-    ctx.activation, ctx.negative_slope = activation, negative_slope
-    ctx.has_bias = bias is not None
-
-
-def _layer_norm_grad(ctx, dy, _dmean, _drstd):
-    if dy is None:
-        return None, None, None, None, None, None
-    x, weight, mean, rstd, y = ctx.saved_tensors
-    dx, dw, db = layer_norm_backward(dy, x, weight, mean, rstd, y, ctx.activation, ctx.negative_slope)
-    if weight is None:
-        return dx, None, None, None, None, None
-    return dx, dw, (db if ctx.has_bias else None), None, None, None
-
-
-layer_norm.register_autograd(_layer_norm_grad, setup_context=_layer_norm_setup)
-
-
-# ---------------------------------------------------------------- batch norm
-@torch.library.custom_op("nnkernels::batch_norm", mutates_args=())
-def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
-               running_var: Optional[Tensor], training: bool, momentum: float, eps: float, activation: str,
-               negative_slope: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+                running_var: Optional[Tensor], training: bool, momentum: float, eps: float, activation: str,
+                negative_slope: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     update = training and running_mean is not None
     # The kernel updates running statistics in place: it gets copies, returned as the new values.
     new_mean = running_mean.clone() if update else running_mean
@@ -120,8 +105,7 @@ def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], runn
     return from_nk(y), from_nk(mean), from_nk(rstd), new_mean, new_var
 
 
-@batch_norm.register_fake
-def _(x, weight, bias, running_mean, running_var, training, momentum, eps, activation, negative_slope):
+def _batch_norm_fake(x, weight, bias, running_mean, running_var, training, momentum, eps, activation, negative_slope):
     c = x.shape[1] if x.dim() >= 2 else 0
     stats = x.new_empty((c,))
     if training and running_mean is not None:
@@ -131,10 +115,9 @@ def _(x, weight, bias, running_mean, running_var, training, momentum, eps, activ
     return x.new_empty(x.shape), stats, torch.empty_like(stats), *new
 
 
-@torch.library.custom_op("nnkernels::batch_norm_backward", mutates_args=())
-def batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
-                        y: Optional[Tensor], batch_stats: bool, activation: str,
-                        negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
+def _batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
+                         y: Optional[Tensor], batch_stats: bool, activation: str,
+                         negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); dweight/dbias are empty when weight is None. ``batch_stats``: the forward
     normalised with the batch statistics (training mode); otherwise mean/rstd were constants (the
     running statistics) and ``dx = g * weight * rstd``."""
@@ -146,9 +129,9 @@ def batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean:
     else:
         # Constant statistics: the elementwise backward with zero batch sums is g * weight * rstd.
         db, dw = nk.batchnorm_backward_reduce(d, xa, m, r, **act)
-        zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        dx = nk.batchnorm_backward_elemt(d, xa, w, m, r, to_nk(zeros, "zeros"), to_nk(zeros, "zeros"),
-                                         max(1, x.numel() // max(1, x.shape[1])), **act)
+        zeros = to_nk(torch.zeros(x.shape[1], dtype=torch.float64, device=x.device), "zeros")
+        dx = nk.batchnorm_backward_elemt(d, xa, w, m, r, zeros, zeros, max(1, x.numel() // max(1, x.shape[1])),
+                                         **act)
         if w is None:
             dw = db = None
     if dw is None:
@@ -156,10 +139,100 @@ def batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean:
     return from_nk(dx), from_nk(dw), from_nk(db)
 
 
-@batch_norm_backward.register_fake
-def _(dout, x, weight, mean, rstd, y, batch_stats, activation, negative_slope):
+def _batch_norm_backward_fake(dout, x, weight, mean, rstd, y, batch_stats, activation, negative_slope):
     n = 0 if weight is None else x.shape[1]
     return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
+
+
+def _relu(x: Tensor) -> Tensor:
+    return from_nk(nk.relu(to_nk(x, "input")))
+
+
+def _relu_backward(dout: Tensor, x: Tensor) -> Tensor:
+    return from_nk(nk.relu_backward(to_nk(dout, "grad"), to_nk(x, "input")))
+
+
+def _leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
+    return from_nk(nk.leaky_relu(to_nk(x, "input"), negative_slope))
+
+
+def _leaky_relu_backward(dout: Tensor, x: Tensor, negative_slope: float) -> Tensor:
+    return from_nk(nk.leaky_relu_backward(to_nk(dout, "grad"), to_nk(x, "input"), negative_slope))
+
+
+def _tanh(x: Tensor) -> Tensor:
+    return from_nk(nk.tanh(to_nk(x, "input")))
+
+
+def _tanh_backward(dout: Tensor, y: Tensor) -> Tensor:
+    return from_nk(nk.tanh_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+
+
+def _sigmoid(x: Tensor) -> Tensor:
+    return from_nk(nk.sigmoid(to_nk(x, "input")))
+
+
+def _sigmoid_backward(dout: Tensor, y: Tensor) -> Tensor:
+    return from_nk(nk.sigmoid_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+
+
+def _like_first(x, *args):
+    return x.new_empty(x.shape)
+
+
+def _softmax_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass."""
+    loss, dlogits = nk.softmax_cross_entropy(to_nk(logits, "input"), to_nk(target, "target"))
+    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), from_nk(dlogits)
+
+
+def _softmax_cross_entropy_fake(logits, target):
+    return logits.new_empty(()), logits.new_empty(logits.shape)
+
+
+def _softmax_cross_entropy_backward(dlogits: Tensor, dloss: Tensor, logits: Tensor) -> Tensor:
+    """The forward's gradient scaled by the incoming one. An op without an autograd formula, taking
+    ``logits`` (unread) so that autograd sees the gradient depend on them: a second derivative then
+    raises here instead of silently missing the softmax's curvature."""
+    return dlogits * dloss
+
+
+def _softmax_cross_entropy_backward_fake(dlogits, dloss, logits):
+    return dlogits.new_empty(dlogits.shape)
+
+
+# The backward passes, as operators (what a traced graph records) and as plain implementations
+# (what the eager path calls): the autograd formulas below take one of these two namespaces.
+_BACKWARD_IMPLS = dict(
+    layer_norm_backward=(_layer_norm_backward, _layer_norm_backward_fake),
+    batch_norm_backward=(_batch_norm_backward, _batch_norm_backward_fake),
+    relu_backward=(_relu_backward, _like_first), leaky_relu_backward=(_leaky_relu_backward, _like_first),
+    tanh_backward=(_tanh_backward, _like_first), sigmoid_backward=(_sigmoid_backward, _like_first),
+    softmax_cross_entropy_backward=(_softmax_cross_entropy_backward, _softmax_cross_entropy_backward_fake),
+)
+_TRACED = SimpleNamespace(**{name: _custom_op(name, impl, fake) for name, (impl, fake) in _BACKWARD_IMPLS.items()})
+_EAGER = SimpleNamespace(**{name: impl for name, (impl, _) in _BACKWARD_IMPLS.items()})
+
+
+# ---------------------------------------------------------------- autograd formulas
+def _layer_norm_setup(ctx, inputs, output):
+    x, weight, bias, _, activation, negative_slope = inputs
+    y, mean, rstd = output
+    _setup(ctx)
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, weight, mean, rstd, y if activation != "none" else None)
+    ctx.activation, ctx.negative_slope = activation, negative_slope
+    ctx.has_bias = bias is not None
+
+
+def _layer_norm_grad(B, ctx, dy, _dmean, _drstd):
+    if dy is None:
+        return None, None, None, None, None, None
+    x, weight, mean, rstd, y = ctx.saved_tensors
+    dx, dw, db = B.layer_norm_backward(dy, x, weight, mean, rstd, y, ctx.activation, ctx.negative_slope)
+    if weight is None:
+        return dx, None, None, None, None, None
+    return dx, dw, (db if ctx.has_bias else None), None, None, None
 
 
 def _batch_norm_setup(ctx, inputs, output):
@@ -173,69 +246,17 @@ def _batch_norm_setup(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _batch_norm_grad(ctx, dy, *_unused):
+def _batch_norm_grad(B, ctx, dy, *_unused):
     if dy is None:
         return (None,) * 10
     x, weight, mean, rstd, y = ctx.saved_tensors
-    dx, dw, db = batch_norm_backward(dy, x, weight, mean, rstd, y, ctx.batch_stats, ctx.activation,
-                                     ctx.negative_slope)
+    dx, dw, db = B.batch_norm_backward(dy, x, weight, mean, rstd, y, ctx.batch_stats, ctx.activation,
+                                       ctx.negative_slope)
     if weight is None:
         dw = db = None
     elif not ctx.has_bias:
         db = None
     return (dx, dw, db) + (None,) * 7
-
-
-batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
-
-
-# ---------------------------------------------------------------- activations
-@torch.library.custom_op("nnkernels::relu", mutates_args=())
-def relu(x: Tensor) -> Tensor:
-    return from_nk(nk.relu(to_nk(x, "input")))
-
-
-@torch.library.custom_op("nnkernels::relu_backward", mutates_args=())
-def relu_backward(dout: Tensor, x: Tensor) -> Tensor:
-    return from_nk(nk.relu_backward(to_nk(dout, "grad"), to_nk(x, "input")))
-
-
-@torch.library.custom_op("nnkernels::leaky_relu", mutates_args=())
-def leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
-    return from_nk(nk.leaky_relu(to_nk(x, "input"), negative_slope))
-
-
-@torch.library.custom_op("nnkernels::leaky_relu_backward", mutates_args=())
-def leaky_relu_backward(dout: Tensor, x: Tensor, negative_slope: float) -> Tensor:
-    return from_nk(nk.leaky_relu_backward(to_nk(dout, "grad"), to_nk(x, "input"), negative_slope))
-
-
-@torch.library.custom_op("nnkernels::tanh", mutates_args=())
-def tanh(x: Tensor) -> Tensor:
-    return from_nk(nk.tanh(to_nk(x, "input")))
-
-
-@torch.library.custom_op("nnkernels::tanh_backward", mutates_args=())
-def tanh_backward(dout: Tensor, y: Tensor) -> Tensor:
-    return from_nk(nk.tanh_backward(to_nk(dout, "grad"), to_nk(y, "output")))
-
-
-@torch.library.custom_op("nnkernels::sigmoid", mutates_args=())
-def sigmoid(x: Tensor) -> Tensor:
-    return from_nk(nk.sigmoid(to_nk(x, "input")))
-
-
-@torch.library.custom_op("nnkernels::sigmoid_backward", mutates_args=())
-def sigmoid_backward(dout: Tensor, y: Tensor) -> Tensor:
-    return from_nk(nk.sigmoid_backward(to_nk(dout, "grad"), to_nk(y, "output")))
-
-
-def _like_first(x, *args):
-    return x.new_empty(x.shape)
-
-
-for _op in (relu, relu_backward, leaky_relu, leaky_relu_backward, tanh, tanh_backward, sigmoid, sigmoid_backward):
-    _op.register_fake(_like_first)
 
 
 # ReLU and leaky ReLU differentiate from their input (any slope), tanh and sigmoid from their output.
@@ -248,24 +269,20 @@ def _save_output(ctx, inputs, output):
     ctx.save_for_backward(output)
 
 
-relu.register_autograd(lambda ctx, g: relu_backward(g, *ctx.saved_tensors), setup_context=_save_input)
-leaky_relu.register_autograd(lambda ctx, g: (leaky_relu_backward(g, *ctx.saved_tensors, *ctx.scalars), None),
-                             setup_context=_save_input)
-tanh.register_autograd(lambda ctx, g: tanh_backward(g, *ctx.saved_tensors), setup_context=_save_output)
-sigmoid.register_autograd(lambda ctx, g: sigmoid_backward(g, *ctx.saved_tensors), setup_context=_save_output)
+def _relu_grad(B, ctx, g):
+    return B.relu_backward(g, *ctx.saved_tensors)
 
 
-# ---------------------------------------------------------------- softmax cross-entropy
-@torch.library.custom_op("nnkernels::softmax_cross_entropy", mutates_args=())
-def softmax_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass."""
-    loss, dlogits = nk.softmax_cross_entropy(to_nk(logits, "input"), to_nk(target, "target"))
-    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), from_nk(dlogits)
+def _leaky_relu_grad(B, ctx, g):
+    return B.leaky_relu_backward(g, *ctx.saved_tensors, *ctx.scalars), None
 
 
-@softmax_cross_entropy.register_fake
-def _(logits, target):
-    return logits.new_empty(()), logits.new_empty(logits.shape)
+def _tanh_grad(B, ctx, g):
+    return B.tanh_backward(g, *ctx.saved_tensors)
+
+
+def _sigmoid_grad(B, ctx, g):
+    return B.sigmoid_backward(g, *ctx.saved_tensors)
 
 
 def _ce_setup(ctx, inputs, output):
@@ -274,24 +291,58 @@ def _ce_setup(ctx, inputs, output):
     ctx.save_for_backward(inputs[0], output[1])
 
 
-@torch.library.custom_op("nnkernels::softmax_cross_entropy_backward", mutates_args=())
-def softmax_cross_entropy_backward(dlogits: Tensor, dloss: Tensor, logits: Tensor) -> Tensor:
-    """The forward's gradient scaled by the incoming one. An op without an autograd formula, taking
-    ``logits`` (unread) so that autograd sees the gradient depend on them: a second derivative then
-    raises here instead of silently missing the softmax's curvature."""
-    return dlogits * dloss
-
-
-@softmax_cross_entropy_backward.register_fake
-def _(dlogits, dloss, logits):
-    return dlogits.new_empty(dlogits.shape)
-
-
-def _ce_grad(ctx, dloss, _ddlogits):
+def _ce_grad(B, ctx, dloss, _ddlogits):
     if dloss is None:
         return None, None
     logits, dlogits = ctx.saved_tensors
-    return softmax_cross_entropy_backward(dlogits, dloss, logits), None
+    return B.softmax_cross_entropy_backward(dlogits, dloss, logits), None
 
 
-softmax_cross_entropy.register_autograd(_ce_grad, setup_context=_ce_setup)
+# ---------------------------------------------------------------- the two ways in
+def _eager(x) -> bool:
+    """Plain eager execution on real tensors: no compiler tracing and no dispatch mode (fake tensors,
+    functionalization, make_fx), which must see the operator itself."""
+    return isinstance(x, Tensor) and not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
+
+
+class _EagerFunction(torch.autograd.Function):
+    """An operator's implementation and autograd formula without the dispatcher (see the module doc)."""
+
+    @staticmethod
+    def forward(ctx, spec, *inputs):
+        output = spec.impl(*inputs)
+        spec.setup(ctx, inputs, output)
+        ctx.spec = spec
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads):
+        # create_graph=True (grad mode on here): the backward operators, so that a second derivative
+        # raises as on the operator path instead of being silently zero.
+        grads = ctx.spec.grad(_TRACED if torch.is_grad_enabled() else _EAGER, ctx, *grads)
+        return (None,) + (grads if isinstance(grads, tuple) else (grads,))
+
+
+class _Op:
+    """One forward operator: registered (custom op, fake, autograd formula on the backward operators)
+    and callable, choosing the operator or the eager path per call."""
+
+    def __init__(self, name: str, impl: Callable, fake: Callable, setup: Callable, grad: Callable):
+        self.impl, self.setup, self.grad = impl, setup, grad
+        self.op = _custom_op(name, impl, fake)
+        self.op.register_autograd(lambda ctx, *grads: grad(_TRACED, ctx, *grads), setup_context=setup)
+
+    def __call__(self, *args):
+        if _eager(args[0]):
+            return _EagerFunction.apply(self, *args)
+        return self.op(*args)
+
+
+layer_norm = _Op("layer_norm", _layer_norm, _layer_norm_fake, _layer_norm_setup, _layer_norm_grad)
+batch_norm = _Op("batch_norm", _batch_norm, _batch_norm_fake, _batch_norm_setup, _batch_norm_grad)
+relu = _Op("relu", _relu, _like_first, _save_input, _relu_grad)
+leaky_relu = _Op("leaky_relu", _leaky_relu, _like_first, _save_input, _leaky_relu_grad)
+tanh = _Op("tanh", _tanh, _like_first, _save_output, _tanh_grad)
+sigmoid = _Op("sigmoid", _sigmoid, _like_first, _save_output, _sigmoid_grad)
+softmax_cross_entropy = _Op("softmax_cross_entropy", _softmax_cross_entropy, _softmax_cross_entropy_fake, _ce_setup,
+                            _ce_grad)

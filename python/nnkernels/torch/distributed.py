@@ -41,12 +41,12 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         local[1 + c:] = from_nk(m2)
         parts = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(parts, local, group=group)
-        table = torch.stack(parts)
+        table = torch.stack(parts).cpu()  # world x (1 + 2C) values, merged on the host
         n, gmean, gm2 = nk.batchnorm_merge_stats(to_nk(table[:, 0].to(torch.int64), "counts"),
                                                  to_nk(table[:, 1:1 + c], "means"), to_nk(table[:, 1 + c:], "m2s"))
         n = int(n)
         nk._core.batchnorm_check_training_count(tuple(x.shape), n)  # batchnorm_forward(training=True)'s check
-        gmean, gm2 = from_nk(gmean), from_nk(gm2)
+        gmean, gm2 = from_nk(gmean).to(x.device), from_nk(gm2).to(x.device)
         rstd = torch.rsqrt(gm2 / n + eps)
         y = from_nk(nk.batchnorm_normalize(xa, to_nk(gmean, "mean"), to_nk(rstd, "rstd"), to_nk(weight, "weight"),
                                            to_nk(bias, "bias"), activation=activation, negative_slope=slope))
