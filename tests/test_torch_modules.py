@@ -197,3 +197,11 @@ def test_compile_default_backend_fullgraph_forward_backward():
         return nn.Sequential(nkt.LayerNorm(6, activation="relu", **F64), nkt.Tanh(), nkt.LayerNorm(6, **F64),
                              nkt.Sigmoid())
     _compiled_matches_eager(make, _x(5, 6), torch.tensor([0, 2, 1, 1, 0]), "inductor")
+
+
+def test_replace_modules_keeps_shared_modules_shared_and_unfused():
+    bn = nn.BatchNorm1d(4, **F64)
+    model = nn.ModuleDict({"a": nn.Sequential(bn, nn.ReLU()), "b": nn.Sequential(bn)})
+    nkt.replace_modules(model)
+    assert model["a"][0] is model["b"][0] and isinstance(model["b"][0], nkt.BatchNorm1d)
+    assert model["a"][0].activation is None and isinstance(model["a"][1], nkt.ReLU)  # b needs it unfused

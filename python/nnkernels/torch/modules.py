@@ -153,23 +153,44 @@ def replace_modules(model: nn.Module, *, fuse: bool = True) -> nn.Module:
     and Sigmoid of ``model`` for the nnkernels module of the same class.
 
     The new modules hold the very same Parameter and buffer objects, so an optimizer built on
-    ``model.parameters()`` before the call keeps working, and ``state_dict`` keys are unchanged.
-    With ``fuse``, a norm directly followed by a ReLU / LeakyReLU (``negative_slope >= 0``) inside an
-    ``nn.Sequential`` becomes one fused module; the activation's slot holds an ``nn.Identity`` (indices
-    and keys stay). Returns ``model`` (or its replacement when ``model`` itself is such a module).
+    ``model.parameters()`` before the call keeps working, and ``state_dict`` keys are unchanged; a
+    module used in several places is replaced by one new module. With ``fuse``, a norm directly
+    followed by a ReLU / LeakyReLU (``negative_slope >= 0``) inside an ``nn.Sequential`` becomes one
+    fused module (unless the norm is also used elsewhere); the activation's slot holds an
+    ``nn.Identity`` (indices and keys stay). Returns ``model`` (or its replacement when ``model``
+    itself is such a module).
     """
-    if type(model) in _REPLACEMENTS:
-        return _adopt(_REPLACEMENTS[type(model)], model)
-    for name, child in list(model.named_children()):
-        new = replace_modules(child, fuse=fuse)
-        if new is not child:
-            setattr(model, name, new)
-    if fuse and isinstance(model, nn.Sequential):
-        names = list(model._modules)
-        for first, second in zip(names, names[1:]):
-            norm, act = model._modules[first], model._modules[second]
-            target = _fuse_target(act)
-            if isinstance(norm, _NORMS) and norm.activation is None and target is not None:
-                norm.activation, norm.negative_slope = target
-                model._modules[second] = nn.Identity()
+    model = _replace(model, {})
+    if fuse:
+        uses: dict = {}
+        for _, m in model.named_modules(remove_duplicate=False):
+            uses[id(m)] = uses.get(id(m), 0) + 1
+        for m in model.modules():
+            if isinstance(m, nn.Sequential):
+                _fuse(m, uses)
     return model
+
+
+def _replace(module: nn.Module, done: dict) -> nn.Module:
+    if id(module) in done:
+        return done[id(module)]
+    new = module
+    if type(module) in _REPLACEMENTS:
+        new = _adopt(_REPLACEMENTS[type(module)], module)
+    else:
+        for name, child in list(module.named_children()):
+            replaced = _replace(child, done)
+            if replaced is not child:
+                setattr(module, name, replaced)
+    done[id(module)] = new
+    return new
+
+
+def _fuse(seq: nn.Sequential, uses: dict) -> None:
+    names = list(seq._modules)
+    for first, second in zip(names, names[1:]):
+        norm, act = seq._modules[first], seq._modules[second]
+        target = _fuse_target(act)
+        if isinstance(norm, _NORMS) and norm.activation is None and target is not None and uses[id(norm)] == 1:
+            norm.activation, norm.negative_slope = target
+            seq._modules[second] = nn.Identity()
