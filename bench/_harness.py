@@ -41,6 +41,9 @@ NO_ACT = "nnkernels-no-act"
 # buffer, as a training loop can. Their ratio is the cost of fresh results (the result cache
 # keeps it near 1; without it, page faults made fresh results 2-10x the kernel at 256 MB).
 OUT = "nnkernels-out"
+# The fresh-result call with torch CPU tensors in and out (zero-copy): the cost of the torch interop is its
+# difference from the "nnkernels" row of the same op.
+NK_TORCH = "nnkernels-torch"
 
 
 @dataclasses.dataclass

@@ -4,7 +4,8 @@ Bytes moved: forward reads x and writes y (2 streams); backward reads dout and x
 and writes dx (3 streams). The nnkernels impl returns a fresh result (``y = nk.tanh(x)``, what
 a user calls); "nnkernels-out" writes into a preallocated `out`, as do the peers where they
 can (NumPy `out=`, PyTorch `out=`), so the speed-ups compare fresh nnkernels results with the
-peers' best.
+peers' best. "nnkernels-torch" is the fresh-result call on torch CPU tensors (zero-copy in, a tensor out):
+its difference from "nnkernels" is the cost of the torch interop.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import OUT, Case, Context, Impl, size_label
+from ._harness import NK_TORCH, OUT, Case, Context, Impl, size_label
 
 OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
 ROWS = tuple(name for op in OPS for name in (op, op + "_backward"))
@@ -95,6 +96,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                          Impl(OUT, lambda f=fwd: f(x, out=y))]
                 if torch is not None:
                     impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
+                    impls.append(Impl(NK_TORCH, lambda f=fwd: f(xt)))
                 impls += _gpu_impls(ctx, op, x, None)
                 yield Case("activations", op, size_label(n), dt.name, impls, bytes_moved=2 * n * dt.itemsize)
             if op + "_backward" not in wanted:
@@ -103,7 +105,9 @@ def cases(ctx: Context) -> Iterator[Case]:
                      Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv)),
                      Impl(OUT, lambda f=bwd, sv=saved: f(d, sv, out=dx))]
             if torch is not None:
-                impls.append(Impl("torch", _torch_backward(torch, op, dtt, torch.from_numpy(saved), dxt)))
+                st = torch.from_numpy(saved)
+                impls.append(Impl("torch", _torch_backward(torch, op, dtt, st, dxt)))
+                impls.append(Impl(NK_TORCH, lambda f=bwd, st=st: f(dtt, st)))
             impls += _gpu_impls(ctx, op, d, saved)
             yield Case("activations", op + "_backward", size_label(n), dt.name, impls, bytes_moved=3 * n * dt.itemsize)
 

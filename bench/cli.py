@@ -348,6 +348,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME) -> di
         row["time_vs_no_act"] = ours["median_s"] / row["impls"][H.NO_ACT]["median_s"]
     if ours and H.OUT in row["impls"]:
         row["fresh_vs_out"] = ours["median_s"] / row["impls"][H.OUT]["median_s"]
+    if ours and H.NK_TORCH in row["impls"]:
+        row["torch_interop_s"] = row["impls"][H.NK_TORCH]["median_s"] - ours["median_s"]
     gpu = row["impls"].get("nnkernels-cuda")
     if gpu and "torch-cuda" in row["impls"]:
         row["cuda_speedup_vs_torch_cuda"] = row["impls"]["torch-cuda"]["median_s"] / gpu["median_s"]
@@ -426,6 +428,11 @@ def table(result) -> str:
             gbs = f", {o['GBps']:.1f} GB/s" if "GBps" in o else ""
             out.append(f"fresh result, {r['op']} {r['shape']}: {r['fresh_vs_out']:.2f}x the time of out= "
                        f"({_t(o['median_s'])}{gbs}); slowest round {ours['max_s'] / ours['median_s']:.1f}x the median")
+    for r in rows:
+        if "torch_interop_s" in r:
+            t = r["impls"][H.NK_TORCH]
+            out.append(f"torch tensors, {r['op']} {r['shape']}: {_t(t['median_s'])} per call, "
+                       f"{r['torch_interop_s'] * 1e6:+.2f} µs against the same call on NumPy arrays")
     heads = {h for h, _ in cols}
     out.append("")
     out.append("times: median per call; x PEER: the peer's time / nnkernels' time (above 1: nnkernels is faster).")

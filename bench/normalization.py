@@ -28,7 +28,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import NO_ACT, OUT, Case, Context, Impl
+from ._harness import NK_TORCH, NO_ACT, OUT, Case, Context, Impl
 
 GROWTH_ROWS = (1, 8, 64, 512, 4096, 16384, 65536, 262144)
 GROWTH_D = 1024
@@ -78,6 +78,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                  Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
         if torch is not None:
             impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
+            impls.append(Impl(NK_TORCH, lambda: nk.layernorm_forward(xt, gt, bt)))
         if "layernorm_forward" in wanted:
             yield Case("normalization", "layernorm_forward", lab, dt.name, impls, bytes_moved=2 * e)
 
