@@ -188,7 +188,33 @@ def profile_steps(quick: bool = False, steps: int = 3, rows: int = 12) -> None:
                 for _ in range(steps):
                     step()
             print(f"\n=== {name} step, {'nnkernels' if ours else 'torch'} ({steps} steps) ===")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+            averages = prof.key_averages()
+            print(averages.table(sort_by="self_cpu_time_total", row_limit=rows))
+            shares = _time_shares(averages)
+            total = sum(shares.values())
+            print(f"per step {total / steps * 1e3:.1f} ms: " + ", ".join(
+                f"{k} {v / total:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v))
+
+
+# Profiler rows by what they are (self CPU time, so that the shares add up to the step).
+_CATEGORIES = (
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm")),
+    ("norms", ("aten::native_layer_norm", "aten::native_batch_norm", "nnkernels_layer_norm",
+               "nnkernels_batch_norm")),
+    ("activations", ("aten::clamp_min", "aten::threshold_backward", "aten::relu", "nnkernels_relu",
+                     "nnkernels_leaky_relu", "nnkernels_tanh", "nnkernels_sigmoid")),
+    ("loss", ("aten::_log_softmax", "aten::nll_loss", "nnkernels_softmax_cross_entropy")),
+    ("optimizer", ("Optimizer.step", "aten::_fused_adam", "Optimizer.zero_grad")),
+)
+
+
+def _time_shares(averages) -> dict:
+    shares = {name: 0.0 for name, _ in _CATEGORIES}
+    shares["other"] = 0.0
+    for e in averages:
+        kind = next((name for name, prefixes in _CATEGORIES if e.key.startswith(prefixes)), "other")
+        shares[kind] += e.self_cpu_time_total / 1e6
+    return shares
 
 
 if __name__ == "__main__":

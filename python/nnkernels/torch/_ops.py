@@ -331,10 +331,12 @@ class _Op:
         self.impl, self.setup, self.grad = impl, setup, grad
         self.op = _custom_op(name, impl, fake)
         self.op.register_autograd(lambda ctx, *grads: grad(_TRACED, ctx, *grads), setup_context=setup)
+        # One Function class per op, so that profilers and grad_fn name it (nnkernels_layer_norm, ...Backward).
+        self.function = type(f"nnkernels_{name}", (_EagerFunction,), {})
 
     def __call__(self, *args):
         if _eager(args[0]):
-            return _EagerFunction.apply(self, *args)
+            return self.function.apply(self, *args)
         return self.op(*args)
 
 
