@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import nnkernels as nk  # noqa: E402
 import nnkernels.torch as nkt  # noqa: E402
 
 SHAPES = [(3,), (5, 7), (1,), (4099,)]  # sizes 1, primes, more than one kernel chunk per tensor
@@ -169,3 +170,25 @@ def test_non_contiguous_parameter_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match="C-contiguous"):
         opt.step()
     assert (w == 0).all()
+
+
+CUDA = torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no GPU (CUDA build + device + PyTorch CUDA)")
+@pytest.mark.parametrize("name,kw", CONFIGS[::3], ids=IDS[::3])
+def test_cuda_parameters_run_the_cuda_kernels(name, kw):
+    init = _params(torch.float32)
+    a = [torch.nn.Parameter(p.clone()) for p in init]
+    b = [torch.nn.Parameter(p.clone().cuda()) for p in init]
+    opt_a, opt_b = getattr(torch.optim, name)(a, **kw), getattr(nkt.optim, name)(b, **kw)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for x, y in zip(a, b):
+            grad = torch.randn(x.shape, generator=g)
+            x.grad, y.grad = grad.clone(), grad.cuda()
+        opt_a.step()
+        opt_b.step()
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y.cpu(), x.detach(), rtol=1e-5, atol=1e-6)

@@ -5,7 +5,7 @@
 // d = gsign * g with gsign = -1 (exact), +1 otherwise (exact: the minimising results keep their bits).
 // Each kernel makes ONE pass over memory per element: the parameter and its state are read
 // and written back in the same loop (in place, fused). Kernels work on one contiguous piece
-// of one tensor; csrc/bindings/optimizers.cpp cuts a whole list of tensors into fixed chunks
+// of one tensor; csrc/drivers/optimizers.cpp cuts a whole list of tensors into fixed chunks
 // and runs them in one parallel region (multi-tensor apply).
 // Reference: nnkernels.reference.optimizers. CUDA twin: csrc/cuda/optimizers.cu.
 // Test: pytest tests/test_optimizers.py ; bench: python -m nnkernels bench --ops optimizers
@@ -92,7 +92,7 @@ void sgd(void* const* ptr, int64_t n, const OptimHyper* h) {
   else sgd_loop<T, false>(p, g, n, T(h->lr), T(0), grad_sign<T>(h));
 }
 
-// SGD with momentum (PyTorch formulation; b starts at zero, see nnkernels/optimizers.py for the first step):
+// SGD with momentum (PyTorch formulation; b starts at zero, see nnkernels/optim_steps.py for the first step):
 //   d = gsign * g + wd * p
 //   b = momentum * b + (1 - dampening) * d
 //   u = nesterov ? d + momentum * b : b

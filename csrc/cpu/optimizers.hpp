@@ -1,6 +1,6 @@
 // Optimizer kernels (SGD, Adagrad, RMSprop, Adam/AdamW, EMA averaging, gradient-norm
 // clipping): table of contiguous 1-D kernels per ISA level. The multi-tensor scheduling
-// (one parallel region over a whole list of tensors) lives in csrc/bindings/optimizers.cpp.
+// (one parallel region over a whole list of tensors) lives in csrc/drivers/optimizers.cpp.
 #pragma once
 #include "core/common.hpp"
 #include "core/isa_table.hpp"

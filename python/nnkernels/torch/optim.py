@@ -8,7 +8,7 @@ hooks, ``add_param_group``) and keeps torch.optim's hyperparameter names, defaul
 (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``square_avg``,
 ``sum``), so a ``state_dict`` of torch.optim's optimizer loads into ours and ours into torch's.
 Parameters without a gradient are skipped. One ``step`` makes ONE fused kernel call per param
-group (:mod:`nnkernels.optimizers`: every tensor of the group in one parallel region, each element
+group (:mod:`nnkernels.optim_steps`: every tensor of the group in one parallel region, each element
 read and written once); a group is split only where the update differs per tensor: CPU vs CUDA
 (and per dtype on CUDA), per distinct ``step`` count for Adam/AdamW (bias correction) and Adagrad
 (``lr_decay``), and SGD's first momentum step (PyTorch's ``buf = d``).
