@@ -1,12 +1,14 @@
-"""The one place where torch tensors meet the nnkernels ops (everything else in nnkernels.torch
-calls these two functions).
+"""The one place where torch tensors are converted for nnkernels ops that do not take them yet.
 
-Today the ops take NumPy arrays for CPU data (CUDA tensors go through as they are: the ops' GPU
-path reads them via ``__cuda_array_interface__`` and returns torch CUDA tensors). A CPU tensor is
-handed over as ``t.detach().numpy()``, which shares the tensor's memory (no copy, strides kept), and
-a NumPy result comes back as ``torch.from_numpy(a)``, which shares the array's memory (the tensor
-keeps the array, and so nnkernels' result block, alive). Once the ops accept and return torch
-tensors themselves (the array-library issue), both functions become the identity.
+Issue 14's operand core has made the activations and the optimizer steps take torch tensors
+themselves (CPU tensors zero-copy, CUDA tensors on the CUDA kernels; results in torch), and
+nnkernels.torch passes tensors to those directly. Layer/batch norm and the softmax loss still take
+NumPy arrays for CPU data (CUDA tensors go through as they are: their GPU path reads them via
+``__cuda_array_interface__`` and returns torch CUDA tensors): a CPU tensor is handed over as
+``t.detach().numpy()``, which shares the tensor's memory (no copy, strides kept), and a NumPy
+result comes back as ``torch.from_numpy(a)``, which shares the array's memory (the tensor keeps
+the array, and so nnkernels' result block, alive). When those ops take tensors too, ``to_nk`` and
+``from_nk`` become the identity and go.
 """
 from __future__ import annotations
 
@@ -36,12 +38,8 @@ def from_nk(a: Any) -> torch.Tensor:
     return a
 
 
-def to_nk_list(ts: list, name: str) -> list:
-    """:func:`to_nk` of every tensor of a list (optimizer parameters, gradients, states)."""
-    return [to_nk(t, name) for t in ts]
-
-
 def written(ts: list) -> None:
-    """Tell autograd that a kernel wrote these tensors in place (what torch's own in-place ops do),
-    so a tensor saved for a backward and modified since is still detected."""
+    """Tell autograd that a kernel wrote these tensors in place (what torch's own in-place ops do;
+    nnkernels' C++ writes through the tensor's data pointer), so that a tensor saved for a backward
+    and modified since is still detected."""
     torch.autograd.graph.increment_version(ts)

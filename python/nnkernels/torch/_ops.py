@@ -25,7 +25,8 @@ and the same autograd formula through one ``torch.autograd.Function``, which ski
 layers' per-call Python work (measured 3-4x less overhead per call than the operator's, the part
 that dominates small tensors). ``torch.ops.nnkernels.*`` are the operators themselves.
 
-All tensor conversion goes through :mod:`nnkernels.torch._bridge`.
+The activations take torch tensors directly; the norms and the loss still take NumPy for CPU data,
+converted in :mod:`nnkernels.torch._bridge`.
 """
 from __future__ import annotations
 
@@ -144,36 +145,38 @@ def _batch_norm_backward_fake(dout, x, weight, mean, rstd, y, batch_stats, activ
     return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
 
 
+# The activations take and return torch tensors themselves (issue 14's operand core: CPU tensors
+# zero-copy, CUDA tensors on the CUDA kernels); detached, as the results carry no autograd history.
 def _relu(x: Tensor) -> Tensor:
-    return from_nk(nk.relu(to_nk(x, "input")))
+    return nk.relu(x.detach())
 
 
 def _relu_backward(dout: Tensor, x: Tensor) -> Tensor:
-    return from_nk(nk.relu_backward(to_nk(dout, "grad"), to_nk(x, "input")))
+    return nk.relu_backward(dout.detach(), x.detach())
 
 
 def _leaky_relu(x: Tensor, negative_slope: float) -> Tensor:
-    return from_nk(nk.leaky_relu(to_nk(x, "input"), negative_slope))
+    return nk.leaky_relu(x.detach(), negative_slope)
 
 
 def _leaky_relu_backward(dout: Tensor, x: Tensor, negative_slope: float) -> Tensor:
-    return from_nk(nk.leaky_relu_backward(to_nk(dout, "grad"), to_nk(x, "input"), negative_slope))
+    return nk.leaky_relu_backward(dout.detach(), x.detach(), negative_slope)
 
 
 def _tanh(x: Tensor) -> Tensor:
-    return from_nk(nk.tanh(to_nk(x, "input")))
+    return nk.tanh(x.detach())
 
 
 def _tanh_backward(dout: Tensor, y: Tensor) -> Tensor:
-    return from_nk(nk.tanh_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+    return nk.tanh_backward(dout.detach(), y.detach())
 
 
 def _sigmoid(x: Tensor) -> Tensor:
-    return from_nk(nk.sigmoid(to_nk(x, "input")))
+    return nk.sigmoid(x.detach())
 
 
 def _sigmoid_backward(dout: Tensor, y: Tensor) -> Tensor:
-    return from_nk(nk.sigmoid_backward(to_nk(dout, "grad"), to_nk(y, "output")))
+    return nk.sigmoid_backward(dout.detach(), y.detach())
 
 
 def _like_first(x, *args):

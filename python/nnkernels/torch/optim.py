@@ -8,10 +8,11 @@ hooks, ``add_param_group``) and keeps torch.optim's hyperparameter names, defaul
 (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``square_avg``,
 ``sum``), so a ``state_dict`` of torch.optim's optimizer loads into ours and ours into torch's.
 Parameters without a gradient are skipped. One ``step`` makes ONE fused kernel call per param
-group (:mod:`nnkernels.optim_steps`: every tensor of the group in one parallel region, each element
-read and written once); a group is split only where the update differs per tensor: CPU vs CUDA
-(and per dtype on CUDA), per distinct ``step`` count for Adam/AdamW (bias correction) and Adagrad
-(``lr_decay``), and SGD's first momentum step (PyTorch's ``buf = d``).
+group (:mod:`nnkernels.optim_steps`, which takes the tensors themselves, nn.Parameters included:
+every tensor of the group in one parallel region, each element read and written once); a group is
+split only where the update differs per tensor: per device, per distinct ``step`` count for
+Adam/AdamW (bias correction) and Adagrad (``lr_decay``), and SGD's first momentum step (PyTorch's
+``buf = d``).
 Trajectories equal torch.optim's (its default, per-tensor CPU implementation) to float rounding.
 
 Not supported (ValueError when set): RMSprop's ``momentum`` and ``centered``; ``capturable`` and
@@ -27,7 +28,7 @@ import torch
 
 import nnkernels as nk
 
-from ._bridge import to_nk_list, written
+from ._bridge import written
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
@@ -80,11 +81,10 @@ class _Optimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _buckets(params: list, key: Callable) -> list:
-        """params split by device (and dtype on CUDA: one dtype per GPU call) and ``key(p)``."""
+        """params split by device (one device per kernel call) and ``key(p)``."""
         out: dict = defaultdict(list)
         for p in params:
-            dev = (p.device,) if p.device.type == "cpu" else (p.device, p.dtype)
-            out[dev + (key(p),)].append(p)
+            out[(p.device, key(p))].append(p)
         return list(out.items())
 
     def _steps(self, params: list) -> None:
@@ -128,7 +128,7 @@ class SGD(_Optimizer):
         kw = self._kernel_kw(group)
         if not kw["momentum"]:
             for _, ps in self._buckets(params, lambda p: None):
-                nk.sgd_step(to_nk_list(ps, "params"), to_nk_list([p.grad for p in ps], "grads"), **kw)
+                nk.sgd_step(ps, [p.grad for p in ps], **kw)
                 written(ps)
             return
         state = self.state
@@ -139,8 +139,7 @@ class SGD(_Optimizer):
                 for p in ps:
                     state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
             bufs = [state[p]["momentum_buffer"] for p in ps]
-            nk.sgd_step(to_nk_list(ps, "params"), to_nk_list([p.grad for p in ps], "grads"),
-                        velocity=to_nk_list(bufs, "momentum_buffer"),
+            nk.sgd_step(ps, [p.grad for p in ps], velocity=bufs,
                         **dict(kw, dampening=0.0 if is_first else kw["dampening"]))
             written(ps + bufs)
 
@@ -181,9 +180,7 @@ class Adam(_Optimizer):
             m = [state[p]["exp_avg"] for p in ps]
             v = [state[p]["exp_avg_sq"] for p in ps]
             vmax = [state[p]["max_exp_avg_sq"] for p in ps] if amsgrad else []
-            nk.adam_step(to_nk_list(ps, "params"), to_nk_list([p.grad for p in ps], "grads"),
-                         to_nk_list(m, "exp_avg"), to_nk_list(v, "exp_avg_sq"),
-                         max_exp_avg_sq=to_nk_list(vmax, "max_exp_avg_sq") if amsgrad else None,
+            nk.adam_step(ps, [p.grad for p in ps], m, v, max_exp_avg_sq=vmax if amsgrad else None,
                          **self._kernel_kw(group, step))
             written(ps + m + v + vmax)
 
@@ -233,8 +230,7 @@ class RMSprop(_Optimizer):
         self._steps(params)
         for _, ps in self._buckets(params, lambda p: None):
             v = [state[p]["square_avg"] for p in ps]
-            nk.rmsprop_step(to_nk_list(ps, "params"), to_nk_list([p.grad for p in ps], "grads"),
-                            to_nk_list(v, "square_avg"), **self._kernel_kw(group))
+            nk.rmsprop_step(ps, [p.grad for p in ps], v, **self._kernel_kw(group))
             written(ps + v)
 
 
@@ -281,6 +277,5 @@ class Adagrad(_Optimizer):
         self._steps(params)
         for (*_, step), ps in self._buckets(params, lambda p: int(_value(state[p]["step"]))):
             s = [state[p]["sum"] for p in ps]
-            nk.adagrad_step(to_nk_list(ps, "params"), to_nk_list([p.grad for p in ps], "grads"),
-                            to_nk_list(s, "sum"), **self._kernel_kw(group, step))
+            nk.adagrad_step(ps, [p.grad for p in ps], s, **self._kernel_kw(group, step))
             written(ps + s)
