@@ -205,3 +205,14 @@ def test_replace_modules_keeps_shared_modules_shared_and_unfused():
     nkt.replace_modules(model)
     assert model["a"][0] is model["b"][0] and isinstance(model["b"][0], nkt.BatchNorm1d)
     assert model["a"][0].activation is None and isinstance(model["a"][1], nkt.ReLU)  # b needs it unfused
+
+
+def test_no_grad_and_inference_mode():
+    model = nn.Sequential(nkt.LayerNorm(5, **F64), nkt.BatchNorm1d(5, activation="relu", **F64), nkt.Tanh())
+    reference = nn.Sequential(nn.LayerNorm(5, **F64), nn.BatchNorm1d(5, **F64), nn.ReLU(), nn.Tanh())
+    x = _x(4, 5).detach()
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            torch.testing.assert_close(model(x), reference(x), **FWD)  # training mode: running stats move
+    torch.testing.assert_close(model[1].running_var, reference[1].running_var, **FWD)
+    assert int(model[1].num_batches_tracked) == 2
