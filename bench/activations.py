@@ -5,7 +5,9 @@ and writes dx (3 streams). The nnkernels impl returns a fresh result (``y = nk.t
 a user calls); "nnkernels-out" writes into a preallocated `out`, as do the peers where they
 can (NumPy `out=`, PyTorch `out=`), so the speed-ups compare fresh nnkernels results with the
 peers' best. "nnkernels-torch" is the fresh-result call on torch CPU tensors (zero-copy in, a tensor out):
-its difference from "nnkernels" is the cost of the torch interop.
+its difference from "nnkernels" is the cost of the torch interop. GPU rows (with a GPU): nnkernels
+CUDA on PyTorch CUDA tensors (CuPy arrays without PyTorch CUDA) and PyTorch CUDA, both into a
+reused out=.
 """
 from __future__ import annotations
 
@@ -113,31 +115,19 @@ def cases(ctx: Context) -> Iterator[Case]:
 
 
 def _gpu_impls(ctx: Context, op: str, a: np.ndarray, saved) -> list:
-    """nnkernels CUDA and PyTorch CUDA rows (only when a GPU is present)."""
+    """nnkernels CUDA and PyTorch CUDA impls (only when a GPU is present), both writing into a
+    device buffer allocated once (out=), as the CPU peers do."""
     out = []
-    torch = ctx.torch
-    if ctx.gpu and ctx.cupy is not None:
-        cp = ctx.cupy
-        ga, gy = cp.asarray(a), cp.empty(a.shape, a.dtype)
-        sync = cp.cuda.get_current_stream().synchronize
-        if saved is None:
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ga, out=gy), "cuda", sync))
+    for name, dev in (("nnkernels-cuda", ctx.device_arrays()), ("torch-cuda", ctx.torch_cuda_arrays())):
+        if dev is None:
+            continue
+        ga, gy = dev.asarray(a), dev.empty(a.shape, a.dtype)
+        gs = None if saved is None else dev.asarray(saved)
+        if name == "torch-cuda":
+            fn = _torch_forward(ctx.torch, op, ga, gy) if saved is None else _torch_backward(ctx.torch, op, ga, gs, gy)
+        elif saved is None:
+            fn = lambda f=_nk_forward(op), ga=ga, gy=gy: f(ga, out=gy)  # noqa: E731
         else:
-            gs = cp.asarray(saved)
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ga, gs, out=gy), "cuda", sync))
-    elif ctx.gpu and ctx.torch_cuda:
-        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
-        sync = torch.cuda.synchronize
-        if saved is None:
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ta, out=ty), "cuda", sync))
-        else:
-            ts = torch.from_numpy(saved).cuda()
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ta, ts, out=ty), "cuda", sync))
-    if ctx.torch_cuda:
-        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
-        if saved is None:
-            fn = _torch_forward(torch, op, ta, ty)
-        else:
-            fn = _torch_backward(torch, op, ta, torch.from_numpy(saved).cuda(), ty)
-        out.append(Impl("torch-cuda", fn, "cuda", torch.cuda.synchronize))
+            fn = lambda f=_nk_backward(op), ga=ga, gs=gs, gy=gy: f(ga, gs, out=gy)  # noqa: E731
+        out.append(Impl(name, fn, "cuda", dev.sync))
     return out
