@@ -69,10 +69,7 @@ py::array output_for(const py::object& out, DType dt, const Dims& shape, const c
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
-// True when the memory spanned by a and b intersects (bounds test, like np.may_share_memory).
-bool may_overlap(const ArrayView& a, const ArrayView& b);
-// Same data pointer, shape and strides (elementwise in-place is safe).
-bool same_layout(const ArrayView& a, const ArrayView& b);
+// may_overlap, same_layout: core/view.hpp.
 // A C-contiguous copy of `a` (used when an input partially overlaps the output).
 py::array contiguous_copy(const py::array& a);
 

@@ -363,7 +363,7 @@ Operand new_result(const Operand& like, DType dt, const Dims& shape, const void*
   r.library = like.library == Library::foreign ? Library::numpy : like.library;
   r.fresh = true;
   if (!like.is_cuda()) {
-    r.host = empty_array(dt, shape, apart_from, also_apart_from);
+    r.host = empty_array(dt, shape, apart_from, also_apart_from, &r.untouched);
     r.object = r.host;
     r.view = view_of(r.host, "out");
     r.itemsize = int(dtype_size(dt));
@@ -435,8 +435,8 @@ void make_contiguous_on_gpu(Operand& a, const char* arg) {
   if (a.is_cuda() && a.object && !a.view.c_contiguous()) a = contiguous_copy_of(a, arg);
 }
 
-GpuStagedOutput::GpuStagedOutput(const Operand& out) : out_(&out) {
-  if (!out.is_cuda() || out.view.c_contiguous()) return;
+GpuStagedOutput::GpuStagedOutput(const Operand& out, bool always) : out_(&out) {
+  if (!out.is_cuda() || (out.view.c_contiguous() && !always)) return;
   Operand like = out;
   tmp_ = new_result(like, out.view.dtype, out.view.shape);
   staged_ = true;
