@@ -166,7 +166,11 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   prepare_rows(x, x.view.ndim() - 1, "x");
   const Dims sshape(x.view.shape.begin(), x.view.shape.end() - 1);
   Operand mean = new_result(x, x.view.dtype, sshape), rstd = new_result(x, x.view.dtype, sshape);
-  const Operand work = gpu_work(x, norm_gpu_ln_forward_work(d));
+  // CUDA: gamma and beta are converted into a workspace unless the kernel can read them as they are
+  const DType dt = x.view.dtype;
+  const bool convert = x.is_cuda() && !(norm_vec_usable(view_or_null(gv), dt, &dst.view()) &&
+                                        norm_vec_usable(view_or_null(bv), dt, &dst.view()));
+  const Operand work = convert ? gpu_work(x, norm_gpu_ln_forward_work(d)) : Operand{};
   call(layernorm_forward_stub,
        LayerNormForwardArgs{&x.view, view_or_null(gv), view_or_null(bv), &dst.view(), &mean.view, &rstd.view,
                             view_or_null(work), eps, act},

@@ -115,6 +115,11 @@ inline int64_t norm_gpu_ln_parts(int64_t rows) {
 // partial dgamma/dbeta, gamma, mean, rstd as T), batch norm (partials of a reduction and eight
 // values per channel).
 inline int64_t norm_gpu_ln_forward_work(int64_t d) { return 2 * d; }
+// Whether a vector is read by the layer-norm kernels as it is (a contiguous array of dtype dt
+// that does not overlap `avoid`, the output); else it is converted into the workspace.
+inline bool norm_vec_usable(const ArrayView* v, DType dt, const ArrayView* avoid) {
+  return v && v->dtype == dt && (v->size <= 1 || v->strides[0] == 1) && !(avoid && may_overlap(*v, *avoid));
+}
 inline int64_t norm_gpu_ln_backward_work(int64_t rows, int64_t d) {
   return rows + 2 * norm_gpu_ln_parts(rows) * d + d + 2 * rows;
 }
