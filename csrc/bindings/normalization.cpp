@@ -47,19 +47,25 @@ void check_eps(double eps) {
   if (!(eps >= 0) || !std::isfinite(eps)) throw py::value_error("eps: expected a finite number >= 0");
 }
 
+// An absent operand (null object). Default-initialised: a value-initialised Operand would zero
+// its inline shape arrays first (a kilobyte), and small calls make several.
+Operand absent() {
+  Operand r;
+  return r;
+}
+
 // A per-channel / per-column vector of length n (any float dtype, any stride) on main's device, or
 // None (an operand with a null object; "required" refuses it).
 Operand vec_arg(const py::object& o, const char* name, int64_t n, bool required, const Operand& main,
                 const char* main_name) {
-  if (o.is_none()) {
-    if (required) throw py::value_error(std::string(name) + ": required (got None)");
-    return Operand{};
+  if (o.is_none() && required) throw py::value_error(std::string(name) + ": required (got None)");
+  Operand v = o.is_none() ? absent() : operand_of(o, name);  // built in place, returned by NRVO
+  if (v.object) {
+    if (v.view.ndim() != 1 || v.view.shape[0] != n)
+      throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " +
+                            shape_str(v.view.shape));
+    if (v.device != main.device) check_same_device(main, main_name, v, name);
   }
-  Operand v = operand_of(o, name);
-  if (v.view.ndim() != 1 || v.view.shape[0] != n)
-    throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " +
-                          shape_str(v.view.shape));
-  check_same_device(main, main_name, v, name);
   return v;
 }
 const ArrayView* view_or_null(const Operand& o) { return o.object ? &o.view : nullptr; }
@@ -103,19 +109,23 @@ void read_apart_from(Operand& a, const ArrayView& dst, const char* name) {
 }
 
 // Destination of a result: `out` itself when C-contiguous, else a C-contiguous temporary copied
-// into it after the call (on the GPU also when `restage`: a kernel that reads its inputs again
-// after writing, with an out that overlaps them). A new array (out None, or the temporary) is
-// placed apart from the main input (empty_array).
+// into it after the call (on the GPU also when stage_on_gpu(true): a kernel that reads its inputs
+// again after writing, with an out that overlaps them). A new array (out None, or the temporary)
+// is placed apart from the main input (empty_array).
 class Dest {
  public:
-  Dest(Operand out, const Operand& like, const void* apart_from, bool restage = false) : out_(std::move(out)) {
-    if (out_.is_cuda()) {
-      gpu_.emplace(out_, restage);
-      return;
-    }
+  // out: the `out` argument of a result of like's dtype and shape (output_operand's checks). For
+  // a CUDA out, stage_on_gpu must be called before view().
+  Dest(const py::object& out, const Operand& like, const void* apart_from)
+      : out_(output_operand(out, like, like.view.dtype, like.view.shape, "out", apart_from)) {
+    if (out_.is_cuda()) return;
     if (out_.view.c_contiguous()) return;
     tmp_ = new_result(like, out_.view.dtype, out_.view.shape, apart_from);
     staged_ = true;
+  }
+  // CUDA: stage (also a contiguous out) when `always`.
+  void stage_on_gpu(bool always = false) {
+    if (out_.is_cuda()) gpu_.emplace(out_, always);
   }
   Dest(const Dest&) = delete;
   Dest& operator=(const Dest&) = delete;
@@ -137,8 +147,7 @@ class Dest {
 
 // The CUDA workspace of an op (float64 elements), allocated by main's library; none on the CPU.
 Operand gpu_work(const Operand& main, int64_t n) {
-  if (!main.is_cuda()) return Operand{};
-  return new_result(main, DType::f64, {n > 0 ? n : 1});
+  return main.is_cuda() ? new_result(main, DType::f64, {n > 0 ? n : 1}) : absent();
 }
 
 // Runs impl(args, ctx) on main's device with the GIL released.
@@ -161,7 +170,8 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   const NormAct act = norm_act(activation, slope, false);
   check_eps(eps);
   Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x"), bv = vec_arg(beta_o, "beta", d, false, x, "x");
-  Dest dst(output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data), x, x.view.data);
+  Dest dst(out, x, x.view.data);
+  dst.stage_on_gpu();
   read_apart_from(x, dst.view(), "x");
   prepare_rows(x, x.view.ndim() - 1, "x");
   const Dims sshape(x.view.shape.begin(), x.view.shape.end() - 1);
@@ -170,7 +180,7 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   const DType dt = x.view.dtype;
   const bool convert = x.is_cuda() && !(norm_vec_usable(view_or_null(gv), dt, &dst.view()) &&
                                         norm_vec_usable(view_or_null(bv), dt, &dst.view()));
-  const Operand work = convert ? gpu_work(x, norm_gpu_ln_forward_work(d)) : Operand{};
+  const Operand work = convert ? gpu_work(x, norm_gpu_ln_forward_work(d)) : absent();
   call(layernorm_forward_stub,
        LayerNormForwardArgs{&x.view, view_or_null(gv), view_or_null(bv), &dst.view(), &mean.view, &rstd.view,
                             view_or_null(work), eps, act},
@@ -195,13 +205,13 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
     if (y_o.is_none()) throw py::value_error("y: the saved forward output is required when activation is given");
     y = like_x(y_o, "y", x);
   }
-  Operand o = output_operand(out, dout, x.view.dtype, x.view.shape, "out", x.view.data);
+  Dest dst(out, dout, x.view.data);
   // The CUDA backward reads its inputs again after writing dx (the dgamma/dbeta pass).
   bool restage = false;
-  if (o.is_cuda())
+  if (dst.out().is_cuda())
     for (const Operand* in : {&dout, &x, &y, &gv, &mean, &rstd})
-      restage = restage || (in->object && may_overlap(in->view, o.view));
-  Dest dst(std::move(o), dout, x.view.data, restage);
+      restage = restage || (in->object && may_overlap(in->view, dst.out().view));
+  dst.stage_on_gpu(restage);
   read_apart_from(dout, dst.view(), "dout");
   read_apart_from(x, dst.view(), "x");
   read_apart_from(y, dst.view(), "y");
@@ -300,7 +310,8 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
     throw py::value_error(rm.object ? "running_var: required when running_mean is given"
                                     : "running_mean: required when running_var is given");
   if (training) check_training_count(count_of(x), C, x.view.shape);
-  Dest dst(output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data), x, x.view.data);
+  Dest dst(out, x, x.view.data);
+  dst.stage_on_gpu();
   if (training && rm.object)
     check_running_stats(rm_o, rm, rv_o, rv, {{&x, "x"}, {&dst.out(), "out"}, {&gv, "gamma"}, {&bv, "beta"}});
   read_apart_from(x, dst.view(), "x");
@@ -388,7 +399,8 @@ py::object batchnorm_normalize(const py::handle& x_in, const py::object& mean_o,
   const NormAct act = norm_act(activation, slope, false);
   Operand mv = vec_arg(mean_o, "mean", C, true, x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, x, "x");
   Operand gv = vec_arg(gamma_o, "gamma", C, false, x, "x"), bv = vec_arg(beta_o, "beta", C, false, x, "x");
-  Dest dst(output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data), x, x.view.data);
+  Dest dst(out, x, x.view.data);
+  dst.stage_on_gpu();
   read_apart_from(x, dst.view(), "x");
   prepare_rows(x, 1, "x");
   const Operand work = gpu_work(x, bn_work_size(x));
@@ -430,8 +442,8 @@ py::tuple batchnorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   const int64_t C = channels_of(b.x);
   Operand gv = vec_arg(gamma_o, "gamma", C, false, b.x, "x");
   Operand mv = vec_arg(mean_o, "mean", C, true, b.x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, b.x, "x");
-  const ArrayView& xv = b.x.view;
-  Dest dst(output_operand(out, b.dout, xv.dtype, xv.shape, "out", xv.data), b.dout, xv.data);
+  Dest dst(out, b.dout, b.x.view.data);
+  dst.stage_on_gpu();
   read_apart_from(b.dout, dst.view(), "dout");
   read_apart_from(b.x, dst.view(), "x");
   read_apart_from(b.y, dst.view(), "y");

@@ -24,6 +24,8 @@ std::string shape_str(const Dims& s);
 DType float_dtype(const py::array& a, const char* arg);
 // View of `a`; requires a supported float dtype and element-aligned strides.
 ArrayView view_of(const py::array& a, const char* arg);
+// The same, written into v (no copy of the view: operands are built in place on every call's path).
+void view_into(ArrayView& v, const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one. Every array
 // argument of every op comes through here, and non-real input is refused for arrays and
 // array-likes alike (never a silent cast that drops an imaginary part or reads bytes as numbers):
