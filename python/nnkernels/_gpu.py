@@ -275,26 +275,7 @@ def interface_ptr(x: Any) -> int:
     return int(_cai(x)["data"][0])
 
 
-# ---------------------------------------------------------------- generic helpers (normalization)
-def empty(like: Any, shape: tuple, dtype: Any) -> Any:
-    """New uninitialised device array of `shape`/`dtype` (NumPy dtype) from the library and device of `like`."""
-    lib = _library(like)
-    shape = tuple(int(s) for s in shape)
-    if lib == "cupy":
-        import cupy
-
-        with like.device:
-            return cupy.empty(shape, dtype=np.dtype(dtype))
-    if lib == "torch":
-        import torch
-
-        tdt = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-        return torch.empty(shape, dtype=tdt, device=like.device)
-    from numba import cuda
-
-    return cuda.device_array(shape, dtype=np.dtype(dtype))
-
-
+# ---------------------------------------------------------------- host copies
 def to_host(x: Any) -> np.ndarray:
     """Copy a device array to a NumPy array (synchronising)."""
     lib = _library(x)
@@ -305,32 +286,6 @@ def to_host(x: Any) -> np.ndarray:
     if lib == "torch":
         return x.detach().cpu().numpy()
     return x.copy_to_host()
-
-
-def from_host(like: Any, a: np.ndarray) -> Any:
-    """Device copy of NumPy array `a` in the library and device of `like`."""
-    a = np.ascontiguousarray(a)
-    res = empty(like, a.shape, a.dtype)
-    lib = _library(like)
-    if lib == "cupy":
-        res.set(a)
-    elif lib == "torch":
-        import torch
-
-        res.copy_(torch.from_numpy(a))
-    else:
-        res.copy_to_device(a)
-    return res
-
-
-def pointer(x: Any, name: str) -> int:
-    """Device pointer of a contiguous CUDA array (0 for None)."""
-    if x is None:
-        return 0
-    cai = interface(_as_cai_object(x), name)
-    if not is_contiguous(cai):
-        raise ValueError(f"{name}: expected a contiguous CUDA array")
-    return int(cai["data"][0])
 
 
 def init_fill(out: Any, shape: tuple, dtype: np.dtype, dist: int, seed: int, a: float, b: float) -> Any:
