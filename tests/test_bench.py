@@ -183,14 +183,22 @@ def test_error_lists_every_valid_name(no_measuring, capsys):
 def test_declared_rows_are_what_the_modules_yield():
     """ROWS (what --ops is checked against) and MAIN_ROWS agree with what cases() yields, and a module
     yields only what Context.select asks for."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
     for family, module in H.family_modules():
-        ctx = H.Context(sizes=["small"], quick=True)
+        if getattr(module, "NEEDS_TORCH", False):  # such a family yields nothing without PyTorch
+            assert list(module.cases(H.Context(sizes=["small"], quick=True))) == [], family
+            if torch is None:
+                continue
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch)
         assert {c.op for c in module.cases(ctx)} == set(module.ROWS), family
         assert set(module.MAIN_ROWS) <= set(module.ROWS) and module.MAIN_ROWS, family
         first = module.ROWS[-1]
-        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label, first=first: op == first)
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch, select=lambda op, label, first=first: op == first)
         assert {c.op for c in module.cases(ctx)} == {first}, family  # (layernorm_growth: one row per size)
-        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label: False)
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch, select=lambda op, label: False)
         assert list(module.cases(ctx)) == [], family
 
 

@@ -123,7 +123,7 @@ _OPT_SHAPES = [(1,), (4099,), (16385,)]  # one element, a prime, more than one 1
 def _optimizer(name):
     def run(a, dt):
         params = [a(_data(s, dt, 21 + k)) for k, s in enumerate(_OPT_SHAPES)]
-        states = [[a(np.zeros(s, dt)) for s in _OPT_SHAPES] for _ in range(2)]
+        states = [[a(np.zeros(s, dt)) for s in _OPT_SHAPES] for _ in range(3)]
         for step in (1, 2):
             grads = [a(_data(s, dt, 31 + 3 * step + k)) for k, s in enumerate(_OPT_SHAPES)]
             if name == "sgd":
@@ -137,6 +137,9 @@ def _optimizer(name):
             elif name in ("adam", "adamw"):
                 nk.adam_step(params, grads, states[0], states[1], step=step, lr=0.01, weight_decay=0.01,
                              decoupled_weight_decay=name == "adamw")
+            elif name == "adam_amsgrad_maximize":  # the five-operand kernel, the gradient's sign flipped
+                nk.adam_step(params, grads, states[0], states[1], step=step, lr=0.01, max_exp_avg_sq=states[2],
+                             maximize=True)
             else:
                 nk.ema_update(params, grads, decay=0.9)
         out = {f"param{k}": p for k, p in enumerate(params)}
@@ -169,7 +172,8 @@ CASES = {
     "batchnorm": _batchnorm,
     "batchnorm_eval": _batchnorm_eval,
     "batchnorm_split": _batchnorm_split,
-    **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "ema")},
+    **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw",
+                                           "adam_amsgrad_maximize", "ema")},
     "clip_grad_norm": _clip_grad_norm,
     **{name: _scaler(name) for name in ("StandardScaler", "MinMaxScaler", "Normalizer")},
 }
@@ -191,7 +195,7 @@ CASE_TOL = {  # case -> {output: kind}, "*" for every other output; cases not li
 }
 
 _ACT = ("relu", "leaky_relu", "sigmoid", "tanh")
-_OPT = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "ema")
+_OPT = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "adam_amsgrad_maximize", "ema")
 _LN = ("layernorm", "layernorm_leaky_relu")
 KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cuda and the GPU paths)
     "elementwise_kernel": _ACT, "elementwise_vec_kernel": _ACT,

@@ -725,6 +725,140 @@ def test_against_torch():
     np.testing.assert_allclose(dg2, gt2.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
+# ---------------------------------------------------------------- PyTorch CPU tensors (zero-copy)
+# The same calls with torch CPU tensors: the kernels read and write the tensors' memory through
+# DLPack, results come back as tensors, out=/running statistics tensors are written in place,
+# and every value is bitwise the NumPy call's.
+
+def _t(a):
+    torch = pytest.importorskip("torch")
+    return None if a is None else torch.from_numpy(np.array(a, copy=True))
+
+
+def _same(result, expect):
+    """result (a tensor or a tuple of them, None where expect is None) bitwise equals expect."""
+    torch = pytest.importorskip("torch")
+    if isinstance(expect, tuple):
+        assert isinstance(result, tuple) and len(result) == len(expect)
+        for r, e in zip(result, expect):
+            _same(r, e)
+        return
+    if expect is None:
+        assert result is None
+        return
+    if isinstance(expect, int):
+        assert result == expect and type(result) is int
+        return
+    assert isinstance(result, torch.Tensor), type(result)
+    assert result.dtype == torch.from_numpy(np.asarray(expect)).dtype and tuple(result.shape) == expect.shape
+    np.testing.assert_array_equal(result.numpy(), expect, strict=True)
+    assert result.numpy().tobytes() == np.ascontiguousarray(expect).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_torch_cpu_layernorm_bitwise(dtype, activation):
+    x, dout = _data((17, 33), dtype, 200, loc=3.0), _data((17, 33), dtype, 201)
+    g, b = _data((33,), dtype, 202), _data((33,), dtype, 203)
+    fwd = nk.layernorm_forward(x, g, b, activation=activation, negative_slope=0.2)
+    _same(nk.layernorm_forward(_t(x), _t(g), _t(b), activation=activation, negative_slope=0.2), fwd)
+    y, m, r = fwd
+    bwd = nk.layernorm_backward(dout, x, g, m, r, activation=activation, y=y, negative_slope=0.2)
+    _same(nk.layernorm_backward(_t(dout), _t(x), _t(g), _t(m), _t(r), activation=activation, y=_t(y),
+                                negative_slope=0.2), bwd)
+    _same(nk.layernorm_backward(_t(dout), _t(x), None, _t(m), _t(r), activation=activation, y=_t(y),
+                                negative_slope=0.2),
+          nk.layernorm_backward(dout, x, None, m, r, activation=activation, y=y, negative_slope=0.2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(17, 31), (5, 3, 7), (3, 2, 70)])
+@pytest.mark.parametrize("activation", ACTS)
+def test_torch_cpu_batchnorm_bitwise(dtype, shape, activation):
+    c = shape[1]
+    x, dout = _data(shape, dtype, 210, loc=1e4), _data(shape, dtype, 211)
+    g, b = _data((c,), dtype, 212), _data((c,), dtype, 213)
+    kw = dict(activation=activation, negative_slope=0.2)
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    trm, trv = _t(rm), _t(rv)
+    fwd = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
+    _same(nk.batchnorm_forward(_t(x), _t(g), _t(b), running_mean=trm, running_var=trv, **kw), fwd)
+    _same(trm, rm)  # running statistics tensors updated in place
+    _same(trv, rv)
+    _same(nk.batchnorm_forward(_t(x), _t(g), _t(b), training=False, running_mean=trm, running_var=trv, **kw),
+          nk.batchnorm_forward(x, g, b, training=False, running_mean=rm, running_var=rv, **kw))
+    y, m, r = fwd
+    _same(nk.batchnorm_backward(_t(dout), _t(x), _t(g), _t(m), _t(r), y=_t(y), **kw),
+          nk.batchnorm_backward(dout, x, g, m, r, y=y, **kw))
+    n, mean, m2 = nk.batchnorm_stats(x)
+    _same(nk.batchnorm_stats(_t(x)), (n, mean, m2))
+    _same(nk.batchnorm_normalize(_t(x), _t(mean), _t(r), _t(g), _t(b), **kw),
+          nk.batchnorm_normalize(x, mean, r, g, b, **kw))
+    sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, r, y=y, **kw)
+    _same(nk.batchnorm_backward_reduce(_t(dout), _t(x), _t(mean), _t(r), y=_t(y), **kw), (sg, sgx))
+    _same(nk.batchnorm_backward_elemt(_t(dout), _t(x), _t(g), _t(mean), _t(r), _t(sg), _t(sgx), n, y=_t(y), **kw),
+          nk.batchnorm_backward_elemt(dout, x, g, mean, r, sg, sgx, n, y=y, **kw))
+    counts, means, m2s = np.array([n, 0, n]), np.stack([mean, mean, mean + 1]), np.stack([m2, m2 * 0, m2])
+    _same(nk.batchnorm_merge_stats(_t(counts), _t(means), _t(m2s)), nk.batchnorm_merge_stats(counts, means, m2s))
+    pc = np.stack([counts, counts], axis=1).repeat(c // 2 + 1, axis=1)[:, :c]
+    _same(nk.batchnorm_merge_stats(_t(pc), _t(means), _t(m2s)), nk.batchnorm_merge_stats(pc, means, m2s))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_out_strided_params_and_mixing(dtype):
+    """out= tensors are written in place and returned (strided ones too); strided input tensors,
+    gamma as an nn.Parameter (requires grad), NumPy vectors with a torch x: all bitwise the NumPy call."""
+    torch = pytest.importorskip("torch")
+    base = _data((40, 9, 6), dtype, 220, loc=5.0)
+    x_np = base[::2].transpose(0, 2, 1)
+    x_t = torch.from_numpy(base.copy())[::2].permute(0, 2, 1)  # (20, 6, 9), strided: read from a copy
+    assert not x_t.is_contiguous()
+    g = _data((6,), dtype, 221)
+    gp = torch.nn.Parameter(torch.from_numpy(g.copy()))
+    expect = nk.batchnorm_forward(x_np, g, None, activation="relu")
+    out = torch.full((20, 6, 9), 7.0, dtype=_t(g).dtype)
+    res = nk.batchnorm_forward(x_t, gp, None, activation="relu", out=out)
+    assert res[0] is out
+    _same(res, expect)
+    out_s = torch.zeros((20, 6, 18), dtype=out.dtype)[:, :, ::2]  # strided: written through a temporary
+    assert nk.batchnorm_forward(x_t, g, None, activation="relu", out=out_s)[0] is out_s
+    _same(out_s.contiguous(), expect[0])
+    _same(nk.batchnorm_forward(x_t, g, None, activation="relu"), expect)  # NumPy gamma, torch x
+    assert isinstance(nk.batchnorm_forward(x_np, _t(g))[0], np.ndarray)  # the result follows x
+    assert gp.requires_grad and gp.grad is None
+    # in place on the tensor (out is x)
+    xl = _data((9, 257), dtype, 222)
+    expect = nk.layernorm_forward(xl.copy(), gp.detach().numpy().repeat(43)[:257])
+    xt = _t(xl)
+    gl = torch.nn.Parameter(torch.from_numpy(g.repeat(43)[:257].copy()))
+    res = nk.layernorm_forward(xt, gl, out=xt)
+    assert res[0] is xt
+    _same(res, expect)
+    # dx into dout itself
+    x2, d2 = _data((33, 70), dtype, 223), _data((33, 70), dtype, 224)
+    _, m, r = nk.batchnorm_forward(x2)
+    expect = nk.batchnorm_backward(d2, x2, g.repeat(12)[:70], m, r)
+    dt_ = _t(d2)
+    res = nk.batchnorm_backward(dt_, _t(x2), torch.nn.Parameter(_t(g.repeat(12)[:70])), _t(m), _t(r), out=dt_)
+    assert res[0] is dt_
+    _same(res, expect)
+
+
+def test_torch_cpu_running_stats_refusals():
+    """Tensor running statistics are accepted in training mode; the refusals stay those of NumPy."""
+    torch = pytest.importorskip("torch")
+    x = _data((6, 3), np.float32, 230)
+    rm = torch.zeros(3)
+    with pytest.raises(ValueError, match="running_var: shares memory with running_mean"):
+        nk.batchnorm_forward(torch.from_numpy(x), running_mean=rm, running_var=rm)
+    with pytest.raises(TypeError, match="running_mean: expected a writeable NumPy array, PyTorch tensor or CuPy array"):
+        nk.batchnorm_forward(torch.from_numpy(x), running_mean=[0.0] * 3, running_var=torch.ones(3))
+    with pytest.raises(TypeError, match="running_mean: expected a float32 or float64 array, got dtype int64"):
+        nk.batchnorm_forward(torch.from_numpy(x), running_mean=torch.zeros(3, dtype=torch.int64),
+                             running_var=torch.ones(3))
+    assert (rm == 0).all()
+
+
 # ---------------------------------------------------------------- GPU (skips without one)
 
 def test_gpu_matches_cpu(gpu):
@@ -765,6 +899,85 @@ def test_gpu_backward_out(gpu):
         np.testing.assert_array_equal(to_np(out), expect)
         assert bwd(gd, gx, ggam, gm, gr, out=gd)[0] is gd
         np.testing.assert_array_equal(to_np(gd), expect)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_every_op_matches_cpu(gpu, dtype):
+    """Every normalization op on the GPU (all kernels and parameter kernels on the device) against
+    the CPU in both dtypes, including running statistics on the device, per-channel vectors of
+    the other dtype and strided ones, and results in the GPU library on its device."""
+    to_gpu, to_np, lib = gpu
+    tab = TOL_REDUCTION
+    for shape in [(33, 70), (4, 3, 9, 11), (5, 6, 100), (2, 1)]:
+        c = shape[1]
+        x, dout = _data(shape, dtype, 300, loc=50.0), _data(shape, dtype, 301)
+        g, b = _data((c,), dtype, 302), _data((c,), np.float64, 303)
+        kw = dict(activation="leaky_relu", negative_slope=0.1)
+        rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+        grm, grv = to_gpu(rm), to_gpu(rv)
+        y, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
+        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(g), to_gpu(b), running_mean=grm, running_var=grv, **kw)
+        assert type(gy) is type(to_gpu(x)) and type(gm) is type(gy)
+        for a, e in ((gy, y), (gm, m), (gr, r), (grm, rm), (grv, rv)):
+            assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
+        ye = nk.batchnorm_forward(x, g, b, training=False, running_mean=rm, running_var=rv)[0]
+        gye = nk.batchnorm_forward(to_gpu(x), to_gpu(g), to_gpu(b), training=False, running_mean=grm, running_var=grv)[0]
+        assert_close(to_np(gye), ye, dtype, table=tab)
+        dx, dg, db = nk.batchnorm_backward(dout, x, g, m, r, y=y, **kw)
+        gdx, gdg, gdb = nk.batchnorm_backward(to_gpu(dout), to_gpu(x), to_gpu(g), gm, gr, y=gy, **kw)
+        assert_close(to_np(gdx), dx, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
+        assert_close(to_np(gdg), dg, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+        assert_close(to_np(gdb), db, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+        n, mean, m2 = nk.batchnorm_stats(x)
+        gn, gmean, gm2 = nk.batchnorm_stats(to_gpu(x))
+        assert gn == n
+        assert_close(to_np(gmean), mean, np.float64, table=tab)
+        assert_close(to_np(gm2), m2, np.float64, table={np.dtype(np.float64): {"rtol": 1e-5, "atol": 1e-6}})
+        yn = nk.batchnorm_normalize(x, mean, r, g, b, **kw)
+        assert_close(to_np(nk.batchnorm_normalize(to_gpu(x), gmean, gr, to_gpu(g), to_gpu(b), **kw)), yn, dtype, table=tab)
+        sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, r, y=y, **kw)
+        gsg, gsgx = nk.batchnorm_backward_reduce(to_gpu(dout), to_gpu(x), gmean, gr, y=gy, **kw)
+        assert_close(to_np(gsg), sg, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+        assert_close(to_np(gsgx), sgx, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+        de = nk.batchnorm_backward_elemt(dout, x, g, mean, r, sg, sgx, n, y=y, **kw)
+        gde = nk.batchnorm_backward_elemt(to_gpu(dout), to_gpu(x), to_gpu(g), gmean, gr, to_gpu(sg), to_gpu(sgx), n,
+                                          y=gy, **kw)
+        assert_close(to_np(gde), de, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
+        gl, bl = _data((shape[-1],), dtype, 304), _data((shape[-1] * 2,), dtype, 305)[::2]  # strided beta
+        y, m, r = nk.layernorm_forward(x, gl, bl, **kw)
+        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(np.ascontiguousarray(bl)), **kw)
+        for a, e in ((gy, y), (gm, m), (gr, r)):
+            assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
+        assert_close(to_np(nk.layernorm_forward(to_gpu(x))[0]), nk.layernorm_forward(x)[0], dtype, table=tab)
+        dx, dg, db = nk.layernorm_backward(dout, x, gl, m, r, y=y, **kw)
+        gdx, gdg, gdb = nk.layernorm_backward(to_gpu(dout), to_gpu(x), to_gpu(gl), gm, gr, y=gy, **kw)
+        assert_close(to_np(gdx), dx, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
+        assert_close(to_np(gdg), dg, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+        assert_close(to_np(gdb), db, dtype, table=tab, atol=1e-3 if dtype == np.float32 else 1e-8)
+
+
+def test_gpu_extreme_float32_on_device(gpu):
+    """float32 values near 1e37 (statistics that overflow float) normalise correctly on the GPU
+    with no host round trip: batch-norm statistics accumulate in double on the device."""
+    to_gpu, to_np, _ = gpu
+    x = (_data((64, 4, 5), np.float64, 310) * 1e37).astype(np.float32)
+    expect = nk.batchnorm_forward(x)[0]
+    assert_close(to_np(nk.batchnorm_forward(to_gpu(x))[0]), expect, np.float32, table=TOL_REDUCTION, atol=1e-4)
+    x = (_data((9, 257), np.float64, 311) * 1e30).astype(np.float32)
+    assert_close(to_np(nk.layernorm_forward(to_gpu(x))[0]), nk.layernorm_forward(x)[0], np.float32,
+                 table=TOL_REDUCTION, atol=1e-4)
+
+
+def test_gpu_host_vectors_refused(gpu):
+    """A host vector with a GPU x is refused naming it (nothing is copied inside an op)."""
+    to_gpu, _, _ = gpu
+    x = _data((8, 3), np.float32, 320)
+    with pytest.raises(ValueError, match=r"^gamma: expected an array on cuda"):
+        nk.batchnorm_forward(to_gpu(x), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"^running_mean: expected an array on cuda"):
+        nk.batchnorm_forward(to_gpu(x), running_mean=np.zeros(3, np.float32), running_var=to_gpu(np.ones(3, np.float32)))
+    with pytest.raises(ValueError, match=r"^means: batchnorm_merge_stats merges host statistics"):
+        nk.batchnorm_merge_stats(np.array([1, 2]), to_gpu(np.zeros((2, 3))), np.zeros((2, 3)))
 
 
 def test_large_results_placed_apart_from_input():

@@ -28,18 +28,30 @@ CONFIGS = {
     "adam": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01)),
     "adamw": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.8, beta2=0.999, eps=1e-8, weight_decay=0.1,
                                              decoupled_weight_decay=True)),
+    "adam_amsgrad": (("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8,
+                                                                       weight_decay=0.01)),
+    "adamw_amsgrad_max": (("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                          dict(lr=0.01, beta1=0.8, beta2=0.999, eps=1e-8, weight_decay=0.1,
+                               decoupled_weight_decay=True, maximize=True)),
+    "sgd_momentum_max": (("velocity",), dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01, maximize=True)),
+    "sgd_max": ((), dict(lr=0.05, weight_decay=0.01, maximize=True)),
+    "adagrad_max": (("sum_sq",), dict(lr=0.05, eps=1e-10, weight_decay=0.01, maximize=True)),
+    "rmsprop_max": (("sq_avg",), dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01, maximize=True)),
     "ema": ((), dict(decay=0.9)),
 }
 
 
 def _fn(mod, name):
     base = {"sgd_wd": "sgd", "sgd_momentum": "sgd", "sgd_nesterov": "sgd", "rmsprop_tf": "rmsprop",
-            "adamw": "adam"}.get(name, name)
+            "adamw": "adam", "adam_amsgrad": "adam", "adamw_amsgrad_max": "adam", "sgd_momentum_max": "sgd",
+            "sgd_max": "sgd", "adagrad_max": "adagrad", "rmsprop_max": "rmsprop"}.get(name, name)
     return getattr(mod, {"ema": "ema_update"}.get(base, base + "_step"))
 
 
-def _call(mod, name, params, grads, state, step):
-    states, hyper = CONFIGS[name]
+def _call(mod, name, params, grads, state, step, hyper=None):
+    """One step of CONFIGS[name] (with `hyper` in place of its hyperparameters when given)."""
+    states, default_hyper = CONFIGS[name]
+    hyper = default_hyper if hyper is None else hyper
     f = _fn(mod, name)
     if name == "ema":
         return f(params, grads, **hyper)
@@ -48,6 +60,8 @@ def _call(mod, name, params, grads, state, step):
         kw["velocity"] = state["velocity"]
         return f(params, grads, **kw)
     if name.startswith("adam"):
+        if "max_exp_avg_sq" in states:
+            kw["max_exp_avg_sq"] = state["max_exp_avg_sq"]
         return f(params, grads, state["exp_avg"], state["exp_avg_sq"], step=step, **kw)
     if states:
         return f(params, grads, state[states[0]], **kw)
@@ -60,7 +74,7 @@ def _make(rng, shapes, dtype):
     return params, state
 
 
-CONFIGS_STATE_ALL = ("velocity", "sum_sq", "sq_avg", "exp_avg", "exp_avg_sq")
+CONFIGS_STATE_ALL = ("velocity", "sum_sq", "sq_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def _grads(rng, shapes, dtype):
@@ -252,6 +266,39 @@ def test_cs231n_momentum_is_pytorch_momentum_at_constant_lr():
     np.testing.assert_allclose(-lr * vel, v_cs, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["sgd_max", "sgd_momentum_max", "adagrad_max", "rmsprop_max",
+                                  "adamw_amsgrad_max"])
+def test_maximize_is_minimising_the_negated_gradient(name):
+    """maximize=True follows bitwise the trajectory of the same call on -g (the sign flip is exact)."""
+    rng = np.random.default_rng(14)
+    shapes = [(5,), (4099,)]
+    params, state = _make(rng, shapes, np.float32)
+    p2, s2 = _copy(params), {k: _copy(v) for k, v in state.items()}
+    states, hyper = CONFIGS[name]
+    minimise = {k: v for k, v in hyper.items() if k != "maximize"}
+    for step in (1, 2, 3):
+        grads = _grads(rng, shapes, np.float32)
+        _call(nk, name, params, grads, state, step)
+        _call(nk, name, p2, [-g for g in grads], s2, step, hyper=minimise)
+    for a, b in zip(params + [x for k in states for x in state[k]], p2 + [x for k in states for x in s2[k]]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_amsgrad_keeps_the_running_maximum():
+    """A large gradient then small ones: max_exp_avg_sq keeps the peak; plain Adam's v decays."""
+    p, m, v, vmax = np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3)
+    nk.adam_step(p, np.full(3, 10.0), m, v, step=1, beta2=0.5, max_exp_avg_sq=vmax)
+    peak = vmax.copy()
+    np.testing.assert_allclose(peak, 50.0)
+    for t in range(2, 5):
+        nk.adam_step(p, np.full(3, 0.1), m, v, step=t, beta2=0.5, max_exp_avg_sq=vmax)
+    np.testing.assert_array_equal(vmax, peak)
+    assert (v < peak).all()
+    vmax[1] = np.nan  # NaN propagates like torch.maximum
+    nk.adam_step(p, np.full(3, 0.1), m, v, step=5, beta2=0.5, max_exp_avg_sq=vmax)
+    assert np.isnan(vmax[1]) and np.isnan(p[1]) and np.isfinite(p[[0, 2]]).all()
+
+
 def test_adam_bias_correction_first_step():
     """Step 1 with zero state: the update is lr * g / (|g| + eps') = about lr * sign(g)."""
     g = np.array([0.3, -2.0, 1e-3])
@@ -317,6 +364,14 @@ BAD = [
     ("state aliases param", lambda p, g, s, s2: nk.adagrad_step(p, g, [s[0], p[1]]), ValueError,
      r"(params|sum_sq)\[1\]: shares memory"),
     ("shared state", lambda p, g, s, s2: nk.adam_step(p, g, s, [s2[0], s[1]], step=1), ValueError, "exp_avg"),
+    ("amsgrad short", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, max_exp_avg_sq=[np.ones(5, np.float32)]),
+     ValueError, "max_exp_avg_sq"),
+    ("amsgrad read-only", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1,
+                                                           max_exp_avg_sq=[np.ones(5, np.float32),
+                                                                           _readonly(np.ones((2, 3), np.float32))]),
+     ValueError, r"max_exp_avg_sq\[1\]: array is read-only"),
+    ("amsgrad aliases exp_avg", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, max_exp_avg_sq=s),
+     ValueError, r"(exp_avg|max_exp_avg_sq)\[\d\]: shares memory"),
     ("param listed twice", lambda p, g, s, s2: nk.sgd_step([p[0], p[0]], [g[0], g[0]], lr=0.1), ValueError,
      "params"),
     ("overlapping views", lambda p, g, s, s2: nk.ema_update([p[1][0], p[1].reshape(-1)[1:4]], [g[0][:3], g[0][:3]],

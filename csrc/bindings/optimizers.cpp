@@ -258,8 +258,9 @@ void run_step(OptimOp op, const ListArg* args, int nops, const OptimHyper& h) {
 
 // ----------------------------------------------------------------------------- hyperparameters
 OptimHyper sgd_hyper(py::handle lr, py::handle momentum, py::handle nesterov, py::handle dampening,
-                     py::handle weight_decay) {
+                     py::handle weight_decay, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.momentum = nonneg(momentum, "momentum");
   h.nesterov = flag_arg(nesterov, "nesterov");
@@ -269,16 +270,18 @@ OptimHyper sgd_hyper(py::handle lr, py::handle momentum, py::handle nesterov, py
     throw py::value_error("nesterov: Nesterov momentum requires momentum > 0 and dampening = 0");
   return h;
 }
-OptimHyper adagrad_hyper(py::handle lr, py::handle eps, py::handle weight_decay) {
+OptimHyper adagrad_hyper(py::handle lr, py::handle eps, py::handle weight_decay, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.eps = nonneg(eps, "eps");
   h.weight_decay = nonneg(weight_decay, "weight_decay");
   return h;
 }
 OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::handle weight_decay,
-                         py::handle eps_in_sqrt) {
+                         py::handle eps_in_sqrt, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
   h.alpha = ranged(alpha, "alpha", 0.0, 1.0, false, "a number in [0, 1]");
   h.eps = nonneg(eps, "eps");
@@ -287,8 +290,9 @@ OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::ha
   return h;
 }
 OptimHyper adam_hyper(py::handle step, py::handle lr, py::handle beta1, py::handle beta2, py::handle eps,
-                      py::handle weight_decay, py::handle decoupled) {
+                      py::handle weight_decay, py::handle decoupled, py::handle maximize) {
   OptimHyper h;
+  h.maximize = flag_arg(maximize, "maximize");
   const int64_t t = step_arg(step);
   h.lr = nonneg(lr, "lr");
   h.beta1 = ranged(beta1, "beta1", 0.0, 1.0, true, "a number in [0, 1)");
@@ -307,6 +311,11 @@ OptimHyper ema_hyper(py::handle decay) {
   OptimHyper h;
   h.decay = ranged(decay, "decay", 0.0, 1.0, false, "a number in [0, 1]");
   return h;
+}
+
+// `maximize` of a keyword dict (the constructors' hyperparameter check): absent means False.
+py::object maximize_kw(const py::dict& kw) {
+  return kw.contains("maximize") ? py::reinterpret_borrow<py::object>(kw["maximize"]) : py::object(py::bool_(false));
 }
 
 // ----------------------------------------------------------------------------- clip_grad_norm
@@ -346,8 +355,8 @@ NK_REGISTER_BINDINGS(optimizers) {
   using namespace nk;
   using H = py::handle;
   m.def("sgd_step",
-        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay) {
-          const OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay);
+        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay, H maximize) {
+          const OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay, maximize);
           if (h.momentum > 0) {
             if (velocity.is_none()) throw py::value_error("velocity: required when momentum > 0 (arrays of zeros to start)");
             const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"velocity", velocity, true}};
@@ -358,33 +367,36 @@ NK_REGISTER_BINDINGS(optimizers) {
           }
         },
         py::arg("params"), py::arg("grads"), py::arg("lr"), py::arg("momentum"), py::arg("velocity"),
-        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"));
+        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"), py::arg("maximize"));
   m.def("adagrad_step",
-        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay) {
-          const OptimHyper h = adagrad_hyper(lr, eps, weight_decay);
+        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay, H maximize) {
+          const OptimHyper h = adagrad_hyper(lr, eps, weight_decay, maximize);
           const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"sum_sq", sum_sq, true}};
           run_step(kAdagrad, args, 3, h);
         },
-        py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"));
+        py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"),
+        py::arg("maximize"));
   m.def("rmsprop_step",
-        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt) {
-          const OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt);
+        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize) {
+          const OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
           const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"sq_avg", sq_avg, true}};
           run_step(kRmsprop, args, 3, h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sq_avg"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("eps_in_sqrt"));
+        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"));
   m.def("adam_step",
         [](H params, H grads, H exp_avg, H exp_avg_sq, H step, H lr, H beta1, H beta2, H eps, H weight_decay,
-           H decoupled) {
-          const OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled);
-          const ListArg args[4] = {{"params", params, true}, {"grads", grads, false}, {"exp_avg", exp_avg, true},
-                                   {"exp_avg_sq", exp_avg_sq, true}};
-          run_step(kAdam, args, 4, h);
+           H decoupled, H max_exp_avg_sq, H maximize) {
+          const OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
+          // AMSGrad when the running maxima of exp_avg_sq are given (a fifth operand, updated in place).
+          const ListArg args[5] = {{"params", params, true}, {"grads", grads, false}, {"exp_avg", exp_avg, true},
+                                   {"exp_avg_sq", exp_avg_sq, true}, {"max_exp_avg_sq", max_exp_avg_sq, true}};
+          if (max_exp_avg_sq.is_none()) run_step(kAdam, args, 4, h);
+          else run_step(kAdamAmsgrad, args, 5, h);
         },
         py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
         py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("decoupled_weight_decay"));
+        py::arg("decoupled_weight_decay"), py::arg("max_exp_avg_sq"), py::arg("maximize"));
   m.def("ema_update",
         [](H averages, H params, H decay) {
           const OptimHyper h = ema_hyper(decay);
@@ -408,10 +420,11 @@ NK_REGISTER_BINDINGS(optimizers) {
   // raises on bad values), so that a bad value fails at construction, as in torch.optim.
   m.def("check_optimizer_scalars",
         [](const std::string& op, py::dict kw) {
-          if (op == "sgd") sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"]);
-          else if (op == "adagrad") adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"]);
-          else if (op == "rmsprop") rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"]);
-          else if (op == "adam") adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["decoupled_weight_decay"]);
+          const py::object mx = maximize_kw(kw);
+          if (op == "sgd") sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"], mx);
+          else if (op == "adagrad") adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"], mx);
+          else if (op == "rmsprop") rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"], mx);
+          else if (op == "adam") adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["decoupled_weight_decay"], mx);
           else if (op == "ema") ema_hyper(kw["decay"]);
           else if (op == "clip") nonneg(kw["max_norm"], "max_norm");
           else throw py::value_error("op: unknown optimizer op");

@@ -33,10 +33,16 @@ DType float_dtype(const py::array& a, const char* arg) {
 
 ArrayView view_of(const py::array& a, const char* arg) {
   ArrayView v;
+  view_into(v, a, arg);
+  return v;
+}
+
+void view_into(ArrayView& v, const py::array& a, const char* arg) {
+  v.size = 1;
   v.dtype = float_dtype(a, arg);
   // dtype.isnative, read from the descriptor ('=' native, '|' not applicable, else '<' / '>'
   // compared with this machine's order) instead of a Python attribute lookup on every call.
-  const char bo = a.dtype().byteorder();
+  const char bo = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->byteorder;
   const char native_bo = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) ? '<' : '>';
   if (bo != '=' && bo != '|' && bo != native_bo)
     throw py::type_error(std::string(arg) + ": expected native byte order, got " + std::string(py::str(a.dtype())));
@@ -56,7 +62,6 @@ ArrayView view_of(const py::array& a, const char* arg) {
   }
   if (v.size > 0 && (reinterpret_cast<uintptr_t>(v.data) % uintptr_t(isz)) != 0)
     throw py::value_error(std::string(arg) + ": data pointer is not aligned to the item size");
-  return v;
 }
 
 namespace {

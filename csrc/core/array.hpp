@@ -24,6 +24,8 @@ std::string shape_str(const Dims& s);
 DType float_dtype(const py::array& a, const char* arg);
 // View of `a`; requires a supported float dtype and element-aligned strides.
 ArrayView view_of(const py::array& a, const char* arg);
+// The same, written into v (no copy of the view: operands are built in place on every call's path).
+void view_into(ArrayView& v, const py::array& a, const char* arg);
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one. Every array
 // argument of every op comes through here, and non-real input is refused for arrays and
 // array-likes alike (never a silent cast that drops an imaginary part or reads bytes as numbers):
@@ -69,10 +71,7 @@ py::array output_for(const py::object& out, DType dt, const Dims& shape, const c
 void check_same_shape(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
 // Mismatches between arguments are ValueErrors naming the second argument.
 void check_same_dtype(const ArrayView& a, const char* an, const ArrayView& b, const char* bn);
-// True when the memory spanned by a and b intersects (bounds test, like np.may_share_memory).
-bool may_overlap(const ArrayView& a, const ArrayView& b);
-// Same data pointer, shape and strides (elementwise in-place is safe).
-bool same_layout(const ArrayView& a, const ArrayView& b);
+// may_overlap, same_layout: core/view.hpp.
 // A C-contiguous copy of `a` (used when an input partially overlaps the output).
 py::array contiguous_copy(const py::array& a);
 

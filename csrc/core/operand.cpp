@@ -130,7 +130,7 @@ py::array numpy_over(const ArrayView& view, PyObject* descr, int itemsize, const
 // A view over a host NumPy array (float_only: float_dtype's checks; else any dtype, kind recorded).
 void fill_host(Operand& r, const char* arg, bool float_only) {
   if (float_only) {
-    r.view = view_of(r.host, arg);
+    view_into(r.view, r.host, arg);
     r.kind = 'f';
     r.itemsize = int(dtype_size(r.view.dtype));
     return;
@@ -318,16 +318,20 @@ Operand checked_device(Operand r, const char* arg) {
 #endif
   return r;
 }
+
+Operand host_operand(const py::handle& h, const char* arg, bool float_only) {
+  Operand r;
+  r.object = py::reinterpret_borrow<py::object>(h);
+  r.host = py::reinterpret_borrow<py::array>(h);
+  fill_host(r, arg, float_only);
+  return r;
+}
 }  // namespace
 
 Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
+  // the common case first: no attribute lookups, the operand built in place (host_operand)
+  if (py::isinstance<py::array>(h)) return host_operand(h, arg, float_only);
   Operand r;
-  if (py::isinstance<py::array>(h)) {  // the common case first: no attribute lookups
-    r.object = py::reinterpret_borrow<py::object>(h);
-    r.host = py::reinterpret_borrow<py::array>(h);
-    fill_host(r, arg, float_only);
-    return r;
-  }
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
   if (is_torch_tensor(h.ptr())) return checked_device(from_torch(h, arg, float_only), arg);
   if (has_attr(h, "__cuda_array_interface__")) return checked_device(from_cuda_array_interface(h, arg, float_only), arg);
@@ -417,23 +421,42 @@ py::object Operand::result() const {
   return py::reinterpret_steal<py::object>(tensor);
 }
 
+namespace {
+// new_result on the CPU. One named result and a single return (here and in host_operand): the
+// Operand is built in place (NRVO), not moved; small calls make several of them.
+Operand new_host_result(Library lib, DType dt, const Dims& shape, const void* apart_from, const void* also_apart_from) {
+  Operand r;
+  r.library = lib;
+  r.fresh = true;
+  r.host = empty_array(dt, shape, apart_from, also_apart_from, &r.untouched);
+  r.object = r.host;
+  // The view of a new C-contiguous array, written directly (view_of's checks cannot fail on
+  // it, and its dtype lookups are a measurable part of a small call that makes several results).
+  r.view.data = r.host.mutable_data();
+  r.view.dtype = dt;
+  r.view.writeable = true;
+  r.view.shape = shape;
+  r.view.strides.resize(shape.size());
+  int64_t n = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    r.view.strides[i] = n;
+    n *= shape[i];
+  }
+  r.view.size = n;
+  r.itemsize = int(dtype_size(dt));
+  return r;
+}
+}  // namespace
+
 Operand new_result(const Operand& like, DType dt, const Dims& shape, const void* apart_from,
                    const void* also_apart_from) {
-  Operand r;
-  r.library = like.library == Library::foreign ? Library::numpy : like.library;
-  r.fresh = true;
-  if (!like.is_cuda()) {
-    r.host = empty_array(dt, shape, apart_from, also_apart_from);
-    r.object = r.host;
-    r.view = view_of(r.host, "out");
-    r.itemsize = int(dtype_size(dt));
-    return r;
-  }
+  const Library lib = like.library == Library::foreign ? Library::numpy : like.library;
+  if (!like.is_cuda()) return new_host_result(lib, dt, shape, apart_from, also_apart_from);
   py::tuple sh(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) sh[i] = py::int_(shape[i]);
   py::object a = arraylib("empty")(like.object, sh, dtype_name(dt));
   Operand o = operand_of(a, "out");
-  o.library = r.library;
+  o.library = lib;
   o.fresh = true;
   return o;
 }
@@ -495,8 +518,8 @@ void make_contiguous_on_gpu(Operand& a, const char* arg) {
   if (a.is_cuda() && a.object && !a.view.c_contiguous()) a = contiguous_copy_of(a, arg);
 }
 
-GpuStagedOutput::GpuStagedOutput(const Operand& out) : out_(&out) {
-  if (!out.is_cuda() || out.view.c_contiguous()) return;
+GpuStagedOutput::GpuStagedOutput(const Operand& out, bool always) : out_(&out) {
+  if (!out.is_cuda() || (out.view.c_contiguous() && !always)) return;
   Operand like = out;
   tmp_ = new_result(like, out.view.dtype, out.view.shape);
   staged_ = true;

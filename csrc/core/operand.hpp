@@ -37,6 +37,8 @@ struct Operand {
   py::object keep;        // what else keeps the memory alive (a DLPack capsule)
   PyObject* descr = nullptr;  // NumPy descriptor of the element type (tensors; cached, never freed)
   bool fresh = false;     // a result allocated by the op (converted to the main input's library)
+  bool untouched = false; // a fresh host result whose pages are new to the process (empty_array's
+                          // `untouched`: kernels that fault them in anyway choose ordinary stores)
   bool is_cuda() const { return device.is_cuda(); }
   // CPU: a NumPy array over the operand's memory (built on first use for a tensor, which the
   // drivers read through `view` directly), for host code written against NumPy arrays.
@@ -79,11 +81,12 @@ Operand device_int64_copy(const Operand& a, const char* arg);
 // For GPU kernels that read and write contiguous memory (the CPU drivers take any strides):
 // each non-contiguous CUDA input becomes a contiguous device copy, and a non-contiguous CUDA
 // output gets a contiguous temporary that finish() copies into it (both by the array's library,
-// on the device, asynchronously). No-ops for host operands.
+// on the device, asynchronously). No-ops for host operands. `always`: a CUDA output is staged even
+// when contiguous (a kernel that reads its inputs again after writing the output, when they overlap).
 void make_contiguous_on_gpu(Operand& a, const char* arg);
 class GpuStagedOutput {
  public:
-  explicit GpuStagedOutput(const Operand& out);
+  explicit GpuStagedOutput(const Operand& out, bool always = false);
   const Operand& target() const { return staged_ ? tmp_ : *out_; }
   void finish();
 

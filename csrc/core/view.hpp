@@ -76,6 +76,12 @@ struct ArrayView {
   template <class T> T* ptr() const { return static_cast<T*>(data); }
 };
 
+// True when the memory spanned by a and b intersects (bounds test, like np.may_share_memory).
+// Pure geometry (any device; defined in array.cpp), used by the bindings and the drivers.
+bool may_overlap(const ArrayView& a, const ArrayView& b);
+// Same data pointer, shape and strides (elementwise in-place is safe).
+bool same_layout(const ArrayView& a, const ArrayView& b);
+
 // Where an operand's memory lives: the host, or a CUDA device (ordinal `index`).
 struct Device {
   enum Type : int8_t { cpu = 0, cuda = 1 };

@@ -1,7 +1,7 @@
 // Normalization kernels: layer norm and batch norm, forward and backward, with an optional
 // fused ReLU / leaky ReLU, float32/float64, one SIMD source compiled per ISA level.
 // Reference: nnkernels.reference.normalization. CUDA twin: csrc/cuda/normalization.cu.
-// Host side (threads, fixed chunks, partial combination): csrc/bindings/normalization.cpp.
+// Host side (threads, fixed chunks, partial combination): csrc/drivers/normalization.cpp.
 // Test: PYTHONPATH=python pytest tests/test_normalization.py
 // Bench: python -m nnkernels bench --ops normalization --sizes small large
 //
@@ -19,6 +19,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/chan.hpp"
 #include "core/simd.hpp"
 
 NK_KERNEL_NAMESPACE_BEGIN
@@ -162,16 +163,6 @@ template <class T> void run_centered(const T* x, int64_t n, T m, double& s1, dou
     s1 += double(hsum<T>((a0 + a1) + (a2 + a3)));
     s2 += double(hsum<T>((q0 + q1) + (q2 + q3)));
   }
-}
-
-// Chan et al. pairwise merge of (count, mean, m2) with a block (nb, mb, m2b).
-inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double mb, double m2b) {
-  const double n = cnt + nb;
-  if (n == 0) return;
-  const double delta = mb - mean;
-  mean += delta * (nb / n);
-  m2 += m2b + delta * delta * (cnt * nb / n);
-  cnt = n;
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -592,18 +583,17 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
         });
       }
       // merge the block into the running (count, mean - K, m2) of each column, in double
-      const double nb = double(rn), inv = 1.0 / nb, ntot = cnt + nb;
-      const double wb = nb / ntot, wab = cnt * nb / ntot;
+      // (Chan's update, core/chan.hpp, with the weights of this block's count computed once)
+      const double nb = double(rn), inv = 1.0 / nb;
+      const ChanWeights wt = chan_weights(cnt, nb);
       for (int64_t j = 0; j < jn; ++j) {
         const double a = double(s1[j]);
         const double bm = (double(mb[j]) - ko[j]) + a * inv;
         double bq = double(s2[j]) - a * a * inv;
         bq = bq < 0 ? 0 : bq;
-        const double delta = bm - mo[j];
-        mo[j] += delta * wb;
-        qo[j] += bq + delta * delta * wab;
+        chan_apply(mo[j], qo[j], bm, bq, wt);
       }
-      cnt = ntot;
+      cnt = wt.n;
     }
   }
 }

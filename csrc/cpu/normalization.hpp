@@ -1,6 +1,6 @@
 // Normalization kernels (layer norm, batch norm; forward and backward), per ISA level.
 // Kernels work on a given range of rows / a contiguous run; threading, fixed chunking and
-// the combination of per-chunk partials live in csrc/bindings/normalization.cpp.
+// the combination of per-chunk partials live in the CPU driver, csrc/drivers/normalization.cpp.
 #pragma once
 #include <cstdint>
 #include <limits>

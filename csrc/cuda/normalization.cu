@@ -1,25 +1,77 @@
-// CUDA normalization kernels: layer norm (one block per row, two-pass statistics in registers
-// from an L1/L2-resident row) and batch norm (per-channel column reduction: per-block Welford
-// partials, merged in a fixed order by a second kernel). Backward uses per-block partial sums
-// reduced by a second kernel: deterministic, no float atomics.
-// CPU twin and reference: csrc/cpu/normalization.cpp, nnkernels.reference.normalization.
+// CUDA implementations of the normalization stubs (drivers/normalization.hpp): layer norm (one
+// block per row, two-pass statistics in registers from an L1/L2-resident row) and batch norm
+// (per-channel column reduction: per-block Welford partials merged in a fixed order, Chan's
+// update of core/chan.hpp). Backward reductions use per-block partial sums reduced in a fixed
+// order: deterministic, no float atomics.
+//
+// Nothing here copies between host and device, synchronises or allocates: the per-channel
+// batch-norm parameters (mean, rstd, the kernel coefficients, the running-statistics update) are
+// computed by small kernels on the device with the math the CPU driver uses
+// (bn_forward_channel / bn_elemt_channel), gamma, beta, running stats, mean and rstd stay on
+// the device, and scratch space is the workspace the binding allocated through the caller's
+// library. Where the CPU path redoes extreme-magnitude rows or channels in a wider type after
+// looking at host values, the device decides by itself: batch-norm reductions always accumulate
+// in double (float32 data cannot overflow them), the normalise pass falls back to double for an
+// element whose x - mean overflowed float32, the dx pass takes a channel in double when its
+// coefficient left float32's normal range (a flag the parameter kernel sets), and the layer-norm
+// kernels redo a row in double (block-uniform branches). float64 data beyond ~1e154 has no wider
+// type here.
+// CPU twin and reference: drivers/normalization.cpp, nnkernels.reference.normalization.
 // Test: pytest -m gpu tests/test_normalization.py ; bench: python -m nnkernels bench --ops normalization
-#include <limits>
 #include <cuda_runtime.h>
 
-#include "cpu/normalization.hpp"
+#include <limits>
+
 #include "cuda/common.cuh"
-#include "cuda/normalization.hpp"
+#include "drivers/normalization.hpp"
 
 namespace nk {
 namespace cuda {
 namespace {
 
-constexpr int kBlock = 256;
-constexpr int kMaxParts = 128;  // row chunks of a batch-norm reduction
+constexpr int kBlock = kNormGpuBlock;
 
 template <class T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
+
+// A per-channel vector on the device: any float dtype, any stride (null: absent).
+struct DVec {
+  void* p;
+  int64_t stride;
+  bool f64;
+};
+DVec dvec(const ArrayView* v) {
+  DVec d{nullptr, 0, false};
+  if (v) {
+    d.p = v->data;
+    d.stride = v->ndim() > 0 ? v->strides[0] : 0;
+    d.f64 = v->dtype == DType::f64;
+  }
+  return d;
+}
+__device__ __forceinline__ double dv_read(const DVec& v, int64_t i, double dflt) {
+  if (!v.p) return dflt;
+  return v.f64 ? static_cast<const double*>(v.p)[i * v.stride] : double(static_cast<const float*>(v.p)[i * v.stride]);
+}
+__device__ __forceinline__ void dv_write(const DVec& v, int64_t i, double val) {
+  if (v.f64) static_cast<double*>(v.p)[i * v.stride] = val;
+  else static_cast<float*>(v.p)[i * v.stride] = float(val);
+}
+template <class T> T* ptr_of(const ArrayView* v) { return v ? static_cast<T*>(v->data) : nullptr; }
+
+// n values of a vector (default dflt where absent) as T, contiguous, into dst.
+template <class T> __global__ void vec_as_kernel(DVec src, T* __restrict__ dst, int64_t n, double dflt) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = T(dv_read(src, i, dflt));
+}
+// v's values as a contiguous T array: v itself when norm_vec_usable, else a converted copy in
+// `slot` (device memory of the workspace).
+template <class T>
+const T* vec_as(const ArrayView* v, int64_t n, double dflt, const ArrayView* avoid, T* slot, cudaStream_t s) {
+  if (norm_vec_usable(v, sizeof(T) == 4 ? DType::f32 : DType::f64, avoid)) return static_cast<const T*>(v->data);
+  if (n > 0) vec_as_kernel<T><<<grid_for(n, kBlock), kBlock, 0, s>>>(dvec(v), slot, n, dflt);
+  return slot;
+}
 
 template <class T, int ACT> __device__ __forceinline__ T act_fwd(T v, T slope) {
   if (ACT == kNormActRelu) return v < T(0) ? T(0) : v;
@@ -216,61 +268,45 @@ __global__ void ln_bwd_param_final(const double* __restrict__ part, T* __restric
   dbeta[j] = T(tb);
 }
 
-int64_t ln_parts(int64_t rows) {
-  int64_t p = (rows + 255) / 256;
-  return p < 1 ? 1 : (p > 256 ? 256 : p);
+// An n-element C-contiguous array as T: itself when of dtype T, else converted into slot.
+template <class T> const T* contiguous_as(const ArrayView& v, T* slot, cudaStream_t s) {
+  if (v.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64)) return static_cast<const T*>(v.data);
+  const DVec d{v.data, 1, v.dtype == DType::f64};
+  if (v.size > 0) vec_as_kernel<T><<<grid_for(v.size, kBlock), kBlock, 0, s>>>(d, slot, v.size, 0.0);
+  return slot;
 }
 
 // ---------------------------------------------------------------- batch norm
 
-int64_t bn_parts(int64_t n, int64_t s) {
-  const int64_t per_channel = n * s;
-  int64_t p = (per_channel + 4 * kBlock * 8 - 1) / (4 * kBlock * 8);
-  if (p < 1) p = 1;
-  if (p > kMaxParts) p = kMaxParts;
-  if (p > n) p = n < 1 ? 1 : n;
-  return p;
-}
-
-// Chan merge of (n, mean, m2) pairs.
-__device__ __forceinline__ void chan(double& n, double& m, double& q, double nb, double mb, double qb) {
-  const double t = n + nb;
-  if (t == 0) return;
-  const double delta = mb - m;
-  m += delta * (nb / t);
-  q += qb + delta * delta * (n * nb / t);
-  n = t;
-}
-
-// Block (channel c, row chunk p): per-thread Welford on x - K (K = x[0, c, 0]: keeps the mean's
-// precision), block merge in a fixed tree order, partial (count, mean - K, m2) to work.
+// Block (channel c, row chunk p): per-thread Welford on x - K in double (K = x[0, c, 0]: keeps the
+// mean's precision; double: no overflow for any float32 data), block merge in a fixed tree order,
+// partial (count, mean - K, m2) to work.
 template <class T>
 __global__ void bn_stats_partial(const T* __restrict__ x, int64_t n, int64_t C, int64_t S, int64_t parts,
                                  double* __restrict__ work) {
-  using A = typename AccOf<T>::type;
   __shared__ double sn[kBlock], sm[kBlock], sq[kBlock];
   const int64_t c = blockIdx.x, p = blockIdx.y;
   const int64_t rows_per = (n + parts - 1) / parts;
   const int64_t n0 = p * rows_per, n1 = min(n, n0 + rows_per);
-  const T K = x[c * S];
-  A cnt = 0, mu = 0, q = 0;
+  const double K = double(x[c * S]);
+  double cnt = 0, mu = 0, q = 0;
   const int64_t total = (n1 > n0 ? n1 - n0 : 0) * S;
   for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
     const int64_t nn = n0 + i / S, s = i % S;
-    const A v = A(x[(nn * C + c) * S + s] - K);
-    cnt += A(1);
-    const A delta = v - mu;
+    const double v = double(x[(nn * C + c) * S + s]) - K;
+    cnt += 1;
+    const double delta = v - mu;
     mu += delta / cnt;
     q += delta * (v - mu);
   }
-  sn[threadIdx.x] = double(cnt);
-  sm[threadIdx.x] = double(mu);
-  sq[threadIdx.x] = double(q);
+  sn[threadIdx.x] = cnt;
+  sm[threadIdx.x] = mu;
+  sq[threadIdx.x] = q;
   __syncthreads();
   for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
     if (threadIdx.x < stride) {
       double a = sn[threadIdx.x], b = sm[threadIdx.x], e = sq[threadIdx.x];
-      chan(a, b, e, sn[threadIdx.x + stride], sm[threadIdx.x + stride], sq[threadIdx.x + stride]);
+      chan_merge(a, b, e, sn[threadIdx.x + stride], sm[threadIdx.x + stride], sq[threadIdx.x + stride]);
       sn[threadIdx.x] = a; sm[threadIdx.x] = b; sq[threadIdx.x] = e;
     }
     __syncthreads();
@@ -281,79 +317,197 @@ __global__ void bn_stats_partial(const T* __restrict__ x, int64_t n, int64_t C, 
   }
 }
 
+// Channel c's statistics from its partials: mean (double) and m2.
+template <class T>
+__device__ __forceinline__ void bn_merge_parts(const T* __restrict__ x, int64_t S, int64_t c, int64_t parts,
+                                               const double* __restrict__ work, double& mean, double& m2) {
+  double nn = 0, m = 0, q = 0;
+  for (int64_t p = 0; p < parts; ++p) {
+    const double* w = work + 3 * (c * parts + p);
+    chan_merge(nn, m, q, w[0], w[1], w[2]);
+  }
+  mean = double(x[c * S]) + m;
+  m2 = q;
+}
+
 template <class T>
 __global__ void bn_stats_final(const T* __restrict__ x, int64_t C, int64_t S, int64_t parts,
                                const double* __restrict__ work, double* __restrict__ mean, double* __restrict__ m2) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  double nn = 0, m = 0, q = 0;
-  for (int64_t p = 0; p < parts; ++p) {
-    const double* w = work + 3 * (c * parts + p);
-    chan(nn, m, q, w[0], w[1], w[2]);
-  }
-  mean[c] = double(x[c * S]) + m;
-  m2[c] = q;
+  bn_merge_parts<T>(x, S, c, parts, work, mean[c], m2[c]);
 }
 
+// Forward parameters per channel (planar [mh | scale | shift], bn_forward_channel), the returned
+// mean/rstd (T) and, in training mode with running statistics, their update. Training: the
+// batch statistics from the partials of bn_stats_partial; eval: the running statistics.
+struct BnForwardParams {
+  DVec gamma, beta, running_mean, running_var;
+  double count, momentum, eps;
+  int64_t C, S, parts;
+  bool training, unbiased;
+};
+template <class T>
+__global__ void bn_forward_params(const T* __restrict__ x, const double* __restrict__ work, BnForwardParams a,
+                                  T* __restrict__ mean_out, T* __restrict__ rstd_out, T* __restrict__ params) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= a.C) return;
+  double mean, var, m2 = 0;
+  if (a.training) {
+    bn_merge_parts<T>(x, a.S, c, a.parts, work, mean, m2);
+    var = m2 / a.count;
+  } else {
+    mean = dv_read(a.running_mean, c, 0.0);
+    var = dv_read(a.running_var, c, 1.0);
+  }
+  const T rs = T(1.0 / sqrt(var + a.eps));
+  mean_out[c] = T(mean);
+  rstd_out[c] = rs;
+  bn_forward_channel<T>(mean, 0.0, rs, dv_read(a.gamma, c, 1.0), dv_read(a.beta, c, 0.0), params + c, a.C);
+  if (a.training && a.running_mean.p) {
+    const double vu = (a.unbiased && a.count > 1) ? m2 / (a.count - 1) : var;
+    dv_write(a.running_mean, c, bn_running_update(dv_read(a.running_mean, c, 0.0), a.momentum, mean));
+    dv_write(a.running_var, c, bn_running_update(dv_read(a.running_var, c, 1.0), a.momentum, vu));
+  }
+}
+
+// Parameters of batchnorm_normalize: the given mean/rstd.
+template <class T>
+__global__ void bn_normalize_params(DVec mean, DVec rstd, DVec gamma, DVec beta, int64_t C, T* __restrict__ params) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  bn_forward_channel<T>(dv_read(mean, c, 0.0), 0.0, T(dv_read(rstd, c, 1.0)), dv_read(gamma, c, 1.0),
+                        dv_read(beta, c, 0.0), params + c, C);
+}
+
+// y = act((x - mh) * scale + shift), planar params. float32: an element whose x - mh overflowed
+// (values spread over more than float32's range) is computed in double instead.
 template <class T, int ACT>
 __global__ void bn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t total, int64_t C, int64_t S,
-                                const T* __restrict__ params, T slope) {
+                                const T* __restrict__ p, T slope) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int64_t c = (i / S) % C;
-    const T* p = params + 4 * c;
-    y[i] = act_fwd<T, ACT>(((x[i] - p[0]) - p[1]) * p[2] + p[3], slope);
+    const T xv = x[i], d = xv - p[c];
+    T v = d * p[C + c] + p[2 * C + c];
+    if (sizeof(T) == 4 && !isfinite(d) && isfinite(xv))
+      v = T((double(xv) - double(p[c])) * double(p[C + c]) + double(p[2 * C + c]));
+    y[i] = act_fwd<T, ACT>(v, slope);
   }
 }
 
+// Block (channel c, row chunk p): [sum g | sum g*(x - m) | sum (x - m)] in double, m = T(mean[c]).
 template <class T, int ACT>
 __global__ void bn_bwd_reduce_partial(const T* __restrict__ dout, const T* __restrict__ x, const T* __restrict__ y,
-                                      const T* __restrict__ mean, int64_t n, int64_t C, int64_t S, int64_t parts,
+                                      DVec mean, int64_t n, int64_t C, int64_t S, int64_t parts,
                                       double* __restrict__ work, T slope) {
-  using A = typename AccOf<T>::type;
-  __shared__ A sh[3 * 32];
+  __shared__ double sh[3 * 32];
   const int64_t c = blockIdx.x, p = blockIdx.y;
   const int64_t rows_per = (n + parts - 1) / parts;
   const int64_t n0 = p * rows_per, n1 = min(n, n0 + rows_per);
   const int64_t total = (n1 > n0 ? n1 - n0 : 0) * S;
-  const T m = mean[c];
-  A v[3] = {0, 0, 0};
+  const T m = T(dv_read(mean, c, 0.0));
+  double v[3] = {0, 0, 0};
   for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
     const int64_t idx = ((n0 + i / S) * C + c) * S + i % S;
-    const T g = act_bwd<T, ACT>(dout[idx], y, idx, slope);
-    const A xm = A(x[idx] - m);
-    v[0] += A(g);
-    v[1] += A(g) * xm;
+    const double g = double(act_bwd<T, ACT>(dout[idx], y, idx, slope));
+    const double xm = double(x[idx]) - double(m);
+    v[0] += g;
+    v[1] += g * xm;
     v[2] += xm;
   }
-  block_sum<A, 3>(v, sh);
+  block_sum<double, 3>(v, sh);
   if (threadIdx.x == 0)
-    for (int k = 0; k < 3; ++k) work[3 * (c * parts + p) + k] = double(v[k]);
+    for (int k = 0; k < 3; ++k) work[3 * (c * parts + p) + k] = v[k];
 }
 
-__global__ void bn_bwd_reduce_final(const double* __restrict__ work, int64_t C, int64_t parts, double* __restrict__ out3) {
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double s[3] = {0, 0, 0};
+__device__ __forceinline__ void bn_sum_parts(const double* __restrict__ work, int64_t c, int64_t parts, double* s) {
+  s[0] = s[1] = s[2] = 0;
   for (int64_t p = 0; p < parts; ++p)
     for (int k = 0; k < 3; ++k) s[k] += work[3 * (c * parts + p) + k];
-  for (int k = 0; k < 3; ++k) out3[3 * c + k] = s[k];
+}
+
+// batchnorm_backward_reduce's results: sum_dout = sum g, sum_dout_xhat = (sum g*(x - mh) -
+// (mean - mh) * sum g) * rstd (the exact split of the given mean, as on the CPU).
+template <class T>
+__global__ void bn_reduce_final(const double* __restrict__ work, int64_t C, int64_t parts, DVec mean, DVec rstd,
+                                T* __restrict__ sum_dout, T* __restrict__ sum_dout_xhat) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double s[3];
+  bn_sum_parts(work, c, parts, s);
+  const double mu = dv_read(mean, c, 0.0), mh = double(T(mu));
+  sum_dout[c] = T(s[0]);
+  sum_dout_xhat[c] = T((s[1] - (mu - mh) * s[0]) * dv_read(rstd, c, 1.0));
+}
+
+// dx parameters per channel: planar [mh | A | K | B] for dx = A*g + K*(x - mh) + B
+// (bn_elemt_channel), and for a channel whose K left T's normal range (bn_backward_wide) the
+// double form dx = gamma*rstd*(g - sg/count - (x - m)*rstd*sgxh/count): wide = [flag | m |
+// gamma*rstd | rstd | sg/count | sgxh/count] (planar doubles).
+template <class T>
+__device__ __forceinline__ void bn_dx_channel(double mh, double ml, double gamma, double rstd, double sg, double sgxh,
+                                              double count, int64_t c, int64_t C, T* params, double* wide) {
+  bn_elemt_channel<T>(mh, ml, gamma, rstd, sg, sgxh, count, params + c, C);
+  const bool w = bn_backward_wide<T>(0, 0, 0, -gamma * rstd * rstd * sgxh / count);
+  wide[c] = w ? 1.0 : 0.0;
+  wide[C + c] = mh + ml;
+  wide[2 * C + c] = gamma * rstd;
+  wide[3 * C + c] = rstd;
+  wide[4 * C + c] = sg / count;
+  wide[5 * C + c] = sgxh / count;
+}
+
+// The fused backward's parameters from the partial sums: the residual of the stored mean
+// (cres = mean(x - mh)) folded back in, dgamma = sum g*xhat, dbeta = sum g (when wanted).
+template <class T>
+__global__ void bn_backward_params(const double* __restrict__ work, int64_t C, int64_t parts, double count, DVec mean,
+                                   DVec rstd, DVec gamma, T* __restrict__ dgamma, T* __restrict__ dbeta,
+                                   T* __restrict__ params, double* __restrict__ wide) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double s[3];
+  bn_sum_parts(work, c, parts, s);
+  const double rs = dv_read(rstd, c, 1.0), mh = double(T(dv_read(mean, c, 0.0)));
+  const double cres = count > 0 ? s[2] / count : 0.0;
+  const double sg = s[0], sgxh = (s[1] - cres * s[0]) * rs;
+  if (dgamma) {
+    dgamma[c] = T(sgxh);
+    dbeta[c] = T(sg);
+  }
+  if (count > 0) bn_dx_channel<T>(mh, cres, dv_read(gamma, c, 1.0), rs, sg, sgxh, count, c, C, params, wide);
+}
+
+// batchnorm_backward_elemt's parameters from the given (global) sums and count.
+template <class T>
+__global__ void bn_elemt_params(DVec mean, DVec rstd, DVec gamma, DVec sum_dout, DVec sum_dout_xhat, double count,
+                                int64_t C, T* __restrict__ params, double* __restrict__ wide) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const double mu = dv_read(mean, c, 0.0), mh = double(T(mu));
+  bn_dx_channel<T>(mh, mu - mh, dv_read(gamma, c, 1.0), dv_read(rstd, c, 1.0), dv_read(sum_dout, c, 0.0),
+                   dv_read(sum_dout_xhat, c, 0.0), count, c, C, params, wide);
 }
 
 template <class T, int ACT>
 __global__ void bn_bwd_apply_kernel(const T* __restrict__ dout, const T* __restrict__ x, const T* __restrict__ y,
                                     T* __restrict__ dx, int64_t total, int64_t C, int64_t S,
-                                    const T* __restrict__ params, T slope) {
+                                    const T* __restrict__ p, const double* __restrict__ wide, T slope) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int64_t c = (i / S) % C;
-    const T* p = params + 5 * c;
     const T g = act_bwd<T, ACT>(dout[i], y, i, slope);
-    dx[i] = g * p[2] + ((x[i] - p[0]) - p[1]) * p[3] + p[4];
+    if (wide[c] != 0) {  // uniform over a channel's values
+      const double xhat = (double(x[i]) - wide[C + c]) * wide[3 * C + c];
+      dx[i] = T(wide[2 * C + c] * (double(g) - wide[4 * C + c] - xhat * wide[5 * C + c]));
+    } else {
+      dx[i] = p[C + c] * g + p[2 * C + c] * (x[i] - p[c]) + p[3 * C + c];
+    }
   }
 }
 
 unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 16 ? (rows < 1 ? 1 : rows) : 65535 * 16); }
+unsigned chan_grid(int64_t C) { return unsigned((C + kBlock - 1) / kBlock); }
 
 #define NK_ACT_SWITCH(LAUNCH)                                   \
   switch (act) {                                                \
@@ -362,165 +516,236 @@ unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 16 ? (rows < 1 
     default: LAUNCH(kNormActNone); break;                       \
   }
 
-template <class T>
-void ln_forward_t(uintptr_t x, uintptr_t gamma, uintptr_t beta, uintptr_t y, uintptr_t mean, uintptr_t rstd,
-                  int64_t rows, int64_t d, double eps, int act, double slope, cudaStream_t s) {
-#define L(A)                                                                                                    \
-  ln_fwd_kernel<T, A><<<row_grid(rows), kBlock, 0, s>>>(                                                        \
-      reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(gamma), reinterpret_cast<const T*>(beta),      \
-      reinterpret_cast<T*>(y), reinterpret_cast<T*>(mean), reinterpret_cast<T*>(rstd), rows, d, eps, T(slope))
+// ---------------------------------------------------------------- the stubs' implementations
+
+// Batch-norm geometry of x (N, C, *spatial): n rows, C channels of S values.
+struct BnGeom {
+  int64_t n, C, S, total, parts;
+  explicit BnGeom(const ArrayView& x) : n(x.shape[0]), C(x.shape[1]), S(1) {
+    for (int i = 2; i < x.ndim(); ++i) S *= x.shape[size_t(i)];
+    total = n * C * S;
+    parts = norm_gpu_bn_parts(n, S);
+  }
+  int64_t count() const { return n * S; }
+};
+// Workspace layout of a batch-norm op: [partials 3*C*parts | per-channel slots of C doubles].
+struct BnWork {
+  double* partials;
+  double* chan;  // 16 * C doubles
+  BnWork(const ArrayView* w, const BnGeom& g)
+      : partials(static_cast<double*>(w->data)), chan(static_cast<double*>(w->data) + 3 * g.C * g.parts) {}
+  template <class T> T* params() const { return reinterpret_cast<T*>(chan); }  // 4 * C values of T
+  double* wide(int64_t C) const { return chan + 4 * C; }                       // 6 * C doubles
+};
+
+template <class T> void ln_forward_t(const LayerNormForwardArgs& a, cudaStream_t s) {
+  const int64_t d = a.x->shape.back(), rows = a.x->size / d;
+  if (rows <= 0) return;
+  T* slots = a.work ? static_cast<T*>(a.work->data) : nullptr;  // null: both usable as they are
+  const T* gamma = vec_as<T>(a.gamma, d, 1.0, a.y, slots, s);
+  const T* beta = vec_as<T>(a.beta, d, 0.0, a.y, slots + d, s);
+  const T* xp = ptr_of<T>(a.x);
+  T *y = ptr_of<T>(a.y), *mean = ptr_of<T>(a.mean), *rstd = ptr_of<T>(a.rstd);
+  const int act = a.act.act;
+  const T slope = T(a.act.slope);
+#define L(A) ln_fwd_kernel<T, A><<<row_grid(rows), kBlock, 0, s>>>(xp, gamma, beta, y, mean, rstd, rows, d, a.eps, slope)
   NK_ACT_SWITCH(L)
 #undef L
 }
 
-template <class T>
-void ln_backward_t(uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t gamma, uintptr_t mean, uintptr_t rstd,
-                   uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t work, int64_t rows, int64_t d, int act,
-                   double slope, cudaStream_t s) {
-  const T* dp = reinterpret_cast<const T*>(dout);
-  const T* xp = reinterpret_cast<const T*>(x);
-  const T* yp = reinterpret_cast<const T*>(y);
-  const T* mp = reinterpret_cast<const T*>(mean);
-  const T* rp = reinterpret_cast<const T*>(rstd);
-  double* cres = reinterpret_cast<double*>(work);
+template <class T> void ln_backward_t(const LayerNormBackwardArgs& a, cudaStream_t s) {
+  const int64_t d = a.x->shape.back(), rows = a.x->size / d;
+  T* dgamma = ptr_of<T>(a.dgamma);
+  T* dbeta = ptr_of<T>(a.dbeta);
+  if (rows <= 0) {
+    if (dgamma) throw_if_error(cudaMemsetAsync(dgamma, 0, size_t(d) * sizeof(T), s), "memset");
+    if (dbeta) throw_if_error(cudaMemsetAsync(dbeta, 0, size_t(d) * sizeof(T), s), "memset");
+    return;
+  }
+  const int64_t parts = norm_gpu_ln_parts(rows), rpp = (rows + parts - 1) / parts;
+  double* cres = static_cast<double*>(a.work->data);
   double* part = cres + rows;
-  const int64_t parts = ln_parts(rows), rpp = (rows + parts - 1) / parts;
-#define L(A)                                                                                                     \
-  ln_bwd_dx_kernel<T, A><<<row_grid(rows), kBlock, 0, s>>>(dp, xp, yp, reinterpret_cast<const T*>(gamma), mp, rp, \
-                                                           reinterpret_cast<T*>(dx), cres, rows, d, T(slope))
+  T* slots = reinterpret_cast<T*>(part + 2 * parts * d);  // gamma (d) | mean (rows) | rstd (rows)
+  const T* gamma = vec_as<T>(a.gamma, d, 1.0, nullptr, slots, s);
+  const T* mp = contiguous_as<T>(*a.mean, slots + d, s);
+  const T* rp = contiguous_as<T>(*a.rstd, slots + d + rows, s);
+  const T *dp = ptr_of<T>(a.dout), *xp = ptr_of<T>(a.x), *yp = ptr_of<T>(a.y);
+  T* dx = ptr_of<T>(a.dx);
+  const int act = a.act.act;
+  const T slope = T(a.act.slope);
+#define L(A) ln_bwd_dx_kernel<T, A><<<row_grid(rows), kBlock, 0, s>>>(dp, xp, yp, gamma, mp, rp, dx, cres, rows, d, slope)
   NK_ACT_SWITCH(L)
 #undef L
-  if (dgamma == 0 || dbeta == 0) return;
+  if (!dgamma || !dbeta) return;
   dim3 grid(unsigned((d + 31) / 32), unsigned(parts));
-#define L(A) ln_bwd_param_partial<T, A><<<grid, dim3(32, 8), 0, s>>>(dp, xp, yp, mp, rp, cres, part, rows, d, rpp, T(slope))
+#define L(A) ln_bwd_param_partial<T, A><<<grid, dim3(32, 8), 0, s>>>(dp, xp, yp, mp, rp, cres, part, rows, d, rpp, slope)
   NK_ACT_SWITCH(L)
 #undef L
-  ln_bwd_param_final<T><<<unsigned((d + kBlock - 1) / kBlock), kBlock, 0, s>>>(
-      part, reinterpret_cast<T*>(dgamma), reinterpret_cast<T*>(dbeta), parts, d);
+  ln_bwd_param_final<T><<<unsigned((d + kBlock - 1) / kBlock), kBlock, 0, s>>>(part, dgamma, dbeta, parts, d);
+}
+
+template <class T> void bn_apply_t(const ArrayView& x, const ArrayView& y, const BnGeom& g, const T* params,
+                                   const NormAct& na, cudaStream_t s) {
+  if (g.total <= 0) return;
+  const int act = na.act;
+  const T* xp = static_cast<const T*>(x.data);
+  const T slope = T(na.slope);
+  T* yp = static_cast<T*>(y.data);
+#define L(A) bn_apply_kernel<T, A><<<grid_for(g.total, kBlock, 4), kBlock, 0, s>>>(xp, yp, g.total, g.C, g.S, params, slope)
+  NK_ACT_SWITCH(L)
+#undef L
+}
+
+template <class T> void bn_forward_t(const BatchNormForwardArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0) return;
+  const BnWork w(a.work, g);
+  const T* xp = ptr_of<T>(a.x);
+  // training: count > 1 (checked by the binding), so every channel has values
+  if (a.training) bn_stats_partial<T><<<dim3(unsigned(g.C), unsigned(g.parts)), kBlock, 0, s>>>(xp, g.n, g.C, g.S, g.parts, w.partials);
+  BnForwardParams p{dvec(a.gamma), dvec(a.beta), dvec(a.running_mean), dvec(a.running_var), double(g.count()),
+                    a.momentum, a.eps, g.C, g.S, g.parts, a.training, a.unbiased};
+  bn_forward_params<T><<<chan_grid(g.C), kBlock, 0, s>>>(xp, w.partials, p, ptr_of<T>(a.mean), ptr_of<T>(a.rstd),
+                                                          w.params<T>());
+  bn_apply_t<T>(*a.x, *a.y, g, w.params<T>(), a.act, s);
+}
+
+template <class T> void bn_stats_t(const BatchNormStatsArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0) return;
+  double *mean = ptr_of<double>(a.mean), *m2 = ptr_of<double>(a.m2);
+  if (g.count() <= 0) {
+    throw_if_error(cudaMemsetAsync(mean, 0, size_t(g.C) * 8, s), "memset");
+    throw_if_error(cudaMemsetAsync(m2, 0, size_t(g.C) * 8, s), "memset");
+    return;
+  }
+  const BnWork w(a.work, g);
+  const T* xp = ptr_of<T>(a.x);
+  bn_stats_partial<T><<<dim3(unsigned(g.C), unsigned(g.parts)), kBlock, 0, s>>>(xp, g.n, g.C, g.S, g.parts, w.partials);
+  bn_stats_final<T><<<chan_grid(g.C), kBlock, 0, s>>>(xp, g.C, g.S, g.parts, w.partials, mean, m2);
+}
+
+template <class T> void bn_normalize_t(const BatchNormNormalizeArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0 || g.total <= 0) return;
+  const BnWork w(a.work, g);
+  bn_normalize_params<T><<<chan_grid(g.C), kBlock, 0, s>>>(dvec(a.mean), dvec(a.rstd), dvec(a.gamma), dvec(a.beta),
+                                                            g.C, w.params<T>());
+  bn_apply_t<T>(*a.x, *a.y, g, w.params<T>(), a.act, s);
+}
+
+// The reduction pass of the backward: partial sums of every (channel, row chunk) into work.
+template <class T>
+void bn_reduce_partials(const ArrayView* dout, const ArrayView* x, const ArrayView* y, const ArrayView* mean,
+                        const BnGeom& g, const BnWork& w, const NormAct& na, cudaStream_t s) {
+  const int act = na.act;
+  const T slope = T(na.slope);
+  const T *dp = ptr_of<T>(dout), *xp = ptr_of<T>(x), *yp = ptr_of<T>(y);
+  const DVec m = dvec(mean);
+#define L(A)                                                                                                 \
+  bn_bwd_reduce_partial<T, A><<<dim3(unsigned(g.C), unsigned(g.parts)), kBlock, 0, s>>>(dp, xp, yp, m, g.n, \
+                                                                                         g.C, g.S, g.parts,  \
+                                                                                         w.partials, slope)
+  NK_ACT_SWITCH(L)
+#undef L
 }
 
 template <class T>
-void bn_stats_t(uintptr_t x, int64_t n, int64_t c, int64_t sp, uintptr_t work, uintptr_t mean, uintptr_t m2,
-                cudaStream_t s) {
-  const int64_t parts = bn_parts(n, sp);
-  const T* xp = reinterpret_cast<const T*>(x);
-  double* w = reinterpret_cast<double*>(work);
-  bn_stats_partial<T><<<dim3(unsigned(c), unsigned(parts)), kBlock, 0, s>>>(xp, n, c, sp, parts, w);
-  bn_stats_final<T><<<unsigned((c + kBlock - 1) / kBlock), kBlock, 0, s>>>(
-      xp, c, sp, parts, w, reinterpret_cast<double*>(mean), reinterpret_cast<double*>(m2));
-}
-
-template <class T>
-void bn_apply_t(uintptr_t x, uintptr_t y, int64_t n, int64_t c, int64_t sp, uintptr_t params, int act, double slope,
-                cudaStream_t s) {
-  const int64_t total = n * c * sp;
+void bn_dx_apply(const ArrayView* dout, const ArrayView* x, const ArrayView* y, const ArrayView* dx, const BnGeom& g,
+                 const BnWork& w, const NormAct& na, cudaStream_t s) {
+  if (g.total <= 0) return;
+  const int act = na.act;
+  const T slope = T(na.slope);
+  const T *dp = ptr_of<T>(dout), *xp = ptr_of<T>(x), *yp = ptr_of<T>(y);
+  T* dxp = ptr_of<T>(dx);
+  const T* p = w.params<T>();
+  const double* wide = w.wide(g.C);
 #define L(A)                                                                                                     \
-  bn_apply_kernel<T, A><<<grid_for(total, kBlock, 4), kBlock, 0, s>>>(reinterpret_cast<const T*>(x),             \
-                                                                      reinterpret_cast<T*>(y), total, c, sp,     \
-                                                                      reinterpret_cast<const T*>(params), T(slope))
+  bn_bwd_apply_kernel<T, A><<<grid_for(g.total, kBlock, 4), kBlock, 0, s>>>(dp, xp, yp, dxp, g.total, g.C, g.S, \
+                                                                            p, wide, slope)
   NK_ACT_SWITCH(L)
 #undef L
 }
 
-template <class T>
-void bn_reduce_t(uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t mean, int64_t n, int64_t c, int64_t sp,
-                 uintptr_t work, uintptr_t out3, int act, double slope, cudaStream_t s) {
-  const int64_t parts = bn_parts(n, sp);
-  double* w = reinterpret_cast<double*>(work);
-#define L(A)                                                                                                       \
-  bn_bwd_reduce_partial<T, A><<<dim3(unsigned(c), unsigned(parts)), kBlock, 0, s>>>(                               \
-      reinterpret_cast<const T*>(dout), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(y),             \
-      reinterpret_cast<const T*>(mean), n, c, sp, parts, w, T(slope))
-  NK_ACT_SWITCH(L)
-#undef L
-  bn_bwd_reduce_final<<<unsigned((c + kBlock - 1) / kBlock), kBlock, 0, s>>>(w, c, parts,
-                                                                             reinterpret_cast<double*>(out3));
+template <class T> void bn_backward_t(const BatchNormBackwardArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0) return;
+  const BnWork w(a.work, g);
+  const bool any = g.count() > 0;
+  if (any) bn_reduce_partials<T>(a.dout, a.x, a.y, a.mean, g, w, a.act, s);
+  bn_backward_params<T><<<chan_grid(g.C), kBlock, 0, s>>>(w.partials, g.C, any ? g.parts : 0, double(g.count()),
+                                                           dvec(a.mean), dvec(a.rstd), dvec(a.gamma),
+                                                           ptr_of<T>(a.dgamma), ptr_of<T>(a.dbeta), w.params<T>(),
+                                                           w.wide(g.C));
+  bn_dx_apply<T>(a.dout, a.x, a.y, a.dx, g, w, a.act, s);
 }
 
-template <class T>
-void bn_bwd_apply_t(uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t dx, int64_t n, int64_t c, int64_t sp,
-                    uintptr_t params, int act, double slope, cudaStream_t s) {
-  const int64_t total = n * c * sp;
-#define L(A)                                                                                                      \
-  bn_bwd_apply_kernel<T, A><<<grid_for(total, kBlock, 4), kBlock, 0, s>>>(                                        \
-      reinterpret_cast<const T*>(dout), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(y),            \
-      reinterpret_cast<T*>(dx), total, c, sp, reinterpret_cast<const T*>(params), T(slope))
-  NK_ACT_SWITCH(L)
-#undef L
+template <class T> void bn_reduce_t(const BatchNormReduceArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0) return;
+  const BnWork w(a.work, g);
+  const bool any = g.count() > 0;
+  if (any) bn_reduce_partials<T>(a.dout, a.x, a.y, a.mean, g, w, a.act, s);
+  bn_reduce_final<T><<<chan_grid(g.C), kBlock, 0, s>>>(w.partials, g.C, any ? g.parts : 0, dvec(a.mean),
+                                                        dvec(a.rstd), ptr_of<T>(a.sum_dout),
+                                                        ptr_of<T>(a.sum_dout_xhat));
+}
+
+template <class T> void bn_elemt_t(const BatchNormElemtArgs& a, cudaStream_t s) {
+  const BnGeom g(*a.x);
+  if (g.C <= 0 || g.total <= 0) return;
+  const BnWork w(a.work, g);
+  bn_elemt_params<T><<<chan_grid(g.C), kBlock, 0, s>>>(dvec(a.mean), dvec(a.rstd), dvec(a.gamma), dvec(a.sum_dout),
+                                                        dvec(a.sum_dout_xhat), a.count, g.C, w.params<T>(),
+                                                        w.wide(g.C));
+  bn_dx_apply<T>(a.dout, a.x, a.y, a.dx, g, w, a.act, s);
+}
+
+#undef NK_ACT_SWITCH
+
+// One entry point per stub: dtype dispatch on x, launch on ctx's stream, launch errors raised.
+template <class Args, void (*F32)(const Args&, cudaStream_t), void (*F64)(const Args&, cudaStream_t)>
+void run(const Args& a, const ExecContext& ctx, const char* what) {
+  if (a.x->dtype == DType::f32) F32(a, as_stream(ctx.stream));
+  else F64(a, as_stream(ctx.stream));
+  throw_if_error(cudaGetLastError(), what);
 }
 
 }  // namespace
 
-void layernorm_forward(int dtype, uintptr_t x, uintptr_t gamma, uintptr_t beta, uintptr_t y, uintptr_t mean,
-                       uintptr_t rstd, int64_t rows, int64_t d, double eps, int act, double slope, uintptr_t stream) {
-  if (rows <= 0 || d <= 0) return;
-  if (dtype == 0) ln_forward_t<float>(x, gamma, beta, y, mean, rstd, rows, d, eps, act, slope, as_stream(stream));
-  else ln_forward_t<double>(x, gamma, beta, y, mean, rstd, rows, d, eps, act, slope, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "layernorm_forward kernel launch");
+void layernorm_forward_cuda(const LayerNormForwardArgs& a, const ExecContext& ctx) {
+  run<LayerNormForwardArgs, ln_forward_t<float>, ln_forward_t<double>>(a, ctx, "layernorm_forward kernel launch");
 }
-
-int64_t layernorm_backward_workspace(int64_t rows, int64_t d) { return rows + 2 * ln_parts(rows) * d; }
-
-void layernorm_backward(int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t gamma, uintptr_t mean,
-                        uintptr_t rstd, uintptr_t dx, uintptr_t dgamma, uintptr_t dbeta, uintptr_t work, int64_t rows,
-                        int64_t d, int act, double slope, uintptr_t stream) {
-  if (d <= 0) return;
-  if (rows <= 0) {
-    const size_t bytes = size_t(d) * (dtype == 0 ? 4 : 8);
-    if (dgamma) throw_if_error(cudaMemsetAsync(reinterpret_cast<void*>(dgamma), 0, bytes, as_stream(stream)), "memset");
-    if (dbeta) throw_if_error(cudaMemsetAsync(reinterpret_cast<void*>(dbeta), 0, bytes, as_stream(stream)), "memset");
-    return;
-  }
-  if (dtype == 0)
-    ln_backward_t<float>(dout, x, y, gamma, mean, rstd, dx, dgamma, dbeta, work, rows, d, act, slope, as_stream(stream));
-  else
-    ln_backward_t<double>(dout, x, y, gamma, mean, rstd, dx, dgamma, dbeta, work, rows, d, act, slope, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "layernorm_backward kernel launch");
+void layernorm_backward_cuda(const LayerNormBackwardArgs& a, const ExecContext& ctx) {
+  run<LayerNormBackwardArgs, ln_backward_t<float>, ln_backward_t<double>>(a, ctx, "layernorm_backward kernel launch");
 }
-
-int64_t batchnorm_workspace(int64_t n, int64_t c, int64_t s) { return 3 * c * bn_parts(n, s); }
-
-void batchnorm_stats(int dtype, uintptr_t x, int64_t n, int64_t c, int64_t s, uintptr_t work, uintptr_t mean,
-                     uintptr_t m2, uintptr_t stream) {
-  if (c <= 0) return;
-  if (n * s <= 0) {
-    throw_if_error(cudaMemsetAsync(reinterpret_cast<void*>(mean), 0, size_t(c) * 8, as_stream(stream)), "memset");
-    throw_if_error(cudaMemsetAsync(reinterpret_cast<void*>(m2), 0, size_t(c) * 8, as_stream(stream)), "memset");
-    return;
-  }
-  if (dtype == 0) bn_stats_t<float>(x, n, c, s, work, mean, m2, as_stream(stream));
-  else bn_stats_t<double>(x, n, c, s, work, mean, m2, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "batchnorm_stats kernel launch");
+void batchnorm_forward_cuda(const BatchNormForwardArgs& a, const ExecContext& ctx) {
+  run<BatchNormForwardArgs, bn_forward_t<float>, bn_forward_t<double>>(a, ctx, "batchnorm_forward kernel launch");
 }
-
-void batchnorm_apply(int dtype, uintptr_t x, uintptr_t y, int64_t n, int64_t c, int64_t s, uintptr_t params, int act,
-                     double slope, uintptr_t stream) {
-  if (n * c * s <= 0) return;
-  if (dtype == 0) bn_apply_t<float>(x, y, n, c, s, params, act, slope, as_stream(stream));
-  else bn_apply_t<double>(x, y, n, c, s, params, act, slope, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "batchnorm_apply kernel launch");
+void batchnorm_stats_cuda(const BatchNormStatsArgs& a, const ExecContext& ctx) {
+  run<BatchNormStatsArgs, bn_stats_t<float>, bn_stats_t<double>>(a, ctx, "batchnorm_stats kernel launch");
 }
-
-void batchnorm_backward_reduce(int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t mean, int64_t n,
-                               int64_t c, int64_t s, uintptr_t work, uintptr_t out3, int act, double slope,
-                               uintptr_t stream) {
-  if (c <= 0) return;
-  if (n * s <= 0) {
-    throw_if_error(cudaMemsetAsync(reinterpret_cast<void*>(out3), 0, size_t(3 * c) * 8, as_stream(stream)), "memset");
-    return;
-  }
-  if (dtype == 0) bn_reduce_t<float>(dout, x, y, mean, n, c, s, work, out3, act, slope, as_stream(stream));
-  else bn_reduce_t<double>(dout, x, y, mean, n, c, s, work, out3, act, slope, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "batchnorm_backward_reduce kernel launch");
+void batchnorm_normalize_cuda(const BatchNormNormalizeArgs& a, const ExecContext& ctx) {
+  run<BatchNormNormalizeArgs, bn_normalize_t<float>, bn_normalize_t<double>>(a, ctx, "batchnorm_normalize kernel launch");
 }
-
-void batchnorm_backward_apply(int dtype, uintptr_t dout, uintptr_t x, uintptr_t y, uintptr_t dx, int64_t n, int64_t c,
-                              int64_t s, uintptr_t params, int act, double slope, uintptr_t stream) {
-  if (n * c * s <= 0) return;
-  if (dtype == 0) bn_bwd_apply_t<float>(dout, x, y, dx, n, c, s, params, act, slope, as_stream(stream));
-  else bn_bwd_apply_t<double>(dout, x, y, dx, n, c, s, params, act, slope, as_stream(stream));
-  throw_if_error(cudaGetLastError(), "batchnorm_backward_apply kernel launch");
+void batchnorm_backward_cuda(const BatchNormBackwardArgs& a, const ExecContext& ctx) {
+  run<BatchNormBackwardArgs, bn_backward_t<float>, bn_backward_t<double>>(a, ctx, "batchnorm_backward kernel launch");
+}
+void batchnorm_backward_reduce_cuda(const BatchNormReduceArgs& a, const ExecContext& ctx) {
+  run<BatchNormReduceArgs, bn_reduce_t<float>, bn_reduce_t<double>>(a, ctx, "batchnorm_backward_reduce kernel launch");
+}
+void batchnorm_backward_elemt_cuda(const BatchNormElemtArgs& a, const ExecContext& ctx) {
+  run<BatchNormElemtArgs, bn_elemt_t<float>, bn_elemt_t<double>>(a, ctx, "batchnorm_backward_elemt kernel launch");
 }
 
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(layernorm_forward_stub, cuda, &nk::cuda::layernorm_forward_cuda);
+NK_REGISTER_DISPATCH(layernorm_backward_stub, cuda, &nk::cuda::layernorm_backward_cuda);
+NK_REGISTER_DISPATCH(batchnorm_forward_stub, cuda, &nk::cuda::batchnorm_forward_cuda);
+NK_REGISTER_DISPATCH(batchnorm_stats_stub, cuda, &nk::cuda::batchnorm_stats_cuda);
+NK_REGISTER_DISPATCH(batchnorm_normalize_stub, cuda, &nk::cuda::batchnorm_normalize_cuda);
+NK_REGISTER_DISPATCH(batchnorm_backward_stub, cuda, &nk::cuda::batchnorm_backward_cuda);
+NK_REGISTER_DISPATCH(batchnorm_backward_reduce_stub, cuda, &nk::cuda::batchnorm_backward_reduce_cuda);
+NK_REGISTER_DISPATCH(batchnorm_backward_elemt_stub, cuda, &nk::cuda::batchnorm_backward_elemt_cuda);

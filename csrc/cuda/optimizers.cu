@@ -1,4 +1,4 @@
-// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) / EMA and
+// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) (AMSGrad) / EMA and
 // clip_grad_norm, registered on the stubs of drivers/optimizers.hpp. CPU twin and reference:
 // drivers/optimizers.cpp + cpu/optimizers.cpp, nnkernels.reference.optimizers.
 // Multi-tensor apply after PyTorch's multi_tensor_apply (aten/src/ATen/native/cuda/MultiTensorApply.cuh,
@@ -47,13 +47,14 @@ template <> __device__ __forceinline__ double dsqrt(double x) { return sqrt(x); 
 // Scalar math identical to the CPU kernels (see csrc/cpu/optimizers.cpp for the formulas).
 template <class T, int OP>
 struct Update {
-  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec;
+  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec, gsign;
   int nesterov, in_sqrt, decoupled;
   explicit Update(const OptimHyper& h)
       : lr(T(h.lr)), wd(T(h.weight_decay)), mu(T(h.momentum)), omd(T(1.0 - h.dampening)), alpha(T(h.alpha)),
         oma(T(1.0 - h.alpha)), eps(T(h.eps)), omb1(T(1.0 - h.beta1)), b2(T(h.beta2)), omb2(T(1.0 - h.beta2)),
         step_size(T(h.step_size)), ibc2(T(h.inv_bc2_sqrt)), shrink(T(1.0 - h.lr * h.weight_decay)),
-        dec(T(h.decay)), omdec(T(1.0 - h.decay)), nesterov(h.nesterov), in_sqrt(h.eps_in_sqrt),
+        dec(T(h.decay)), omdec(T(1.0 - h.decay)), gsign(h.maximize ? T(-1) : T(1)), nesterov(h.nesterov),
+        in_sqrt(h.eps_in_sqrt),
         decoupled(h.decoupled) {}
 
   __device__ __forceinline__ void operator()(T* const* p, int64_t i) const {
@@ -62,8 +63,8 @@ struct Update {
       return;
     }
     T x = p[0][i];
-    T d = p[1][i];
-    if (OP == kAdam && decoupled) {
+    T d = gsign * p[1][i];  // maximize: the gradient's sign flipped (exact)
+    if ((OP == kAdam || OP == kAdamAmsgrad) && decoupled) {
       if (wd != T(0)) x = x * shrink;
     } else if (wd != T(0)) {
       d = d + wd * x;
@@ -83,17 +84,23 @@ struct Update {
       p[2][i] = v;
       const T den = in_sqrt ? dsqrt(v + eps) : dsqrt(v) + eps;
       x = x - lr * (d / den);
-    } else if (OP == kAdam) {
+    } else if (OP == kAdam || OP == kAdamAmsgrad) {
       T m = p[2][i];
       m = m + omb1 * (d - m);
       T v = b2 * p[3][i] + omb2 * (d * d);
       p[2][i] = m;
       p[3][i] = v;
+      if (OP == kAdamAmsgrad) {  // vmax = max(vmax, v), NaN propagating (torch.maximum)
+        const T old = p[4][i];
+        v = (v > old || v != v) ? v : old;
+        p[4][i] = v;
+      }
       x = x - step_size * (m / (dsqrt(v) * ibc2 + eps));
     }
     p[0][i] = x;
   }
 };
+static_assert(sizeof(LaunchTable<5>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
 static_assert(sizeof(LaunchTable<4>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
 static_assert(sizeof(LaunchTable<3>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
 static_assert(sizeof(LaunchTable<2>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
@@ -112,7 +119,7 @@ template <class T, int OP, int NOPS>
 __global__ void __launch_bounds__(kBlock) multi_tensor_kernel(const LaunchTable<NOPS> tab, const Update<T, OP> f) {
   int64_t begin, end;
   const int e = block_range(tab, begin, end);
-  T* p[kOptimMaxOperands] = {};  // full size: Update's branches for other ops index up to 3 (dead code)
+  T* p[kOptimMaxOperands] = {};  // full size: Update's branches for other ops index up to 4 (dead code)
 #pragma unroll
   for (int k = 0; k < NOPS; ++k) p[k] = static_cast<T*>(tab.ptr[k][e]);
   for (int64_t base = begin + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
@@ -241,6 +248,7 @@ void optim_step_cuda(OptimOp op, const TensorList& list, const OptimHyper& h, co
     case kAdagrad: step_op<kAdagrad, 3>(list, h, s); break;
     case kRmsprop: step_op<kRmsprop, 3>(list, h, s); break;
     case kAdam: step_op<kAdam, 4>(list, h, s); break;
+    case kAdamAmsgrad: step_op<kAdamAmsgrad, 5>(list, h, s); break;
     case kEma: step_op<kEma, 2>(list, h, s); break;
     default: throw std::logic_error("optimizer step: unknown op");
   }

@@ -13,7 +13,7 @@
 
 namespace nk {
 
-constexpr int kOptimMaxOperands = 4;  // Adam: params, grads, exp_avg, exp_avg_sq
+constexpr int kOptimMaxOperands = 5;  // AMSGrad: params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq
 // Elements per chunk (64 KiB of each float32 operand): the CPU cuts the list laid end to end
 // into chunks of this size (one parallel task each), the GPU cuts each tensor into chunks of
 // this size (one thread block each). Fixed: results never depend on the thread count.

@@ -52,7 +52,10 @@ float32 arrays; the state arrays start at zero unless stated):
   ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)`` with the 1-based
   ``step`` after incrementing (cs231n's ``t``, its ``mt``/``vt`` are the same bias
   corrections). ``weight_decay`` is added to the gradient (L2) unless
-  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first).
+  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first). AMSGrad
+  (``max_exp_avg_sq`` given): ``vmax = max(vmax, v)`` replaces ``v`` in the denominator.
+* ``maximize=True`` (SGD, Adagrad, RMSprop, Adam): ``d`` starts from ``-g`` (gradient ascent),
+  as in torch.optim.
 * EMA: ``avg = decay*avg + (1-decay)*p``.
 * clip_grad_norm: ``norm = sqrt(sum of g**2 over all grads)`` accumulated in float64
   (per-chunk partials combined in a fixed order); when ``norm > max_norm`` every gradient is
@@ -73,7 +76,8 @@ from . import _core
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm"]
 
 
-def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
+def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0,
+             maximize=False):
     """SGD with optional momentum / Nesterov and L2 weight decay (PyTorch's formulation), in place.
 
     ``d = g + weight_decay*p``; with momentum ``b = momentum*b + (1-dampening)*d`` and
@@ -100,16 +104,18 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
         Dampening of the gradient's contribution to the momentum buffer, in [0, 1].
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay)
+    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay, maximize)
 
 
-def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False):
     """Adagrad (PyTorch's formulation), in place: ``s += d*d; p -= lr * d / (sqrt(s) + eps)``
     with ``d = g + weight_decay*p``.
 
@@ -130,16 +136,19 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0)
         Added to ``sqrt(s)`` in the denominator, ``>= 0``.
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay)
+    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay, maximize)
 
 
-def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
+                 maximize=False):
     """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
     p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
 
@@ -164,22 +173,26 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
         L2 penalty added to the gradient, ``>= 0``.
     eps_in_sqrt : bool, default=False
         Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt)
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False):
     """Adam, or AdamW with ``decoupled_weight_decay=True`` (PyTorch's formulation), in place.
 
     ``m = beta1*m + (1-beta1)*d``, ``v = beta2*v + (1-beta2)*d*d``,
     ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)``, where
     ``d = g + weight_decay*p`` (Adam) or ``p *= 1 - lr*weight_decay`` first (AdamW).
+    AMSGrad (Reddi et al., 2018) when ``max_exp_avg_sq`` is given: ``vmax = max(vmax, v)``
+    (NaN propagating, as ``torch.maximum``) is stored and used in place of ``v`` in the denominator.
 
     Parameters
     ----------
@@ -208,6 +221,11 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         L2 penalty added to the gradient, or with ``decoupled_weight_decay`` the decoupled decay.
     decoupled_weight_decay : bool, default=False
         AdamW: decay the parameters (``p *= 1 - lr*weight_decay``) instead of adding to the gradient.
+    max_exp_avg_sq : array or list of arrays, default=None
+        AMSGrad's running maxima of ``v`` (zeros to start), one per parameter; updated in place.
+        None: plain Adam.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
@@ -215,7 +233,7 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
     _core.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled_weight_decay)
+                    decoupled_weight_decay, max_exp_avg_sq, maximize)
 
 
 def ema_update(averages, params, *, decay):
