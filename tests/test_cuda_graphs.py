@@ -17,8 +17,10 @@ import test_bad_input as registry
 
 pytestmark = pytest.mark.gpu
 
+# (The scikit-learn estimators of nnkernels.preprocessing are not ops: their fit copies the statistics to the
+# host by design, scikit-learn's fitted attributes being NumPy; their kernels are captured through the ops.)
 _SPECS = [s for s in registry._build_specs()
-          if s.arrays and not isinstance(s.fn, type) and s.family not in ("runtime",)]
+          if s.arrays and not isinstance(s.fn, type) and s.family not in ("runtime", "preprocessing")]
 
 
 def _call_on_gpu(spec, rng_seed=0):

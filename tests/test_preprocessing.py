@@ -384,6 +384,39 @@ def test_gpu_ops_return_device_arrays(gpu, dtype):
             call()
 
 
+def test_gpu_ops_capture_in_cuda_graph(gpu):
+    """The GPU ops queue kernels only (no host copy, no synchronisation, no cudaMalloc): they can be
+    captured in a CUDA graph and replayed, bitwise the eager call. (The estimators are not captured: their
+    fit copies the statistics to the host by design.)"""
+    to_gpu, to_numpy, lib = gpu
+    if lib != "torch":
+        pytest.skip("captured with torch.cuda.graph")
+    import torch
+
+    from nnkernels import _core
+
+    X = to_gpu(make("random", np.float32))
+    shift, scale = to_gpu(np.linspace(-1, 1, 13)), to_gpu(np.linspace(0.5, 2, 13))
+
+    def calls():
+        mean, m2, mn, mx, _ = _core.prep_col_stats(X, 2 | 4)
+        return [mean, m2, mn, mx, _core.prep_affine(X, shift, scale, None), *_core.prep_normalize(X, "max")]
+
+    eager = calls()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        calls()  # warm-up outside capture (allocator pools)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = calls()
+    graph.replay()
+    torch.cuda.synchronize()
+    for g, e in zip(captured, eager):
+        np.testing.assert_array_equal(to_numpy(g), to_numpy(e))
+
+
 # ---------------------------------------------------------------- torch CPU tensors (issue 14)
 
 @pytest.mark.parametrize("dtype", DTYPES)

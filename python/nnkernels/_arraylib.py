@@ -7,12 +7,10 @@ device (the kernels are launched on it, so they order with the caller's own work
 host and device or synchronises. NumPy and torch CPU tensors need no adapter (the C++ side reads and writes them
 zero-copy); other DLPack producers on the CPU are imported by ``numpy.from_dlpack``.
 
-The last section serves nnkernels.optim outside any op (state arrays next to each parameter, and the host copies
-of a state_dict, which copy between host and device by definition).
-
-Above the ops, code that must move data between host and device on purpose (the scikit-learn estimators of
-nnkernels.preprocessing: NumPy fitted attributes, GPU transforms) does it with the explicit adapters at the end
-(device_key, to_host, to_device_like, clip_), so that no other module knows library names.
+The last sections serve code above the ops that moves data between host and device on purpose: nnkernels.optim
+(state arrays next to each parameter, and the host copies of a state_dict, which copy between host and device by
+definition) and the scikit-learn estimators of nnkernels.preprocessing (NumPy fitted attributes, GPU transforms),
+so that no other module knows library names.
 """
 from __future__ import annotations
 
@@ -153,8 +151,10 @@ def copy_from_numpy(dst: Any, src: Any) -> None:
         with dst.device:
             dst[...] = cupy.asarray(src)
 
-# ---------------------------------------------------------------- explicit transfers (above the ops)
 
+# --------------------------------------------------------------------------- estimators (nnkernels.preprocessing)
+# Host copies of a GPU fit's statistics go through to_numpy, device copies of the fitted parameters
+# through empty + copy_from_numpy (above); what else the estimators need of a library is here.
 def device_key(x: Any) -> tuple | None:
     """(library, CUDA device ordinal) of a GPU array (CuPy array, torch CUDA tensor); None for anything else
     (NumPy, CPU tensors, array-likes, DataFrames). One type lookup for non-GPU objects."""
@@ -166,35 +166,14 @@ def device_key(x: Any) -> tuple | None:
     return None
 
 
-def to_host(x: Any) -> Any:
-    """A NumPy copy of GPU array x: a device -> host copy, which waits for the work queued on x's stream."""
-    if _library(x) == "torch":
-        return x.detach().cpu().numpy()
-    return x.get()
-
-
-def to_device_like(a: Any, like: Any) -> Any:
-    """A copy of host array a on like's device, made by like's library (a host -> device copy)."""
-    import numpy as np
-
-    a = np.ascontiguousarray(a)
-    if _library(like) == "torch":
-        import torch
-
-        return torch.from_numpy(a).to(like.device)
-    import cupy
-
-    with like.device:
-        return cupy.asarray(a)
-
-
 def clip_(x: Any, lo: float, hi: float) -> None:
-    """x clipped to [lo, hi] in place, NaN kept: a NumPy array on the host, a GPU array on its device."""
-    if device_key(x) is None:
+    """x clipped to [lo, hi] in place where it lives (NaN kept): NumPy on the host, a GPU array on its device."""
+    lib = _library_or_numpy(x)
+    if lib == "numpy":
         import numpy as np
 
         np.clip(x, lo, hi, out=x)
-    elif _library(x) == "torch":
+    elif lib == "torch":
         x.clamp_(lo, hi)
     else:
         x.clip(lo, hi, out=x)

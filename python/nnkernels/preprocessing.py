@@ -52,7 +52,6 @@ try:
     from sklearn.preprocessing import StandardScaler as _SkStandardScaler
     from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.validation import (
-        FLOAT_DTYPES,
         _assert_all_finite,
         _check_sample_weight,
         check_array,
@@ -79,6 +78,10 @@ __all__ = [
 _EPS64 = np.finfo(np.float64).eps
 _FLAGS_MEAN, _FLAGS_MOMENTS, _FLAGS_MINMAX = 1, 2, 4
 _PRESERVED = ["float64", "float32"]
+# The kernels' dtypes. scikit-learn's FLOAT_DTYPES also keeps float16, which the kernels do not take:
+# float16 (like integers and bool) is converted to float64, as a CPU tensor of any dtype is by
+# scikit-learn's validation.
+_FLOAT_DTYPES = (np.float64, np.float32)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -93,7 +96,7 @@ _gpu = _arraylib.device_key
 def _host_stats(*stats) -> list:
     """NumPy copies of the per-column statistics (or row norms) a GPU op returned (a visible device ->
     host copy of a few vectors, never of X), checked for NaN / infinity."""
-    host = [_arraylib.to_host(s) for s in stats]
+    host = [_arraylib.to_numpy(s) for s in stats]
     if not all(np.isfinite(h).all() for h in host):
         raise ValueError("Input X contains NaN or infinity: NaN-ignoring statistics run on the CPU only; "
                          "pass a NumPy array or impute missing values first")
@@ -109,8 +112,11 @@ def _params_for(est, X, which: str, params: tuple) -> tuple:
         return params
     cache = est.__dict__.setdefault("_device_params", {})
     if (which, key) not in cache:
-        cache[(which, key)] = tuple(None if p is None else _arraylib.to_device_like(np.asarray(p, np.float64), X)
-                                    for p in params)
+        def on_device(p):
+            d = _arraylib.empty(X, p.shape, "float64")
+            _arraylib.copy_from_numpy(d, np.asarray(p, np.float64))  # host -> device
+            return d
+        cache[(which, key)] = tuple(None if p is None else on_device(p) for p in params)
     return cache[(which, key)]
 
 
@@ -171,7 +177,7 @@ def _zeros_to_one(scale, constant_mask=None):
     return scale
 
 
-def _validate_transform(est, X, copy: bool, allow_nan: bool = True, dtype=FLOAT_DTYPES):
+def _validate_transform(est, X, copy: bool, allow_nan: bool = True, dtype=_FLOAT_DTYPES):
     """scikit-learn's transform-time validation. copy is False here (the kernels write a new
     array themselves, so validate_data's copy would be a wasted pass), except for in-place
     transforms of arrays that validate_data must convert anyway."""
@@ -182,7 +188,7 @@ def _validate_transform(est, X, copy: bool, allow_nan: bool = True, dtype=FLOAT_
 def _validate_inverse(est, X):
     """inverse_transform's validation: scikit-learn's check_array (as its scalers do there, NaN
     allowed) and the fitted feature count."""
-    X = check_array(X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite="allow-nan")
+    X = check_array(X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite="allow-nan")
     if X.shape[1] != est.n_features_in_:
         raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
                          f"{est.n_features_in_} features as input.")
@@ -224,7 +230,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         first = not hasattr(self, "n_samples_seen_")
         if _gpu(X):
             return self._partial_fit_gpu(X, first, sample_weight)
-        X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False, reset=first)
+        X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False, reset=first)
         return self._update(X, first, sample_weight)
 
     def _update(self, X, first: bool, sample_weight):
@@ -314,7 +320,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if _gpu(X):
             return self.fit(X, y, sample_weight).transform(X)
         self._reset()
-        X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         self._update(X, True, sample_weight)
         return _affine(X, *self._params(False), self.copy)
 
@@ -365,7 +371,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def partial_fit(self, X, y=None):
         first = not hasattr(self, "n_samples_seen_")
         if not _gpu(X):
-            X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False,
+            X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False,
                               reset=first)
         return self._update(X, first)
 
@@ -384,7 +390,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             # the mean as well: min/max skip NaN, the mean shows it (NaN is not ignored on the GPU)
             mean, _, mn, mx, _ = _core.prep_col_stats(X, _FLAGS_MEAN | _FLAGS_MINMAX)
             _, mn, mx = _host_stats(mean, mn, mx)
-            dt = np.dtype(np.float32 if X.dtype.itemsize == 4 else np.float64)  # the op took float32/float64 only
+            dt = _arraylib.numpy_dtype(X)
         else:
             _, _, _, mn, mx, finite = _core.prep_nan_col_stats(X, _FLAGS_MINMAX)
             if not finite:
@@ -428,7 +434,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             return self.fit(X, y).transform(X)
         self._reset()
         self._check_range()
-        X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         self._update(X, True)
         return self._finish(_affine(X, *self._kernel_params(), self.copy))
 
@@ -474,9 +480,9 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         if _gpu(X):  # percentiles have no CUDA kernel: X is copied to the host; transforms run on the device
             _gpu_validate(self, X, reset=True)
-            X = _arraylib.to_host(X)
+            X = _arraylib.to_numpy(X)
         else:
-            X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+            X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         return self._fit_validated(X)
 
     def _fit_validated(self, X):
@@ -521,7 +527,7 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # X is validated once: the percentile pass found no infinity, so transform it directly
         if _gpu(X):
             return self.fit(X, y).transform(X)
-        X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         self._fit_validated(X)
         return _affine(X, *self._params(False), self.copy)
 
@@ -579,14 +585,14 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Y, norms = _core.prep_normalize(X, self.norm)
             _host_stats(norms)  # a host copy of the n_samples norms: NaN / infinity in X raise, as on the CPU
             return Y
-        X = validate_data(self, X, accept_sparse=False, reset=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        X = validate_data(self, X, accept_sparse=False, reset=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         return self._normalize(X, copy)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         if _gpu(X):
             return self.fit(X, y).transform(X)
-        X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+        X = validate_data(self, X, accept_sparse=False, dtype=_FLOAT_DTYPES, ensure_all_finite=False)
         return self._normalize(X, self.copy)
 
     def __sklearn_tags__(self):
@@ -998,7 +1004,7 @@ class ImageZeroCentering(TransformerMixin, BaseEstimator):
         self.data_format = data_format
 
     def _as_images(self, X) -> np.ndarray:
-        X = check_array(X, allow_nd=True, dtype=FLOAT_DTYPES, ensure_min_features=1,
+        X = check_array(X, allow_nd=True, dtype=_FLOAT_DTYPES, ensure_min_features=1,
                         input_name="X", estimator=self)
         _image_channels(X.shape, self.data_format)
         return X
