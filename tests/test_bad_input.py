@@ -799,12 +799,13 @@ def _reset_runtime(nk):
 
 def _main_input(spec: Spec, kw: dict):
     """The argument whose library the results follow: the first array argument given (a list's first array)."""
-    for name in spec.arrays:
+    for name, arr in spec.arrays.items():
         v = kw.get(name)
-        if isinstance(v, list) and v:
+        if arr.is_list and isinstance(v, list) and v:
             v = v[0]
-        if v is not None and not isinstance(v, (list, tuple)) and hasattr(v, "shape"):
-            return v
+        if v is None:
+            continue
+        return v if hasattr(v, "shape") else None  # an array-like main input (a list): NumPy results
     return None
 
 
@@ -876,6 +877,8 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
         try:
             expected = ref(**clean)
         except Exception as exc:  # noqa: BLE001
+            if library != "numpy" and expect == EITHER and spec.family == "preprocessing":
+                return None  # scikit-learn's check_array converted a lenient dtype (float16 tensor -> float64)
             return f"accepted, but the reference refused the clean copy: {type(exc).__name__}: {exc}"
         finally:
             _reset_runtime(nk)

@@ -204,7 +204,11 @@ KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cu
     "ln_fwd_kernel": _LN, "ln_bwd_dx_kernel": _LN, "ln_bwd_param_partial": _LN, "ln_bwd_param_final": _LN,
     "bn_stats_partial": ("batchnorm", "batchnorm_split"), "bn_stats_final": ("batchnorm", "batchnorm_split"),
     "bn_apply_kernel": ("batchnorm", "batchnorm_eval", "batchnorm_split"),
-    "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_bwd_reduce_final": ("batchnorm", "batchnorm_split"),
+    "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_reduce_final": ("batchnorm", "batchnorm_split"),
+    # per-channel parameters computed on the device (issue 14: no host round trip)
+    "bn_forward_params": ("batchnorm", "batchnorm_eval"), "bn_normalize_params": ("batchnorm_split",),
+    "bn_backward_params": ("batchnorm",), "bn_elemt_params": ("batchnorm_split",),
+    "vec_as_kernel": ("layernorm", "batchnorm", "batchnorm_eval"),
     "bn_bwd_apply_kernel": ("batchnorm", "batchnorm_split"),
     "multi_tensor_kernel": _OPT,
     "sumsq_kernel": ("clip_grad_norm",), "finish_norm_kernel": ("clip_grad_norm",), "scale_kernel": ("clip_grad_norm",),

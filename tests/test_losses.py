@@ -404,11 +404,6 @@ def test_torch_cpu_bitwise_numpy(dtype):
         l3, d3 = nk.softmax_cross_entropy(x, yt)
         assert l3 == loss and type(d3) is np.ndarray
         np.testing.assert_array_equal(d3, d)
-    # logits as a list (an array-like of no library): the results follow the first array given, the labels
-    x, y = _data((5, 4), np.float64, seed=8)
-    l4, d4 = nk.softmax_cross_entropy(x.tolist(), torch.from_numpy(y))
-    assert isinstance(d4, torch.Tensor)
-    np.testing.assert_array_equal(d4.numpy(), nk.softmax_cross_entropy(x, y)[1])
 
 
 def test_torch_cpu_out_in_place_strided_and_label_dtypes():

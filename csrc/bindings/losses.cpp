@@ -124,9 +124,6 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
   Operand lab = operand_of(labels_in, "labels", /*float_only=*/false);
   check_labels(lab, n);
   check_same_device(x, "logits", lab, "labels");
-  // Logits given as an array-like (a list): the results follow the first array given, the labels.
-  if (lab.library == Library::torch && x.library == Library::numpy && !py::isinstance<py::array>(logits_in))
-    x.library = Library::torch;
   std::vector<int64_t> host_labels;
   if (!x.is_cuda()) read_host_labels(lab, n, c, host_labels);  // GPU labels: the kernel checks each one it reads
   Operand o = output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data);
