@@ -916,7 +916,8 @@ def test_gpu_every_op_matches_cpu(gpu, dtype):
         rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
         grm, grv = to_gpu(rm), to_gpu(rv)
         y, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
-        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(g), to_gpu(b), running_mean=grm, running_var=grv, **kw)
+        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(np.repeat(g, 2))[::2], to_gpu(b), running_mean=grm,
+                                          running_var=grv, **kw)  # strided float32 gamma, float64 beta
         assert type(gy) is type(to_gpu(x)) and type(gm) is type(gy)
         for a, e in ((gy, y), (gm, m), (gr, r), (grm, rm), (grv, rv)):
             assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
@@ -943,9 +944,9 @@ def test_gpu_every_op_matches_cpu(gpu, dtype):
         gde = nk.batchnorm_backward_elemt(to_gpu(dout), to_gpu(x), to_gpu(g), gmean, gr, to_gpu(sg), to_gpu(sgx), n,
                                           y=gy, **kw)
         assert_close(to_np(gde), de, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
-        gl, bl = _data((shape[-1],), dtype, 304), _data((shape[-1] * 2,), dtype, 305)[::2]  # strided beta
-        y, m, r = nk.layernorm_forward(x, gl, bl, **kw)
-        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(np.ascontiguousarray(bl)), **kw)
+        gl, bl2 = _data((shape[-1],), dtype, 304), _data((shape[-1] * 2,), dtype, 305)
+        y, m, r = nk.layernorm_forward(x, gl, bl2[::2], **kw)
+        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(bl2)[::2], **kw)  # a strided device beta
         for a, e in ((gy, y), (gm, m), (gr, r)):
             assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
         assert_close(to_np(nk.layernorm_forward(to_gpu(x))[0]), nk.layernorm_forward(x)[0], dtype, table=tab)
