@@ -859,6 +859,26 @@ def test_torch_cpu_running_stats_refusals():
     assert (rm == 0).all()
 
 
+def test_torch_cpu_modules():
+    """nk.BatchNorm / nk.LayerNorm with a torch CPU x (NumPy parameters): tensors back, values
+    bitwise those of the NumPy input, in training and eval mode (eval backward included)."""
+    torch = pytest.importorskip("torch")
+    x, dout = _data((8, 3, 5), np.float64, 240, loc=2.0), _data((8, 3, 5), np.float64, 241)
+    for mode in ("train", "eval"):
+        a, b = nk.BatchNorm(3, activation="relu", dtype=np.float64), nk.BatchNorm(3, activation="relu", dtype=np.float64)
+        if mode == "eval":
+            a.eval(), b.eval()
+        ya, yb = a.forward(x), b.forward(torch.from_numpy(x.copy()))
+        _same(yb, ya)
+        _same(b.backward(torch.from_numpy(dout.copy())), a.backward(dout))
+        np.testing.assert_array_equal(b.running_mean, a.running_mean)
+        np.testing.assert_array_equal(b.running_var, a.running_var)
+        _same(b.dgamma, a.dgamma)
+    la, lb = nk.LayerNorm(5, dtype=np.float64), nk.LayerNorm(5, dtype=np.float64)
+    _same(lb.forward(torch.from_numpy(x.copy())), la.forward(x))
+    _same(lb.backward(torch.from_numpy(dout.copy())), la.backward(dout))
+
+
 # ---------------------------------------------------------------- GPU (skips without one)
 
 def test_gpu_matches_cpu(gpu):
