@@ -17,12 +17,15 @@ Timing method: every implementation of a row is warmed up, then the implementati
 called in rounds, once each, in a shuffled order (interleaved, so drifts of the machine hit
 all of them alike, and no implementation always follows the same one); the median
 of the per-call times is reported with the spread (min and interquartile range). GPU rows
-synchronise the device around each call (``Impl.sync``). Threads are whatever
+(``Impl.device == "cuda"``) are timed with CUDA events: one sample is a batch of back-to-back
+calls between two events (see :data:`GPU_SAMPLE_S`), the device synchronised before it
+(``Impl.sync``) and after it. Threads are whatever
 ``nk.set_num_threads`` / ``--threads`` configured, for nnkernels, PyTorch and NumPy alike.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import statistics
 import time
@@ -32,6 +35,18 @@ import numpy as np
 
 MB = 1 << 20
 L3_BYTES = 32 * MB  # this project's reference machine; DRAM rows use arrays far above it
+# A GPU's L2 when the device does not report it (H200: 60 MB, H100: 50 MB). GPU rows moving at
+# least 4x the L2 are DRAM-bound and report % of the device-to-device copy bandwidth.
+GPU_L2_BYTES = 60 * MB
+
+# GPU timing: one sample is `calls` back-to-back calls between two CUDA events, `calls` chosen after
+# the warm-up so that a sample spans about GPU_SAMPLE_S (at most GPU_MAX_CALLS calls; calls that
+# take longer are timed one by one). A small op is then timed as a training loop issues it: the
+# host's cost of the next call overlaps the current kernel, so the per-call time is the larger of
+# the host's cost (argument checks, allocation, launch) and the kernel's, and neither the events'
+# resolution (about 0.5 us) nor the final synchronisation counts once per call.
+GPU_SAMPLE_S = 1e-3
+GPU_MAX_CALLS = 1000
 
 
 # Impl name of "the same nnkernels call without its fused activation" in a fused-activation row.
@@ -41,6 +56,9 @@ NO_ACT = "nnkernels-no-act"
 # buffer, as a training loop can. Their ratio is the cost of fresh results (the result cache
 # keeps it near 1; without it, page faults made fresh results 2-10x the kernel at 256 MB).
 OUT = "nnkernels-out"
+# The fresh-result call with torch CPU tensors in and out (zero-copy): the cost of the torch interop is its
+# difference from the "nnkernels" row of the same op.
+NK_TORCH = "nnkernels-torch"
 
 
 @dataclasses.dataclass
@@ -50,6 +68,27 @@ class Impl:
     device: str = "cpu"                 # "cpu" or "cuda"
     sync: Optional[Callable[[], None]] = None  # device synchronisation for GPU timings
     setup: Optional[Callable[[], None]] = None  # run before every timed call, untimed (e.g. restore state)
+    calls_per_sample: int = 1           # set by the timing of a GPU row (see GPU_SAMPLE_S)
+
+
+@dataclasses.dataclass
+class DeviceArrays:
+    """How a bench module makes GPU arrays (:meth:`Context.device_arrays`)."""
+    lib: str                            # "torch" or "cupy"
+    asarray: Callable[[np.ndarray], Any]  # a device copy of a NumPy array
+    empty: Callable[[tuple, Any], Any]  # (shape, NumPy dtype) -> uninitialised device array
+    sync: Callable[[], None]            # synchronise the device (Impl.sync)
+
+
+def _torch_cuda_arrays(torch) -> DeviceArrays:
+    return DeviceArrays("torch", lambda a: torch.from_numpy(np.ascontiguousarray(a)).to("cuda"),
+                        lambda shape, dt: torch.empty(shape, dtype=getattr(torch, np.dtype(dt).name), device="cuda"),
+                        torch.cuda.synchronize)
+
+
+def _cupy_arrays(cupy) -> DeviceArrays:
+    return DeviceArrays("cupy", cupy.asarray, lambda shape, dt: cupy.empty(shape, np.dtype(dt)),
+                        lambda: cupy.cuda.get_current_stream().synchronize())
 
 
 @dataclasses.dataclass
@@ -81,6 +120,20 @@ class Context:
         """Whether the row ``op`` at size ``label`` was asked for (modules check before building data)."""
         return self.select is None or bool(self.select(op, label))
 
+    def device_arrays(self) -> Optional[DeviceArrays]:
+        """GPU arrays for the nnkernels CUDA rows, or None without a usable GPU (no CUDA build, no
+        device, neither PyTorch with CUDA nor CuPy): PyTorch CUDA tensors when PyTorch has CUDA
+        (what the PyTorch CUDA rows are given too), else CuPy arrays."""
+        if not self.gpu:
+            return None
+        if self.torch_cuda:
+            return _torch_cuda_arrays(self.torch)
+        return _cupy_arrays(self.cupy) if self.cupy is not None else None
+
+    def torch_cuda_arrays(self) -> Optional[DeviceArrays]:
+        """PyTorch CUDA tensors for the PyTorch CUDA rows (also without nnkernels CUDA), or None."""
+        return _torch_cuda_arrays(self.torch) if self.torch_cuda else None
+
     def elements(self, label) -> int:
         """Element count for an elementwise op at a size label."""
         if isinstance(label, int):
@@ -109,17 +162,19 @@ def evict_caches() -> None:
 
 
 def _cuda_event_timer(impl: Impl):
-    """A callable that times impl.fn with CUDA events on the current stream, or None."""
+    """A callable `timed(calls)` returning the time per call (seconds) of `calls` back-to-back calls
+    of impl.fn between two CUDA events on the current stream, or None without CuPy or PyTorch CUDA."""
     try:
         import cupy
 
-        def timed():
+        def timed(calls):
             start, end = cupy.cuda.Event(), cupy.cuda.Event()
             start.record()
-            impl.fn()
+            for _ in range(calls):
+                impl.fn()
             end.record()
             end.synchronize()
-            return cupy.cuda.get_elapsed_time(start, end) / 1e3
+            return cupy.cuda.get_elapsed_time(start, end) / 1e3 / calls
 
         return timed
     except ImportError:
@@ -130,17 +185,25 @@ def _cuda_event_timer(impl: Impl):
         if not torch.cuda.is_available():
             return None
 
-        def timed_torch():
+        def timed_torch(calls):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            impl.fn()
+            for _ in range(calls):
+                impl.fn()
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) / 1e3
+            return start.elapsed_time(end) / 1e3 / calls
 
         return timed_torch
     except ImportError:
         return None
+
+
+def gpu_calls_per_sample(one_call_s: float) -> int:
+    """Calls per GPU timing sample for a call that took `one_call_s` seconds (see GPU_SAMPLE_S)."""
+    if not one_call_s > 0:
+        return GPU_MAX_CALLS
+    return max(1, min(GPU_MAX_CALLS, math.ceil(GPU_SAMPLE_S / one_call_s)))
 
 
 def time_calls(impl: Impl, *, repeats: int, warmup: int, min_time: float = 0.0, max_time: float = 10.0,
@@ -166,6 +229,9 @@ def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float 
         if impl.sync:
             impl.sync()
     timers = [_cuda_event_timer(i) if i.device == "cuda" else None for i in impls]
+    for impl, timer in zip(impls, timers):
+        if timer is not None and impl.setup is None:  # a row that restores state per call: one call a sample
+            impl.calls_per_sample = gpu_calls_per_sample(timer(1))
     times: list = [[] for _ in impls]
     start = time.perf_counter()
     rounds = 0
@@ -184,7 +250,7 @@ def time_interleaved(impls: list, *, repeats: int, warmup: int, min_time: float 
             if impl.sync:
                 impl.sync()
             if timers[k] is not None:
-                times[k].append(timers[k]())
+                times[k].append(timers[k](impl.calls_per_sample))
             else:
                 t0 = time.perf_counter()
                 impl.fn()
@@ -238,21 +304,27 @@ def measure_stream_bandwidth(n_bytes: int = 512 * MB, repeats: int = 7) -> dict:
 
 
 def measure_gpu_copy_bandwidth(torch, cupy, n_bytes: int = 1024 * MB, repeats: int = 10) -> Optional[dict]:
-    """Device-to-device copy bandwidth (GB/s, read + write) with the GPU library at hand."""
-    if cupy is not None:
-        a = cupy.ones(n_bytes // 4, cupy.float32)
-        b = cupy.empty_like(a)
-        sync = cupy.cuda.get_current_stream().synchronize
-        fn = lambda: b.__setitem__(Ellipsis, a)  # noqa: E731
-    elif torch is not None and torch.cuda.is_available():
+    """Device-to-device copy bandwidth (GB/s, read + write: 2 * n_bytes per copy) of one
+    float32 array of `n_bytes` (default far above any L2) into another, with PyTorch (the library of
+    the nnkernels CUDA rows) or else CuPy; the roofline of the GPU rows."""
+    if torch is not None and torch.cuda.is_available():
+        lib = "torch"
         a = torch.ones(n_bytes // 4, device="cuda")
         b = torch.empty_like(a)
         sync = torch.cuda.synchronize
         fn = lambda: b.copy_(a)  # noqa: E731
+    elif cupy is not None:
+        lib = "cupy"
+        a = cupy.ones(n_bytes // 4, cupy.float32)
+        b = cupy.empty_like(a)
+        sync = cupy.cuda.get_current_stream().synchronize
+        fn = lambda: b.__setitem__(Ellipsis, a)  # noqa: E731
     else:
         return None
-    s = summarize(time_calls(Impl("d2d", fn, "cuda", sync), repeats=repeats, warmup=3))
-    return {"array_bytes": n_bytes, "copy_GBps": 2 * n_bytes / s["median_s"] / 1e9, "copy": s}
+    impl = Impl("d2d", fn, "cuda", sync)
+    s = summarize(time_calls(impl, repeats=repeats, warmup=3))
+    s["calls_per_sample"] = impl.calls_per_sample
+    return {"array_bytes": n_bytes, "copy_GBps": 2 * n_bytes / s["median_s"] / 1e9, "copy": s, "library": lib}
 
 
 def family_modules() -> Iterator[tuple]:

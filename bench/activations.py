@@ -4,7 +4,10 @@ Bytes moved: forward reads x and writes y (2 streams); backward reads dout and x
 and writes dx (3 streams). The nnkernels impl returns a fresh result (``y = nk.tanh(x)``, what
 a user calls); "nnkernels-out" writes into a preallocated `out`, as do the peers where they
 can (NumPy `out=`, PyTorch `out=`), so the speed-ups compare fresh nnkernels results with the
-peers' best.
+peers' best. "nnkernels-torch" is the fresh-result call on torch CPU tensors (zero-copy in, a tensor out):
+its difference from "nnkernels" is the cost of the torch interop. GPU rows (with a GPU): nnkernels
+CUDA on PyTorch CUDA tensors (CuPy arrays without PyTorch CUDA) and PyTorch CUDA, both into a
+reused out=.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import OUT, Case, Context, Impl, size_label
+from ._harness import NK_TORCH, OUT, Case, Context, Impl, size_label
 
 OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
 ROWS = tuple(name for op in OPS for name in (op, op + "_backward"))
@@ -95,6 +98,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                          Impl(OUT, lambda f=fwd: f(x, out=y))]
                 if torch is not None:
                     impls.append(Impl("torch", _torch_forward(torch, op, xt, yt)))
+                    impls.append(Impl(NK_TORCH, lambda f=fwd: f(xt)))
                 impls += _gpu_impls(ctx, op, x, None)
                 yield Case("activations", op, size_label(n), dt.name, impls, bytes_moved=2 * n * dt.itemsize)
             if op + "_backward" not in wanted:
@@ -103,37 +107,27 @@ def cases(ctx: Context) -> Iterator[Case]:
                      Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv)),
                      Impl(OUT, lambda f=bwd, sv=saved: f(d, sv, out=dx))]
             if torch is not None:
-                impls.append(Impl("torch", _torch_backward(torch, op, dtt, torch.from_numpy(saved), dxt)))
+                st = torch.from_numpy(saved)
+                impls.append(Impl("torch", _torch_backward(torch, op, dtt, st, dxt)))
+                impls.append(Impl(NK_TORCH, lambda f=bwd, st=st: f(dtt, st)))
             impls += _gpu_impls(ctx, op, d, saved)
             yield Case("activations", op + "_backward", size_label(n), dt.name, impls, bytes_moved=3 * n * dt.itemsize)
 
 
 def _gpu_impls(ctx: Context, op: str, a: np.ndarray, saved) -> list:
-    """nnkernels CUDA and PyTorch CUDA rows (only when a GPU is present)."""
+    """nnkernels CUDA and PyTorch CUDA impls (only when a GPU is present), both writing into a
+    device buffer allocated once (out=), as the CPU peers do."""
     out = []
-    torch = ctx.torch
-    if ctx.gpu and ctx.cupy is not None:
-        cp = ctx.cupy
-        ga, gy = cp.asarray(a), cp.empty(a.shape, a.dtype)
-        sync = cp.cuda.get_current_stream().synchronize
-        if saved is None:
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ga, out=gy), "cuda", sync))
+    for name, dev in (("nnkernels-cuda", ctx.device_arrays()), ("torch-cuda", ctx.torch_cuda_arrays())):
+        if dev is None:
+            continue
+        ga, gy = dev.asarray(a), dev.empty(a.shape, a.dtype)
+        gs = None if saved is None else dev.asarray(saved)
+        if name == "torch-cuda":
+            fn = _torch_forward(ctx.torch, op, ga, gy) if saved is None else _torch_backward(ctx.torch, op, ga, gs, gy)
+        elif saved is None:
+            fn = lambda f=_nk_forward(op), ga=ga, gy=gy: f(ga, out=gy)  # noqa: E731
         else:
-            gs = cp.asarray(saved)
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ga, gs, out=gy), "cuda", sync))
-    elif ctx.gpu and ctx.torch_cuda:
-        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
-        sync = torch.cuda.synchronize
-        if saved is None:
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op)(ta, out=ty), "cuda", sync))
-        else:
-            ts = torch.from_numpy(saved).cuda()
-            out.append(Impl("nnkernels-cuda", lambda: getattr(nk, op + "_backward")(ta, ts, out=ty), "cuda", sync))
-    if ctx.torch_cuda:
-        ta, ty = torch.from_numpy(a).cuda(), torch.empty(a.shape, dtype=torch.from_numpy(a[:0]).dtype, device="cuda")
-        if saved is None:
-            fn = _torch_forward(torch, op, ta, ty)
-        else:
-            fn = _torch_backward(torch, op, ta, torch.from_numpy(saved).cuda(), ty)
-        out.append(Impl("torch-cuda", fn, "cuda", torch.cuda.synchronize))
+            fn = lambda f=_nk_backward(op), ga=ga, gs=gs, gy=gy: f(ga, gs, out=gy)  # noqa: E731
+        out.append(Impl(name, fn, "cuda", dev.sync))
     return out

@@ -13,8 +13,10 @@ implementation of the row is called once, in a shuffled order (interleaved, so d
 of them alike); median reported with min and interquartile range. Rounds stop early once a row
 has used its time budget (the main job: ~1 s per implementation, at least 3 rounds; --full and
 explicit --ops/--sizes: 10 s). Rows whose data exceed half the L3 cache have the caches flushed
-(a 64 MB write) before every timed call. GPU rows are timed with CUDA events on the current
-stream and synchronised. The thread count (--threads, default: nk.get_num_threads()) applies to
+(a 64 MB write) before every timed call. GPU rows (only when a GPU is present: nnkernels CUDA on
+PyTorch CUDA tensors, or CuPy arrays without PyTorch CUDA, and PyTorch CUDA) are timed with CUDA
+events on the current stream, in batches of back-to-back calls of about 1 ms; rows moving at
+least 4x the GPU's L2 report % of a device-to-device copy measured at the start. The thread count (--threads, default: nk.get_num_threads()) applies to
 nnkernels, PyTorch and BLAS (threadpoolctl) alike.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ import nnkernels as nk
 from nnkernels._cli import HelpFormatter, output_path_problem
 
 from . import _harness as H
-from .report import PCT_COPY_NOTE, _t
+from .report import GPU_PCT_NOTE, PCT_COPY_NOTE, _t
 
 PEERS = ("numpy", "torch", "sklearn")
 SIZE_LABELS = ("small", "medium", "large")
@@ -186,16 +188,18 @@ def _peers(args):
 
 
 def _gpu_info(torch, cupy) -> dict:
-    info = {"gpus": [], "cuda_driver": None, "cuda_runtime": None}
+    info = {"gpus": [], "cuda_driver": None, "cuda_runtime": None, "gpu_l2_bytes": None}
     try:
         if cupy is not None:
             rt = cupy.cuda.runtime
             info["gpus"] = [rt.getDeviceProperties(i)["name"].decode() for i in range(rt.getDeviceCount())]
             info["cuda_driver"] = rt.driverGetVersion()
             info["cuda_runtime"] = rt.runtimeGetVersion()
+            info["gpu_l2_bytes"] = int(rt.getDeviceProperties(0)["l2CacheSize"])
         elif torch is not None and torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             info["cuda_runtime"] = torch.version.cuda
+            info["gpu_l2_bytes"] = int(torch.cuda.get_device_properties(0).L2_cache_size)
     except Exception:  # noqa: BLE001 - informational only
         pass
     if not info["gpus"]:
@@ -272,6 +276,7 @@ def run(args) -> dict:
         if result["gpu_stream"]:
             print(f"GPU device-to-device copy {result['gpu_stream']['copy_GBps']:.0f} GB/s", flush=True)
     gpu_bw = result["gpu_stream"]["copy_GBps"] if result["gpu_stream"] else None
+    gpu_dram_bytes = 4 * (result["machine"].get("gpu_l2_bytes") or H.GPU_L2_BYTES)
     levels = _isa_levels() if args.isa_levels else []
 
     for family, module in H.family_modules():
@@ -279,7 +284,7 @@ def run(args) -> dict:
             if levels:
                 case.impls += _isa_impls(case, levels)
             _progress(f"[{len(result['rows']) + 1}] {case.op} {case.shape}...")
-            row = _run_case(case, repeats, copy_bw, gpu_bw, max_time=max_time)
+            row = _run_case(case, repeats, copy_bw, gpu_bw, max_time=max_time, gpu_dram_bytes=gpu_dram_bytes)
             result["rows"].append(row)
             _progress(f"[{len(result['rows'])}] {_row_progress(row)}")
     if limiter is not None:
@@ -309,11 +314,14 @@ def _isa_impls(case, levels):
     return [H.Impl(f"nnkernels[{lvl}]", pinned(ours.fn, lvl), "cpu", None, ours.setup) for lvl in levels]
 
 
-def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME) -> dict:
+def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME, gpu_dram_bytes=4 * H.GPU_L2_BYTES) -> dict:
     row = {"family": case.family, "op": case.op, "shape": case.shape, "dtype": case.dtype, "kind": case.kind,
            "bytes": case.bytes_moved, "elements": case.elements, "note": case.note, "impls": {}}
     flush = case.bytes_moved >= H.L3_BYTES // 2
     row["cache_flushed"] = flush
+    gpu_dram = case.kind == "memory" and case.bytes_moved >= gpu_dram_bytes
+    if any(i.device == "cuda" for i in case.impls):
+        row["gpu_dram"] = gpu_dram  # GPU rows only: the bytes are DRAM-bound on the device too
     impls = list(case.impls)
     if flush and case.kind == "memory" and copy_bw:
         # The row's own roofline: a stream copy moving the same number of bytes, timed
@@ -334,8 +342,10 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME) -> di
             s["GBps"] = case.bytes_moved / s["median_s"] / 1e9
             if copy_ref and impl.device == "cpu":
                 s["pct_copy_bw"] = 100.0 * s["GBps"] / copy_ref
-            if gpu_bw and impl.device == "cuda":
+            if gpu_bw and impl.device == "cuda" and gpu_dram:
                 s["pct_gpu_copy_bw"] = 100.0 * s["GBps"] / gpu_bw
+        if impl.device == "cuda":
+            s["calls_per_sample"] = impl.calls_per_sample
         if case.elements:
             s["elements_per_s"] = case.elements / s["median_s"]
         row["impls"][impl.name] = s
@@ -348,6 +358,8 @@ def _run_case(case, repeats, copy_bw, gpu_bw=None, max_time=FULL_MAX_TIME) -> di
         row["time_vs_no_act"] = ours["median_s"] / row["impls"][H.NO_ACT]["median_s"]
     if ours and H.OUT in row["impls"]:
         row["fresh_vs_out"] = ours["median_s"] / row["impls"][H.OUT]["median_s"]
+    if ours and H.NK_TORCH in row["impls"]:
+        row["torch_interop_s"] = row["impls"][H.NK_TORCH]["median_s"] - ours["median_s"]
     gpu = row["impls"].get("nnkernels-cuda")
     if gpu and "torch-cuda" in row["impls"]:
         row["cuda_speedup_vs_torch_cuda"] = row["impls"]["torch-cuda"]["median_s"] / gpu["median_s"]
@@ -382,6 +394,16 @@ def _med(row, name) -> str:
     return _t(row["impls"].get(name, {}).get("median_s"))
 
 
+def _cuda_gbps(row) -> str:
+    ours = row["impls"].get("nnkernels-cuda", {})
+    return f"{ours['GBps']:.0f}" if row.get("bytes") and "GBps" in ours else "-"
+
+
+def _cuda_pct(row) -> str:
+    ours = row["impls"].get("nnkernels-cuda", {})
+    return f"{ours['pct_gpu_copy_bw']:.0f}%" if "pct_gpu_copy_bw" in ours else "-"
+
+
 def _ratio(row, key) -> str:
     return f"{row[key]:.2f}x" if key in row else "-"
 
@@ -394,7 +416,8 @@ COLUMNS = (
     ("torch", lambda r: _med(r, "torch")), ("sklearn", lambda r: _med(r, "sklearn")),
     ("x numpy", lambda r: _ratio(r, "speedup_vs_numpy")), ("x torch", lambda r: _ratio(r, "speedup_vs_torch")),
     ("x sklearn", lambda r: _ratio(r, "speedup_vs_sklearn")),
-    ("nk-cuda", lambda r: _med(r, "nnkernels-cuda")), ("torch-cuda", lambda r: _med(r, "torch-cuda")),
+    ("nk-cuda", lambda r: _med(r, "nnkernels-cuda")), ("cuda GB/s", _cuda_gbps), ("%d2d", _cuda_pct),
+    ("torch-cuda", lambda r: _med(r, "torch-cuda")),
     ("x torch-cuda", lambda r: _ratio(r, "cuda_speedup_vs_torch_cuda")),
 )
 _ALWAYS = ("op", "shape", "numpy", "nnkernels")
@@ -426,6 +449,11 @@ def table(result) -> str:
             gbs = f", {o['GBps']:.1f} GB/s" if "GBps" in o else ""
             out.append(f"fresh result, {r['op']} {r['shape']}: {r['fresh_vs_out']:.2f}x the time of out= "
                        f"({_t(o['median_s'])}{gbs}); slowest round {ours['max_s'] / ours['median_s']:.1f}x the median")
+    for r in rows:
+        if "torch_interop_s" in r:
+            t = r["impls"][H.NK_TORCH]
+            out.append(f"torch tensors, {r['op']} {r['shape']}: {_t(t['median_s'])} per call, "
+                       f"{r['torch_interop_s'] * 1e6:+.2f} µs against the same call on NumPy arrays")
     heads = {h for h, _ in cols}
     out.append("")
     out.append("times: median per call; x PEER: the peer's time / nnkernels' time (above 1: nnkernels is faster).")
@@ -434,6 +462,11 @@ def table(result) -> str:
                    "e.g. the training step, timed in samples).")
     if "%copy" in heads:
         out.append(PCT_COPY_NOTE)
+    if "nk-cuda" in heads or "torch-cuda" in heads:
+        out.append("GPU: nk-cuda nnkernels' CUDA kernels, torch-cuda PyTorch CUDA (median per call, timed with CUDA "
+                   "events over batches of back-to-back calls); x torch-cuda: torch-cuda's time / nk-cuda's.")
+    if "%d2d" in heads:
+        out.append(GPU_PCT_NOTE)
     return "\n".join(out)
 
 
@@ -463,6 +496,19 @@ def summary(result) -> str:
     if pct:
         out.append(f"  DRAM-bound rows: nnkernels at median {statistics.median(pct):.0f}% of a same-size stream copy "
                    f"({min(pct):.0f}-{max(pct):.0f}%, {len(pct)} rows)")
+    sp = [r["cuda_speedup_vs_torch_cuda"] for r in rows if "cuda_speedup_vs_torch_cuda" in r]
+    if sp:
+        out.append(f"  nnkernels CUDA vs PyTorch CUDA median {statistics.median(sp):.2f}x, range {min(sp):.2f}x-"
+                   f"{max(sp):.2f}x over {len(sp)} rows (faster in {sum(v > 1 for v in sp)})")
+        slower += [f"{r['op']} {r['shape']} ({r['cuda_speedup_vs_torch_cuda']:.2f}x PyTorch CUDA)" for r in rows
+                   if r.get("cuda_speedup_vs_torch_cuda", 2) < 1]
+    gpct = [r["impls"]["nnkernels-cuda"]["pct_gpu_copy_bw"] for r in rows
+            if "pct_gpu_copy_bw" in r["impls"].get("nnkernels-cuda", {})]
+    if gpct:
+        copy = result.get("gpu_stream") or {}
+        out.append(f"  GPU DRAM-bound rows: nnkernels CUDA at median {statistics.median(gpct):.0f}% of the "
+                   f"device-to-device copy ({copy.get('copy_GBps', 0):.0f} GB/s; {min(gpct):.0f}-{max(gpct):.0f}%, "
+                   f"{len(gpct)} rows)")
     if slower:
         more = f" and {len(slower) - 6} more" if len(slower) > 6 else ""
         out.append("  slower than a peer: " + ", ".join(slower[:6]) + more)

@@ -48,19 +48,16 @@ def cases(ctx: Context) -> Iterator[Case]:
 
 
 def _gpu_impls(ctx: Context, op: str, n: int, dt) -> list:
+    """nnkernels CUDA (into a device `out`) and torch.nn.init on a PyTorch CUDA tensor (with a GPU)."""
     res = []
     fn = init.normal if op == "normal" else init.uniform
-    if ctx.gpu and ctx.cupy is not None:
-        cp = ctx.cupy
-        g = cp.empty(n, dt)
-        res.append(Impl("nnkernels-cuda", lambda: fn((n,), seed=1, out=g), "cuda", cp.cuda.get_current_stream().synchronize))
-    elif ctx.gpu and ctx.torch_cuda:
-        torch = ctx.torch
-        g = torch.empty(n, dtype=getattr(torch, dt.name), device="cuda")
-        res.append(Impl("nnkernels-cuda", lambda: fn((n,), seed=1, out=g), "cuda", torch.cuda.synchronize))
-    if ctx.torch_cuda:
-        torch = ctx.torch
-        tg = torch.empty(n, dtype=getattr(torch, dt.name), device="cuda")
-        f = torch.nn.init.normal_ if op == "normal" else torch.nn.init.uniform_
-        res.append(Impl("torch-cuda", lambda: f(tg), "cuda", torch.cuda.synchronize))
+    dev = ctx.device_arrays()
+    if dev is not None:
+        g = dev.empty((n,), dt)
+        res.append(Impl("nnkernels-cuda", lambda: fn((n,), seed=1, out=g), "cuda", dev.sync))
+    tdev = ctx.torch_cuda_arrays()
+    if tdev is not None:
+        tg = tdev.empty((n,), dt)
+        f = ctx.torch.nn.init.normal_ if op == "normal" else ctx.torch.nn.init.uniform_
+        res.append(Impl("torch-cuda", lambda: f(tg), "cuda", tdev.sync))
     return res

@@ -4,7 +4,9 @@ Sizes: "small" = (256, 10) (a classifier head: call overhead), "large" = (65536,
 (256 MB of logits, DRAM-bound). Bytes moved: logits read once and dlogits written once (the
 kernel re-reads each row from L1), plus the int64 labels. PyTorch row: ``cross_entropy`` forward
 and ``autograd.grad`` (what a training step does); NumPy row: the reference. The nnkernels impl
-returns a fresh dlogits; "nnkernels-out" writes it into a reused ``out=``.
+returns a fresh dlogits; "nnkernels-out" writes it into a reused ``out=``. GPU rows (with a GPU):
+nnkernels CUDA into a reused out= (PyTorch CUDA tensors, or CuPy arrays without PyTorch CUDA), and
+PyTorch CUDA's cross_entropy + autograd.grad.
 """
 from __future__ import annotations
 
@@ -53,16 +55,15 @@ def cases(ctx: Context) -> Iterator[Case]:
                 return torch.autograd.grad(loss, xt)
 
             impls.append(Impl("torch", torch_step))
-        if ctx.gpu and ctx.cupy is not None:
-            cp = ctx.cupy
-            gx, gy, gd = cp.asarray(x), cp.asarray(y), cp.empty_like(cp.asarray(x))
-            impls.append(Impl("nnkernels-cuda", lambda: nk.softmax_cross_entropy(gx, gy, out=gd), "cuda",
-                              cp.cuda.get_current_stream().synchronize))
-        if ctx.torch_cuda:
+        dev = ctx.device_arrays()
+        if dev is not None:
+            gx, gy, gd = dev.asarray(x), dev.asarray(y), dev.empty(x.shape, x.dtype)
+            impls.append(Impl("nnkernels-cuda", lambda: nk.softmax_cross_entropy(gx, gy, out=gd), "cuda", dev.sync))
+        tdev = ctx.torch_cuda_arrays()
+        if tdev is not None:
             F = torch.nn.functional
-            gxt = torch.from_numpy(x).cuda().requires_grad_(True)
-            gyt = torch.from_numpy(y).cuda()
+            gxt, gyt = tdev.asarray(x).requires_grad_(True), tdev.asarray(y)
             impls.append(Impl("torch-cuda", lambda: torch.autograd.grad(F.cross_entropy(gxt, gyt), gxt), "cuda",
-                              torch.cuda.synchronize))
+                              tdev.sync))
         yield Case("losses", "softmax_cross_entropy", f"{n}x{c}", dt.name, impls,
                    bytes_moved=2 * n * c * dt.itemsize + 8 * n)

@@ -12,7 +12,9 @@ Per-row / per-channel vectors (mean, rstd, gamma, partial sums) are ignored. PyT
 torch.nn.functional (layer_norm, batch_norm) and autograd for forward+backward. The nnkernels
 impl returns fresh results (``y = nk.layernorm_forward(x)``), as PyTorch and NumPy do; impl
 "nnkernels-out" writes y and dx into buffers allocated once (``out=``, the results of a first
-call), as a training loop can, timed interleaved in the same row.
+call), as a training loop can, timed interleaved in the same row. With a GPU every sized row also has
+"nnkernels-cuda" (the same calls on PyTorch CUDA tensors, or CuPy arrays without PyTorch CUDA) and
+"torch-cuda" (the PyTorch calls on CUDA tensors), timed in the same row.
 
 layernorm_growth: layer norm forward at 1, 8, 64, ..., 256Ki rows of 1,024 (fresh and out=),
 one row per size, so a per-call cost that does not grow with the bytes (allocation, page
@@ -28,7 +30,7 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import NO_ACT, OUT, Case, Context, Impl
+from ._harness import NK_TORCH, NO_ACT, OUT, Case, Context, Impl
 
 GROWTH_ROWS = (1, 8, 64, 512, 4096, 16384, 65536, 262144)
 GROWTH_D = 1024
@@ -71,6 +73,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             F = torch.nn.functional
             xt, dt_t, gt, bt = (torch.from_numpy(a) for a in (x, dout, g, b))
             trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+        gpu = _gpu_impls(ctx, x, dout, g, b, wanted)
 
         # ---- layer norm forward
         impls = [Impl("numpy", lambda: ref.layernorm_forward(x, g, b)),
@@ -78,6 +81,8 @@ def cases(ctx: Context) -> Iterator[Case]:
                  Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
         if torch is not None:
             impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
+            impls.append(Impl(NK_TORCH, lambda: nk.layernorm_forward(xt, gt, bt)))
+        impls += gpu.get("layernorm_forward", [])
         if "layernorm_forward" in wanted:
             yield Case("normalization", "layernorm_forward", lab, dt.name, impls, bytes_moved=2 * e)
 
@@ -102,6 +107,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                 bg = bt.detach().requires_grad_()
                 F.layer_norm(xg, (d,), gg, bg, 1e-5).backward(dt_t)
             impls.append(Impl("torch", torch_ln_fb))
+        impls += gpu.get("layernorm_fwd_bwd", [])
         if "layernorm_fwd_bwd" in wanted:
             yield Case("normalization", "layernorm_fwd_bwd", lab, dt.name, impls, bytes_moved=5 * e)
 
@@ -125,6 +131,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                 else:
                     impls.append(Impl("torch", lambda: torch.relu_(F.batch_norm(xt, trm, trv, gt, bt, True, 0.1,
                                                                                 1e-5))))
+            impls += gpu.get(op, [])
             yield Case("normalization", op, lab, dt.name, impls, bytes_moved=3 * e)
 
         # ---- batch norm forward + backward
@@ -148,9 +155,9 @@ def cases(ctx: Context) -> Iterator[Case]:
                 bg = bt.detach().requires_grad_()
                 F.batch_norm(xg, trm, trv, gg, bg, True, 0.1, 1e-5).backward(dt_t)
             impls.append(Impl("torch", torch_bn_fb))
+        impls += gpu.get("batchnorm_fwd_bwd", [])
         if "batchnorm_fwd_bwd" in wanted:
             yield Case("normalization", "batchnorm_fwd_bwd", lab, dt.name, impls, bytes_moved=8 * e)
-        yield from _gpu_cases(ctx, lab, x, dout, g, b, e, wanted)
     if ctx.wants("layernorm_growth"):
         yield from _growth_cases(ctx)
 
@@ -181,22 +188,55 @@ def _growth_cases(ctx: Context) -> Iterator[Case]:
                    bytes_moved=2 * n * d * dt.itemsize)
 
 
-def _gpu_cases(ctx: Context, lab: str, x, dout, g, b, e, wanted) -> Iterator[Case]:
-    """nnkernels CUDA vs PyTorch CUDA rows (only with a GPU)."""
-    torch = ctx.torch
-    if not ctx.torch_cuda:
-        return
-    F = torch.nn.functional
-    sync = torch.cuda.synchronize
-    xc, dc, gc, bc = (torch.from_numpy(a).cuda() for a in (x, dout, g, b))
+def _gpu_impls(ctx: Context, x, dout, g, b, wanted) -> dict:
+    """{row: [nnkernels CUDA impl, PyTorch CUDA impl]} for the rows in `wanted` (empty without a GPU):
+    the same calls as the CPU impls of the row (fresh results, running statistics on the device,
+    autograd for PyTorch's forward + backward) on device copies of the row's arrays."""
+    out: dict = {op: [] for op in wanted}
+    dev, tdev = ctx.device_arrays(), ctx.torch_cuda_arrays()
     d = x.shape[1]
-    if "layernorm_forward" in wanted:
-        impls = [Impl("torch-cuda", lambda: F.layer_norm(xc, (d,), gc, bc, 1e-5), "cuda", sync)]
-        if ctx.gpu:
-            impls.insert(0, Impl("nnkernels-cuda", lambda: nk.layernorm_forward(xc, gc, bc), "cuda", sync))
-        yield Case("normalization", "layernorm_forward", lab, str(x.dtype), impls, bytes_moved=2 * e)
-    if "batchnorm_forward" in wanted:
-        impls = [Impl("torch-cuda", lambda: F.batch_norm(xc, None, None, gc, bc, True, 0.1, 1e-5), "cuda", sync)]
-        if ctx.gpu:
-            impls.insert(0, Impl("nnkernels-cuda", lambda: nk.batchnorm_forward(xc, gc, bc), "cuda", sync))
-        yield Case("normalization", "batchnorm_forward", lab, str(x.dtype), impls, bytes_moved=3 * e)
+    if dev is not None:
+        xc, dc, gc, bc = (dev.asarray(a) for a in (x, dout, g, b))
+        rmc, rvc = dev.asarray(np.zeros(d, x.dtype)), dev.asarray(np.ones(d, x.dtype))
+
+        def ln_fb():
+            _, m, r = nk.layernorm_forward(xc, gc, bc)
+            return nk.layernorm_backward(dc, xc, gc, m, r)
+
+        def bn_fb():
+            _, m, r = nk.batchnorm_forward(xc, gc, bc, running_mean=rmc, running_var=rvc)
+            return nk.batchnorm_backward(dc, xc, gc, m, r)
+
+        calls = {"layernorm_forward": lambda: nk.layernorm_forward(xc, gc, bc),
+                 "layernorm_fwd_bwd": ln_fb,
+                 "batchnorm_forward": lambda: nk.batchnorm_forward(xc, gc, bc, running_mean=rmc, running_var=rvc),
+                 "batchnorm_relu_forward": lambda: nk.batchnorm_forward(xc, gc, bc, running_mean=rmc,
+                                                                        running_var=rvc, activation="relu"),
+                 "batchnorm_fwd_bwd": bn_fb}
+        for op in wanted:
+            out[op].append(Impl("nnkernels-cuda", calls[op], "cuda", dev.sync))
+    if tdev is not None:
+        torch = ctx.torch
+        F = torch.nn.functional
+        xt, dt_t, gt, bt = (tdev.asarray(a) for a in (x, dout, g, b))
+        trm, trv = tdev.asarray(np.zeros(d, x.dtype)), tdev.asarray(np.ones(d, x.dtype))
+
+        def leaves():
+            return (a.detach().requires_grad_() for a in (xt, gt, bt))
+
+        def ln_fb_t():
+            xg, gg, bg = leaves()
+            F.layer_norm(xg, (d,), gg, bg, 1e-5).backward(dt_t)
+
+        def bn_fb_t():
+            xg, gg, bg = leaves()
+            F.batch_norm(xg, trm, trv, gg, bg, True, 0.1, 1e-5).backward(dt_t)
+
+        calls = {"layernorm_forward": lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5),
+                 "layernorm_fwd_bwd": ln_fb_t,
+                 "batchnorm_forward": lambda: F.batch_norm(xt, trm, trv, gt, bt, True, 0.1, 1e-5),
+                 "batchnorm_relu_forward": lambda: torch.relu_(F.batch_norm(xt, trm, trv, gt, bt, True, 0.1, 1e-5)),
+                 "batchnorm_fwd_bwd": bn_fb_t}
+        for op in wanted:
+            out[op].append(Impl("torch-cuda", calls[op], "cuda", tdev.sync))
+    return out

@@ -12,6 +12,8 @@ On CPU, nnkernels and the fused torch optimizer update the very same memory (tor
 wrap our arrays, and we step torch's state tensors): on the shared 2-core VM this was measured
 on, the same kernel ran 10-30% faster or slower depending only on which freshly allocated
 buffers it was given (physical page placement), so separate copies made the ratio a lottery.
+GPU rows (with a GPU): nnkernels CUDA and torch.optim on CUDA tensors (fused=True where PyTorch has
+a fused CUDA kernel, else foreach=True; the row's note says which), each on its own device copies.
 """
 from __future__ import annotations
 
@@ -89,32 +91,37 @@ def _shared_torch_impls(ctx, op, p, g):
 
 
 def _torch_cuda_impls(ctx, op, p, g):
-    torch = ctx.torch
-    tparams = [torch.from_numpy(x.copy()).cuda().requires_grad_() for x in p]
+    """torch.optim on PyTorch CUDA tensors: fused=True where this PyTorch has a fused CUDA kernel for
+    the optimizer (Adam, SGD; Adagrad in newer versions), else foreach=True. Returns (impls, mode)."""
+    torch, tdev = ctx.torch, ctx.torch_cuda_arrays()
+    tparams = [tdev.asarray(x).requires_grad_() for x in p]
     for t, gg in zip(tparams, g):
-        t.grad = torch.from_numpy(gg).cuda()
-    opt = _torch_opt(torch, op, tparams, fused=True) if op != "rmsprop" else \
-        _torch_opt(torch, op, tparams, foreach=True)
-    return [Impl("torch-cuda", opt.step, "cuda", torch.cuda.synchronize)]
+        t.grad = tdev.asarray(gg)
+    try:
+        opt = _torch_opt(torch, op, tparams, fused=True)
+        opt.step()  # the device/dtype check of fused runs in the first step
+        mode = "fused"
+    except (TypeError, RuntimeError):  # no fused kernel for this optimizer on CUDA in this PyTorch
+        opt = _torch_opt(torch, op, tparams, foreach=True)
+        mode = "foreach"
+    return [Impl("torch-cuda", opt.step, "cuda", tdev.sync)], mode
 
 
 def _gpu_impls(ctx, op, p, g):
+    """(impls, note) of the GPU rows: nnkernels CUDA on device copies of p, g (PyTorch CUDA tensors,
+    or CuPy arrays without PyTorch CUDA) and torch.optim on PyTorch CUDA tensors."""
     out = []
-    lib = ctx.cupy
-    if ctx.gpu and lib is not None:
-        gp, gg = [lib.asarray(x) for x in p], [lib.asarray(x) for x in g]
-        s1, s2 = [lib.zeros_like(x) for x in gp], [lib.zeros_like(x) for x in gp]
-        out.append(Impl("nnkernels-cuda", _step(nk, op, gp, gg, s1, s2), "cuda",
-                        lib.cuda.get_current_stream().synchronize))
-    elif ctx.gpu and ctx.torch_cuda:
-        torch = ctx.torch
-        gp = [torch.from_numpy(x.copy()).cuda() for x in p]
-        gg = [torch.from_numpy(x).cuda() for x in g]
-        s1, s2 = [torch.zeros_like(x) for x in gp], [torch.zeros_like(x) for x in gp]
-        out.append(Impl("nnkernels-cuda", _step(nk, op, gp, gg, s1, s2), "cuda", torch.cuda.synchronize))
+    dev = ctx.device_arrays()
+    if dev is not None:
+        gp, gg = [dev.asarray(x) for x in p], [dev.asarray(x) for x in g]
+        s1, s2 = [dev.asarray(np.zeros_like(x)) for x in p], [dev.asarray(np.zeros_like(x)) for x in p]
+        out.append(Impl("nnkernels-cuda", _step(nk, op, gp, gg, s1, s2), "cuda", dev.sync))
+    note = ""
     if ctx.torch_cuda:
-        out += _torch_cuda_impls(ctx, op, p, g)
-    return out
+        impls, mode = _torch_cuda_impls(ctx, op, p, g)
+        out += impls
+        note = f"; torch-cuda: {mode}=True"
+    return out, note
 
 
 def cases(ctx: Context) -> Iterator[Case]:
@@ -132,7 +139,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             g = [(ctx.rng.standard_normal(k) * 1e-2).astype(dt) for k in sizes]
             rp = [x.copy() for x in p]
             r1, r2 = [np.zeros_like(x) for x in p], [np.zeros_like(x) for x in p]
-            gpu_impls = _gpu_impls(ctx, op, p, g)  # before torch CPU steps p in place
+            gpu_impls, gpu_note = _gpu_impls(ctx, op, p, g)  # before torch CPU steps p in place
             if ctx.torch is not None:
                 torch_impls, s1, s2 = _shared_torch_impls(ctx, op, p, g)
             else:
@@ -140,4 +147,4 @@ def cases(ctx: Context) -> Iterator[Case]:
             impls = [Impl("numpy", _step(ref, op, rp, g, r1, r2)), Impl("nnkernels", _step(nk, op, p, g, s1, s2))]
             impls += torch_impls + gpu_impls
             yield Case("optimizers", op, shape, dt.name, impls, bytes_moved=STREAMS[op] * n * dt.itemsize,
-                       note=f"{len(sizes)} tensor(s), one step")
+                       note=f"{len(sizes)} tensor(s), one step" + gpu_note)

@@ -90,15 +90,13 @@ def cases(ctx: Context) -> Iterator[Case]:
 
 
 def _gpu_impls(ctx: Context, cls, X) -> list:
-    if ctx.cupy is not None:
-        cp = ctx.cupy
-        g = cp.asarray(X)
-        return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", cp.cuda.get_current_stream().synchronize)]
-    if ctx.torch_cuda:
-        torch = ctx.torch
-        g = torch.from_numpy(X).cuda()
-        return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", torch.cuda.synchronize)]
-    return []
+    """nnkernels CUDA fit_transform (PyTorch CUDA tensors, or CuPy arrays without PyTorch CUDA); no
+    GPU peer (scikit-learn has none)."""
+    dev = ctx.device_arrays()
+    if dev is None:
+        return []
+    g = dev.asarray(X)
+    return [Impl("nnkernels-cuda", lambda: cls().fit_transform(g), "cuda", dev.sync)]
 
 
 def _decomposition_cases(X, names) -> Iterator[Case]:

@@ -19,6 +19,9 @@ PCT_COPY_NOTE = ("%copy (DRAM-bound rows only): the op's GB/s as a percentage of
                  "stores); memory gives more bytes per second when reads outnumber writes, so read-heavy ops "
                  "(optimizers read 4 streams and write 3, backward passes read 2 or 3 per write) can exceed 100 %.")
 
+GPU_PCT_NOTE = ("%d2d (GPU rows moving at least 4x the GPU's L2): nnkernels CUDA's GB/s as a percentage of the "
+                "device-to-device copy measured at the start of the run (bytes read + written).")
+
 
 def load(path: str) -> dict:
     with open(path) as f:
@@ -101,7 +104,9 @@ def markdown(data: dict) -> str:
             cells.append(_ratio(r.get("speedup_vs_sklearn")))
         if has_gpu:
             g = r["impls"].get("nnkernels-cuda", {})
-            gt = f"{g['GBps']:.0f} GB/s ({g.get('pct_gpu_copy_bw', 0):.0f}%)" if "GBps" in g else "-"
+            gt = "-"
+            if "GBps" in g and r.get("bytes"):
+                gt = f"{g['GBps']:.0f} GB/s" + (f" ({g['pct_gpu_copy_bw']:.0f}%)" if "pct_gpu_copy_bw" in g else "")
             cells += [_t(_med(r, "nnkernels-cuda")), gt, _t(_med(r, "torch-cuda")),
                       _ratio(r.get("cuda_speedup_vs_torch_cuda"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -116,6 +121,8 @@ def markdown(data: dict) -> str:
     if any(r.get("cache_flushed") and "pct_copy_bw" in r["impls"].get("nnkernels", {}) for r in data["rows"]):
         lines += ["", "Throughput: bytes the op must read and write per second ('-': not a bandwidth row). "
                   + PCT_COPY_NOTE]
+    if any("pct_gpu_copy_bw" in r["impls"].get("nnkernels-cuda", {}) for r in data["rows"]):
+        lines += ["", "GPU throughput: " + GPU_PCT_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -147,8 +154,7 @@ def plot(data: dict, path: str) -> None:
     # % of streaming bandwidth only means something for rows whose data live in DRAM.
     dram = [r.get("cache_flushed", False) for r in rows]
     cpu_bw = [r["impls"].get("nnkernels", {}).get("pct_copy_bw", math.nan) if d else math.nan for r, d in zip(rows, dram)]
-    gpu_bw = [r["impls"].get("nnkernels-cuda", {}).get("pct_gpu_copy_bw", math.nan) if d else math.nan
-              for r, d in zip(rows, dram)]
+    gpu_bw = [r["impls"].get("nnkernels-cuda", {}).get("pct_gpu_copy_bw", math.nan) for r in rows]  # GPU DRAM rows only
     has_gpu = any(not math.isnan(v) for v in gpu_sp + gpu_bw)
 
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.55 * len(rows) + 2), 9), sharex=True)

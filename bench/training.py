@@ -10,6 +10,8 @@ is one full training step on a fixed batch: forward, softmax cross-entropy, back
   ``F.cross_entropy``, ``torch.optim.Adam`` with its CPU defaults), ``zero_grad(set_to_none=True)``.
 - numpy: the cs231n way, layer functions from :mod:`nnkernels.reference` (batch norm, ReLU, softmax
   cross-entropy, Adam) around the same NumPy matrix products.
+- torch-cuda (with a GPU): the same PyTorch model and step on the GPU (PyTorch's CUDA defaults). There
+  is no nnkernels CUDA impl: nnkernels.nn runs its matrix products with NumPy on the host.
 The models are built on the first call (the warm-up), so an unselected row costs nothing.
 """
 from __future__ import annotations
@@ -53,16 +55,16 @@ def _nnkernels_step(sizes, X, y):
     return step
 
 
-def _torch_step(torch, sizes, X, y):
+def _torch_step(torch, sizes, X, y, device="cpu"):
     layers = []
     for k in range(len(sizes) - 1):
         last = k == len(sizes) - 2
         layers.append(torch.nn.Linear(sizes[k], sizes[k + 1], bias=last))
         if not last:
             layers += [torch.nn.BatchNorm1d(sizes[k + 1]), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers)
+    model = torch.nn.Sequential(*layers).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
     F = torch.nn.functional
 
     def step():
@@ -134,6 +136,9 @@ def cases(ctx: Context) -> Iterator[Case]:
              Impl("nnkernels", _lazy(lambda: _nnkernels_step(sizes, X, y)))]
     if ctx.torch is not None:
         impls.append(Impl("torch", _lazy(lambda: _torch_step(ctx.torch, sizes, X, y))))
+    if ctx.torch_cuda:
+        impls.append(Impl("torch-cuda", _lazy(lambda: _torch_step(ctx.torch, sizes, X, y, "cuda")), "cuda",
+                          ctx.torch.cuda.synchronize))
     yield Case("training", "mlp_bn_relu_adam_step", f"{'-'.join(map(str, sizes))}/b{batch}", "float32", impls,
                elements=batch, kind="compute",
                note="samples/s of one training step (forward, loss, backward, Adam)")

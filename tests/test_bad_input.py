@@ -13,6 +13,12 @@ generated from those roles, plus a few function-specific extras. Each case expec
   other arrays are unchanged;
 * ``EITHER``: one of the two (misaligned float buffers may be refused or read correctly).
 
+The same table runs in every other array library this machine has (tests/array_libraries.py: torch CPU
+tensors here; torch CUDA tensors and CuPy arrays with a GPU): each case whose arrays can be moved there as they
+are runs again with them, and must be refused with the NumPy call's exact exception and message, write
+nothing, or succeed with results in the main input's library (``test_bad_input_in_library``). This table is
+the op registry: adding an op adds one ``Spec``.
+
 Crash-capable cases run out of process: one worker subprocess per op family runs its cases in
 order and reports each; a crash or hang ends the worker and fails exactly the case it was in
 (the next worker resumes after it). The workers of all families run concurrently.
@@ -35,6 +41,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+
+import array_libraries as AL  # noqa: E402
 
 RAISE, OK, EITHER = "raise", "ok", "either"
 
@@ -789,18 +797,57 @@ def _reset_runtime(nk):
     nk._core.reset_isa()
 
 
-def run_case(spec: Spec, kw: dict, expect: str, names) -> str | None:
-    """None when the case behaves as expected, else what went wrong."""
+def _main_input(spec: Spec, kw: dict):
+    """The argument whose library the results follow: the first array argument given (a list's first array)."""
+    for name in spec.arrays:
+        v = kw.get(name)
+        if isinstance(v, list) and v:
+            v = v[0]
+        if v is not None and not isinstance(v, (list, tuple)) and hasattr(v, "shape"):
+            return v
+    return None
+
+
+def _library_error(result, main, library: str, out=None) -> str | None:
+    """Results follow the main input's library: every array returned (other than `out` itself) must be one of its
+    arrays."""
+    want = AL.library_of(main) if main is not None else "numpy"
+    for r in (result if isinstance(result, tuple) else (result,)):
+        if r is None or r is out or isinstance(r, (float, int)) and want in ("numpy", "torch"):
+            continue
+        if isinstance(r, list):
+            continue  # lists of arrays are updated in place (optimizers), not results
+        if AL.library_of(r) != want:
+            return f"returned a {AL.library_of(r)} array for a {want} input (library {library})"
+    return None
+
+
+def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -> str | None:
+    """None when the case behaves as expected, else what went wrong. `library`: the call's arrays are moved into
+    that array library first (AL.convert_call; the case runs only where some can be), refusals must carry the
+    NumPy call's exact message, and results must come back in the main input's library."""
     import nnkernels as nk
     try:
         clean = _clean_copy({k: v for k, v in kw.items() if k != "out"})
+        call_kw, pairs = (kw, []) if library == "numpy" else AL.convert_call(kw, library)
+        numpy_refusal = None
+        if library != "numpy" and expect == RAISE:
+            try:
+                spec.fn(**kw)  # the NumPy call's refusal (its own case checks that it writes nothing)
+            except (TypeError, ValueError) as exc:
+                numpy_refusal = f"{type(exc).__name__}: {exc}"
+            finally:
+                _reset_runtime(nk)
         snaps = _snapshot(kw)
         try:
-            result = spec.fn(**kw)
+            result = spec.fn(**call_kw)
         except (TypeError, ValueError) as exc:
+            AL.sync_back(pairs)
             if expect == OK:
                 return f"refused a valid input: {type(exc).__name__}: {exc}"
             msg = str(exc)
+            if numpy_refusal is not None and f"{type(exc).__name__}: {msg}" != numpy_refusal:
+                return f"refused with {type(exc).__name__}: {msg!r}; the NumPy call with {numpy_refusal!r}"
             if spec.check_names and not _names_ok(msg, names):
                 return f"{type(exc).__name__} does not start with the argument name {'/'.join(names)}: {msg!r}"
             changed = _changed(snaps)
@@ -811,6 +858,13 @@ def run_case(spec: Spec, kw: dict, expect: str, names) -> str | None:
             return f"raised {type(exc).__name__} (expected TypeError/ValueError): {exc}"
         finally:
             _reset_runtime(nk)
+        AL.sync_back(pairs)
+        if library != "numpy" and not isinstance(spec.fn, type):
+            # (scikit-learn estimators, the classes here, follow scikit-learn: NumPy results for any input)
+            err = _library_error(result, _main_input(spec, call_kw), library, call_kw.get("out"))
+            if err:
+                return err
+            result = AL.to_numpy(result)
         if expect == RAISE:
             return f"accepted (expected a TypeError/ValueError naming {'/'.join(names)}); returned {_short(result)}"
         # accepted: compare with the reference on contiguous copies
@@ -852,24 +906,36 @@ def _specs_by_family():
     return fam
 
 
-def worker(family: str, start: int) -> None:
+def _runs_in(kw: dict, library: str) -> bool:
+    """A case runs in another library when at least one of its arrays can be moved there as it is."""
+    if library == "numpy":
+        return True
+    arrays = _arrays_in(list(kw.values()), [])
+    return any(AL.convertible(a, library) for a in arrays)
+
+
+def _cases(spec: Spec, library: str) -> list:
+    return [c for c in build_cases(spec) if _runs_in(c[1], library)]
+
+
+def worker(family: str, start: int, library: str = "numpy") -> None:
     """Run the cases of one family from index `start`; one JSON line per case on stdout."""
     import warnings
     warnings.simplefilter("ignore")  # e.g. ComplexWarning of a reference; outcomes are what is checked
     index = 0
     for spec in _specs_by_family()[family]:
-        for cid, kw, expect, names in build_cases(spec):
+        for cid, kw, expect, names in _cases(spec, library):
             if index >= start:
                 print(json.dumps({"i": index, "start": f"{spec.name}:{cid}"}), flush=True)
-                err = run_case(spec, kw, expect, names)
+                err = run_case(spec, kw, expect, names, library)
                 print(json.dumps({"i": index, "id": f"{spec.name}:{cid}", "err": err}), flush=True)
             index += 1
 
 
-def _launch(family: str, start: int):
+def _launch(family: str, start: int, library: str = "numpy"):
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "2")
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", family, str(start)],
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", family, str(start), library],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -886,12 +952,12 @@ def _crash_report(stderr: str) -> str:
 WORKER_TIMEOUT = 240.0  # generous: sanitizer builds run the cases several times slower
 
 
-def run_families(families) -> dict:
+def run_families(families, library: str = "numpy") -> dict:
     """{case id: error or None} for every case of the families (workers run concurrently)."""
     results: dict = {}
     pending = {f: 0 for f in families}
     while pending:
-        procs = {f: (_launch(f, s), time.monotonic()) for f, s in pending.items()}
+        procs = {f: (_launch(f, s, library), time.monotonic()) for f, s in pending.items()}
         pending = {}
         for fam, (proc, t0) in procs.items():
             try:
@@ -925,23 +991,38 @@ def run_families(families) -> dict:
 
 # ----------------------------------------------------------------------------- pytest side
 
-def _case_ids():
+def _case_ids(library: str = "numpy"):
     ids = []
     for fam, specs in _specs_by_family().items():
         for spec in specs:
-            ids += [(fam, f"{spec.name}:{c[0]}") for c in build_cases(spec)]
+            ids += [(fam, f"{spec.name}:{c[0]}") for c in _cases(spec, library)]
     return ids
 
 
 if __name__ != "__main__":
     _IDS = _case_ids()
+    # The same table in every other array library this machine has (torch CPU tensors; torch CUDA and CuPy
+    # with a GPU): same refusal with the same message, nothing written, results in the input's library.
+    _LIB_IDS = [(lib, fam, case) for lib in AL.LIBRARIES if lib != "numpy" for fam, case in _case_ids(lib)]
 else:
-    _IDS = []
+    _IDS, _LIB_IDS = [], []
 
 
 @pytest.fixture(scope="module")
 def outcomes():
     return run_families(sorted({f for f, _ in _IDS}))
+
+
+_LIB_OUTCOMES: dict = {}
+
+
+@pytest.fixture(scope="module")
+def library_outcomes():
+    def get(library):
+        if library not in _LIB_OUTCOMES:
+            _LIB_OUTCOMES[library] = run_families(sorted({f for lib, f, _ in _LIB_IDS if lib == library}), library)
+        return _LIB_OUTCOMES[library]
+    return get
 
 
 def test_every_public_function_is_in_the_table():
@@ -963,9 +1044,17 @@ def test_bad_input(outcomes, family, case):
     assert err is None, err
 
 
+@pytest.mark.parametrize("library,family,case", _LIB_IDS, ids=[f"{lib}:{c}" for lib, _, c in _LIB_IDS])
+def test_bad_input_in_library(library_outcomes, library, family, case):
+    outcomes = library_outcomes(library)
+    assert case in outcomes, "case did not run"
+    err = outcomes[case]
+    assert err is None, err
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) == 5 else "numpy")
     else:
         res = run_families(sorted(_specs_by_family()))
         bad = {k: v for k, v in res.items() if v}

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
+import nnkernels as nk
 from nnkernels.bench import _harness as H
 from nnkernels.bench import cli, report
 
@@ -181,14 +183,22 @@ def test_error_lists_every_valid_name(no_measuring, capsys):
 def test_declared_rows_are_what_the_modules_yield():
     """ROWS (what --ops is checked against) and MAIN_ROWS agree with what cases() yields, and a module
     yields only what Context.select asks for."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
     for family, module in H.family_modules():
-        ctx = H.Context(sizes=["small"], quick=True)
+        if getattr(module, "NEEDS_TORCH", False):  # such a family yields nothing without PyTorch
+            assert list(module.cases(H.Context(sizes=["small"], quick=True))) == [], family
+            if torch is None:
+                continue
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch)
         assert {c.op for c in module.cases(ctx)} == set(module.ROWS), family
         assert set(module.MAIN_ROWS) <= set(module.ROWS) and module.MAIN_ROWS, family
         first = module.ROWS[-1]
-        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label, first=first: op == first)
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch, select=lambda op, label, first=first: op == first)
         assert {c.op for c in module.cases(ctx)} == {first}, family  # (layernorm_growth: one row per size)
-        ctx = H.Context(sizes=["small"], quick=True, select=lambda op, label: False)
+        ctx = H.Context(sizes=["small"], quick=True, torch=torch, select=lambda op, label: False)
         assert list(module.cases(ctx)) == [], family
 
 
@@ -273,3 +283,94 @@ def test_summary_ranges_and_how_to_get_torch():
     assert "python -m nnkernels bench --full" in text
     with_torch = cli.summary(_result(rows, torch="2.13.0", run_mode="full"))
     assert "PyTorch is not installed" not in with_torch and "--full" not in with_torch
+
+
+# ----------------------------------------------------------------------------- GPU rows (issue 19)
+# Rows chosen so that every family's GPU impls are built: the sized rows of each family module.
+GPU_OPS = ["relu", "layernorm_forward", "batchnorm_fwd_bwd", "softmax_cross_entropy", "adam", "normal",
+           "StandardScaler"]
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def test_no_gpu_rows_without_a_gpu(tmp_path, monkeypatch, capsys):
+    """With no GPU (forced here, so that the test means the same on a GPU machine) a run has no GPU
+    impl, no GPU field and no GPU column, and the CPU rows are all there."""
+    torch = _torch_or_none()
+    monkeypatch.setattr(cli, "_peers", lambda args: (None if args.no_torch else torch, False, None))
+    path = tmp_path / "cpu.json"
+    ops = ["relu", "layernorm_forward", "softmax_cross_entropy", "adam", "normal"]  # the families with PyTorch rows
+    assert cli.main(["--quick", "--ops", *ops, "--sizes", "small", "--repeats", "2", "--no-stream",
+                     "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    data = report.load(str(path))
+    assert data["gpu_stream"] is None
+    assert {r["op"] for r in data["rows"]} == set(ops) | {"relu_backward"}
+    for row in data["rows"]:
+        assert "gpu_dram" not in row and "cuda_speedup_vs_torch_cuda" not in row, row["op"]
+        assert all(im["device"] == "cpu" and "calls_per_sample" not in im for im in row["impls"].values()), row["op"]
+    assert "nk-cuda" not in out and "torch-cuda" not in out and "GPU" not in cli.summary(data)
+    assert "CUDA" not in report.markdown(data)
+
+
+def test_gpu_rows_of_every_family_with_stand_in_devices(tmp_path, monkeypatch, capsys):
+    """The GPU code paths of every family on stand-ins (no GPU here): NumPy arrays for nnkernels' CUDA
+    rows, PyTorch CPU tensors for PyTorch's, timed on the host. Checks what each row records: a
+    nnkernels-cuda and a torch-cuda impl (preprocessing: no GPU peer), calls per sample, the ratio,
+    and % of the device-to-device copy (here a stand-in 1000 GB/s) for rows above 4x the L2."""
+    torch = pytest.importorskip("torch")
+    real = nk.build_info
+    monkeypatch.setattr(nk, "build_info", lambda: {**real(), "gpu_count": 1})
+    monkeypatch.setattr(cli, "_peers", lambda args: (torch, True, None))
+    monkeypatch.setattr(H, "_torch_cuda_arrays", lambda t: H.DeviceArrays(
+        "torch", lambda a: torch.from_numpy(np.array(a)),
+        lambda shape, dt: torch.empty(shape, dtype=getattr(torch, np.dtype(dt).name)), lambda: None))
+    monkeypatch.setattr(H.Context, "device_arrays", lambda self: H.DeviceArrays(
+        "numpy", np.array, np.empty, lambda: None) if self.gpu else None)
+    monkeypatch.setattr(H, "measure_gpu_copy_bandwidth", lambda torch, cupy, n_bytes: {
+        "array_bytes": n_bytes, "copy_GBps": 1000.0, "copy": {}, "library": "torch"})
+    monkeypatch.setattr(H, "GPU_L2_BYTES", 2048)  # rows of >= 8 KB count as DRAM-bound
+    path = tmp_path / "gpu.json"
+    assert cli.main(["--quick", "--ops", *GPU_OPS, "--sizes", "small", "--repeats", "2", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    data = report.load(str(path))
+    assert data["gpu_stream"]["copy_GBps"] == 1000.0 and "GPU device-to-device copy 1000 GB/s" in out
+    rows = data["rows"]
+    assert {r["family"] for r in rows} == {"activations", "normalization", "losses", "optimizers", "init",
+                                            "preprocessing"}
+    for row in rows:
+        names = {"nnkernels-cuda"} if row["family"] == "preprocessing" else {"nnkernels-cuda", "torch-cuda"}
+        gpu = {n: im for n, im in row["impls"].items() if im["device"] == "cuda"}
+        assert set(gpu) == names, row["op"]
+        for im in gpu.values():
+            assert isinstance(im["calls_per_sample"], int) and 1 <= im["calls_per_sample"] <= H.GPU_MAX_CALLS
+        assert row["gpu_dram"] == (row["bytes"] >= 4 * 2048 and row["kind"] == "memory"), row["op"]
+        ours = gpu["nnkernels-cuda"]
+        if row["gpu_dram"]:
+            assert ours["pct_gpu_copy_bw"] == pytest.approx(100 * ours["GBps"] / 1000.0)
+        else:
+            assert "pct_gpu_copy_bw" not in ours
+        if "torch-cuda" in gpu:
+            assert row["cuda_speedup_vs_torch_cuda"] == gpu["torch-cuda"]["median_s"] / ours["median_s"]
+        assert all(im["device"] == "cpu" for n, im in row["impls"].items() if n not in gpu)
+    adam = next(r for r in rows if r["op"] == "adam")
+    assert re.search(r"torch-cuda: (fused|foreach)=True", adam["note"])
+    assert any(r["gpu_dram"] for r in rows) and not all(r["gpu_dram"] for r in rows)
+    assert "nk-cuda" in out and "%d2d" in out and "x torch-cuda" in out
+    assert "nnkernels CUDA vs PyTorch CUDA median" in out and "of the device-to-device copy (1000 GB/s" in out
+    md = report.markdown(data)
+    assert "| nnkernels CUDA |" in md and "GPU throughput: %d2d" in md
+
+
+def test_gpu_calls_per_sample():
+    assert H.gpu_calls_per_sample(1e-5) == 100  # 10 us calls: 100 to a 1 ms sample
+    assert H.gpu_calls_per_sample(3e-4) == 4
+    assert H.gpu_calls_per_sample(2e-3) == 1  # longer than a sample: one call each
+    assert H.gpu_calls_per_sample(1e-9) == H.GPU_MAX_CALLS
+    assert H.gpu_calls_per_sample(0.0) == H.GPU_MAX_CALLS

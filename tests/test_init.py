@@ -266,5 +266,63 @@ def test_gpu_bit_identical_to_cpu(gpu, dtype):
     for n in (1, 63, 65, 100003):
         for fn, kw in ((init.normal, {"std": 0.3}), (init.uniform, {"low": -1.0, "high": 2.0})):
             g = to_gpu(np.zeros(n, dtype))
-            fn((n,), seed=77, out=g, **kw)
+            assert fn((n,), seed=77, out=g, **kw) is g
             np.testing.assert_array_equal(bits(to_numpy(g)), bits(fn((n,), seed=77, dtype=dtype, **kw)))
+    # a non-contiguous device array gets the numbers of a contiguous one, in C order; the rest is untouched
+    big = to_gpu(np.zeros((37, 58), dtype))
+    init.kaiming_uniform((37, 29), seed=5, out=big[:, ::2])
+    host = to_numpy(big)
+    np.testing.assert_array_equal(bits(host[:, ::2]), bits(init.kaiming_uniform((37, 29), seed=5, dtype=dtype)))
+    assert np.all(host[:, 1::2] == 0)
+
+
+def test_gpu_out_errors(gpu):
+    to_gpu, to_numpy, lib = gpu
+    g = to_gpu(np.full((4, 5), 3.0, np.float32))
+    with pytest.raises(ValueError, match="^out: expected shape"):
+        init.normal((5, 4), seed=0, out=g)
+    with pytest.raises(ValueError, match="^out: expected dtype float64"):
+        init.normal((4, 5), seed=0, dtype=np.float64, out=g)
+    with pytest.raises(TypeError, match="^out: expected a float32 or float64 array"):
+        init.normal((4, 5), seed=0, out=to_gpu(np.zeros((4, 5), np.int32)))
+    assert np.all(to_numpy(g) == 3.0)
+
+
+# ---------------------------------------------------------------- torch CPU tensors (issue 14)
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_out_bitwise_numpy(dtype):
+    """A torch CPU tensor as out is filled in place (zero-copy) with the NumPy call's bits (dtype
+    None: out's dtype), any strides; nn.Parameter leaves are filled in place as torch.nn.init does."""
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, np.dtype(dtype).name)
+    for shape in ((1,), (63,), (37, 29), (4, 3, 3, 3)):
+        expect = init.xavier_normal(shape, seed=11, dtype=dtype) if len(shape) > 1 else init.normal(shape, seed=11, dtype=dtype)
+        t = torch.full(shape, 7.0, dtype=tdt)
+        r = init.xavier_normal(shape, seed=11, out=t) if len(shape) > 1 else init.normal(shape, seed=11, out=t)
+        assert r is t
+        np.testing.assert_array_equal(bits(t.numpy()), bits(expect))
+    p = torch.nn.Parameter(torch.zeros(37, 29, dtype=tdt))
+    assert init.kaiming_uniform((37, 29), seed=3, out=p) is p and p.requires_grad
+    np.testing.assert_array_equal(bits(p.detach().numpy()), bits(init.kaiming_uniform((37, 29), seed=3, dtype=dtype)))
+    big = torch.zeros(37, 58, dtype=tdt)
+    init.uniform((37, 29), -1, 1, seed=9, out=big[:, ::2])
+    np.testing.assert_array_equal(bits(big[:, ::2].numpy()), bits(init.uniform((37, 29), -1, 1, seed=9, dtype=dtype)))
+    assert bool((big[:, 1::2] == 0).all())
+    tt = torch.zeros(29, 37, dtype=tdt).t()  # transposed (F-order) view
+    init.normal((37, 29), seed=4, out=tt)
+    np.testing.assert_array_equal(bits(tt.numpy()), bits(init.normal((37, 29), seed=4, dtype=dtype)))
+
+
+def test_torch_cpu_out_errors_leave_out_unchanged():
+    torch = pytest.importorskip("torch")
+    out = torch.full((4, 5), 3.0)
+    with pytest.raises(ValueError, match="^out: expected shape"):
+        init.normal((5, 4), seed=0, out=out)
+    with pytest.raises(ValueError, match="^out: expected dtype float64, got float32"):
+        init.normal((4, 5), seed=0, dtype=np.float64, out=out)
+    with pytest.raises(TypeError, match="^out: expected a float32 or float64 array"):
+        init.normal((4, 5), seed=0, out=torch.zeros(4, 5, dtype=torch.int32))
+    with pytest.raises(ValueError, match="^out"):
+        init.normal((4, 5), seed=0, out=torch.zeros(1, 5).expand(4, 5))  # self-overlapping view
+    assert bool((out == 3.0).all())

@@ -185,11 +185,56 @@ def test_gpu_matches_cpu(gpu, dtype):
     to_gpu, to_numpy, lib = gpu
     x, y = _data((33, 517), dtype, seed=5)
     loss, d = nk.softmax_cross_entropy(x, y)
-    gl, gd = nk.softmax_cross_entropy(to_gpu(x), to_gpu(y))
-    assert_close(gl, loss, dtype=dtype, table=TOL_REDUCTION)
+    gx = to_gpu(x)
+    gl, gd = nk.softmax_cross_entropy(gx, to_gpu(y))
+    # the loss stays on the device: a 0-d float64 array of the logits' library
+    assert type(gl) is type(gx) and tuple(gl.shape) == () and "float64" in str(gl.dtype)
+    assert type(gd) is type(gx)
+    assert_close(float(gl), loss, dtype=dtype, table=TOL_REDUCTION)
     assert_close(to_numpy(gd), d, dtype=dtype)
-    with pytest.raises(ValueError, match="^labels"):
-        nk.softmax_cross_entropy(to_gpu(x), to_gpu(np.full(33, 517)))
+    for lab in (y.astype(np.int32), y.astype(np.uint8)):  # converted on the device
+        gl2, gd2 = nk.softmax_cross_entropy(gx, to_gpu(lab))
+        assert float(gl2) == float(gl)
+        np.testing.assert_array_equal(to_numpy(gd2), to_numpy(gd))
+    # out, in place and a non-contiguous (row-strided) out
+    out = to_gpu(np.zeros_like(x))
+    gl3, gd3 = nk.softmax_cross_entropy(gx, to_gpu(y), out=out)
+    assert gd3 is out
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(gd))
+    big = to_gpu(np.zeros((66, 517), dtype))
+    nk.softmax_cross_entropy(gx, to_gpu(y), out=big[::2])
+    np.testing.assert_array_equal(to_numpy(big)[::2], to_numpy(gd))
+    gi = to_gpu(x)
+    nk.softmax_cross_entropy(gi, to_gpu(y), out=gi)
+    np.testing.assert_array_equal(to_numpy(gi), to_numpy(gd))
+    # labels are not copied to the host to be checked: an out-of-range label is a NaN row
+    bad = y.copy()
+    bad[4] = 517
+    gl4, gd4 = nk.softmax_cross_entropy(gx, to_gpu(bad))
+    assert np.isnan(float(gl4))
+    d4 = to_numpy(gd4)
+    assert np.all(np.isnan(d4[4])) and np.array_equal(np.delete(d4, 4, 0), np.delete(to_numpy(gd), 4, 0))
+    gl5, _ = nk.softmax_cross_entropy(to_gpu(np.zeros((0, 3), dtype)), to_gpu(np.zeros(0, np.int64)))
+    assert np.isnan(float(gl5))
+
+
+def test_gpu_errors(gpu):
+    to_gpu, to_numpy, lib = gpu
+    x, y = _data((6, 5), np.float32)
+    gx = to_gpu(x)
+    with pytest.raises(ValueError, match="^labels: expected an array on cuda:"):
+        nk.softmax_cross_entropy(gx, y)  # host labels with device logits: never a hidden copy
+    with pytest.raises(ValueError, match="^labels: expected an array on the CPU"):
+        nk.softmax_cross_entropy(x, to_gpu(y))
+    with pytest.raises(TypeError, match="^labels: expected an integer array"):
+        nk.softmax_cross_entropy(gx, to_gpu(y.astype(np.float32)))
+    with pytest.raises(ValueError, match="^labels: expected shape"):
+        nk.softmax_cross_entropy(gx, to_gpu(y[:5]))
+    out = to_gpu(np.zeros((6, 5), np.float64))
+    with pytest.raises(ValueError, match="^out: expected dtype float32"):
+        nk.softmax_cross_entropy(gx, to_gpu(y), out=out)
+    with pytest.raises(ValueError, match="^out: expected an array on cuda:"):
+        nk.softmax_cross_entropy(gx, to_gpu(y), out=np.zeros((6, 5), np.float32))
 
 
 def test_bench_rows(tmp_path):
@@ -208,7 +253,8 @@ def test_bench_rows(tmp_path):
 # ------------------------------------------------------------------ labels read once (issue 13, items 1, 2, 4)
 def test_labels_sharing_memory_with_out():
     """Labels inside out's buffer: the result is the one for the labels at call time (they are
-    copied before anything is written), whichever rows of out they sit under."""
+    copied before anything is written), whichever rows of out they sit under; NumPy arrays and
+    torch CPU tensors."""
     r = run_isolated("""
         import numpy as np, nnkernels as nk
         from nnkernels import reference as ref
@@ -225,6 +271,21 @@ def test_labels_sharing_memory_with_out():
             lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), expect)
             assert abs(loss - lr) < 1e-5 * abs(lr), (where, loss, lr)
             np.testing.assert_allclose(d, dr, rtol=1e-5, atol=1e-7)
+        try:  # the same with torch CPU tensors over one buffer (read and written zero-copy)
+            import torch
+        except ImportError:
+            torch = None
+        if torch is not None:
+            buf = torch.zeros(n * c)
+            out = buf.view(n, c)
+            labels = buf.view(torch.int64)[:n]
+            labels[:] = torch.arange(n) % c
+            expect = labels.numpy().copy()
+            loss, d = nk.softmax_cross_entropy(torch.from_numpy(x), labels, out=out)
+            assert d is out
+            lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), expect)
+            assert abs(loss - lr) < 1e-5 * abs(lr), ("torch", loss, lr)
+            np.testing.assert_allclose(d.numpy(), dr, rtol=1e-5, atol=1e-7)
         print("ok")
     """)
     assert_clean_exit(r)
@@ -317,3 +378,75 @@ def test_gpu_labels_sharing_memory_with_out(gpu):
     lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), y)
     assert_close(loss, lr, dtype=np.float32, table=TOL_REDUCTION)
     assert_close(to_numpy(d), dr, dtype=np.float32)
+
+
+# ------------------------------------------------------------------ torch CPU tensors (issue 14)
+def _torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_bitwise_numpy(dtype):
+    """Torch CPU tensors are read and written in place (zero-copy): the loss is a Python float
+    and dlogits a tensor, both bitwise the NumPy call's."""
+    torch = _torch()
+    for shape in ((1, 1), (7, 17), (64, 10), (4099, 3)):
+        x, y = _data(shape, dtype, seed=8)
+        loss, d = nk.softmax_cross_entropy(x, y)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        lt, dt = nk.softmax_cross_entropy(xt, yt)
+        assert type(lt) is float and lt == loss
+        assert isinstance(dt, torch.Tensor) and dt.dtype == xt.dtype and tuple(dt.shape) == shape
+        np.testing.assert_array_equal(dt.numpy(), d)
+        # mixing: NumPy labels with tensor logits (tensor out), tensor labels with NumPy logits (NumPy out)
+        l2, d2 = nk.softmax_cross_entropy(xt, y)
+        assert l2 == loss and isinstance(d2, torch.Tensor)
+        l3, d3 = nk.softmax_cross_entropy(x, yt)
+        assert l3 == loss and type(d3) is np.ndarray
+        np.testing.assert_array_equal(d3, d)
+
+
+def test_torch_cpu_out_in_place_strided_and_label_dtypes():
+    torch = _torch()
+    x, y = _data((20, 30), np.float32, seed=9)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)  # a leaf that requires grad: its values are data
+    out = torch.zeros(20, 30)
+    lo, do = nk.softmax_cross_entropy(xt, torch.from_numpy(y), out=out)
+    assert do is out and lo == loss
+    np.testing.assert_array_equal(out.numpy(), d)
+    param = torch.nn.Parameter(torch.zeros(20, 30))
+    assert nk.softmax_cross_entropy(xt, torch.from_numpy(y), out=param)[1] is param
+    np.testing.assert_array_equal(param.detach().numpy(), d)
+    xi = torch.from_numpy(x.copy())
+    li, di = nk.softmax_cross_entropy(xi, torch.from_numpy(y), out=xi)
+    assert di is xi and li == loss
+    np.testing.assert_array_equal(xi.numpy(), d)
+    # strided logits (a copy with unit column stride is made) and strided / narrow labels
+    big = torch.zeros(40, 60)
+    big[::2, ::2] = torch.from_numpy(x)
+    ybig = torch.from_numpy(np.repeat(y, 2))
+    for lab in (ybig[::2], ybig[::2].to(torch.int32), ybig[1::2].to(torch.uint8)):
+        ls, ds = nk.softmax_cross_entropy(big[::2, ::2], lab)
+        assert ls == loss
+        np.testing.assert_array_equal(ds.numpy(), d)
+
+
+def test_torch_cpu_bad_input_untouched():
+    torch = _torch()
+    x, y = _data((3, 4), np.float32)
+    xt = torch.from_numpy(x)
+    out = torch.full((3, 4), 7.0)
+    for labels, exc, msg in [(torch.tensor([0, 9, 0]), ValueError, r"^labels: expected values in \[0, 4\), got 9 at index 1"),
+                             (torch.tensor([0, -1, 0]), ValueError, "^labels: expected values"),
+                             (torch.tensor([0.0, 1.0, 2.0]), TypeError, "^labels: expected an integer array, got dtype float32"),
+                             (torch.tensor([True, False, True]), TypeError, "^labels: expected an integer array"),
+                             (torch.tensor([0, 1]), ValueError, "^labels: expected shape")]:
+        with pytest.raises(exc, match=msg):
+            nk.softmax_cross_entropy(xt, labels, out=out)
+        assert bool((out == 7.0).all())
+    for bad_out in (torch.zeros(3, 4, dtype=torch.float64), torch.zeros(4, 3), torch.zeros(3, 8)[:, ::2]):
+        with pytest.raises(ValueError, match="^out"):
+            nk.softmax_cross_entropy(xt, torch.tensor([0, 1, 2]), out=bad_out)
+    with pytest.raises(TypeError, match="^logits: expected a float32 or float64 array"):
+        nk.softmax_cross_entropy(torch.zeros(3, 4, dtype=torch.int32), [0, 1, 2])

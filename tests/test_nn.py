@@ -230,3 +230,21 @@ def test_kernel_threads_policy(threads):
         with nn.kernel_threads():
             assert nk.get_num_threads() == 2
     assert nk.get_num_threads() == 2
+
+
+def test_one_norm_class_each():
+    """nnkernels.BatchNorm / LayerNorm are the layer classes of nnkernels.nn (one class per concept), with
+    PyTorch's constructor arguments in their order."""
+    import nnkernels as nk
+
+    assert nk.BatchNorm is nn.BatchNorm and nk.LayerNorm is nn.LayerNorm
+    x = np.random.default_rng(3).standard_normal((16, 4)).astype(np.float64)
+    bn = nn.BatchNorm(4, 1e-3, 0.5, False, False, dtype=np.float64)  # eps, momentum, affine, track_running_stats
+    assert bn.params() == [] and bn.buffers() == [] and bn.gamma is None
+    y = bn.forward(x)
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3), rtol=1e-12, atol=1e-12)
+    bn.eval()  # no running statistics: eval normalises with the batch's, as PyTorch does
+    np.testing.assert_allclose(bn.forward(x), y, rtol=1e-12, atol=1e-12)
+    assert bn.backward(np.ones_like(x)).shape == x.shape
+    ln = nn.LayerNorm((4,), 1e-5, False, dtype=np.float64)
+    assert ln.params() == [] and ln.forward(x).shape == x.shape and ln.backward(np.ones_like(x)).shape == x.shape

@@ -1,4 +1,4 @@
-"""Fused multi-tensor optimizer steps (nnkernels.optimizers) against the NumPy references.
+"""Fused multi-tensor optimizer steps (nnkernels.optim_steps) against the NumPy references.
 
 Kernels: csrc/cpu/optimizers.cpp (CPU), csrc/cuda/optimizers.cu (GPU); references:
 nnkernels.reference.optimizers. torch.optim equality lives in tests/test_optim.py.
@@ -28,18 +28,30 @@ CONFIGS = {
     "adam": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.01)),
     "adamw": (("exp_avg", "exp_avg_sq"), dict(lr=0.01, beta1=0.8, beta2=0.999, eps=1e-8, weight_decay=0.1,
                                              decoupled_weight_decay=True)),
+    "adam_amsgrad": (("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), dict(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8,
+                                                                       weight_decay=0.01)),
+    "adamw_amsgrad_max": (("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                          dict(lr=0.01, beta1=0.8, beta2=0.999, eps=1e-8, weight_decay=0.1,
+                               decoupled_weight_decay=True, maximize=True)),
+    "sgd_momentum_max": (("velocity",), dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01, maximize=True)),
+    "sgd_max": ((), dict(lr=0.05, weight_decay=0.01, maximize=True)),
+    "adagrad_max": (("sum_sq",), dict(lr=0.05, eps=1e-10, weight_decay=0.01, maximize=True)),
+    "rmsprop_max": (("sq_avg",), dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.01, maximize=True)),
     "ema": ((), dict(decay=0.9)),
 }
 
 
 def _fn(mod, name):
     base = {"sgd_wd": "sgd", "sgd_momentum": "sgd", "sgd_nesterov": "sgd", "rmsprop_tf": "rmsprop",
-            "adamw": "adam"}.get(name, name)
+            "adamw": "adam", "adam_amsgrad": "adam", "adamw_amsgrad_max": "adam", "sgd_momentum_max": "sgd",
+            "sgd_max": "sgd", "adagrad_max": "adagrad", "rmsprop_max": "rmsprop"}.get(name, name)
     return getattr(mod, {"ema": "ema_update"}.get(base, base + "_step"))
 
 
-def _call(mod, name, params, grads, state, step):
-    states, hyper = CONFIGS[name]
+def _call(mod, name, params, grads, state, step, hyper=None):
+    """One step of CONFIGS[name] (with `hyper` in place of its hyperparameters when given)."""
+    states, default_hyper = CONFIGS[name]
+    hyper = default_hyper if hyper is None else hyper
     f = _fn(mod, name)
     if name == "ema":
         return f(params, grads, **hyper)
@@ -48,6 +60,8 @@ def _call(mod, name, params, grads, state, step):
         kw["velocity"] = state["velocity"]
         return f(params, grads, **kw)
     if name.startswith("adam"):
+        if "max_exp_avg_sq" in states:
+            kw["max_exp_avg_sq"] = state["max_exp_avg_sq"]
         return f(params, grads, state["exp_avg"], state["exp_avg_sq"], step=step, **kw)
     if states:
         return f(params, grads, state[states[0]], **kw)
@@ -60,7 +74,7 @@ def _make(rng, shapes, dtype):
     return params, state
 
 
-CONFIGS_STATE_ALL = ("velocity", "sum_sq", "sq_avg", "exp_avg", "exp_avg_sq")
+CONFIGS_STATE_ALL = ("velocity", "sum_sq", "sq_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def _grads(rng, shapes, dtype):
@@ -252,6 +266,39 @@ def test_cs231n_momentum_is_pytorch_momentum_at_constant_lr():
     np.testing.assert_allclose(-lr * vel, v_cs, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["sgd_max", "sgd_momentum_max", "adagrad_max", "rmsprop_max",
+                                  "adamw_amsgrad_max"])
+def test_maximize_is_minimising_the_negated_gradient(name):
+    """maximize=True follows bitwise the trajectory of the same call on -g (the sign flip is exact)."""
+    rng = np.random.default_rng(14)
+    shapes = [(5,), (4099,)]
+    params, state = _make(rng, shapes, np.float32)
+    p2, s2 = _copy(params), {k: _copy(v) for k, v in state.items()}
+    states, hyper = CONFIGS[name]
+    minimise = {k: v for k, v in hyper.items() if k != "maximize"}
+    for step in (1, 2, 3):
+        grads = _grads(rng, shapes, np.float32)
+        _call(nk, name, params, grads, state, step)
+        _call(nk, name, p2, [-g for g in grads], s2, step, hyper=minimise)
+    for a, b in zip(params + [x for k in states for x in state[k]], p2 + [x for k in states for x in s2[k]]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_amsgrad_keeps_the_running_maximum():
+    """A large gradient then small ones: max_exp_avg_sq keeps the peak; plain Adam's v decays."""
+    p, m, v, vmax = np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3)
+    nk.adam_step(p, np.full(3, 10.0), m, v, step=1, beta2=0.5, max_exp_avg_sq=vmax)
+    peak = vmax.copy()
+    np.testing.assert_allclose(peak, 50.0)
+    for t in range(2, 5):
+        nk.adam_step(p, np.full(3, 0.1), m, v, step=t, beta2=0.5, max_exp_avg_sq=vmax)
+    np.testing.assert_array_equal(vmax, peak)
+    assert (v < peak).all()
+    vmax[1] = np.nan  # NaN propagates like torch.maximum
+    nk.adam_step(p, np.full(3, 0.1), m, v, step=5, beta2=0.5, max_exp_avg_sq=vmax)
+    assert np.isnan(vmax[1]) and np.isnan(p[1]) and np.isfinite(p[[0, 2]]).all()
+
+
 def test_adam_bias_correction_first_step():
     """Step 1 with zero state: the update is lr * g / (|g| + eps') = about lr * sign(g)."""
     g = np.array([0.3, -2.0, 1e-3])
@@ -317,6 +364,14 @@ BAD = [
     ("state aliases param", lambda p, g, s, s2: nk.adagrad_step(p, g, [s[0], p[1]]), ValueError,
      r"(params|sum_sq)\[1\]: shares memory"),
     ("shared state", lambda p, g, s, s2: nk.adam_step(p, g, s, [s2[0], s[1]], step=1), ValueError, "exp_avg"),
+    ("amsgrad short", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, max_exp_avg_sq=[np.ones(5, np.float32)]),
+     ValueError, "max_exp_avg_sq"),
+    ("amsgrad read-only", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1,
+                                                           max_exp_avg_sq=[np.ones(5, np.float32),
+                                                                           _readonly(np.ones((2, 3), np.float32))]),
+     ValueError, r"max_exp_avg_sq\[1\]: array is read-only"),
+    ("amsgrad aliases exp_avg", lambda p, g, s, s2: nk.adam_step(p, g, s, s2, step=1, max_exp_avg_sq=s),
+     ValueError, r"(exp_avg|max_exp_avg_sq)\[\d\]: shares memory"),
     ("param listed twice", lambda p, g, s, s2: nk.sgd_step([p[0], p[0]], [g[0], g[0]], lr=0.1), ValueError,
      "params"),
     ("overlapping views", lambda p, g, s, s2: nk.ema_update([p[1][0], p[1].reshape(-1)[1:4]], [g[0][:3], g[0][:3]],
@@ -340,34 +395,215 @@ def test_read_only_grads_accepted():
     nk.ema_update(s, [_readonly(x) for x in p], decay=0.5)
 
 
+# ----------------------------------------------------------------------------- torch CPU tensors
+def _torch_copy(torch, lst, param=False):
+    """Tensors with the values of NumPy arrays (their own memory); nn.Parameter leaves when `param`."""
+    ts = [torch.tensor(a) for a in lst]
+    return [torch.nn.Parameter(t) for t in ts] if param else ts
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_tensors_bitwise_numpy_and_in_place(name, dtype):
+    """Params as nn.Parameter leaves (requiring grad), grads and states as tensors: updated in place,
+    zero-copy (same objects, same memory), bitwise the NumPy call's values."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(14)
+    shapes = [(1,), (7,), (3, 17), (16385,)]  # a tensor across two chunks
+    params, state = _make(rng, shapes, dtype)
+    tparams = _torch_copy(torch, params, param=True)
+    tstate = {k: _torch_copy(torch, v) for k, v in state.items()}
+    ptrs = [t.data_ptr() for t in tparams]
+    for step in (1, 2, 3):
+        grads = _grads(rng, shapes, dtype)
+        assert _call(nk, name, params, grads, state, step) is None
+        assert _call(nk, name, tparams, _torch_copy(torch, grads), tstate, step) is None
+    for a, t, ptr in zip(params, tparams, ptrs):
+        assert isinstance(t, torch.nn.Parameter) and t.requires_grad and t.data_ptr() == ptr
+        np.testing.assert_array_equal(t.detach().numpy(), a)
+    for k in CONFIGS[name][0]:
+        for a, t in zip(state[k], tstate[k]):
+            np.testing.assert_array_equal(t.numpy(), a)
+
+
+def test_torch_and_numpy_mixed_in_one_call():
+    """Libraries may be mixed on the CPU (NumPy params, torch grads and states): same values."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(15)
+    shapes = [(5,), (4, 9)]
+    params, state = _make(rng, shapes, np.float32)
+    p2 = _copy(params)
+    m, v = _torch_copy(torch, state["exp_avg"]), [torch.zeros(s) for s in shapes]
+    grads = _grads(rng, shapes, np.float32)
+    nk.adam_step(params, grads, state["exp_avg"], state["exp_avg_sq"], step=1, lr=0.1)
+    nk.adam_step(p2, _torch_copy(torch, grads), m, [v[0], v[1].numpy()], step=1, lr=0.1)
+    for a, b in zip(params, p2):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(v[1].numpy(), state["exp_avg_sq"][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_clip_grad_norm_torch_cpu(dtype, max_norm):
+    """CPU tensors: the norm is a Python float (as for NumPy), the gradients are scaled in place, bitwise."""
+    torch = pytest.importorskip("torch")
+    grads = _grads(np.random.default_rng(16), MIXED_SIZES, dtype)
+    tg = _torch_copy(torch, grads)
+    n = nk.clip_grad_norm(grads, max_norm)
+    tn = nk.clip_grad_norm(tg, max_norm)
+    assert type(tn) is float and tn == n
+    for a, t in zip(grads, tg):
+        np.testing.assert_array_equal(t.numpy(), a)
+
+
+def test_torch_cpu_refusals_change_nothing():
+    """The same checks as for NumPy arrays, and memory shared across libraries is found (the range sweep)."""
+    torch = pytest.importorskip("torch")
+    p = [torch.ones(5), torch.ones(2, 3)]
+    g = [torch.ones(5), torch.ones(2, 3)]
+    cases = [
+        (lambda: nk.sgd_step([p[0], torch.ones(3, 2).T], g, lr=0.1), ValueError, r"params\[1\]: expected a C-contiguous"),
+        (lambda: nk.sgd_step([p[0], torch.ones(2, 3, dtype=torch.int32)], g, lr=0.1), TypeError,
+         r"params\[1\]: expected a float32 or float64"),
+        (lambda: nk.sgd_step(p, [g[0], torch.ones(2, 3, dtype=torch.float64)], lr=0.1), TypeError, r"grads\[1\]"),
+        (lambda: nk.sgd_step(p, [g[0], torch.ones(3, 2)], lr=0.1), ValueError, r"grads\[1\]: expected the shape"),
+        (lambda: nk.sgd_step(p, [g[0], p[1].view(2, 3)], lr=0.1), ValueError, r"(grads|params)\[1\]: shares memory"),
+        (lambda: nk.ema_update([p[1][0], p[1].view(-1)[1:4]], [g[0][:3], g[0][:3]], decay=0.5), ValueError,
+         r"averages\[\d\]: shares memory"),
+        (lambda: nk.clip_grad_norm([p[0], p[0][1:]], 1.0), ValueError, r"grads\[\d\]: shares memory"),
+        (lambda: nk.sgd_step([p[0], torch._neg_view(p[1])], g, lr=0.1), ValueError, r"params\[1\]: a lazily negated"),
+    ]
+    a = np.ones(6, np.float32)
+    cases.append((lambda: nk.sgd_step([a], [torch.from_numpy(a)], lr=0.1), ValueError,
+                  r"(grads|params)\[0\]: shares memory"))
+    before = [t.clone() for t in p + g] + [a.copy()]
+    for call, exc, msg in cases:
+        with pytest.raises(exc, match="^" + msg):
+            call()
+    for t, b in zip(p + g, before):
+        assert torch.equal(t, b)
+    np.testing.assert_array_equal(a, before[-1])
+
+
+@pytest.mark.parametrize("cls,kw", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)), ("Adagrad", {}),
+                                    ("RMSprop", {}), ("Adam", dict(weight_decay=0.01)), ("AdamW", {})])
+def test_optim_classes_on_nn_parameters(cls, kw):
+    """nk.optim over nn.Parameter leaves: torch state tensors, in-place updates bitwise the NumPy run,
+    a NumPy state_dict that loads into either."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(17)
+    shapes = [(3,), (4, 5)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    tparams = _torch_copy(torch, params, param=True)
+    opt, topt = getattr(nk.optim, cls)(params, **kw), getattr(nk.optim, cls)(tparams, **kw)
+    assert topt.params == tparams and topt.params is not tparams
+    for states in topt.state.values():
+        assert all(type(t) is torch.Tensor and not t.requires_grad for t in states)
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    for g in grads[:2]:
+        opt.step(g)
+        topt.step(_torch_copy(torch, g))
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert sd.keys() == tsd.keys()
+    for k in sd:
+        np.testing.assert_array_equal(np.asarray(tsd[k]), np.asarray(sd[k]))
+        assert not isinstance(tsd[k], torch.Tensor)
+    topt2 = getattr(nk.optim, cls)([t.detach().clone() for t in tparams], **kw)
+    topt2.load_state_dict(sd)
+    for g in grads[2:]:
+        opt.step(g)
+        topt2.step(_torch_copy(torch, g))
+    for a, t in zip(params, topt2.params):
+        np.testing.assert_array_equal(t.numpy(), a)
+
+
+def test_optim_constructor_checks_tensors_like_the_step():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"^params\[0\]: expected a float32 or float64"):
+        nk.optim.Adam([torch.ones(3, dtype=torch.int64)])
+    with pytest.raises(ValueError, match=r"^params\[0\]: expected a C-contiguous"):
+        nk.optim.Adam([torch.ones(4, 3).T])
+    p = torch.ones(4)
+    with pytest.raises(ValueError, match=r"^params\[1\]: shares memory with params\[0\]"):
+        nk.optim.SGD([p, p])
+    assert nk.optim.SGD(p).params == [p]  # one tensor: a list of one
+
+
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_gpu_matches_cpu(name, gpu):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_matches_cpu(name, dtype, gpu):
     to_gpu, to_numpy, _ = gpu
     rng = np.random.default_rng(12)
     shapes = [(1,), (7,), (4099,), (70001,)]
-    params, state = _make(rng, shapes, np.float32)
+    params, state = _make(rng, shapes, dtype)
     gp = [to_gpu(a) for a in params]
     gs = {k: [to_gpu(a) for a in v] for k, v in state.items()}
     for step in (1, 2, 3):
-        grads = _grads(rng, shapes, np.float32)
+        grads = _grads(rng, shapes, dtype)
         _call(nk, name, params, grads, state, step)
         _call(nk, name, gp, [to_gpu(g) for g in grads], gs, step)
     for a, b in zip(params, gp):
-        assert_close(to_numpy(b), a)
+        assert_close(to_numpy(b), a, dtype)
+    for k in CONFIGS[name][0]:
+        for a, b in zip(state[k], gs[k]):
+            assert_close(to_numpy(b), a, dtype)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd_momentum", "ema"])
+def test_gpu_long_lists_span_several_launches(name, gpu):
+    """More tensors than one launch table holds (36 for Adam) and a tensor of more chunks than one
+    table's blocks (320 x 16384 elements), float32 and float64 mixed in one list: every element
+    is updated once, as on the CPU."""
+    to_gpu, to_numpy, _ = gpu
+    rng = np.random.default_rng(18)
+    shapes = [(int(n),) for n in rng.integers(1, 40000, size=150)] + [(330 * 16384 + 5,), (3,)]
+    dtypes = [np.float32 if i % 3 else np.float64 for i in range(len(shapes))]
+    params = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    state = {k: [np.zeros(s, d) for s, d in zip(shapes, dtypes)] for k in CONFIGS_STATE_ALL}
+    gp = [to_gpu(a) for a in params]
+    gs = {k: [to_gpu(a) for a in v] for k, v in state.items()}
+    grads = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    _call(nk, name, params, grads, state, 1)
+    _call(nk, name, gp, [to_gpu(g) for g in grads], gs, 1)
+    for a, b in zip(params, gp):
+        assert_close(to_numpy(b), a, a.dtype)
 
 
 def test_gpu_clip_grad_norm(gpu):
-    to_gpu, to_numpy, _ = gpu
-    grads = _grads(np.random.default_rng(13), [(3,), (100003,)], np.float32)
+    """The norm stays on the device: a 0-d float64 array of the gradients' library."""
+    to_gpu, to_numpy, lib = gpu
+    shapes = [(3,), (100003,), (0,), (330 * 16384 + 1,)]
+    grads = _grads(np.random.default_rng(13), shapes, np.float32)
     gg = [to_gpu(g) for g in grads]
     n1 = nk.clip_grad_norm(grads, 1.0)
     n2 = nk.clip_grad_norm(gg, 1.0)
-    np.testing.assert_allclose(n2, n1, rtol=1e-12)
-    again = [to_gpu(g) for g in _grads(np.random.default_rng(13), [(3,), (100003,)], np.float32)]
-    assert nk.clip_grad_norm(again, 1.0) == n2  # deterministic reduction
+    assert type(n2).__module__.split(".")[0] == lib and tuple(n2.shape) == () and "float64" in str(n2.dtype)
+    np.testing.assert_allclose(float(to_numpy(n2)), n1, rtol=1e-12)
+    again = [to_gpu(g) for g in _grads(np.random.default_rng(13), shapes, np.float32)]
+    assert float(to_numpy(nk.clip_grad_norm(again, 1.0))) == float(to_numpy(n2))  # deterministic reduction
     for a, b in zip(grads, gg):
         assert_close(to_numpy(b), a)
+    small = [to_gpu(np.full(4, 0.1, np.float64))]
+    assert float(to_numpy(nk.clip_grad_norm(small, 1.0))) == pytest.approx(0.2)  # below max_norm: untouched
+    np.testing.assert_array_equal(to_numpy(small[0]), 0.1)
+    assert float(to_numpy(nk.clip_grad_norm([to_gpu(np.zeros(0, np.float32))], 1.0))) == 0.0
+
+
+def test_gpu_refuses_host_arrays_and_shared_memory(gpu):
+    """Every array of a call on the first one's device (never a hidden copy), and the overlap sweep
+    is the CPU's: two views of one device buffer are refused. Nothing is written."""
+    to_gpu, to_numpy, _ = gpu
+    p = [to_gpu(np.ones(5, np.float32)), to_gpu(np.ones(6, np.float32))]
+    host = np.ones(6, np.float32)
+    with pytest.raises(ValueError, match=r"^grads\[1\]: expected an array on cuda:\d+ like params\[0\]"):
+        nk.sgd_step(p, [to_gpu(np.ones(5, np.float32)), host], lr=0.1)
+    with pytest.raises(ValueError, match=r"^params\[1\]: shares memory"):
+        nk.sgd_step([p[1][:3], p[1][2:5]], [to_gpu(np.ones(3, np.float32))] * 2, lr=0.1)
+    with pytest.raises(ValueError, match=r"^params\[1\]: expected a C-contiguous"):
+        nk.sgd_step([p[0], p[1][::2]], [to_gpu(np.ones(5, np.float32)), to_gpu(np.ones(3, np.float32))], lr=0.1)
+    for a in p:
+        np.testing.assert_array_equal(to_numpy(a), 1.0)
 
 
 # ------------------------------------------------------------------ ownership (issue 13, item 3)

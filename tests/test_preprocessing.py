@@ -314,10 +314,137 @@ def test_image_zero_centering(dtype, data_format, mode):
 def test_gpu_scalers_match_cpu(gpu, dtype):
     to_gpu, to_numpy, lib = gpu
     X = make("random", dtype)
+    gX = to_gpu(X)
+    for cls in (P.StandardScaler, P.MinMaxScaler, lambda: P.MinMaxScaler((-1, 0.5), clip=True), P.RobustScaler,
+                P.Normalizer):
+        est_g, est_c = cls().fit(gX), cls().fit(X)
+        for a in ("mean_", "scale_", "data_min_", "center_"):  # fitted attributes are NumPy (scikit-learn's)
+            if getattr(est_c, a, None) is not None:
+                assert type(getattr(est_g, a)) is np.ndarray
+                assert_close(getattr(est_g, a), getattr(est_c, a), dtype, table=TOL_REDUCTION)
+        Yg = est_g.transform(gX)
+        assert type(Yg) is type(gX)  # on X's device, in X's library
+        assert_close(to_numpy(Yg), est_c.transform(X), dtype, atol=10 * TOL[np.dtype(dtype)]["atol"])
+        if hasattr(est_c, "inverse_transform"):
+            assert_close(to_numpy(est_g.inverse_transform(Yg)), est_c.inverse_transform(est_c.transform(X)), dtype,
+                         atol=10 * TOL[np.dtype(dtype)]["atol"] * np.abs(X).max())
+    # the fitted parameters are copied to the device once, and again only after a new fit
+    est = P.StandardScaler().fit(gX)
+    est.transform(gX)
+    cached = dict(est._device_params)
+    est.transform(gX)
+    assert all(est._device_params[k] is v for k, v in cached.items())
+    est.fit(to_gpu(X[:100]))
+    assert not getattr(est, "_device_params", {})
+    # partial_fit on the device merges batches as the CPU does
+    inc = P.StandardScaler()
+    for part in np.array_split(X, [50, 51]):
+        inc.partial_fit(to_gpu(np.ascontiguousarray(part)))
+    assert_close(inc.mean_, P.StandardScaler().fit(X).mean_, dtype, table=TOL_REDUCTION)
+    with pytest.raises(ValueError, match="NaN"):
+        Xn = X.copy()
+        Xn[3, 2] = np.nan
+        P.StandardScaler().fit(to_gpu(Xn))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_ops_return_device_arrays(gpu, dtype):
+    """The ops themselves on a CUDA X: statistics come back as float64 device arrays of X's library
+    (no host copy inside the op), parameters must be float64 device arrays (a host array is refused:
+    never a hidden copy), CPU-only ops refuse a CUDA X naming it."""
+    from nnkernels import _core
+
+    to_gpu, to_numpy, lib = gpu
+    X = make("random", dtype)
+    gX = to_gpu(X)
+    mean, m2, mn, mx, finite = _core.prep_col_stats(gX, 2 | 4)
+    cm, cm2, cmn, cmx, _ = _core.prep_col_stats(X, 2 | 4)
+    assert finite is None and type(mean) is type(gX)
+    for g, c in ((mean, cm), (m2, cm2), (mn, cmn), (mx, cmx)):
+        np.testing.assert_allclose(to_numpy(g), c, rtol=1e-12, atol=1e-12 * np.abs(c).max())
+    shift, scale, offset = (to_gpu(np.linspace(-1, 1, 13)), to_gpu(np.linspace(0.5, 2, 13)), to_gpu(np.ones(13)))
+    Y = _core.prep_affine(gX, shift, scale, offset)
+    assert type(Y) is type(gX)
+    expect = _core.prep_affine(X, to_numpy(shift), to_numpy(scale), to_numpy(offset))
+    assert_close(to_numpy(Y), expect, dtype)
+    out = to_gpu(np.zeros_like(X))
+    assert _core.prep_affine(gX, shift, scale, None, out) is out
+    Yn, norms = _core.prep_normalize(gX, "l2")
+    Yc, cn = _core.prep_normalize(X, "l2")
+    assert type(norms) is type(gX)
+    assert_close(to_numpy(Yn), Yc, dtype)
+    np.testing.assert_allclose(to_numpy(norms), cn, rtol=1e-12)
+    with pytest.raises(ValueError, match="^shift: expected an array on cuda:"):
+        _core.prep_affine(gX, to_numpy(shift), scale, None)
+    with pytest.raises(TypeError, match="^scale: expected a float64 array on the device"):
+        _core.prep_affine(gX, shift, to_gpu(np.ones(13, np.float32)), None)
+    for call in (lambda: _core.prep_nan_col_stats(gX, 2), lambda: _core.prep_col_quantiles(gX, [50.0]),
+                 lambda: _core.prep_centered_gram(gX)):
+        with pytest.raises(ValueError, match="^X: .* CPU only"):
+            call()
+
+
+# ---------------------------------------------------------------- torch CPU tensors (issue 14)
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cpu_ops_bitwise_numpy(dtype):
+    """The low-level ops read torch CPU tensors zero-copy and return torch tensors, bitwise the
+    NumPy call's results; out= a tensor is written in place."""
+    torch = pytest.importorskip("torch")
+    from nnkernels import _core
+
+    X = make("random", dtype)
+    for Xn in (X, np.asfortranarray(X)):
+        Xt = torch.from_numpy(Xn)
+        for got, expect in ((_core.prep_col_stats(Xt, 2 | 4), _core.prep_col_stats(Xn, 2 | 4)),
+                            (_core.prep_nan_col_stats(Xt, 2 | 4), _core.prep_nan_col_stats(Xn, 2 | 4)),
+                            (_core.prep_centered_gram(Xt), _core.prep_centered_gram(Xn)),
+                            (_core.prep_normalize(Xt, "l1"), _core.prep_normalize(Xn, "l1"))):
+            for g, e in zip(got, expect):
+                if isinstance(e, np.ndarray):
+                    assert isinstance(g, torch.Tensor)
+                    np.testing.assert_array_equal(g.numpy(), e)
+                else:
+                    assert g == e
+        q = _core.prep_col_quantiles(Xt, [25.0, 50.0])
+        assert isinstance(q, torch.Tensor)
+        np.testing.assert_array_equal(q.numpy(), _core.prep_col_quantiles(Xn, [25.0, 50.0]))
+        shift, scale = np.linspace(-1, 1, 13), torch.linspace(0.5, 2, 13, dtype=torch.float64)
+        Y = _core.prep_affine(Xt, shift, scale, None)
+        assert isinstance(Y, torch.Tensor) and Y.stride() == Xt.stride()  # X's memory order
+        np.testing.assert_array_equal(Y.numpy(), _core.prep_affine(Xn, shift, scale.numpy(), None))
+        out = torch.zeros(Xt.shape, dtype=Xt.dtype)
+        assert _core.prep_affine(Xt, shift, scale, None, out) is out
+        np.testing.assert_array_equal(out.numpy(), Y.numpy())
+    # estimators follow scikit-learn: its validation converts a CPU tensor to NumPy (float64: a torch
+    # dtype is not a NumPy one), the results are NumPy
+    from sklearn.utils import check_array
+
+    Xt = torch.from_numpy(X)
     for cls in (P.StandardScaler, P.MinMaxScaler, P.RobustScaler, P.Normalizer):
-        est_g, est_c = cls().fit(to_gpu(X)), cls().fit(X)
-        Yg = to_numpy(est_g.transform(to_gpu(X)))
-        assert_close(Yg, est_c.transform(X), dtype, atol=10 * TOL[np.dtype(dtype)]["atol"])
+        Yt = cls().fit_transform(Xt)
+        assert type(Yt) is np.ndarray
+        np.testing.assert_array_equal(Yt, cls().fit_transform(check_array(Xt, dtype=[np.float64, np.float32])))
+
+
+def test_torch_cpu_ops_bad_input():
+    torch = pytest.importorskip("torch")
+    from nnkernels import _core
+
+    Xt = torch.ones(4, 3)
+    with pytest.raises(ValueError, match="^X: expected a 2-D array"):
+        _core.prep_col_stats(torch.ones(4), 2)
+    with pytest.raises(TypeError, match="^X: expected a float32 or float64 array"):
+        _core.prep_col_stats(torch.ones(4, 3, dtype=torch.int64), 2)
+    with pytest.raises(ValueError, match="^shift: expected a 1-D array of 3 values"):
+        _core.prep_affine(Xt, torch.ones(4), np.ones(3), None)
+    out = torch.full((4, 3), 7.0)
+    with pytest.raises(ValueError, match="^out: partially overlaps X"):
+        big = torch.ones(5, 3)
+        _core.prep_affine(big[1:], np.ones(3), np.ones(3), None, big[:4])
+    with pytest.raises(ValueError, match="^out: expected dtype float32"):
+        _core.prep_affine(Xt, np.ones(3), np.ones(3), None, torch.zeros(4, 3, dtype=torch.float64))
+    assert bool((out == 7.0).all())
 
 
 # ---------------------------------------------------------------- scikit-learn contract (issue 17)

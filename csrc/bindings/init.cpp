@@ -1,30 +1,27 @@
-// Python bindings of the weight-initialisation kernels (CPU: csrc/cpu/init.cpp, CUDA:
-// csrc/cuda/init.cu). The public API (shapes, fans, gains, dtype/out handling) lives in
-// python/nnkernels/init.py; these entries fill a given contiguous array in place.
+// Python bindings of the weight-initialisation fill: argument parsing and validation (once, for
+// every device and array library: core/operand.hpp), then one call of init_fill_stub
+// (drivers/init.hpp). The public API (shapes, fans, gains, seeds) is python/nnkernels/init.py.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "core/array.hpp"
 #include "core/module.hpp"
-#include "core/parallel.hpp"
-#include "cpu/init.hpp"
-#if defined(NK_WITH_CUDA)
-#include "cuda/init.hpp"
-#endif
+#include "core/operand.hpp"
+#include "drivers/init.hpp"
 
 namespace py = pybind11;
 
 namespace nk {
 namespace {
 
-constexpr int64_t kGroupsPerChunk = 2048;  // 128K float32 / 64K float64 elements per parallel chunk
-
 InitParams make_params(int dist, uint64_t seed, double a, double b) {
   if (dist != kInitUniform && dist != kInitNormal) throw py::value_error("dist: expected 0 (uniform) or 1 (normal)");
+  if (!std::isfinite(a) || !std::isfinite(b)) throw py::value_error("parameters must be finite");
   InitParams p;
   p.seed = seed;
   p.dist = dist;
@@ -33,23 +30,47 @@ InitParams make_params(int dist, uint64_t seed, double a, double b) {
   return p;
 }
 
-void init_fill(const py::handle& out_h, int dist, uint64_t seed, double a, double b) {
-  if (!py::isinstance<py::array>(out_h)) throw py::type_error("out: expected a NumPy array");
-  py::array out = py::reinterpret_borrow<py::array>(out_h);
-  ArrayView ov = view_of(out, "out");
-  if (!ov.writeable) throw py::value_error("out: array is read-only");
+// The `dtype` argument: anything numpy.dtype accepts that names float32 or float64.
+DType init_dtype(const py::handle& h) {
+  py::dtype d;
+  try {
+    d = py::dtype::from_args(py::reinterpret_borrow<py::object>(h));
+  } catch (py::error_already_set&) {
+    throw py::type_error("dtype: expected float32 or float64, got " + std::string(py::repr(h)));
+  }
+  if (d.kind() == 'f' && d.itemsize() == 4) return DType::f32;
+  if (d.kind() == 'f' && d.itemsize() == 8) return DType::f64;
+  throw py::type_error("dtype: expected float32 or float64, got " + std::string(py::str(d)));
+}
+
+// out None: a new NumPy array of `shape` and `dtype` (float32 when None). Otherwise out (NumPy,
+// torch CPU or CUDA tensor, CuPy, any strides) is filled in place and returned; its dtype must be
+// `dtype` when given. Element i of the C-order flattening depends only on (seed, i).
+py::object init_fill(const py::object& out_h, const std::vector<int64_t>& shape_v, const py::handle& dtype,
+                     int dist, uint64_t seed, double a, double b) {
+  const Dims shape(shape_v);
+  Operand o;
+  if (out_h.is_none()) {
+    o.host = empty_array(dtype.is_none() ? DType::f32 : init_dtype(dtype), shape);
+    o.object = o.host;
+    o.view = view_of(o.host, "out");
+  } else {
+    // The op's only array: it is its own device reference (output_operand checks type, dtype,
+    // shape, writeability and self-overlap).
+    const Operand ref = operand_of(out_h, "out");
+    o = output_operand(out_h, ref, dtype.is_none() ? ref.view.dtype : init_dtype(dtype), shape, "out");
+  }
   const InitParams p = make_params(dist, seed, a, b);
-  if (ov.size == 0) return;
-  if (!ov.c_contiguous()) throw py::value_error("out: expected a C-contiguous array");
-  const int di = dtype_index(ov.dtype);
-  const int64_t n = ov.size;
-  const int64_t G = di ? kInitGroupF64 : kInitGroupF32;
-  const int64_t groups = (n + G - 1) / G;
-  const InitFillFn fn = init_kernels().fill[di];
-  const bool stream = n * dtype_size(ov.dtype) >= (int64_t(8) << 20);
-  void* data = ov.data;
-  py::gil_scoped_release release;
-  parallel_for(groups, kGroupsPerChunk, [&](int64_t g0, int64_t g1) { fn(data, g0, g1, n, &p, stream); });
+  GpuStagedOutput target(o);
+  const ExecContext ctx = context_of(o);
+  const InitFillImpl impl = init_fill_stub(ctx.device);
+  {
+    py::gil_scoped_release release;
+    DeviceScope scope(ctx.device);
+    impl(target.target().view, p, ctx);
+  }
+  target.finish();
+  return o.object;
 }
 
 }  // namespace
@@ -57,9 +78,11 @@ void init_fill(const py::handle& out_h, int dist, uint64_t seed, double a, doubl
 
 NK_REGISTER_BINDINGS(init) {
   using namespace nk;
-  m.def("init_fill", &init_fill, py::arg("out"), py::arg("dist"), py::arg("seed"), py::arg("a"), py::arg("b"),
-        "Fill a C-contiguous float32/float64 array with Philox4x32-10 uniform (dist=0: a + b*u) or normal "
-        "(dist=1: a + b*z) numbers; element i depends only on (seed, i).");
+  m.def("init_fill", &init_fill, py::arg("out"), py::arg("shape"), py::arg("dtype"), py::arg("dist"), py::arg("seed"),
+        py::arg("a"), py::arg("b"),
+        "Fill `out` (or a new float32/float64 NumPy array of `shape` and `dtype` when out is None) with "
+        "Philox4x32-10 uniform (dist=0: a + b*u) or normal (dist=1: a + b*z) numbers; element i of the "
+        "C-order flattening depends only on (seed, i). Returns the filled array.");
   m.def("philox4x32_10",
         [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
           if (ctr.size() != 4) throw py::value_error("ctr: expected 4 words");
@@ -69,15 +92,4 @@ NK_REGISTER_BINDINGS(init) {
           return out;
         },
         py::arg("ctr"), py::arg("key"));
-#if defined(NK_WITH_CUDA)
-  m.def("cuda_init_fill",
-        [](uintptr_t out, int64_t n, int dtype, int dist, uint64_t seed, double a, double b, uintptr_t stream) {
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          const InitParams p = make_params(dist, seed, a, b);
-          py::gil_scoped_release release;
-          cuda::launch_init_fill(out, n, dtype, p, stream);
-        },
-        py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("dist"), py::arg("seed"), py::arg("a"), py::arg("b"),
-        py::arg("stream"));
-#endif
 }

@@ -1,12 +1,9 @@
-// Python bindings of the fused softmax cross-entropy (CPU: csrc/cpu/losses.cpp, CUDA: csrc/cuda/losses.cu).
-// Validation happens here before any memory is touched; rows run in fixed chunks in parallel and the
-// per-chunk loss partials (float64) are added in chunk order: bitwise identical for any thread count.
+// Python bindings of the fused softmax cross-entropy: argument parsing and validation (once, for
+// every device and array library: core/operand.hpp), then one call of softmax_xent_stub
+// (drivers/losses.hpp), which runs the CPU driver or the CUDA launcher with the GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -14,23 +11,45 @@
 
 #include "core/array.hpp"
 #include "core/module.hpp"
-#include "core/parallel.hpp"
-#include "cpu/losses.hpp"
-#if defined(NK_WITH_CUDA)
-#include "cuda/losses.hpp"
-#endif
+#include "core/operand.hpp"
+#include "drivers/losses.hpp"
 
 namespace py = pybind11;
 
 namespace nk {
 namespace {
 
-// Labels are read exactly once, here, with the GIL held and before anything is written: each
-// value is loaded from the caller's buffer (any integer dtype, any stride, any address: a
-// byte copy, so an odd address is no misaligned int64 load), checked against [0, classes) and
-// stored in a private int64 buffer that the kernel indexes with. Labels that share memory with
-// `out`, or that another thread changes while the kernel runs without the GIL, therefore cannot
-// make the kernel index outside a row: it never reads the caller's labels again.
+std::string dtype_str(const Operand& a) {
+  if (a.host) return py::str(a.host.dtype());
+  if (a.descr) return py::str(py::handle(a.descr));
+  // a CuPy array (no descriptor kept): its kind and size
+  const std::string bits = std::to_string(8 * a.itemsize);
+  switch (a.kind) {
+    case 'i': return "int" + bits;
+    case 'u': return "uint" + bits;
+    case 'f': return "float" + bits;
+    case 'c': return "complex" + bits;
+    case 'b': return "bool";
+  }
+  return std::string(1, a.kind) + bits;
+}
+
+// labels: (n,) integers, on any device (their values are checked where they are read).
+void check_labels(const Operand& lab, int64_t n) {
+  if (lab.kind != 'i' && lab.kind != 'u')
+    throw py::type_error("labels: expected an integer array, got dtype " + dtype_str(lab));
+  const int nd = lab.view.ndim();
+  if (nd != 1 || lab.view.shape[0] != n)
+    throw py::value_error("labels: expected shape (" + std::to_string(n) + ",) matching logits' rows, got ndim " +
+                          std::to_string(nd) + (nd >= 1 ? " with " + std::to_string(lab.view.shape[0]) + " rows" : ""));
+}
+
+// Host labels are read exactly once, here, with the GIL held and before anything is written: each
+// value is loaded from the caller's buffer (any integer dtype, any stride, any address: a byte
+// copy, so an odd address is no misaligned int64 load), checked against [0, classes) and stored in
+// a private int64 buffer that the kernel indexes with. Labels that share memory with `out`, or that
+// another thread changes while the kernel runs without the GIL, therefore cannot make the kernel
+// index outside a row: it never reads the caller's labels again.
 template <class T>
 bool copy_labels(const char* p, int64_t stride, int64_t n, int64_t classes, int64_t* dst, int64_t& bad_at,
                  std::string& bad_value) {
@@ -50,86 +69,95 @@ bool copy_labels(const char* p, int64_t stride, int64_t n, int64_t classes, int6
   return true;
 }
 
-// `labels` (n,) integers in [0, classes) into dst; TypeError/ValueError naming labels otherwise.
-void read_labels(const py::handle& h, int64_t n, int64_t classes, std::vector<int64_t>& dst) {
-  py::array a = as_array(h, "labels");
-  const char kind = a.dtype().kind();
-  if (kind != 'i' && kind != 'u')
-    throw py::type_error("labels: expected an integer array, got dtype " + std::string(py::str(a.dtype())));
-  if (a.ndim() != 1 || a.shape(0) != n)
-    throw py::value_error("labels: expected shape (" + std::to_string(n) + ",) matching logits' rows, got ndim " +
-                          std::to_string(a.ndim()) + (a.ndim() >= 1 ? " with " + std::to_string(a.shape(0)) + " rows" : ""));
-  const char bo = a.dtype().byteorder();
-  const char native_bo = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) ? '<' : '>';
-  if (bo != '=' && bo != '|' && bo != native_bo)  // rare: swap to native order with NumPy first
-    a = py::module_::import("numpy").attr("asarray")(a, py::arg("dtype") = kind == 'i' ? "int64" : "uint64");
-  const int isz = int(a.dtype().itemsize());
-  const char* p = static_cast<const char*>(a.data());
-  const int64_t stride = n > 1 ? int64_t(a.strides(0)) : 0;
+bool copy_labels_of(char kind, int isz, const char* p, int64_t stride, int64_t n, int64_t classes, int64_t* dst,
+                    int64_t& bad_at, std::string& bad) {
+  switch (isz) {
+    case 1: return kind == 'i' ? copy_labels<int8_t>(p, stride, n, classes, dst, bad_at, bad)
+                               : copy_labels<uint8_t>(p, stride, n, classes, dst, bad_at, bad);
+    case 2: return kind == 'i' ? copy_labels<int16_t>(p, stride, n, classes, dst, bad_at, bad)
+                               : copy_labels<uint16_t>(p, stride, n, classes, dst, bad_at, bad);
+    case 4: return kind == 'i' ? copy_labels<int32_t>(p, stride, n, classes, dst, bad_at, bad)
+                               : copy_labels<uint32_t>(p, stride, n, classes, dst, bad_at, bad);
+    case 8: return kind == 'i' ? copy_labels<int64_t>(p, stride, n, classes, dst, bad_at, bad)
+                               : copy_labels<uint64_t>(p, stride, n, classes, dst, bad_at, bad);
+  }
+  throw py::type_error("labels: unsupported integer dtype of " + std::to_string(isz) + " bytes");
+}
+
+// Checked (n,) host labels (a NumPy array, or a CPU tensor: native order, strides in elements) into dst.
+void read_host_labels(const Operand& lab, int64_t n, int64_t classes, std::vector<int64_t>& dst) {
+  py::array a = lab.host;
+  const char* p = static_cast<const char*>(lab.view.data);
+  int64_t stride = lab.view.strides[0] * lab.itemsize;
+  int isz = lab.itemsize;
+  if (a) {
+    const char bo = a.dtype().byteorder();
+    const char native_bo = (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) ? '<' : '>';
+    if (bo != '=' && bo != '|' && bo != native_bo)  // rare: swap to native order with NumPy first
+      a = py::module_::import("numpy").attr("asarray")(a, py::arg("dtype") = lab.kind == 'i' ? "int64" : "uint64");
+    p = static_cast<const char*>(a.data());
+    stride = int64_t(a.strides(0));  // in bytes: NumPy strides need not be multiples of the item size
+    isz = int(a.dtype().itemsize());
+  }
+  if (n <= 1) stride = 0;
   dst.resize(size_t(n));
   int64_t bad_at = -1;
   std::string bad;
-  bool ok = true;
-  if (kind == 'i') {
-    switch (isz) {
-      case 1: ok = copy_labels<int8_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 2: ok = copy_labels<int16_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 4: ok = copy_labels<int32_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 8: ok = copy_labels<int64_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      default: throw py::type_error("labels: unsupported integer dtype " + std::string(py::str(a.dtype())));
-    }
-  } else {
-    switch (isz) {
-      case 1: ok = copy_labels<uint8_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 2: ok = copy_labels<uint16_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 4: ok = copy_labels<uint32_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      case 8: ok = copy_labels<uint64_t>(p, stride, n, classes, dst.data(), bad_at, bad); break;
-      default: throw py::type_error("labels: unsupported integer dtype " + std::string(py::str(a.dtype())));
-    }
-  }
-  if (!ok)
+  if (!copy_labels_of(lab.kind, isz, p, stride, n, classes, dst.data(), bad_at, bad))
     throw py::value_error("labels: expected values in [0, " + std::to_string(classes) + "), got " + bad +
                           " at index " + std::to_string(bad_at));
 }
 
-py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& labels_in, const py::object& out) {
-  py::array logits = as_array(logits_in, "logits");
-  ArrayView xv = view_of(logits, "logits");
-  if (xv.ndim() != 2)
-    throw py::value_error("logits: expected a 2-D array (batch, classes), got ndim " + std::to_string(xv.ndim()));
-  const int64_t n = xv.shape[0], c = xv.shape[1];
-  if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
-  std::vector<int64_t> labels;
-  read_labels(labels_in, n, c, labels);
-  py::array o = output_for(out, xv.dtype, xv.shape, "out", xv.data);
-  ArrayView ov = view_of(o, "out");
-  if (n > 0 && c > 1 && ov.strides[1] != 1) throw py::value_error("out: expected unit stride along the class axis");
-  // Kernel rows need unit column stride; an out that partially overlaps logits reads from a copy.
-  const bool unit_cols = c == 1 || xv.strides[1] == 1;
-  if (!unit_cols || (may_overlap(xv, ov) && !same_layout(xv, ov))) {
-    logits = contiguous_copy(logits);
-    xv = view_of(logits, "logits");
-  }
-  if (n == 0) return py::make_tuple(std::numeric_limits<double>::quiet_NaN(), o);
+// Bytes of the contiguous int64 labels `lab` intersect the memory of `v`.
+bool labels_overlap(const Operand& lab, const ArrayView& v) {
+  ArrayView l = lab.view;
+  l.dtype = DType::f64;  // 8-byte elements: may_overlap measures extents by the element size
+  return may_overlap(l, v);
+}
 
-  const SoftmaxXentFn fn = loss_kernels().softmax_xent[dtype_index(xv.dtype)];
-  const int64_t grain = std::max<int64_t>(1, 16384 / c);  // rows per chunk: depends on the shape only
-  std::vector<double> partial(size_t(num_chunks(n, grain)), 0.0);
-  const double inv_n = 1.0 / double(n);
-  const int64_t isz = dtype_size(xv.dtype);
-  const char* xp = static_cast<const char*>(xv.data);
-  char* op = static_cast<char*>(ov.data);
-  const int64_t ldx = xv.strides[0], ldo = ov.strides[0];
-  const int64_t* lp = labels.data();  // the private copy (see read_labels)
+py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& labels_in, const py::object& out) {
+  Operand x = operand_of(logits_in, "logits");
+  if (x.view.ndim() != 2)
+    throw py::value_error("logits: expected a 2-D array (batch, classes), got ndim " + std::to_string(x.view.ndim()));
+  const int64_t n = x.view.shape[0], c = x.view.shape[1];
+  if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
+  Operand lab = operand_of(labels_in, "labels", /*float_only=*/false);
+  check_labels(lab, n);
+  check_same_device(x, "logits", lab, "labels");
+  std::vector<int64_t> host_labels;
+  if (!x.is_cuda()) read_host_labels(lab, n, c, host_labels);  // GPU labels: the kernel checks each one it reads
+  Operand o = output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data);
+  if (n > 0 && c > 1 && o.view.strides[1] != 1) throw py::value_error("out: expected unit stride along the class axis");
+  // Kernel rows need unit column stride (CUDA: contiguous rows); an out that partially overlaps
+  // logits reads from a copy.
+  if (!(c == 1 || x.view.strides[1] == 1) || (may_overlap(x.view, o.view) && !same_layout(x.view, o.view)))
+    x = contiguous_copy_of(x, "logits");
+  make_contiguous_on_gpu(x, "logits");
+  const ExecContext ctx = context_of(x);
+  const SoftmaxXentImpl impl = softmax_xent_stub(ctx.device);
+  if (!x.is_cuda()) {
+    double loss = 0.0;
+    {
+      py::gil_scoped_release release;
+      impl(x.view, host_labels.data(), o.view, &loss, nullptr, ctx);
+    }
+    return py::make_tuple(loss, o.result());
+  }
+  GpuStagedOutput target(o);
+  // GPU: int64 labels that no row's gradient store can overwrite (a device copy otherwise: made on
+  // the library's current stream, so it is ordered before the kernel); the loss stays on the device.
+  if (!(lab.kind == 'i' && lab.itemsize == 8 && lab.view.c_contiguous()) || labels_overlap(lab, target.target().view))
+    lab = device_int64_copy(lab, "labels");
+  Operand loss = new_result(x, DType::f64, Dims{});
+  Operand row_loss = new_result(x, DType::f64, Dims{n > 0 ? n : 1});
   {
     py::gil_scoped_release release;
-    parallel_for_chunks(n, grain, [&](int64_t chunk, int64_t b, int64_t e) {
-      partial[size_t(chunk)] = fn(xp + b * ldx * isz, ldx, lp + b, op + b * ldo * isz, ldo, 0, e - b, c, inv_n);
-    });
+    DeviceScope scope(ctx.device);
+    impl(x.view, lab.view.ptr<const int64_t>(), target.target().view, loss.view.ptr<double>(),
+         row_loss.view.ptr<double>(), ctx);
   }
-  double total = 0.0;
-  for (double p : partial) total += p;
-  return py::make_tuple(total * inv_n, o);
+  target.finish();
+  return py::make_tuple(loss.result(), o.result());
 }
 
 }  // namespace
@@ -139,17 +167,4 @@ NK_REGISTER_BINDINGS(losses) {
   using namespace nk;
   m.def("softmax_cross_entropy", &softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
         py::arg("out") = py::none());
-#if defined(NK_WITH_CUDA)
-  // GPU entry: raw device pointers (see nnkernels/losses.py). row_loss: float64 workspace of n,
-  // loss: one float64 on the device; labels: int64, range-checked by the caller (and, as read, by the kernel).
-  m.def("cuda_softmax_cross_entropy",
-        [](int dtype, uintptr_t logits, uintptr_t labels, uintptr_t dlogits, int64_t n, int64_t c, uintptr_t row_loss,
-           uintptr_t loss, uintptr_t stream) {
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          py::gil_scoped_release release;
-          cuda::launch_softmax_xent(dtype, logits, labels, dlogits, n, c, row_loss, loss, stream);
-        },
-        py::arg("dtype"), py::arg("logits"), py::arg("labels"), py::arg("dlogits"), py::arg("n"), py::arg("c"),
-        py::arg("row_loss"), py::arg("loss"), py::arg("stream"));
-#endif
 }

@@ -1,392 +1,242 @@
-// Python bindings of the preprocessing kernels (CPU: csrc/cpu/preprocessing.cpp, CUDA:
-// csrc/cuda/preprocessing.cu). The estimators live in python/nnkernels/preprocessing.py;
-// these entries compute column statistics, quantiles and the fused transforms.
-//
-// Decomposition: rows are cut into fixed blocks (a function of the shape only); statistics
-// of each block are merged in block order with Chan, Golub & LeVeque's pairwise update
-// (mean_ab = mean_a + d n_b / n, M2_ab = M2_a + M2_b + d^2 n_a n_b / n), so results are
-// bitwise identical for any thread count.
+// Python bindings of the preprocessing ops: argument parsing and validation (once, for every
+// device and array library: core/operand.hpp), then one call of the op's stub
+// (drivers/preprocessing.hpp), which runs the CPU driver or the CUDA launcher with the GIL released.
+// The estimators live in python/nnkernels/preprocessing.py. Results are arrays of X's library on
+// X's device (statistics included: a CUDA X gives device arrays, nothing is copied to the host).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "core/array.hpp"
 #include "core/module.hpp"
-#include "core/parallel.hpp"
-#include "cpu/preprocessing.hpp"
-#if defined(NK_WITH_CUDA)
-#include "cuda/preprocessing.hpp"
-#endif
+#include "core/operand.hpp"
+#include "drivers/preprocessing.hpp"
 
 namespace py = pybind11;
 
 namespace nk {
 namespace {
 
+// A validated 2-D input of at least one row and column in canonical layout (drivers/
+// preprocessing.hpp); a host array in neither C nor F order, and any non-contiguous CUDA array,
+// is copied to C order. cpu_only: the op has no CUDA kernel (a CUDA X is refused, naming it).
+Operand matrix_operand(const py::handle& h, const char* name, Matrix& m, const char* cpu_only = nullptr) {
+  Operand x = operand_of(h, name);
+  if (cpu_only && x.is_cuda())
+    throw py::value_error(std::string(name) + ": " + cpu_only +
+                          " runs on the CPU only (no CUDA kernel): pass a host array (NumPy array or CPU tensor)");
+  if (x.view.ndim() != 2)
+    throw py::value_error(std::string(name) + ": expected a 2-D array, got " + std::to_string(x.view.ndim()) + "-D");
+  if (x.view.shape[0] < 1 || x.view.shape[1] < 1)
+    throw py::value_error(std::string(name) + ": expected at least one row and one column");
+  make_contiguous_on_gpu(x, name);
+  if (!matrix_layout(x.view, m)) {
+    x = contiguous_copy_of(x, name);
+    matrix_layout(x.view, m);
+  }
+  return x;
+}
 
-// A validated 2-D input; arrays that are neither C- nor F-contiguous are copied to C order.
-struct Matrix {
-  py::array keep = null_array();
-  ArrayView v;
-  int64_t rows = 0, cols = 0, rs = 0, cs = 0;
+// A per-column parameter vector of n values for an op on x: for a host x any real array or
+// array-like (converted to float64); for a CUDA x a float64 array on x's device (a host array is
+// refused: nnkernels never copies between host and device inside an op).
+struct ParamVector {
+  py::array host = null_array();
+  Operand device;
+  const double* data = nullptr;
 };
 
-Matrix matrix_arg(const py::handle& h, const char* name) {
-  Matrix m;
-  m.keep = as_array(h, name);
-  m.v = view_of(m.keep, name);
-  if (m.v.ndim() != 2)
-    throw py::value_error(std::string(name) + ": expected a 2-D array, got " + std::to_string(m.v.ndim()) + "-D");
-  m.rows = m.v.shape[0];
-  m.cols = m.v.shape[1];
-  if (m.rows < 1 || m.cols < 1) throw py::value_error(std::string(name) + ": expected at least one row and one column");
-  const bool c_ok = m.cols == 1 ? true : m.v.strides[1] == 1;
-  const bool f_ok = m.rows == 1 ? true : m.v.strides[0] == 1;
-  if (!(c_ok && m.v.strides[0] >= m.cols) && !(f_ok && m.v.strides[1] >= m.rows) && !(c_ok && m.rows == 1)) {
-    m.keep = contiguous_copy(m.keep);
-    m.v = view_of(m.keep, name);
+ParamVector param_vector(const py::handle& h, int64_t n, const char* name, const Operand& x) {
+  ParamVector p;
+  const auto bad_shape = [&] {
+    return py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) + " values");
+  };
+  if (!x.is_cuda()) {
+    p.host = as_float64(h, name);  // refuses non-real input (core/array.hpp)
+    if (p.host.ndim() != 1 || p.host.shape(0) != n) throw bad_shape();
+    p.data = static_cast<const double*>(p.host.data());
+    return p;
   }
-  m.rs = m.v.strides[0];
-  m.cs = m.v.strides[1];
-  // canonical form: cs == 1 (C order) or rs == 1 (F order)
-  if (m.cols == 1) m.cs = 1;
-  else if (m.rows == 1) m.rs = 1;
-  if (m.cs != 1 && m.rs != 1) {
-    m.keep = contiguous_copy(m.keep);
-    m.v = view_of(m.keep, name);
-    m.rs = m.cols;
-    m.cs = 1;
-  }
-  return m;
+  p.device = operand_of(h, name);
+  check_same_device(x, "X", p.device, name);
+  if (p.device.view.dtype != DType::f64)
+    throw py::type_error(std::string(name) + ": expected a float64 array on the device (the CUDA kernels read float64 "
+                         "parameters), got " + dtype_name(p.device.view.dtype));
+  if (p.device.view.ndim() != 1 || p.device.view.shape[0] != n) throw bad_shape();
+  make_contiguous_on_gpu(p.device, name);
+  p.data = p.device.view.ptr<const double>();
+  return p;
 }
 
-// Rows per block: a function of the shape only (never of the thread count). Matrices up to
-// 2^18 elements are one block, run inline on the calling thread (no parallel-region cost).
-constexpr int64_t kInlineElems = int64_t(1) << 18;
-int64_t block_rows(int64_t rows, int64_t cols, int64_t elems) {
-  if (rows * cols <= kInlineElems) return std::max<int64_t>(rows, 1);
-  return std::max<int64_t>(16, elems / cols);
-}
-
-PrepBlock block_of(const Matrix& m, int64_t r0, int64_t r1) {
-  PrepBlock b;
-  b.x = static_cast<const char*>(m.v.data) + r0 * m.rs * dtype_size(m.v.dtype);
-  b.rows = r1 - r0;
-  b.cols = m.cols;
-  b.rs = m.rs;
-  b.cs = m.cs;
-  return b;
-}
-
-py::array_t<double> vec(const std::vector<double>& v) {
-  py::array_t<double> a(py::ssize_t(v.size()));
-  std::copy(v.begin(), v.end(), a.mutable_data());
-  return a;
-}
-
-std::vector<double> dvec(const py::handle& h, int64_t n, const char* name) {
-  const py::array a = as_float64(h, name);  // refuses non-real input (core/array.hpp)
-  if (a.ndim() != 1 || a.shape(0) != n)
-    throw py::value_error(std::string(name) + ": expected a 1-D array of " + std::to_string(n) + " values");
-  const double* p = static_cast<const double*>(a.data());
-  return std::vector<double>(p, p + n);
-}
-
-// Output argument: writeable ndarray of X's shape and dtype with unit stride along rows or columns.
-ArrayView out_arg(const py::handle& out, const Matrix& m) {
-  if (!py::isinstance<py::array>(out)) throw py::type_error("out: expected a NumPy array");
-  ArrayView o = view_of(py::reinterpret_borrow<py::array>(out), "out");
-  if (o.shape != m.v.shape) throw py::value_error("out: expected the shape of X");
-  if (o.dtype != m.v.dtype) throw py::value_error("out: expected the dtype of X");
-  if (!o.writeable) throw py::value_error("out: array is read-only");
-  if (may_overlap(o, m.v) && !(o.data == m.v.data && o.strides[0] == m.rs && o.strides[1] == m.cs))
-    throw py::value_error("out: partially overlaps X");
-  return o;
-}
-
-// Chan, Golub & LeVeque's pairwise update of (count, mean, M2), with counts that may be weight
-// sums (West 1979) and may be 0 (a column whose values were all NaN in one part).
-inline void chan_merge(double& na, double& ma, double& m2a, double nb, double mb, double m2b) {
-  if (!(nb > 0.0)) return;
-  if (!(na > 0.0)) {
-    na = nb; ma = mb; m2a = m2b;
-    return;
-  }
-  const double n = na + nb, d = mb - ma;
-  ma = ma + d * (nb / n);
-  m2a = m2a + m2b + d * d * (na * nb / n);
-  na = n;
-}
-
-// Column statistics: (count, mean, m2, min, max, finite). count[j] is the number (weight sum
-// with sample_weight) of column j's values that entered the moments: all rows unless flags has
-// kPrepIgnoreNan (NaN skipped) or weights are given. `prior` (count, mean, m2) of earlier data
-// is merged first (StandardScaler.partial_fit). finite: no statistic of a column with values is
-// NaN or infinite, i.e. X holds no infinity (and, without kPrepIgnoreNan, no NaN); then min/max of
-// a column without values are NaN.
+// Column statistics (see prep_nan_col_stats' docstring). `prior` (count, mean, m2) of earlier
+// data is merged first (StandardScaler.partial_fit). Returns (count, mean, m2, min, max, finite)
+// with None for what `flags` does not ask for; finite is None for a CUDA X (it would need a read on
+// the host: the statistics themselves show non-finite input).
 py::tuple col_stats(const py::handle& xh, int flags, const py::handle& wh, const py::handle& prior) {
-  Matrix m = matrix_arg(xh, "X");
+  Matrix m;
+  Operand x = matrix_operand(xh, "X", m);
   if (flags <= 0 || flags > 15 || !(flags & 7)) throw py::value_error("flags: expected a combination of 1, 2, 4 (+8)");
-  const int64_t C = m.cols, R = m.rows, RB = block_rows(R, C, 65536);
-  const int64_t nb = num_chunks(R, RB);
-  const bool moments = (flags & (kPrepMean | kPrepMoments)) != 0, ignore = (flags & kPrepIgnoreNan) != 0;
-  std::vector<double> w;
+  const int64_t C = m.cols, R = m.rows;
+  const bool moments = (flags & (kPrepMean | kPrepMoments)) != 0;
+  if (x.is_cuda() && (flags & kPrepIgnoreNan))
+    throw py::value_error("X: NaN-ignoring statistics (prep_nan_col_stats) run on the CPU only (no CUDA kernel): "
+                          "pass a host array, or use prep_col_stats");
+  ColStatsArgs args;
+  args.flags = flags;
+  py::array w = null_array();
   if (!wh.is_none()) {
     if (!moments) throw py::value_error("sample_weight: only used with the moments (flags 1 or 2)");
-    w = dvec(wh, R, "sample_weight");
-    for (double v : w)
-      if (!std::isfinite(v)) throw py::value_error("sample_weight: expected finite values");
+    w = as_float64(wh, "sample_weight");
+    if (w.ndim() != 1 || w.shape(0) != R)
+      throw py::value_error("sample_weight: expected a 1-D array of " + std::to_string(R) + " values");
+    args.weight = static_cast<const double*>(w.data());
+    for (int64_t i = 0; i < R; ++i)
+      if (!std::isfinite(args.weight[i])) throw py::value_error("sample_weight: expected finite values");
   }
-  std::vector<double> pc, pm, pm2;
+  ParamVector pc, pm, pm2;
   if (!prior.is_none()) {
     if (!py::isinstance<py::tuple>(prior) || py::len(prior) != 3)
       throw py::type_error("prior: expected a tuple (count, mean, m2) or None");
     py::tuple t = py::reinterpret_borrow<py::tuple>(prior);
-    pc = dvec(t[0], C, "prior count");
-    pm = dvec(t[1], C, "prior mean");
-    pm2 = dvec(t[2], C, "prior m2");
+    pc = param_vector(t[0], C, "prior count", x);
+    pm = param_vector(t[1], C, "prior mean", x);
+    pm2 = param_vector(t[2], C, "prior m2", x);
+    args.prior_count = pc.data;
+    args.prior_mean = pm.data;
+    args.prior_m2 = pm2.data;
   }
-  const bool masked = ignore || !w.empty();
-  std::vector<double> cnt(size_t(nb * C)), mean(size_t(nb * C)), m2(size_t(nb * C)), mn(size_t(nb * C)),
-      mx(size_t(nb * C)), bad(size_t(nb * C)), scratch(size_t(nb * C));
-  const auto fn = prep_kernels().col_stats[dtype_index(m.v.dtype)];
-  const double* wp = w.empty() ? nullptr : w.data();
-  {
-    py::gil_scoped_release release;
-    parallel_for_chunks(R, RB, [&](int64_t c, int64_t r0, int64_t r1) {
-      const size_t o = size_t(c * C);
-      fn(block_of(m, r0, r1), flags, wp ? wp + r0 : nullptr, &cnt[o], &mean[o], &m2[o], &mn[o], &mx[o], &bad[o],
-         &scratch[o]);
-      if (!masked)
-        for (int64_t j = 0; j < C; ++j) cnt[o + size_t(j)] = double(r1 - r0);
-    });
-    // merge blocks in order
-    for (int64_t c = 1; c < nb; ++c) {
-      const size_t o = size_t(c * C);
-      for (int64_t j = 0; j < C; ++j) {
-        if (moments) chan_merge(cnt[j], mean[j], m2[j], cnt[o + j], mean[o + j], m2[o + j]);
-        if (flags & kPrepMinMax) {
-          mn[j] = mn[o + j] < mn[j] ? mn[o + j] : mn[j];
-          mx[j] = mx[o + j] > mx[j] ? mx[o + j] : mx[j];
-          bad[j] += bad[o + j];
-        }
-      }
-    }
-    if (!pc.empty())
-      for (int64_t j = 0; j < C; ++j) {
-        double n = pc[size_t(j)], mu = pm[size_t(j)], s = pm2[size_t(j)];
-        chan_merge(n, mu, s, cnt[j], mean[j], m2[j]);
-        cnt[j] = n; mean[j] = mu; m2[j] = s;
-      }
+  const Dims col{C};
+  Operand count, mean, m2, mn, mx, work;
+  ColStatsOut out;
+  if (moments && (flags & kPrepIgnoreNan)) out.count = (count = new_result(x, DType::f64, col)).view.ptr<double>();
+  if (moments) out.mean = (mean = new_result(x, DType::f64, col)).view.ptr<double>();
+  if (flags & kPrepMoments) out.m2 = (m2 = new_result(x, DType::f64, col)).view.ptr<double>();
+  if (flags & kPrepMinMax) {
+    out.min = (mn = new_result(x, DType::f64, col)).view.ptr<double>();
+    out.max = (mx = new_result(x, DType::f64, col)).view.ptr<double>();
   }
-  cnt.resize(size_t(C)); mean.resize(size_t(C)); m2.resize(size_t(C)); mn.resize(size_t(C)); mx.resize(size_t(C));
   bool finite = true;
-  for (int64_t j = 0; j < C; ++j) {
-    if (moments && cnt[j] > 0.0) finite = finite && std::isfinite(mean[j]) && std::isfinite(m2[j]);
-    if (flags & kPrepMinMax) {
-      if (!ignore) finite = finite && std::isfinite(bad[j]);
-      finite = finite && mn[j] != -HUGE_VAL && mx[j] != HUGE_VAL;
-      if (mn[j] > mx[j]) mn[j] = mx[j] = NAN;  // no value in the column
-    }
-  }
-  py::object none = py::none();
-  return py::make_tuple(moments ? py::object(vec(cnt)) : none, moments ? py::object(vec(mean)) : none,
-                        (flags & kPrepMoments) ? py::object(vec(m2)) : none,
-                        (flags & kPrepMinMax) ? py::object(vec(mn)) : none,
-                        (flags & kPrepMinMax) ? py::object(vec(mx)) : none, py::bool_(finite));
-}
-
-// A fresh result in X's memory order (C, or F for F-ordered X: the transpose of a C array),
-// placed apart from X (core/array.cpp: no 4K aliasing between X's loads and its stores).
-// Returned with `stream` false: fresh pages were just zeroed by the kernel and sit in the
-// caches, so ordinary stores cost one write-back while non-temporal stores would write twice.
-py::array fresh_output(const Matrix& m, bool& stream) {
-  stream = false;
-  const bool f_order = m.rs == 1 && m.cs != 1;
-  const Dims shape{f_order ? m.cols : m.rows, f_order ? m.rows : m.cols};
-  py::array a = empty_array(m.v.dtype, shape, m.v.data);
-  return f_order ? py::array(a.attr("T")) : a;
-}
-
-py::array affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
-            const py::handle& outh) {
-  Matrix m = matrix_arg(xh, "X");
-  const std::vector<double> a = dvec(ah, m.cols, "shift"), s = dvec(sh, m.cols, "scale");
-  std::vector<double> c;
-  if (!ch.is_none()) c = dvec(ch, m.cols, "offset");
-  bool fresh_stream = true;
-  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
-  ArrayView o = out_arg(res, m);
-  int64_t yrs = o.strides[0], ycs = o.strides[1];
-  if (m.cols == 1) ycs = 1;
-  if (m.rows == 1) yrs = 1;
-  const auto fn = prep_kernels().affine[dtype_index(m.v.dtype)];
-  const int64_t RB = block_rows(m.rows, m.cols, 32768);
-  const double* cp = c.empty() ? nullptr : c.data();
-  char* y = static_cast<char*>(o.data);
-  const int64_t ys = dtype_size(o.dtype);
-  // non-temporal stores only into a distinct, existing output far above the caches (in place,
-  // X's lines are already cached; fresh outputs: see fresh_output)
-  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
+  if (x.is_cuda()) args.workspace = (work = new_result(x, DType::f64, Dims{col_stats_workspace(R, C)})).view.ptr<double>();
+  else out.finite = &finite;
+  const ExecContext ctx = context_of(x);
+  const ColStatsImpl impl = col_stats_stub(ctx.device);
   {
     py::gil_scoped_release release;
-    parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
-      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, a.data(), s.data(), cp, stream);
-    });
+    DeviceScope scope(ctx.device);
+    impl(m, args, out, ctx);
   }
-  return res;
+  const auto res = [](const Operand& o) { return o.object ? o.result() : py::object(py::none()); };
+  return py::make_tuple(res(count), res(mean), res(m2), res(mn), res(mx),
+                        x.is_cuda() ? py::object(py::none()) : py::object(py::bool_(finite)));
 }
 
-py::tuple normalize(const py::handle& xh, const std::string& norm, const py::handle& outh) {
-  Matrix m = matrix_arg(xh, "X");
+// A fresh result in X's memory order (C, or F for F-ordered host X: the transpose of a C array),
+// placed apart from X (core/array.cpp: no 4K aliasing between X's loads and its stores).
+Operand fresh_output(const Operand& x, const Matrix& m) {
+  if (x.is_cuda() || !(m.rs == 1 && m.cs != 1)) return new_result(x, x.view.dtype, x.view.shape, x.view.data);
+  Operand r = new_result(x, x.view.dtype, Dims{m.cols, m.rows}, x.view.data);
+  r.host = r.host.attr("T");
+  r.object = r.host;
+  r.view = view_of(r.host, "out");
+  return r;
+}
+
+// `out` of a transform of X: None gives a fresh array; else X's shape and dtype on X's device, and
+// either X itself (in place) or apart from it.
+Operand transform_output(const py::object& outh, const Operand& x, const Matrix& m) {
+  if (outh.is_none()) return fresh_output(x, m);
+  Operand o = output_operand(outh, x, x.view.dtype, x.view.shape, "out");
+  if (may_overlap(o.view, m.v) && !(o.view.data == m.v.data && o.view.strides[0] == m.rs && o.view.strides[1] == m.cs))
+    throw py::value_error("out: partially overlaps X");
+  return o;
+}
+
+py::object affine(const py::handle& xh, const py::handle& ah, const py::handle& sh, const py::handle& ch,
+                  const py::object& outh) {
+  Matrix m;
+  Operand x = matrix_operand(xh, "X", m);
+  const ParamVector a = param_vector(ah, m.cols, "shift", x), s = param_vector(sh, m.cols, "scale", x);
+  ParamVector c;
+  if (!ch.is_none()) c = param_vector(ch, m.cols, "offset", x);
+  const Operand o = transform_output(outh, x, m);
+  GpuStagedOutput target(o);
+  const ExecContext ctx = context_of(x);
+  const AffineImpl impl = prep_affine_stub(ctx.device);
+  {
+    py::gil_scoped_release release;
+    DeviceScope scope(ctx.device);
+    impl(m, target.target().view, a.data, s.data, c.data, o.fresh, ctx);
+  }
+  target.finish();
+  return o.result();
+}
+
+py::tuple normalize(const py::handle& xh, const std::string& norm, const py::object& outh) {
+  Matrix m;
+  Operand x = matrix_operand(xh, "X", m);
   int nt;
   if (norm == "l2") nt = kNormL2;
   else if (norm == "l1") nt = kNormL1;
   else if (norm == "max") nt = kNormMax;
   else throw py::value_error("norm: expected 'l1', 'l2' or 'max', got '" + norm + "'");
-  bool fresh_stream = true;
-  py::array res = outh.is_none() ? fresh_output(m, fresh_stream) : py::reinterpret_borrow<py::array>(outh);
-  ArrayView o = out_arg(res, m);
-  int64_t yrs = o.strides[0], ycs = o.strides[1];
-  if (m.cols == 1) ycs = 1;
-  if (m.rows == 1) yrs = 1;
-  py::array_t<double> norms(py::ssize_t(m.rows));
-  double* np_ = norms.mutable_data();
-  const auto fn = prep_kernels().normalize[dtype_index(m.v.dtype)];
-  const int64_t RB = block_rows(m.rows, m.cols, 32768);
-  char* y = static_cast<char*>(o.data);
-  const int64_t ys = dtype_size(o.dtype);
-  const bool stream = fresh_stream && o.data != m.v.data && o.size * ys >= (int64_t(8) << 20);
+  const Operand o = transform_output(outh, x, m);
+  const Operand norms = new_result(x, DType::f64, Dims{m.rows});
+  GpuStagedOutput target(o);
+  const ExecContext ctx = context_of(x);
+  const NormalizeImpl impl = prep_normalize_stub(ctx.device);
   {
     py::gil_scoped_release release;
-    parallel_for(m.rows, RB, [&](int64_t r0, int64_t r1) {
-      std::vector<double> scratch(size_t(r1 - r0));
-      fn(block_of(m, r0, r1), y + r0 * o.strides[0] * ys, yrs, ycs, nt, np_ + r0, scratch.data(), stream);
-    });
+    DeviceScope scope(ctx.device);
+    impl(m, target.target().view, nt, norms.view.ptr<double>(), o.fresh, ctx);
   }
-  return py::make_tuple(res, norms);
+  target.finish();
+  return py::make_tuple(o.result(), norms.result());
 }
 
-py::array_t<double> col_quantiles(const py::handle& xh, const std::vector<double>& qs) {
-  Matrix m = matrix_arg(xh, "X");
+py::object col_quantiles(const py::handle& xh, const std::vector<double>& qs) {
+  Matrix m;
+  Operand x = matrix_operand(xh, "X", m, "prep_col_quantiles");
   if (qs.empty() || qs.size() > 8) throw py::value_error("q: expected 1 to 8 percentiles");
   for (size_t k = 0; k < qs.size(); ++k) {
     if (!(qs[k] >= 0.0 && qs[k] <= 100.0)) throw py::value_error("q: percentiles must lie in [0, 100]");
     if (k && qs[k] < qs[k - 1]) throw py::value_error("q: percentiles must be sorted ascending");
   }
-  const int64_t C = m.cols, R = m.rows, nq = int64_t(qs.size());
-  constexpr int64_t kCols = 16;
-  const int64_t ngroups = num_chunks(C, R * C <= kInlineElems ? C : kCols);
-  std::vector<double> res(size_t(nq * C));
-  std::vector<double> bad(size_t(ngroups), 0.0);
-  std::vector<int64_t> counts(size_t(C), 0);
-  const int d = dtype_index(m.v.dtype);
-  const auto& K = prep_kernels();
-  const int64_t es = dtype_size(m.v.dtype);
+  const Operand res = new_result(x, DType::f64, Dims{int64_t(qs.size()), m.cols});
+  const ExecContext ctx = context_of(x);
+  const ColQuantilesImpl impl = col_quantiles_stub(ctx.device);
+  bool finite;
   {
     py::gil_scoped_release release;
-    const int64_t gcols = R * C <= kInlineElems ? C : kCols;  // small: one inline chunk
-    parallel_for_chunks(C, gcols, [&](int64_t g, int64_t c0, int64_t c1) {
-      // Per-thread buffers, kept between calls: fresh 10-100 MB allocations cost more in page
-      // faults and zeroing than the selection itself. (Released with the thread.)
-      thread_local std::vector<char> buf, scratch;
-      if (buf.size() < size_t((c1 - c0) * R * es)) {
-        buf = std::vector<char>();
-        buf.resize(size_t((c1 - c0) * R * es));
-      }
-      PrepBlock b;
-      b.x = static_cast<const char*>(m.v.data) + c0 * m.cs * es;
-      b.rows = R;
-      b.cols = c1 - c0;
-      b.rs = m.rs;
-      b.cs = m.cs;
-      bad[size_t(g)] = K.gather[d](b, buf.data(), R, counts.data() + c0);
-      if (!std::isfinite(bad[size_t(g)])) return;
-      std::vector<double> out(static_cast<size_t>(nq));
-      const int64_t cap = R;  // candidate buffers never overflow
-      if (scratch.size() < size_t(nq * (cap + 1) * es)) {
-        scratch = std::vector<char>();
-        scratch.resize(size_t(nq * (cap + 1) * es));
-      }
-      for (int64_t j = c0; j < c1; ++j) {
-        const int64_t n = counts[size_t(j)];
-        if (n == 0) {  // every value NaN: NaN percentiles (as np.nanpercentile)
-          for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = NAN;
-          continue;
-        }
-        K.quantiles[d](buf.data() + (j - c0) * R * es, n, qs.data(), int(nq), out.data(), scratch.data(), cap);
-        for (int64_t k = 0; k < nq; ++k) res[size_t(k * C + j)] = out[size_t(k)];
-      }
-    });
+    finite = impl(m, qs.data(), int(qs.size()), res.view.ptr<double>(), ctx);
   }
-  for (double b : bad)
-    if (!std::isfinite(b)) throw py::value_error("Input X contains infinity or a value too large for " + std::string(m.v.dtype == DType::f32 ? "dtype('float32')." : "dtype('float64')."));
-  py::array_t<double> r({py::ssize_t(nq), py::ssize_t(C)});
-  std::copy(res.begin(), res.end(), r.mutable_data());
-  return r;
+  if (!finite)
+    throw py::value_error("Input X contains infinity or a value too large for " +
+                          std::string(m.v.dtype == DType::f32 ? "dtype('float32')." : "dtype('float64')."));
+  return res.result();
 }
 
-
-// ---- centred cross-product (covariance) for PCA / ZCA on tall data ------------------------
-// Rows are cut into parts of a fixed size (a function of the shape only); each part runs the
-// chunked kernel sequentially on one thread and the part results are merged here in part
-// order with the matrix form of Chan's update, so the result is bitwise the same for any
-// thread count. The number of parts is bounded so their ld x ld partial matrices stay small.
-constexpr int64_t kGramPartBytes = int64_t(128) << 20;
-
 py::tuple centered_gram(const py::handle& xh, bool float64_products) {
-  py::array keep = as_array(xh, "X");
-  const ArrayView v = view_of(keep, "X");
+  const Operand x = operand_of(xh, "X");
+  if (x.is_cuda())
+    throw py::value_error("X: prep_centered_gram runs on the CPU only (no CUDA kernel): pass a host array (NumPy "
+                          "array or CPU tensor)");
+  const ArrayView& v = x.view;
   if (v.ndim() != 2)
     throw py::value_error("X: expected a 2-D array (n_samples, n_features), got " + std::to_string(v.ndim()) + "-D");
   const int64_t R = v.shape[0], C = v.shape[1];
   if (R < 1 || C < 1) throw py::value_error("X: expected at least one row and one column, got shape " + shape_str(v.shape));
-  const int64_t ld = (C + kGramPad - 1) / kGramPad * kGramPad;
-  int64_t part = R;
-  if (R * C > (int64_t(1) << 16)) {
-    const int64_t max_parts = std::max<int64_t>(1, std::min<int64_t>(64, kGramPartBytes / (8 * ld * ld)));
-    part = std::max<int64_t>(16 * kGramChunkRows, (R + max_parts - 1) / max_parts);
-    part = (part + kGramChunkRows - 1) / kGramChunkRows * kGramChunkRows;
-  }
-  const int64_t np_ = num_chunks(R, part);
-  std::vector<double> m2(size_t(np_ * ld * ld)), mean(size_t(np_ * ld));
-  const int which = v.dtype == DType::f64 ? 1 : (float64_products ? 2 : 0);
-  const auto fn = prep_gram_kernels().centered_gram[which];
-  const char* x = static_cast<const char*>(v.data);
-  const int64_t es = dtype_size(v.dtype), rs = v.strides[0], cs = v.strides[1];
-  py::array_t<double> mean_out{py::ssize_t(C)};
-  py::array_t<double> cov({py::ssize_t(C), py::ssize_t(C)});
-  double* mo = mean_out.mutable_data();
-  double* co = cov.mutable_data();
+  const Operand mean = new_result(x, DType::f64, Dims{C}), cov = new_result(x, DType::f64, Dims{C, C});
+  const ExecContext ctx = context_of(x);
+  const CenteredGramImpl impl = centered_gram_stub(ctx.device);
   {
     py::gil_scoped_release release;
-    parallel_for_chunks(R, part, [&](int64_t p, int64_t r0, int64_t r1) {
-      std::vector<double> work(size_t(kGramChunkRows * ld + 6 * ld));
-      fn(x + r0 * rs * es, r1 - r0, C, rs, cs, &mean[size_t(p * ld)], &m2[size_t(p * ld * ld)], ld, work.data());
-    });
-    double na = double(std::min(R, part));
-    std::vector<double> d(static_cast<size_t>(C));
-    for (int64_t p = 1; p < np_; ++p) {
-      const double nb = double(std::min(R, (p + 1) * part) - p * part), n = na + nb, f = na * nb / n;
-      const double* mp = &mean[size_t(p * ld)];
-      const double* cp = &m2[size_t(p * ld * ld)];
-      for (int64_t j = 0; j < C; ++j) d[size_t(j)] = mp[j] - mean[size_t(j)];
-      for (int64_t i = 0; i < C; ++i)
-        for (int64_t j = i; j < C; ++j)
-          m2[size_t(i * ld + j)] += cp[i * ld + j] + f * d[size_t(i)] * d[size_t(j)];
-      for (int64_t j = 0; j < C; ++j) mean[size_t(j)] += d[size_t(j)] * (nb / n);
-      na = n;
-    }
-    for (int64_t j = 0; j < C; ++j) mo[j] = mean[size_t(j)];
-    for (int64_t i = 0; i < C; ++i)
-      for (int64_t j = i; j < C; ++j) co[i * C + j] = co[j * C + i] = m2[size_t(i * ld + j)];
+    impl(v, float64_products, mean.view.ptr<double>(), cov.view.ptr<double>(), ctx);
   }
-  return py::make_tuple(mean_out, cov);
+  return py::make_tuple(mean.result(), cov.result());
 }
 
 }  // namespace
@@ -402,67 +252,29 @@ NK_REGISTER_BINDINGS(preprocessing) {
         },
         py::arg("X"), py::arg("flags"),
         "(mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max; "
-        "finite: X holds no NaN or infinity");
+        "finite: X holds no NaN or infinity. Statistics are float64 arrays of X's library on X's device (None "
+        "where flags do not ask for them); min/max skip NaN. For a CUDA X (CuPy, torch) nothing is copied to the "
+        "host and finite is None.");
   m.def("prep_nan_col_stats",
         [](const py::handle& x, int flags, const py::handle& w, const py::handle& prior) {
           return col_stats(x, flags | kPrepIgnoreNan, w, prior);
         },
         py::arg("X"), py::arg("flags"), py::arg("sample_weight") = py::none(), py::arg("prior") = py::none(),
-        "(count, mean, m2, min, max, finite) of the columns of a 2-D array with NaN skipped (scikit-learn's "
+        "(count, mean, m2, min, max, finite) of the columns of a 2-D host array with NaN skipped (scikit-learn's "
         "scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, "
         "4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; "
-        "finite: X holds no infinity");
+        "finite: X holds no infinity. CPU only.");
   m.def("prep_affine", &affine, py::arg("X"), py::arg("shift"), py::arg("scale"), py::arg("offset"),
         py::arg("out") = py::none(),
-        "out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array in X's "
-        "memory order. Returns out");
+        "out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array of X's "
+        "library in X's memory order. For a CUDA X the parameters are float64 arrays on X's device. Returns out");
   m.def("prep_normalize", &normalize, py::arg("X"), py::arg("norm"), py::arg("out") = py::none(),
-        "out = rows of X divided by their norm (0 -> 1); out None: a new array in X's memory order. "
-        "Returns (out, norms)");
+        "out = rows of X divided by their norm (0 -> 1); out None: a new array of X's library in X's memory "
+        "order. Returns (out, norms), norms a float64 array on X's device");
   m.def("prep_col_quantiles", &col_quantiles, py::arg("X"), py::arg("q"),
         "percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: "
-        "array (len(q), n_features); ValueError for infinite values");
+        "array (len(q), n_features); ValueError for infinite values. CPU only.");
   m.def("prep_centered_gram", &centered_gram, py::arg("X"), py::arg("float64_products") = false,
         "(mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, "
-        "in one blocked pass (divide by n - 1 for the covariance)");
-#if defined(NK_WITH_CUDA)
-  m.def("cuda_prep_col_stats",
-        [](uintptr_t x, int64_t rows, int64_t cols, int dtype, uintptr_t stream) {
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          if (rows < 1 || cols < 1) throw py::value_error("X: expected at least one row and one column");
-          const size_t nc = static_cast<size_t>(cols);
-          std::vector<double> mean(nc), m2(nc), mn(nc), mx(nc);
-          {
-            py::gil_scoped_release release;
-            cuda::col_stats(x, rows, cols, dtype, mean.data(), m2.data(), mn.data(), mx.data(), stream);
-          }
-          return py::make_tuple(vec(mean), vec(m2), vec(mn), vec(mx));
-        },
-        py::arg("X"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("stream"));
-  m.def("cuda_prep_affine",
-        [](uintptr_t x, uintptr_t y, int64_t rows, int64_t cols, int dtype, py::handle a, py::handle s, py::handle c,
-           uintptr_t stream) {
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          const std::vector<double> av = dvec(a, cols, "shift"), sv = dvec(s, cols, "scale");
-          std::vector<double> cv = c.is_none() ? std::vector<double>(size_t(cols), 0.0) : dvec(c, cols, "offset");
-          py::gil_scoped_release release;
-          cuda::affine(x, y, rows, cols, dtype, av.data(), sv.data(), cv.data(), stream);
-        },
-        py::arg("X"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("shift"),
-        py::arg("scale"), py::arg("offset"), py::arg("stream"));
-  m.def("cuda_prep_normalize",
-        [](uintptr_t x, uintptr_t y, int64_t rows, int64_t cols, int dtype, const std::string& norm, uintptr_t stream) {
-          if (dtype != 0 && dtype != 1) throw py::type_error("dtype: expected float32 or float64");
-          int nt = norm == "l2" ? kNormL2 : norm == "l1" ? kNormL1 : norm == "max" ? kNormMax : -1;
-          if (nt < 0) throw py::value_error("norm: expected 'l1', 'l2' or 'max'");
-          std::vector<double> norms(static_cast<size_t>(rows));
-          {
-            py::gil_scoped_release release;
-            cuda::normalize(x, y, rows, cols, dtype, nt, norms.data(), stream);
-          }
-          return vec(norms);
-        },
-        py::arg("X"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("norm"),
-        py::arg("stream"));
-#endif
+        "in one blocked pass (divide by n - 1 for the covariance). CPU only.");
 }

@@ -3,6 +3,8 @@
 #include "core/operand.hpp"
 
 #include <cstring>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "core/dlpack.hpp"
@@ -30,6 +32,7 @@ struct TorchApi {
   PyObject* to_dlpack = nullptr;    // torch._C._to_dlpack(tensor) -> "dltensor" capsule (no Python-level checks)
   PyObject* from_dlpack = nullptr;  // torch._C._from_dlpack(capsule) -> tensor over the same memory
   PyObject* from_numpy = nullptr;   // torch.from_numpy(ndarray) -> tensor over the same memory
+  std::vector<std::pair<PyObject*, dlpack::DLDataType>> dtypes;  // torch.float32 -> {kDLFloat, 32}, ...
 };
 const TorchApi* torch_api() {
   static TorchApi api;
@@ -41,6 +44,16 @@ const TorchApi* torch_api() {
   api.to_dlpack = intern(py::object(C.attr("_to_dlpack")).release().ptr());
   api.from_dlpack = intern(py::object(C.attr("_from_dlpack")).release().ptr());
   api.from_numpy = intern(py::reinterpret_borrow<py::object>(torch).attr("from_numpy").cast<py::object>().release().ptr());
+  const std::pair<const char*, dlpack::DLDataType> names[] = {
+      {"float32", {dlpack::kDLFloat, 32, 1}}, {"float64", {dlpack::kDLFloat, 64, 1}},
+      {"float16", {dlpack::kDLFloat, 16, 1}}, {"bfloat16", {dlpack::kDLBfloat, 16, 1}},
+      {"int64", {dlpack::kDLInt, 64, 1}},     {"int32", {dlpack::kDLInt, 32, 1}},
+      {"int16", {dlpack::kDLInt, 16, 1}},     {"int8", {dlpack::kDLInt, 8, 1}},
+      {"uint8", {dlpack::kDLUInt, 8, 1}},     {"bool", {dlpack::kDLBool, 8, 1}},
+      {"complex64", {dlpack::kDLComplex, 64, 1}}, {"complex128", {dlpack::kDLComplex, 128, 1}}};
+  for (const auto& n : names)
+    api.dtypes.emplace_back(intern(py::reinterpret_borrow<py::object>(torch).attr(n.first).cast<py::object>().release().ptr()),
+                            n.second);
   api.tensor = reinterpret_cast<PyTypeObject*>(tensor.release().ptr());
   return &api;
 }
@@ -65,8 +78,8 @@ std::string type_name(const py::handle& h) {
 
 // NumPy descriptor of a DLPack element type (cached: built once per type).
 PyObject* descr_of(const dlpack::DLDataType& t, const char* arg) {
-  static PyObject* cache[8][4] = {};  // [code][log2(bits / 8)]
-  const int b = t.bits == 8 ? 0 : t.bits == 16 ? 1 : t.bits == 32 ? 2 : t.bits == 64 ? 3 : -1;
+  static PyObject* cache[8][5] = {};  // [code][log2(bits / 8)]
+  const int b = t.bits == 8 ? 0 : t.bits == 16 ? 1 : t.bits == 32 ? 2 : t.bits == 64 ? 3 : t.bits == 128 ? 4 : -1;
   if (t.lanes != 1 || t.code > dlpack::kDLBool || b < 0)
     throw py::type_error(std::string(arg) + ": unsupported DLPack element type (code " + std::to_string(t.code) +
                          ", " + std::to_string(t.bits) + " bits, " + std::to_string(t.lanes) + " lanes)");
@@ -114,33 +127,6 @@ py::array numpy_over(const ArrayView& view, PyObject* descr, int itemsize, const
   return a;
 }
 
-void fill_view_from_dl(Operand& r, const DLTensor& t, const char* arg, bool float_only) {
-  r.descr = descr_of(t.dtype, arg);
-  const py::dtype descr = py::reinterpret_borrow<py::dtype>(r.descr);
-  r.kind = descr.kind();
-  r.itemsize = int(descr.itemsize());
-  if (float_only) {
-    if (t.dtype.code == dlpack::kDLFloat && t.dtype.bits == 32) r.view.dtype = DType::f32;
-    else if (t.dtype.code == dlpack::kDLFloat && t.dtype.bits == 64) r.view.dtype = DType::f64;
-    else
-      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
-                           std::string(py::str(descr)));
-  }
-  r.view.data = static_cast<char*>(t.data) + t.byte_offset;
-  r.view.shape.resize(size_t(t.ndim));
-  r.view.strides.resize(size_t(t.ndim));
-  r.view.size = 1;
-  int64_t expect = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    r.view.shape[size_t(i)] = t.shape[i];
-    r.view.strides[size_t(i)] = t.strides ? t.strides[i] : expect;
-    expect *= t.shape[i];
-    r.view.size *= t.shape[i];
-  }
-  if (r.view.size > 0 && reinterpret_cast<uintptr_t>(r.view.data) % uintptr_t(r.itemsize) != 0)
-    throw py::value_error(std::string(arg) + ": data pointer is not aligned to the item size");
-}
-
 // A view over a host NumPy array (float_only: float_dtype's checks; else any dtype, kind recorded).
 void fill_host(Operand& r, const char* arg, bool float_only) {
   if (float_only) {
@@ -165,38 +151,97 @@ void fill_host(Operand& r, const char* arg, bool float_only) {
   }
 }
 
+// Interned attribute names for the per-call reads of a tensor's geometry.
+PyObject* name_of(const char* s) { return intern(PyUnicode_InternFromString(s)); }
+
+PyObject* call_method(PyObject* o, PyObject* name) {
+  PyObject* r = PyObject_CallMethodNoArgs(o, name);
+  if (!r) throw py::error_already_set();
+  return r;
+}
+
+// A torch tensor's geometry, read through its public attributes (data_ptr(), shape, stride(),
+// dtype, is_cuda): about half the cost of a DLPack export and its capsule on this call-overhead
+// path, and the tensor object itself keeps its storage alive for the call.
 Operand from_torch(const py::handle& h, const char* arg, bool float_only) {
+  static PyObject *s_is_neg = name_of("is_neg"), *s_data_ptr = name_of("data_ptr"), *s_shape = name_of("shape"),
+                  *s_stride = name_of("stride"), *s_dtype = name_of("dtype"), *s_is_cuda = name_of("is_cuda"),
+                  *s_is_cpu = name_of("is_cpu"), *s_get_device = name_of("get_device");
   const TorchApi* t = torch_api();
   py::object tensor = py::reinterpret_borrow<py::object>(h);
   // A tensor with the negative bit set (a lazily negated view, e.g. .imag of a conjugate) would
   // be read without its sign: materialise it (inputs only; an output must be a plain tensor).
-  static PyObject* is_neg = intern(PyUnicode_InternFromString("is_neg"));
-  PyObject* neg = PyObject_CallMethodNoArgs(tensor.ptr(), is_neg);
-  if (!neg) throw py::error_already_set();
-  const bool negated = neg == Py_True;
-  Py_DECREF(neg);
-  if (negated) tensor = tensor.attr("resolve_neg")();
-  PyObject* cap = PyObject_CallOneArg(t->to_dlpack, tensor.ptr());
-  if (!cap) throw py::error_already_set();
-  py::object capsule = py::reinterpret_steal<py::object>(cap);
-  auto* mt = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
-  if (!mt) throw py::error_already_set();
-  const DLTensor& dl = mt->dl_tensor;
+  {
+    py::object neg = py::reinterpret_steal<py::object>(call_method(tensor.ptr(), s_is_neg));
+    if (neg.ptr() == Py_True) tensor = tensor.attr("resolve_neg")();
+  }
   Operand r;
   r.library = Library::torch;
-  r.object = py::reinterpret_borrow<py::object>(h);
+  r.object = tensor;
+  py::object dtype = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_dtype));
+  if (!dtype) throw py::error_already_set();
+  const dlpack::DLDataType* dl = nullptr;
+  for (const auto& e : t->dtypes)
+    if (e.first == dtype.ptr()) dl = &e.second;
+  if (!dl) {
+    std::string name = py::str(dtype);
+    if (name.rfind("torch.", 0) == 0) name = name.substr(6);
+    throw py::type_error(std::string(arg) + (float_only ? ": expected a float32 or float64 array, got dtype "
+                                                        : ": unsupported tensor dtype ") + name);
+  }
+  r.descr = descr_of(*dl, arg);
+  const py::dtype descr = py::reinterpret_borrow<py::dtype>(r.descr);
+  r.kind = descr.kind();
+  r.itemsize = int(descr.itemsize());
+  if (float_only) {
+    if (dl->code == dlpack::kDLFloat && dl->bits == 32) r.view.dtype = DType::f32;
+    else if (dl->code == dlpack::kDLFloat && dl->bits == 64) r.view.dtype = DType::f64;
+    else
+      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
+                           std::string(py::str(descr)));
+  }
+  py::object is_cuda = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cuda));
+  if (!is_cuda) throw py::error_already_set();
+  if (is_cuda.ptr() == Py_True) {
+    py::object dev = py::reinterpret_steal<py::object>(call_method(tensor.ptr(), s_get_device));
+    r.device = Device{Device::cuda, dev.cast<int>()};
+  } else {
+    py::object is_cpu = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cpu));
+    if (!is_cpu) throw py::error_already_set();
+    if (is_cpu.ptr() != Py_True)
+      throw py::type_error(std::string(arg) + ": expected a CPU or CUDA tensor, got one on " +
+                           std::string(py::str(tensor.attr("device"))));
+  }
+  PyObject* strides_o = PyObject_CallMethodNoArgs(tensor.ptr(), s_stride);
+  if (!strides_o) {  // sparse and other non-strided layouts have no strides
+    PyErr_Clear();
+    throw py::type_error(std::string(arg) + ": expected a dense (strided) tensor, got layout " +
+                         std::string(py::str(tensor.attr("layout"))));
+  }
+  py::object strides = py::reinterpret_steal<py::object>(strides_o);
+  py::object shape = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_shape));
+  if (!shape) throw py::error_already_set();
+  PyObject* ptr_o = PyObject_CallMethodNoArgs(tensor.ptr(), s_data_ptr);
+  if (!ptr_o) {  // sparse and other layouts without one strided storage
+    PyErr_Clear();
+    throw py::type_error(std::string(arg) + ": expected a dense (strided) tensor, got layout " +
+                         std::string(py::str(tensor.attr("layout"))));
+  }
+  py::object ptr = py::reinterpret_steal<py::object>(ptr_o);
+  r.view.data = PyLong_AsVoidPtr(ptr.ptr());
+  const Py_ssize_t nd = PyTuple_GET_SIZE(shape.ptr());
+  if (nd > Py_ssize_t(Dims::kMax)) throw py::value_error(std::string(arg) + ": more than 64 dimensions");
+  r.view.shape.resize(size_t(nd));
+  r.view.strides.resize(size_t(nd));
+  r.view.size = 1;
+  for (Py_ssize_t i = 0; i < nd; ++i) {
+    r.view.shape[size_t(i)] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape.ptr(), i));
+    r.view.strides[size_t(i)] = PyLong_AsLongLong(PyTuple_GET_ITEM(strides.ptr(), i));
+    r.view.size *= r.view.shape[size_t(i)];
+  }
   r.view.writeable = true;
-  if (dl.device.device_type == dlpack::kDLCUDA)
-    r.device = Device{Device::cuda, int(dl.device.device_id)};
-  else if (dl.device.device_type != dlpack::kDLCPU)
-    throw py::type_error(std::string(arg) + ": expected a CPU or CUDA tensor, got one on " +
-                         std::string(py::str(h.attr("device"))));
-  fill_view_from_dl(r, dl, arg, float_only);
-  r.view.writeable = true;
-  // The tensor (or its resolved copy) and the capsule hold the memory for the whole call; the
-  // capsule's destructor returns its reference to torch.
-  r.keep = capsule;
-  if (tensor.ptr() != h.ptr()) r.object = tensor;
+  if (r.view.size > 0 && reinterpret_cast<uintptr_t>(r.view.data) % uintptr_t(r.itemsize) != 0)
+    throw py::value_error(std::string(arg) + ": data pointer is not aligned to the item size");
   return r;
 }
 
@@ -261,6 +306,19 @@ Library library_of(const py::handle& h) {
 }
 
 namespace {
+// Before anything is allocated for a GPU operand: a build without CUDA kernels says so by name.
+Operand checked_device(Operand r, const char* arg) {
+#if !defined(NK_WITH_CUDA)
+  if (r.is_cuda())
+    throw std::runtime_error(std::string(arg) +
+                             ": a CUDA array was passed, but this nnkernels build has no CUDA kernels (built without "
+                             "nvcc or with NNKERNELS_CUDA=OFF); rebuild with a CUDA toolkit to use GPU arrays");
+#else
+  (void)arg;
+#endif
+  return r;
+}
+
 Operand host_operand(const py::handle& h, const char* arg, bool float_only) {
   Operand r;
   r.object = py::reinterpret_borrow<py::object>(h);
@@ -275,8 +333,8 @@ Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
   if (py::isinstance<py::array>(h)) return host_operand(h, arg, float_only);
   Operand r;
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
-  if (is_torch_tensor(h.ptr())) return from_torch(h, arg, float_only);
-  if (has_attr(h, "__cuda_array_interface__")) return from_cuda_array_interface(h, arg, float_only);
+  if (is_torch_tensor(h.ptr())) return checked_device(from_torch(h, arg, float_only), arg);
+  if (has_attr(h, "__cuda_array_interface__")) return checked_device(from_cuda_array_interface(h, arg, float_only), arg);
   if (has_attr(h, "__dlpack__") && has_attr(h, "__dlpack_device__")) {
     py::tuple dev = h.attr("__dlpack_device__")();
     const int type = dev[0].cast<int>();

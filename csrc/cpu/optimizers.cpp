@@ -1,9 +1,11 @@
 // Optimizer update kernels, float32/float64, one SIMD source compiled per ISA level:
-// SGD (PyTorch momentum/dampening/nesterov), Adagrad, RMSprop, Adam/AdamW, EMA averaging,
-// gradient scaling and the float64 sum of squares used by clip_grad_norm.
+// SGD (PyTorch momentum/dampening/nesterov), Adagrad, RMSprop, Adam/AdamW (optionally AMSGrad),
+// EMA averaging, gradient scaling and the float64 sum of squares used by clip_grad_norm.
+// maximize (torch.optim's): the gradient enters every update with its sign flipped,
+// d = gsign * g with gsign = -1 (exact), +1 otherwise (exact: the minimising results keep their bits).
 // Each kernel makes ONE pass over memory per element: the parameter and its state are read
 // and written back in the same loop (in place, fused). Kernels work on one contiguous piece
-// of one tensor; csrc/bindings/optimizers.cpp cuts a whole list of tensors into fixed chunks
+// of one tensor; csrc/drivers/optimizers.cpp cuts a whole list of tensors into fixed chunks
 // and runs them in one parallel region (multi-tensor apply).
 // Reference: nnkernels.reference.optimizers. CUDA twin: csrc/cuda/optimizers.cu.
 // Test: pytest tests/test_optimizers.py ; bench: python -m nnkernels bench --ops optimizers
@@ -67,13 +69,17 @@ inline V<double> vsqrt(V<double> x) {
   return x;
 }
 
+// gsign: -1 for maximize, else +1 (multiplying by either is exact).
+template <class T>
+inline T grad_sign(const OptimHyper* h) { return h->maximize ? T(-1) : T(1); }
+
 // SGD without momentum (PyTorch):
-//   d = g + wd * p          (only when wd != 0: 0 * inf would turn p = inf into NaN)
+//   d = gsign * g + wd * p          (only when wd != 0: 0 * inf would turn p = inf into NaN)
 //   p = p - lr * d
 template <class T, bool WD>
-void sgd_loop(T* p, const T* g, int64_t n, T lr, T wd) {
+void sgd_loop(T* p, const T* g, int64_t n, T lr, T wd, T gs) {
   for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
-    V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag);
+    V<T> pv = ld(p + i, k, tag), d = gs * ld(g + i, k, tag);
     if (WD) d = d + wd * pv;
     st(p + i, pv - lr * d, k, tag);
   });
@@ -82,19 +88,19 @@ template <class T>
 void sgd(void* const* ptr, int64_t n, const OptimHyper* h) {
   T* p = static_cast<T*>(ptr[0]);
   const T* g = static_cast<const T*>(ptr[1]);
-  if (h->weight_decay != 0) sgd_loop<T, true>(p, g, n, T(h->lr), T(h->weight_decay));
-  else sgd_loop<T, false>(p, g, n, T(h->lr), T(0));
+  if (h->weight_decay != 0) sgd_loop<T, true>(p, g, n, T(h->lr), T(h->weight_decay), grad_sign<T>(h));
+  else sgd_loop<T, false>(p, g, n, T(h->lr), T(0), grad_sign<T>(h));
 }
 
-// SGD with momentum (PyTorch formulation; b starts at zero, see nnkernels/optimizers.py for the first step):
-//   d = g + wd * p
+// SGD with momentum (PyTorch formulation; b starts at zero, see nnkernels/optim_steps.py for the first step):
+//   d = gsign * g + wd * p
 //   b = momentum * b + (1 - dampening) * d
 //   u = nesterov ? d + momentum * b : b
 //   p = p - lr * u
 template <class T, bool WD, bool NESTEROV>
-void sgd_momentum_loop(T* p, const T* g, T* b, int64_t n, T lr, T wd, T mu, T one_minus_damp) {
+void sgd_momentum_loop(T* p, const T* g, T* b, int64_t n, T lr, T wd, T mu, T one_minus_damp, T gs) {
   for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
-    V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), bv = ld(b + i, k, tag);
+    V<T> pv = ld(p + i, k, tag), d = gs * ld(g + i, k, tag), bv = ld(b + i, k, tag);
     if (WD) d = d + wd * pv;
     bv = mu * bv + one_minus_damp * d;
     const V<T> u = NESTEROV ? d + mu * bv : bv;
@@ -108,24 +114,25 @@ void sgd_momentum(void* const* ptr, int64_t n, const OptimHyper* h) {
   const T* g = static_cast<const T*>(ptr[1]);
   T* b = static_cast<T*>(ptr[2]);
   const T lr = T(h->lr), wd = T(h->weight_decay), mu = T(h->momentum), omd = T(1.0 - h->dampening);
+  const T gs = grad_sign<T>(h);
   const bool w = h->weight_decay != 0;
   if (h->nesterov) {
-    if (w) sgd_momentum_loop<T, true, true>(p, g, b, n, lr, wd, mu, omd);
-    else sgd_momentum_loop<T, false, true>(p, g, b, n, lr, wd, mu, omd);
+    if (w) sgd_momentum_loop<T, true, true>(p, g, b, n, lr, wd, mu, omd, gs);
+    else sgd_momentum_loop<T, false, true>(p, g, b, n, lr, wd, mu, omd, gs);
   } else {
-    if (w) sgd_momentum_loop<T, true, false>(p, g, b, n, lr, wd, mu, omd);
-    else sgd_momentum_loop<T, false, false>(p, g, b, n, lr, wd, mu, omd);
+    if (w) sgd_momentum_loop<T, true, false>(p, g, b, n, lr, wd, mu, omd, gs);
+    else sgd_momentum_loop<T, false, false>(p, g, b, n, lr, wd, mu, omd, gs);
   }
 }
 
 // Adagrad (PyTorch, lr_decay = 0, initial accumulator = whatever sum_sq holds):
-//   d = g + wd * p
+//   d = gsign * g + wd * p
 //   s = s + d * d
 //   p = p - lr * (d / (sqrt(s) + eps))
 template <class T, bool WD>
-void adagrad_loop(T* p, const T* g, T* s, int64_t n, T lr, T wd, T eps) {
+void adagrad_loop(T* p, const T* g, T* s, int64_t n, T lr, T wd, T eps, T gs) {
   for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
-    V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), sv = ld(s + i, k, tag);
+    V<T> pv = ld(p + i, k, tag), d = gs * ld(g + i, k, tag), sv = ld(s + i, k, tag);
     if (WD) d = d + wd * pv;
     sv = sv + d * d;
     st(s + i, sv, k, tag);
@@ -137,19 +144,20 @@ void adagrad(void* const* ptr, int64_t n, const OptimHyper* h) {
   T* p = static_cast<T*>(ptr[0]);
   const T* g = static_cast<const T*>(ptr[1]);
   T* s = static_cast<T*>(ptr[2]);
-  if (h->weight_decay != 0) adagrad_loop<T, true>(p, g, s, n, T(h->lr), T(h->weight_decay), T(h->eps));
-  else adagrad_loop<T, false>(p, g, s, n, T(h->lr), T(0), T(h->eps));
+  const T gs = grad_sign<T>(h);
+  if (h->weight_decay != 0) adagrad_loop<T, true>(p, g, s, n, T(h->lr), T(h->weight_decay), T(h->eps), gs);
+  else adagrad_loop<T, false>(p, g, s, n, T(h->lr), T(0), T(h->eps), gs);
 }
 
 // RMSprop (PyTorch, not centered, no momentum):
-//   d = g + wd * p
+//   d = gsign * g + wd * p
 //   v = alpha * v + (1 - alpha) * (d * d)
 //   den = eps_in_sqrt ? sqrt(v + eps) : sqrt(v) + eps      (TensorFlow : PyTorch placement)
 //   p = p - lr * (d / den)
 template <class T, bool WD, bool IN_SQRT>
-void rmsprop_loop(T* p, const T* g, T* v, int64_t n, T lr, T wd, T alpha, T one_minus_alpha, T eps) {
+void rmsprop_loop(T* p, const T* g, T* v, int64_t n, T lr, T wd, T alpha, T one_minus_alpha, T eps, T gs) {
   for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
-    V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), vv = ld(v + i, k, tag);
+    V<T> pv = ld(p + i, k, tag), d = gs * ld(g + i, k, tag), vv = ld(v + i, k, tag);
     if (WD) d = d + wd * pv;
     vv = alpha * vv + one_minus_alpha * (d * d);
     const V<T> den = IN_SQRT ? vsqrt(vv + eps) : vsqrt(vv) + eps;
@@ -163,48 +171,62 @@ void rmsprop(void* const* ptr, int64_t n, const OptimHyper* h) {
   const T* g = static_cast<const T*>(ptr[1]);
   T* v = static_cast<T*>(ptr[2]);
   const T lr = T(h->lr), wd = T(h->weight_decay), a = T(h->alpha), oma = T(1.0 - h->alpha), eps = T(h->eps);
+  const T gs = grad_sign<T>(h);
   const bool w = h->weight_decay != 0;
   if (h->eps_in_sqrt) {
-    if (w) rmsprop_loop<T, true, true>(p, g, v, n, lr, wd, a, oma, eps);
-    else rmsprop_loop<T, false, true>(p, g, v, n, lr, wd, a, oma, eps);
+    if (w) rmsprop_loop<T, true, true>(p, g, v, n, lr, wd, a, oma, eps, gs);
+    else rmsprop_loop<T, false, true>(p, g, v, n, lr, wd, a, oma, eps, gs);
   } else {
-    if (w) rmsprop_loop<T, true, false>(p, g, v, n, lr, wd, a, oma, eps);
-    else rmsprop_loop<T, false, false>(p, g, v, n, lr, wd, a, oma, eps);
+    if (w) rmsprop_loop<T, true, false>(p, g, v, n, lr, wd, a, oma, eps, gs);
+    else rmsprop_loop<T, false, false>(p, g, v, n, lr, wd, a, oma, eps, gs);
   }
 }
 
 // Adam / AdamW (PyTorch; step_size = lr / (1 - beta1^t), inv_bc2_sqrt = 1 / sqrt(1 - beta2^t)):
-//   AdamW: p = p * (1 - lr * wd), d = g        Adam: d = g + wd * p (L2 in the gradient)
+//   AdamW: p = p * (1 - lr * wd), d = gsign * g     Adam: d = gsign * g + wd * p (L2 in the gradient)
 //   m = m + (1 - beta1) * (d - m)              (PyTorch's lerp form of beta1*m + (1-beta1)*d)
 //   v = beta2 * v + (1 - beta2) * (d * d)
+//   AMSGrad (Reddi et al. 2018, "On the Convergence of Adam and Beyond"; PyTorch's form):
+//   vmax = max(vmax, v) (NaN propagates, as torch.maximum), and vmax replaces v below
 //   p = p - step_size * (m / (sqrt(v) * inv_bc2_sqrt + eps))
-template <class T, int WD>  // WD: 0 none, 1 coupled (L2), 2 decoupled (AdamW)
-void adam_loop(T* p, const T* g, T* m, T* v, int64_t n, const OptimHyper* h) {
+template <class T, int WD, bool AMS>  // WD: 0 none, 1 coupled (L2), 2 decoupled (AdamW)
+void adam_loop(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const OptimHyper* h) {
   const T wd = T(h->weight_decay), shrink = T(1.0 - h->lr * h->weight_decay);
   const T omb1 = T(1.0 - h->beta1), b2 = T(h->beta2), omb2 = T(1.0 - h->beta2);
-  const T step_size = T(h->step_size), ibc2 = T(h->inv_bc2_sqrt), eps = T(h->eps);
+  const T step_size = T(h->step_size), ibc2 = T(h->inv_bc2_sqrt), eps = T(h->eps), gs = grad_sign<T>(h);
   for_vectors<T>(n, p, [&](int64_t i, int64_t k, auto tag) {
-    V<T> pv = ld(p + i, k, tag), d = ld(g + i, k, tag), mv = ld(m + i, k, tag), vv = ld(v + i, k, tag);
+    V<T> pv = ld(p + i, k, tag), d = gs * ld(g + i, k, tag), mv = ld(m + i, k, tag), vv = ld(v + i, k, tag);
     if (WD == 1) d = d + wd * pv;
     if (WD == 2) pv = pv * shrink;
     mv = mv + omb1 * (d - mv);
     vv = b2 * vv + omb2 * (d * d);
-    const V<T> den = vsqrt(vv) * ibc2 + eps;
+    V<T> vd = vv;
+    if (AMS) {
+      const V<T> old = ld(vmax + i, k, tag);
+      vd = (vv > old) | (vv != vv) ? vv : old;
+      st(vmax + i, vd, k, tag);
+    }
+    const V<T> den = vsqrt(vd) * ibc2 + eps;
     st(m + i, mv, k, tag);
     st(v + i, vv, k, tag);
     st(p + i, pv - step_size * (mv / den), k, tag);
   });
 }
-template <class T>
-void adam(void* const* ptr, int64_t n, const OptimHyper* h) {
+template <class T, bool AMS>
+void adam_any(void* const* ptr, int64_t n, const OptimHyper* h) {
   T* p = static_cast<T*>(ptr[0]);
   const T* g = static_cast<const T*>(ptr[1]);
   T* m = static_cast<T*>(ptr[2]);
   T* v = static_cast<T*>(ptr[3]);
-  if (h->weight_decay == 0) adam_loop<T, 0>(p, g, m, v, n, h);
-  else if (h->decoupled) adam_loop<T, 2>(p, g, m, v, n, h);
-  else adam_loop<T, 1>(p, g, m, v, n, h);
+  T* vmax = AMS ? static_cast<T*>(ptr[4]) : nullptr;
+  if (h->weight_decay == 0) adam_loop<T, 0, AMS>(p, g, m, v, vmax, n, h);
+  else if (h->decoupled) adam_loop<T, 2, AMS>(p, g, m, v, vmax, n, h);
+  else adam_loop<T, 1, AMS>(p, g, m, v, vmax, n, h);
 }
+template <class T>
+void adam(void* const* ptr, int64_t n, const OptimHyper* h) { adam_any<T, false>(ptr, n, h); }
+template <class T>
+void adam_amsgrad(void* const* ptr, int64_t n, const OptimHyper* h) { adam_any<T, true>(ptr, n, h); }
 
 // EMA / Polyak averaging: avg = decay * avg + (1 - decay) * p
 template <class T>
@@ -268,7 +290,7 @@ NK_KERNEL_NAMESPACE_END
 #define NK_OPT_PAIR(fn) {&nk::NK_ISA_NS::fn<float>, &nk::NK_ISA_NS::fn<double>}
 NK_DEFINE_ISA_TABLE(OptimizerKernels, optimizer_kernels) = {
     {NK_OPT_PAIR(sgd), NK_OPT_PAIR(sgd_momentum), NK_OPT_PAIR(adagrad), NK_OPT_PAIR(rmsprop), NK_OPT_PAIR(adam),
-     NK_OPT_PAIR(ema), NK_OPT_PAIR(scale)},
+     NK_OPT_PAIR(ema), NK_OPT_PAIR(scale), NK_OPT_PAIR(adam_amsgrad)},
     NK_OPT_PAIR(sumsq),
 };
 #undef NK_OPT_PAIR

@@ -8,7 +8,7 @@
 
 #include "cpu/init.hpp"
 #include "cuda/common.cuh"
-#include "cuda/init.hpp"
+#include "drivers/init.hpp"
 
 namespace nk {
 namespace cuda {
@@ -150,19 +150,25 @@ __global__ void init_kernel(T* __restrict__ out, int64_t n, int64_t blocks, uint
 
 }  // namespace
 
-void launch_init_fill(uintptr_t out, int64_t n, int dtype, const InitParams& p, uintptr_t stream) {
+// The init_fill_stub's CUDA implementation: a C-contiguous device array, on ctx's stream.
+void init_fill_cuda(const ArrayView& out, const InitParams& p, const ExecContext& ctx) {
+  const int64_t n = out.size;
   if (n <= 0) return;
   constexpr int block = 256;
-  const int64_t G = dtype == 0 ? kInitGroupF32 : kInitGroupF64;
+  const bool f32 = out.dtype == DType::f32;
+  const int64_t G = f32 ? kInitGroupF32 : kInitGroupF64;
   const int64_t blocks = (n + G - 1) / G * 16;
-  if (dtype == 0)
-    init_kernel<float><<<grid_for(blocks, block), block, 0, as_stream(stream)>>>(
-        reinterpret_cast<float*>(out), n, blocks, p.seed, p.dist, float(p.a), float(p.b));
+  const cudaStream_t s = as_stream(ctx.stream);
+  if (f32)
+    init_kernel<float><<<grid_for(blocks, block), block, 0, s>>>(out.ptr<float>(), n, blocks, p.seed, p.dist,
+                                                                 float(p.a), float(p.b));
   else
-    init_kernel<double><<<grid_for(blocks, block), block, 0, as_stream(stream)>>>(
-        reinterpret_cast<double*>(out), n, blocks, p.seed, p.dist, p.a, p.b);
+    init_kernel<double><<<grid_for(blocks, block), block, 0, s>>>(out.ptr<double>(), n, blocks, p.seed, p.dist, p.a,
+                                                                  p.b);
   throw_if_error(cudaGetLastError(), "init kernel launch");
 }
 
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(init_fill_stub, cuda, &nk::cuda::init_fill_cuda);

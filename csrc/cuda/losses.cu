@@ -8,7 +8,7 @@
 #include <cfloat>
 
 #include "cuda/common.cuh"
-#include "cuda/losses.hpp"
+#include "drivers/losses.hpp"
 
 namespace nk {
 namespace cuda {
@@ -52,9 +52,9 @@ __global__ void xent_rows(const T* __restrict__ x, const int64_t* __restrict__ l
     T* dr = d + r * c;
     const int64_t label = labels[r];
     if (label < 0 || label >= c) {
-      // Checked by the caller, but the labels live in device memory that other work may change
-      // before this kernel runs: an out-of-range label gives a NaN row (loss and gradient),
-      // never an access outside the row. The branch is uniform across the block (one row).
+      // Device labels are not range-checked by the host (that would copy them to the host and
+      // wait for the stream): an out-of-range label gives a NaN row (loss and gradient), never an
+      // access outside the row. The branch is uniform across the block (one row).
       for (int64_t j = threadIdx.x; j < c; j += kBlock) dr[j] = T(NAN);
       if (threadIdx.x == 0) row_loss[r] = double(NAN);
       continue;
@@ -87,27 +87,28 @@ __global__ void mean_rows(const double* __restrict__ row_loss, int64_t n, double
 template <class T>
 void launch_typed(const T* x, const int64_t* labels, T* d, int64_t n, int64_t c, double* row_loss, double* loss,
                   cudaStream_t s) {
-  const unsigned grid = unsigned(n < 65535 * 16 ? n : 65535 * 16);
-  xent_rows<T><<<grid, kBlock, 0, s>>>(x, labels, d, n, c, row_loss);
-  mean_rows<<<1, kBlock, 0, s>>>(row_loss, n, loss);
+  if (n > 0) {
+    const unsigned grid = unsigned(n < 65535 * 16 ? n : 65535 * 16);
+    xent_rows<T><<<grid, kBlock, 0, s>>>(x, labels, d, n, c, row_loss);
+  }
+  mean_rows<<<1, kBlock, 0, s>>>(row_loss, n, loss);  // n = 0: 0 / 0, NaN as on the CPU
 }
 
 }  // namespace
 
-void launch_softmax_xent(int dtype, uintptr_t logits, uintptr_t labels, uintptr_t dlogits, int64_t n, int64_t c,
-                         uintptr_t row_loss, uintptr_t loss, uintptr_t stream) {
-  if (n <= 0 || c <= 0) return;
-  const int64_t* lab = reinterpret_cast<const int64_t*>(labels);
-  double* rl = reinterpret_cast<double*>(row_loss);
-  double* l = reinterpret_cast<double*>(loss);
-  if (dtype == 0)
-    launch_typed<float>(reinterpret_cast<const float*>(logits), lab, reinterpret_cast<float*>(dlogits), n, c, rl, l,
-                        as_stream(stream));
+// The softmax_xent_stub's CUDA implementation: C-contiguous logits/dlogits, device labels, loss
+// and row_loss (max(n, 1) doubles), all on ctx's stream: nothing is copied to the host, nothing waits.
+void softmax_xent_cuda(const ArrayView& x, const int64_t* labels, const ArrayView& d, double* loss, double* row_loss,
+                       const ExecContext& ctx) {
+  const int64_t n = x.shape[0], c = x.shape[1];
+  if (x.dtype == DType::f32)
+    launch_typed<float>(x.ptr<const float>(), labels, d.ptr<float>(), n, c, row_loss, loss, as_stream(ctx.stream));
   else
-    launch_typed<double>(reinterpret_cast<const double*>(logits), lab, reinterpret_cast<double*>(dlogits), n, c, rl, l,
-                         as_stream(stream));
+    launch_typed<double>(x.ptr<const double>(), labels, d.ptr<double>(), n, c, row_loss, loss, as_stream(ctx.stream));
   throw_if_error(cudaGetLastError(), "softmax cross-entropy kernel launch");
 }
 
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(softmax_xent_stub, cuda, &nk::cuda::softmax_xent_cuda);

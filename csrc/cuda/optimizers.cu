@@ -1,21 +1,22 @@
-// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) / EMA and
-// clip_grad_norm. CPU twin and reference: csrc/cpu/optimizers.cpp, nnkernels.reference.optimizers.
-// Multi-tensor apply (idea of NVIDIA apex's multi_tensor_apply, written from scratch here):
-// the host cuts every tensor into chunks of kChunk elements and writes a table of
-// (tensor, chunk start) pairs plus a table of tensor pointers/sizes into one device buffer
-// (copied per call, stream-ordered); ONE launch then runs one block per chunk, each thread
-// handling kIlp elements per iteration (several elements per thread).
-// clip_grad_norm: per-block float64 partial sums with a fixed-shape tree reduction, then one
-// block combines the partials in order (deterministic, no atomics), computes the coefficient
-// on the device, and a scaling launch reads it.
+// CUDA optimizer kernels: multi-tensor apply of SGD / Adagrad / RMSprop / Adam(W) (AMSGrad) / EMA and
+// clip_grad_norm, registered on the stubs of drivers/optimizers.hpp. CPU twin and reference:
+// drivers/optimizers.cpp + cpu/optimizers.cpp, nnkernels.reference.optimizers.
+// Multi-tensor apply after PyTorch's multi_tensor_apply (aten/src/ATen/native/cuda/MultiTensorApply.cuh,
+// itself after NVIDIA apex): every tensor is cut into chunks of kOptimChunk elements, one thread
+// block per chunk, kIlp elements per thread per iteration. The launch's table of tensor pointers,
+// sizes and (block -> tensor, chunk) entries is a kernel argument passed by value (LaunchTable,
+// like PyTorch's TensorListMetadata: it fits the 4 KB of kernel parameters), so a call makes no
+// allocation and no host->device copy; a list too long for one table takes several launches, a
+// tensor cut by a table boundary continuing in the next table.
+// clip_grad_norm: one float64 partial sum per chunk (fixed-shape tree reduction in the block),
+// then one block combines the partials in order (deterministic, no atomics) into the norm (a
+// 0-d device array) and the clip coefficient, which the scaling launch reads on the device:
+// no copy to the host, no synchronisation (the ops can be captured in a CUDA graph).
 // Test: pytest -m gpu tests/test_optimizers.py ; bench: python -m nnkernels bench --ops optimizers
 #include <cuda_runtime.h>
 
-#include <cstring>
-#include <vector>
-
 #include "cuda/common.cuh"
-#include "cuda/optimizers.hpp"
+#include "drivers/optimizers.hpp"
 
 namespace nk {
 namespace cuda {
@@ -23,18 +24,21 @@ namespace {
 
 constexpr int kBlock = 256;
 constexpr int kIlp = 4;
-constexpr int64_t kChunk = int64_t(kBlock) * kIlp * 16;  // 16384 elements per block
-constexpr int kMaxOps = 4;
+constexpr int64_t kChunk = kOptimChunk;
+static_assert(kChunk % (int64_t(kBlock) * kIlp) == 0, "a chunk is whole iterations of a block");
 
-struct TensorEntry {
-  void* ptr[kMaxOps];
-  int64_t n;
+// Tensors and blocks of one launch (PyTorch's depth_to_max_tensors / depth_to_max_blocks: the
+// table plus the update's scalars stay under the 4 KB kernel-parameter limit for every depth).
+template <int NOPS> struct LaunchTable {
+  static constexpr int kTensors = NOPS == 1 ? 110 : NOPS == 2 ? 64 : NOPS == 3 ? 48 : 36;
+  static constexpr int kBlocks = 320;
+  void* ptr[NOPS][kTensors];
+  int64_t n[kTensors];
+  int64_t partial_base;              // clip_grad_norm: partial-sum index of this launch's block 0
+  int32_t block_chunk[kBlocks];      // chunk of the tensor, in units of kChunk
+  uint8_t block_tensor[kBlocks];     // entry of ptr / n
 };
-struct ChunkEntry {
-  int64_t start;
-  int32_t tensor;
-  int32_t pad;
-};
+static_assert(LaunchTable<1>::kTensors < 256, "block_tensor entries are 8 bits");
 
 template <class T> __device__ __forceinline__ T dsqrt(T x);
 template <> __device__ __forceinline__ float dsqrt(float x) { return sqrtf(x); }
@@ -43,27 +47,24 @@ template <> __device__ __forceinline__ double dsqrt(double x) { return sqrt(x); 
 // Scalar math identical to the CPU kernels (see csrc/cpu/optimizers.cpp for the formulas).
 template <class T, int OP>
 struct Update {
-  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec, scale;
+  T lr, wd, mu, omd, alpha, oma, eps, omb1, b2, omb2, step_size, ibc2, shrink, dec, omdec, gsign;
   int nesterov, in_sqrt, decoupled;
   explicit Update(const OptimHyper& h)
       : lr(T(h.lr)), wd(T(h.weight_decay)), mu(T(h.momentum)), omd(T(1.0 - h.dampening)), alpha(T(h.alpha)),
         oma(T(1.0 - h.alpha)), eps(T(h.eps)), omb1(T(1.0 - h.beta1)), b2(T(h.beta2)), omb2(T(1.0 - h.beta2)),
         step_size(T(h.step_size)), ibc2(T(h.inv_bc2_sqrt)), shrink(T(1.0 - h.lr * h.weight_decay)),
-        dec(T(h.decay)), omdec(T(1.0 - h.decay)), scale(T(h.scale)), nesterov(h.nesterov),
-        in_sqrt(h.eps_in_sqrt), decoupled(h.decoupled) {}
+        dec(T(h.decay)), omdec(T(1.0 - h.decay)), gsign(h.maximize ? T(-1) : T(1)), nesterov(h.nesterov),
+        in_sqrt(h.eps_in_sqrt),
+        decoupled(h.decoupled) {}
 
   __device__ __forceinline__ void operator()(T* const* p, int64_t i) const {
     if (OP == kEma) {
       p[0][i] = dec * p[0][i] + omdec * p[1][i];
       return;
     }
-    if (OP == kScale) {
-      p[0][i] = p[0][i] * scale;
-      return;
-    }
     T x = p[0][i];
-    T d = p[1][i];
-    if (OP == kAdam && decoupled) {
+    T d = gsign * p[1][i];  // maximize: the gradient's sign flipped (exact)
+    if ((OP == kAdam || OP == kAdamAmsgrad) && decoupled) {
       if (wd != T(0)) x = x * shrink;
     } else if (wd != T(0)) {
       d = d + wd * x;
@@ -83,28 +84,45 @@ struct Update {
       p[2][i] = v;
       const T den = in_sqrt ? dsqrt(v + eps) : dsqrt(v) + eps;
       x = x - lr * (d / den);
-    } else if (OP == kAdam) {
+    } else if (OP == kAdam || OP == kAdamAmsgrad) {
       T m = p[2][i];
       m = m + omb1 * (d - m);
       T v = b2 * p[3][i] + omb2 * (d * d);
       p[2][i] = m;
       p[3][i] = v;
+      if (OP == kAdamAmsgrad) {  // vmax = max(vmax, v), NaN propagating (torch.maximum)
+        const T old = p[4][i];
+        v = (v > old || v != v) ? v : old;
+        p[4][i] = v;
+      }
       x = x - step_size * (m / (dsqrt(v) * ibc2 + eps));
     }
     p[0][i] = x;
   }
 };
+static_assert(sizeof(LaunchTable<5>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
+static_assert(sizeof(LaunchTable<4>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
+static_assert(sizeof(LaunchTable<3>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
+static_assert(sizeof(LaunchTable<2>) + sizeof(Update<double, kAdam>) <= 4000, "kernel parameters over 4 KB");
+static_assert(sizeof(LaunchTable<1>) + 3 * sizeof(double*) <= 4000, "kernel parameters over 4 KB");
 
-template <class T, int OP>
-__global__ void __launch_bounds__(kBlock) multi_tensor_kernel(const TensorEntry* __restrict__ tensors,
-                                                              const ChunkEntry* __restrict__ chunks, Update<T, OP> f) {
-  const ChunkEntry c = chunks[blockIdx.x];
-  const TensorEntry te = tensors[c.tensor];
-  T* p[kMaxOps];
+// This block's tensor entry and element range [begin, end).
+template <int NOPS>
+__device__ __forceinline__ int block_range(const LaunchTable<NOPS>& tab, int64_t& begin, int64_t& end) {
+  const int e = tab.block_tensor[blockIdx.x];
+  begin = int64_t(tab.block_chunk[blockIdx.x]) * kChunk;
+  end = begin + kChunk < tab.n[e] ? begin + kChunk : tab.n[e];
+  return e;
+}
+
+template <class T, int OP, int NOPS>
+__global__ void __launch_bounds__(kBlock) multi_tensor_kernel(const LaunchTable<NOPS> tab, const Update<T, OP> f) {
+  int64_t begin, end;
+  const int e = block_range(tab, begin, end);
+  T* p[kOptimMaxOperands] = {};  // full size: Update's branches for other ops index up to 4 (dead code)
 #pragma unroll
-  for (int k = 0; k < kMaxOps; ++k) p[k] = static_cast<T*>(te.ptr[k]);
-  const int64_t end = c.start + kChunk < te.n ? c.start + kChunk : te.n;
-  for (int64_t base = c.start + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
+  for (int k = 0; k < NOPS; ++k) p[k] = static_cast<T*>(tab.ptr[k][e]);
+  for (int64_t base = begin + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
 #pragma unroll
     for (int u = 0; u < kIlp; ++u) {
       const int64_t i = base + int64_t(u) * kBlock;
@@ -125,26 +143,24 @@ __device__ __forceinline__ double block_sum(double v, double* sh) {
 }
 
 template <class T>
-__global__ void __launch_bounds__(kBlock) sumsq_kernel(const TensorEntry* __restrict__ tensors,
-                                                       const ChunkEntry* __restrict__ chunks, double* partial) {
+__global__ void __launch_bounds__(kBlock) sumsq_kernel(const LaunchTable<1> tab, double* __restrict__ partial) {
   __shared__ double sh[kBlock];
-  const ChunkEntry c = chunks[blockIdx.x];
-  const TensorEntry te = tensors[c.tensor];
-  const T* g = static_cast<const T*>(te.ptr[0]);
-  const int64_t end = c.start + kChunk < te.n ? c.start + kChunk : te.n;
+  int64_t begin, end;
+  const T* g = static_cast<const T*>(tab.ptr[0][block_range(tab, begin, end)]);
   double acc = 0.0;
-  for (int64_t i = c.start + threadIdx.x; i < end; i += kBlock) {
+  for (int64_t i = begin + threadIdx.x; i < end; i += kBlock) {
     const double x = double(g[i]);
     acc += x * x;
   }
   const double s = block_sum(acc, sh);
-  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+  if (threadIdx.x == 0) partial[tab.partial_base + blockIdx.x] = s;
 }
 
-// One block: total = sum of partials (fixed order), norm, and the scaling coefficient
-// (torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6) when norm > max_norm or NaN; else 1).
-__global__ void __launch_bounds__(kBlock) finish_norm_kernel(const double* partial, int64_t nchunks, double max_norm,
-                                                             double* out /* [norm, coef, apply] */) {
+// One block: total = sum of the partials (fixed order), the norm, and the scaling coefficient
+// (torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6) when norm > max_norm or NaN).
+__global__ void __launch_bounds__(kBlock) finish_norm_kernel(const double* __restrict__ partial, int64_t nchunks,
+                                                             double max_norm, double* __restrict__ norm_out,
+                                                             double* __restrict__ coef /* [coef, apply] */) {
   __shared__ double sh[kBlock];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < nchunks; i += kBlock) acc += partial[i];
@@ -152,22 +168,19 @@ __global__ void __launch_bounds__(kBlock) finish_norm_kernel(const double* parti
   if (threadIdx.x == 0) {
     const double norm = sqrt(s);
     const bool apply = norm > max_norm || isnan(norm);
-    out[0] = norm;
-    out[1] = apply ? max_norm / (norm + 1e-6) : 1.0;
-    out[2] = apply ? 1.0 : 0.0;
+    *norm_out = norm;
+    coef[0] = apply ? max_norm / (norm + 1e-6) : 1.0;
+    coef[1] = apply ? 1.0 : 0.0;
   }
 }
 
 template <class T>
-__global__ void __launch_bounds__(kBlock) scale_kernel(const TensorEntry* __restrict__ tensors,
-                                                       const ChunkEntry* __restrict__ chunks, const double* coef) {
-  if (coef[2] == 0.0) return;
-  const T c = T(coef[1]);
-  const ChunkEntry ch = chunks[blockIdx.x];
-  const TensorEntry te = tensors[ch.tensor];
-  T* g = static_cast<T*>(te.ptr[0]);
-  const int64_t end = ch.start + kChunk < te.n ? ch.start + kChunk : te.n;
-  for (int64_t base = ch.start + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
+__global__ void __launch_bounds__(kBlock) scale_kernel(const LaunchTable<1> tab, const double* __restrict__ coef) {
+  if (coef[1] == 0.0) return;
+  const T c = T(coef[0]);
+  int64_t begin, end;
+  T* g = static_cast<T*>(tab.ptr[0][block_range(tab, begin, end)]);
+  for (int64_t base = begin + threadIdx.x; base < end; base += int64_t(kBlock) * kIlp) {
 #pragma unroll
     for (int u = 0; u < kIlp; ++u) {
       const int64_t i = base + int64_t(u) * kBlock;
@@ -176,115 +189,102 @@ __global__ void __launch_bounds__(kBlock) scale_kernel(const TensorEntry* __rest
   }
 }
 
-int nops_of(int op) {
+// Fills launch tables with every chunk of the non-empty tensors of dtype `dt`, in list order,
+// and calls launch(table, blocks) for each full table and the last one. `blocks_done` counts the
+// blocks of all launches so far (the partial-sum index of the next one).
+template <int NOPS, class Launch>
+void for_each_launch(const TensorList& list, DType dt, int64_t& blocks_done, Launch&& launch) {
+  using Table = LaunchTable<NOPS>;
+  Table tab;
+  int tensors = 0, blocks = 0;
+  auto flush = [&] {
+    tab.partial_base = blocks_done;
+    launch(tab, blocks);
+    blocks_done += blocks;
+    tensors = blocks = 0;
+  };
+  for (int64_t t = 0; t < list.count(); ++t) {
+    const int64_t n = list.size[size_t(t)];
+    if (n == 0 || list.dtype[size_t(t)] != dt) continue;
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    int64_t c = 0;
+    while (c < chunks) {
+      if (tensors == Table::kTensors) flush();
+      const int e = tensors++;
+      for (int k = 0; k < NOPS; ++k) tab.ptr[k][e] = list.at(t, k);
+      tab.n[e] = n;
+      for (; c < chunks && blocks < Table::kBlocks; ++c, ++blocks) {
+        tab.block_tensor[blocks] = uint8_t(e);
+        tab.block_chunk[blocks] = int32_t(c);
+      }
+      if (blocks == Table::kBlocks) flush();  // the rest of tensor t (if any) starts the next table
+    }
+  }
+  if (blocks > 0) flush();
+}
+
+template <class T, int OP, int NOPS>
+void step_typed(const TensorList& list, DType dt, const OptimHyper& h, cudaStream_t s) {
+  const Update<T, OP> f(h);
+  int64_t blocks_done = 0;
+  for_each_launch<NOPS>(list, dt, blocks_done, [&](const LaunchTable<NOPS>& tab, int blocks) {
+    multi_tensor_kernel<T, OP, NOPS><<<unsigned(blocks), kBlock, 0, s>>>(tab, f);
+  });
+}
+
+template <int OP, int NOPS>
+void step_op(const TensorList& list, const OptimHyper& h, cudaStream_t s) {
+  if (list.nops != NOPS) throw std::logic_error("optimizer step: wrong operand count");
+  step_typed<float, OP, NOPS>(list, DType::f32, h, s);
+  step_typed<double, OP, NOPS>(list, DType::f64, h, s);
+}
+
+// The optim_step_stub's CUDA implementation: C-contiguous tensors on ctx's device, on ctx's stream.
+void optim_step_cuda(OptimOp op, const TensorList& list, const OptimHyper& h, const ExecContext& ctx) {
+  const cudaStream_t s = as_stream(ctx.stream);
   switch (op) {
-    case kSgd: return 2;
-    case kSgdMomentum: case kAdagrad: case kRmsprop: return 3;
-    case kAdam: return 4;
-    case kEma: return 2;
-    default: return 1;
+    case kSgd: step_op<kSgd, 2>(list, h, s); break;
+    case kSgdMomentum: step_op<kSgdMomentum, 3>(list, h, s); break;
+    case kAdagrad: step_op<kAdagrad, 3>(list, h, s); break;
+    case kRmsprop: step_op<kRmsprop, 3>(list, h, s); break;
+    case kAdam: step_op<kAdam, 4>(list, h, s); break;
+    case kAdamAmsgrad: step_op<kAdamAmsgrad, 5>(list, h, s); break;
+    case kEma: step_op<kEma, 2>(list, h, s); break;
+    default: throw std::logic_error("optimizer step: unknown op");
   }
-}
-
-// Device buffer holding [tensors | chunks | extra bytes], filled by one stream-ordered copy.
-struct Tables {
-  char* dev = nullptr;
-  const TensorEntry* tensors = nullptr;
-  const ChunkEntry* chunks = nullptr;
-  char* extra = nullptr;
-  int64_t nchunks = 0;
-  cudaStream_t stream = nullptr;
-  ~Tables() {
-    if (dev) cudaFreeAsync(dev, stream);
-  }
-};
-
-void build_tables(Tables& t, int nops, const uintptr_t* ptrs, const int64_t* sizes, int64_t ntensors,
-                  size_t extra_bytes, cudaStream_t stream) {
-  std::vector<TensorEntry> te;
-  std::vector<ChunkEntry> ce;
-  te.reserve(size_t(ntensors));
-  for (int64_t k = 0; k < ntensors; ++k) {
-    TensorEntry e{};
-    for (int j = 0; j < nops; ++j) e.ptr[j] = reinterpret_cast<void*>(ptrs[k * nops + j]);
-    e.n = sizes[k];
-    for (int64_t s = 0; s < e.n; s += kChunk) ce.push_back({s, int32_t(te.size()), 0});
-    te.push_back(e);
-  }
-  t.nchunks = int64_t(ce.size());
-  t.stream = stream;
-  if (t.nchunks == 0) return;
-  const size_t tb = te.size() * sizeof(TensorEntry), cb = ce.size() * sizeof(ChunkEntry);
-  const size_t cb_al = (cb + 15) / 16 * 16;
-  std::vector<char> host(tb + cb_al);
-  std::memcpy(host.data(), te.data(), tb);
-  std::memcpy(host.data() + tb, ce.data(), cb);
-  void* d = nullptr;
-  throw_if_error(cudaMallocAsync(&d, host.size() + extra_bytes, stream), "optimizer tables: cudaMallocAsync");
-  t.dev = static_cast<char*>(d);
-  // Pageable source: the call returns once the data is staged, so `host` may be freed afterwards.
-  throw_if_error(cudaMemcpyAsync(t.dev, host.data(), host.size(), cudaMemcpyHostToDevice, stream),
-                 "optimizer tables: cudaMemcpyAsync");
-  t.tensors = reinterpret_cast<const TensorEntry*>(t.dev);
-  t.chunks = reinterpret_cast<const ChunkEntry*>(t.dev + tb);
-  t.extra = t.dev + tb + cb_al;
-}
-
-template <class T, int OP>
-void launch_typed(const Tables& t, const OptimHyper& h, cudaStream_t s) {
-  multi_tensor_kernel<T, OP><<<unsigned(t.nchunks), kBlock, 0, s>>>(t.tensors, t.chunks, Update<T, OP>(h));
-}
-
-template <class T>
-void launch_op(int op, const Tables& t, const OptimHyper& h, cudaStream_t s) {
-  switch (op) {
-    case kSgd: launch_typed<T, kSgd>(t, h, s); break;
-    case kSgdMomentum: launch_typed<T, kSgdMomentum>(t, h, s); break;
-    case kAdagrad: launch_typed<T, kAdagrad>(t, h, s); break;
-    case kRmsprop: launch_typed<T, kRmsprop>(t, h, s); break;
-    case kAdam: launch_typed<T, kAdam>(t, h, s); break;
-    case kEma: launch_typed<T, kEma>(t, h, s); break;
-    case kScale: launch_typed<T, kScale>(t, h, s); break;
-    default: throw std::runtime_error("unknown optimizer op");
-  }
-}
-
-}  // namespace
-
-void launch_multi_tensor(int op, int dtype, const uintptr_t* ptrs, const int64_t* sizes, int64_t ntensors,
-                         const OptimHyper& h, uintptr_t stream) {
-  const cudaStream_t s = as_stream(stream);
-  Tables t;
-  build_tables(t, nops_of(op), ptrs, sizes, ntensors, 0, s);
-  if (t.nchunks == 0) return;
-  if (dtype == 0) launch_op<float>(op, t, h, s);
-  else launch_op<double>(op, t, h, s);
   throw_if_error(cudaGetLastError(), "optimizer kernel launch");
 }
 
-double clip_grad_norm(int dtype, const uintptr_t* ptrs, const int64_t* sizes, int64_t ntensors, double max_norm,
-                      uintptr_t stream) {
-  const cudaStream_t s = as_stream(stream);
-  Tables t;
-  // extra: partial sums (one per chunk) then [norm, coef, apply].
-  int64_t nchunks = 0;
-  for (int64_t k = 0; k < ntensors; ++k) nchunks += (sizes[k] + kChunk - 1) / kChunk;
-  build_tables(t, 1, ptrs, sizes, ntensors, size_t(nchunks + 3) * sizeof(double), s);
-  if (t.nchunks == 0) return 0.0;
-  double* partial = reinterpret_cast<double*>(t.extra);
-  double* res = partial + t.nchunks;
-  const unsigned grid = unsigned(t.nchunks);
-  if (dtype == 0) sumsq_kernel<float><<<grid, kBlock, 0, s>>>(t.tensors, t.chunks, partial);
-  else sumsq_kernel<double><<<grid, kBlock, 0, s>>>(t.tensors, t.chunks, partial);
-  finish_norm_kernel<<<1, kBlock, 0, s>>>(partial, t.nchunks, max_norm, res);
-  if (dtype == 0) scale_kernel<float><<<grid, kBlock, 0, s>>>(t.tensors, t.chunks, res);
-  else scale_kernel<double><<<grid, kBlock, 0, s>>>(t.tensors, t.chunks, res);
+// The clip_grad_norm_stub's CUDA implementation: partial sums into workspace[0, nchunks), the
+// coefficient and its flag into workspace[nchunks, nchunks + 2), the norm into `norm`.
+void clip_grad_norm_cuda(const TensorList& list, double max_norm, const ArrayView& norm, const ArrayView& workspace,
+                         const ExecContext& ctx) {
+  const cudaStream_t s = as_stream(ctx.stream);
+  const int64_t nchunks = tensor_chunk_count(list);
+  if (workspace.size < nchunks + 2) throw std::logic_error("clip_grad_norm: workspace too small");
+  double* partial = workspace.ptr<double>();
+  double* coef = partial + nchunks;
+  int64_t blocks_done = 0;
+  for_each_launch<1>(list, DType::f32, blocks_done, [&](const LaunchTable<1>& tab, int blocks) {
+    sumsq_kernel<float><<<unsigned(blocks), kBlock, 0, s>>>(tab, partial);
+  });
+  for_each_launch<1>(list, DType::f64, blocks_done, [&](const LaunchTable<1>& tab, int blocks) {
+    sumsq_kernel<double><<<unsigned(blocks), kBlock, 0, s>>>(tab, partial);
+  });
+  finish_norm_kernel<<<1, kBlock, 0, s>>>(partial, nchunks, max_norm, norm.ptr<double>(), coef);
+  int64_t unused = 0;
+  for_each_launch<1>(list, DType::f32, unused, [&](const LaunchTable<1>& tab, int blocks) {
+    scale_kernel<float><<<unsigned(blocks), kBlock, 0, s>>>(tab, coef);
+  });
+  for_each_launch<1>(list, DType::f64, unused, [&](const LaunchTable<1>& tab, int blocks) {
+    scale_kernel<double><<<unsigned(blocks), kBlock, 0, s>>>(tab, coef);
+  });
   throw_if_error(cudaGetLastError(), "clip_grad_norm kernel launch");
-  double norm = 0.0;
-  throw_if_error(cudaMemcpyAsync(&norm, res, sizeof(double), cudaMemcpyDeviceToHost, s), "clip_grad_norm: copy");
-  throw_if_error(cudaStreamSynchronize(s), "clip_grad_norm: synchronize");
-  return norm;
 }
 
+}  // namespace
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(optim_step_stub, cuda, &nk::cuda::optim_step_cuda);
+NK_REGISTER_DISPATCH(clip_grad_norm_stub, cuda, &nk::cuda::clip_grad_norm_cuda);

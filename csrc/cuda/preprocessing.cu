@@ -5,30 +5,22 @@
 // nnkernels.reference.preprocessing. Test: pytest -m gpu tests/test_preprocessing.py
 #include <cuda_runtime.h>
 
-#include <vector>
-
 #include "cpu/preprocessing.hpp"
 #include "cuda/common.cuh"
-#include "cuda/preprocessing.hpp"
+#include "drivers/preprocessing.hpp"
 
 namespace nk {
 namespace cuda {
 namespace {
 
-constexpr int64_t kChunkRows = 256;
+constexpr int64_t kChunkRows = kPrepGpuChunkRows;
 
 struct Stat4 {
   double x, y, z, w;  // mean, M2, min, max
 };
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { throw_if_error(cudaMalloc(&p, bytes ? bytes : 1), "cudaMalloc"); }
-  ~DeviceBuffer() { cudaFree(p); }
-  template <class T> T* as() const { return static_cast<T*>(p); }
-};
-
-// partial[c][j] = (mean, M2, min, max) of rows [c*kChunkRows, ...) of column j
+// partial[c][j] = (mean, M2, min, max) of rows [c*kChunkRows, ...) of column j. min/max skip NaN
+// (they start from +-inf, as on the CPU); the moments do not.
 // Columns in grid.y, looped with a stride (grid.y is capped at 65535: more than 8.4M columns need it).
 template <class T>
 __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t cols, Stat4* __restrict__ part) {
@@ -40,7 +32,7 @@ __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t col
     for (int64_t i = r0; i < r1; ++i) s += double(x[i * cols + j]);
     const double n = double(r1 - r0);
     const double mu = s / n;
-    double s1 = 0.0, s2 = 0.0, lo = double(x[r0 * cols + j]), hi = lo;
+    double s1 = 0.0, s2 = 0.0, lo = INFINITY, hi = -INFINITY;
     for (int64_t i = r0; i < r1; ++i) {
       const double v = double(x[i * cols + j]);
       const double d = v - mu;
@@ -54,8 +46,10 @@ __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t col
   }
 }
 
+// Chunks merged per column in chunk order (Chan, Golub & LeVeque); outputs that are null are not wanted.
 __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,
-                            Stat4* __restrict__ out) {
+                            double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ mn,
+                            double* __restrict__ mx) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= cols) return;
   Stat4 acc = part[j];
@@ -72,7 +66,11 @@ __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_
     acc.w = p.w > acc.w ? p.w : acc.w;
     na = n;
   }
-  out[j] = acc;
+  if (acc.z > acc.w) acc.z = acc.w = NAN;  // no value in the column (all NaN)
+  if (mean) mean[j] = acc.x;
+  if (m2) m2[j] = acc.y;
+  if (mn) mn[j] = acc.z;
+  if (mx) mx[j] = acc.w;
 }
 
 template <class T>
@@ -82,7 +80,8 @@ __global__ void affine_kernel(const T* __restrict__ x, T* __restrict__ y, int64_
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     const int64_t j = i % cols;
-    y[i] = T((double(x[i]) - a[j]) * s[j] + c[j]);
+    const double v = (double(x[i]) - a[j]) * s[j];
+    y[i] = T(c ? v + c[j] : v);
   }
 }
 
@@ -117,73 +116,54 @@ __global__ void normalize_kernel(const T* __restrict__ x, T* __restrict__ y, int
 
 }  // namespace
 
-void col_stats(uintptr_t x, int64_t rows, int64_t cols, int dtype, double* mean, double* m2, double* mn, double* mx,
-               uintptr_t stream) {
-  cudaStream_t s = as_stream(stream);
+// The stubs' CUDA implementations: C-contiguous device matrices, device parameters and outputs,
+// workspace from the caller's library; kernels on ctx's stream. Nothing is copied to or from the
+// host and nothing waits for the stream.
+void col_stats_cuda(const Matrix& m, const ColStatsArgs& a, const ColStatsOut& out, const ExecContext& ctx) {
+  const cudaStream_t s = as_stream(ctx.stream);
+  const int64_t rows = m.rows, cols = m.cols;
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  DeviceBuffer part(size_t(chunks * cols) * sizeof(Stat4)), out(size_t(cols) * sizeof(Stat4));
+  Stat4* part = reinterpret_cast<Stat4*>(a.workspace);  // col_stats_workspace(rows, cols) doubles
   const int block = 128;
   const int64_t col_blocks = (cols + block - 1) / block;
   const dim3 grid(unsigned(chunks), unsigned(col_blocks < 65535 ? col_blocks : 65535));
-  if (dtype == 0)
-    stats_partial<float><<<grid, block, 0, s>>>(reinterpret_cast<const float*>(x), rows, cols, part.as<Stat4>());
+  if (m.v.dtype == DType::f32)
+    stats_partial<float><<<grid, block, 0, s>>>(m.v.ptr<const float>(), rows, cols, part);
   else
-    stats_partial<double><<<grid, block, 0, s>>>(reinterpret_cast<const double*>(x), rows, cols, part.as<Stat4>());
-  stats_merge<<<unsigned((cols + block - 1) / block), block, 0, s>>>(part.as<Stat4>(), rows, cols, chunks,
-                                                                     out.as<Stat4>());
+    stats_partial<double><<<grid, block, 0, s>>>(m.v.ptr<const double>(), rows, cols, part);
+  stats_merge<<<unsigned(col_blocks), block, 0, s>>>(part, rows, cols, chunks, out.mean, out.m2, out.min, out.max);
   throw_if_error(cudaGetLastError(), "column statistics kernel launch");
-  std::vector<Stat4> host(static_cast<size_t>(cols));
-  throw_if_error(cudaMemcpyAsync(host.data(), out.p, size_t(cols) * sizeof(Stat4), cudaMemcpyDeviceToHost, s),
-                 "column statistics copy");
-  throw_if_error(cudaStreamSynchronize(s), "column statistics");
-  for (int64_t j = 0; j < cols; ++j) {
-    mean[j] = host[size_t(j)].x;
-    m2[j] = host[size_t(j)].y;
-    mn[j] = host[size_t(j)].z;
-    mx[j] = host[size_t(j)].w;
-  }
 }
 
-void affine(uintptr_t x, uintptr_t y, int64_t rows, int64_t cols, int dtype, const double* a, const double* sc,
-            const double* c, uintptr_t stream) {
-  cudaStream_t s = as_stream(stream);
-  DeviceBuffer p(size_t(3 * cols) * sizeof(double));
-  double* d = p.as<double>();
-  throw_if_error(cudaMemcpyAsync(d, a, size_t(cols) * sizeof(double), cudaMemcpyHostToDevice, s), "affine params");
-  throw_if_error(cudaMemcpyAsync(d + cols, sc, size_t(cols) * sizeof(double), cudaMemcpyHostToDevice, s), "affine params");
-  throw_if_error(cudaMemcpyAsync(d + 2 * cols, c, size_t(cols) * sizeof(double), cudaMemcpyHostToDevice, s),
-                 "affine params");
-  const int64_t n = rows * cols;
+void affine_cuda(const Matrix& m, const ArrayView& y, const double* a, const double* sc, const double* c, bool,
+                 const ExecContext& ctx) {
+  const cudaStream_t s = as_stream(ctx.stream);
+  const int64_t n = m.rows * m.cols;
   const int block = 256;
-  if (dtype == 0)
-    affine_kernel<float><<<grid_for(n, block, 4), block, 0, s>>>(reinterpret_cast<const float*>(x),
-                                                                 reinterpret_cast<float*>(y), n, cols, d, d + cols,
-                                                                 d + 2 * cols);
+  if (m.v.dtype == DType::f32)
+    affine_kernel<float><<<grid_for(n, block, 4), block, 0, s>>>(m.v.ptr<const float>(), y.ptr<float>(), n, m.cols, a,
+                                                                 sc, c);
   else
-    affine_kernel<double><<<grid_for(n, block, 4), block, 0, s>>>(reinterpret_cast<const double*>(x),
-                                                                  reinterpret_cast<double*>(y), n, cols, d, d + cols,
-                                                                  d + 2 * cols);
+    affine_kernel<double><<<grid_for(n, block, 4), block, 0, s>>>(m.v.ptr<const double>(), y.ptr<double>(), n, m.cols,
+                                                                  a, sc, c);
   throw_if_error(cudaGetLastError(), "affine kernel launch");
-  // the parameter buffer is freed when this function returns: wait for the kernel
-  throw_if_error(cudaStreamSynchronize(s), "affine kernel");
 }
 
-void normalize(uintptr_t x, uintptr_t y, int64_t rows, int64_t cols, int dtype, int norm, double* norms,
-               uintptr_t stream) {
-  cudaStream_t s = as_stream(stream);
-  DeviceBuffer dn(size_t(rows) * sizeof(double));
+void normalize_cuda(const Matrix& m, const ArrayView& y, int norm, double* norms, bool, const ExecContext& ctx) {
+  const cudaStream_t s = as_stream(ctx.stream);
   const int block = 256;
-  const unsigned grid = grid_for(rows * 32, block);
-  if (dtype == 0)
-    normalize_kernel<float><<<grid, block, 0, s>>>(reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y),
-                                                   rows, cols, norm, dn.as<double>());
+  const unsigned grid = grid_for(m.rows * 32, block);
+  if (m.v.dtype == DType::f32)
+    normalize_kernel<float><<<grid, block, 0, s>>>(m.v.ptr<const float>(), y.ptr<float>(), m.rows, m.cols, norm, norms);
   else
-    normalize_kernel<double><<<grid, block, 0, s>>>(reinterpret_cast<const double*>(x), reinterpret_cast<double*>(y),
-                                                    rows, cols, norm, dn.as<double>());
+    normalize_kernel<double><<<grid, block, 0, s>>>(m.v.ptr<const double>(), y.ptr<double>(), m.rows, m.cols, norm,
+                                                    norms);
   throw_if_error(cudaGetLastError(), "normalize kernel launch");
-  throw_if_error(cudaMemcpyAsync(norms, dn.p, size_t(rows) * sizeof(double), cudaMemcpyDeviceToHost, s), "norms copy");
-  throw_if_error(cudaStreamSynchronize(s), "normalize kernel");
 }
 
 }  // namespace cuda
 }  // namespace nk
+
+NK_REGISTER_DISPATCH(col_stats_stub, cuda, &nk::cuda::col_stats_cuda);
+NK_REGISTER_DISPATCH(prep_affine_stub, cuda, &nk::cuda::affine_cuda);
+NK_REGISTER_DISPATCH(prep_normalize_stub, cuda, &nk::cuda::normalize_cuda);

@@ -54,8 +54,6 @@ from .activations import (
 )
 from .losses import softmax_cross_entropy
 from .normalization import (
-    BatchNorm,
-    LayerNorm,
     batchnorm_backward,
     batchnorm_backward_elemt,
     batchnorm_backward_reduce,
@@ -66,7 +64,8 @@ from .normalization import (
     layernorm_backward,
     layernorm_forward,
 )
-from .optimizers import adagrad_step, adam_step, clip_grad_norm, ema_update, rmsprop_step, sgd_step
+from .optim_steps import adagrad_step, adam_step, clip_grad_norm, ema_update, rmsprop_step, sgd_step
+from .nn import BatchNorm, LayerNorm  # one class each: nk.BatchNorm is nk.nn.BatchNorm
 from . import optim, schedules  # noqa: E402  (submodules: nk.optim.Adam, nk.schedules.cosine_annealing)
 
 __version__ = "0.1.0"

@@ -6,6 +6,13 @@ library's allocator), make a device copy (contiguous, or int64 labels), and name
 device (the kernels are launched on it, so they order with the caller's own work). None of these copies between
 host and device or synchronises. NumPy and torch CPU tensors need no adapter (the C++ side reads and writes them
 zero-copy); other DLPack producers on the CPU are imported by ``numpy.from_dlpack``.
+
+The last section serves nnkernels.optim outside any op (state arrays next to each parameter, and the host copies
+of a state_dict, which copy between host and device by definition).
+
+Above the ops, code that must move data between host and device on purpose (the scikit-learn estimators of
+nnkernels.preprocessing: NumPy fitted attributes, GPU transforms) does it with the explicit adapters at the end
+(device_key, to_host, to_device_like, clip_), so that no other module knows library names.
 """
 from __future__ import annotations
 
@@ -75,3 +82,119 @@ def copy_into(dst: Any, src: Any) -> None:
             dst.copy_(src)
     else:
         dst[...] = src
+
+
+# --------------------------------------------------------------------------- optimizer state (nnkernels.optim)
+# The state arrays an optimizer object keeps next to each parameter, and the host copies of its
+# state_dict / load_state_dict. These run outside any op (at construction and for persistence);
+# to_numpy and copy_from_numpy are the only adapters that copy between host and device, because
+# a state_dict is host data by definition. NumPy arrays are handled here too, so that
+# nnkernels.optim never branches on the library.
+def _library_or_numpy(x: Any) -> str:
+    import numpy as np
+
+    return "numpy" if isinstance(x, np.ndarray) else _library(x)
+
+
+def full_like(x: Any, fill: float) -> Any:
+    """A new C-contiguous array of x's shape and dtype filled with `fill`, by x's library on x's device (not
+    requiring grad)."""
+    lib = _library_or_numpy(x)
+    if lib == "numpy":
+        import numpy as np
+
+        return np.full(x.shape, fill, dtype=x.dtype)
+    if lib == "torch":
+        import torch
+
+        return torch.full(tuple(x.shape), fill, dtype=x.dtype, device=x.device)
+    import cupy
+
+    with x.device:
+        return cupy.full(x.shape, fill, dtype=x.dtype)
+
+
+def numpy_dtype(x: Any) -> Any:
+    """The NumPy dtype of x's elements."""
+    import numpy as np
+
+    if _library_or_numpy(x) == "torch":  # torch.float32 -> float32 (optimizer state: float32/float64 only)
+        return np.dtype(str(x.dtype).removeprefix("torch."))
+    return np.dtype(x.dtype)
+
+
+def to_numpy(x: Any) -> Any:
+    """A NumPy copy of x (a host copy for a GPU array)."""
+    lib = _library_or_numpy(x)
+    if lib == "numpy":
+        return x.copy()
+    if lib == "torch":
+        return x.detach().to("cpu", copy=True).numpy()
+    import cupy
+
+    return cupy.asnumpy(x)
+
+
+def copy_from_numpy(dst: Any, src: Any) -> None:
+    """dst[...] = src, a NumPy array of dst's shape and dtype (a host-to-device copy for a GPU array)."""
+    import numpy as np
+
+    lib = _library_or_numpy(dst)
+    if lib == "numpy":
+        np.copyto(dst, src)
+    elif lib == "torch":
+        import torch
+
+        with torch.no_grad():
+            dst.copy_(torch.from_numpy(np.array(src, order="C", copy=True)))
+    else:
+        import cupy
+
+        with dst.device:
+            dst[...] = cupy.asarray(src)
+
+# ---------------------------------------------------------------- explicit transfers (above the ops)
+
+def device_key(x: Any) -> tuple | None:
+    """(library, CUDA device ordinal) of a GPU array (CuPy array, torch CUDA tensor); None for anything else
+    (NumPy, CPU tensors, array-likes, DataFrames). One type lookup for non-GPU objects."""
+    mod = type(x).__module__.split(".", 1)[0]
+    if mod == "torch":
+        return ("torch", x.device.index) if getattr(x, "is_cuda", False) else None
+    if mod == "cupy" and hasattr(x, "__cuda_array_interface__"):
+        return ("cupy", x.device.id)
+    return None
+
+
+def to_host(x: Any) -> Any:
+    """A NumPy copy of GPU array x: a device -> host copy, which waits for the work queued on x's stream."""
+    if _library(x) == "torch":
+        return x.detach().cpu().numpy()
+    return x.get()
+
+
+def to_device_like(a: Any, like: Any) -> Any:
+    """A copy of host array a on like's device, made by like's library (a host -> device copy)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(a)
+    if _library(like) == "torch":
+        import torch
+
+        return torch.from_numpy(a).to(like.device)
+    import cupy
+
+    with like.device:
+        return cupy.asarray(a)
+
+
+def clip_(x: Any, lo: float, hi: float) -> None:
+    """x clipped to [lo, hi] in place, NaN kept: a NumPy array on the host, a GPU array on its device."""
+    if device_key(x) is None:
+        import numpy as np
+
+        np.clip(x, lo, hi, out=x)
+    elif _library(x) == "torch":
+        x.clamp_(lo, hi)
+    else:
+        x.clip(lo, hi, out=x)

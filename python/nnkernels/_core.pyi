@@ -6,10 +6,10 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['CUDA_COMPILED', 'OPTIMIZER_OPS', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_init_fill', 'cuda_optimizer_step', 'cuda_prep_affine', 'cuda_prep_col_stats', 'cuda_prep_normalize', 'cuda_softmax_cross_entropy', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
-def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any) -> None:
+__all__: list[str] = ['CUDA_COMPILED', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'optimizer_param_list', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
-def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any) -> None:
+def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any) -> None:
     ...
 def batchnorm_backward(dout: typing.Any, x: typing.Any, gamma: typing.Any, mean: typing.Any, rstd: typing.Any, activation: typing.Any, y: typing.Any, negative_slope: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> tuple:
     ...
@@ -33,25 +33,11 @@ def build_info() -> dict:
     """
 def check_optimizer_scalars(op: str, kw: dict) -> None:
     ...
-def clip_grad_norm(grads: typing.Any, max_norm: typing.Any) -> float:
-    ...
-def cuda_clip_grad_norm(dtype: typing.SupportsInt | typing.SupportsIndex, ptrs: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], sizes: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], max_norm: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> float:
+def clip_grad_norm(grads: typing.Any, max_norm: typing.Any) -> typing.Any:
     ...
 def cuda_device_count() -> int:
     ...
 def cuda_device_name(device: typing.SupportsInt | typing.SupportsIndex) -> str:
-    ...
-def cuda_init_fill(out: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, dtype: typing.SupportsInt | typing.SupportsIndex, dist: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, a: typing.SupportsFloat | typing.SupportsIndex, b: typing.SupportsFloat | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
-    ...
-def cuda_optimizer_step(op: str, dtype: typing.SupportsInt | typing.SupportsIndex, ptrs: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], sizes: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], kw: dict, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
-    ...
-def cuda_prep_affine(X: typing.SupportsInt | typing.SupportsIndex, out: typing.SupportsInt | typing.SupportsIndex, rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, dtype: typing.SupportsInt | typing.SupportsIndex, shift: typing.Any, scale: typing.Any, offset: typing.Any, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
-    ...
-def cuda_prep_col_stats(X: typing.SupportsInt | typing.SupportsIndex, rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, dtype: typing.SupportsInt | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex) -> tuple[numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.float64], numpy.typing.NDArray[numpy.float64]]:
-    ...
-def cuda_prep_normalize(X: typing.SupportsInt | typing.SupportsIndex, out: typing.SupportsInt | typing.SupportsIndex, rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, dtype: typing.SupportsInt | typing.SupportsIndex, norm: str, stream: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float64]:
-    ...
-def cuda_softmax_cross_entropy(dtype: typing.SupportsInt | typing.SupportsIndex, logits: typing.SupportsInt | typing.SupportsIndex, labels: typing.SupportsInt | typing.SupportsIndex, dlogits: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, c: typing.SupportsInt | typing.SupportsIndex, row_loss: typing.SupportsInt | typing.SupportsIndex, loss: typing.SupportsInt | typing.SupportsIndex, stream: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 def cuda_synchronize(stream: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
@@ -65,9 +51,9 @@ def get_isa() -> str:
     ...
 def get_num_threads() -> int:
     ...
-def init_fill(out: typing.Any, dist: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, a: typing.SupportsFloat | typing.SupportsIndex, b: typing.SupportsFloat | typing.SupportsIndex) -> None:
+def init_fill(out: typing.Any, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dtype: typing.Any, dist: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, a: typing.SupportsFloat | typing.SupportsIndex, b: typing.SupportsFloat | typing.SupportsIndex) -> typing.Any:
     """
-    Fill a C-contiguous float32/float64 array with Philox4x32-10 uniform (dist=0: a + b*u) or normal (dist=1: a + b*z) numbers; element i depends only on (seed, i).
+    Fill `out` (or a new float32/float64 NumPy array of `shape` and `dtype` when out is None) with Philox4x32-10 uniform (dist=0: a + b*u) or normal (dist=1: a + b*z) numbers; element i of the C-order flattening depends only on (seed, i). Returns the filled array.
     """
 def layernorm_backward(dout: typing.Any, x: typing.Any, gamma: typing.Any, mean: typing.Any, rstd: typing.Any, activation: typing.Any, y: typing.Any, negative_slope: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> tuple:
     ...
@@ -77,31 +63,33 @@ def leaky_relu(x: typing.Any, negative_slope: typing.SupportsFloat | typing.Supp
     ...
 def leaky_relu_backward(dout: typing.Any, x: typing.Any, negative_slope: typing.SupportsFloat | typing.SupportsIndex = 0.01, out: typing.Any = None) -> numpy.ndarray:
     ...
+def optimizer_param_list(params: typing.Any) -> list:
+    ...
 def philox4x32_10(ctr: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], key: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> list[int]:
     ...
-def prep_affine(X: typing.Any, shift: typing.Any, scale: typing.Any, offset: typing.Any, out: typing.Any = None) -> numpy.typing.NDArray:
+def prep_affine(X: typing.Any, shift: typing.Any, scale: typing.Any, offset: typing.Any, out: typing.Any = None) -> typing.Any:
     """
-    out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array in X's memory order. Returns out
+    out = (X - shift) * scale + offset, per column, in float64 arithmetic; out None: a new array of X's library in X's memory order. For a CUDA X the parameters are float64 arrays on X's device. Returns out
     """
 def prep_centered_gram(X: typing.Any, float64_products: bool = False) -> tuple:
     """
-    (mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, in one blocked pass (divide by n - 1 for the covariance)
+    (mean, M) of a 2-D float32/float64 array: column means and M = (X - mean)^T (X - mean) in float64, in one blocked pass (divide by n - 1 for the covariance). CPU only.
     """
-def prep_col_quantiles(X: typing.Any, q: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> numpy.typing.NDArray[numpy.float64]:
+def prep_col_quantiles(X: typing.Any, q: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex]) -> typing.Any:
     """
-    percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: array (len(q), n_features); ValueError for infinite values
+    percentiles (NumPy 'linear', NaN skipped as np.nanpercentile) of each column by quickselect: array (len(q), n_features); ValueError for infinite values. CPU only.
     """
 def prep_col_stats(X: typing.Any, flags: typing.SupportsInt | typing.SupportsIndex) -> tuple:
     """
-    (mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max; finite: X holds no NaN or infinity
+    (mean, m2, min, max, finite) of the columns of a 2-D array; flags: 1 mean, 2 mean+M2, 4 min/max; finite: X holds no NaN or infinity. Statistics are float64 arrays of X's library on X's device (None where flags do not ask for them); min/max skip NaN. For a CUDA X (CuPy, torch) nothing is copied to the host and finite is None.
     """
 def prep_nan_col_stats(X: typing.Any, flags: typing.SupportsInt | typing.SupportsIndex, sample_weight: typing.Any = None, prior: typing.Any = None) -> tuple:
     """
-    (count, mean, m2, min, max, finite) of the columns of a 2-D array with NaN skipped (scikit-learn's scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, 4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; finite: X holds no infinity
+    (count, mean, m2, min, max, finite) of the columns of a 2-D host array with NaN skipped (scikit-learn's scalers): count[j] = number (weight sum) of non-NaN values of column j; flags: 1 mean, 2 mean+M2, 4 min/max; sample_weight: one weight per row; prior: (count, mean, m2) of earlier data, merged first; finite: X holds no infinity. CPU only.
     """
 def prep_normalize(X: typing.Any, norm: str, out: typing.Any = None) -> tuple:
     """
-    out = rows of X divided by their norm (0 -> 1); out None: a new array in X's memory order. Returns (out, norms)
+    out = rows of X divided by their norm (0 -> 1); out None: a new array of X's library in X's memory order. Returns (out, norms), norms a float64 array on X's device
     """
 def relu(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
@@ -115,7 +103,7 @@ def result_cache_info() -> dict:
     """
     Statistics of the result cache: limit, bytes_cached, blocks, hits, misses, evictions, bytes_in_use, blocks_in_use, min_result_bytes.
     """
-def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any) -> None:
+def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any) -> None:
     ...
 def set_isa(isa: str) -> None:
     """
@@ -127,7 +115,7 @@ def set_result_cache_limit(limit: typing.Any) -> None:
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any) -> None:
+def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
 def sigmoid(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
@@ -148,4 +136,3 @@ def tanh(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
 def tanh_backward(dout: typing.Any, y: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...
 CUDA_COMPILED: bool = True
-OPTIMIZER_OPS: dict = {'sgd': 0, 'sgd_momentum': 1, 'adagrad': 2, 'rmsprop': 3, 'adam': 4, 'ema': 5}

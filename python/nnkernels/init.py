@@ -5,8 +5,11 @@
 
 Random numbers come from Philox4x32-10 (Salmon et al., SC'11) implemented in nnkernels:
 element i of the output depends only on ``seed`` and i, so the same seed and shape give
-bit-identical arrays for any thread count, instruction set, and on the GPU (pass a CuPy or
-PyTorch CUDA array as ``out``). Uniform numbers use the top 24 (float32) or 53 (float64) bits;
+bit-identical arrays for any thread count, instruction set, and on the GPU. ``out`` (keyword)
+fills an existing array in place and returns it: a NumPy array, a torch tensor (CPU or CUDA,
+``nn.Parameter`` included: its values are data), a CuPy array, of the requested shape, any strides
+(a non-contiguous array gets the numbers of a C-contiguous one, in C order); without ``out`` the
+result is a new NumPy array. Uniform numbers use the top 24 (float32) or 53 (float64) bits;
 normal numbers use the Box-Muller transform with portable log/sin/cos polynomials (details
 in csrc/cpu/init.hpp). ``seed=None`` draws a fresh seed from the operating system.
 
@@ -23,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core, _gpu
+from . import _core
 
 __all__ = [
     "normal", "uniform", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
@@ -107,48 +110,10 @@ def _seed(seed) -> int:
     return seed
 
 
-def _dtype(dtype, out) -> np.dtype:
-    if dtype is None:
-        if out is None:
-            return np.dtype(np.float32)
-        return np.dtype(str(out.dtype).replace("torch.", ""))
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
-
-
 def _fill(shape, dist: int, a: float, b: float, seed, dtype, out) -> Any:
-    shape = _shape(shape)
-    seed = _seed(seed)
-    if not math.isfinite(a) or not math.isfinite(b):
-        raise ValueError("parameters must be finite")
-    if out is not None and type(out) is not np.ndarray and _gpu.is_gpu_array(out):
-        dt = _dtype(dtype, out)
-        return _gpu.init_fill(out, shape, dt, dist, seed, a, b)
-    if out is not None and not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a NumPy array (or a CUDA array), got {type(out).__name__}")
-    dt = _dtype(dtype, out)
-    if out is None:
-        res = np.empty(shape, dtype=dt)
-        _core.init_fill(res, dist, seed, a, b)
-        return res
-    if out.dtype != dt:
-        raise ValueError(f"out: expected dtype {dt}, got {out.dtype}")
-    if out.shape != shape:
-        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out: array is read-only")
-    if out.flags.c_contiguous:
-        _core.init_fill(out, dist, seed, a, b)
-    else:  # same numbers as for a contiguous array (element order = C order)
-        tmp = np.empty(shape, dtype=dt)
-        _core.init_fill(tmp, dist, seed, a, b)
-        out[...] = tmp
-    return out
+    # dtype (None: out's, else float32) and out (type, dtype, shape, writeable, device) are checked
+    # in C++ (csrc/bindings/init.cpp), which fills any array library's array in place
+    return _core.init_fill(out, _shape(shape), dtype, dist, _seed(seed), a, b)
 
 
 def normal(shape, std: float = 0.01, *, seed: Optional[int] = None, dtype=None, out: Any = None) -> Any:

@@ -98,6 +98,14 @@ class Layer:
 
     training = True
 
+    def train(self, mode: bool = True) -> "Layer":
+        """Training mode (``mode=False``: eval mode); returns the layer."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
     def params(self) -> list:
         return []
 
@@ -277,48 +285,71 @@ class _AffineNorm(Layer):
         return kw
 
 
-class BatchNorm(_AffineNorm):
-    """Batch norm over the batch axis (x of shape (N, C)) with an optional fused ReLU / leaky ReLU.
+def _check_norm_args(num_features, activation, dtype, name="num_features") -> np.dtype:
+    if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
+        raise ValueError(f"{name}: expected a positive int, got {num_features!r}")
+    if activation not in (None,) + _FUSABLE:
+        raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
 
-    Training mode normalises with the batch statistics and updates the running ones (PyTorch's
-    convention: unbiased running variance, ``momentum`` weight of the new batch); eval mode uses the
-    running statistics. With ``comm`` (an mpi4py communicator wrapper from
-    :mod:`nnkernels.distributed`), statistics and backward reductions are merged across ranks.
+
+class BatchNorm(_AffineNorm):
+    """Batch norm layer (``nnkernels.BatchNorm`` is this class): x of shape (N, C) or (N, C, *spatial), with
+    gamma/beta, running statistics and an optional fused ReLU / leaky ReLU.
+
+    The arguments are PyTorch's ``BatchNorm1d``/``2d`` ones in their order, plus the fused activation.
+    ``forward(x)`` normalises with the batch statistics in training mode (and updates the running ones:
+    PyTorch's convention, ``momentum`` weight of the new batch, unbiased running variance unless
+    ``unbiased_running_var=False``), with the running statistics after ``eval()``; ``backward(dout)``
+    returns dx and writes ``dgamma``/``dbeta`` in place (arrays that optimizers hold). Results are fresh
+    arrays of x's library. With ``comm`` (an mpi4py communicator wrapper from :mod:`nnkernels.distributed`),
+    training statistics and backward reductions are merged across ranks (synchronized batch norm).
     """
 
-    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
-                 activation: Optional[str] = None, negative_slope: float = 0.01, dtype=np.float32):
-        if activation not in (None,) + _FUSABLE:
-            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
-        dtype = np.dtype(dtype)
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, activation: Optional[str] = None, negative_slope: float = 0.01,
+                 unbiased_running_var: bool = True, dtype=np.float32):
+        dtype = _check_norm_args(num_features, activation, dtype)
         self.num_features = int(num_features)
         self.momentum, self.eps = float(momentum), float(eps)
         self.activation, self.negative_slope = activation, float(negative_slope)
-        self.gamma = np.ones(self.num_features, dtype)
-        self.beta = np.zeros(self.num_features, dtype)
-        self.dgamma = np.zeros_like(self.gamma)
-        self.dbeta = np.zeros_like(self.beta)
-        self.running_mean = np.zeros(self.num_features, dtype)
-        self.running_var = np.ones(self.num_features, dtype)
+        self.unbiased_running_var = bool(unbiased_running_var)
+        self.gamma = np.ones(self.num_features, dtype) if affine else None
+        self.beta = np.zeros(self.num_features, dtype) if affine else None
+        self.dgamma = np.zeros(self.num_features, dtype) if affine else None
+        self.dbeta = np.zeros(self.num_features, dtype) if affine else None
+        self.running_mean = np.zeros(self.num_features, dtype) if track_running_stats else None
+        self.running_var = np.ones(self.num_features, dtype) if track_running_stats else None
         self.comm = None  # set by nnkernels.distributed for synchronized batch norm
-        self._buf: dict = {}
         self._saved = None
 
+    def params(self):
+        return [] if self.gamma is None else [self.gamma, self.beta]
+
+    def grads(self):
+        return [] if self.gamma is None else [self.dgamma, self.dbeta]
+
     def buffers(self):
-        return [self.running_mean, self.running_var]
+        return [] if self.running_mean is None else [self.running_mean, self.running_var]
 
     def forward(self, x):
         nk = _nk()
-        out = _buffer(self._buf, "y", x.shape, x.dtype)
-        if self.training and self.comm is not None:
-            return self._forward_sync(x, out)
+        batch_stats = self.training or self.running_mean is None
+        if batch_stats and self.comm is not None:
+            return self._forward_sync(x)
         y, mean, rstd = nk.batchnorm_forward(
-            x, self.gamma, self.beta, training=self.training, running_mean=self.running_mean,
-            running_var=self.running_var, momentum=self.momentum, eps=self.eps, out=out, **self._act_kw())
-        self._saved = (x, y, mean, rstd, None)
+            x, self.gamma, self.beta, training=batch_stats, running_mean=self.running_mean,
+            running_var=self.running_var, momentum=self.momentum, eps=self.eps,
+            unbiased_running_var=self.unbiased_running_var, **self._act_kw())
+        self._saved = (x, y, mean, rstd, None, batch_stats)
         return y
 
-    def _forward_sync(self, x, out):
+    __call__ = forward
+
+    def _forward_sync(self, x):
         nk = _nk()
         count, mean, m2 = nk.batchnorm_stats(x)
         counts, means, m2s = self.comm.allgather_stats(count, mean, m2)
@@ -329,31 +360,43 @@ class BatchNorm(_AffineNorm):
         var = np.asarray(gm2) / gcount
         rstd = 1.0 / np.sqrt(var + self.eps)
         rstd = rstd.astype(gmean.dtype, copy=False)
-        y = nk.batchnorm_normalize(x, gmean, rstd, self.gamma, self.beta, out=out, **self._act_kw())
-        m = self.momentum
-        unbiased = np.asarray(gm2) / max(gcount - 1, 1)
-        self.running_mean[...] = (1 - m) * self.running_mean + m * gmean
-        self.running_var[...] = (1 - m) * self.running_var + m * unbiased
-        self._saved = (x, y, gmean, rstd, gcount)
+        y = nk.batchnorm_normalize(x, gmean, rstd, self.gamma, self.beta, **self._act_kw())
+        if self.running_mean is not None:
+            m = self.momentum
+            unbiased = np.asarray(gm2) / (max(gcount - 1, 1) if self.unbiased_running_var else gcount)
+            self.running_mean[...] = (1 - m) * self.running_mean + m * gmean
+            self.running_var[...] = (1 - m) * self.running_var + m * unbiased
+        self._saved = (x, y, gmean, rstd, gcount, True)
         return y
 
     def backward(self, dout):
+        if self._saved is None:
+            raise RuntimeError("backward: call forward first")
         nk = _nk()
-        x, y, mean, rstd, gcount = self._saved
-        kw = self._act_kw()
-        if gcount is None:
-            dx, dgamma, dbeta = nk.batchnorm_backward(dout, x, self.gamma, mean, rstd, y=y, **kw)
-            self.dgamma[...] = dgamma
-            self.dbeta[...] = dbeta
+        x, y, mean, rstd, gcount, batch_stats = self._saved
+        kw = dict(self._act_kw(), y=y if self.activation else None)
+        if not batch_stats:
+            # Running statistics are constants: dx = g * gamma * rstd (the batch sums do not enter).
+            sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, rstd, **kw)
+            zeros = np.zeros(self.num_features)
+            n = max(int(np.prod(np.shape(x))) // self.num_features, 1)
+            dx = nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, zeros, zeros, n, **kw)
+            if self.gamma is not None:
+                self.dgamma[...], self.dbeta[...] = sgx, sg
             return dx
-        sum_dout, sum_dout_xhat = nk.batchnorm_backward_reduce(dout, x, mean, rstd, y=y, **kw)
+        if gcount is None:
+            dx, dgamma, dbeta = nk.batchnorm_backward(dout, x, self.gamma, mean, rstd, **kw)
+            if self.gamma is not None:
+                self.dgamma[...], self.dbeta[...] = dgamma, dbeta
+            return dx
+        sum_dout, sum_dout_xhat = nk.batchnorm_backward_reduce(dout, x, mean, rstd, **kw)
         # Local contributions are the parameter gradients (summed over ranks with the others);
         # dx needs the global sums now.
-        self.dgamma[...] = sum_dout_xhat
-        self.dbeta[...] = sum_dout
+        if self.gamma is not None:
+            self.dgamma[...], self.dbeta[...] = sum_dout_xhat, sum_dout
         g_sum_dout, g_sum_dout_xhat = self.comm.allreduce_pair(np.asarray(sum_dout), np.asarray(sum_dout_xhat))
         return nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, g_sum_dout, g_sum_dout_xhat, gcount,
-                                           y=y, **kw)
+                                           **kw)
 
     def __repr__(self):
         act = f", activation={self.activation!r}" if self.activation else ""
@@ -361,35 +404,53 @@ class BatchNorm(_AffineNorm):
 
 
 class LayerNorm(_AffineNorm):
-    """Layer norm over the feature axis with an optional fused ReLU / leaky ReLU."""
+    """Layer norm over the last axis (``nnkernels.LayerNorm`` is this class) with gamma/beta and an optional
+    fused ReLU / leaky ReLU.
 
-    def __init__(self, num_features: int, *, eps: float = 1e-5, activation: Optional[str] = None,
-                 negative_slope: float = 0.01, dtype=np.float32):
-        if activation not in (None,) + _FUSABLE:
-            raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
-        dtype = np.dtype(dtype)
-        self.num_features, self.eps = int(num_features), float(eps)
+    The arguments are PyTorch's ``LayerNorm`` ones (``normalized_shape``: the last axis' length, an int or a
+    1-tuple) plus the fused activation. ``forward(x)`` returns a fresh array of x's library; ``backward(dout)``
+    returns dx and writes ``dgamma``/``dbeta`` in place. Layer norm behaves the same in training and eval mode.
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 activation: Optional[str] = None, negative_slope: float = 0.01, dtype=np.float32):
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        if len(shape) != 1:
+            raise ValueError(f"normalized_shape: expected a positive int (the last axis), got {normalized_shape!r}")
+        dtype = _check_norm_args(shape[0], activation, dtype, "normalized_shape")
+        self.num_features = int(shape[0])
+        self.normalized_shape = (self.num_features,)
+        self.eps = float(eps)
         self.activation, self.negative_slope = activation, float(negative_slope)
-        self.gamma = np.ones(self.num_features, dtype)
-        self.beta = np.zeros(self.num_features, dtype)
-        self.dgamma = np.zeros_like(self.gamma)
-        self.dbeta = np.zeros_like(self.beta)
-        self._buf: dict = {}
+        self.gamma = np.ones(self.num_features, dtype) if elementwise_affine else None
+        self.beta = np.zeros(self.num_features, dtype) if elementwise_affine else None
+        self.dgamma = np.zeros(self.num_features, dtype) if elementwise_affine else None
+        self.dbeta = np.zeros(self.num_features, dtype) if elementwise_affine else None
         self._saved = None
+
+    def params(self):
+        return [] if self.gamma is None else [self.gamma, self.beta]
+
+    def grads(self):
+        return [] if self.gamma is None else [self.dgamma, self.dbeta]
 
     def forward(self, x):
         nk = _nk()
-        y, mean, rstd = nk.layernorm_forward(x, self.gamma, self.beta, eps=self.eps,
-                                             out=_buffer(self._buf, "y", x.shape, x.dtype), **self._act_kw())
+        y, mean, rstd = nk.layernorm_forward(x, self.gamma, self.beta, eps=self.eps, **self._act_kw())
         self._saved = (x, y, mean, rstd)
         return y
 
+    __call__ = forward
+
     def backward(self, dout):
+        if self._saved is None:
+            raise RuntimeError("backward: call forward first")
         nk = _nk()
         x, y, mean, rstd = self._saved
-        dx, dgamma, dbeta = nk.layernorm_backward(dout, x, self.gamma, mean, rstd, y=y, **self._act_kw())
-        self.dgamma[...] = dgamma
-        self.dbeta[...] = dbeta
+        dx, dgamma, dbeta = nk.layernorm_backward(dout, x, self.gamma, mean, rstd,
+                                                  y=y if self.activation else None, **self._act_kw())
+        if self.gamma is not None:
+            self.dgamma[...], self.dbeta[...] = dgamma, dbeta
         return dx
 
     def __repr__(self):
@@ -407,16 +468,10 @@ class Sequential(Layer):
                 layer.input_grad = i > 0
         self.training = True
 
-    def train(self) -> "Sequential":
-        self.training = True
+    def train(self, mode: bool = True) -> "Sequential":
+        self.training = bool(mode)
         for layer in self.layers:
-            layer.training = True
-        return self
-
-    def eval(self) -> "Sequential":
-        self.training = False
-        for layer in self.layers:
-            layer.training = False
+            layer.train(mode)
         return self
 
     def params(self) -> list:

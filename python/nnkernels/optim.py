@@ -1,4 +1,4 @@
-"""Optimizer objects over lists of arrays: SGD, Adagrad, RMSprop, Adam, AdamW.
+"""Optimizer objects, the stateful layer: SGD, Adagrad, RMSprop, Adam, AdamW over lists of arrays.
 
     opt = nnkernels.optim.Adam(params, lr=1e-3)      # params: list of float arrays (updated in place)
     for batch in data:
@@ -7,13 +7,20 @@
     opt.lr = 1e-4                                    # settable (schedules: nnkernels.schedules)
     np.savez("opt.npz", **opt.state_dict()); opt.load_state_dict(np.load("opt.npz"))
 
-Each ``step`` is one fused multi-tensor call of :mod:`nnkernels.optimizers` (one parallel
-region for the whole model); the numerics, hyperparameter names and defaults follow
-``torch.optim`` (constant-lr trajectories coincide). State arrays live in the object,
-zero-initialised, same dtype and shape as each parameter. ``state_dict()`` is a flat dict
-of plain NumPy arrays and Python numbers (keys like ``"exp_avg.3"``), so ``np.savez`` can
-store it and ``load_state_dict`` accepts the ``np.load`` result; loading validates
-everything first and then copies into the existing state arrays.
+An object owns what the stateless step functions of :mod:`nnkernels.optim_steps` take as
+arguments: the state arrays, the step count, the hyperparameters; each ``step`` is one fused
+multi-tensor call of one of those functions (one parallel region for the whole model). The
+numerics, hyperparameter names and defaults follow ``torch.optim`` (constant-lr trajectories
+coincide).
+
+Parameters may be NumPy arrays, torch tensors (CPU or CUDA; ``nn.Parameter`` leaves included,
+updated in place as ``torch.optim`` updates them) or CuPy arrays, all on one device; they are
+validated in the constructor by the same C++ check the steps run. State arrays live in the
+object, zero-initialised, of each parameter's library, device, dtype and shape.
+``state_dict()`` is a flat dict of plain NumPy arrays (host copies) and Python numbers (keys
+like ``"exp_avg.3"``), so ``np.savez`` can store it and ``load_state_dict`` accepts the
+``np.load`` result; loading validates everything first and then copies into the existing state
+arrays.
 
 Hyperparameters are validated in the constructor (as ``torch.optim`` does), by the same C++
 check that the step functions run (``_core.check_optimizer_scalars``), so a bad value fails at
@@ -27,52 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _gpu
-from . import optimizers as _ops
+from . import _arraylib, _core
+from . import optim_steps as _steps
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
-
-
-def _zeros_like(p: Any, fill: float = 0.0) -> Any:
-    if isinstance(p, np.ndarray):
-        return np.full(p.shape, fill, dtype=p.dtype)
-    lib = type(p).__module__.split(".")[0]
-    if lib == "cupy":
-        import cupy
-
-        with p.device:
-            return cupy.full(p.shape, fill, dtype=p.dtype)
-    if lib == "torch":
-        import torch
-
-        return torch.full_like(p, fill, memory_format=torch.contiguous_format)
-    raise TypeError(f"params: unsupported array type {type(p).__name__}")
-
-
-def _to_numpy(a: Any) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a.copy()
-    lib = type(a).__module__.split(".")[0]
-    if lib == "cupy":
-        import cupy
-
-        return cupy.asnumpy(a)
-    return a.detach().cpu().numpy()
-
-
-def _copy_into(dst: Any, src: np.ndarray) -> None:
-    if isinstance(dst, np.ndarray):
-        np.copyto(dst, src)
-    else:
-        lib = type(dst).__module__.split(".")[0]
-        if lib == "cupy":
-            import cupy
-
-            dst[...] = cupy.asarray(src)
-        else:
-            import torch
-
-            dst.copy_(torch.from_numpy(np.ascontiguousarray(src)))
 
 
 class Optimizer:
@@ -84,21 +49,7 @@ class Optimizer:
     _nonneg_states: tuple = ()  # states that are sums / averages of squares: >= 0 by construction
 
     def __init__(self, params, lr: float):
-        if isinstance(params, np.ndarray) or _gpu.is_gpu_array(params):
-            params = [params]
-        if not isinstance(params, (list, tuple)):
-            raise TypeError(f"params: expected a list of arrays, got {type(params).__name__}")
-        for i, p in enumerate(params):
-            if not (isinstance(p, np.ndarray) or _gpu.is_gpu_array(p)):
-                raise TypeError(f"params[{i}]: expected an array, got {type(p).__name__}")
-            if isinstance(p, np.ndarray):
-                if p.dtype not in (np.float32, np.float64):
-                    raise TypeError(f"params[{i}]: expected a float32 or float64 array, got dtype {p.dtype}")
-                if not p.flags.c_contiguous:
-                    raise ValueError(f"params[{i}]: expected a C-contiguous array (updated in place)")
-                if not p.flags.writeable:
-                    raise ValueError(f"params[{i}]: array is read-only")
-        self.params = list(params)
+        self.params = _core.optimizer_param_list(params)  # a new list; refused as the steps refuse it
         self.lr = lr
         self.steps = 0
         self.state: dict = {}
@@ -129,17 +80,10 @@ class Optimizer:
 
     def _init_state(self, fill: float = 0.0) -> None:
         for name in self._state_names:
-            self.state[name] = [_zeros_like(p, fill) for p in self.params]
+            self.state[name] = [_arraylib.full_like(p, fill) for p in self.params]
 
     def step(self, grads) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def _grads(self, grads) -> list:
-        if isinstance(grads, np.ndarray) or _gpu.is_gpu_array(grads):
-            grads = [grads]
-        if not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads: expected a list of arrays, got {type(grads).__name__}")
-        return grads
 
     # -------------------------------------------------------------- persistence
     def state_dict(self) -> dict:
@@ -149,7 +93,7 @@ class Optimizer:
             d[h] = getattr(self, h)
         for name, arrays in self.state.items():
             for i, a in enumerate(arrays):
-                d[f"{name}.{i}"] = _to_numpy(a)
+                d[f"{name}.{i}"] = _arraylib.to_numpy(a)
         return d
 
     def load_state_dict(self, state: Any) -> None:
@@ -168,7 +112,7 @@ class Optimizer:
         for name in self._state_names:
             for i, p in enumerate(self.params):
                 a = np.asarray(state[f"{name}.{i}"])
-                if tuple(a.shape) != tuple(p.shape) or a.dtype != np.dtype(str(p.dtype).replace("torch.", "")):
+                if tuple(a.shape) != tuple(p.shape) or a.dtype != _arraylib.numpy_dtype(p):
                     raise ValueError(f"state: {name}.{i} has shape {a.shape} dtype {a.dtype}, expected the "
                                      f"shape {tuple(p.shape)} and dtype of params[{i}]")
                 if name in self._nonneg_states and a.size and not (a >= 0).all():  # NaN fails too
@@ -188,7 +132,7 @@ class Optimizer:
         if not self.state:
             self._init_state()
         for (name, i), a in new_arrays.items():
-            _copy_into(self.state[name][i], a)
+            _arraylib.copy_from_numpy(self.state[name][i], a)
 
     def _hyper_value(self, name: str, v: Any) -> Any:
         cur = getattr(self, name)
@@ -221,10 +165,9 @@ class SGD(Optimizer):
         self._init_state()
 
     def step(self, grads) -> None:
-        grads = self._grads(grads)
-        _ops.sgd_step(self.params, grads, lr=self.lr, momentum=self.momentum,
-                      velocity=self.state.get("velocity"), nesterov=self.nesterov,
-                      dampening=self.dampening if self.steps > 0 else 0.0, weight_decay=self.weight_decay)
+        _steps.sgd_step(self.params, grads, lr=self.lr, momentum=self.momentum,
+                        velocity=self.state.get("velocity"), nesterov=self.nesterov,
+                        dampening=self.dampening if self.steps > 0 else 0.0, weight_decay=self.weight_decay)
         self.steps += 1
 
 
@@ -255,8 +198,8 @@ class Adagrad(Optimizer):
         return dict(lr=lr, eps=hyper["eps"], weight_decay=hyper["weight_decay"])
 
     def step(self, grads) -> None:
-        _ops.adagrad_step(self.params, self._grads(grads), self.state["sum_sq"], lr=self.lr, eps=self.eps,
-                          weight_decay=self.weight_decay)
+        _steps.adagrad_step(self.params, grads, self.state["sum_sq"], lr=self.lr, eps=self.eps,
+                            weight_decay=self.weight_decay)
         self.steps += 1
 
 
@@ -276,8 +219,8 @@ class RMSprop(Optimizer):
         self._init_state()
 
     def step(self, grads) -> None:
-        _ops.rmsprop_step(self.params, self._grads(grads), self.state["sq_avg"], lr=self.lr, alpha=self.alpha,
-                          eps=self.eps, weight_decay=self.weight_decay, eps_in_sqrt=self.eps_in_sqrt)
+        _steps.rmsprop_step(self.params, grads, self.state["sq_avg"], lr=self.lr, alpha=self.alpha,
+                            eps=self.eps, weight_decay=self.weight_decay, eps_in_sqrt=self.eps_in_sqrt)
         self.steps += 1
 
 
@@ -317,9 +260,9 @@ class Adam(Optimizer):
                     weight_decay=hyper["weight_decay"], decoupled_weight_decay=self._decoupled)
 
     def step(self, grads) -> None:
-        _ops.adam_step(self.params, self._grads(grads), self.state["exp_avg"], self.state["exp_avg_sq"],
-                       step=self.steps + 1, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-                       weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled)
+        _steps.adam_step(self.params, grads, self.state["exp_avg"], self.state["exp_avg_sq"],
+                         step=self.steps + 1, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                         weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled)
         self.steps += 1
 
 

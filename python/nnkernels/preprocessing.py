@@ -23,9 +23,16 @@ ImageZeroCentering raise ValueError for NaN or infinity. Sparse input is refused
 scikit-learn's message (scikit-learn accepts it for StandardScaler(with_mean=False),
 RobustScaler(with_centering=False) and Normalizer; convert with ``.toarray()``).
 
-GPU arrays (CuPy, PyTorch CUDA) are accepted by StandardScaler, MinMaxScaler and Normalizer
-(CUDA kernels) and by RobustScaler's transform; on the GPU NaN is not ignored (ValueError).
-References: :mod:`nnkernels.reference.preprocessing`.
+GPU arrays (CuPy arrays, torch CUDA tensors) are accepted by StandardScaler, MinMaxScaler,
+RobustScaler and Normalizer; transforms return an array of X's library on its device. The ops run
+on the device and never copy between host and device themselves; the fitted attributes stay NumPy
+(scikit-learn's convention), so the estimators convert explicitly, at their level: ``fit`` copies
+the per-column statistics to the host (2-3 vectors of n_features values; RobustScaler's percentiles
+have no CUDA kernel, so its ``fit`` copies X itself to the host), and ``transform`` /
+``inverse_transform`` use float64 device copies of the fitted parameters, made on the first call
+on a device and kept until the estimator is fitted again. Normalizer's ``transform`` copies the row
+norms to the host to check them for NaN / infinity. On the GPU NaN is not ignored (ValueError), and
+``sample_weight`` is not supported. References: :mod:`nnkernels.reference.preprocessing`.
 
 Requires scikit-learn >= 1.6 (``pip install 'nnkernels[sklearn]'``); the rest of nnkernels does not.
 """
@@ -62,7 +69,7 @@ if tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit()) < _S
     raise ImportError(f"nnkernels.preprocessing needs scikit-learn >= 1.6, found {sklearn.__version__}: "
                       "pip install 'nnkernels[sklearn]'")
 
-from . import _core, _gpu  # noqa: E402
+from . import _arraylib, _core  # noqa: E402
 
 __all__ = [
     "StandardScaler", "MinMaxScaler", "RobustScaler", "Normalizer", "PCA", "ZCAWhitening",
@@ -76,8 +83,39 @@ _PRESERVED = ["float64", "float32"]
 
 # ---------------------------------------------------------------- shared helpers
 
-def _is_gpu(X) -> bool:
-    return type(X) is not np.ndarray and _gpu.is_gpu_array(X)
+# A CUDA X runs the same ops as a host X; the three helpers below are the estimators' only contact
+# with array libraries (all library knowledge is nnkernels._arraylib): _gpu tells a GPU array (its
+# (library, device) key) from host data, _host_stats copies the small statistics of a GPU fit to the
+# host, _params_for places the fitted per-column parameters where X is.
+_gpu = _arraylib.device_key
+
+
+def _host_stats(*stats) -> list:
+    """NumPy copies of the per-column statistics (or row norms) a GPU op returned (a visible device ->
+    host copy of a few vectors, never of X), checked for NaN / infinity."""
+    host = [_arraylib.to_host(s) for s in stats]
+    if not all(np.isfinite(h).all() for h in host):
+        raise ValueError("Input X contains NaN or infinity: NaN-ignoring statistics run on the CPU only; "
+                         "pass a NumPy array or impute missing values first")
+    return host
+
+
+def _params_for(est, X, which: str, params: tuple) -> tuple:
+    """The fitted per-column kernel parameters (shift, scale, offset or None) for X: as they are (NumPy)
+    for host X; for a GPU X float64 copies on X's device, made by its library once per device and kept
+    on the estimator until it is fitted again (_forget_device_params)."""
+    key = _gpu(X)
+    if key is None:
+        return params
+    cache = est.__dict__.setdefault("_device_params", {})
+    if (which, key) not in cache:
+        cache[(which, key)] = tuple(None if p is None else _arraylib.to_device_like(np.asarray(p, np.float64), X)
+                                    for p in params)
+    return cache[(which, key)]
+
+
+def _forget_device_params(est) -> None:
+    est.__dict__.pop("_device_params", None)
 
 
 def _gpu_validate(est, X, reset: bool):
@@ -98,31 +136,23 @@ def _gpu_validate(est, X, reset: bool):
     return X
 
 
-def _gpu_no_nan(stats) -> None:
-    if not all(np.isfinite(s).all() for s in stats):
-        raise ValueError("Input X contains NaN or infinity: NaN-ignoring statistics run on the CPU only; "
-                         "pass a NumPy array or impute missing values first")
-
-
 def _inf_error(X) -> ValueError:
     return ValueError(f"Input X contains infinity or a value too large for {X.dtype!r}.")
 
 
-def _in_place(X: np.ndarray, copy: bool):
-    """X itself as the output of an in-place transform (copy=False, writeable, C or F contiguous:
-    scikit-learn writes into X then too), else None: the kernel returns a new array in X's
-    memory order (placed apart from X, written with ordinary stores into its fresh pages)."""
-    if not copy and X.flags.writeable and (X.flags.c_contiguous or X.flags.f_contiguous):
+def _in_place(X, copy: bool):
+    """X itself as the output of an in-place transform (copy=False, a writeable C or F contiguous
+    NumPy array: scikit-learn writes into X then too), else None: the kernel returns a new array in
+    X's memory order (placed apart from X, written with ordinary stores into its fresh pages)."""
+    if not copy and isinstance(X, np.ndarray) and X.flags.writeable and (X.flags.c_contiguous or X.flags.f_contiguous):
         return X
     return None
 
 
 def _affine(X, shift, scale, offset, copy: bool):
-    """(X - shift) * scale + offset per column in one pass (float64 arithmetic), NaN kept."""
-    if _is_gpu(X):
-        return _gpu.prep_affine(X, shift, scale, offset)
-    return _core.prep_affine(X, np.asarray(shift, np.float64), np.asarray(scale, np.float64),
-                             None if offset is None else np.asarray(offset, np.float64), _in_place(X, copy))
+    """(X - shift) * scale + offset per column in one pass (float64 arithmetic), NaN kept; the
+    parameters live where X does (_params_for)."""
+    return _core.prep_affine(X, shift, scale, offset, _in_place(X, copy))
 
 
 def _constant_features(var, mean, n_samples):
@@ -192,7 +222,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, sample_weight=None):
         first = not hasattr(self, "n_samples_seen_")
-        if _is_gpu(X):
+        if _gpu(X):
             return self._partial_fit_gpu(X, first, sample_weight)
         X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False, reset=first)
         return self._update(X, first, sample_weight)
@@ -223,6 +253,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _set_attributes(self, count, mean, m2, count_dtype):
+        _forget_device_params(self)
         n = count.astype(count_dtype)
         self.n_samples_seen_ = n[0] if n.max() == n.min() else n
         if count.min() > 0:
@@ -246,11 +277,12 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if sample_weight is not None:
             raise ValueError("sample_weight: not supported for GPU arrays (pass NumPy arrays)")
         _gpu_validate(self, X, reset=first)
-        mean, m2, _, _ = _gpu.prep_col_stats(X)
-        _gpu_no_nan((mean, m2))
+        mean, m2, _, _, _ = _core.prep_col_stats(X, _FLAGS_MOMENTS)  # device arrays
+        mean, m2 = _host_stats(mean, m2)
         count = np.full(mean.shape, float(X.shape[0]))
         if not first:
-            # the same pairwise update as the kernels' block merge, on the per-column vectors
+            # the same pairwise update as the kernels' block merge, on the host copies of the per-column
+            # vectors (the CUDA statistics take no prior)
             na, ma, m2a = self._stats_
             n = na + count
             d = mean - ma
@@ -270,15 +302,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def transform(self, X, copy=None):
         check_is_fitted(self)
         copy = self.copy if copy is None else copy
-        if _is_gpu(X):
-            return _affine(_gpu_validate(self, X, reset=False), *self._params(False), True)
+        if _gpu(X):
+            return _affine(_gpu_validate(self, X, reset=False), *_params_for(self, X, "transform", self._params(False)),
+                           True)
         X = _validate_transform(self, X, copy)
         return _affine(X, *self._params(False), copy)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, sample_weight=None):
         # X is validated once: the statistics' pass found no infinity, so transform it directly
-        if _is_gpu(X):
+        if _gpu(X):
             return self.fit(X, y, sample_weight).transform(X)
         self._reset()
         X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
@@ -288,8 +321,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def inverse_transform(self, X, copy=None):
         check_is_fitted(self)
         copy = self.copy if copy is None else copy
-        if _is_gpu(X):
-            return _affine(_gpu_validate(self, X, reset=False), *self._params(True), True)
+        if _gpu(X):
+            return _affine(_gpu_validate(self, X, reset=False), *_params_for(self, X, "inverse", self._params(True)),
+                           True)
         X = _validate_inverse(self, X)
         return _affine(X, *self._params(True), copy)
 
@@ -330,7 +364,7 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         first = not hasattr(self, "n_samples_seen_")
-        if not _is_gpu(X):
+        if not _gpu(X):
             X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False,
                               reset=first)
         return self._update(X, first)
@@ -343,12 +377,14 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _update(self, X, first: bool):
         """Merge the column minima/maxima of validated X (NaN skipped; infinity raises)."""
         self._check_range()
+        _forget_device_params(self)
         lo, hi = self.feature_range
-        if _is_gpu(X):
+        if _gpu(X):
             _gpu_validate(self, X, reset=first)
-            mean, _, mn, mx = _gpu.prep_col_stats(X)
-            _gpu_no_nan((mean,))
-            dt = np.dtype(str(X.dtype).replace("torch.", ""))
+            # the mean as well: min/max skip NaN, the mean shows it (NaN is not ignored on the GPU)
+            mean, _, mn, mx, _ = _core.prep_col_stats(X, _FLAGS_MEAN | _FLAGS_MINMAX)
+            _, mn, mx = _host_stats(mean, mn, mx)
+            dt = np.dtype(np.float32 if X.dtype.itemsize == 4 else np.float64)  # the op took float32/float64 only
         else:
             _, _, _, mn, mx, finite = _core.prep_nan_col_stats(X, _FLAGS_MINMAX)
             if not finite:
@@ -374,24 +410,21 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _finish(self, Y):
         if self.clip:
-            lo, hi = self.feature_range
-            if _is_gpu(Y):
-                _gpu.clip_(Y, lo, hi)
-            else:
-                np.clip(Y, lo, hi, out=Y)
+            _arraylib.clip_(Y, *self.feature_range)  # in place, where Y is
         return Y
 
     def transform(self, X):
         check_is_fitted(self)
-        if _is_gpu(X):
-            return self._finish(_affine(_gpu_validate(self, X, reset=False), *self._kernel_params(), True))
+        if _gpu(X):
+            return self._finish(_affine(_gpu_validate(self, X, reset=False),
+                                        *_params_for(self, X, "transform", self._kernel_params()), True))
         X = _validate_transform(self, X, self.copy)
         return self._finish(_affine(X, *self._kernel_params(), self.copy))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         # X is validated once: the min/max pass found no infinity, so transform it directly
-        if _is_gpu(X):
+        if _gpu(X):
             return self.fit(X, y).transform(X)
         self._reset()
         self._check_range()
@@ -402,8 +435,9 @@ class MinMaxScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def inverse_transform(self, X):
         check_is_fitted(self)
         mn, scale, low = self._kernel_params()
-        if _is_gpu(X):
-            return _affine(_gpu_validate(self, X, reset=False), low, 1.0 / scale, mn, True)
+        if _gpu(X):
+            return _affine(_gpu_validate(self, X, reset=False), *_params_for(self, X, "inverse", (low, 1.0 / scale, mn)),
+                           True)
         X = _validate_inverse(self, X)
         return _affine(X, low, 1.0 / scale, mn, self.copy)
 
@@ -438,14 +472,15 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        if _is_gpu(X):  # percentiles on the host; transforms run on the CUDA kernels
+        if _gpu(X):  # percentiles have no CUDA kernel: X is copied to the host; transforms run on the device
             _gpu_validate(self, X, reset=True)
-            X = _gpu.to_host(X)
+            X = _arraylib.to_host(X)
         else:
             X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         return self._fit_validated(X)
 
     def _fit_validated(self, X):
+        _forget_device_params(self)
         q_min, q_max = self.quantile_range
         if not 0 <= q_min <= q_max <= 100:
             raise ValueError("Invalid quantile range: %s" % str(self.quantile_range))
@@ -475,15 +510,16 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         check_is_fitted(self)
-        if _is_gpu(X):
-            return _affine(_gpu_validate(self, X, reset=False), *self._params(False), True)
+        if _gpu(X):
+            return _affine(_gpu_validate(self, X, reset=False), *_params_for(self, X, "transform", self._params(False)),
+                           True)
         X = _validate_transform(self, X, self.copy)
         return _affine(X, *self._params(False), self.copy)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         # X is validated once: the percentile pass found no infinity, so transform it directly
-        if _is_gpu(X):
+        if _gpu(X):
             return self.fit(X, y).transform(X)
         X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         self._fit_validated(X)
@@ -491,8 +527,9 @@ class RobustScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def inverse_transform(self, X):
         check_is_fitted(self)
-        if _is_gpu(X):
-            return _affine(_gpu_validate(self, X, reset=False), *self._params(True), True)
+        if _gpu(X):
+            return _affine(_gpu_validate(self, X, reset=False), *_params_for(self, X, "inverse", self._params(True)),
+                           True)
         X = _validate_inverse(self, X)
         return _affine(X, *self._params(True), self.copy)
 
@@ -518,7 +555,7 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        if _is_gpu(X):
+        if _gpu(X):
             _gpu_validate(self, X, reset=True)
         else:
             validate_data(self, X, accept_sparse=False)
@@ -537,17 +574,17 @@ class Normalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, X, copy=None):
         copy = self.copy if copy is None else copy
-        if _is_gpu(X):
+        if _gpu(X):
             _gpu_validate(self, X, reset=False)
-            Y, norms = _gpu.prep_normalize(X, self.norm)
-            _gpu_no_nan((norms,))
+            Y, norms = _core.prep_normalize(X, self.norm)
+            _host_stats(norms)  # a host copy of the n_samples norms: NaN / infinity in X raise, as on the CPU
             return Y
         X = validate_data(self, X, accept_sparse=False, reset=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         return self._normalize(X, copy)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
-        if _is_gpu(X):
+        if _gpu(X):
             return self.fit(X, y).transform(X)
         X = validate_data(self, X, accept_sparse=False, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         return self._normalize(X, self.copy)

@@ -16,10 +16,12 @@ def _lists(*xs):
     return [list(x) if x is not None else None for x in xs]
 
 
-def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
+def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0,
+             maximize=False):
     ps, gs, vs = _lists(params, grads, velocity)
     for i, (p, g) in enumerate(zip(ps, gs)):
         t = p.dtype.type
+        g = -g if maximize else g
         d = g + t(weight_decay) * p if weight_decay else g.copy()
         if momentum > 0:
             b = vs[i]
@@ -28,17 +30,20 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
         p -= t(lr) * d
 
 
-def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False):
     for p, g, s in zip(*_lists(params, grads, sum_sq)):
         t = p.dtype.type
+        g = -g if maximize else g
         d = g + t(weight_decay) * p if weight_decay else g
         s += d * d
         p -= t(lr) * (d / (np.sqrt(s) + t(eps)))
 
 
-def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
+                 maximize=False):
     for p, g, v in zip(*_lists(params, grads, sq_avg)):
         t = p.dtype.type
+        g = -g if maximize else g
         d = g + t(weight_decay) * p if weight_decay else g
         v[...] = t(alpha) * v + t(1 - alpha) * (d * d)
         den = np.sqrt(v + t(eps)) if eps_in_sqrt else np.sqrt(v) + t(eps)
@@ -46,12 +51,14 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False):
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    for p, g, m, v in zip(*_lists(params, grads, exp_avg, exp_avg_sq)):
+    ps, gs, ms, vs = _lists(params, grads, exp_avg, exp_avg_sq)
+    vmaxs = _lists(max_exp_avg_sq)[0] if max_exp_avg_sq is not None else [None] * len(ps)
+    for p, g, m, v, vmax in zip(ps, gs, ms, vs, vmaxs):
         t = p.dtype.type
-        d = g
+        d = -g if maximize else g
         if weight_decay:
             if decoupled_weight_decay:
                 p *= t(1 - lr * weight_decay)
@@ -59,7 +66,10 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
                 d = g + t(weight_decay) * p
         m += t(1 - beta1) * (d - m)
         v[...] = t(beta2) * v + t(1 - beta2) * (d * d)
-        p -= t(lr / bc1) * (m / (np.sqrt(v) * t(1 / np.sqrt(bc2)) + t(eps)))
+        if vmax is not None:  # AMSGrad: the running maximum (NaN propagating) replaces v below
+            np.maximum(vmax, v, out=vmax)
+        den_v = v if vmax is None else vmax
+        p -= t(lr / bc1) * (m / (np.sqrt(den_v) * t(1 / np.sqrt(bc2)) + t(eps)))
 
 
 def ema_update(averages, params, *, decay):

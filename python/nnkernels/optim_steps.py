@@ -1,4 +1,12 @@
-"""Fused, multi-tensor optimizer updates: SGD, Adagrad, RMSprop, Adam/AdamW, EMA, gradient clipping.
+"""Fused multi-tensor optimizer steps, the stateless layer: SGD, Adagrad, RMSprop, Adam/AdamW, EMA, gradient clipping.
+
+Two layers, two modules: this one holds the **step functions** (no state of their own: the
+caller passes the parameters, gradients and every state array, and they update them in place;
+also exported at the top level, ``nk.adam_step`` etc.); :mod:`nnkernels.optim` holds the
+**optimizer objects** (``Adam``, ``SGD``...: they own the state arrays, the step count and the
+hyperparameters, and each ``step`` is one call of a function here). The kernels behind both:
+csrc/cpu/optimizers.cpp, csrc/cuda/optimizers.cu (driver: csrc/drivers/optimizers.cpp);
+references: :mod:`nnkernels.reference.optimizers`.
 
 Every function updates its arrays **in place** and returns ``None`` (``clip_grad_norm``
 returns the norm). Every array argument is either one array or a list (or tuple) of arrays;
@@ -8,11 +16,19 @@ the total element range is cut into fixed chunks (small tensors are batched toge
 results never depend on the thread count). Each element is read and written once
 (fused: parameter, gradient and state in one pass).
 
+Arrays: NumPy arrays, torch tensors (CPU or CUDA; CPU tensors are read and written in place,
+zero-copy, ``nn.Parameter`` leaves that require grad included, as ``torch.optim`` updates them:
+here a tensor's values are data, autograd does not see the update), CuPy arrays, or other
+DLPack producers; libraries may be mixed, but every array of a call lives on one device.
+CUDA arrays run the CUDA kernels on the library's current stream (of the first parameter's
+library), with no host<->device copy and no synchronisation.
+
 Validation happens before any memory is touched, so a refused call changes nothing:
 list lengths, float32/float64 dtypes (param, gradient and state of one tensor must agree;
 different tensors may differ), shapes, read-only arrays (params and state must be
-writeable; gradients may be read-only), memory shared between an updated array and any
-other operand, and the hyperparameters (``lr >= 0``, betas in [0, 1), ``step >= 1``...).
+writeable; gradients may be read-only), the device, memory shared between an updated
+array and any other operand (the same range sweep on every device), and the
+hyperparameters (``lr >= 0``, betas in [0, 1), ``step >= 1``...).
 **Strided (non-C-contiguous) arrays are refused with ValueError**: the update is in place,
 so a silent contiguous copy would update the copy, not your array.
 
@@ -36,48 +52,32 @@ float32 arrays; the state arrays start at zero unless stated):
   ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)`` with the 1-based
   ``step`` after incrementing (cs231n's ``t``, its ``mt``/``vt`` are the same bias
   corrections). ``weight_decay`` is added to the gradient (L2) unless
-  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first).
+  ``decoupled_weight_decay=True`` (AdamW: ``p *= 1 - lr*weight_decay`` first). AMSGrad
+  (``max_exp_avg_sq`` given): ``vmax = max(vmax, v)`` replaces ``v`` in the denominator.
+* ``maximize=True`` (SGD, Adagrad, RMSprop, Adam): ``d`` starts from ``-g`` (gradient ascent),
+  as in torch.optim.
 * EMA: ``avg = decay*avg + (1-decay)*p``.
 * clip_grad_norm: ``norm = sqrt(sum of g**2 over all grads)`` accumulated in float64
   (per-chunk partials combined in a fixed order); when ``norm > max_norm`` every gradient is
   multiplied by ``max_norm / (norm + 1e-6)`` (torch.nn.utils.clip_grad_norm_). A NaN norm
   scales by NaN, as PyTorch does, so NaN is never masked; an infinite norm zeroes finite
-  entries and turns infinite ones into NaN (PyTorch likewise).
+  entries and turns infinite ones into NaN (PyTorch likewise). For CUDA gradients the norm
+  is returned as a 0-d float64 array of their library on their device (the clip coefficient is
+  computed there from it: nothing waits for the GPU); for CPU gradients it is a Python float.
 
 NaN/inf in gradients propagate exactly as the formulas say (no masking).
-
-GPU arrays (CuPy / PyTorch CUDA, all on one device, one dtype per call, C-contiguous)
-run the CUDA kernels: one launch for the whole list (multi-tensor apply), on the
-library's current stream. Kernels: csrc/cpu/optimizers.cpp, csrc/cuda/optimizers.cu;
-references: :mod:`nnkernels.reference.optimizers`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from . import _core, _gpu
+from . import _core
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update", "clip_grad_norm"]
 
-_ndarray = np.ndarray
 
-
-def _first(x: Any) -> Any:
-    if type(x) is _ndarray:
-        return x
-    if isinstance(x, (list, tuple)):
-        return x[0] if len(x) else None
-    return x
-
-
-def _is_gpu(x: Any) -> bool:
-    f = _first(x)
-    return f is not None and type(f) is not _ndarray and _gpu.is_gpu_array(f)
-
-
-def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0):
+def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0,
+             maximize=False):
     """SGD with optional momentum / Nesterov and L2 weight decay (PyTorch's formulation), in place.
 
     ``d = g + weight_decay*p``; with momentum ``b = momentum*b + (1-dampening)*d`` and
@@ -86,7 +86,9 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
+        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
+        DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     lr : float
@@ -102,31 +104,27 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
         Dampening of the gradient's contribution to the momentum buffer, in [0, 1].
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    if _is_gpu(params):
-        ops = [("params", params, True), ("grads", grads, False)]
-        if _real_positive(momentum):
-            if velocity is None:
-                raise ValueError("velocity: required when momentum > 0 (arrays of zeros to start)")
-            ops.append(("velocity", velocity, True))
-        return _gpu_step("sgd", ops, dict(lr=lr, momentum=momentum, nesterov=nesterov, dampening=dampening,
-                                          weight_decay=weight_decay))
-    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay)
+    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay, maximize)
 
 
-def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0):
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False):
     """Adagrad (PyTorch's formulation), in place: ``s += d*d; p -= lr * d / (sqrt(s) + eps)``
     with ``d = g + weight_decay*p``.
 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
+        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
+        DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     sum_sq : array or list of arrays
@@ -138,26 +136,28 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0)
         Added to ``sqrt(s)`` in the denominator, ``>= 0``.
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    if _is_gpu(params):
-        return _gpu_step("adagrad", [("params", params, True), ("grads", grads, False), ("sum_sq", sum_sq, True)],
-                         dict(lr=lr, eps=eps, weight_decay=weight_decay))
-    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay)
+    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay, maximize)
 
 
-def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False):
+def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
+                 maximize=False):
     """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
     p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
+        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
+        DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     sq_avg : array or list of arrays
@@ -173,30 +173,33 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
         L2 penalty added to the gradient, ``>= 0``.
     eps_in_sqrt : bool, default=False
         Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    if _is_gpu(params):
-        return _gpu_step("rmsprop", [("params", params, True), ("grads", grads, False), ("sq_avg", sq_avg, True)],
-                         dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
-    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt)
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False):
     """Adam, or AdamW with ``decoupled_weight_decay=True`` (PyTorch's formulation), in place.
 
     ``m = beta1*m + (1-beta1)*d``, ``v = beta2*v + (1-beta2)*d*d``,
     ``p -= lr/(1-beta1**step) * m / (sqrt(v)/sqrt(1-beta2**step) + eps)``, where
     ``d = g + weight_decay*p`` (Adam) or ``p *= 1 - lr*weight_decay`` first (AdamW).
+    AMSGrad (Reddi et al., 2018) when ``max_exp_avg_sq`` is given: ``vmax = max(vmax, v)``
+    (NaN propagating, as ``torch.maximum``) is stored and used in place of ``v`` in the denominator.
 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place.
+        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
+        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
+        DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     exp_avg : array or list of arrays
@@ -218,19 +221,19 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         L2 penalty added to the gradient, or with ``decoupled_weight_decay`` the decoupled decay.
     decoupled_weight_decay : bool, default=False
         AdamW: decay the parameters (``p *= 1 - lr*weight_decay``) instead of adding to the gradient.
+    max_exp_avg_sq : array or list of arrays, default=None
+        AMSGrad's running maxima of ``v`` (zeros to start), one per parameter; updated in place.
+        None: plain Adam.
+    maximize : bool, default=False
+        Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    if _is_gpu(params):
-        return _gpu_step("adam", [("params", params, True), ("grads", grads, False), ("exp_avg", exp_avg, True),
-                                  ("exp_avg_sq", exp_avg_sq, True)],
-                         dict(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                              decoupled_weight_decay=decoupled_weight_decay))
     _core.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled_weight_decay)
+                    decoupled_weight_decay, max_exp_avg_sq, maximize)
 
 
 def ema_update(averages, params, *, decay):
@@ -239,7 +242,8 @@ def ema_update(averages, params, *, decay):
     Parameters
     ----------
     averages : array or list of arrays
-        The averages, float32/float64, C-contiguous and writeable; updated in place.
+        The averages, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
+        torch tensors, CuPy arrays or other DLPack arrays; every array of the call on one device.
     params : array or list of arrays
         The current parameters, one per average (same shape and dtype); only read.
     decay : float
@@ -250,12 +254,10 @@ def ema_update(averages, params, *, decay):
     None
         The averages are updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    if _is_gpu(averages):
-        return _gpu_step("ema", [("averages", averages, True), ("params", params, False)], dict(decay=decay))
     _core.ema_update(averages, params, decay)
 
 
-def clip_grad_norm(grads, max_norm) -> float:
+def clip_grad_norm(grads, max_norm) -> Any:
     """Clip gradients by their global L2 norm, in place (``torch.nn.utils.clip_grad_norm_``).
 
     ``norm = sqrt(sum of g**2 over all grads)``, accumulated in float64; when ``norm > max_norm``
@@ -265,94 +267,18 @@ def clip_grad_norm(grads, max_norm) -> float:
     ----------
     grads : array or list of arrays
         Gradients, float32/float64, C-contiguous; they must be writeable (checked up front,
-        whether or not scaling turns out to be needed).
+        whether or not scaling turns out to be needed). NumPy arrays, torch tensors, CuPy arrays
+        or other DLPack arrays, all on one device.
     max_norm : float
         The largest global norm to keep, ``>= 0``.
 
     Returns
     -------
-    float
-        The global norm before clipping (NaN or inf propagate as in PyTorch).
+    float or 0-d array
+        The global norm before clipping (NaN or inf propagate as in PyTorch): a Python float for
+        CPU gradients (and an empty list); for CUDA gradients a 0-d float64 array of their library
+        (torch tensor, CuPy array) on their device, so that nothing waits for the GPU (the clip
+        coefficient is computed and applied there).
     """
-    if _is_gpu(grads):
-        _core.check_optimizer_scalars("clip", {"max_norm": max_norm})
-        dt, ptrs, sizes, first = _gpu_table([("grads", grads, True)])
-        if not sizes:
-            return 0.0
-        with _gpu.on_device(first):
-            return float(_core.cuda_clip_grad_norm(dt, ptrs, sizes, max_norm, _gpu.current_stream(first)))
-    return float(_core.clip_grad_norm(grads, max_norm))
+    return _core.clip_grad_norm(grads, max_norm)
 
-
-# --------------------------------------------------------------------------- GPU path
-def _real_positive(x) -> bool:
-    try:
-        return float(x) > 0
-    except (TypeError, ValueError):
-        return False
-
-
-def _as_list(name: str, x: Any) -> list:
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    if x is None:
-        raise TypeError(f"{name}: expected a GPU array or a list of GPU arrays, got None")
-    return [x]
-
-
-def _gpu_table(ops: list) -> tuple:
-    """Validate every (name, array-or-list, writeable) operand; (dtype code, pointer table, sizes, first array)."""
-    lists = [(_as_list(n, a), n, w) for n, a, w in ops]
-    count = len(lists[0][0])
-    for lst, n, _ in lists[1:]:
-        if len(lst) != count:
-            raise ValueError(f"{n}: expected {count} arrays (one per entry of {ops[0][0]}), got {len(lst)}")
-    single = not isinstance(ops[0][1], (list, tuple))
-    cais = [[None] * len(lists) for _ in range(count)]
-    dtype = None
-    for i in range(count):
-        for k, (lst, n, w) in enumerate(lists):
-            nm = n if single else f"{n}[{i}]"
-            a = lst[i]
-            if not _gpu.is_gpu_array(a):
-                raise TypeError(f"{nm}: expected a CUDA array (CuPy/PyTorch) like {ops[0][0]}, got {type(a).__name__}")
-            cai = _gpu.interface(a, nm)
-            _gpu.check_same_device(a, nm, lists[0][0][0], ops[0][0] if single else f"{ops[0][0]}[0]")
-            if not _gpu.is_contiguous(cai):
-                raise ValueError(f"{nm}: expected a C-contiguous array (strided views are refused)")
-            if w and cai["data"][1]:
-                raise ValueError(f"{nm}: array is read-only")
-            if dtype is None:
-                dtype = cai["typestr"]
-            elif cai["typestr"] != dtype:
-                raise TypeError(f"{nm}: expected dtype {dtype} (one dtype per GPU call), got {cai['typestr']}")
-            if k and tuple(cai["shape"]) != tuple(cais[i][0]["shape"]):
-                raise ValueError(f"{nm}: expected the shape of {ops[0][0]} {tuple(cais[i][0]['shape'])}, "
-                                 f"got {tuple(cai['shape'])}")
-            cais[i][k] = cai
-    ptrs, sizes = [], []
-    seen = {}
-    for i in range(count):
-        n = int(np.prod(cais[i][0]["shape"], dtype=np.int64))
-        if n == 0:
-            continue
-        for k, (_, nm, w) in enumerate(lists):
-            p = cais[i][k]["data"][0]
-            if w and p in seen:
-                raise ValueError(f"{nm}[{i}]: shares memory with another operand")
-            seen[p] = True
-            ptrs.append(p)
-        sizes.append(n)
-    first = lists[0][0][0] if count else None
-    return (_gpu.dtype_code({"typestr": dtype}) if dtype else 0), ptrs, sizes, first
-
-
-def _gpu_step(op: str, ops: list, kw: dict) -> None:
-    _gpu._require_cuda()
-    _core.check_optimizer_scalars(op, kw)
-    dt, ptrs, sizes, first = _gpu_table(ops)
-    if not sizes:
-        return None
-    with _gpu.on_device(first):
-        _core.cuda_optimizer_step(op, dt, ptrs, sizes, kw, _gpu.current_stream(first))
-    return None
