@@ -859,6 +859,26 @@ def test_torch_cpu_running_stats_refusals():
     assert (rm == 0).all()
 
 
+def test_torch_cpu_modules():
+    """nk.BatchNorm / nk.LayerNorm with a torch CPU x (NumPy parameters): tensors back, values
+    bitwise those of the NumPy input, in training and eval mode (eval backward included)."""
+    torch = pytest.importorskip("torch")
+    x, dout = _data((8, 3, 5), np.float64, 240, loc=2.0), _data((8, 3, 5), np.float64, 241)
+    for mode in ("train", "eval"):
+        a, b = nk.BatchNorm(3, activation="relu", dtype=np.float64), nk.BatchNorm(3, activation="relu", dtype=np.float64)
+        if mode == "eval":
+            a.eval(), b.eval()
+        ya, yb = a.forward(x), b.forward(torch.from_numpy(x.copy()))
+        _same(yb, ya)
+        _same(b.backward(torch.from_numpy(dout.copy())), a.backward(dout))
+        np.testing.assert_array_equal(b.running_mean, a.running_mean)
+        np.testing.assert_array_equal(b.running_var, a.running_var)
+        _same(b.dgamma, a.dgamma)
+    la, lb = nk.LayerNorm(5, dtype=np.float64), nk.LayerNorm(5, dtype=np.float64)
+    _same(lb.forward(torch.from_numpy(x.copy())), la.forward(x))
+    _same(lb.backward(torch.from_numpy(dout.copy())), la.backward(dout))
+
+
 # ---------------------------------------------------------------- GPU (skips without one)
 
 def test_gpu_matches_cpu(gpu):
@@ -916,7 +936,8 @@ def test_gpu_every_op_matches_cpu(gpu, dtype):
         rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
         grm, grv = to_gpu(rm), to_gpu(rv)
         y, m, r = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
-        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(g), to_gpu(b), running_mean=grm, running_var=grv, **kw)
+        gy, gm, gr = nk.batchnorm_forward(to_gpu(x), to_gpu(np.repeat(g, 2))[::2], to_gpu(b), running_mean=grm,
+                                          running_var=grv, **kw)  # strided float32 gamma, float64 beta
         assert type(gy) is type(to_gpu(x)) and type(gm) is type(gy)
         for a, e in ((gy, y), (gm, m), (gr, r), (grm, rm), (grv, rv)):
             assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
@@ -943,9 +964,9 @@ def test_gpu_every_op_matches_cpu(gpu, dtype):
         gde = nk.batchnorm_backward_elemt(to_gpu(dout), to_gpu(x), to_gpu(g), gmean, gr, to_gpu(sg), to_gpu(sgx), n,
                                           y=gy, **kw)
         assert_close(to_np(gde), de, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
-        gl, bl = _data((shape[-1],), dtype, 304), _data((shape[-1] * 2,), dtype, 305)[::2]  # strided beta
-        y, m, r = nk.layernorm_forward(x, gl, bl, **kw)
-        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(np.ascontiguousarray(bl)), **kw)
+        gl, bl2 = _data((shape[-1],), dtype, 304), _data((shape[-1] * 2,), dtype, 305)
+        y, m, r = nk.layernorm_forward(x, gl, bl2[::2], **kw)
+        gy, gm, gr = nk.layernorm_forward(to_gpu(x), to_gpu(gl), to_gpu(bl2)[::2], **kw)  # a strided device beta
         for a, e in ((gy, y), (gm, m), (gr, r)):
             assert_close(to_np(a), e, dtype, table=tab, atol=1e-4 if dtype == np.float32 else 1e-9)
         assert_close(to_np(nk.layernorm_forward(to_gpu(x))[0]), nk.layernorm_forward(x)[0], dtype, table=tab)

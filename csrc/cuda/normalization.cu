@@ -543,7 +543,7 @@ template <class T> void ln_forward_t(const LayerNormForwardArgs& a, cudaStream_t
   if (rows <= 0) return;
   T* slots = a.work ? static_cast<T*>(a.work->data) : nullptr;  // null: both usable as they are
   const T* gamma = vec_as<T>(a.gamma, d, 1.0, a.y, slots, s);
-  const T* beta = vec_as<T>(a.beta, d, 0.0, a.y, slots + d, s);
+  const T* beta = vec_as<T>(a.beta, d, 0.0, a.y, slots ? slots + d : nullptr, s);
   const T* xp = ptr_of<T>(a.x);
   T *y = ptr_of<T>(a.y), *mean = ptr_of<T>(a.mean), *rstd = ptr_of<T>(a.rstd);
   const int act = a.act.act;
