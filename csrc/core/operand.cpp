@@ -189,17 +189,19 @@ Operand from_torch(const py::handle& h, const char* arg, bool float_only) {
     throw py::type_error(std::string(arg) + (float_only ? ": expected a float32 or float64 array, got dtype "
                                                         : ": unsupported tensor dtype ") + name);
   }
+  if (float_only) {  // checked on torch's dtype (a bfloat16 tensor needs no ml_dtypes to be refused)
+    if (dl->code == dlpack::kDLFloat && dl->bits == 32) r.view.dtype = DType::f32;
+    else if (dl->code == dlpack::kDLFloat && dl->bits == 64) r.view.dtype = DType::f64;
+    else {
+      std::string name = py::str(dtype);
+      if (name.rfind("torch.", 0) == 0) name = name.substr(6);
+      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " + name);
+    }
+  }
   r.descr = descr_of(*dl, arg);
   const py::dtype descr = py::reinterpret_borrow<py::dtype>(r.descr);
   r.kind = descr.kind();
   r.itemsize = int(descr.itemsize());
-  if (float_only) {
-    if (dl->code == dlpack::kDLFloat && dl->bits == 32) r.view.dtype = DType::f32;
-    else if (dl->code == dlpack::kDLFloat && dl->bits == 64) r.view.dtype = DType::f64;
-    else
-      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
-                           std::string(py::str(descr)));
-  }
   py::object is_cuda = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cuda));
   if (!is_cuda) throw py::error_already_set();
   if (is_cuda.ptr() == Py_True) {
