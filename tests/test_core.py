@@ -297,3 +297,14 @@ def test_real_array_likes_still_accepted():
     assert n == 4
     np.testing.assert_allclose(mean, [1.0, 2.0])
     np.testing.assert_allclose(m2, [0 + 2 + 4.0, 0 + 2 + 4.0])
+
+
+def test_star_imports_of_every_module():
+    """Every public module's __all__ names what it defines (``from nnkernels.x import *`` works)."""
+    import importlib
+
+    for name in ("activations", "normalization", "losses", "init", "optim", "optim_steps", "nn", "schedules",
+                 "train"):
+        mod = importlib.import_module(f"nnkernels.{name}")
+        missing = [n for n in getattr(mod, "__all__", []) if not hasattr(mod, n)]
+        assert not missing, (name, missing)

@@ -39,8 +39,7 @@ __all__ = [
     "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
     "batchnorm_stats", "batchnorm_merge_stats", "batchnorm_normalize",
     "batchnorm_backward_reduce", "batchnorm_backward_elemt",
-    "BatchNorm", "LayerNorm",
-]
+]  # the layer classes BatchNorm / LayerNorm live in nnkernels.nn (nk.BatchNorm is nk.nn.BatchNorm)
 
 _ACT = {None: 0, "relu": 1, "leaky_relu": 2}
 
