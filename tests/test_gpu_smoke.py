@@ -83,6 +83,17 @@ def _layernorm(activation):
     return run
 
 
+def _layernorm_no_affine(a, dt):
+    """No gamma/beta (the defaults are made on the device) and saved statistics of the other dtype
+    (converted on the device): the launches of vec_as_kernel."""
+    x, dout = _data((300, 257), dt, 30), _data((300, 257), dt, 31)
+    other = np.float64 if dt == np.float32 else np.float32
+    y, m, r = nk.layernorm_forward(a(x))
+    m_o, r_o = (nk.layernorm_forward(x)[k].astype(other) for k in (1, 2))
+    dx, dg, db = nk.layernorm_backward(a(dout), a(x), None, a(m_o), a(r_o))
+    return {"y": y, "mean": m, "rstd": r, "dx": dx}
+
+
 _BN_SHAPE = (300, 3, 31)  # 9,300 values per channel: two row partials per channel
 
 
@@ -169,6 +180,7 @@ CASES = {
     "softmax_cross_entropy": _softmax_cross_entropy,
     "layernorm": _layernorm(None),
     "layernorm_leaky_relu": _layernorm("leaky_relu"),
+    "layernorm_no_affine": _layernorm_no_affine,
     "batchnorm": _batchnorm,
     "batchnorm_eval": _batchnorm_eval,
     "batchnorm_split": _batchnorm_split,
@@ -185,6 +197,7 @@ CASE_TOL = {  # case -> {output: kind}, "*" for every other output; cases not li
     "softmax_cross_entropy": {"loss": "reduction", "*": "elementwise"},
     "layernorm": {"*": "reduction", **_NORM_TOL},
     "layernorm_leaky_relu": {"*": "reduction", **_NORM_TOL},
+    "layernorm_no_affine": {"*": "reduction"},
     "batchnorm": {"*": "reduction", **_NORM_TOL},
     "batchnorm_eval": {"*": "reduction"},
     "batchnorm_split": {"*": "reduction", **_NORM_TOL},
@@ -201,14 +214,14 @@ KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cu
     "elementwise_kernel": _ACT, "elementwise_vec_kernel": _ACT,
     "init_kernel": ("init",),
     "xent_rows": ("softmax_cross_entropy",), "mean_rows": ("softmax_cross_entropy",),
-    "ln_fwd_kernel": _LN, "ln_bwd_dx_kernel": _LN, "ln_bwd_param_partial": _LN, "ln_bwd_param_final": _LN,
-    "bn_stats_partial": ("batchnorm", "batchnorm_split"), "bn_stats_final": ("batchnorm", "batchnorm_split"),
-    "bn_apply_kernel": ("batchnorm", "batchnorm_eval", "batchnorm_split"),
-    "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_reduce_final": ("batchnorm", "batchnorm_split"),
+    "ln_fwd_kernel": _LN + ("layernorm_no_affine",), "ln_bwd_dx_kernel": _LN + ("layernorm_no_affine",),
+    "ln_bwd_param_partial": _LN, "ln_bwd_param_final": _LN, "vec_as_kernel": ("layernorm_no_affine",),
     # per-channel parameters computed on the device (issue 14: no host round trip)
+    "bn_stats_partial": ("batchnorm", "batchnorm_split"), "bn_stats_final": ("batchnorm_split",),
     "bn_forward_params": ("batchnorm", "batchnorm_eval"), "bn_normalize_params": ("batchnorm_split",),
+    "bn_apply_kernel": ("batchnorm", "batchnorm_eval", "batchnorm_split"),
+    "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_reduce_final": ("batchnorm_split",),
     "bn_backward_params": ("batchnorm",), "bn_elemt_params": ("batchnorm_split",),
-    "vec_as_kernel": ("layernorm", "batchnorm", "batchnorm_eval"),
     "bn_bwd_apply_kernel": ("batchnorm", "batchnorm_split"),
     "multi_tensor_kernel": _OPT,
     "sumsq_kernel": ("clip_grad_norm",), "finish_norm_kernel": ("clip_grad_norm",), "scale_kernel": ("clip_grad_norm",),

@@ -378,7 +378,7 @@ class BatchNorm(_AffineNorm):
         if not batch_stats:
             # Running statistics are constants: dx = g * gamma * rstd (the batch sums do not enter).
             sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, rstd, **kw)
-            zeros = np.zeros(self.num_features)
+            zeros = rstd * 0  # per-channel zeros of x's library, on its device
             n = max(int(np.prod(np.shape(x))) // self.num_features, 1)
             dx = nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, zeros, zeros, n, **kw)
             if self.gamma is not None:
