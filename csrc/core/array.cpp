@@ -11,10 +11,6 @@
 
 namespace nk {
 
-namespace {
-constexpr int64_t kStreamBytes = int64_t(8) << 20;  // non-temporal stores above this output size
-}  // namespace
-
 std::string shape_str(const Dims& s) {
   std::string r = "(";
   for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : (i + 1 < s.size() ? ", " : ""));

@@ -6,6 +6,10 @@
 
 namespace nk {
 
+// Outputs of at least this many bytes are written with non-temporal stores (far larger than the
+// caches): the one threshold of the elementwise driver and the normalization drivers.
+constexpr int64_t kStreamBytes = int64_t(8) << 20;
+
 // Elementwise driver. Kernels see contiguous 1-D runs: `fn(ins, out, n)` with up to three
 // inputs. Contiguous operands are cut into fixed chunks and run in parallel; other
 // layouts are iterated row by row over the innermost (coalesced) dimension, gathering

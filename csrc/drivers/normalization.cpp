@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/elementwise.hpp"
 #include "core/parallel.hpp"
 
 NK_DEFINE_DISPATCH(LayerNormForwardImpl, layernorm_forward_stub)
@@ -53,7 +54,6 @@ constexpr int64_t kPlaneMin = 64;            // spatial size from which planes a
 constexpr int64_t kTaskElems = int64_t(1) << 20;   // elements per reduction task (fixed decomposition)
 constexpr int64_t kApplyElems = int64_t(1) << 16;  // elements per elementwise task
 constexpr int64_t kSerialElems = int64_t(1) << 16; // below this, reductions run on the calling thread
-constexpr int64_t kStreamBytes = int64_t(8) << 20;
 
 template <class T> const NormKernelsT<T>& kern();
 template <> const NormKernelsT<float>& kern<float>() { return normalization_kernels().f32; }
