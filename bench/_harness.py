@@ -327,6 +327,27 @@ def measure_gpu_copy_bandwidth(torch, cupy, n_bytes: int = 1024 * MB, repeats: i
     return {"array_bytes": n_bytes, "copy_GBps": 2 * n_bytes / s["median_s"] / 1e9, "copy": s, "library": lib}
 
 
+# The dtypes a family's rows run in unless its module says otherwise (``DTYPES``).
+DEFAULT_DTYPES = ("float32", "float64")
+
+
+def np_dtype(name: str) -> np.dtype:
+    """NumPy dtype of a --dtype name ("bfloat16": ml_dtypes.bfloat16)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def torch_view(torch, a: np.ndarray):
+    """A PyTorch CPU tensor sharing the memory of `a` (bfloat16 arrays too: torch.from_numpy does not
+    know ml_dtypes' dtype, so the bits go through an int16 view)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def family_modules() -> Iterator[tuple]:
     """(name, module) for every bench/<family>.py."""
     import importlib

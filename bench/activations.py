@@ -18,8 +18,9 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import NK_TORCH, OUT, Case, Context, Impl, size_label
+from ._harness import NK_TORCH, OUT, Case, Context, Impl, np_dtype, size_label, torch_view
 
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 OPS = ["relu", "leaky_relu", "sigmoid", "tanh"]
 ROWS = tuple(name for op in OPS for name in (op, op + "_backward"))
 MAIN_ROWS = ("relu", "tanh_backward")
@@ -74,7 +75,7 @@ def _nk_backward(op):
 
 
 def cases(ctx: Context) -> Iterator[Case]:
-    dt = np.dtype(ctx.dtype)
+    dt = np_dtype(ctx.dtype)
     for label in ctx.sizes:
         wanted = {name for name in ROWS if ctx.wants(name, label)}
         if not wanted:
@@ -86,7 +87,7 @@ def cases(ctx: Context) -> Iterator[Case]:
         dx = np.empty_like(x)
         torch = ctx.torch
         if torch is not None:
-            xt, yt, dtt, dxt = (torch.from_numpy(a) for a in (x, y, d, dx))
+            xt, yt, dtt, dxt = (torch_view(torch, a) for a in (x, y, d, dx))
         for op in OPS:
             if op not in wanted and op + "_backward" not in wanted:
                 continue
@@ -107,7 +108,7 @@ def cases(ctx: Context) -> Iterator[Case]:
                      Impl("nnkernels", lambda f=bwd, sv=saved: f(d, sv)),
                      Impl(OUT, lambda f=bwd, sv=saved: f(d, sv, out=dx))]
             if torch is not None:
-                st = torch.from_numpy(saved)
+                st = torch_view(torch, saved)
                 impls.append(Impl("torch", _torch_backward(torch, op, dtt, st, dxt)))
                 impls.append(Impl(NK_TORCH, lambda f=bwd, st=st: f(dtt, st)))
             impls += _gpu_impls(ctx, op, d, saved)

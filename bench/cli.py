@@ -94,7 +94,8 @@ def _parse(argv):
                    help="size labels (small, medium, large) or element counts (default: small large)")
     p.add_argument("--full", action="store_true",
                    help="the full suite: every op at every size, 15 rounds (~6 min and ~5 GB on 2 cores)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="element type")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"],
+                   help="element type (16-bit: the families that take it)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write the results as JSON (a missing folder is created)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats (smoke test)")
@@ -280,6 +281,8 @@ def run(args) -> dict:
     levels = _isa_levels() if args.isa_levels else []
 
     for family, module in H.family_modules():
+        if ctx.dtype not in getattr(module, "DTYPES", H.DEFAULT_DTYPES):
+            continue
         for case in module.cases(ctx):
             if levels:
                 case.impls += _isa_impls(case, levels)

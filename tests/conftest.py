@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -12,6 +13,8 @@ import nnkernels as nk
 sys.path.insert(0, os.path.dirname(__file__))  # tolerances.py, helpers
 
 DTYPES = [np.float32, np.float64]
+# 16-bit storage dtypes (float32 arithmetic): NumPy's float16 and ml_dtypes' bfloat16.
+HALF_DTYPES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 
 # Sizes that exercise vector tails, single elements and multi-chunk parallel paths.
 AWKWARD_SIZES = [0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 257, 1021, 4099, 65537, 100003]
@@ -29,6 +32,20 @@ def isa(request):
     """Run the test at every instruction-set level this build and CPU support."""
     with nk.isa(request.param):
         yield request.param
+
+
+def _bf16_instruction_settings() -> list[bool]:
+    return [True, False] if nk.build_info().get("avx512_bf16") else [False]
+
+
+@pytest.fixture(params=_bf16_instruction_settings(), ids=lambda on: "bf16insn" if on else "bf16int")
+def bf16_insn(request):
+    """At the AVX-512 level, round to bfloat16 with VCVTNEPS2BF16 and with the integer fallback (CPUs
+    without AVX-512 BF16): both must give the same bits. Other levels are unaffected."""
+    before = nk.build_info()["avx512_bf16"]
+    nk._core._set_avx512_bf16(request.param)
+    yield request.param
+    nk._core._set_avx512_bf16(before)
 
 
 @pytest.fixture

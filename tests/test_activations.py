@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from tolerances import ULP_BOUND, assert_close
+from tolerances import BF16, ULP_BOUND, assert_close, assert_within_ulps
 
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from conftest import AWKWARD_SIZES, DTYPES
+from conftest import AWKWARD_SIZES, DTYPES, HALF_DTYPES
 
 FORWARD = ["relu", "leaky_relu", "sigmoid", "tanh"]
 # backward op -> which forward tensor it takes as its second argument
@@ -284,9 +284,9 @@ def test_backward_finite_differences(op):
 # ----------------------------------------------------------------- errors
 @pytest.mark.parametrize("op", FORWARD)
 @pytest.mark.parametrize("bad", [np.arange(4), np.arange(4, dtype=np.int32), np.ones(3, np.complex64),
-                                 np.ones(3, bool), np.ones(3, np.float16)])
+                                 np.ones(3, bool), np.ones(3, np.int16), np.ones(3, np.float128)])
 def test_non_float_input_is_type_error(op, bad):
-    with pytest.raises(TypeError, match="^x: expected a float32 or float64"):
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16 array"):
         _fwd(op)[0](bad)
 
 
@@ -299,8 +299,10 @@ def test_backward_argument_mismatches(op):
         f(a, np.ones(6, np.float32))
     with pytest.raises(ValueError, match=f"^{second}: expected the dtype of dout"):
         f(a, np.ones(5, np.float64))
-    with pytest.raises(TypeError, match="^dout: expected a float32 or float64"):
+    with pytest.raises(TypeError, match="^dout: expected a float32, float64, float16 or bfloat16"):
         f(np.ones(5, np.int64), a)
+    with pytest.raises(ValueError, match=f"^{second}: expected the dtype of dout \\(bfloat16\\), got float16"):
+        f(a.astype(BF16), a.astype(np.float16))
 
 
 @pytest.mark.parametrize("op", FORWARD)
@@ -330,6 +332,131 @@ def test_none_input_is_type_error():
 def test_isa_errors():
     with pytest.raises(ValueError, match="^isa: expected one of"):
         nk.set_isa("sse9")
+
+
+# ----------------------------------------------------------------- 16-bit storage (issue 15)
+# float16 / bfloat16 in and out, float32 arithmetic, one rounding to nearest even on the store:
+# within 1 ulp (of the storage dtype) of the float64 result correctly rounded, ReLU exact.
+EXACT_16 = {"relu", "relu_backward"}
+
+
+def _half_inputs(n, dtype, seed=0, scale=3.0):
+    x, d = _inputs(n, np.float64, seed, scale)
+    return x.astype(dtype), d.astype(dtype)
+
+
+def _half_saved(op, x):
+    return x if SAVED[op] == "x" else getattr(nk, op)(x)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("n", AWKWARD_SIZES)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_forward_within_one_ulp(op, n, dtype, isa):
+    x, d = _half_inputs(n, dtype)
+    f, r = _fwd(op)
+    y = f(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_within_ulps(y, r(x.astype(np.float64)), dtype, ulps=0 if op in EXACT_16 else 1)
+    s = _half_saved(op, x)
+    fb, rb = _bwd(op)
+    dx = fb(d, s)
+    assert dx.dtype == dtype
+    assert_within_ulps(dx, rb(d.astype(np.float64), s.astype(np.float64)), dtype,
+                       ulps=0 if op + "_backward" in EXACT_16 else 1)
+
+
+def _all_finite_16bit(dtype):
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    return h[np.isfinite(h.astype(np.float32))]
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_every_input_value(op, dtype, isa, bf16_insn):
+    """Every finite 16-bit input (subnormals, the largest numbers): forward within 1 ulp, ReLU exact;
+    infinities and NaN as in float32."""
+    x = _all_finite_16bit(dtype)
+    f, r = _fwd(op)
+    with np.errstate(over="ignore"):
+        expect = r(x.astype(np.float64))
+    assert_within_ulps(f(x), expect, dtype, ulps=0 if op in EXACT_16 else 1)
+    special = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0], np.float32).astype(dtype)
+    np.testing.assert_array_equal(f(special).astype(np.float32), f(special.astype(np.float32)))
+    assert np.signbit(f(special)[3].astype(np.float32)) == np.signbit(f(special.astype(np.float32))[3])
+
+
+@pytest.mark.parametrize("slope", [0.5, 0.25, -2.0, 0.0])
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_16bit_leaky_relu_power_of_two_slope_is_exact(slope, dtype, isa):
+    x, d = _half_inputs(4099, dtype)
+    x64 = x.astype(np.float64)
+    assert_within_ulps(nk.leaky_relu(x, slope), ref.leaky_relu(x64, slope), dtype, ulps=0)
+    assert_within_ulps(nk.leaky_relu_backward(d, x, slope), ref.leaky_relu_backward(d.astype(np.float64), x64, slope),
+                       dtype, ulps=0)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_in_place(op, dtype, isa):
+    x, d = _half_inputs(70001, dtype)
+    f, fb = _fwd(op)[0], _bwd(op)[0]
+    y, s = f(x), _half_saved(op, x)
+    dx = fb(d, s)
+    z = x.copy()
+    assert f(z, out=z) is z
+    np.testing.assert_array_equal(z.view(np.uint16), y.view(np.uint16))
+    assert fb(d, s, out=d) is d  # dx written over dout
+    np.testing.assert_array_equal(d.view(np.uint16), dx.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_strided_views_of_16bit_memory(op, dtype):
+    rng = np.random.default_rng(9)
+    base = (rng.standard_normal((37, 82)) * 3).astype(dtype)
+    f = _fwd(op)[0]
+    for v in (base[:, ::2], base.T, base[::-1, ::-3], base[:, 5], np.asfortranarray(base),
+              np.broadcast_to(base[0], (5, 82))):
+        before = v.copy()
+        y = f(v)
+        assert_within_ulps(y, _fwd(op)[1](v.astype(np.float64)), dtype, ulps=0 if op in EXACT_16 else 1)
+        np.testing.assert_array_equal(y.view(np.uint16), f(np.ascontiguousarray(v)).view(np.uint16))
+        np.testing.assert_array_equal(v.view(np.uint16), before.view(np.uint16))
+        out = np.zeros((v.shape[0], 2 * v.shape[-1]) if v.ndim == 2 else (2 * v.shape[0],), dtype)[..., ::2]
+        assert f(v, out=out) is out
+        np.testing.assert_array_equal(out.view(np.uint16), f(np.ascontiguousarray(v)).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_thread_count_bitwise_identical(op, dtype, threads, isa):
+    x, d = _half_inputs(300_007, dtype, scale=10)
+    s = _half_saved(op, x)
+    threads(1)
+    y1, b1 = _fwd(op)[0](x), _bwd(op)[0](d, s)
+    threads(2)
+    y2, b2 = _fwd(op)[0](x), _bwd(op)[0](d, s)
+    np.testing.assert_array_equal(y1.view(np.uint16), y2.view(np.uint16))
+    np.testing.assert_array_equal(b1.view(np.uint16), b2.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("op", FORWARD)
+def test_16bit_large_streamed_output(op, dtype):
+    """Outputs past the streaming threshold (non-temporal stores, alignment peel) give the same bits."""
+    x, _ = _half_inputs((8 << 20) // 2 + 37, dtype)
+    f = _fwd(op)[0]
+    y = f(x[1:])  # an input at an odd element offset
+    np.testing.assert_array_equal(y[:5000].view(np.uint16), f(x[1:5001].copy()).view(np.uint16))
+    np.testing.assert_array_equal(y[-5000:].view(np.uint16), f(x[-5000:].copy()).view(np.uint16))
+
+
+def test_16bit_mixed_with_float32_is_refused():
+    with pytest.raises(ValueError, match="^x: expected the dtype of dout"):
+        nk.relu_backward(np.ones(3, np.float32), np.ones(3, BF16))
+    with pytest.raises(ValueError, match="^out: expected dtype bfloat16, got float32"):
+        nk.relu(np.ones(3, BF16), out=np.ones(3, np.float32))
 
 
 # ----------------------------------------------------------------- property tests
@@ -383,7 +510,7 @@ def test_gpu_errors(gpu):
     to_gpu, _, _ = gpu
     with pytest.raises(ValueError, match="^y: expected the shape of dout"):
         nk.sigmoid_backward(to_gpu(np.ones(4, np.float32)), to_gpu(np.ones(5, np.float32)))
-    with pytest.raises(TypeError, match="^x: expected a float32 or float64"):
+    with pytest.raises(TypeError, match="^x: expected a float32"):
         nk.relu(to_gpu(np.ones(4, np.int32)))
 
 
@@ -404,3 +531,29 @@ def test_gpu_torch_requires_grad():
     x = torch.linspace(-3, 3, 1001, dtype=torch.float64, device="cuda", requires_grad=True)
     y = nk.tanh(x)
     assert_close(y.cpu().numpy(), nk.tanh(x.detach().cpu().numpy()), np.float64, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("op", FORWARD)
+def test_gpu_16bit_storage_matches_cpu(op, dtype):
+    """torch CUDA float16/bfloat16 tensors: the ReLU family bit for bit as the CPU kernels (float32
+    math, the same rounding), sigmoid/tanh within 1 ulp of the storage dtype (CUDA's expf/tanhf)."""
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    tdt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(100_003, generator=g) * 4).to(tdt)
+    d = torch.randn(100_003, generator=g).to(tdt)
+    fwd, bwd = _fwd(op)[0], _bwd(op)[0]
+    for xs, ds in ((x, d), (x[1::3], d[1::3])):  # contiguous (16-byte loads) and strided
+        cy, gy = fwd(xs), fwd(xs.cuda())
+        s = xs if op in ("relu", "leaky_relu") else cy
+        cdx, gdx = bwd(ds, s), bwd(ds.cuda(), s.cuda())
+        assert gy.dtype == tdt and gy.is_cuda and gdx.dtype == tdt
+        for c, gg in ((cy, gy.cpu()), (cdx, gdx.cpu())):
+            if op in ("relu", "leaky_relu"):
+                assert torch.equal(c.view(torch.int16), gg.view(torch.int16))
+            else:  # adjacent 16-bit numbers at most: the bit patterns (same sign) differ by <= 1
+                diff = (c.view(torch.int16).int() - gg.view(torch.int16).int()).abs()
+                assert int(diff.max()) <= 1

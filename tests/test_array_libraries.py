@@ -62,9 +62,9 @@ def test_mixing_numpy_and_torch_follows_the_main_input():
 
 
 def test_refusals_name_the_argument_like_numpy():
-    with pytest.raises(TypeError, match="^x: expected a float32 or float64 array, got dtype int64"):
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16 array, got dtype int64"):
         nk.relu(torch.arange(3))
-    with pytest.raises(TypeError, match="^x: expected a float32 or float64 array, got dtype complex64"):
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16 array, got dtype complex64"):
         nk.relu(torch.ones(3, dtype=torch.complex64))
     with pytest.raises(TypeError, match="^x: expected a dense"):
         nk.relu(torch.ones(3).to_sparse())

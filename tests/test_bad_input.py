@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -70,6 +71,9 @@ class Arr:
     # object and str arrays of numbers may be converted (scikit-learn's check_array does, and its
     # check_estimator requires it for object arrays): the estimators of nnkernels.preprocessing
     sklearn_dtypes: bool = False
+    # float16 / bfloat16 storage accepted (issue 15): such an array where every partner has the same
+    # dtype is a valid input (alone it is, next to float32 partners it is a dtype conflict)
+    takes_16bit: bool = False
 
 
 @dataclass
@@ -136,7 +140,8 @@ def _build_specs() -> list:
                 kw["negative_slope"] = 0.1
             return kw
         specs.append(Spec(name, "activations", getattr(nk, name), make,
-                          {"x": Arr(IN, free=True, accepts_0d=True, accepts_empty=True), "out": Arr(OUT)},
+                          {"x": Arr(IN, free=True, accepts_0d=True, accepts_empty=True, takes_16bit=True),
+                           "out": Arr(OUT)},
                           kw_scal, ref=getattr(Ra, name), out_default=True))
     for name, second in (("relu_backward", "x"), ("leaky_relu_backward", "x"), ("sigmoid_backward", "y"),
                          ("tanh_backward", "y")):
@@ -524,9 +529,10 @@ def _readonly(a):
 # ----------------------------------------------------------------------------- mutations
 
 _BAD_DTYPES = {"int32": np.int32, "int64": np.int64, "bool": np.bool_, "complex64": np.complex64,
-               "float16": np.float16, "object": object, "str": np.str_}
+               "float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "object": object, "str": np.str_}
 _BAD_LABEL_DTYPES = {"float32": np.float32, "bool": np.bool_, "complex64": np.complex64, "object": object,
-                     "str": np.str_, "float16": np.float16}
+                     "str": np.str_, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+_16BIT = ("float16", "bfloat16")
 
 
 def _same_values(v, layout):
@@ -573,8 +579,11 @@ def _array_mutations(name, arr: Arr, v, kw):
 
     dts = _BAD_LABEL_DTYPES if arr.role == LABELS else _BAD_DTYPES
     for dn, dt in dts.items():
-        lenient = (arr.lenient_dtypes and dn in ("int32", "int64", "bool", "float16")) or (
+        lenient = (arr.lenient_dtypes and dn in ("int32", "int64", "bool") + _16BIT) or (
             arr.sklearn_dtypes and dn in ("object", "str"))
+        if arr.takes_16bit and not arr.partners and dn in _16BIT:
+            put(f"dtype-{dn}", _cast(elem, dt), OK)
+            continue
         put(f"dtype-{dn}", _cast(elem, dt), EITHER if lenient else RAISE)
     if arr.role != LABELS:
         other = np.float64 if elem.dtype == np.float32 else np.float32
@@ -775,8 +784,9 @@ def _compare(actual, expected, what, tol_dtype=np.float64):
             continue
         if x.shape != y.shape:
             return f"{what}[{i}]: shape {x.shape}, reference {y.shape}"
-        if x.dtype.kind in "fc" or y.dtype.kind in "fc":
-            dt = np.float32 if np.float32 in (x.dtype, tol_dtype) else np.float64
+        if x.dtype.kind in "fc" or y.dtype.kind in "fc" or x.dtype in tolerances.TOL:
+            dt = (tol_dtype if tol_dtype in (tolerances.F16, tolerances.BF16)
+                  else np.float32 if np.float32 in (x.dtype, tol_dtype) else np.float64)
             try:
                 tolerances.assert_close(x.astype(np.float64), y.astype(np.float64), dt,
                                         table=tolerances.TOL_REDUCTION)
@@ -828,6 +838,7 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
     that array library first (AL.convert_call; the case runs only where some can be), refusals must carry the
     NumPy call's exact message, and results must come back in the main input's library."""
     import nnkernels as nk
+    import tolerances
     try:
         clean = _clean_copy({k: v for k, v in kw.items() if k != "out"})
         call_kw, pairs = (kw, []) if library == "numpy" else AL.convert_call(kw, library)
@@ -882,8 +893,10 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
             return f"accepted, but the reference refused the clean copy: {type(exc).__name__}: {exc}"
         finally:
             _reset_runtime(nk)
-        tdt = np.float32 if any(a.dtype.kind == "f" and a.dtype.itemsize <= 4
-                                for a in _arrays_in(list(kw.values()), [])) else np.float64
+        arrays = _arrays_in(list(kw.values()), [])
+        half = [a.dtype for a in arrays if a.dtype in (tolerances.F16, tolerances.BF16)]
+        tdt = half[0] if half else np.float32 if any(a.dtype.kind == "f" and a.dtype.itemsize <= 4
+                                                     for a in arrays) else np.float64
         err = _compare(result, expected, "result", tdt)
         if err:
             return err

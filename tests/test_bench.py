@@ -31,6 +31,21 @@ def test_quick_bench_json(tmp_path, capsys):
         assert "torch" not in row["impls"]
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_quick_bench_16bit_rows(tmp_path, capsys, dtype):
+    """--dtype bfloat16/float16: rows of the families that take 16-bit storage (PyTorch on the same
+    memory as a peer); the others are skipped."""
+    pytest.importorskip("torch")
+    path = tmp_path / "b.json"
+    assert cli.main(["--quick", "--ops", "relu", "--sizes", "small", "--json", str(path), "--repeats", "2",
+                     "--no-stream", "--dtype", dtype]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["op"] for r in rows} == {"relu", "relu_backward"}
+    for row in rows:
+        assert row["dtype"] == dtype and row["bytes"] == {"relu": 2, "relu_backward": 3}[row["op"]] * 1000 * 2
+        assert {"nnkernels", "torch", "numpy"} <= set(row["impls"])
+
+
 def test_size_labels():
     assert H.size_label(64 << 20) == "64M"
     assert H.size_label(1000) == "1000"

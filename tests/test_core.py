@@ -308,3 +308,107 @@ def test_star_imports_of_every_module():
         mod = importlib.import_module(f"nnkernels.{name}")
         missing = [n for n in getattr(mod, "__all__", []) if not hasattr(mod, n)]
         assert not missing, (name, missing)
+# ------------------------------------------------------------------ 16-bit storage conversions (issue 15)
+import ml_dtypes  # noqa: E402
+
+from conftest import HALF_DTYPES  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+
+
+def _convert(a, dtype):
+    b = np.empty(a.shape, dtype)
+    nk._core.stream_convert(a, b)
+    return b
+
+
+def _expected_half_bits(f32, dtype):
+    """Round-to-nearest-even of float32 values to `dtype`, as bit patterns: NumPy / ml_dtypes for
+    numbers (both round exactly, subnormals included); NaN quiet with its sign and high payload kept
+    (VCVTNEPS2BF16 / VCVTPS2PH), where ml_dtypes gives a canonical NaN and NumPy keeps sNaNs."""
+    u = f32.view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    with np.errstate(invalid="ignore", over="ignore"):
+        bits = f32.astype(dtype).view(np.uint16).copy()
+    if dtype == BF16:
+        q = (u >> 16) | 0x40
+    else:
+        q = ((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF)
+    bits[nan] = q[nan].astype(np.uint16)
+    return bits
+
+
+def _rounding_boundary_patterns(dtype):
+    """float32 patterns at and around every rounding boundary of `dtype`: each 16-bit number's
+    float32 value, the midpoints to its neighbour (ties) and the float32 values one and two ulps either
+    side, float32 subnormals, the overflow threshold, NaN payloads and random patterns."""
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    lo = h.astype(np.float32)
+    lo = lo[np.isfinite(lo)]
+    lo = np.unique(lo)
+    mid = (lo[:-1].astype(np.float64) + lo[1:]) / 2  # exact in float64: the tie
+    mid32 = mid.astype(np.float32)
+    assert np.array_equal(mid32.astype(np.float64), mid)  # every tie is a float32 number
+    mu = mid32.view(np.uint32).astype(np.int64)
+    near = np.concatenate([mu + d for d in (-2, -1, 0, 1, 2)] + [lo.view(np.uint32).astype(np.int64) + d
+                                                                  for d in (-1, 0, 1)])
+    near = near[(near >= 0) & (near < 1 << 32)]
+    rng = np.random.default_rng(0)
+    extra = np.concatenate([
+        np.arange(0, 1 << 16), 0x007FFFFF - np.arange(1 << 12),  # float32 subnormals
+        0x7F800001 + rng.integers(0, 0x7FFFFF, 4096), [0x7F800000, 0x7FC00000, 0x7F800001, 0x7FFFFFFF],
+        rng.integers(0, 1 << 32, 1 << 18),
+    ]).astype(np.int64)
+    pos = np.unique(np.concatenate([near, extra]) & 0x7FFFFFFF).astype(np.uint32)
+    return np.concatenate([pos, pos | 0x80000000]).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_every_16bit_pattern_widens_exactly(dtype, isa):
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    f = _convert(h.view(dtype), np.float32).view(np.uint32)
+    with np.errstate(invalid="ignore"):
+        expect = h.view(dtype).astype(np.float32).view(np.uint32).copy()
+    nan = np.isnan(h.view(dtype).astype(np.float32))
+    if dtype == F16:  # VCVTPH2PS quiets a signaling NaN (NumPy keeps it signaling)
+        expect[nan] |= 0x00400000
+    np.testing.assert_array_equal(f, expect)
+    # and back: every number round-trips exactly, NaN comes back quiet
+    back = _convert(f.view(np.float32), dtype).view(np.uint16)
+    quiet = np.uint16(0x40 if dtype == BF16 else 0x200)
+    np.testing.assert_array_equal(back[~nan], h[~nan])
+    np.testing.assert_array_equal(back[nan], h[nan] | quiet)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_float32_rounds_to_nearest_even_at_every_boundary(dtype, isa, bf16_insn):
+    f = _rounding_boundary_patterns(dtype)
+    got = _convert(f, dtype).view(np.uint16)
+    expect = _expected_half_bits(f, dtype)
+    bad = np.flatnonzero(got != expect)
+    assert bad.size == 0, [(hex(f.view(np.uint32)[i]), hex(got[i]), hex(expect[i])) for i in bad[:8]]
+    # the vector tail (partial loads/stores) rounds the same as the body
+    for n in (1, 3, 15, 17, 33):
+        np.testing.assert_array_equal(_convert(f[:n], dtype).view(np.uint16), expect[:n])
+
+
+def test_16bit_dtypes_accepted_and_returned():
+    x = np.array([-1.5, 0.0, 2.25], np.float32)
+    for dt in HALF_DTYPES:
+        y = nk.relu(x.astype(dt))
+        assert y.dtype == dt and y.tolist() == [0.0, 0.0, 2.25]
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16 array"):
+        nk.relu(np.ones(3, np.int16))
+    with pytest.raises(TypeError, match="^x: expected native byte order"):
+        nk.relu(np.ones(3, ">f2"))
+
+
+def test_stream_convert_errors():
+    a = np.ones(4, np.float32)
+    with pytest.raises(TypeError, match="^a, b: expected float32, float16 or bfloat16"):
+        nk._core.stream_convert(a, np.ones(4, np.float64))
+    with pytest.raises(ValueError, match="^b: expected the shape of a"):
+        nk._core.stream_convert(a, np.ones(5, BF16))
+    with pytest.raises(ValueError, match="^a, b: expected C-contiguous"):
+        nk._core.stream_convert(np.ones(8, np.float32)[::2], np.ones(4, BF16))

@@ -157,9 +157,7 @@ def test_bad_input_is_refused_by_the_kernels_with_their_messages():
         NF.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="^normalized_shape"):
         NF.layer_norm(torch.zeros(2, 3), (4,))
-    with pytest.raises(TypeError, match="^x: expected a float32 or float64"):  # the kernel's own check
-        NF.relu(torch.zeros(3, dtype=torch.bfloat16))
-    with pytest.raises(TypeError, match="^x"):
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16"):  # the kernel's own
         NF.relu(torch.zeros(3, dtype=torch.int64))
     with pytest.raises(TypeError, match="^input: expected a float32 or float64 tensor"):  # the bridge's (NumPy ops)
         NF.layer_norm(torch.zeros(2, 3, dtype=torch.bfloat16), (3,))

@@ -33,7 +33,7 @@ void run(ActivationOp op, Operand* ins, int n_in, const Operand& out, const Acti
 }
 
 py::object unary(ActivationOp op, const py::handle& x_in, const py::object& out, const ActivationParams& params) {
-  Operand x = operand_of(x_in, "x");
+  Operand x = operand_of(x_in, "x", Elements::storage);
   Operand o = output_operand(out, x, x.view.dtype, x.view.shape, "out", x.view.data);
   if (may_overlap(x.view, o.view) && !same_layout(x.view, o.view)) x = contiguous_copy_of(x, "x");  // read from a copy
   run(op, &x, 1, o, params);
@@ -42,7 +42,7 @@ py::object unary(ActivationOp op, const py::handle& x_in, const py::object& out,
 
 py::object binary(ActivationOp op, const py::handle& dout_in, const char* second_name, const py::handle& second_in,
                   const py::object& out, const ActivationParams& params) {
-  Operand ins[2] = {operand_of(dout_in, "dout"), operand_of(second_in, second_name)};
+  Operand ins[2] = {operand_of(dout_in, "dout", Elements::storage), operand_of(second_in, second_name, Elements::storage)};
   check_same_shape(ins[0].view, "dout", ins[1].view, second_name);
   check_same_dtype(ins[0].view, "dout", ins[1].view, second_name);
   check_same_device(ins[0], "dout", ins[1], second_name);

@@ -121,7 +121,7 @@ py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& l
     throw py::value_error("logits: expected a 2-D array (batch, classes), got ndim " + std::to_string(x.view.ndim()));
   const int64_t n = x.view.shape[0], c = x.view.shape[1];
   if (c < 1) throw py::value_error("logits: expected at least one class (column), got 0");
-  Operand lab = operand_of(labels_in, "labels", /*float_only=*/false);
+  Operand lab = operand_of(labels_in, "labels", Elements::real);
   check_labels(lab, n);
   check_same_device(x, "logits", lab, "labels");
   std::vector<int64_t> host_labels;

@@ -340,7 +340,7 @@ py::tuple batchnorm_stats(const py::handle& x_in) {
 // statistics of the parts are small host vectors (an all-gather's result) whose values are
 // checked before merging, which a device could not do without a host read.
 py::array merge_input(const py::handle& h, const char* name, Operand& op) {
-  op = operand_of(h, name, false);
+  op = operand_of(h, name, Elements::real);
   if (op.is_cuda())
     throw py::value_error(std::string(name) + ": batchnorm_merge_stats merges host statistics (their values are "
                           "checked first), got an array on cuda:" + std::to_string(op.device.index));

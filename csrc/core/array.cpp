@@ -17,25 +17,50 @@ std::string shape_str(const Dims& s) {
   return r + ")";
 }
 
-DType float_dtype(const py::array& a, const char* arg) {
-  const py::dtype dt = a.dtype();
-  const char kind = dt.kind();
-  const auto size = dt.itemsize();
+// ml_dtypes.bfloat16 is a NumPy user dtype (kind 'V', itemsize 2): recognised by its type number,
+// looked up once (ml_dtypes is imported the first time a 2-byte 'V' array arrives, or a bfloat16
+// result is made) and then compared as an int on every call.
+const Bfloat16Dtype& bfloat16_dtype() {
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<Bfloat16Dtype> storage;
+  return storage
+      .call_once_and_store_result([]() {
+        Bfloat16Dtype b;
+        py::dtype dt = py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16"));
+        b.type_num = dt.num();
+        b.descr = dt.release().ptr();
+        return b;
+      })
+      .get_stored();
+}
+namespace {
+constexpr int kNpyHalf = 23;  // NPY_HALF
+}  // namespace
+
+DType float_dtype(const py::array& a, const char* arg, bool with_16bit) {
+  const auto* d = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr);
+  const char kind = d->kind;
+  const auto size = a.itemsize();
   if (kind == 'f' && size == 4) return DType::f32;
   if (kind == 'f' && size == 8) return DType::f64;
-  throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
-                       std::string(py::str(dt)));
+  if (with_16bit && size == 2) {
+    if (kind == 'f') return DType::f16;
+    if (kind == 'V' && d->type_num == bfloat16_dtype().type_num) return DType::bf16;
+  }
+  throw py::type_error(std::string(arg) +
+                       (with_16bit ? ": expected a float32, float64, float16 or bfloat16 array, got dtype "
+                                   : ": expected a float32 or float64 array, got dtype ") +
+                       std::string(py::str(a.dtype())));
 }
 
-ArrayView view_of(const py::array& a, const char* arg) {
+ArrayView view_of(const py::array& a, const char* arg, bool with_16bit) {
   ArrayView v;
-  view_into(v, a, arg);
+  view_into(v, a, arg, with_16bit);
   return v;
 }
 
-void view_into(ArrayView& v, const py::array& a, const char* arg) {
+void view_into(ArrayView& v, const py::array& a, const char* arg, bool with_16bit) {
   v.size = 1;
-  v.dtype = float_dtype(a, arg);
+  v.dtype = float_dtype(a, arg, with_16bit);
   // dtype.isnative, read from the descriptor ('=' native, '|' not applicable, else '<' / '>'
   // compared with this machine's order) instead of a Python attribute lookup on every call.
   const char bo = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->byteorder;
@@ -116,7 +141,7 @@ py::array as_array(const py::handle& h, const char* arg) {
   // A torch tensor or another DLPack / CUDA-array-interface producer: its host memory zero-copy
   // (core/operand.hpp). Bindings with a GPU path take such arguments as Operands before this.
   if (library_of(h) != Library::numpy) {
-    Operand o = operand_of(h, arg, false);
+    Operand o = operand_of(h, arg, Elements::real);
     if (o.is_cuda())
       throw py::type_error(std::string(arg) + ": expected a host array (this function has no GPU path), got a CUDA array");
     return o.host_array();
@@ -157,7 +182,6 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const
                       bool* untouched) {
   // NumPy's own constructor (C order, NumPy's allocator) without pybind11's intermediate
   // shape/stride vectors: this runs for every result of every call.
-  if (dt != DType::f32 && dt != DType::f64) throw py::type_error(std::string("unsupported dtype ") + dtype_name(dt));
   py::ssize_t sh[Dims::kMax];
   const int nd = int(shape.size());
   int64_t nbytes = dtype_size(dt);
@@ -166,7 +190,10 @@ py::array empty_array(DType dt, const Dims& shape, const void* apart_from, const
     nbytes *= shape[size_t(i)];
   }
   auto& api = py::detail::npy_api::get();
-  py::dtype descr = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  py::dtype descr = dt == DType::f32   ? py::dtype::of<float>()
+                    : dt == DType::f64 ? py::dtype::of<double>()
+                    : dt == DType::f16 ? py::dtype(kNpyHalf)
+                                       : py::reinterpret_borrow<py::dtype>(bfloat16_dtype().descr);
   if (nbytes < kPlacedMinBytes) {
     if (untouched) *untouched = true;  // unknown: whatever malloc returns
     PyObject* o = api.PyArray_NewFromDescr_(api.PyArray_Type_, descr.release().ptr(), nd, sh, nullptr, nullptr, 0,
@@ -205,14 +232,14 @@ py::array output_for(const py::object& out, DType dt, const Dims& shape, const c
   if (py::isinstance<py::array>(out)) {
     o = py::reinterpret_borrow<py::array>(out);
   } else if (library_of(out) == Library::torch) {
-    Operand t = operand_of(out, arg);
+    Operand t = operand_of(out, arg, Elements::storage);
     if (t.is_cuda()) throw py::type_error(std::string(arg) + ": expected a host array (this function has no GPU path), got a CUDA tensor");
     o = t.host_array();
   } else {
     throw py::type_error(std::string(arg) + ": expected an array or None, got " +
                          std::string(py::str(py::type::of(out).attr("__name__"))));
   }
-  ArrayView v = view_of(o, arg);
+  ArrayView v = view_of(o, arg, /*with_16bit=*/true);  // any float dtype: compared with dt below
   if (v.dtype != dt)
     throw py::value_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(v.dtype));
   if (v.shape != shape)

@@ -20,12 +20,20 @@ namespace py = pybind11;
 
 // "(2, 3)" / "(5,)" for error messages.
 std::string shape_str(const Dims& s);
-// dtype of a NumPy array if it is a supported float type; TypeError naming `arg` otherwise.
-DType float_dtype(const py::array& a, const char* arg);
-// View of `a`; requires a supported float dtype and element-aligned strides.
-ArrayView view_of(const py::array& a, const char* arg);
+// dtype of a NumPy array if it is float32 or float64, or with `with_16bit` also float16 or
+// ml_dtypes.bfloat16 (the storage types of the ops that take them); TypeError naming `arg` otherwise.
+DType float_dtype(const py::array& a, const char* arg, bool with_16bit = false);
+// View of `a`; requires a supported float dtype (as float_dtype) and element-aligned strides.
+ArrayView view_of(const py::array& a, const char* arg, bool with_16bit = false);
 // The same, written into v (no copy of the view: operands are built in place on every call's path).
-void view_into(ArrayView& v, const py::array& a, const char* arg);
+void view_into(ArrayView& v, const py::array& a, const char* arg, bool with_16bit = false);
+// ml_dtypes.bfloat16, the NumPy dtype of bfloat16 storage (a user dtype, kind 'V', itemsize 2):
+// its type number and descriptor, looked up once (importing ml_dtypes) and held for the process.
+struct Bfloat16Dtype {
+  int type_num = -1;
+  PyObject* descr = nullptr;  // one reference held for the life of the process
+};
+const Bfloat16Dtype& bfloat16_dtype();
 // Accepts an ndarray (no copy) or converts an array-like (list, scalar) to one. Every array
 // argument of every op comes through here, and non-real input is refused for arrays and
 // array-likes alike (never a silent cast that drops an imaginary part or reads bytes as numbers):

@@ -17,9 +17,16 @@
 
 namespace nk {
 
-// Element types. float16/bfloat16 are reserved so the dispatch tables keep their shape
-// when half-precision kernels arrive; today they are rejected at the Python boundary.
+// Element types. float16 (IEEE binary16, NumPy's float16) and bfloat16 (ml_dtypes.bfloat16)
+// are storage formats: kernels load them into float32, compute in float32 and round back to
+// nearest even (core/simd.hpp); families that do not take them refuse them at the boundary.
 enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
+constexpr int kDTypeCount = 4;
+
+// 16-bit storage elements, as bit patterns. Plain structs without member functions (see the note
+// above: the conversions live in core/simd.hpp, inside each level's namespace).
+struct float16_t { uint16_t bits; };
+struct bfloat16_t { uint16_t bits; };
 
 inline const char* dtype_name(DType d) {
   switch (d) {
@@ -31,9 +38,11 @@ inline const char* dtype_name(DType d) {
   return "?";
 }
 
-// Position of a dtype in the per-dtype kernel tables ({float32, float64}).
-inline int dtype_index(DType d) { return d == DType::f64 ? 1 : 0; }
+// Position of a dtype in the per-dtype kernel tables ([op][dtype], kDTypeCount columns in the
+// order of DType: float32, float64, float16, bfloat16).
+inline int dtype_index(DType d) { return int(d); }
 inline int64_t dtype_size(DType d) { return d == DType::f64 ? 8 : (d == DType::f32 ? 4 : 2); }
+inline bool is_16bit(DType d) { return d == DType::f16 || d == DType::bf16; }
 
 // Instruction-set levels, ordered: a CPU that runs level k runs every level below it.
 enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
@@ -41,5 +50,9 @@ enum class Isa : int { baseline = 0, avx2 = 1, avx512 = 2 };
 // Host side (csrc/core/runtime.cpp): non-inline on purpose, see the note above.
 Isa active_isa();
 int max_threads();  // threads a parallel region may use now (nk.set_num_threads / OpenMP / threadpoolctl)
+// Whether the AVX-512 kernels round float32 to bfloat16 with the AVX-512 BF16 instruction
+// (VCVTNEPS2BF16): true when the CPU reports avx512_bf16; the tests switch it off to compare the
+// integer fallback bit for bit. A variable rather than a function, read by kernel TUs of every level.
+extern bool g_use_avx512_bf16;
 
 }  // namespace nk

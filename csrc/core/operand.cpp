@@ -94,11 +94,7 @@ PyObject* descr_of(const dlpack::DLDataType& t, const char* arg) {
     case dlpack::kDLComplex: d = py::dtype("complex" + std::to_string(t.bits)); break;
     case dlpack::kDLBfloat:
       if (t.bits == 16) {
-        try {
-          d = py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16"));
-        } catch (py::error_already_set&) {
-          throw py::type_error(std::string(arg) + ": a bfloat16 array needs the ml_dtypes package");
-        }
+        d = py::reinterpret_borrow<py::object>(bfloat16_dtype().descr);
         break;
       }
       [[fallthrough]];
@@ -127,10 +123,10 @@ py::array numpy_over(const ArrayView& view, PyObject* descr, int itemsize, const
   return a;
 }
 
-// A view over a host NumPy array (float_only: float_dtype's checks; else any dtype, kind recorded).
-void fill_host(Operand& r, const char* arg, bool float_only) {
-  if (float_only) {
-    view_into(r.view, r.host, arg);
+// A view over a host NumPy array (float types: float_dtype's checks; else any dtype, kind recorded).
+void fill_host(Operand& r, const char* arg, Elements elements) {
+  if (elements != Elements::real) {
+    view_into(r.view, r.host, arg, elements == Elements::storage);
     r.kind = 'f';
     r.itemsize = int(dtype_size(r.view.dtype));
     return;
@@ -151,6 +147,12 @@ void fill_host(Operand& r, const char* arg, bool float_only) {
   }
 }
 
+// The dtype part of float_dtype's message, for the element rule of an operand.
+const char* expected_floats(Elements e) {
+  return e == Elements::storage ? ": expected a float32, float64, float16 or bfloat16 array, got dtype "
+                                : ": expected a float32 or float64 array, got dtype ";
+}
+
 // Interned attribute names for the per-call reads of a tensor's geometry.
 PyObject* name_of(const char* s) { return intern(PyUnicode_InternFromString(s)); }
 
@@ -163,7 +165,7 @@ PyObject* call_method(PyObject* o, PyObject* name) {
 // A torch tensor's geometry, read through its public attributes (data_ptr(), shape, stride(),
 // dtype, is_cuda): about half the cost of a DLPack export and its capsule on this call-overhead
 // path, and the tensor object itself keeps its storage alive for the call.
-Operand from_torch(const py::handle& h, const char* arg, bool float_only) {
+Operand from_torch(const py::handle& h, const char* arg, Elements elements) {
   static PyObject *s_is_neg = name_of("is_neg"), *s_data_ptr = name_of("data_ptr"), *s_shape = name_of("shape"),
                   *s_stride = name_of("stride"), *s_dtype = name_of("dtype"), *s_is_cuda = name_of("is_cuda"),
                   *s_is_cpu = name_of("is_cpu"), *s_get_device = name_of("get_device");
@@ -186,16 +188,18 @@ Operand from_torch(const py::handle& h, const char* arg, bool float_only) {
   if (!dl) {
     std::string name = py::str(dtype);
     if (name.rfind("torch.", 0) == 0) name = name.substr(6);
-    throw py::type_error(std::string(arg) + (float_only ? ": expected a float32 or float64 array, got dtype "
-                                                        : ": unsupported tensor dtype ") + name);
+    throw py::type_error(std::string(arg) + (elements != Elements::real ? expected_floats(elements) : ": unsupported tensor dtype ") + name);
   }
-  if (float_only) {  // checked on torch's dtype (a bfloat16 tensor needs no ml_dtypes to be refused)
+  if (elements != Elements::real) {  // checked on torch's dtype (before any NumPy descriptor is looked up)
+    const bool with_16bit = elements == Elements::storage;
     if (dl->code == dlpack::kDLFloat && dl->bits == 32) r.view.dtype = DType::f32;
     else if (dl->code == dlpack::kDLFloat && dl->bits == 64) r.view.dtype = DType::f64;
+    else if (with_16bit && dl->code == dlpack::kDLFloat && dl->bits == 16) r.view.dtype = DType::f16;
+    else if (with_16bit && dl->code == dlpack::kDLBfloat && dl->bits == 16) r.view.dtype = DType::bf16;
     else {
       std::string name = py::str(dtype);
       if (name.rfind("torch.", 0) == 0) name = name.substr(6);
-      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " + name);
+      throw py::type_error(std::string(arg) + expected_floats(elements) + name);
     }
   }
   r.descr = descr_of(*dl, arg);
@@ -247,7 +251,7 @@ Operand from_torch(const py::handle& h, const char* arg, bool float_only) {
   return r;
 }
 
-Operand from_cuda_array_interface(const py::handle& h, const char* arg, bool float_only) {
+Operand from_cuda_array_interface(const py::handle& h, const char* arg, Elements elements) {
   const std::string tn = type_name(h);
   if (tn.rfind("cupy", 0) != 0)
     throw py::type_error(std::string(arg) + ": GPU arrays must be CuPy arrays or PyTorch tensors, got " + tn);
@@ -261,12 +265,12 @@ Operand from_cuda_array_interface(const py::handle& h, const char* arg, bool flo
   r.object = py::reinterpret_borrow<py::object>(h);
   r.kind = descr.kind();
   r.itemsize = int(descr.itemsize());
-  if (float_only) {
+  if (elements != Elements::real) {
     if (r.kind == 'f' && r.itemsize == 4) r.view.dtype = DType::f32;
     else if (r.kind == 'f' && r.itemsize == 8) r.view.dtype = DType::f64;
+    else if (elements == Elements::storage && r.kind == 'f' && r.itemsize == 2) r.view.dtype = DType::f16;
     else
-      throw py::type_error(std::string(arg) + ": expected a float32 or float64 array, got dtype " +
-                           std::string(py::str(descr)));
+      throw py::type_error(std::string(arg) + expected_floats(elements) + std::string(py::str(descr)));
     if (typestr[0] == '>') throw py::type_error(std::string(arg) + ": expected native byte order");
   }
   r.view.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
@@ -321,22 +325,22 @@ Operand checked_device(Operand r, const char* arg) {
   return r;
 }
 
-Operand host_operand(const py::handle& h, const char* arg, bool float_only) {
+Operand host_operand(const py::handle& h, const char* arg, Elements elements) {
   Operand r;
   r.object = py::reinterpret_borrow<py::object>(h);
   r.host = py::reinterpret_borrow<py::array>(h);
-  fill_host(r, arg, float_only);
+  fill_host(r, arg, elements);
   return r;
 }
 }  // namespace
 
-Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
+Operand operand_of(const py::handle& h, const char* arg, Elements elements) {
   // the common case first: no attribute lookups, the operand built in place (host_operand)
-  if (py::isinstance<py::array>(h)) return host_operand(h, arg, float_only);
+  if (py::isinstance<py::array>(h)) return host_operand(h, arg, elements);
   Operand r;
   if (h.is_none()) throw py::type_error(std::string(arg) + ": expected an array, got None");
-  if (is_torch_tensor(h.ptr())) return checked_device(from_torch(h, arg, float_only), arg);
-  if (has_attr(h, "__cuda_array_interface__")) return checked_device(from_cuda_array_interface(h, arg, float_only), arg);
+  if (is_torch_tensor(h.ptr())) return checked_device(from_torch(h, arg, elements), arg);
+  if (has_attr(h, "__cuda_array_interface__")) return checked_device(from_cuda_array_interface(h, arg, elements), arg);
   if (has_attr(h, "__dlpack__") && has_attr(h, "__dlpack_device__")) {
     py::tuple dev = h.attr("__dlpack_device__")();
     const int type = dev[0].cast<int>();
@@ -346,12 +350,12 @@ Operand operand_of(const py::handle& h, const char* arg, bool float_only) {
     r.host = py::module_::import("numpy").attr("from_dlpack")(h);
     r.object = r.host;
     r.library = Library::foreign;
-    fill_host(r, arg, float_only);
+    fill_host(r, arg, elements);
     return r;
   }
   r.host = as_array(h, arg);  // array-likes: NumPy converts, non-real refused
   r.object = r.host;
-  fill_host(r, arg, float_only);
+  fill_host(r, arg, elements);
   return r;
 }
 
@@ -362,9 +366,9 @@ py::array Operand::host_array() {
   return host;
 }
 
-Operand optional_operand(const py::handle& h, const char* arg, bool float_only) {
+Operand optional_operand(const py::handle& h, const char* arg, Elements elements) {
   if (h.is_none()) return Operand{};
-  return operand_of(h, arg, float_only);
+  return operand_of(h, arg, elements);
 }
 
 py::object Operand::result() const {
@@ -457,7 +461,7 @@ Operand new_result(const Operand& like, DType dt, const Dims& shape, const void*
   py::tuple sh(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) sh[i] = py::int_(shape[i]);
   py::object a = arraylib("empty")(like.object, sh, dtype_name(dt));
-  Operand o = operand_of(a, "out");
+  Operand o = operand_of(a, "out", Elements::storage);
   o.library = lib;
   o.fresh = true;
   return o;
@@ -476,7 +480,7 @@ Operand output_operand(const py::object& out, const Operand& like, DType dt, con
   if (!is_array_object(out))
     throw py::type_error(std::string(arg) + ": expected an array (NumPy, PyTorch, CuPy) or None, got " +
                          type_name(out));
-  Operand o = operand_of(out, arg);
+  Operand o = operand_of(out, arg, Elements::storage);  // any float dtype: compared with dt below
   if (o.view.dtype != dt)
     throw py::value_error(std::string(arg) + ": expected dtype " + dtype_name(dt) + ", got " + dtype_name(o.view.dtype));
   if (o.view.shape != shape)
@@ -501,17 +505,17 @@ void check_same_device(const Operand& a, const char* an, const Operand& b, const
 Operand contiguous_copy_of(const Operand& a, const char* arg) {
   if (!a.is_cuda()) {
     Operand t = a;
-    Operand r = operand_of(contiguous_copy(t.host_array()), arg, a.kind == 'f');
+    Operand r = operand_of(contiguous_copy(t.host_array()), arg, a.kind == 'f' ? Elements::storage : Elements::real);
     r.library = a.library;
     return r;
   }
-  Operand r = operand_of(arraylib("contiguous_copy")(a.object), arg, a.kind == 'f');
+  Operand r = operand_of(arraylib("contiguous_copy")(a.object), arg, a.kind == 'f' ? Elements::storage : Elements::real);
   r.library = a.library;
   return r;
 }
 
 Operand device_int64_copy(const Operand& a, const char* arg) {
-  Operand r = operand_of(arraylib("int64_copy")(a.object), arg, false);
+  Operand r = operand_of(arraylib("int64_copy")(a.object), arg, Elements::real);
   r.library = a.library;
   return r;
 }

@@ -26,6 +26,13 @@ namespace py = pybind11;
 
 enum class Library : uint8_t { numpy = 0, torch = 1, cupy = 2, foreign = 3 };
 
+// The element types an array argument may have (the op's dtype rule, checked where the operand is built).
+enum class Elements : uint8_t {
+  float32_64,  // float32 or float64 (ops without 16-bit kernels: preprocessing, statistics merges)
+  storage,     // float32, float64 or a 16-bit storage type (float16, bfloat16: float32 math, issue 15)
+  real,        // any real integer or float dtype (labels, counts), read by kind and item size
+};
+
 struct Operand {
   ArrayView view;         // typed view (float operands) on `device`; see `kind` for others
   Device device;
@@ -52,11 +59,11 @@ struct Operand {
 Library library_of(const py::handle& h);
 
 // Any array argument. Array-likes (lists, scalars) are converted by NumPy, with non-real input
-// refused as in as_array. `float_only`: float32/float64 required (float_dtype's TypeError naming
-// `arg` otherwise); false accepts any real integer or float dtype (labels, counts).
-Operand operand_of(const py::handle& h, const char* arg, bool float_only = true);
+// refused as in as_array. `elements`: the dtypes accepted (float_dtype's TypeError naming `arg`
+// otherwise). 16-bit storage: NumPy float16 and ml_dtypes.bfloat16, torch.float16/bfloat16, CuPy float16.
+Operand operand_of(const py::handle& h, const char* arg, Elements elements = Elements::float32_64);
 // An optional array argument: None gives an operand with a null object (check .object).
-Operand optional_operand(const py::handle& h, const char* arg, bool float_only = true);
+Operand optional_operand(const py::handle& h, const char* arg, Elements elements = Elements::float32_64);
 
 // A new C-contiguous result of `dt` and `shape` on like's device, made by like's library (CPU:
 // core's empty_array placed apart from the given inputs; see array.hpp). result() converts it.

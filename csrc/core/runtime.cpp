@@ -67,6 +67,15 @@ Isa parse_isa(const std::string& s) {
 
 Isa best_isa() { return std::min(detect_cpu_isa(), compiled_max_isa()); }
 
+bool cpu_has_avx512_bf16() {
+#if defined(NK_HAVE_AVX512) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return detect_cpu_isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 std::atomic<int> g_active_isa{-1};
 
 // Set in the child of a fork(). GNU libgomp keeps the parent's thread pool in the forking
@@ -84,6 +93,8 @@ int hardware_threads() {
 }
 
 }  // namespace
+
+bool g_use_avx512_bf16 = cpu_has_avx512_bf16();
 
 // More threads than this never help a kernel and make every call slow (thousands of OpenMP
 // threads: a relu took 20 s): nk.set_num_threads refuses larger values, and a larger count
@@ -167,6 +178,7 @@ py::dict build_info() {
   d["isa_compiled"] = compiled;
   d["isa_cpu"] = isa_name(detect_cpu_isa());
   d["isa_selected"] = isa_name(active_isa());
+  d["avx512_bf16"] = g_use_avx512_bf16;  // the AVX-512 level rounds to bfloat16 with VCVTNEPS2BF16
   d["num_threads"] = max_threads();
   d["max_num_threads"] = thread_cap();
   d["forked_child"] = g_forked_child.load();
@@ -208,6 +220,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_isa", []() { return std::string(nk::isa_name(nk::active_isa())); });
   m.def("reset_isa", []() { nk::g_active_isa.store(-1); nk::init_isa_from_env(); },
         "Back to the level chosen at import (NNKERNELS_ISA, else the best this CPU supports).");
+  // Tests only: the AVX-512 level's bfloat16 rounding without the AVX-512 BF16 instruction (the
+  // integer fallback of CPUs without it), to compare the two bit for bit on one machine.
+  m.def("_set_avx512_bf16", [](bool on) {
+    if (on && !nk::cpu_has_avx512_bf16())
+      throw py::value_error("on: this CPU (or build) has no AVX-512 BF16 instructions");
+    nk::g_use_avx512_bf16 = on;
+  }, py::arg("on"));
   nk::init_isa_from_env();
   for (auto& [name, fn] : nk::registry()) fn(m);
 }

@@ -152,54 +152,297 @@ inline void store_partial(T* p, typename Simd<T>::V v, int64_t k) {
   std::memcpy(p, &v, size_t(k) * sizeof(T));
 }
 
-// y[i] = f(x[i]) over a contiguous range. With `stream`, the head is peeled up to the
-// vector alignment of y and the body uses non-temporal stores.
+// ------------------------------------------------------------------ 16-bit storage
+// float16 and bfloat16 elements are loaded into float32 vectors (Simd<float>::N lanes from half a
+// register of memory), computed on in float32 and rounded back to nearest even on store. Every
+// level gives the same bits for every input (tests/test_core.py checks all 65536 16-bit patterns
+// and float32 patterns at every rounding boundary, at every level):
+//   bfloat16 -> float32: exact (the 16 bits become the high half).
+//   float32 -> bfloat16: round to nearest even on the bit pattern (u + 0x7FFF + lsb) >> 16, which is
+//     also right for subnormals and overflows to inf past the largest bfloat16; NaN keeps its sign
+//     and high payload and gets the quiet bit (u >> 16 | 0x40). That is what AVX-512 BF16's
+//     VCVTNEPS2BF16 computes, except that it reads subnormal inputs as zero: with the instruction,
+//     the lanes holding a float32 subnormal take the integer result instead.
+//   float16 <-> float32: F16C / AVX-512F VCVTPH2PS / VCVTPS2PH (round to nearest even, NaN quieted
+//     with its high payload kept); the baseline computes the same with integer and float32
+//     operations (F. Giesen's float_to_half_fast3_rtne / half_to_float_fast5,
+//     https://gist.github.com/rygorous/2156668), exact in the default rounding mode and with
+//     flush-to-zero / denormals-are-zero set (every float32 it rounds through is normal).
+typedef uint16_t H16V __attribute__((vector_size(kVecBytes / 2), aligned(kVecBytes / 2)));  // Simd<float>::N 16-bit lanes
+typedef uint32_t U32V __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
+
+inline U32V bits_of(Simd<float>::V v) { return (U32V)v; }
+inline Simd<float>::V float_of(U32V u) { return (Simd<float>::V)u; }
+
+// float32 bits -> bfloat16 bits (in the low half of each lane), portable integer rounding.
+inline U32V bf16_round_bits(U32V u) {
+  const U32V rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const U32V quiet_nan = (u >> 16) | 0x40u;
+  return (u & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded;
+}
+
+// float32 bits -> float16 bits (low half), portable.
+inline U32V f16_round_bits(U32V u) {
+  const U32V sign = u & 0x80000000u;
+  const U32V a = u ^ sign;
+  // normal float16: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even;
+  // a carry out of the mantissa moves to the next binade, out of the largest one to inf.
+  const U32V normal = (a + 0xC8000000u + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+  // below 2^-14 (subnormal float16 or zero): adding 0.5 puts the 2^-24 unit of float16 subnormals
+  // at the last place of the float32 sum, so the addition rounds it to nearest even.
+  const U32V sub = bits_of(float_of(a) + 0.5f) - 0x3F000000u;
+  U32V r = a < 0x38800000u ? sub : normal;
+  r = a >= 0x47800000u ? U32V{} + 0x7C00u : r;                      // 2^16 and above, inf: inf
+  r = a > 0x7F800000u ? (0x7E00u | ((a >> 13) & 0x3FFu)) : r;       // NaN: quiet, high payload kept
+  return r | (sign >> 16);
+}
+
+// float16 bits (low half) -> float32 bits, portable.
+inline U32V f16_widen_bits(U32V h) {
+  const U32V exp_inf = U32V{} + (0x7C00u << 13);
+  U32V o = (h & 0x7FFFu) << 13;
+  const U32V e = o & exp_inf;
+  o += (127u - 15u) << 23;
+  o = e == exp_inf ? o + ((128u - 16u) << 23) : o;                                      // inf / NaN
+  const U32V sub = bits_of(float_of(o + (1u << 23)) - float_of(U32V{} + (113u << 23)));  // zero / subnormal: exact
+  o = e == 0u ? sub : o;
+  o = (e == exp_inf) & ((h & 0x3FFu) != 0u) ? o | 0x400000u : o;                        // NaN: quiet
+  return o | ((h & 0x8000u) << 16);
+}
+
+// 16-bit lanes zero-extended to 32 bits, and 32-bit lanes holding values below 2^16 packed to 16 bits
+// (__builtin_convertvector gives GCC 12 shuffle sequences for these at every level).
+inline U32V widen_u16(H16V h) {
+  U32V u;
+#if defined(__AVX512F__)
+  __m256i r;
+  std::memcpy(&r, &h, 32);
+  const __m512i w = _mm512_maskz_cvtepu16_epi32(__mmask16(0xFFFF), r);  // maskz: GCC 12 warning, as scale_pow2
+  std::memcpy(&u, &w, 64);
+#elif defined(__AVX2__)
+  __m128i r;
+  std::memcpy(&r, &h, 16);
+  const __m256i w = _mm256_cvtepu16_epi32(r);
+  std::memcpy(&u, &w, 32);
+#elif defined(__SSE2__)
+  __m128i r = _mm_setzero_si128();
+  std::memcpy(&r, &h, 8);
+  const __m128i w = _mm_unpacklo_epi16(r, _mm_setzero_si128());
+  std::memcpy(&u, &w, 16);
+#else
+  u = __builtin_convertvector(h, U32V);
+#endif
+  return u;
+}
+inline H16V narrow_u32(U32V u) {
+  H16V h;
+#if defined(__AVX512F__)
+  __m512i r;
+  std::memcpy(&r, &u, 64);
+  const __m256i n = _mm512_maskz_cvtepi32_epi16(__mmask16(0xFFFF), r);
+  std::memcpy(&h, &n, 32);
+#elif defined(__AVX2__)
+  __m256i r;
+  std::memcpy(&r, &u, 32);
+  const __m128i n = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));  // < 2^16: exact
+  std::memcpy(&h, &n, 16);
+#elif defined(__SSE2__)
+  __m128i r;
+  std::memcpy(&r, &u, 16);
+  // SSE2 packs with signed saturation only: sign-extend the low 16 bits first, then it is exact
+  const __m128i n = _mm_packs_epi32(_mm_srai_epi32(_mm_slli_epi32(r, 16), 16), _mm_setzero_si128());
+  std::memcpy(&h, &n, 8);
+#else
+  h = __builtin_convertvector(u, H16V);
+#endif
+  return h;
+}
+
+inline Simd<float>::V widen_bf16(H16V h) { return float_of(widen_u16(h) << 16); }
+
+inline H16V narrow_bf16(Simd<float>::V v) {
+#if defined(__AVX512BF16__)
+  static_assert(kVecBytes == 64, "AVX-512 TUs use 64-byte vectors");
+  if (g_use_avx512_bf16) {
+    __m512 f;
+    std::memcpy(&f, &v, 64);
+    const __m256bh r = _mm512_cvtneps_pbh(f);
+    __m256i out;
+    std::memcpy(&out, &r, 32);
+    const __m512i b = _mm512_castps_si512(f);
+    const __mmask16 subnormal = __mmask16(_mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7F800000)) &
+                                          _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x007FFFFF)));
+    if (subnormal) {
+      const H16V fix = narrow_u32(bf16_round_bits(bits_of(v)));
+      __m256i fx;
+      std::memcpy(&fx, &fix, 32);
+      out = _mm256_mask_mov_epi16(out, subnormal, fx);
+    }
+    H16V h;
+    std::memcpy(&h, &out, 32);
+    return h;
+  }
+#endif
+  return narrow_u32(bf16_round_bits(bits_of(v)));
+}
+
+inline Simd<float>::V widen_f16(H16V h) {
+  Simd<float>::V v;
+#if defined(__AVX512F__)
+  __m256i r;
+  std::memcpy(&r, &h, 32);
+  const __m512 f = _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), r);  // maskz: see scale_pow2 (GCC 12 warning)
+  std::memcpy(&v, &f, 64);
+#elif defined(__F16C__) && defined(__AVX2__)
+  __m128i r;
+  std::memcpy(&r, &h, 16);
+  const __m256 f = _mm256_cvtph_ps(r);
+  std::memcpy(&v, &f, 32);
+#else
+  v = float_of(f16_widen_bits(widen_u16(h)));
+#endif
+  return v;
+}
+
+inline H16V narrow_f16(Simd<float>::V v) {
+  H16V h;
+#if defined(__AVX512F__)
+  __m512 f;
+  std::memcpy(&f, &v, 64);
+  const __m256i r = _mm512_maskz_cvtps_ph(__mmask16(0xFFFF), f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  std::memcpy(&h, &r, 32);
+#elif defined(__F16C__) && defined(__AVX2__)
+  __m256 f;
+  std::memcpy(&f, &v, 32);
+  const __m128i r = _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  std::memcpy(&h, &r, 16);
+#else
+  h = narrow_u32(f16_round_bits(bits_of(v)));
+#endif
+  return h;
+}
+
+// Raw 16-bit vectors: whole, partial (lanes [0, k), the rest zero; masked-off lanes never touch
+// memory), streamed (p aligned to kVecBytes / 2).
+inline H16V load_h16(const void* p) { H16V h; std::memcpy(&h, p, sizeof(h)); return h; }
+inline void store_h16(void* p, H16V h) { std::memcpy(p, &h, sizeof(h)); }
+inline H16V load_h16_partial(const void* p, int64_t k) {
+  H16V h{};
+#if defined(__AVX512F__)
+  const __m256i r = _mm256_maskz_loadu_epi16(__mmask16((1u << k) - 1u), p);
+  std::memcpy(&h, &r, 32);
+#else
+  std::memcpy(&h, p, size_t(k) * 2);
+#endif
+  return h;
+}
+inline void store_h16_partial(void* p, H16V h, int64_t k) {
+#if defined(__AVX512F__)
+  __m256i r;
+  std::memcpy(&r, &h, 32);
+  _mm256_mask_storeu_epi16(p, __mmask16((1u << k) - 1u), r);
+#else
+  std::memcpy(p, &h, size_t(k) * 2);
+#endif
+}
+inline void stream_h16(void* p, H16V h) {
+#if defined(__AVX512F__)
+  __m256i r; std::memcpy(&r, &h, 32); _mm256_stream_si256(reinterpret_cast<__m256i*>(p), r);
+#elif defined(__AVX2__)
+  __m128i r; std::memcpy(&r, &h, 16); _mm_stream_si128(reinterpret_cast<__m128i*>(p), r);
+#elif defined(__SSE2__)
+  long long r; std::memcpy(&r, &h, 8); _mm_stream_si64(reinterpret_cast<long long*>(p), r);
+#else
+  store_h16(p, h);
+#endif
+}
+
+// Storage<T>: vectors of compute type C (float for the 16-bit types, T otherwise) read from and
+// written to memory holding T. N lanes per vector, kBytes of memory per vector.
+template <class T> struct Storage {
+  using C = T;
+  using V = typename Simd<T>::V;
+  static constexpr int N = Simd<T>::N;
+  static constexpr int kBytes = kVecBytes;
+  static V load(const T* p) { return Simd<T>::load(p); }
+  static void store(T* p, V v) { Simd<T>::store(p, v); }
+  static V load_partial(const T* p, int64_t k) { return ::nk::NK_ISA_NS::load_partial<T>(p, k); }
+  static void store_partial(T* p, V v, int64_t k) { ::nk::NK_ISA_NS::store_partial<T>(p, v, k); }
+  static void stream(T* p, V v) { Simd<T>::stream(p, v); }
+};
+template <class H, Simd<float>::V (*Widen)(H16V), H16V (*Narrow)(Simd<float>::V)> struct Storage16 {
+  using C = float;
+  using V = Simd<float>::V;
+  static constexpr int N = Simd<float>::N;
+  static constexpr int kBytes = kVecBytes / 2;
+  static V load(const H* p) { return Widen(load_h16(p)); }
+  static void store(H* p, V v) { store_h16(p, Narrow(v)); }
+  static V load_partial(const H* p, int64_t k) { return Widen(load_h16_partial(p, k)); }
+  static void store_partial(H* p, V v, int64_t k) { store_h16_partial(p, Narrow(v), k); }
+  static void stream(H* p, V v) { stream_h16(p, Narrow(v)); }
+};
+template <> struct Storage<bfloat16_t> : Storage16<bfloat16_t, widen_bf16, narrow_bf16> {};
+template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f16> {};
+
+template <class T> using compute_t = typename Storage<T>::C;
+
+// One element through the vector conversions (the same bits as a vector lane).
+template <class T> inline compute_t<T> load_one(const T* p) { return Storage<T>::load_partial(p, 1)[0]; }
+template <class T> inline void store_one(T* p, compute_t<T> v) {
+  Storage<T>::store_partial(p, Simd<compute_t<T>>::splat(v), 1);
+}
+
+// y[i] = f(x[i]) over a contiguous range; f works on vectors of compute_t<T>. With `stream`, the
+// head is peeled up to the alignment of one vector's stores into y and the body uses non-temporal
+// stores.
 template <class T, class VecOp>
 inline void map_unary(const T* x, T* y, int64_t n, bool stream, VecOp op) {
-  using S = Simd<T>;
+  using St = Storage<T>;
+  constexpr int64_t N = St::N;
   int64_t i = 0;
   if (stream) {
-    int64_t mis = int64_t(reinterpret_cast<uintptr_t>(y) % kVecBytes);
+    int64_t mis = int64_t(reinterpret_cast<uintptr_t>(y) % St::kBytes);
     if (mis % int64_t(sizeof(T)) == 0 && mis != 0) {
-      int64_t head = (kVecBytes - mis) / int64_t(sizeof(T));
+      int64_t head = (St::kBytes - mis) / int64_t(sizeof(T));
       if (head > n) head = n;
-      store_partial(y, op(load_partial(x, head)), head);
+      St::store_partial(y, op(St::load_partial(x, head)), head);
       i = head;
     }
-    if ((reinterpret_cast<uintptr_t>(y + i) % kVecBytes) == 0) {
-      for (; i + S::N <= n; i += S::N) S::stream(y + i, op(S::load(x + i)));
+    if ((reinterpret_cast<uintptr_t>(y + i) % St::kBytes) == 0) {
+      for (; i + N <= n; i += N) St::stream(y + i, op(St::load(x + i)));
       stream_fence();
     }
   }
-  for (; i + 2 * S::N <= n; i += 2 * S::N) {
-    typename S::V a = S::load(x + i), b = S::load(x + i + S::N);
-    S::store(y + i, op(a));
-    S::store(y + i + S::N, op(b));
+  for (; i + 2 * N <= n; i += 2 * N) {
+    typename St::V a = St::load(x + i), b = St::load(x + i + N);
+    St::store(y + i, op(a));
+    St::store(y + i + N, op(b));
   }
-  for (; i + S::N <= n; i += S::N) S::store(y + i, op(S::load(x + i)));
-  if (i < n) store_partial(y + i, op(load_partial(x + i, n - i)), n - i);
+  for (; i + N <= n; i += N) St::store(y + i, op(St::load(x + i)));
+  if (i < n) St::store_partial(y + i, op(St::load_partial(x + i, n - i)), n - i);
 }
 
 // z[i] = f(a[i], b[i]) with the same tail/stream handling.
 template <class T, class VecOp>
 inline void map_binary(const T* a, const T* b, T* z, int64_t n, bool stream, VecOp op) {
-  using S = Simd<T>;
+  using St = Storage<T>;
+  constexpr int64_t N = St::N;
   int64_t i = 0;
   if (stream) {
-    int64_t mis = int64_t(reinterpret_cast<uintptr_t>(z) % kVecBytes);
+    int64_t mis = int64_t(reinterpret_cast<uintptr_t>(z) % St::kBytes);
     if (mis % int64_t(sizeof(T)) == 0 && mis != 0) {
-      int64_t head = (kVecBytes - mis) / int64_t(sizeof(T));
+      int64_t head = (St::kBytes - mis) / int64_t(sizeof(T));
       if (head > n) head = n;
-      store_partial(z, op(load_partial(a, head), load_partial(b, head)), head);
+      St::store_partial(z, op(St::load_partial(a, head), St::load_partial(b, head)), head);
       i = head;
     }
-    if ((reinterpret_cast<uintptr_t>(z + i) % kVecBytes) == 0) {
-      for (; i + S::N <= n; i += S::N) S::stream(z + i, op(S::load(a + i), S::load(b + i)));
+    if ((reinterpret_cast<uintptr_t>(z + i) % St::kBytes) == 0) {
+      for (; i + N <= n; i += N) St::stream(z + i, op(St::load(a + i), St::load(b + i)));
       stream_fence();
     }
   }
-  for (; i + S::N <= n; i += S::N) S::store(z + i, op(S::load(a + i), S::load(b + i)));
-  if (i < n) store_partial(z + i, op(load_partial(a + i, n - i), load_partial(b + i, n - i)), n - i);
+  for (; i + N <= n; i += N) St::store(z + i, op(St::load(a + i), St::load(b + i)));
+  if (i < n) St::store_partial(z + i, op(St::load_partial(a + i, n - i), St::load_partial(b + i, n - i)), n - i);
 }
 
 NK_KERNEL_NAMESPACE_END

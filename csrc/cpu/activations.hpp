@@ -18,7 +18,7 @@ enum ActivationOp : int {
 using ActivationFn = void (*)(const void* const* ins, void* out, int64_t n, const void* params, bool stream);
 
 struct ActivationKernels {
-  ActivationFn fn[kActivationOpCount][2];  // [op][0 = float32, 1 = float64]
+  ActivationFn fn[kActivationOpCount][kDTypeCount];  // [op][dtype_index]
 };
 
 }  // namespace nk

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['CUDA_COMPILED', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'optimizer_param_list', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
+__all__: list[str] = ['CUDA_COMPILED', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'optimizer_param_list', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_convert', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
 def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
     ...
 def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any) -> None:
@@ -123,6 +123,10 @@ def sigmoid_backward(dout: typing.Any, y: typing.Any, out: typing.Any = None) ->
     ...
 def softmax_cross_entropy(logits: typing.Any, labels: typing.Any, out: typing.Any = None) -> tuple:
     ...
+def stream_convert(a: typing.Any, b: typing.Any) -> None:
+    """
+    b[:] = a in b's dtype (float32, float16, bfloat16; C-contiguous), rounded to nearest even: the conversions every kernel uses on 16-bit storage, at the selected ISA level
+    """
 def stream_copy(a: numpy.typing.NDArray[numpy.float32], b: numpy.typing.NDArray[numpy.float32]) -> None:
     """
     b[:] = a (float32, C-contiguous), streaming stores for large arrays

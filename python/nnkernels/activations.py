@@ -1,6 +1,8 @@
 """Activations and their backward passes: ReLU, leaky ReLU, sigmoid, tanh.
 
-NumPy semantics: any shape (0-d and empty included), dtype preserved (float32/float64),
+NumPy semantics: any shape (0-d and empty included), dtype preserved (float32/float64, or the
+16-bit storage dtypes float16 and ``ml_dtypes.bfloat16``: loaded into float32, computed in float32
+and rounded to nearest even once, within 1 ulp of the correctly rounded result, ReLU exact),
 a new array unless ``out`` is given; ``out`` may be the input itself (in place); strided
 inputs are fine. Arrays come from NumPy, PyTorch (CPU tensors zero-copy, CUDA tensors),
 CuPy or any DLPack producer; the result is an array of the input's library on its device
@@ -25,7 +27,7 @@ def relu(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
+        Input, float32, float64, float16 or bfloat16 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -44,7 +46,7 @@ def relu_backward(dout: Any, x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     dout : array_like
-        Gradient of the loss with respect to the forward output, float32 or float64.
+        Gradient of the loss with respect to the forward output, float32, float64, float16 or bfloat16.
     x : array_like
         The forward input (the shape and dtype of ``dout``).
     out : array, default=None
@@ -66,7 +68,7 @@ def leaky_relu(x: Any, negative_slope: float = 0.01, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
+        Input, float32, float64, float16 or bfloat16 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     negative_slope : float, default=0.01
         Slope for ``x <= 0``.
     out : array, default=None
@@ -87,7 +89,7 @@ def leaky_relu_backward(dout: Any, x: Any, negative_slope: float = 0.01, out: An
     Parameters
     ----------
     dout : array_like
-        Gradient of the loss with respect to the forward output, float32 or float64.
+        Gradient of the loss with respect to the forward output, float32, float64, float16 or bfloat16.
     x : array_like
         The forward input (the shape and dtype of ``dout``).
     negative_slope : float, default=0.01
@@ -111,7 +113,7 @@ def sigmoid(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
+        Input, float32, float64, float16 or bfloat16 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -130,7 +132,7 @@ def sigmoid_backward(dout: Any, y: Any, out: Any = None) -> Any:
     Parameters
     ----------
     dout : array_like
-        Gradient of the loss with respect to the forward output, float32 or float64.
+        Gradient of the loss with respect to the forward output, float32, float64, float16 or bfloat16.
     y : array_like
         The forward output ``sigmoid(x)`` (the shape and dtype of ``dout``).
     out : array, default=None
@@ -151,7 +153,7 @@ def tanh(x: Any, out: Any = None) -> Any:
     Parameters
     ----------
     x : array_like
-        Input, float32 or float64 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
+        Input, float32, float64, float16 or bfloat16 (any shape and strides; NumPy, torch tensor, CuPy or DLPack array).
     out : array, default=None
         Where to write the result (the shape and dtype of the result; it may be x itself, in place);
         None allocates a new C-contiguous array.
@@ -170,7 +172,7 @@ def tanh_backward(dout: Any, y: Any, out: Any = None) -> Any:
     Parameters
     ----------
     dout : array_like
-        Gradient of the loss with respect to the forward output, float32 or float64.
+        Gradient of the loss with respect to the forward output, float32, float64, float16 or bfloat16.
     y : array_like
         The forward output ``tanh(x)`` (the shape and dtype of ``dout``).
     out : array, default=None
