@@ -386,6 +386,31 @@ def test_16bit_every_input_value(op, dtype, isa, bf16_insn):
     assert np.signbit(f(special)[3].astype(np.float32)) == np.signbit(f(special.astype(np.float32))[3])
 
 
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_16bit_relu_bits_of_every_pattern(dtype, isa):
+    """ReLU on 16-bit lanes (no conversion) gives the bits of the float32 computation stored back:
+    every pattern, NaNs (quieted, sign kept), infinities and -0 included."""
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    rng = np.random.default_rng(8)
+    other = rng.permutation(h)
+
+    def via_float32(f, *args):
+        a32 = []
+        for a in args:
+            b = np.empty(a.shape, np.float32)
+            nk._core.stream_convert(a, b)
+            a32.append(b)
+        r = np.empty(args[0].shape, dtype)
+        nk._core.stream_convert(f(*a32), r)
+        return r.view(np.uint16)
+
+    np.testing.assert_array_equal(nk.relu(h).view(np.uint16), via_float32(nk.relu, h))
+    np.testing.assert_array_equal(nk.relu_backward(h, other).view(np.uint16), via_float32(nk.relu_backward, h, other))
+    np.testing.assert_array_equal(nk.relu_backward(other, h).view(np.uint16), via_float32(nk.relu_backward, other, h))
+    for n in (1, 7, 31, 33):  # tails
+        np.testing.assert_array_equal(nk.relu(h[-n:]).view(np.uint16), via_float32(nk.relu, h[-n:]))
+
+
 @pytest.mark.parametrize("slope", [0.5, 0.25, -2.0, 0.0])
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 def test_16bit_leaky_relu_power_of_two_slope_is_exact(slope, dtype, isa):

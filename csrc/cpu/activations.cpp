@@ -5,6 +5,8 @@
 // Run: python -m nnkernels bench --ops relu sigmoid tanh leaky_relu
 #include "cpu/activations.hpp"
 
+#include <type_traits>
+
 #include "core/simd.hpp"
 #include "core/vmath.hpp"
 
@@ -15,18 +17,72 @@ namespace {
 template <class T> using C = compute_t<T>;
 template <class T> using V = typename Simd<C<T>>::V;
 
+// ReLU on 16-bit storage is a selection of bit patterns: it runs on the 16-bit lanes directly (a
+// full register of them, no conversion), with the bits the float32 path gives: a negative number
+// becomes +0, everything else (-0 included) passes, a NaN gets its quiet bit (as the float32
+// round trip sets it: core/simd.hpp).
+typedef int16_t I16V __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
+template <class T> constexpr int16_t kInf16 = std::is_same_v<T, bfloat16_t> ? 0x7F80 : 0x7C00;
+template <class T> constexpr int16_t kQuiet16 = std::is_same_v<T, bfloat16_t> ? 0x0040 : 0x0200;
+template <class T> inline I16V quieted16(I16V x) {
+  return (x & 0x7FFF) > kInf16<T> ? x | kQuiet16<T> : x;
+}
+// out[i] = f(a[i], b[i]) (b unused for unary ops) over 16-bit lanes; the tail goes through a
+// zero-padded register (lanes are independent and exact: every path gives the same bits).
+template <class F>
+inline void map_bits16(const void* a, const void* b, void* out, int64_t n, bool stream, F f) {
+  constexpr int64_t L = kVecBytes / 2;
+  const char* pa = static_cast<const char*>(a);
+  const char* pb = static_cast<const char*>(b ? b : a);
+  char* po = static_cast<char*>(out);
+  auto ld = [](const char* p) { I16V v; std::memcpy(&v, p, sizeof(v)); return v; };
+  int64_t i = 0;
+  if (stream && reinterpret_cast<uintptr_t>(po) % kVecBytes == 0) {
+    for (; i + L <= n; i += L) {
+      const I16V r = f(ld(pa + 2 * i), ld(pb + 2 * i));
+      Simd<float>::stream(reinterpret_cast<float*>(po + 2 * i), Simd<float>::as_float((Simd<float>::I)r));
+    }
+    stream_fence();
+  }
+  for (; i + L <= n; i += L) {
+    const I16V r = f(ld(pa + 2 * i), ld(pb + 2 * i));
+    std::memcpy(po + 2 * i, &r, sizeof(r));
+  }
+  if (i < n) {
+    I16V x{}, y{};
+    std::memcpy(&x, pa + 2 * i, size_t(n - i) * 2);
+    std::memcpy(&y, pb + 2 * i, size_t(n - i) * 2);
+    const I16V r = f(x, y);
+    std::memcpy(po + 2 * i, &r, size_t(n - i) * 2);
+  }
+}
+
 // relu: y = x < 0 ? 0 : x   (NaN propagates: the comparison is false)
 template <class T>
 void relu_fwd(const void* const* in, void* out, int64_t n, const void*, bool stream) {
-  map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream,
-               [](V<T> x) { return x < C<T>(0) ? V<T>{} : x; });
+  if constexpr (sizeof(T) == 2) {
+    map_bits16(in[0], nullptr, out, n, stream, [](I16V x, I16V) {
+      const I16V negative = (x < 0) & ((x & 0x7FFF) != 0) & ((x & 0x7FFF) <= kInf16<T>);  // -0, NaN pass
+      return negative ? I16V{} : quieted16<T>(x);
+    });
+  } else {
+    map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream,
+                 [](V<T> x) { return x < C<T>(0) ? V<T>{} : x; });
+  }
 }
 
 // relu backward: dx = x > 0 ? dout : 0
 template <class T>
 void relu_bwd(const void* const* in, void* out, int64_t n, const void*, bool stream) {
-  map_binary<T>(static_cast<const T*>(in[0]), static_cast<const T*>(in[1]), static_cast<T*>(out), n, stream,
-                [](V<T> dout, V<T> x) { return x > C<T>(0) ? dout : V<T>{}; });
+  if constexpr (sizeof(T) == 2) {
+    map_bits16(in[0], in[1], out, n, stream, [](I16V dout, I16V x) {
+      const I16V positive = (x > 0) & (x <= kInf16<T>);  // sign clear, not zero, not NaN
+      return positive ? quieted16<T>(dout) : I16V{};
+    });
+  } else {
+    map_binary<T>(static_cast<const T*>(in[0]), static_cast<const T*>(in[1]), static_cast<T*>(out), n, stream,
+                  [](V<T> dout, V<T> x) { return x > C<T>(0) ? dout : V<T>{}; });
+  }
 }
 
 // leaky relu: y = x > 0 ? x : slope * x   (slope at exactly 0, as PyTorch)
