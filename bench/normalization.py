@@ -1,4 +1,6 @@
-"""Benchmark rows for layer norm and batch norm (float32 by default).
+"""Benchmark rows for layer norm and batch norm (float32 by default; --dtype bfloat16/float16: 16-bit
+x, y, dout, dx with parameters in the same dtype, NumPy's row left out: its arithmetic on
+ml_dtypes' bfloat16 runs element by element, minutes per call at the large size; no CUDA rows).
 
 Bytes moved (what each op must stream through DRAM at the large size, counted per pass):
   layernorm_forward      read x, write y                                  2 * N*D
@@ -30,7 +32,9 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import NK_TORCH, NO_ACT, OUT, Case, Context, Impl
+from ._harness import NK_TORCH, NO_ACT, OUT, Case, Context, Impl, np_dtype, torch_view
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 GROWTH_ROWS = (1, 8, 64, 512, 4096, 16384, 65536, 262144)
 GROWTH_D = 1024
@@ -51,7 +55,8 @@ MAIN_ROWS = ("layernorm_forward", "batchnorm_forward")
 
 
 def cases(ctx: Context) -> Iterator[Case]:
-    dt = np.dtype(ctx.dtype)
+    dt = np_dtype(ctx.dtype)
+    half = dt.itemsize == 2
     torch = ctx.torch
     for label in ctx.sizes:
         wanted = {op for op in SIZED_ROWS if ctx.wants(op, label)}
@@ -59,8 +64,8 @@ def cases(ctx: Context) -> Iterator[Case]:
             continue
         n, d = _shape(ctx, label)
         lab = f"{n}x{d}"
-        x = ctx.rng.standard_normal((n, d)).astype(dt)
-        dout = ctx.rng.standard_normal((n, d)).astype(dt)
+        x = ctx.rng.standard_normal((n, d), dtype=np.float32).astype(dt)
+        dout = ctx.rng.standard_normal((n, d), dtype=np.float32).astype(dt)
         g = np.ones(d, dt)
         b = np.zeros(d, dt)
         # output buffers from a first call (as a training loop reuses its last step's results):
@@ -71,14 +76,15 @@ def cases(ctx: Context) -> Iterator[Case]:
         e = x.size * dt.itemsize
         if torch is not None:
             F = torch.nn.functional
-            xt, dt_t, gt, bt = (torch.from_numpy(a) for a in (x, dout, g, b))
-            trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
-        gpu = _gpu_impls(ctx, x, dout, g, b, wanted)
+            xt, dt_t, gt, bt = (torch_view(torch, a) for a in (x, dout, g, b))
+            trm, trv = torch_view(torch, rm.copy()), torch_view(torch, rv.copy())
+        gpu = {} if half else _gpu_impls(ctx, x, dout, g, b, wanted)
+        numpy_impl = (lambda fn: []) if half else (lambda fn: [Impl("numpy", fn)])
 
         # ---- layer norm forward
-        impls = [Impl("numpy", lambda: ref.layernorm_forward(x, g, b)),
-                 Impl("nnkernels", lambda: nk.layernorm_forward(x, g, b)),
-                 Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
+        impls = numpy_impl(lambda: ref.layernorm_forward(x, g, b)) + [
+            Impl("nnkernels", lambda: nk.layernorm_forward(x, g, b)),
+            Impl(OUT, lambda: nk.layernorm_forward(x, g, b, out=y))]
         if torch is not None:
             impls.append(Impl("torch", lambda: F.layer_norm(xt, (d,), gt, bt, 1e-5)))
             impls.append(Impl(NK_TORCH, lambda: nk.layernorm_forward(xt, gt, bt)))
@@ -99,7 +105,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             yy, m, r = ref.layernorm_forward(x, g, b)
             return ref.layernorm_backward(dout, x, g, m, r)
 
-        impls = [Impl("numpy", np_ln_fb), Impl("nnkernels", nk_ln_fb), Impl(OUT, nk_ln_fb_out)]
+        impls = numpy_impl(np_ln_fb) + [Impl("nnkernels", nk_ln_fb), Impl(OUT, nk_ln_fb_out)]
         if torch is not None:
             def torch_ln_fb():
                 xg = xt.detach().requires_grad_()
@@ -115,8 +121,8 @@ def cases(ctx: Context) -> Iterator[Case]:
         for op, act in (("batchnorm_forward", None), ("batchnorm_relu_forward", "relu")):
             if op not in wanted:
                 continue
-            impls = [Impl("numpy", lambda a=act: ref.batchnorm_forward(x, g, b, running_mean=rm.copy(),
-                                                                       running_var=rv.copy(), activation=a)),
+            impls = numpy_impl(lambda a=act: ref.batchnorm_forward(x, g, b, running_mean=rm.copy(),
+                                                                   running_var=rv.copy(), activation=a)) + [
                      Impl("nnkernels", lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
                                                                           activation=a)),
                      Impl(OUT, lambda a=act: nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv,
@@ -147,7 +153,7 @@ def cases(ctx: Context) -> Iterator[Case]:
             yy, m, r = ref.batchnorm_forward(x, g, b)
             return ref.batchnorm_backward(dout, x, g, m, r)
 
-        impls = [Impl("numpy", np_bn_fb), Impl("nnkernels", nk_bn_fb), Impl(OUT, nk_bn_fb_out)]
+        impls = numpy_impl(np_bn_fb) + [Impl("nnkernels", nk_bn_fb), Impl(OUT, nk_bn_fb_out)]
         if torch is not None:
             def torch_bn_fb():
                 xg = xt.detach().requires_grad_()
@@ -164,7 +170,7 @@ def cases(ctx: Context) -> Iterator[Case]:
 
 def _growth_cases(ctx: Context) -> Iterator[Case]:
     """layernorm_growth rows (see the module docstring)."""
-    dt = np.dtype(ctx.dtype)
+    dt = np_dtype(ctx.dtype)
     d = GROWTH_D
     for n in GROWTH_ROWS[:5] if ctx.quick else GROWTH_ROWS:
         arrays: dict = {}

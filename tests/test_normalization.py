@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tolerances import TOL, TOL_REDUCTION, assert_close
+from tolerances import BF16, F16, TOL, TOL_REDUCTION, assert_close, assert_within_ulps
 
 import nnkernels as nk
 from nnkernels import reference as ref
@@ -165,6 +165,174 @@ def test_layernorm_streamed_rows_bitwise(threads, isa, dtype, d):
             res = nk.layernorm_forward(x, gamma, beta, activation="leaky_relu", out=out)
             for a, b in zip(res, expect):
                 np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- layer norm, 16-bit storage (issue 15)
+# x, y, dout, dx in float16 / bfloat16; gamma/beta in that dtype or float32; arithmetic, mean and rstd
+# in float32; dgamma/dbeta in gamma's dtype (accumulated in float32 blocks, then double).
+HALF = [F16, BF16]
+
+
+def _half_data(shape, dtype, seed, loc=0.0, scale=1.0):
+    return _data(shape, np.float64, seed, loc, scale).astype(dtype)
+
+
+@pytest.mark.parametrize("pdtype", ["storage", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", LN_SHAPES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_layernorm_16bit_forward_backward(shape, dtype, activation, pdtype, isa):
+    d = shape[-1]
+    pdt = dtype if pdtype == "storage" else np.dtype(np.float32)
+    x = _half_data(shape, dtype, 1, loc=3.0)
+    gamma, beta = _half_data((d,), pdt, 2), _half_data((d,), pdt, 3)
+    y, mean, rstd = nk.layernorm_forward(x, gamma, beta, activation=activation, negative_slope=0.1)
+    assert y.dtype == dtype and mean.dtype == rstd.dtype == np.float32
+    assert mean.shape == shape[:-1] == rstd.shape
+    ry, rm, rr = ref.layernorm_forward(*_f64(x, gamma, beta), activation=activation, negative_slope=0.1)
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
+    assert_close(mean, rm, np.float32, table=TOL_REDUCTION)  # of the 16-bit values, in float32
+    assert_close(rstd, rr, np.float32, table=TOL_REDUCTION)
+    dout = _half_data(shape, dtype, 4)
+    dx, dg, db = nk.layernorm_backward(dout, x, gamma, mean, rstd, activation=activation, y=y, negative_slope=0.1)
+    assert dx.dtype == dtype and dg.dtype == db.dtype == pdt
+    rdx, rdg, rdb = ref.layernorm_backward(*_f64(dout, x, gamma, mean, rstd), activation=activation,
+                                           y=np.asarray(y, np.float64), negative_slope=0.1)
+    tol = TOL_REDUCTION[dtype]
+    scale = max(1.0, float(np.abs(rdx).max()))
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=tol["atol"] * scale * 10)
+    # dgamma/dbeta: float32 sums of the 16-bit inputs, one rounding to gamma's dtype at the end
+    if pdt == np.float32:
+        assert_close(dg, rdg, np.float32, table=TOL_REDUCTION, atol=1e-5 * np.sqrt(x.size))
+        assert_close(db, rdb, np.float32, table=TOL_REDUCTION, atol=1e-5 * np.sqrt(x.size))
+    else:
+        assert_close(dg, rdg, dtype, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(x.size))
+        assert_within_ulps(db, rdb, dtype, ulps=1)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_layernorm_16bit_params_in_either_dtype_agree(dtype, isa):
+    """float32 gamma/beta holding the same values as 16-bit ones give the same bits (the 16-bit
+    parameters are widened exactly); dgamma/dbeta are the same sums, rounded to each dtype."""
+    x, dout = _half_data((37, 259), dtype, 20, loc=-2.0), _half_data((37, 259), dtype, 21)
+    g16, b16 = _half_data((259,), dtype, 22), _half_data((259,), dtype, 23)
+    g32, b32 = g16.astype(np.float32), b16.astype(np.float32)
+    y16, m16, r16 = nk.layernorm_forward(x, g16, b16)
+    y32, m32, r32 = nk.layernorm_forward(x, g32, b32)
+    for a, b in ((y16, y32), (m16, m32), (r16, r32)):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    ymix = nk.layernorm_forward(x, g16, b32)[0]  # one of each
+    np.testing.assert_array_equal(ymix.view(np.uint16), y16.view(np.uint16))
+    dx16, dg16, db16 = nk.layernorm_backward(dout, x, g16, m16, r16)
+    dx32, dg32, db32 = nk.layernorm_backward(dout, x, g32, m32, r32)
+    np.testing.assert_array_equal(dx16.view(np.uint16), dx32.view(np.uint16))
+    assert dg16.dtype == dtype and dg32.dtype == np.float32
+    np.testing.assert_array_equal(dg32.astype(dtype).view(np.uint16), dg16.view(np.uint16))
+    np.testing.assert_array_equal(db32.astype(dtype).view(np.uint16), db16.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_layernorm_16bit_threads_and_layouts_bitwise(threads, dtype, isa):
+    base = _half_data((301, 2 * 700), dtype, 30, loc=1.0)
+    x = base[:, ::2]  # strided rows: copied to C order inside
+    dout = _half_data(x.shape, dtype, 31)
+    gamma = _half_data((700,), np.float32, 32)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        y, m, r = nk.layernorm_forward(x, gamma, gamma, activation="relu")
+        res.append((y, m, r) + nk.layernorm_backward(dout, x, gamma, m, r, activation="relu", y=y))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    xc = np.ascontiguousarray(x)
+    np.testing.assert_array_equal(nk.layernorm_forward(xc, gamma, gamma, activation="relu")[0].view(np.uint16),
+                                  res[0][0].view(np.uint16))
+    assert nk.layernorm_forward(xc, gamma, gamma, activation="relu", out=xc)[0] is xc  # in place
+    np.testing.assert_array_equal(xc.view(np.uint16), res[0][0].view(np.uint16))
+    d = dout.copy()
+    assert nk.layernorm_backward(d, x, gamma, res[0][1], res[0][2], out=d)[0] is d  # dx over dout
+    np.testing.assert_array_equal(d.view(np.uint16), nk.layernorm_backward(dout, x, gamma, res[0][1],
+                                                                           res[0][2])[0].view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("d", [1024, 1031])
+def test_layernorm_16bit_streamed_rows_bitwise(threads, isa, dtype, d):
+    """Outputs of 8 MB and more (streamed, rows written while the next is summed, shared vector
+    lines assembled once) give the bits of small cached calls, into outs at any element offset."""
+    rows = (9 << 20) // (d * 2) + 3
+    x = _half_data((rows, d), dtype, 16, loc=5.0)
+    gamma, beta = _half_data((d,), dtype, 17), _half_data((d,), dtype, 18)
+    step = 700
+    parts = [nk.layernorm_forward(x[i:i + step], gamma, beta, activation="leaky_relu") for i in range(0, rows, step)]
+    expect = [np.concatenate([p[k] for p in parts]) for k in range(3)]
+    buf = np.empty(rows * d + 16, dtype)
+    for t in (1, 2):
+        threads(t)
+        for out in (None, buf[:-16].reshape(rows, d), buf[1:-15].reshape(rows, d), buf[5:-11].reshape(rows, d)):
+            res = nk.layernorm_forward(x, gamma, beta, activation="leaky_relu", out=out)
+            for a, b in zip(res, expect):
+                np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+        dout = _half_data((rows, d), dtype, 19)
+        dx = nk.layernorm_backward(dout, x, gamma, expect[1], expect[2])[0]
+        dpart = np.concatenate([nk.layernorm_backward(dout[i:i + step], x[i:i + step], gamma, expect[1][i:i + step],
+                                                      expect[2][i:i + step])[0] for i in range(0, rows, step)])
+        np.testing.assert_array_equal(dx.view(np.uint16), dpart.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_layernorm_16bit_large_mean_and_extreme_rows(dtype, isa):
+    x = _half_data((16, 300), dtype, 7, loc=1e3 if dtype == F16 else 1e4, scale=30.0)
+    y, m, r = nk.layernorm_forward(x)
+    ry, rm, rr = ref.layernorm_forward(x.astype(np.float64))
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
+    assert_close(m, rm, np.float32, table=TOL_REDUCTION)
+    assert_close(r, rr, np.float32, table=TOL_REDUCTION)
+    if dtype == BF16:  # float32 range: rows whose float32 sum of squares overflows take the wide path
+        xe = _half_data((3, 257), dtype, 8, scale=1e30)
+        ye, me, re = nk.layernorm_forward(xe)
+        assert np.isfinite(ye.astype(np.float32)).all() and np.isfinite(re).all()
+        assert_close(ye, ref.layernorm_forward(xe.astype(np.float64))[0], dtype, table=TOL_REDUCTION)
+        de = _half_data((3, 257), dtype, 9)
+        dxe = nk.layernorm_backward(de, xe, None, me, re)[0]
+        rdx = ref.layernorm_backward(*_f64(de, xe, None, me, re))[0]
+        assert_close(dxe, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 * np.abs(rdx).max())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_layernorm_16bit_bad_params_refused(dtype):
+    x = _half_data((4, 6), dtype, 40)
+    before = x.copy()
+    other16 = BF16 if dtype == F16 else F16
+    for name, bad in (("gamma", np.ones(6)), ("beta", np.zeros(6)), ("gamma", np.ones(6, other16))):
+        kw = {"gamma": None, "beta": None, name: bad}
+        with pytest.raises(ValueError, match=rf"^{name}: expected float32 or {dtype} \(the dtype of x\) for {dtype} x"):
+            nk.layernorm_forward(x, **kw)
+    y, m, r = nk.layernorm_forward(x)
+    with pytest.raises(ValueError, match=rf"^gamma: expected float32 or {dtype}"):
+        nk.layernorm_backward(x, x, np.ones(6), m, r)
+    with pytest.raises(TypeError, match="^mean: expected a float32 or float64 array"):  # statistics stay float32
+        nk.layernorm_backward(x, x, None, m.astype(dtype), r)
+    with pytest.raises(ValueError, match=rf"^dout: expected the dtype of x \({dtype}\), got float32"):
+        nk.layernorm_backward(x.astype(np.float32), x, None, m, r)
+    with pytest.raises(ValueError, match=rf"^out: expected dtype {dtype}, got float32"):
+        nk.layernorm_forward(x, out=np.zeros((4, 6), np.float32))
+    with pytest.raises(TypeError, match="^gamma: expected a float32 or float64 array"):  # float32 x: as before
+        nk.layernorm_forward(x.astype(np.float32), np.ones(6, dtype))
+    np.testing.assert_array_equal(x.view(np.uint16), before.view(np.uint16))
+
+
+@pytest.mark.parametrize("pdtype", [np.float32, BF16], ids=str)
+def test_layernorm_module_bf16_activations(pdtype):
+    ln = nk.LayerNorm(19, dtype=pdtype, activation="relu")
+    ln.gamma[...] = _half_data((19,), pdtype, 60)
+    x = _half_data((8, 19), BF16, 61)
+    y = ln(x)
+    assert y.dtype == BF16
+    dx = ln.backward(_half_data((8, 19), BF16, 62))
+    assert dx.dtype == BF16 and ln.dgamma.dtype == ln.dbeta.dtype == np.dtype(pdtype)
+    with pytest.raises(TypeError, match="^dtype: expected float32, float64, float16 or bfloat16"):
+        nk.LayerNorm(4, dtype=np.int16)
 
 
 def test_layernorm_backward_mean_rstd_layouts():

@@ -2,6 +2,14 @@
 // device and array library: core/operand.hpp), then one call of the op's stub
 // (drivers/normalization.hpp), which runs the CPU driver or the CUDA implementation with the GIL
 // released. Everything is validated before any memory is touched.
+//
+// Dtypes (issue 15): x (and dout, y, out, dx: x's dtype) is float32, float64, float16 or bfloat16.
+// With 16-bit x, the parameter vectors (gamma, beta, running statistics) are float32 or x's dtype
+// (mixed precision, as under autocast; float64 or the other 16-bit dtype refused, naming the
+// argument), statistics given back in (layer-norm mean/rstd, batch-norm mean/rstd, sum_dout,
+// sum_dout_xhat) are float32 or float64 and the ones returned are float32 (never rounded to 16
+// bits), dgamma/dbeta come back in gamma's dtype. float32/float64 x: as before (vectors of either
+// dtype, 16-bit ones refused; results in x's dtype).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -54,13 +62,26 @@ Operand absent() {
   return r;
 }
 
-// A per-channel / per-column vector of length n (any float dtype, any stride) on main's device, or
-// None (an operand with a null object; "required" refuses it).
+// The dtype rule of a per-channel / per-column vector.
+enum class VecRule : uint8_t {
+  stats,  // float32 or float64 whatever x is (mean, rstd, sums given back to an op)
+  param,  // float32/float64 for float32/float64 x; float32 or x's dtype for 16-bit x
+};
+
+// A per-channel / per-column vector of length n (any stride) on main's device, or None (an
+// operand with a null object; "required" refuses it). Its dtype follows `rule` for main's dtype.
 Operand vec_arg(const py::object& o, const char* name, int64_t n, bool required, const Operand& main,
-                const char* main_name) {
+                const char* main_name, VecRule rule = VecRule::stats) {
   if (o.is_none() && required) throw py::value_error(std::string(name) + ": required (got None)");
-  Operand v = o.is_none() ? absent() : operand_of(o, name);  // built in place, returned by NRVO
+  const DType xd = main.view.dtype;
+  const bool half = rule == VecRule::param && is_16bit(xd);
+  // built in place, returned by NRVO
+  Operand v = o.is_none() ? absent() : operand_of(o, name, half ? Elements::storage : Elements::float32_64);
   if (v.object) {
+    // float64 (or the other 16-bit dtype) with 16-bit x: every value would be rounded to float32 anyway
+    if (half && v.view.dtype != DType::f32 && v.view.dtype != xd)
+      throw py::value_error(std::string(name) + ": expected float32 or " + dtype_name(xd) + " (the dtype of x) for " +
+                            dtype_name(xd) + " x, got " + dtype_name(v.view.dtype));
     if (v.view.ndim() != 1 || v.view.shape[0] != n)
       throw py::value_error(std::string(name) + ": expected shape (" + std::to_string(n) + ",), got " +
                             shape_str(v.view.shape));
@@ -70,7 +91,7 @@ Operand vec_arg(const py::object& o, const char* name, int64_t n, bool required,
 }
 const ArrayView* view_or_null(const Operand& o) { return o.object ? &o.view : nullptr; }
 
-// An array of exactly `shape` (any float dtype; the saved layer-norm mean/rstd) on main's device.
+// An array of exactly `shape` (float32 or float64; the saved layer-norm mean/rstd) on main's device.
 Operand shaped_arg(const py::object& o, const char* name, const Dims& shape, const Operand& main) {
   if (o.is_none()) throw py::value_error(std::string(name) + ": required (got None)");
   Operand v = operand_of(o, name);
@@ -80,9 +101,10 @@ Operand shaped_arg(const py::object& o, const char* name, const Dims& shape, con
   return v;
 }
 
-// A secondary input (dout, y) of x's shape, dtype and device.
+// A secondary input (dout, y) of x's shape, dtype and device. (16-bit only next to a 16-bit x: a
+// float32 x refuses it by its element type, as before 16-bit storage existed.)
 Operand like_x(const py::handle& h, const char* name, const Operand& x) {
-  Operand a = operand_of(h, name);
+  Operand a = operand_of(h, name, is_16bit(x.view.dtype) ? Elements::storage : Elements::float32_64);
   check_same_shape(x.view, "x", a.view, name);
   check_same_dtype(x.view, "x", a.view, name);
   if (a.device != x.device) check_same_device(x, "x", a, name);
@@ -145,6 +167,21 @@ class Dest {
   bool staged_ = false;
 };
 
+// The dtype of the statistics an op returns for x of dtype dt (mean, rstd, backward_reduce's sums):
+// x's, float32 for 16-bit x.
+DType stats_dtype(DType dt) { return is_16bit(dt) ? DType::f32 : dt; }
+// The dtype of dgamma/dbeta: x's, gamma's for 16-bit x (float32 or x's dtype).
+DType param_grad_dtype(const Operand& x, const Operand& gamma) {
+  return is_16bit(x.view.dtype) ? gamma.view.dtype : x.view.dtype;
+}
+
+// The CUDA kernels take float32/float64 only so far: 16-bit x on a GPU is refused before anything runs.
+void refuse_16bit_on_gpu(const Operand& x) {
+  if (x.is_cuda() && is_16bit(x.view.dtype))
+    throw py::type_error(std::string("x: the CUDA normalization kernels take float32 or float64, got dtype ") +
+                         dtype_name(x.view.dtype));
+}
+
 // The CUDA workspace of an op (float64 elements), allocated by main's library; none on the CPU.
 Operand gpu_work(const Operand& main, int64_t n) {
   return main.is_cuda() ? new_result(main, DType::f64, {n > 0 ? n : 1}) : absent();
@@ -163,21 +200,23 @@ template <class Stub, class Args> void call(const Stub& stub, const Args& args, 
 
 py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, const py::object& beta_o, double eps,
                             const py::object& activation, double slope, const py::object& out) {
-  Operand x = operand_of(x_in, "x");
+  Operand x = operand_of(x_in, "x", Elements::storage);
   if (x.view.ndim() < 1) throw py::value_error("x: expected at least one dimension (normalised over the last axis)");
   const int64_t d = x.view.shape.back();
   if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
+  refuse_16bit_on_gpu(x);
   const NormAct act = norm_act(activation, slope, false);
   check_eps(eps);
-  Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x"), bv = vec_arg(beta_o, "beta", d, false, x, "x");
+  Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x", VecRule::param);
+  Operand bv = vec_arg(beta_o, "beta", d, false, x, "x", VecRule::param);
   Dest dst(out, x, x.view.data);
   dst.stage_on_gpu();
   read_apart_from(x, dst.view(), "x");
   prepare_rows(x, x.view.ndim() - 1, "x");
   const Dims sshape(x.view.shape.begin(), x.view.shape.end() - 1);
-  Operand mean = new_result(x, x.view.dtype, sshape), rstd = new_result(x, x.view.dtype, sshape);
+  const DType dt = stats_dtype(x.view.dtype);  // of mean, rstd and of gamma/beta as the kernels read them
+  Operand mean = new_result(x, dt, sshape), rstd = new_result(x, dt, sshape);
   // CUDA: gamma and beta are converted into a workspace unless the kernel can read them as they are
-  const DType dt = x.view.dtype;
   const bool convert = x.is_cuda() && !(norm_vec_usable(view_or_null(gv), dt, &dst.view()) &&
                                         norm_vec_usable(view_or_null(bv), dt, &dst.view()));
   const Operand work = convert ? gpu_work(x, norm_gpu_ln_forward_work(d)) : absent();
@@ -191,13 +230,14 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
 py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, const py::object& gamma_o,
                              const py::object& mean_o, const py::object& rstd_o, const py::object& activation,
                              const py::object& y_o, double slope, const py::object& out) {
-  Operand x = operand_of(x_in, "x");
+  Operand x = operand_of(x_in, "x", Elements::storage);
   if (x.view.ndim() < 1) throw py::value_error("x: expected at least one dimension (normalised over the last axis)");
   Operand dout = like_x(dout_in, "dout", x);
   const int64_t d = x.view.shape.back();
   if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
+  refuse_16bit_on_gpu(x);
   const NormAct act = norm_act(activation, slope, true);
-  Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x");
+  Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x", VecRule::param);
   const Dims sshape(x.view.shape.begin(), x.view.shape.end() - 1);
   Operand mean = shaped_arg(mean_o, "mean", sshape, x), rstd = shaped_arg(rstd_o, "rstd", sshape, x);
   Operand y;
@@ -223,8 +263,8 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   make_contiguous_on_gpu(rstd, "rstd");
   Operand dg, db;
   if (gv.object) {
-    dg = new_result(dout, x.view.dtype, {d});
-    db = new_result(dout, x.view.dtype, {d});
+    dg = new_result(dout, param_grad_dtype(x, gv), {d});
+    db = new_result(dout, param_grad_dtype(x, gv), {d});
   }
   const Operand work = gpu_work(x, norm_gpu_ln_backward_work(x.view.size / d, d));
   call(layernorm_backward_stub,
@@ -239,7 +279,7 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
 // ---------------------------------------------------------------- batch norm
 
 Operand bn_input(const py::handle& x_in) {
-  Operand x = operand_of(x_in, "x");
+  Operand x = operand_of(x_in, "x");  // batch norm: float32/float64 (16-bit kernels: next step)
   if (x.view.ndim() < 2)
     throw py::value_error("x: expected an array of shape (N, C) or (N, C, *spatial), got shape " +
                           shape_str(x.view.shape));
@@ -303,9 +343,11 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   const NormAct act = norm_act(activation, slope, false);
   check_eps(eps);
   if (!std::isfinite(momentum)) throw py::value_error("momentum: expected a finite number");
-  Operand gv = vec_arg(gamma_o, "gamma", C, false, x, "x"), bv = vec_arg(beta_o, "beta", C, false, x, "x");
-  Operand rm = vec_arg(rm_o, "running_mean", C, !training, x, "x");
-  Operand rv = vec_arg(rv_o, "running_var", C, !training, x, "x");
+  // 16-bit x: gamma, beta and the running statistics in float32 or x's dtype
+  Operand gv = vec_arg(gamma_o, "gamma", C, false, x, "x", VecRule::param);
+  Operand bv = vec_arg(beta_o, "beta", C, false, x, "x", VecRule::param);
+  Operand rm = vec_arg(rm_o, "running_mean", C, !training, x, "x", VecRule::param);
+  Operand rv = vec_arg(rv_o, "running_var", C, !training, x, "x", VecRule::param);
   if (bool(rm.object) != bool(rv.object))
     throw py::value_error(rm.object ? "running_var: required when running_mean is given"
                                     : "running_mean: required when running_var is given");
@@ -316,7 +358,7 @@ py::tuple batchnorm_forward(const py::handle& x_in, const py::object& gamma_o, c
     check_running_stats(rm_o, rm, rv_o, rv, {{&x, "x"}, {&dst.out(), "out"}, {&gv, "gamma"}, {&bv, "beta"}});
   read_apart_from(x, dst.view(), "x");
   prepare_rows(x, 1, "x");
-  Operand mean = new_result(x, x.view.dtype, {C}), rstd = new_result(x, x.view.dtype, {C});
+  Operand mean = new_result(x, stats_dtype(x.view.dtype), {C}), rstd = new_result(x, stats_dtype(x.view.dtype), {C});
   const Operand work = gpu_work(x, bn_work_size(x));
   call(batchnorm_forward_stub,
        BatchNormForwardArgs{&x.view, view_or_null(gv), view_or_null(bv), view_or_null(rm), view_or_null(rv),
@@ -398,7 +440,8 @@ py::object batchnorm_normalize(const py::handle& x_in, const py::object& mean_o,
   const int64_t C = channels_of(x);
   const NormAct act = norm_act(activation, slope, false);
   Operand mv = vec_arg(mean_o, "mean", C, true, x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, x, "x");
-  Operand gv = vec_arg(gamma_o, "gamma", C, false, x, "x"), bv = vec_arg(beta_o, "beta", C, false, x, "x");
+  Operand gv = vec_arg(gamma_o, "gamma", C, false, x, "x", VecRule::param);
+  Operand bv = vec_arg(beta_o, "beta", C, false, x, "x", VecRule::param);
   Dest dst(out, x, x.view.data);
   dst.stage_on_gpu();
   read_apart_from(x, dst.view(), "x");
@@ -440,7 +483,7 @@ py::tuple batchnorm_backward(const py::handle& dout_in, const py::handle& x_in, 
                              const py::object& y_o, double slope, const py::object& out) {
   BwdInputs b = bwd_inputs(dout_in, x_in, activation, y_o, slope);
   const int64_t C = channels_of(b.x);
-  Operand gv = vec_arg(gamma_o, "gamma", C, false, b.x, "x");
+  Operand gv = vec_arg(gamma_o, "gamma", C, false, b.x, "x", VecRule::param);
   Operand mv = vec_arg(mean_o, "mean", C, true, b.x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, b.x, "x");
   Dest dst(out, b.dout, b.x.view.data);
   dst.stage_on_gpu();
@@ -450,8 +493,8 @@ py::tuple batchnorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   bwd_rows(b);
   Operand dg, db;
   if (gv.object) {
-    dg = new_result(b.dout, b.x.view.dtype, {C});
-    db = new_result(b.dout, b.x.view.dtype, {C});
+    dg = new_result(b.dout, param_grad_dtype(b.x, gv), {C});
+    db = new_result(b.dout, param_grad_dtype(b.x, gv), {C});
   }
   const Operand work = gpu_work(b.x, bn_work_size(b.x));
   call(batchnorm_backward_stub,
@@ -470,7 +513,9 @@ py::tuple batchnorm_backward_reduce(const py::handle& dout_in, const py::handle&
   const int64_t C = channels_of(b.x);
   Operand mv = vec_arg(mean_o, "mean", C, true, b.x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, b.x, "x");
   bwd_rows(b);
-  Operand sg = new_result(b.dout, b.x.view.dtype, {C}), sgx = new_result(b.dout, b.x.view.dtype, {C});
+  // the sums to all-reduce: x's dtype, float32 for 16-bit x (never rounded to 16 bits before the reduction)
+  const DType sdt = stats_dtype(b.x.view.dtype);
+  Operand sg = new_result(b.dout, sdt, {C}), sgx = new_result(b.dout, sdt, {C});
   const Operand work = gpu_work(b.x, bn_work_size(b.x));
   call(batchnorm_backward_reduce_stub,
        BatchNormReduceArgs{&b.dout.view, &b.x.view, view_or_null(b.y), &mv.view, &rv.view, &sg.view, &sgx.view,
@@ -485,7 +530,7 @@ py::object batchnorm_backward_elemt(const py::handle& dout_in, const py::handle&
                                     const py::object& y_o, double slope) {
   BwdInputs b = bwd_inputs(dout_in, x_in, activation, y_o, slope);
   const int64_t C = channels_of(b.x);
-  Operand gv = vec_arg(gamma_o, "gamma", C, false, b.x, "x");
+  Operand gv = vec_arg(gamma_o, "gamma", C, false, b.x, "x", VecRule::param);
   Operand mv = vec_arg(mean_o, "mean", C, true, b.x, "x"), rv = vec_arg(rstd_o, "rstd", C, true, b.x, "x");
   Operand sv = vec_arg(sg_o, "sum_dout", C, true, b.x, "x"), xv = vec_arg(sgx_o, "sum_dout_xhat", C, true, b.x, "x");
   py::module_ np = py::module_::import("numpy");

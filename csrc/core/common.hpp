@@ -27,6 +27,11 @@ constexpr int kDTypeCount = 4;
 // above: the conversions live in core/simd.hpp, inside each level's namespace).
 struct float16_t { uint16_t bits; };
 struct bfloat16_t { uint16_t bits; };
+// The type arithmetic on elements of T happens in (and statistics / parameters are kept in).
+template <class T> struct ComputeOf { using type = T; };
+template <> struct ComputeOf<float16_t> { using type = float; };
+template <> struct ComputeOf<bfloat16_t> { using type = float; };
+template <class T> using compute_of_t = typename ComputeOf<T>::type;
 
 inline const char* dtype_name(DType d) {
   switch (d) {

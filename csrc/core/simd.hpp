@@ -384,7 +384,8 @@ template <class H, Simd<float>::V (*Widen)(H16V), H16V (*Narrow)(Simd<float>::V)
 template <> struct Storage<bfloat16_t> : Storage16<bfloat16_t, widen_bf16, narrow_bf16> {};
 template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f16> {};
 
-template <class T> using compute_t = typename Storage<T>::C;
+template <class T> using compute_t = compute_of_t<T>;
+static_assert(sizeof(compute_t<bfloat16_t>) == sizeof(Storage<bfloat16_t>::C), "one compute type per storage type");
 
 // One element through the vector conversions (the same bits as a vector lane).
 template <class T> inline compute_t<T> load_one(const T* p) { return Storage<T>::load_partial(p, 1)[0]; }

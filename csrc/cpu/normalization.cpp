@@ -1,5 +1,7 @@
 // Normalization kernels: layer norm and batch norm, forward and backward, with an optional
-// fused ReLU / leaky ReLU, float32/float64, one SIMD source compiled per ISA level.
+// fused ReLU / leaky ReLU, float32/float64, one SIMD source compiled per ISA level. Layer norm also
+// takes float16/bfloat16 storage (x, y, dout, dx; core/simd.hpp's conversions): arithmetic, gamma/beta,
+// mean/rstd and the dgamma/dbeta accumulators in float32 (compute_t), results rounded once on store.
 // Reference: nnkernels.reference.normalization. CUDA twin: csrc/cuda/normalization.cu.
 // Host side (threads, fixed chunks, partial combination): csrc/drivers/normalization.cpp.
 // Test: PYTHONPATH=python pytest tests/test_normalization.py
@@ -25,7 +27,10 @@
 NK_KERNEL_NAMESPACE_BEGIN
 namespace {
 
-template <class T> using V = typename Simd<T>::V;
+// V<T>: a vector of the arithmetic type of T (float for the 16-bit storage types). Storage types
+// (X below: x, y, dout, dx) are read and written through ld/st/Storage<X>; C = compute_t<X> is the
+// type of everything else (statistics, gamma/beta, scratch).
+template <class T> using V = typename Simd<compute_t<T>>::V;
 
 constexpr int64_t kRunBlock = 4096;    // elements of a row/plane reduced in float before going to double
 constexpr int64_t kLnGroupMaxD = 512;  // layer-norm rows up to this length are written four at a time
@@ -37,11 +42,11 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 #define NK_AI __attribute__((always_inline))
 
 template <class T> NK_AI inline V<T> splat(T s) { return Simd<T>::splat(s); }
-template <class T> NK_AI inline V<T> ld(const T* p, int64_t k) {
-  return k == Simd<T>::N ? Simd<T>::load(p) : load_partial<T>(p, k);
+template <class X> NK_AI inline V<X> ld(const X* p, int64_t k) {
+  return k == Storage<X>::N ? Storage<X>::load(p) : Storage<X>::load_partial(p, k);
 }
-template <class T> NK_AI inline void st(T* p, V<T> v, int64_t k) {
-  if (k == Simd<T>::N) Simd<T>::store(p, v); else store_partial<T>(p, v, k);
+template <class X> NK_AI inline void st(X* p, V<X> v, int64_t k) {
+  if (k == Storage<X>::N) Storage<X>::store(p, v); else Storage<X>::store_partial(p, v, k);
 }
 // Horizontal sum as a tree over vector halves (log-depth, not a serial chain of N adds).
 template <class T, int B> struct HSum {
@@ -74,7 +79,7 @@ template <class T, int ACT> inline V<T> act_fwd(V<T> v, T slope) {
   else return v;
 }
 // Backward through the activation from its output y (slope >= 0): g = y > 0 ? dout : 0 (relu) / slope*dout.
-template <class T, int ACT> inline V<T> act_bwd(V<T> dout, const T* y, int64_t k, T slope) {
+template <class T, int ACT, class Y> inline V<T> act_bwd(V<T> dout, const Y* y, int64_t k, T slope) {
   if constexpr (ACT == kNormActRelu) return ld(y, k) > T(0) ? dout : V<T>{};
   else if constexpr (ACT == kNormActLeakyRelu) return ld(y, k) > T(0) ? dout : dout * slope;
   else return dout;
@@ -82,29 +87,29 @@ template <class T, int ACT> inline V<T> act_bwd(V<T> dout, const T* y, int64_t k
 
 // y[0..n) = f(i, k) for vector blocks (k lanes valid). With `stream`, non-temporal stores
 // after peeling to the vector alignment of y (caller fences).
-template <class T, class F> NK_AI inline void write_row(T* y, int64_t n, bool stream, F&& f) {
-  using S = Simd<T>;
+template <class X, class F> NK_AI inline void write_row(X* y, int64_t n, bool stream, F&& f) {
+  using S = Storage<X>;
   int64_t i = 0;
   if (stream) {
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(kVecBytes);
-    if (mis % sizeof(T) == 0) {
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(S::kBytes);
+    if (mis % sizeof(X) == 0) {
       if (mis != 0) {
-        int64_t head = int64_t((uintptr_t(kVecBytes) - mis) / sizeof(T));
+        int64_t head = int64_t((uintptr_t(S::kBytes) - mis) / sizeof(X));
         if (head > n) head = n;
-        store_partial<T>(y, f(int64_t(0), head), head);
+        S::store_partial(y, f(int64_t(0), head), head);
         i = head;
       }
       for (; i + S::N <= n; i += S::N) S::stream(y + i, f(i, int64_t(S::N)));
     }
   }
   for (; i + S::N <= n; i += S::N) S::store(y + i, f(i, int64_t(S::N)));
-  if (i < n) store_partial<T>(y + i, f(i, n - i), n - i);
+  if (i < n) S::store_partial(y + i, f(i, n - i), n - i);
 }
 
 // Column loop over [0, w) for the accumulating column kernels: f(j, k) on full vectors
 // (k == N, folded into plain loads/stores) then on a partial tail.
 template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
-  using S = Simd<T>;
+  using S = Storage<T>;
   int64_t j = 0;
   for (; j + S::N <= w; j += S::N) f(j, int64_t(S::N));
   if (j < w) f(j, w - j);
@@ -114,7 +119,7 @@ template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
 // runs once per vector read (stream_row writes a vector of another row there): one summation
 // order for every caller, so a row's sum has the same bits whichever loop computed it.
 template <class T, class G> NK_AI inline double run_sum_each(const T* x, int64_t n, G&& each_vector) {
-  using S = Simd<T>;
+  using S = Storage<T>;
   constexpr int N = S::N;
   double total = 0;
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
@@ -130,7 +135,7 @@ template <class T, class G> NK_AI inline double run_sum_each(const T* x, int64_t
       a0 += ld(p + i, imin(N, bn - i));  // zero-filled tail
       each_vector();
     }
-    total += double(hsum<T>((a0 + a1) + (a2 + a3)));
+    total += double(hsum<compute_t<T>>((a0 + a1) + (a2 + a3)));
   }
   return total;
 }
@@ -139,8 +144,9 @@ template <class T> double run_sum(const T* x, int64_t n) {
 }
 
 // s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n) (four independent accumulator pairs).
-template <class T> void run_centered(const T* x, int64_t n, T m, double& s1, double& s2) {
-  using S = Simd<T>;
+template <class T> void run_centered(const T* x, int64_t n, compute_t<T> m, double& s1, double& s2) {
+  using S = Storage<T>;
+  using C = compute_t<T>;
   constexpr int N = S::N;
   s1 = 0;
   s2 = 0;
@@ -157,11 +163,11 @@ template <class T> void run_centered(const T* x, int64_t n, T m, double& s1, dou
     }
     for (; i < bn; i += N) {
       const int64_t k = imin(N, bn - i);
-      V<T> d = keep_first<T>(ld(p + i, k) - m, k);
+      V<T> d = keep_first<C>(ld(p + i, k) - m, k);
       a0 += d; q0 += d * d;
     }
-    s1 += double(hsum<T>((a0 + a1) + (a2 + a3)));
-    s2 += double(hsum<T>((q0 + q1) + (q2 + q3)));
+    s1 += double(hsum<C>((a0 + a1) + (a2 + a3)));
+    s2 += double(hsum<C>((q0 + q1) + (q2 + q3)));
   }
 }
 
@@ -183,10 +189,10 @@ template <class T> struct LnRow {
 // A row whose fast statistics cannot be right (wide_needed, normalization.hpp): its mean, rstd
 // and output coefficients from wide_stats, for the same output loops. Rows with a NaN or an
 // infinity keep the fast results.
-template <class T>
-__attribute__((noinline, cold)) void ln_row_wide(const T* x, int64_t d, double eps, T* mean, T* rstd, LnRow<T>* p) {
+template <class X, class T = compute_t<X>>
+__attribute__((noinline, cold)) void ln_row_wide(const X* x, int64_t d, double eps, T* mean, T* rstd, LnRow<T>* p) {
   using W = WideOf<T>;
-  const WideStats<T> s = wide_stats<T>(d, [x](int64_t i) { return x[i]; });
+  const WideStats<T> s = wide_stats<T>(d, [x](int64_t i) { return load_one(x + i); });
   if (!s.finite) return;
   const T mh = wide_center<T>(s);
   const T rs = T(W(1) / std::sqrt(s.m2 / W(d) + W(eps)));
@@ -197,14 +203,14 @@ __attribute__((noinline, cold)) void ln_row_wide(const T* x, int64_t d, double e
   *mean = T(s.mean);
   *rstd = rs;
 }
-template <class T, int G>
-NK_AI inline void ln_rows_finish(const T* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
+template <class X, int G, class T = compute_t<X>>
+NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
                                  T* mean, T* rstd, LnRow<T>* p) {
   double c[G], v[G], rs[G], q[G];
   for (int g = 0; g < G; ++g) p[g].mh = T(sum[g] * inv_d);
   for (int g = 0; g < G; ++g) {
     double s1, s2;
-    run_centered<T>(x + g * xs, d, p[g].mh, s1, s2);
+    run_centered<X>(x + g * xs, d, p[g].mh, s1, s2);
     c[g] = s1 * inv_d;
     v[g] = (s2 - s1 * c[g]) * inv_d;
     q[g] = s2;
@@ -217,14 +223,14 @@ NK_AI inline void ln_rows_finish(const T* x, int64_t xs, int64_t d, const double
     rstd[g] = p[g].rs;
   }
   for (int g = 0; g < G; ++g)
-    if (__builtin_expect(wide_needed<T>(q[g], v[g], c[g], eps), 0)) ln_row_wide<T>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
+    if (__builtin_expect(wide_needed<T>(q[g], v[g], c[g], eps), 0)) ln_row_wide<X>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
 }
-template <class T, int G>
-NK_AI inline void ln_rows_stats(const T* x, int64_t xs, int64_t d, double inv_d, double eps, T* mean, T* rstd,
+template <class X, int G, class T = compute_t<X>>
+NK_AI inline void ln_rows_stats(const X* x, int64_t xs, int64_t d, double inv_d, double eps, T* mean, T* rstd,
                                 LnRow<T>* p) {
   double sum[G];
-  for (int g = 0; g < G; ++g) sum[g] = run_sum<T>(x + g * xs, d);
-  ln_rows_finish<T, G>(x, xs, d, sum, inv_d, eps, mean, rstd, p);
+  for (int g = 0; g < G; ++g) sum[g] = run_sum<X>(x + g * xs, d);
+  ln_rows_finish<X, G>(x, xs, d, sum, inv_d, eps, mean, rstd, p);
 }
 // Streamed rows of a contiguous output (row r + 1 starts where row r ends, rows of at least
 // two vectors; see rows_streamable): row r's y[0..n) = f(i, k) goes out with non-temporal
@@ -237,20 +243,20 @@ NK_AI inline void ln_rows_stats(const T* x, int64_t xs, int64_t d, double inv_d,
 // (65536, 1024) float32 out). The chunk's first head and last tail use cached stores (the
 // other part of their lines belongs to another chunk). y must be aligned to its element size.
 template <class T> inline bool rows_streamable(const T* y, int64_t ys, int64_t n, bool stream) {
-  return stream && ys == n && n >= 2 * Simd<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
+  return stream && ys == n && n >= 2 * Storage<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
 }
 template <class T, class F>
 NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f) {
-  using S = Simd<T>;
+  using S = Storage<T>;
   constexpr int N = S::N;
-  const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(kVecBytes);
-  int64_t w = mis == 0 ? 0 : int64_t((uintptr_t(kVecBytes) - mis) / sizeof(T));  // write cursor, < N <= n / 2
+  const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(S::kBytes);
+  int64_t w = mis == 0 ? 0 : int64_t((uintptr_t(S::kBytes) - mis) / sizeof(T));  // write cursor, < N <= n / 2
   if (w > 0) {
-    if (pend > 0) {  // pend + w == N: the line starting at y - pend
-      store_partial<T>(line + pend, f(int64_t(0), w), w);
+    if (pend > 0) {  // pend + w == N: the line starting at y - pend (16-bit: re-rounding is exact)
+      S::store_partial(line + pend, f(int64_t(0), w), w);
       S::stream(y - pend, S::load(line));
     } else {
-      store_partial<T>(y, f(int64_t(0), w), w);
+      S::store_partial(y, f(int64_t(0), w), w);
     }
   }
   pend = 0;
@@ -265,9 +271,9 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
   if (w < n) {
     const int64_t k = n - w;
     if (last) {
-      store_partial<T>(y + w, f(w, k), k);
+      S::store_partial(y + w, f(w, k), k);
     } else {
-      store_partial<T>(line, f(w, k), k);
+      S::store_partial(line, f(w, k), k);
       pend = k;
     }
   }
@@ -278,7 +284,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
 // the caller fences.
 template <class T, class F> NK_AI inline void write_rows(T* y, int64_t ys, int64_t rows, int64_t n, bool stream, F&& f) {
   if (rows_streamable(y, ys, n, stream)) {
-    alignas(64) T line[Simd<T>::N];
+    alignas(64) T line[Storage<T>::N];
     int64_t pend = 0;
     for (int64_t r = 0; r < rows; ++r)
       stream_row<T>(y + r * ys, n, nullptr, r + 1 == rows, line, pend,
@@ -296,8 +302,8 @@ NK_AI inline V<T> ln_out(V<T> xv, const LnRow<T>& p, V<T> gv, V<T> bv, T slope) 
   return act_fwd<T, ACT>(v, slope);
 }
 
-template <class T, int ACT, bool AFF>
-void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
+template <class X, int ACT, bool AFF, class T = compute_t<X>>
+void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
                  int64_t rows, int64_t d, double eps, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const double inv_d = 1.0 / double(d);
@@ -308,36 +314,36 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
       // rows sharing each gamma/beta load (the write pass's loads dominate short rows).
       for (; r0 + 4 <= rows; r0 += 4) {
         LnRow<T> p[4];
-        ln_rows_stats<T, 4>(x + r0 * xs, xs, d, inv_d, eps, mean + r0, rstd + r0, p);
-        const T *x0 = x + r0 * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
-        T *y0 = y + r0 * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
-        col_loop<T>(d, [&](int64_t i, int64_t k) NK_AI {
+        ln_rows_stats<X, 4>(x + r0 * xs, xs, d, inv_d, eps, mean + r0, rstd + r0, p);
+        const X *x0 = x + r0 * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        X *y0 = y + r0 * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+        col_loop<X>(d, [&](int64_t i, int64_t k) NK_AI {
           const V<T> gv = ld(gamma + i, k), bv = ld(beta + i, k);
-          st<T>(y0 + i, ln_out<T, ACT, AFF>(ld(x0 + i, k), p[0], gv, bv, slope), k);
-          st<T>(y1 + i, ln_out<T, ACT, AFF>(ld(x1 + i, k), p[1], gv, bv, slope), k);
-          st<T>(y2 + i, ln_out<T, ACT, AFF>(ld(x2 + i, k), p[2], gv, bv, slope), k);
-          st<T>(y3 + i, ln_out<T, ACT, AFF>(ld(x3 + i, k), p[3], gv, bv, slope), k);
+          st<X>(y0 + i, ln_out<T, ACT, AFF>(ld(x0 + i, k), p[0], gv, bv, slope), k);
+          st<X>(y1 + i, ln_out<T, ACT, AFF>(ld(x1 + i, k), p[1], gv, bv, slope), k);
+          st<X>(y2 + i, ln_out<T, ACT, AFF>(ld(x2 + i, k), p[2], gv, bv, slope), k);
+          st<X>(y3 + i, ln_out<T, ACT, AFF>(ld(x3 + i, k), p[3], gv, bv, slope), k);
         });
       }
     }
   }
   // Streamed rows of a contiguous y: written while the next row is summed (stream_row).
   const bool fuse = rows_streamable(y, ys, d, stream);
-  alignas(64) T line[Simd<T>::N];
+  alignas(64) X line[Storage<X>::N];
   int64_t pend = 0;
-  double sum = fuse && r0 < rows ? run_sum<T>(x + r0 * xs, d) : 0.0;
+  double sum = fuse && r0 < rows ? run_sum<X>(x + r0 * xs, d) : 0.0;
   for (int64_t r = r0; r < rows; ++r) {
-    const T* xr = x + r * xs;
+    const X* xr = x + r * xs;
     LnRow<T> p;
-    if (fuse) ln_rows_finish<T, 1>(xr, xs, d, &sum, inv_d, eps, mean + r, rstd + r, &p);
-    else ln_rows_stats<T, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
+    if (fuse) ln_rows_finish<X, 1>(xr, xs, d, &sum, inv_d, eps, mean + r, rstd + r, &p);
+    else ln_rows_stats<X, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
     auto f = [&](int64_t i, int64_t k) NK_AI {
       if constexpr (AFF) return ln_out<T, ACT, AFF>(ld(xr + i, k), p, ld(gamma + i, k), ld(beta + i, k), slope);
       else return ln_out<T, ACT, AFF>(ld(xr + i, k), p, V<T>{}, V<T>{}, slope);
     };
     const bool last = r + 1 == rows;
-    if (fuse) sum = stream_row<T>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, f);
-    else write_row<T>(y + r * ys, d, stream, f);
+    if (fuse) sum = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, f);
+    else write_row<X>(y + r * ys, d, stream, f);
   }
   if (stream) stream_fence();
 }
@@ -351,18 +357,19 @@ void ln_fwd_impl(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const
 // with xhat = (x - m - c) * rs, c = mean(x - m), dx = rs * (wdy - mean(wdy) - xhat * mean(wdy * xhat)),
 // the factorisation that keeps every intermediate in range for any finite row (the fast one's
 // rs^3 underflows for a large std). dgamma/dbeta partials (accg/accb, when given) as the fast loop.
-template <class T, int ACT>
-__attribute__((noinline, cold)) void ln_bwd_row_wide(const T* dr, const T* xr, const T* yr, const T* gamma, T m,
-                                                     T rs, T* dxr, T* accg, T* accb, int64_t d, T slope) {
+template <class X, int ACT, class T = compute_t<X>>
+__attribute__((noinline, cold)) void ln_bwd_row_wide(const X* dr, const X* xr, const X* yr, const T* gamma, T m,
+                                                     T rs, X* dxr, T* accg, T* accb, int64_t d, T slope) {
   using W = WideOf<T>;
   auto grad = [&](int64_t i) -> T {
-    if constexpr (ACT == kNormActRelu) return yr[i] > T(0) ? dr[i] : T(0);
-    else if constexpr (ACT == kNormActLeakyRelu) return yr[i] > T(0) ? dr[i] : dr[i] * slope;
-    else return dr[i];
+    const T di = load_one(dr + i);
+    if constexpr (ACT == kNormActRelu) return load_one(yr + i) > T(0) ? di : T(0);
+    else if constexpr (ACT == kNormActLeakyRelu) return load_one(yr + i) > T(0) ? di : di * slope;
+    else return di;
   };
   W a = 0, b = 0, c = 0;
   for (int64_t i = 0; i < d; ++i) {
-    const W wdy = W(grad(i)) * W(gamma[i]), xm = W(xr[i]) - W(m);
+    const W wdy = W(grad(i)) * W(gamma[i]), xm = W(load_one(xr + i)) - W(m);
     a += wdy; b += wdy * xm; c += xm;
   }
   const W dd = W(d), rsw = W(rs);
@@ -370,8 +377,8 @@ __attribute__((noinline, cold)) void ln_bwd_row_wide(const T* dr, const T* xr, c
   const W ma = a / dd, k = (b - c * a) * rsw / dd;  // mean(wdy), mean(wdy * xhat)
   for (int64_t i = 0; i < d; ++i) {
     const T g = grad(i);
-    const W xhat = (W(xr[i]) - W(m) - c) * rsw;
-    dxr[i] = T(rsw * (W(g) * W(gamma[i]) - ma - xhat * k));
+    const W xhat = (W(load_one(xr + i)) - W(m) - c) * rsw;
+    store_one(dxr + i, T(rsw * (W(g) * W(gamma[i]) - ma - xhat * k)));
     if (accg) {
       accg[i] += T(W(g) * xhat);
       accb[i] += g;
@@ -379,11 +386,11 @@ __attribute__((noinline, cold)) void ln_bwd_row_wide(const T* dr, const T* xr, c
   }
 }
 
-template <class T, int ACT>
-void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
-                 const T* mean, const T* rstd, T* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
+template <class X, int ACT, class T = compute_t<X>>
+void ln_bwd_impl(const X* dout, int64_t ds, const X* x, int64_t xs, const X* y, int64_t yss, const T* gamma,
+                 const T* mean, const T* rstd, X* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
                  double slope_d, bool stream) {
-  using S = Simd<T>;
+  using S = Storage<X>;
   constexpr int N = S::N;
   const T slope = T(slope_d);
   T* accg = scratch;
@@ -398,9 +405,9 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
   // rs^2 underflows, and the xhat term of dx would be lost): the row goes to ln_bwd_row_wide.
   struct Coef { T m, rs, cl, kx, bb; bool wide; };
   auto coef = [&](int64_t r) NK_AI {
-    const T* dr = dout + r * ds;
-    const T* xr = x + r * xs;
-    const T* yr = ACT ? y + r * yss : nullptr;
+    const X* dr = dout + r * ds;
+    const X* xr = x + r * xs;
+    const X* yr = ACT ? y + r * yss : nullptr;
     const T m = mean[r];
     const T rs = rstd[r];
     double a = 0, b = 0, c = 0;
@@ -413,7 +420,7 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
       for (; i + 2 * N <= e; i += 2 * N) {
         const V<T> g0 = act_bwd<T, ACT>(S::load(dr + i), yr + i, N, slope);
         const V<T> g1 = act_bwd<T, ACT>(S::load(dr + i + N), yr + i + N, N, slope);
-        const V<T> w0 = g0 * S::load(gamma + i), w1 = g1 * S::load(gamma + i + N);
+        const V<T> w0 = g0 * Simd<T>::load(gamma + i), w1 = g1 * Simd<T>::load(gamma + i + N);
         const V<T> x0 = S::load(xr + i) - m, x1 = S::load(xr + i + N) - m;
         va += w0; vb += w0 * x0; vc += x0;
         va2 += w1; vb2 += w1 * x1; vc2 += x1;
@@ -442,14 +449,14 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
   // ln_bwd_row_wide for a `wide` row.
   auto one_row = [&](int64_t r) NK_AI {
     const Coef q = coef(r);
-    const T* dr = dout + r * ds;
-    const T* xr = x + r * xs;
-    const T* yr = ACT ? y + r * yss : nullptr;
+    const X* dr = dout + r * ds;
+    const X* xr = x + r * xs;
+    const X* yr = ACT ? y + r * yss : nullptr;
     if (__builtin_expect(q.wide, 0)) {
-      ln_bwd_row_wide<T, ACT>(dr, xr, yr, gamma, q.m, q.rs, dx + r * dxs, accg, accb, d, slope);
+      ln_bwd_row_wide<X, ACT>(dr, xr, yr, gamma, q.m, q.rs, dx + r * dxs, accg, accb, d, slope);
       return;
     }
-    write_row<T>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
+    write_row<X>(dx + r * dxs, d, stream, [&](int64_t i, int64_t k) NK_AI {
       V<T> g = act_bwd<T, ACT>(ld(dr + i, k), yr + i, k, slope);
       V<T> xmc = (ld(xr + i, k) - q.m) - q.cl;
       if (part) {
@@ -479,20 +486,20 @@ void ln_bwd_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, 
         flush(r + 4);
         continue;
       }
-      const T *d0 = dout + r * ds, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
-      const T *x0 = x + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
-      const T* y0 = ACT ? y + r * yss : nullptr;
-      const T* y1 = ACT ? y0 + yss : nullptr;
-      const T* y2 = ACT ? y1 + yss : nullptr;
-      const T* y3 = ACT ? y2 + yss : nullptr;
-      T *o0 = dx + r * dxs, *o1 = o0 + dxs, *o2 = o1 + dxs, *o3 = o2 + dxs;
+      const X *d0 = dout + r * ds, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
+      const X *x0 = x + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+      const X* y0 = ACT ? y + r * yss : nullptr;
+      const X* y1 = ACT ? y0 + yss : nullptr;
+      const X* y2 = ACT ? y1 + yss : nullptr;
+      const X* y3 = ACT ? y2 + yss : nullptr;
+      X *o0 = dx + r * dxs, *o1 = o0 + dxs, *o2 = o1 + dxs, *o3 = o2 + dxs;
       const bool nt = stream && (reinterpret_cast<uintptr_t>(o0) | reinterpret_cast<uintptr_t>(o1) |
                                  reinterpret_cast<uintptr_t>(o2) | reinterpret_cast<uintptr_t>(o3)) %
-                                        uintptr_t(kVecBytes) == 0;
-      auto put = [nt](T* p, V<T> v, int64_t k) NK_AI {
-        if (nt && k == N) S::stream(p, v); else st<T>(p, v, k);
+                                        uintptr_t(S::kBytes) == 0;
+      auto put = [nt](X* p, V<T> v, int64_t k) NK_AI {
+        if (nt && k == N) S::stream(p, v); else st<X>(p, v, k);
       };
-      col_loop<T>(d, [&](int64_t i, int64_t k) NK_AI {
+      col_loop<X>(d, [&](int64_t i, int64_t k) NK_AI {
         const V<T> gm = ld(gamma + i, k);
         const V<T> g0 = act_bwd<T, ACT>(ld(d0 + i, k), y0 + i, k, slope);
         const V<T> g1 = act_bwd<T, ACT>(ld(d1 + i, k), y1 + i, k, slope);
@@ -761,20 +768,22 @@ void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n,
   }
 
 template <class T, int ACT>
-void ln_fwd_impl2(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
-                  int64_t rows, int64_t d, double eps, double slope, bool stream) {
+void ln_fwd_impl2(const T* x, int64_t xs, T* y, int64_t ys, const compute_t<T>* gamma, const compute_t<T>* beta,
+                  compute_t<T>* mean, compute_t<T>* rstd, int64_t rows, int64_t d, double eps, double slope,
+                  bool stream) {
   if (gamma) ln_fwd_impl<T, ACT, true>(x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream);
   else ln_fwd_impl<T, ACT, false>(x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream);
 }
 template <class T>
-void ln_fwd(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd, int64_t rows,
-            int64_t d, double eps, int act, double slope, bool stream) {
+void ln_fwd(const T* x, int64_t xs, T* y, int64_t ys, const compute_t<T>* gamma, const compute_t<T>* beta,
+            compute_t<T>* mean, compute_t<T>* rstd, int64_t rows, int64_t d, double eps, int act, double slope,
+            bool stream) {
   NK_NORM_DISPATCH(ln_fwd_impl2, x, xs, y, ys, gamma, beta, mean, rstd, rows, d, eps, slope, stream)
 }
 template <class T>
-void ln_bwd(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
-            const T* mean, const T* rstd, T* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
-            int act, double slope, bool stream) {
+void ln_bwd(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const compute_t<T>* gamma,
+            const compute_t<T>* mean, const compute_t<T>* rstd, T* dx, int64_t dxs, double* part,
+            compute_t<T>* scratch, int64_t rows, int64_t d, int act, double slope, bool stream) {
   NK_NORM_DISPATCH(ln_bwd_impl, dout, ds, x, xs, y, yss, gamma, mean, rstd, dx, dxs, part, scratch, rows, d, slope,
                    stream)
 }
@@ -815,6 +824,11 @@ template <class T> constexpr NormKernelsT<T> make_table() {
                          &col_apply<T>, &run_apply<T>,      &col_bwd_reduce<T>, &run_bwd_reduce<T>,
                          &col_bwd_apply<T>, &run_bwd_apply<T>, &any_outside};
 }
+// 16-bit storage: layer norm only (batch norm refuses 16-bit x at the boundary).
+template <class T> constexpr NormKernelsT<T> make_table_16bit() {
+  return NormKernelsT<T>{&ln_fwd<T>, &ln_bwd<T>, nullptr, nullptr, nullptr, nullptr,
+                         nullptr,    nullptr,    nullptr, nullptr, &any_outside};
+}
 
 }  // namespace
 NK_KERNEL_NAMESPACE_END
@@ -823,4 +837,6 @@ NK_KERNEL_NAMESPACE_END
 NK_DEFINE_ISA_TABLE(NormalizationKernels, normalization_kernels) = {
     nk::NK_ISA_NS::make_table<float>(),
     nk::NK_ISA_NS::make_table<double>(),
+    nk::NK_ISA_NS::make_table_16bit<nk::float16_t>(),
+    nk::NK_ISA_NS::make_table_16bit<nk::bfloat16_t>(),
 };

@@ -19,16 +19,19 @@ enum NormActivation : int { kNormActNone = 0, kNormActRelu = 1, kNormActLeakyRel
 constexpr int64_t kNormSubRows = 64;
 constexpr int64_t kNormColTile = 1024;
 
+// T: the storage type of x, y, dout, dx; C: the type of the arithmetic, of gamma/beta, mean/rstd and
+// scratch (float for the 16-bit types: mean and rstd of 16-bit data are always float32).
 template <class T>
 struct NormKernelsT {
+  using C = compute_of_t<T>;
   // Layer norm forward over `rows` rows of length d (row strides xs, ys in elements):
   // y = act(((x - mean) * rstd) * gamma + beta); writes mean[r], rstd[r]. gamma/beta: d values.
-  void (*ln_fwd)(const T* x, int64_t xs, T* y, int64_t ys, const T* gamma, const T* beta, T* mean, T* rstd,
+  void (*ln_fwd)(const T* x, int64_t xs, T* y, int64_t ys, const C* gamma, const C* beta, C* mean, C* rstd,
                  int64_t rows, int64_t d, double eps, int act, double slope, bool stream);
   // Layer norm backward: dx rows (stride dxs). With `part` (2*d doubles: dgamma | dbeta) the
-  // partial sums of these rows are stored there (overwritten); `scratch` holds 2*d T values.
-  void (*ln_bwd)(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const T* gamma,
-                 const T* mean, const T* rstd, T* dx, int64_t dxs, double* part, T* scratch, int64_t rows, int64_t d,
+  // partial sums of these rows are stored there (overwritten); `scratch` holds 2*d C values.
+  void (*ln_bwd)(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, const C* gamma,
+                 const C* mean, const C* rstd, T* dx, int64_t dxs, double* part, C* scratch, int64_t rows, int64_t d,
                  int act, double slope, bool stream);
   // Per-column statistics of `rows` rows of width w (double, overwritten): mean = shift + rel with
   // shift a value of type T (the first block's mean; exact) and rel small, m2 = sum of squared deviations.
@@ -147,6 +150,8 @@ inline bool any_outside_scalar(const double* v, int64_t n, double lo) {
 struct NormalizationKernels {
   NormKernelsT<float> f32;
   NormKernelsT<double> f64;
+  NormKernelsT<float16_t> f16;
+  NormKernelsT<bfloat16_t> bf16;
 };
 
 }  // namespace nk

@@ -7,6 +7,12 @@
 // Batch norm layout: x is (N, C, *spatial), viewed as N rows of W = C*S values (S = spatial
 // size). Small S: "column" path, per-column statistics of row blocks, the S columns of a
 // channel merged afterwards. S >= kPlaneMin: "plane" path, each (n, c) plane is a contiguous run.
+//
+// 16-bit storage (float16 / bfloat16 x, issue 15): the drivers are templated on the storage type X
+// of x, y, dout and dx, with C = compute_of_t<X> (float32 for the 16-bit types) the type of the
+// kernels' arithmetic and of everything per row / per channel they take or return (mean, rstd,
+// gamma/beta as the kernels read them, the planar parameters). Per-channel vectors of any dtype
+// are read and written through core/float16.hpp (rounded to nearest even once).
 #include "drivers/normalization.hpp"
 
 #include <algorithm>
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "core/elementwise.hpp"
+#include "core/float16.hpp"
 #include "core/parallel.hpp"
 
 NK_DEFINE_DISPATCH(LayerNormForwardImpl, layernorm_forward_stub)
@@ -58,16 +65,44 @@ constexpr int64_t kSerialElems = int64_t(1) << 16; // below this, reductions run
 template <class T> const NormKernelsT<T>& kern();
 template <> const NormKernelsT<float>& kern<float>() { return normalization_kernels().f32; }
 template <> const NormKernelsT<double>& kern<double>() { return normalization_kernels().f64; }
+template <> const NormKernelsT<float16_t>& kern<float16_t>() { return normalization_kernels().f16; }
+template <> const NormKernelsT<bfloat16_t>& kern<bfloat16_t>() { return normalization_kernels().bf16; }
 
-template <class T> constexpr DType dtype_of() { return sizeof(T) == 4 ? DType::f32 : DType::f64; }
+template <class T> constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, float16_t>) return DType::f16;
+  else if constexpr (std::is_same_v<T, bfloat16_t>) return DType::bf16;
+  else return sizeof(T) == 4 ? DType::f32 : DType::f64;
+}
 
+// Run f(X()) with X the storage type of dt.
+template <class F> void with_dtype(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float()); break;
+    case DType::f64: f(double()); break;
+    case DType::f16: f(float16_t()); break;
+    case DType::bf16: f(bfloat16_t()); break;
+  }
+}
+
+// Element i of a 1-d vector of any float dtype as double / written from a double (rounded once to
+// the vector's dtype: core/float16.hpp).
 double read_at(const ArrayView& v, int64_t i) {
   const int64_t off = v.ndim() == 0 ? 0 : i * v.strides[0];
-  return v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]);
+  return read_value(v.data, v.dtype, off);
 }
-void write_at(const ArrayView& v, int64_t i, double val) {
-  const int64_t off = i * v.strides[0];
-  if (v.dtype == DType::f64) v.ptr<double>()[off] = val; else v.ptr<float>()[off] = float(val);
+void write_at(const ArrayView& v, int64_t i, double val) { write_value(v.data, v.dtype, i * v.strides[0], val); }
+
+// One element of x-typed data as its compute type, and back (rounded to nearest even): the wide
+// (extreme-magnitude) paths read and write 16-bit storage through these, with the kernels' bits.
+template <class X> inline compute_of_t<X> elem(const X* p, int64_t i) {
+  if constexpr (std::is_same_v<X, bfloat16_t>) return bf16_to_float(p[i].bits);
+  else if constexpr (std::is_same_v<X, float16_t>) return f16_to_float(p[i].bits);
+  else return p[i];
+}
+template <class X> inline void put_elem(X* p, int64_t i, compute_of_t<X> v) {
+  if constexpr (std::is_same_v<X, bfloat16_t>) p[i].bits = float_to_bf16(v);
+  else if constexpr (std::is_same_v<X, float16_t>) p[i].bits = float_to_f16(v);
+  else p[i] = v;
 }
 // An optional per-channel vector's n values as double (dflt where absent).
 std::vector<double> to_double(const ArrayView* v, int64_t n, double dflt) {
@@ -76,10 +111,15 @@ std::vector<double> to_double(const ArrayView* v, int64_t n, double dflt) {
     for (int64_t i = 0; i < n; ++i) r[size_t(i)] = read_at(*v, i);
   return r;
 }
-template <class T> void write_vec(const ArrayView* v, const std::vector<double>& vals) {
+// A result vector (C-contiguous, any float dtype) from double values, each rounded once.
+void write_vec(const ArrayView* v, const std::vector<double>& vals) {
   if (!v) return;
-  T* p = v->ptr<T>();
-  for (size_t i = 0; i < vals.size(); ++i) p[i] = T(vals[i]);
+  if (v->dtype == DType::f32) {  // the common case without a per-element dtype switch
+    float* p = v->ptr<float>();
+    for (size_t i = 0; i < vals.size(); ++i) p[i] = float(vals[i]);
+    return;
+  }
+  for (size_t i = 0; i < vals.size(); ++i) write_value(v->data, v->dtype, int64_t(i), vals[i]);
 }
 
 // Input rows: data pointer and row stride (norm_rows_of holds: the binding checked).
@@ -105,7 +145,7 @@ template <class T> const T* shaped_as(const ArrayView& v, const ArrayView& out, 
   for (int64_t k = 0; k < v.size; ++k) {  // C-order walk over any strides
     int64_t off = 0;
     for (int i = 0; i < nd; ++i) off += idx[i] * v.strides[size_t(i)];
-    buf[size_t(k)] = T(v.dtype == DType::f64 ? v.ptr<double>()[off] : double(v.ptr<float>()[off]));
+    buf[size_t(k)] = T(read_value(v.data, v.dtype, off));
     for (int i = nd - 1; i >= 0; --i) {
       if (++idx[i] < v.shape[size_t(i)]) break;
       idx[i] = 0;
@@ -139,18 +179,19 @@ const T* ln_param(const ArrayView* v, const ArrayView* other, int64_t n, T dflt,
   return buf.data();
 }
 
-template <class T> void ln_forward(const LayerNormForwardArgs& a) {
-  const auto& K = kern<T>();
+// X: the dtype of x and y; mean, rstd and the kernel's gamma/beta are C (float32 for 16-bit x).
+template <class X, class C = compute_of_t<X>> void ln_forward(const LayerNormForwardArgs& a) {
+  const auto& K = kern<X>();
   const ArrayView& xv = *a.x;
   const int64_t d = xv.shape.back(), rows = xv.size / d;
-  std::vector<T> gbuf, bbuf;
-  const T* gamma = ln_param<T>(a.gamma, a.beta, d, T(1), *a.y, gbuf);
-  const T* beta = ln_param<T>(a.beta, a.gamma, d, T(0), *a.y, bbuf);
-  const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
-  const RowsOf<T> x = rows_of<T>(a.x, xv.ndim() - 1);
-  T* y = a.y->ptr<T>();
-  T* mean = a.mean->ptr<T>();
-  T* rstd = a.rstd->ptr<T>();
+  std::vector<C> gbuf, bbuf;
+  const C* gamma = ln_param<C>(a.gamma, a.beta, d, C(1), *a.y, gbuf);
+  const C* beta = ln_param<C>(a.beta, a.gamma, d, C(0), *a.y, bbuf);
+  const bool stream = rows * d * int64_t(sizeof(X)) >= kStreamBytes;
+  const RowsOf<X> x = rows_of<X>(a.x, xv.ndim() - 1);
+  X* y = a.y->ptr<X>();
+  C* mean = a.mean->ptr<C>();
+  C* rstd = a.rstd->ptr<C>();
   const double eps = a.eps, slope = a.act.slope;
   const int act = a.act.act;
   parallel_for(rows, std::max<int64_t>(1, kApplyElems / d), [&](int64_t b, int64_t e) {
@@ -158,25 +199,26 @@ template <class T> void ln_forward(const LayerNormForwardArgs& a) {
   });
 }
 
-template <class T> void ln_backward(const LayerNormBackwardArgs& a) {
-  const auto& K = kern<T>();
+// dgamma/dbeta: float sums per task (C), combined in double, rounded once to their dtype.
+template <class X, class C = compute_of_t<X>> void ln_backward(const LayerNormBackwardArgs& a) {
+  const auto& K = kern<X>();
   const ArrayView& xv = *a.x;
   const int64_t d = xv.shape.back(), rows = xv.size / d;
   const bool want_params = a.gamma != nullptr;
   const std::vector<double> gd = to_double(a.gamma, d, 1.0);
-  const std::vector<T> gamma(gd.begin(), gd.end());
-  std::vector<T> mbuf, rbuf;
-  const T* mean = shaped_as<T>(*a.mean, *a.dx, mbuf);
-  const T* rstd = shaped_as<T>(*a.rstd, *a.dx, rbuf);
-  const bool stream = rows * d * int64_t(sizeof(T)) >= kStreamBytes;
+  const std::vector<C> gamma(gd.begin(), gd.end());
+  std::vector<C> mbuf, rbuf;
+  const C* mean = shaped_as<C>(*a.mean, *a.dx, mbuf);
+  const C* rstd = shaped_as<C>(*a.rstd, *a.dx, rbuf);
+  const bool stream = rows * d * int64_t(sizeof(X)) >= kStreamBytes;
   const int64_t grain = std::max<int64_t>(1, kTaskElems / d);
   const int64_t tasks = num_chunks(rows, grain);
   std::vector<double> part(want_params ? size_t(tasks * 2 * d) : 0);
-  std::vector<T> scratch(want_params ? size_t(tasks * 2 * d) : 0);
+  std::vector<C> scratch(want_params ? size_t(tasks * 2 * d) : 0);
   const int first_inner = xv.ndim() - 1;
-  const RowsOf<T> dr = rows_of<T>(a.dout, first_inner), xr = rows_of<T>(a.x, first_inner);
-  const RowsOf<T> yr = rows_of<T>(a.act.act != kNormActNone ? a.y : nullptr, first_inner);
-  T* dx = a.dx->ptr<T>();
+  const RowsOf<X> dr = rows_of<X>(a.dout, first_inner), xr = rows_of<X>(a.x, first_inner);
+  const RowsOf<X> yr = rows_of<X>(a.act.act != kNormActNone ? a.y : nullptr, first_inner);
+  X* dx = a.dx->ptr<X>();
   parallel_for_chunks(rows, grain, [&](int64_t t, int64_t b, int64_t e) {
     K.ln_bwd(dr.p + b * dr.rs, dr.rs, xr.p + b * xr.rs, xr.rs, yr.p ? yr.p + b * yr.rs : nullptr, yr.rs,
              gamma.data(), mean + b, rstd + b, dx + b * d, d, want_params ? &part[size_t(t * 2 * d)] : nullptr,
@@ -189,15 +231,15 @@ template <class T> void ln_backward(const LayerNormBackwardArgs& a) {
       dg[size_t(j)] += part[size_t(t * 2 * d + j)];
       db[size_t(j)] += part[size_t(t * 2 * d + d + j)];
     }
-  write_vec<T>(a.dgamma, dg);
-  write_vec<T>(a.dbeta, db);
+  write_vec(a.dgamma, dg);
+  write_vec(a.dbeta, db);
 }
 
 void layernorm_forward_cpu(const LayerNormForwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) ln_forward<float>(a); else ln_forward<double>(a);
+  with_dtype(a.x->dtype, [&](auto tag) { ln_forward<decltype(tag)>(a); });
 }
 void layernorm_backward_cpu(const LayerNormBackwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) ln_backward<float>(a); else ln_backward<double>(a);
+  with_dtype(a.x->dtype, [&](auto tag) { ln_backward<decltype(tag)>(a); });
 }
 
 // ---------------------------------------------------------------- batch norm building blocks
@@ -227,7 +269,7 @@ Geom geom_of(const ArrayView& x) {
 template <class T>
 void bn_stats(const Geom& g, const T* x, int64_t rs, std::vector<double>& shift, std::vector<double>& rel,
               std::vector<double>& m2) {
-  const auto& K = kern<T>();
+  const auto& K = kern<T>();  // T: the storage type (16-bit values are summed in float32 blocks)
   shift.assign(size_t(g.C), 0.0);
   rel.assign(size_t(g.C), 0.0);
   m2.assign(size_t(g.C), 0.0);
@@ -303,8 +345,8 @@ void channel_params(const Geom& g, const std::vector<T>& pc, int k, int64_t c, T
   for (int q = 0; q < k; ++q) out[q] = pc[size_t(q * g.C + c)];
 }
 
-template <class T>
-void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>& pc, int act, double slope,
+template <class T, class C = compute_of_t<T>>
+void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<C>& pc, int act, double slope,
               bool fresh_out) {
   const auto& K = kern<T>();
   if (g.N * g.W == 0) return;
@@ -315,8 +357,8 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
   const bool stream = !fresh_out && g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
   if (!g.plane) {
     const int64_t W = g.W;
-    const std::vector<T> spread = g.S == 1 ? std::vector<T>() : per_column(g, pc, 3);
-    const T* p = g.S == 1 ? pc.data() : spread.data();
+    const std::vector<C> spread = g.S == 1 ? std::vector<C>() : per_column(g, pc, 3);
+    const C* p = g.S == 1 ? pc.data() : spread.data();
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_apply(x + b * rs, rs, y + b * W, W, e - b, W, p, act, slope, stream);
@@ -326,7 +368,7 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
     parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = i / g.C, c = i % g.C;
-        T pp[3];
+        C pp[3];
         channel_params(g, pc, 3, c, pp);
         K.run_apply(x + n * rs + c * g.S, y + i * g.S, g.S, pp, act, slope, stream);
       }
@@ -335,15 +377,15 @@ void bn_apply(const Geom& g, const T* x, int64_t rs, T* y, const std::vector<T>&
 }
 
 // Per-channel sums of g, g*(x - m), (x - m) (double).
-template <class T>
+template <class T, class C = compute_of_t<T>>
 void bn_bwd_reduce(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss,
-                   const std::vector<T>& m, int act, double slope, std::vector<double>& out) {
+                   const std::vector<C>& m, int act, double slope, std::vector<double>& out) {
   const auto& K = kern<T>();
   out.assign(size_t(3 * g.C), 0.0);
   if (g.N * g.W == 0) return;
   if (!g.plane) {
     const int64_t grain = g.row_grain(), tasks = num_chunks(g.N, grain), W = g.W;
-    std::vector<T> mcol(static_cast<size_t>(W));
+    std::vector<C> mcol(static_cast<size_t>(W));
     for (int64_t c = 0, j = 0; c < g.C; ++c)
       for (int64_t sp = 0; sp < g.S; ++sp, ++j) mcol[size_t(j)] = m[size_t(c)];
     std::vector<double> part(size_t(tasks * 3 * W));
@@ -381,17 +423,17 @@ void bn_bwd_reduce(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t
 }
 
 // dx = A*g + K*(x - mh) + B, per-channel params pc = [mh, A, K, B] x C.
-template <class T>
+template <class T, class C = compute_of_t<T>>
 void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
-                  const std::vector<T>& pc, int act, double slope, bool fresh_out) {
+                  const std::vector<C>& pc, int act, double slope, bool fresh_out) {
   const auto& K = kern<T>();
   if (g.N * g.W == 0) return;
   // As in bn_apply: non-temporal stores only into a large existing `out`.
   const bool stream = !fresh_out && g.N * g.W * int64_t(sizeof(T)) >= kStreamBytes;
   if (!g.plane) {
     const int64_t W = g.W;
-    const std::vector<T> spread = g.S == 1 ? std::vector<T>() : per_column(g, pc, 4);
-    const T* p = g.S == 1 ? pc.data() : spread.data();
+    const std::vector<C> spread = g.S == 1 ? std::vector<C>() : per_column(g, pc, 4);
+    const C* p = g.S == 1 ? pc.data() : spread.data();
     const int64_t grain = std::max<int64_t>(1, kApplyElems / W);
     parallel_for(g.N, grain, [&](int64_t b, int64_t e) {
       K.col_bwd_apply(dout + b * ds, ds, x + b * xs, xs, y ? y + b * yss : nullptr, yss, dx + b * W, W, e - b, W,
@@ -402,7 +444,7 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
     parallel_for(g.N * g.C, grain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = i / g.C, c = i % g.C, off = c * g.S;
-        T pp[4];
+        C pp[4];
         channel_params(g, pc, 4, c, pp);
         K.run_bwd_apply(dout + n * ds + off, x + n * xs + off, y ? y + n * yss + off : nullptr, dx + i * g.S, g.S,
                         pp, act, slope, stream);
@@ -420,19 +462,20 @@ void bn_bwd_apply(const Geom& g, const T* dout, int64_t ds, const T* x, int64_t 
 // long double work on the normal path; -1 for the other channels) receives the channel's biased
 // variance in long double, in range for any finite data.
 // Empty channels (count 0) are left as they are.
-template <class T>
-void bn_wide_channels(const Geom& g, const T* x, int64_t rs, double eps, std::vector<double>& hi,
+// (X: the storage type of x; T: its compute type, in which the fast statistics were summed.)
+template <class X, class T = compute_of_t<X>>
+void bn_wide_channels(const Geom& g, const X* x, int64_t rs, double eps, std::vector<double>& hi,
                       std::vector<double>& lo, std::vector<double>& m2, std::vector<long double>& var) {
   const int64_t count = g.N * g.S;
   var.clear();
   if (count == 0) return;
   const int64_t S = g.S;
-  if (__builtin_expect(!kern<T>().any_outside(m2.data(), g.C, wide_floor<T>(double(count), eps)), 1)) return;
+  if (__builtin_expect(!kern<X>().any_outside(m2.data(), g.C, wide_floor<T>(double(count), eps)), 1)) return;
   for (int64_t c = 0; c < g.C; ++c) {
     const size_t k = size_t(c);
     if (!wide_needed<T>(m2[k], m2[k] / double(count), lo[k], eps)) continue;
-    const T* xc = x + c * S;
-    const WideStats<T> w = wide_stats<T>(count, [xc, rs, S](int64_t i) { return xc[(i / S) * rs + i % S]; });
+    const X* xc = x + c * S;
+    const WideStats<T> w = wide_stats<T>(count, [xc, rs, S](int64_t i) { return elem(xc, (i / S) * rs + i % S); });
     if (!w.finite) continue;
     const T mh = wide_center<T>(w);
     hi[k] = double(mh);
@@ -457,15 +500,17 @@ void bn_full_stats(const Geom& g, const T* x, int64_t rs, double eps, std::vecto
 // planar kernel parameters, the returned arrays), then the normalise pass, then the running
 // statistics: few allocations and no per-element dtype dispatch, since at small sizes
 // (32 x 256) this host work is a large part of the call.
-template <class T> void bn_forward(const BatchNormForwardArgs& a) {
+// X: the dtype of x and y; T: the compute type (mean, rstd and the kernel parameters; float32 for
+// 16-bit x). Running statistics (any float dtype) are updated in double and rounded once.
+template <class X, class T = compute_of_t<X>> void bn_forward(const BatchNormForwardArgs& a) {
   const Geom g = geom_of(*a.x);
-  const RowsOf<T> xr = rows_of<T>(a.x, 1);
+  const RowsOf<X> xr = rows_of<X>(a.x, 1);
   const int64_t C = g.C, count = g.N * g.S;
   const size_t Cs = size_t(C);
   const bool training = a.training;
   std::vector<double> hi, lo, m2;
   std::vector<long double> wvar;
-  if (training) bn_full_stats<T>(g, xr.p, xr.rs, a.eps, hi, lo, m2, wvar);
+  if (training) bn_full_stats<X>(g, xr.p, xr.rs, a.eps, hi, lo, m2, wvar);
   T* mean_o = a.mean->ptr<T>();
   T* rstd_o = a.rstd->ptr<T>();
   const double eps = a.eps;
@@ -483,7 +528,7 @@ template <class T> void bn_forward(const BatchNormForwardArgs& a) {
     bn_forward_channel<T>(h, l, rs, a.gamma ? read_at(*a.gamma, c) : 1.0, a.beta ? read_at(*a.beta, c) : 0.0, &pc[k],
                           C);
   }
-  bn_apply<T>(g, xr.p, xr.rs, a.y->ptr<T>(), pc, a.act.act, a.act.slope, a.fresh_y);
+  bn_apply<X>(g, xr.p, xr.rs, a.y->ptr<X>(), pc, a.act.act, a.act.slope, a.fresh_y);
   if (training && a.running_mean) {
     const ArrayView &rm = *a.running_mean, &rv = *a.running_var;
     for (int64_t c = 0; c < C; ++c) {
@@ -499,12 +544,12 @@ template <class T> void bn_forward(const BatchNormForwardArgs& a) {
   }
 }
 
-template <class T> void bn_stats_out(const BatchNormStatsArgs& a) {
+template <class X> void bn_stats_out(const BatchNormStatsArgs& a) {
   const Geom g = geom_of(*a.x);
-  const RowsOf<T> xr = rows_of<T>(a.x, 1);
+  const RowsOf<X> xr = rows_of<X>(a.x, 1);
   std::vector<double> hi, lo, m2;
   std::vector<long double> var;
-  bn_full_stats<T>(g, xr.p, xr.rs, 0.0, hi, lo, m2, var);
+  bn_full_stats<X>(g, xr.p, xr.rs, 0.0, hi, lo, m2, var);
   double* mean = a.mean->ptr<double>();
   double* m2o = a.m2->ptr<double>();
   for (size_t c = 0; c < hi.size(); ++c) {
@@ -513,25 +558,25 @@ template <class T> void bn_stats_out(const BatchNormStatsArgs& a) {
   }
 }
 
-template <class T> void bn_normalize(const BatchNormNormalizeArgs& a) {
+template <class X, class T = compute_of_t<X>> void bn_normalize(const BatchNormNormalizeArgs& a) {
   const Geom g = geom_of(*a.x);
-  const RowsOf<T> xr = rows_of<T>(a.x, 1);
+  const RowsOf<X> xr = rows_of<X>(a.x, 1);
   const int64_t C = g.C;
   std::vector<T> pc(3 * size_t(C));
   for (int64_t c = 0; c < C; ++c)
     bn_forward_channel<T>(read_at(*a.mean, c), 0.0, T(read_at(*a.rstd, c)), a.gamma ? read_at(*a.gamma, c) : 1.0,
                           a.beta ? read_at(*a.beta, c) : 0.0, &pc[size_t(c)], C);
-  bn_apply<T>(g, xr.p, xr.rs, a.y->ptr<T>(), pc, a.act.act, a.act.slope, a.fresh_y);
+  bn_apply<X>(g, xr.p, xr.rs, a.y->ptr<X>(), pc, a.act.act, a.act.slope, a.fresh_y);
 }
 
 void batchnorm_forward_cpu(const BatchNormForwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_forward<float>(a); else bn_forward<double>(a);
+  if (a.x->dtype == DType::f32) bn_forward<float>(a); else bn_forward<double>(a);  // 16-bit x: refused by the binding
 }
 void batchnorm_stats_cpu(const BatchNormStatsArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_stats_out<float>(a); else bn_stats_out<double>(a);
+  if (a.x->dtype == DType::f32) bn_stats_out<float>(a); else bn_stats_out<double>(a);  // 16-bit x: refused by the binding
 }
 void batchnorm_normalize_cpu(const BatchNormNormalizeArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_normalize<float>(a); else bn_normalize<double>(a);
+  if (a.x->dtype == DType::f32) bn_normalize<float>(a); else bn_normalize<double>(a);  // 16-bit x: refused by the binding
 }
 
 // Chan's parallel update of per-part (count, mean, m2), parts merged in order (the same
@@ -556,33 +601,35 @@ void batchnorm_merge_stats_cpu(const BatchNormMergeArgs& a, const ExecContext&) 
 }
 
 // ---------------------------------------------------------------- batch norm backward
+// X: the storage type of dout, x, y and dx; T = compute_of_t<X>: the kernels' mean and parameters
+// (float32 for 16-bit x). Sums are double; dgamma/dbeta and the reduce sums are rounded once to
+// their dtype (the binding's choice: gamma's dtype, float32 for 16-bit x's backward_reduce).
 
 // dout, x and y of a backward call as rows, with the geometry and the activation.
-template <class T> struct BwdRows {
+template <class X> struct BwdRows {
   Geom g;
-  RowsOf<T> d, x, y;
+  RowsOf<X> d, x, y;
   int act;
-  T slope;
 };
-template <class T> BwdRows<T> bwd_rows(const ArrayView* dout, const ArrayView* x, const ArrayView* y, const NormAct& act) {
-  BwdRows<T> b;
+template <class X> BwdRows<X> bwd_rows(const ArrayView* dout, const ArrayView* x, const ArrayView* y, const NormAct& act) {
+  BwdRows<X> b;
   b.g = geom_of(*x);
-  b.d = rows_of<T>(dout, 1);
-  b.x = rows_of<T>(x, 1);
-  b.y = rows_of<T>(act.act != kNormActNone ? y : nullptr, 1);
+  b.d = rows_of<X>(dout, 1);
+  b.x = rows_of<X>(x, 1);
+  b.y = rows_of<X>(act.act != kNormActNone ? y : nullptr, 1);
   b.act = act.act;
-  b.slope = T(act.slope);
   return b;
 }
 
-template <class T> std::vector<double> reduce_run(const BwdRows<T>& b, const std::vector<T>& m, double slope) {
+template <class X, class T = compute_of_t<X>>
+std::vector<double> reduce_run(const BwdRows<X>& b, const std::vector<T>& m, double slope) {
   std::vector<double> out;
-  bn_bwd_reduce<T>(b.g, b.d.p, b.d.rs, b.x.p, b.x.rs, b.y.p, b.y.rs, m, b.act, slope, out);
+  bn_bwd_reduce<X>(b.g, b.d.p, b.d.rs, b.x.p, b.x.rs, b.y.p, b.y.rs, m, b.act, slope, out);
   return out;
 }
-template <class T>
-void elemt_run(const BwdRows<T>& b, T* dx, bool fresh_dx, const std::vector<T>& pc, double slope) {
-  bn_bwd_apply<T>(b.g, b.d.p, b.d.rs, b.x.p, b.x.rs, b.y.p, b.y.rs, dx, pc, b.act, slope, fresh_dx);
+template <class X, class T = compute_of_t<X>>
+void elemt_run(const BwdRows<X>& b, X* dx, bool fresh_dx, const std::vector<T>& pc, double slope) {
+  bn_bwd_apply<X>(b.g, b.d.p, b.d.rs, b.x.p, b.x.rs, b.y.p, b.y.rs, dx, pc, b.act, slope, fresh_dx);
 }
 
 // dx params [mh, A, K, B] (planar) for all channels (bn_elemt_channel).
@@ -600,44 +647,46 @@ std::vector<T> elemt_params(const std::vector<double>& mh_d, const std::vector<d
 // ---- extreme magnitudes in the backward (bn_backward_wide): such channels are redone in WideOf<T>.
 // Element i of channel c (i over the N * S values) of a row-strided (N, C*S) operand.
 inline int64_t chan_off(const Geom& g, int64_t rs, int64_t c, int64_t i) { return (i / g.S) * rs + c * g.S + i % g.S; }
-template <class T> T bwd_grad(const BwdRows<T>& b, int64_t c, int64_t i, T slope) {
-  const T d = b.d.p[chan_off(b.g, b.d.rs, c, i)];
+template <class X, class T = compute_of_t<X>> T bwd_grad(const BwdRows<X>& b, int64_t c, int64_t i, T slope) {
+  const T d = elem(b.d.p, chan_off(b.g, b.d.rs, c, i));
   if (b.act == kNormActNone) return d;
-  const T yv = b.y.p[chan_off(b.g, b.y.rs, c, i)];
+  const T yv = elem(b.y.p, chan_off(b.g, b.y.rs, c, i));
   return yv > T(0) ? d : (b.act == kNormActRelu ? T(0) : d * slope);
 }
 // Wide sums of channel c around m: [sum g | sum g*(x - m) | sum (x - m)].
-template <class T> void bn_wide_sums(const BwdRows<T>& b, int64_t c, WideOf<T> m, T slope, WideOf<T>* out3) {
+template <class X, class T = compute_of_t<X>>
+void bn_wide_sums(const BwdRows<X>& b, int64_t c, WideOf<T> m, T slope, WideOf<T>* out3) {
   using W = WideOf<T>;
   const int64_t count = b.g.N * b.g.S;
   W s0 = 0, s1 = 0, s2 = 0;
   for (int64_t i = 0; i < count; ++i) {
-    const W gi = W(bwd_grad<T>(b, c, i, slope)), xm = W(b.x.p[chan_off(b.g, b.x.rs, c, i)]) - m;
+    const W gi = W(bwd_grad<X>(b, c, i, slope)), xm = W(elem(b.x.p, chan_off(b.g, b.x.rs, c, i))) - m;
     s0 += gi; s1 += gi * xm; s2 += xm;
   }
   out3[0] = s0; out3[1] = s1; out3[2] = s2;
 }
 // dx of channel c, dx = gamma * rstd * (g - sg / count - xhat * sgxh / count) with xhat = (x - m) * rstd,
-// into buf (C order over the channel's values).
-template <class T>
-void bn_wide_dx(const BwdRows<T>& b, int64_t c, WideOf<T> m, WideOf<T> gamma, WideOf<T> rstd, WideOf<T> sg,
+// into buf (C order over the channel's values, in the compute type: rounded to X when scattered).
+template <class X, class T = compute_of_t<X>>
+void bn_wide_dx(const BwdRows<X>& b, int64_t c, WideOf<T> m, WideOf<T> gamma, WideOf<T> rstd, WideOf<T> sg,
                 WideOf<T> sgxh, WideOf<T> count, T slope, std::vector<T>& buf) {
   using W = WideOf<T>;
   const int64_t n = b.g.N * b.g.S;
   buf.resize(size_t(n));
   const W ma = sg / count, k = sgxh / count;
   for (int64_t i = 0; i < n; ++i) {
-    const W xhat = (W(b.x.p[chan_off(b.g, b.x.rs, c, i)]) - m) * rstd;
-    buf[size_t(i)] = T(gamma * rstd * (W(bwd_grad<T>(b, c, i, slope)) - ma - xhat * k));
+    const W xhat = (W(elem(b.x.p, chan_off(b.g, b.x.rs, c, i))) - m) * rstd;
+    buf[size_t(i)] = T(gamma * rstd * (W(bwd_grad<X>(b, c, i, slope)) - ma - xhat * k));
   }
 }
-template <class T> void bn_scatter_channel(const Geom& g, T* dx, int64_t c, const std::vector<T>& buf) {
-  for (int64_t i = 0; i < g.N * g.S; ++i) dx[chan_off(g, g.W, c, i)] = buf[size_t(i)];
+template <class X, class T = compute_of_t<X>>
+void bn_scatter_channel(const Geom& g, X* dx, int64_t c, const std::vector<T>& buf) {
+  for (int64_t i = 0; i < g.N * g.S; ++i) put_elem(dx, chan_off(g, g.W, c, i), buf[size_t(i)]);
 }
 
-template <class T> void bn_backward(const BatchNormBackwardArgs& a) {
+template <class X, class T = compute_of_t<X>> void bn_backward(const BatchNormBackwardArgs& a) {
   using W = WideOf<T>;
-  const BwdRows<T> b = bwd_rows<T>(a.dout, a.x, a.y, a.act);
+  const BwdRows<X> b = bwd_rows<X>(a.dout, a.x, a.y, a.act);
   const Geom& g = b.g;
   const size_t C = size_t(g.C);
   const double slope = a.act.slope;
@@ -645,7 +694,7 @@ template <class T> void bn_backward(const BatchNormBackwardArgs& a) {
   std::vector<T> mh(C);
   std::vector<double> mhd(C);
   for (size_t c = 0; c < C; ++c) { mh[c] = T(mean_d[c]); mhd[c] = double(mh[c]); }
-  const std::vector<double> red = reduce_run<T>(b, mh, slope);
+  const std::vector<double> red = reduce_run<X>(b, mh, slope);
   const double count = double(g.N * g.S);
   const std::vector<double> gamma = to_double(a.gamma, g.C, 1.0);
   std::vector<double> sg(C), sgxh(C), ml(C);
@@ -660,7 +709,7 @@ template <class T> void bn_backward(const BatchNormBackwardArgs& a) {
     if (count > 0 && __builtin_expect(bn_backward_wide<T>(red[3 * c], red[3 * c + 1], red[3 * c + 2],
                                                           -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
       W s3[3];
-      bn_wide_sums<T>(b, int64_t(c), W(mh[c]), T(slope), s3);
+      bn_wide_sums<X>(b, int64_t(c), W(mh[c]), T(slope), s3);
       const W cw = s3[2] / W(count);
       const W sgxh_w = (s3[1] - cw * s3[0]) * W(rstd[c]);
       sg[c] = double(s3[0]);
@@ -668,26 +717,26 @@ template <class T> void bn_backward(const BatchNormBackwardArgs& a) {
       ml[c] = 0;  // this channel's fast dx is replaced below
       wide.push_back(int64_t(c));
       bufs.emplace_back();
-      bn_wide_dx<T>(b, int64_t(c), W(mh[c]) + cw, W(gamma[c]), W(rstd[c]), s3[0], sgxh_w, W(count), T(slope),
+      bn_wide_dx<X>(b, int64_t(c), W(mh[c]) + cw, W(gamma[c]), W(rstd[c]), s3[0], sgxh_w, W(count), T(slope),
                     bufs.back());
     }
   }
   if (count > 0) {
     const std::vector<T> pc = elemt_params<T>(mhd, ml, gamma, rstd, sg, sgxh, count);
-    elemt_run<T>(b, a.dx->ptr<T>(), a.fresh_dx, pc, slope);
-    for (size_t k = 0; k < wide.size(); ++k) bn_scatter_channel<T>(g, a.dx->ptr<T>(), wide[k], bufs[k]);
+    elemt_run<X>(b, a.dx->ptr<X>(), a.fresh_dx, pc, slope);
+    for (size_t k = 0; k < wide.size(); ++k) bn_scatter_channel<X>(g, a.dx->ptr<X>(), wide[k], bufs[k]);
   }
-  write_vec<T>(a.dgamma, sgxh);
-  write_vec<T>(a.dbeta, sg);
+  write_vec(a.dgamma, sgxh);
+  write_vec(a.dbeta, sg);
 }
 
-template <class T> void bn_reduce(const BatchNormReduceArgs& a) {
-  const BwdRows<T> b = bwd_rows<T>(a.dout, a.x, a.y, a.act);
+template <class X, class T = compute_of_t<X>> void bn_reduce(const BatchNormReduceArgs& a) {
+  const BwdRows<X> b = bwd_rows<X>(a.dout, a.x, a.y, a.act);
   const size_t C = size_t(b.g.C);
   const std::vector<double> mean = to_double(a.mean, b.g.C, 0.0), rstd = to_double(a.rstd, b.g.C, 1.0);
   std::vector<T> mh(C);
   for (size_t c = 0; c < C; ++c) mh[c] = T(mean[c]);
-  const std::vector<double> red = reduce_run<T>(b, mh, a.act.slope);
+  const std::vector<double> red = reduce_run<X>(b, mh, a.act.slope);
   std::vector<double> sg(C), sgxh(C);
   for (size_t c = 0; c < C; ++c) {
     // sum g*(x - mean) = sum g*(x - mh) - (mean - mh) * sum g   (exact split of the given mean)
@@ -695,17 +744,17 @@ template <class T> void bn_reduce(const BatchNormReduceArgs& a) {
     sgxh[c] = (red[3 * c + 1] - (mean[c] - double(mh[c])) * red[3 * c]) * rstd[c];
     if (__builtin_expect(bn_backward_wide<T>(red[3 * c], red[3 * c + 1], red[3 * c + 2], 0.0), 0)) {
       WideOf<T> s3[3];  // float block sums overflowed: wide sums
-      bn_wide_sums<T>(b, int64_t(c), WideOf<T>(mean[c]), T(a.act.slope), s3);
+      bn_wide_sums<X>(b, int64_t(c), WideOf<T>(mean[c]), T(a.act.slope), s3);
       sg[c] = double(s3[0]);
       sgxh[c] = double(s3[1] * WideOf<T>(rstd[c]));
     }
   }
-  write_vec<T>(a.sum_dout, sg);
-  write_vec<T>(a.sum_dout_xhat, sgxh);
+  write_vec(a.sum_dout, sg);
+  write_vec(a.sum_dout_xhat, sgxh);
 }
 
-template <class T> void bn_elemt(const BatchNormElemtArgs& a) {
-  const BwdRows<T> b = bwd_rows<T>(a.dout, a.x, a.y, a.act);
+template <class X, class T = compute_of_t<X>> void bn_elemt(const BatchNormElemtArgs& a) {
+  const BwdRows<X> b = bwd_rows<X>(a.dout, a.x, a.y, a.act);
   const int64_t Cn = b.g.C;
   const size_t C = size_t(Cn);
   const double count = a.count, slope = a.act.slope;
@@ -716,28 +765,28 @@ template <class T> void bn_elemt(const BatchNormElemtArgs& a) {
     mh[c] = double(T(mean[c]));
     ml[c] = mean[c] - mh[c];
   }
-  T* dx = a.dx->ptr<T>();
+  X* dx = a.dx->ptr<X>();
   const std::vector<T> pc = elemt_params<T>(mh, ml, gamma, rstd, sg, sgxh, count);
-  elemt_run<T>(b, dx, true, pc, slope);
+  elemt_run<X>(b, dx, true, pc, slope);
   // Channels whose dx coefficient K leaves T's normal range (std beyond ~1e19 in float32) are
   // recomputed in the wide type over the fresh dx (see bn_backward_wide).
   std::vector<T> buf;
   for (size_t c = 0; c < C; ++c)
     if (__builtin_expect(bn_backward_wide<T>(0, 0, 0, -gamma[c] * rstd[c] * rstd[c] * sgxh[c] / count), 0)) {
       using W = WideOf<T>;
-      bn_wide_dx<T>(b, int64_t(c), W(mean[c]), W(gamma[c]), W(rstd[c]), W(sg[c]), W(sgxh[c]), W(count), T(slope), buf);
-      bn_scatter_channel<T>(b.g, dx, int64_t(c), buf);
+      bn_wide_dx<X>(b, int64_t(c), W(mean[c]), W(gamma[c]), W(rstd[c]), W(sg[c]), W(sgxh[c]), W(count), T(slope), buf);
+      bn_scatter_channel<X>(b.g, dx, int64_t(c), buf);
     }
 }
 
 void batchnorm_backward_cpu(const BatchNormBackwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_backward<float>(a); else bn_backward<double>(a);
+  if (a.x->dtype == DType::f32) bn_backward<float>(a); else bn_backward<double>(a);  // 16-bit x: refused by the binding
 }
 void batchnorm_backward_reduce_cpu(const BatchNormReduceArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_reduce<float>(a); else bn_reduce<double>(a);
+  if (a.x->dtype == DType::f32) bn_reduce<float>(a); else bn_reduce<double>(a);  // 16-bit x: refused by the binding
 }
 void batchnorm_backward_elemt_cpu(const BatchNormElemtArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_elemt<float>(a); else bn_elemt<double>(a);
+  if (a.x->dtype == DType::f32) bn_elemt<float>(a); else bn_elemt<double>(a);  // 16-bit x: refused by the binding
 }
 
 }  // namespace

@@ -6,7 +6,13 @@ results are arrays of the main input's library (x, or dout for the backward func
 device, in its dtype. Per-channel vectors (gamma, beta, running statistics, mean, rstd) may be
 of the other float dtype and any stride, and must live on x's device (NumPy vectors with a torch
 CPU x are fine; a host vector with a CUDA x is a ValueError: nothing is copied between host and
-device inside an op). See "Array libraries" in the README. Kernels: csrc/cpu/normalization.cpp
+device inside an op). See "Array libraries" in the README.
+
+Layer norm also takes the 16-bit storage dtypes float16 and bfloat16 (NumPy float16,
+``ml_dtypes.bfloat16``, torch.float16/bfloat16 on the CPU and on CUDA): x, y, dout and dx in that
+dtype, gamma/beta in it or in float32 (float64 refused), arithmetic in float32 with one rounding
+to nearest even per result, mean/rstd always float32, dgamma/dbeta in gamma's dtype (float32 sums,
+combined in double). Kernels: csrc/cpu/normalization.cpp
 (driver csrc/drivers/normalization.cpp), csrc/cuda/normalization.cu; references:
 :mod:`nnkernels.reference.normalization`.
 
@@ -50,12 +56,14 @@ def layernorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, eps: float
                       negative_slope: float = 0.01, out: Any = None) -> tuple:
     """Layer norm over the last axis: ``y = act((x - mean) * rstd * gamma + beta)``.
 
-    x: NumPy array, torch tensor (CPU or CUDA), CuPy array or any DLPack producer, float32 or
-    float64, any layout. gamma/beta: None or shape ``(x.shape[-1],)`` on x's device.
+    x: NumPy array, torch tensor (CPU or CUDA), CuPy array or any DLPack producer, float32,
+    float64, float16 or bfloat16, any layout. gamma/beta: None or shape ``(x.shape[-1],)`` on x's
+    device (float32 or x's dtype for 16-bit x).
     activation: None, "relu" or "leaky_relu" (with ``negative_slope``), fused in the same pass.
     ``out`` (an array of x's shape and dtype on its device, e.g. a torch tensor written in place)
     may be x itself. Returns ``(y, mean, rstd)``, arrays of x's library on its device; mean/rstd
-    have shape ``x.shape[:-1]`` and x's dtype, ``rstd = 1 / sqrt(var + eps)`` with the biased variance.
+    have shape ``x.shape[:-1]`` and x's dtype (float32 for 16-bit x), ``rstd = 1 / sqrt(var + eps)``
+    with the biased variance.
     """
     return _core.layernorm_forward(x, gamma, beta, eps, activation, negative_slope, out)
 
@@ -65,7 +73,8 @@ def layernorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, a
     """Gradients of :func:`layernorm_forward`: ``(dx, dgamma, dbeta)``.
 
     Arrays as for :func:`layernorm_forward`, all on one device (mean/rstd: the forward's, any
-    float dtype and layout of shape ``x.shape[:-1]``). dgamma/dbeta are None when gamma is None.
+    float32/float64 array of shape ``x.shape[:-1]``, any layout). dgamma/dbeta are None when gamma
+    is None, else in x's dtype (gamma's for 16-bit x).
     With a fused activation, ``y`` (the forward output) is required: the activation is
     differentiated from it (``negative_slope >= 0``). ``out`` receives dx (x's shape and dtype);
     it may be dout itself (in place). The results are arrays of dout's library on its device.
