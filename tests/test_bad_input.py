@@ -250,7 +250,8 @@ def _build_specs() -> list:
                       ("running_mean", "out")))
         return cases
     specs.append(Spec("batchnorm_forward", "normalization", nk.batchnorm_forward, make_bn,
-                      {"x": Arr(IN, partners=("gamma", "beta", "running_mean", "running_var"), axis=1),
+                      {"x": Arr(IN, partners=("gamma", "beta", "running_mean", "running_var"), axis=1,
+                                takes_16bit=True),
                        "gamma": Arr(IN, optional=True, partners=("x",)),
                        "beta": Arr(IN, optional=True, partners=("x",)),
                        "running_mean": Arr(STATE_ANY, optional=True, partners=("x", "running_var")),
@@ -276,7 +277,7 @@ def _build_specs() -> list:
                       scalar_base={"activation": "leaky_relu"}))
 
     specs.append(Spec("batchnorm_stats", "normalization", nk.batchnorm_stats, lambda rng: {"x": _f32(rng, 4, 3, 5)},
-                      {"x": Arr(IN, free=True)}, {}, ref=Rn.batchnorm_stats))
+                      {"x": Arr(IN, free=True, takes_16bit=True)}, {}, ref=Rn.batchnorm_stats))
 
     def make_merge(rng):
         m2s = rng.uniform(0.5, 2, size=(3, 2))
@@ -308,7 +309,7 @@ def _build_specs() -> list:
         return {"x": _f32(rng, 4, 3, 5), "mean": _f32(rng, 3), "rstd": _f32(rng, 3, lo=0.5, hi=2.0),
                 "gamma": _f32(rng, 3), "beta": _f32(rng, 3)}
     specs.append(Spec("batchnorm_normalize", "normalization", nk.batchnorm_normalize, make_norm,
-                      {"x": Arr(IN, partners=vec + ("beta",), axis=1), "mean": Arr(IN, partners=vec),
+                      {"x": Arr(IN, partners=vec + ("beta",), axis=1, takes_16bit=True), "mean": Arr(IN, partners=vec),
                        "rstd": Arr(IN, partners=vec), "gamma": Arr(IN, optional=True, partners=vec),
                        "beta": Arr(IN, optional=True, partners=vec), "out": Arr(OUT)},
                       {"negative_slope": _real(), "activation": act}, ref=Rn.batchnorm_normalize, out_default=True,

@@ -630,6 +630,172 @@ def test_separable_pieces_match_fused(shape):
     assert_close(sd, fdb, np.float64, table=TOL_REDUCTION)
 
 
+# ---------------------------------------------------------------- batch norm, 16-bit storage (issue 15)
+
+@pytest.mark.parametrize("pdtype", ["storage", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("activation", ACTS)
+def test_batchnorm_16bit_training(shape, dtype, activation, pdtype, isa):
+    c = shape[1]
+    pdt = dtype if pdtype == "storage" else np.dtype(np.float32)
+    x = _half_data(shape, dtype, 20, loc=2.0)
+    gamma, beta = _half_data((c,), pdt, 21), _half_data((c,), pdt, 22)
+    rm, rv = _half_data((c,), pdt, 23), (np.abs(_half_data((c,), np.float64, 24)) + 0.5).astype(pdt)
+    rm2, rv2 = rm.astype(np.float64), rv.astype(np.float64)
+    y, mean, rstd = nk.batchnorm_forward(x, gamma, beta, running_mean=rm, running_var=rv, momentum=0.2,
+                                         activation=activation, negative_slope=0.05)
+    ry, rmean, rrstd = ref.batchnorm_forward(*_f64(x, gamma, beta), running_mean=rm2, running_var=rv2, momentum=0.2,
+                                             activation=activation, negative_slope=0.05)
+    assert y.dtype == dtype and mean.dtype == rstd.dtype == np.float32 and mean.shape == (c,)
+    assert rm.dtype == rv.dtype == pdt
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
+    assert_close(mean, rmean, np.float32, table=TOL_REDUCTION)
+    assert_close(rstd, rrstd, np.float32, table=TOL_REDUCTION, rtol=1e-4)
+    # running statistics: updated in double, rounded once to their dtype
+    assert_within_ulps(rm, rm2, pdt, ulps=1) if pdt != np.float32 else assert_close(rm, rm2, np.float32,
+                                                                                     table=TOL_REDUCTION)
+    assert_within_ulps(rv, rv2, pdt, ulps=1) if pdt != np.float32 else assert_close(rv, rv2, np.float32,
+                                                                                     table=TOL_REDUCTION)
+    dout = _half_data(shape, dtype, 25)
+    dx, dg, db = nk.batchnorm_backward(dout, x, gamma, mean, rstd, activation=activation, y=y, negative_slope=0.05)
+    assert dx.dtype == dtype and dg.dtype == db.dtype == pdt
+    rdx, rdg, rdb = ref.batchnorm_backward(*_f64(dout, x, gamma, mean, rstd), activation=activation,
+                                           y=np.asarray(y, np.float64), negative_slope=0.05)
+    big = float(np.abs(rdx).max(initial=1.0))
+    assert_close(dx, rdx, dtype, table=TOL_REDUCTION, atol=1e-4 * big * max(1.0, float(rstd.max()) / 100))
+    n = x.size // c
+    assert_close(dg, rdg, pdt, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(n) * 10)
+    assert_close(db, rdb, pdt, table=TOL_REDUCTION, atol=1e-4 * np.sqrt(n) * 10)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_batchnorm_16bit_eval_module_and_params_either_dtype(dtype, isa):
+    x = _half_data((13, 6, 9), dtype, 70, loc=-1.0)
+    g16, b16 = _half_data((6,), dtype, 71), _half_data((6,), dtype, 72)
+    rm, rv = _half_data((6,), dtype, 73), (np.abs(_half_data((6,), np.float64, 74)) + 0.5).astype(dtype)
+    # float32 parameters holding the same values: the same bits
+    a = nk.batchnorm_forward(x, g16, b16, running_mean=rm.copy(), running_var=rv.copy())
+    b = nk.batchnorm_forward(x, g16.astype(np.float32), b16.astype(np.float32), running_mean=rm.copy(),
+                             running_var=rv.copy())
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u.view(np.uint8), v.view(np.uint8))
+    y, m, r = nk.batchnorm_forward(x, g16, b16, training=False, running_mean=rm, running_var=rv)
+    ry = ref.batchnorm_forward(*_f64(x, g16, b16), training=False, running_mean=rm.astype(np.float64),
+                               running_var=rv.astype(np.float64))[0]
+    assert_close(y, ry, dtype, table=TOL_REDUCTION)
+    bn = nk.BatchNorm(6, dtype=dtype, activation="relu")
+    y = bn(x)
+    assert y.dtype == dtype and bn.running_mean.dtype == dtype
+    dx = bn.backward(_half_data(x.shape, dtype, 75))
+    assert dx.dtype == dtype and bn.dgamma.dtype == dtype
+    bn.eval()
+    y2 = bn(x)
+    dx2 = bn.backward(_half_data(x.shape, dtype, 76))
+    assert y2.dtype == dx2.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(12, 5), (6, 3, 70), (10, 4, 3)])
+def test_batchnorm_16bit_separable_pieces_match_fused(shape, dtype, isa):
+    x = _half_data(shape, dtype, 50, loc=4.0)
+    dout = _half_data(shape, dtype, 51)
+    g, b = _half_data((shape[1],), np.float32, 52), _half_data((shape[1],), dtype, 53)
+    parts = [x[:5], x[5:]]
+    stats = [nk.batchnorm_stats(p) for p in parts]
+    n, mean, m2 = nk.batchnorm_merge_stats([s[0] for s in stats], [s[1] for s in stats], [s[2] for s in stats])
+    rn, rmean, rm2 = ref.batchnorm_stats(x.astype(np.float64))
+    assert n == rn
+    assert_close(mean, rmean, np.float32, table=TOL_REDUCTION)
+    assert_close(m2, rm2, np.float32, table=TOL_REDUCTION)
+    rstd = 1 / np.sqrt(m2 / n + 1e-5)  # float64 statistics with 16-bit x: accepted
+    y, fm, fr = nk.batchnorm_forward(x, g, b, activation="relu")
+    ys = np.concatenate([nk.batchnorm_normalize(p, mean, rstd, g, b, activation="relu") for p in parts])
+    assert ys.dtype == dtype
+    assert_close(ys, y, dtype, table=TOL_REDUCTION)
+    red = [nk.batchnorm_backward_reduce(dp, p, mean, rstd, activation="relu", y=yp)
+           for dp, p, yp in zip((dout[:5], dout[5:]), parts, (y[:5], y[5:]))]
+    assert red[0][0].dtype == red[0][1].dtype == np.float32  # sums to all-reduce: never 16-bit
+    sd, sdx = red[0][0] + red[1][0], red[0][1] + red[1][1]
+    dx = np.concatenate([nk.batchnorm_backward_elemt(dp, p, g, mean, rstd, sd, sdx, n, activation="relu", y=yp)
+                         for dp, p, yp in zip((dout[:5], dout[5:]), parts, (y[:5], y[5:]))])
+    fdx, fdg, fdb = nk.batchnorm_backward(dout, x, g, fm, fr, activation="relu", y=y)
+    assert dx.dtype == dtype
+    assert_close(dx, fdx, dtype, table=TOL_REDUCTION, atol=1e-2)
+    assert_close(sdx, fdg, np.float32, table=TOL_REDUCTION)
+    assert_close(sd, fdb, np.float32, table=TOL_REDUCTION)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(2000, 37), (9, 5, 300), (300, 3, 5)])
+def test_batchnorm_16bit_threads_bitwise(threads, shape, dtype):
+    x, dout = _half_data(shape, dtype, 80, loc=3.0), _half_data(shape, dtype, 81)
+    g = _half_data((shape[1],), np.float32, 82)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        y, m, r = nk.batchnorm_forward(x, g, g, activation="leaky_relu")
+        res.append((y, m, r) + nk.batchnorm_backward(dout, x, g, m, r, activation="leaky_relu", y=y))
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("c", [1024, 1031])
+def test_batchnorm_16bit_streamed_out_bitwise(threads, isa, dtype, c):
+    """Outputs of 8 MB and more are written with non-temporal stores: the bits of the same
+    normalisation on small (cached) slices, into outs at any element offset."""
+    n = (9 << 20) // (c * 2) + 3
+    x = _half_data((n, c), dtype, 85, loc=7.0)
+    g, b = _half_data((c,), np.float32, 86), _half_data((c,), np.float32, 87)
+    mean, rstd = np.linspace(6.5, 7.5, c), np.linspace(0.9, 1.1, c)
+    expect = np.concatenate([nk.batchnorm_normalize(x[i:i + 500], mean, rstd, g, b) for i in range(0, n, 500)])
+    buf = np.empty(n * c + 8, dtype)
+    for t in (1, 2):
+        threads(t)
+        for out in (None, buf[:-8].reshape(n, c), buf[3:-5].reshape(n, c)):
+            y = nk.batchnorm_normalize(x, mean, rstd, g, b, out=out)
+            np.testing.assert_array_equal(y.view(np.uint16), expect.view(np.uint16))
+
+
+def test_batchnorm_16bit_extreme_channels_take_the_wide_path(isa):
+    """bfloat16 has float32's range: channels whose float32 sums overflow are redone in double."""
+    x = _half_data((40, 3, 5), BF16, 90)
+    x[:, 1] = _half_data((40, 5), BF16, 91, scale=1e30)
+    dout = _half_data(x.shape, BF16, 92)
+    y, m, r = nk.batchnorm_forward(x)
+    ry, rm, rr = ref.batchnorm_forward(x.astype(np.float64))
+    assert np.isfinite(y.astype(np.float32)).all()
+    assert_close(y, ry, BF16, table=TOL_REDUCTION)
+    assert_close(r, rr, np.float32, table=TOL_REDUCTION)
+    dx, dg, db = nk.batchnorm_backward(dout, x, np.ones(3, np.float32), m, r)
+    rdx = ref.batchnorm_backward(*_f64(dout, x, np.ones(3), m, r))[0]
+    assert_close(dx, rdx, BF16, table=TOL_REDUCTION, atol=1e-3 * np.abs(rdx).max())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_batchnorm_16bit_bad_params_refused(dtype):
+    x = _half_data((4, 3, 2), dtype, 95)
+    before = x.copy()
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    for name in ("gamma", "beta", "running_mean", "running_var"):
+        kw = {"running_mean": rm, "running_var": rv, name: np.ones(3)}
+        with pytest.raises(ValueError, match=rf"^{name}: expected float32 or {dtype} \(the dtype of x\)"):
+            nk.batchnorm_forward(x, **kw)
+    np.testing.assert_array_equal(rm, 0)
+    np.testing.assert_array_equal(rv, 1)
+    y, m, r = nk.batchnorm_forward(x)
+    with pytest.raises(TypeError, match="^mean: expected a float32 or float64 array"):
+        nk.batchnorm_normalize(x, m.astype(dtype), r)
+    with pytest.raises(ValueError, match=rf"^gamma: expected float32 or {dtype}"):
+        nk.batchnorm_backward(x, x, np.ones(3), m, r)
+    with pytest.raises(ValueError, match=rf"^dout: expected the dtype of x \({dtype}\)"):
+        nk.batchnorm_backward_reduce(x.astype(np.float32), x, m, r)
+    with pytest.raises(TypeError, match="^dtype: expected float32, float64, float16 or bfloat16"):
+        nk.BatchNorm(3, dtype=np.int8)
+    np.testing.assert_array_equal(x.view(np.uint16), before.view(np.uint16))
+
+
 def test_merge_stats_float32_data_and_empty_part():
     x = (_data((64, 3), np.float32, 54).astype(np.float64) + 1e4).astype(np.float32)
     c0, m0, q0 = nk.batchnorm_stats(x[:0])

@@ -279,10 +279,11 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
 // ---------------------------------------------------------------- batch norm
 
 Operand bn_input(const py::handle& x_in) {
-  Operand x = operand_of(x_in, "x");  // batch norm: float32/float64 (16-bit kernels: next step)
+  Operand x = operand_of(x_in, "x", Elements::storage);
   if (x.view.ndim() < 2)
     throw py::value_error("x: expected an array of shape (N, C) or (N, C, *spatial), got shape " +
                           shape_str(x.view.shape));
+  refuse_16bit_on_gpu(x);
   return x;
 }
 int64_t channels_of(const Operand& x) { return x.view.shape[1]; }

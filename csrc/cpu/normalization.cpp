@@ -1,7 +1,8 @@
 // Normalization kernels: layer norm and batch norm, forward and backward, with an optional
-// fused ReLU / leaky ReLU, float32/float64, one SIMD source compiled per ISA level. Layer norm also
-// takes float16/bfloat16 storage (x, y, dout, dx; core/simd.hpp's conversions): arithmetic, gamma/beta,
-// mean/rstd and the dgamma/dbeta accumulators in float32 (compute_t), results rounded once on store.
+// fused ReLU / leaky ReLU, float32/float64, one SIMD source compiled per ISA level; also on
+// float16/bfloat16 storage (x, y, dout, dx; core/simd.hpp's conversions): arithmetic, gamma/beta,
+// mean/rstd, kernel parameters and float accumulators in float32 (compute_t), results rounded once
+// on store.
 // Reference: nnkernels.reference.normalization. CUDA twin: csrc/cuda/normalization.cu.
 // Host side (threads, fixed chunks, partial combination): csrc/drivers/normalization.cpp.
 // Test: PYTHONPATH=python pytest tests/test_normalization.py
@@ -530,8 +531,8 @@ void ln_bwd_impl(const X* dout, int64_t ds, const X* x, int64_t xs, const X* y, 
 // exact in double, so the merged mean keeps full precision when |mean| >> std.
 // Rows are taken in groups of four so that each float accumulator is loaded and stored once
 // per four rows of data (the accumulators of a 1024-column tile stay in L1).
-template <class T>
-void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, double* mean, double* m2) {
+template <class X, class T = compute_t<X>>
+void col_stats(const X* x, int64_t xs, int64_t rows, int64_t w, double* shift, double* mean, double* m2) {
   alignas(64) T mb[kNormColTile];
   alignas(64) T s1[kNormColTile];
   alignas(64) T s2[kNormColTile];
@@ -544,18 +545,18 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
     double cnt = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += kNormSubRows) {
       const int64_t rn = imin(kNormSubRows, rows - r0);
-      const T* xb = x + r0 * xs + j0;
+      const X* xb = x + r0 * xs + j0;
       // pass 1 (from memory): mb[j] = sum_r x[r][j] / rn
       for (int64_t j = 0; j < jn; ++j) mb[j] = 0;
       int64_t r = 0;
       for (; r + 4 <= rn; r += 4) {
-        const T *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        const X *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
           st<T>(mb + j, ld(mb + j, k) + ((ld(x0 + j, k) + ld(x1 + j, k)) + (ld(x2 + j, k) + ld(x3 + j, k))), k);
         });
       }
       for (; r < rn; ++r) {
-        const T* x0 = xb + r * xs;
+        const X* x0 = xb + r * xs;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI { st<T>(mb + j, ld(mb + j, k) + ld(x0 + j, k), k); });
       }
       const T inv_rn = T(1) / T(rn);
@@ -568,10 +569,10 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
       // (65536, 1024) float32, paired calls in one process on the 2-core VM).
       const bool pf = r0 + 2 * kNormSubRows <= rows;
       for (r = 0; r + 4 <= rn; r += 4) {
-        const T *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        const X *x0 = xb + r * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
         const int64_t nx = kNormSubRows * xs;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
-          if (pf && (j * int64_t(sizeof(T))) % 64 == 0) {
+          if (pf && (j * int64_t(sizeof(X))) % 64 == 0) {
             __builtin_prefetch(x0 + nx + j, 0, 2); __builtin_prefetch(x1 + nx + j, 0, 2);
             __builtin_prefetch(x2 + nx + j, 0, 2); __builtin_prefetch(x3 + nx + j, 0, 2);
           }
@@ -582,7 +583,7 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
         });
       }
       for (; r < rn; ++r) {
-        const T* x0 = xb + r * xs;
+        const X* x0 = xb + r * xs;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
           const V<T> d0 = ld(x0 + j, k) - ld(mb + j, k);
           st<T>(s1 + j, ld(s1 + j, k) + d0, k);
@@ -605,15 +606,15 @@ void col_stats(const T* x, int64_t xs, int64_t rows, int64_t w, double* shift, d
   }
 }
 
-template <class T>
-void run_stats(const T* x, int64_t n, double* shift, double* mean, double* m2) {
+template <class X, class T = compute_t<X>>
+void run_stats(const X* x, int64_t n, double* shift, double* mean, double* m2) {
   double cnt = 0, mu = 0, q = 0, kk = 0;
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
     const int64_t bn = imin(kRunBlock, n - b0);
-    const T mh = T(run_sum<T>(x + b0, bn) / double(bn));
+    const T mh = T(run_sum<X>(x + b0, bn) / double(bn));
     if (b0 == 0) kk = double(mh);
     double s1, s2;
-    run_centered<T>(x + b0, bn, mh, s1, s2);
+    run_centered<X>(x + b0, bn, mh, s1, s2);
     double bq = s2 - s1 * s1 / double(bn);
     chan_merge(cnt, mu, q, double(bn), (double(mh) - kk) + s1 / double(bn), bq < 0 ? 0 : bq);
   }
@@ -629,23 +630,23 @@ void run_stats(const T* x, int64_t n, double* shift, double* mean, double* m2) {
 // The host folds the mean's low part ml into shift (shift = beta - ml * scale, in double): one
 // parameter stream fewer per element (measured: normalise 16-22 -> 13 ms at (65536, 1024) f32)
 // with the same accuracy, since x - mh is exact for x near the mean and ml * scale is small.
-template <class T, int ACT>
-void col_apply_impl(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, double slope_d,
+template <class X, int ACT, class T = compute_t<X>>
+void col_apply_impl(const X* x, int64_t xs, X* y, int64_t ys, int64_t rows, int64_t w, const T* p, double slope_d,
                     bool stream) {
   const T slope = T(slope_d);
   const T *mh = p, *sc = p + w, *sh = p + 2 * w;
-  write_rows<T>(y, ys, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
+  write_rows<X>(y, ys, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
     V<T> v = fmadd(ld(x + r * xs + i, k) - ld(mh + i, k), ld(sc + i, k), ld(sh + i, k));
     return act_fwd<T, ACT>(v, slope);
   });
   if (stream) stream_fence();
 }
 
-template <class T, int ACT>
-void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, bool stream) {
+template <class X, int ACT, class T = compute_t<X>>
+void run_apply_impl(const X* x, X* y, int64_t n, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const T mh = p[0], sc = p[1], sh = p[2];
-  write_row<T>(y, n, stream, [&](int64_t i, int64_t k) NK_AI {
+  write_row<X>(y, n, stream, [&](int64_t i, int64_t k) NK_AI {
     return act_fwd<T, ACT>(fmadd(ld(x + i, k) - mh, splat(sc), splat(sh)), slope);
   });
   if (stream) stream_fence();
@@ -655,8 +656,8 @@ void run_apply_impl(const T* x, T* y, int64_t n, const T* p, double slope_d, boo
 
 // Per column: sum g, sum g*(x - m), sum (x - m); float per kNormSubRows rows (four rows per
 // accumulator load/store), double across.
-template <class T, int ACT>
-void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, int64_t rows,
+template <class X, int ACT, class T = compute_t<X>>
+void col_bwd_reduce_impl(const X* dout, int64_t ds, const X* x, int64_t xs, const X* y, int64_t yss, int64_t rows,
                          int64_t w, const T* m, double* out3, double slope_d) {
   const T slope = T(slope_d);
   alignas(64) T ag[kNormColTile];
@@ -671,12 +672,12 @@ void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, cons
       for (int64_t j = 0; j < jn; ++j) { ag[j] = 0; agx[j] = 0; ax[j] = 0; }
       int64_t r = r0;
       for (; r + 4 <= r0 + rn; r += 4) {
-        const T *d0 = dout + r * ds + j0, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
-        const T *x0 = x + r * xs + j0, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
-        const T* y0 = ACT ? y + r * yss + j0 : nullptr;
-        const T* y1 = ACT ? y0 + yss : nullptr;
-        const T* y2 = ACT ? y1 + yss : nullptr;
-        const T* y3 = ACT ? y2 + yss : nullptr;
+        const X *d0 = dout + r * ds + j0, *d1 = d0 + ds, *d2 = d1 + ds, *d3 = d2 + ds;
+        const X *x0 = x + r * xs + j0, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
+        const X* y0 = ACT ? y + r * yss + j0 : nullptr;
+        const X* y1 = ACT ? y0 + yss : nullptr;
+        const X* y2 = ACT ? y1 + yss : nullptr;
+        const X* y3 = ACT ? y2 + yss : nullptr;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
           const V<T> mm = ld(mj + j, k);
           const V<T> g0 = act_bwd<T, ACT>(ld(d0 + j, k), y0 + j, k, slope);
@@ -690,9 +691,9 @@ void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, cons
         });
       }
       for (; r < r0 + rn; ++r) {
-        const T* dr = dout + r * ds + j0;
-        const T* xr = x + r * xs + j0;
-        const T* yr = ACT ? y + r * yss + j0 : nullptr;
+        const X* dr = dout + r * ds + j0;
+        const X* xr = x + r * xs + j0;
+        const X* yr = ACT ? y + r * yss + j0 : nullptr;
         col_loop<T>(jn, [&](int64_t j, int64_t k) NK_AI {
           const V<T> g = act_bwd<T, ACT>(ld(dr + j, k), yr + j, k, slope);
           const V<T> xm = ld(xr + j, k) - ld(mj + j, k);
@@ -710,8 +711,8 @@ void col_bwd_reduce_impl(const T* dout, int64_t ds, const T* x, int64_t xs, cons
   }
 }
 
-template <class T, int ACT>
-void run_bwd_reduce_impl(const T* dout, const T* x, const T* y, int64_t n, T m, double* out3, double slope_d) {
+template <class X, int ACT, class T = compute_t<X>>
+void run_bwd_reduce_impl(const X* dout, const X* x, const X* y, int64_t n, T m, double* out3, double slope_d) {
   using S = Simd<T>;
   constexpr int N = S::N;
   const T slope = T(slope_d);
@@ -734,24 +735,24 @@ void run_bwd_reduce_impl(const T* dout, const T* x, const T* y, int64_t n, T m, 
 
 // dx = A*g + K*(x - mh) + B, per-column params [mh, A, K, B] (ml folded into B by the host),
 // one row at a time (see col_apply_impl)
-template <class T, int ACT>
-void col_bwd_apply_impl(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
+template <class X, int ACT, class T = compute_t<X>>
+void col_bwd_apply_impl(const X* dout, int64_t ds, const X* x, int64_t xs, const X* y, int64_t yss, X* dx,
                         int64_t dxs, int64_t rows, int64_t w, const T* p, double slope_d, bool stream) {
   const T slope = T(slope_d);
   const T *mh = p, *pa = p + w, *pk = p + 2 * w, *pb = p + 3 * w;
-  write_rows<T>(dx, dxs, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
+  write_rows<X>(dx, dxs, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
     V<T> g = act_bwd<T, ACT>(ld(dout + r * ds + i, k), ACT ? y + r * yss + i : nullptr, k, slope);
     return fmadd(g, ld(pa + i, k), fmadd(ld(x + r * xs + i, k) - ld(mh + i, k), ld(pk + i, k), ld(pb + i, k)));
   });
   if (stream) stream_fence();
 }
 
-template <class T, int ACT>
-void run_bwd_apply_impl(const T* dout, const T* x, const T* y, T* dx, int64_t n, const T* p, double slope_d,
+template <class X, int ACT, class T = compute_t<X>>
+void run_bwd_apply_impl(const X* dout, const X* x, const X* y, X* dx, int64_t n, const T* p, double slope_d,
                         bool stream) {
   const T slope = T(slope_d);
   const T mh = p[0], pa = p[1], pk = p[2], pb = p[3];
-  write_row<T>(dx, n, stream, [&](int64_t i, int64_t k) NK_AI {
+  write_row<X>(dx, n, stream, [&](int64_t i, int64_t k) NK_AI {
     V<T> g = act_bwd<T, ACT>(ld(dout + i, k), ACT ? y + i : nullptr, k, slope);
     return fmadd(g, splat(pa), fmadd(ld(x + i, k) - mh, splat(pk), splat(pb)));
   });
@@ -788,30 +789,30 @@ void ln_bwd(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64
                    stream)
 }
 template <class T>
-void col_apply(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, int act, double slope,
+void col_apply(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const compute_t<T>* p, int act, double slope,
                bool stream) {
   NK_NORM_DISPATCH(col_apply_impl, x, xs, y, ys, rows, w, p, slope, stream)
 }
 template <class T>
-void run_apply(const T* x, T* y, int64_t n, const T* p, int act, double slope, bool stream) {
+void run_apply(const T* x, T* y, int64_t n, const compute_t<T>* p, int act, double slope, bool stream) {
   NK_NORM_DISPATCH(run_apply_impl, x, y, n, p, slope, stream)
 }
 template <class T>
 void col_bwd_reduce(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, int64_t rows,
-                    int64_t w, const T* m, double* out3, int act, double slope) {
+                    int64_t w, const compute_t<T>* m, double* out3, int act, double slope) {
   NK_NORM_DISPATCH(col_bwd_reduce_impl, dout, ds, x, xs, y, yss, rows, w, m, out3, slope)
 }
 template <class T>
-void run_bwd_reduce(const T* dout, const T* x, const T* y, int64_t n, T m, double* out3, int act, double slope) {
+void run_bwd_reduce(const T* dout, const T* x, const T* y, int64_t n, compute_t<T> m, double* out3, int act, double slope) {
   NK_NORM_DISPATCH(run_bwd_reduce_impl, dout, x, y, n, m, out3, slope)
 }
 template <class T>
 void col_bwd_apply(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx, int64_t dxs,
-                   int64_t rows, int64_t w, const T* p, int act, double slope, bool stream) {
+                   int64_t rows, int64_t w, const compute_t<T>* p, int act, double slope, bool stream) {
   NK_NORM_DISPATCH(col_bwd_apply_impl, dout, ds, x, xs, y, yss, dx, dxs, rows, w, p, slope, stream)
 }
 template <class T>
-void run_bwd_apply(const T* dout, const T* x, const T* y, T* dx, int64_t n, const T* p, int act, double slope,
+void run_bwd_apply(const T* dout, const T* x, const T* y, T* dx, int64_t n, const compute_t<T>* p, int act, double slope,
                    bool stream) {
   NK_NORM_DISPATCH(run_bwd_apply_impl, dout, x, y, dx, n, p, slope, stream)
 }
@@ -824,11 +825,7 @@ template <class T> constexpr NormKernelsT<T> make_table() {
                          &col_apply<T>, &run_apply<T>,      &col_bwd_reduce<T>, &run_bwd_reduce<T>,
                          &col_bwd_apply<T>, &run_bwd_apply<T>, &any_outside};
 }
-// 16-bit storage: layer norm only (batch norm refuses 16-bit x at the boundary).
-template <class T> constexpr NormKernelsT<T> make_table_16bit() {
-  return NormKernelsT<T>{&ln_fwd<T>, &ln_bwd<T>, nullptr, nullptr, nullptr, nullptr,
-                         nullptr,    nullptr,    nullptr, nullptr, &any_outside};
-}
+
 
 }  // namespace
 NK_KERNEL_NAMESPACE_END
@@ -837,6 +834,6 @@ NK_KERNEL_NAMESPACE_END
 NK_DEFINE_ISA_TABLE(NormalizationKernels, normalization_kernels) = {
     nk::NK_ISA_NS::make_table<float>(),
     nk::NK_ISA_NS::make_table<double>(),
-    nk::NK_ISA_NS::make_table_16bit<nk::float16_t>(),
-    nk::NK_ISA_NS::make_table_16bit<nk::bfloat16_t>(),
+    nk::NK_ISA_NS::make_table<nk::float16_t>(),
+    nk::NK_ISA_NS::make_table<nk::bfloat16_t>(),
 };

@@ -39,19 +39,19 @@ struct NormKernelsT {
   // The same for a contiguous run of n values.
   void (*run_stats)(const T* x, int64_t n, double* shift, double* rel, double* m2);
   // y = act(((x - p_mh) - p_ml) * p_scale + p_shift), params per column: p = [mh | ml | scale | shift] (4*w).
-  void (*col_apply)(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const T* p, int act,
+  void (*col_apply)(const T* x, int64_t xs, T* y, int64_t ys, int64_t rows, int64_t w, const C* p, int act,
                     double slope, bool stream);
   // Same on a contiguous run with scalar params p[0..4).
-  void (*run_apply)(const T* x, T* y, int64_t n, const T* p, int act, double slope, bool stream);
+  void (*run_apply)(const T* x, T* y, int64_t n, const C* p, int act, double slope, bool stream);
   // Batch-norm backward reduction per column: out3 = [sum g | sum g*(x-m) | sum (x-m)] (3*w doubles,
   // overwritten), g = dout passed back through the activation (from y).
   void (*col_bwd_reduce)(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, int64_t rows,
-                         int64_t w, const T* m, double* out3, int act, double slope);
-  void (*run_bwd_reduce)(const T* dout, const T* x, const T* y, int64_t n, T m, double* out3, int act, double slope);
+                         int64_t w, const C* m, double* out3, int act, double slope);
+  void (*run_bwd_reduce)(const T* dout, const T* x, const T* y, int64_t n, C m, double* out3, int act, double slope);
   // dx = A*g + K*((x - mh) - ml) + B, params per column p = [mh | ml | A | K | B] (5*w).
   void (*col_bwd_apply)(const T* dout, int64_t ds, const T* x, int64_t xs, const T* y, int64_t yss, T* dx,
-                        int64_t dxs, int64_t rows, int64_t w, const T* p, int act, double slope, bool stream);
-  void (*run_bwd_apply)(const T* dout, const T* x, const T* y, T* dx, int64_t n, const T* p, int act, double slope,
+                        int64_t dxs, int64_t rows, int64_t w, const C* p, int act, double slope, bool stream);
+  void (*run_bwd_apply)(const T* dout, const T* x, const T* y, T* dx, int64_t n, const C* p, int act, double slope,
                         bool stream);
   // Whether some v[i] (i < n) is outside [lo, inf): any_outside_scalar, vectorised (wide_floor).
   bool (*any_outside)(const double* v, int64_t n, double lo);

@@ -570,13 +570,13 @@ template <class X, class T = compute_of_t<X>> void bn_normalize(const BatchNormN
 }
 
 void batchnorm_forward_cpu(const BatchNormForwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_forward<float>(a); else bn_forward<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_forward<decltype(tag)>(a); });
 }
 void batchnorm_stats_cpu(const BatchNormStatsArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_stats_out<float>(a); else bn_stats_out<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_stats_out<decltype(tag)>(a); });
 }
 void batchnorm_normalize_cpu(const BatchNormNormalizeArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_normalize<float>(a); else bn_normalize<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_normalize<decltype(tag)>(a); });
 }
 
 // Chan's parallel update of per-part (count, mean, m2), parts merged in order (the same
@@ -780,13 +780,13 @@ template <class X, class T = compute_of_t<X>> void bn_elemt(const BatchNormElemt
 }
 
 void batchnorm_backward_cpu(const BatchNormBackwardArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_backward<float>(a); else bn_backward<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_backward<decltype(tag)>(a); });
 }
 void batchnorm_backward_reduce_cpu(const BatchNormReduceArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_reduce<float>(a); else bn_reduce<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_reduce<decltype(tag)>(a); });
 }
 void batchnorm_backward_elemt_cpu(const BatchNormElemtArgs& a, const ExecContext&) {
-  if (a.x->dtype == DType::f32) bn_elemt<float>(a); else bn_elemt<double>(a);  // 16-bit x: refused by the binding
+  with_dtype(a.x->dtype, [&](auto tag) { bn_elemt<decltype(tag)>(a); });
 }
 
 }  // namespace

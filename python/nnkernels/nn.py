@@ -285,16 +285,17 @@ class _AffineNorm(Layer):
         return kw
 
 
-def _check_norm_args(num_features, activation, dtype, name="num_features", half: bool = False) -> np.dtype:
-    """The dtype of the layer's parameters; `half`: float16 / bfloat16 too (parameters of 16-bit
-    storage, issue 15: the kernels take x in any of the four dtypes, parameters in float32 or x's)."""
+def _check_norm_args(num_features, activation, dtype, name="num_features") -> np.dtype:
+    """The dtype of the layer's parameters (and running statistics): float32, float64, or float16 /
+    bfloat16 (16-bit storage, issue 15: x in any of the four dtypes, parameters in float32 or x's)."""
     if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) or num_features < 1:
         raise ValueError(f"{name}: expected a positive int, got {num_features!r}")
     if activation not in (None,) + _FUSABLE:
         raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
     dt = np.dtype(dtype)
-    if half and (dt == np.float16 or dt.name == "bfloat16"):
-        return dt
+    if dt not in (np.float32, np.float64, np.float16) and dt.name != "bfloat16":
+        raise TypeError(f"dtype: expected float32, float64, float16 or bfloat16 (of the parameters), got {dt}")
+    return dt
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype: expected float32, float64, float16 or bfloat16 (of gamma/beta), got {dt}" if half
                         else f"dtype: expected float32 or float64, got {dt}")
@@ -422,7 +423,7 @@ class LayerNorm(_AffineNorm):
         shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
         if len(shape) != 1:
             raise ValueError(f"normalized_shape: expected a positive int (the last axis), got {normalized_shape!r}")
-        dtype = _check_norm_args(shape[0], activation, dtype, "normalized_shape", half=True)
+        dtype = _check_norm_args(shape[0], activation, dtype, "normalized_shape")
         self.num_features = int(shape[0])
         self.normalized_shape = (self.num_features,)
         self.eps = float(eps)

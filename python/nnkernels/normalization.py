@@ -1,18 +1,21 @@
 """Batch norm and layer norm, forward and backward, with an optional fused ReLU / leaky ReLU.
 
 Arrays are NumPy arrays, PyTorch tensors (CPU tensors are read and written in place, zero-copy;
-CUDA tensors run the CUDA kernels), CuPy arrays or any DLPack producer, float32 or float64; the
-results are arrays of the main input's library (x, or dout for the backward functions) on its
-device, in its dtype. Per-channel vectors (gamma, beta, running statistics, mean, rstd) may be
-of the other float dtype and any stride, and must live on x's device (NumPy vectors with a torch
+CUDA tensors run the CUDA kernels), CuPy arrays or any DLPack producer, float32 or float64 (or
+16-bit, below); the results are arrays of the main input's library (x, or dout for the backward
+functions) on its device, in its dtype. Per-channel vectors (gamma, beta, running statistics,
+mean, rstd) may be of the other float dtype and any stride, and must live on x's device (NumPy vectors with a torch
 CPU x are fine; a host vector with a CUDA x is a ValueError: nothing is copied between host and
 device inside an op). See "Array libraries" in the README.
 
-Layer norm also takes the 16-bit storage dtypes float16 and bfloat16 (NumPy float16,
-``ml_dtypes.bfloat16``, torch.float16/bfloat16 on the CPU and on CUDA): x, y, dout and dx in that
-dtype, gamma/beta in it or in float32 (float64 refused), arithmetic in float32 with one rounding
-to nearest even per result, mean/rstd always float32, dgamma/dbeta in gamma's dtype (float32 sums,
-combined in double). Kernels: csrc/cpu/normalization.cpp
+Every op also takes the 16-bit storage dtypes float16 and bfloat16 (NumPy float16,
+``ml_dtypes.bfloat16``, torch.float16/bfloat16 tensors): x, y, dout and dx in that dtype; gamma/beta
+and batch norm's running statistics in it or in float32 (float64 refused, naming the argument);
+arithmetic in float32 with one rounding to nearest even per result; mean/rstd always float32 (the
+statistics of 16-bit data are never rounded to 16 bits; the ones given back may be float32 or
+float64); running statistics updated in double and rounded once to their dtype; dgamma/dbeta in
+gamma's dtype (float32 sums, combined in double); batchnorm_backward_reduce's sums float32;
+batchnorm_stats float64 as for every dtype. Kernels: csrc/cpu/normalization.cpp
 (driver csrc/drivers/normalization.cpp), csrc/cuda/normalization.cu; references:
 :mod:`nnkernels.reference.normalization`.
 
@@ -99,9 +102,10 @@ def batchnorm_forward(x: Any, gamma: Any = None, beta: Any = None, *, training: 
     size > 1, as in PyTorch): otherwise a ValueError / TypeError before anything is written. On
     a GPU the update runs on the device. training=False: normalise with the running statistics
     (both required; any array-like on the CPU). x: NumPy array, torch tensor (CPU or CUDA), CuPy
-    array or any DLPack producer, float32 or float64; gamma/beta/running stats: shape ``(C,)``,
-    float32 or float64, on x's device. Returns ``(y, mean, rstd)``, arrays of x's library on its
-    device (mean/rstd per channel, x's dtype). Any finite input normalises correctly, including
+    array or any DLPack producer, float32, float64, float16 or bfloat16; gamma/beta/running stats:
+    shape ``(C,)``, float32 or float64 (float32 or x's dtype for 16-bit x), on x's device. Returns
+    ``(y, mean, rstd)``, arrays of x's library on its device (mean/rstd per channel, x's dtype;
+    float32 for 16-bit x). Any finite input normalises correctly, including
     float32 values near 1e38 (the CPU redoes channels whose float statistics would overflow in a
     wider type; the GPU accumulates float32 statistics in double).
     """
@@ -113,7 +117,8 @@ def batchnorm_backward(dout: Any, x: Any, gamma: Any, mean: Any, rstd: Any, *, a
                        y: Any = None, negative_slope: float = 0.01, out: Any = None) -> tuple:
     """Gradients of training-mode :func:`batchnorm_forward`: ``(dx, dgamma, dbeta)``.
 
-    mean/rstd are the values forward returned. dgamma/dbeta are None when gamma is None.
+    mean/rstd are the values forward returned. dgamma/dbeta are None when gamma is None, else in
+    x's dtype (gamma's for 16-bit x).
     ``out`` receives dx (x's shape and dtype); it may be dout itself (in place).
     Runs :func:`batchnorm_backward_reduce` then :func:`batchnorm_backward_elemt` (same
     kernels), folding the rounding residual of a float32 mean back in. Arrays as for
@@ -155,7 +160,8 @@ def batchnorm_normalize(x: Any, mean: Any, rstd: Any, gamma: Any = None, beta: A
     """``y = act((x - mean) * rstd * gamma + beta)`` per channel with given (e.g. global) statistics.
 
     x: any array as for :func:`batchnorm_forward`; mean/rstd/gamma/beta: shape ``(C,)``,
-    float32 or float64 (a float64 mean keeps its full precision for float32 x), on x's device.
+    float32 or float64 (a float64 mean keeps its full precision for float32 x; gamma/beta float32
+    or x's dtype for 16-bit x), on x's device.
     ``out`` may be x itself. Returns an array of x's library on its device.
     """
     return _core.batchnorm_normalize(x, mean, rstd, gamma, beta, activation, negative_slope, out)
@@ -167,7 +173,8 @@ def batchnorm_backward_reduce(dout: Any, x: Any, mean: Any, rstd: Any, *, activa
 
     With g = dout passed back through the fused activation (from ``y``) and
     ``xhat = (x - mean) * rstd``: ``sum_dout = sum(g)``, ``sum_dout_xhat = sum(g * xhat)``
-    over N and spatial axes (x's dtype, shape ``(C,)``, arrays of dout's library on its device).
+    over N and spatial axes (x's dtype, float32 for 16-bit x; shape ``(C,)``, arrays of dout's
+    library on its device).
     After summing them over processes, ``dgamma = sum_dout_xhat`` and ``dbeta = sum_dout``.
     """
     return _core.batchnorm_backward_reduce(dout, x, mean, rstd, activation, y, negative_slope)
