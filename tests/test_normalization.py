@@ -1213,6 +1213,139 @@ def test_torch_cpu_modules():
     _same(lb.backward(torch.from_numpy(dout.copy())), la.backward(dout))
 
 
+# ---- 16-bit storage with torch CPU tensors: torch.bfloat16 / float16 in, the same dtype out, bitwise
+# the NumPy call (ml_dtypes.bfloat16 / float16 arrays over the same bits)
+
+def _t16(a):
+    """A torch CPU tensor with a's values (float16 / ml_dtypes.bfloat16 as torch.float16 / bfloat16)."""
+    torch = pytest.importorskip("torch")
+    if a is None:
+        return None
+    a = np.array(a, copy=True)
+    if a.dtype == BF16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _same16(result, expect):
+    """result (tensors, None, ints, tuples) bitwise equals expect, tensor dtypes following expect's."""
+    torch = pytest.importorskip("torch")
+    if isinstance(expect, tuple):
+        assert isinstance(result, tuple) and len(result) == len(expect)
+        for r, e in zip(result, expect):
+            _same16(r, e)
+        return
+    if expect is None or isinstance(expect, int):
+        assert result == expect
+        return
+    assert isinstance(result, torch.Tensor), type(result)
+    tdt = {BF16: torch.bfloat16, F16: torch.float16}.get(expect.dtype) or torch.from_numpy(expect[:0]).dtype
+    assert result.dtype == tdt and tuple(result.shape) == expect.shape
+    if expect.dtype == BF16:
+        got = result.contiguous().view(torch.int16).numpy().view(BF16)
+    else:
+        got = result.contiguous().numpy()
+    assert got.tobytes() == np.ascontiguousarray(expect).tobytes()
+
+
+@pytest.mark.parametrize("pdtype", ["storage", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_torch_cpu_16bit_layernorm_bitwise(dtype, pdtype):
+    torch = pytest.importorskip("torch")
+    pdt = dtype if pdtype == "storage" else np.dtype(np.float32)
+    x, dout = _half_data((17, 33), dtype, 250, loc=3.0), _half_data((17, 33), dtype, 251)
+    g, b = _half_data((33,), pdt, 252), _half_data((33,), pdt, 253)
+    kw = dict(activation="leaky_relu", negative_slope=0.2)
+    fwd = nk.layernorm_forward(x, g, b, **kw)
+    assert fwd[0].dtype == dtype and fwd[1].dtype == np.float32
+    _same16(nk.layernorm_forward(_t16(x), _t16(g), _t16(b), **kw), fwd)
+    y, m, r = fwd
+    bwd = nk.layernorm_backward(dout, x, g, m, r, y=y, **kw)
+    assert bwd[1].dtype == pdt
+    gp = torch.nn.Parameter(_t16(g))  # a parameter that requires grad, read in place
+    _same16(nk.layernorm_backward(_t16(dout), _t16(x), gp, _t16(m), _t16(r), y=_t16(y), **kw), bwd)
+    assert gp.grad is None
+    out = _t16(np.zeros_like(x))
+    assert nk.layernorm_forward(_t16(x), _t16(g), _t16(b), out=out, **kw)[0] is out
+    _same16(out, y)
+    xt = _t16(x)
+    assert nk.layernorm_forward(xt, g, b, out=xt, **kw)[0] is xt  # NumPy gamma/beta, in place on the tensor
+    _same16(xt, y)
+
+
+@pytest.mark.parametrize("pdtype", ["storage", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(17, 31), (3, 2, 70)])
+def test_torch_cpu_16bit_batchnorm_bitwise(shape, dtype, pdtype):
+    c = shape[1]
+    pdt = dtype if pdtype == "storage" else np.dtype(np.float32)
+    x, dout = _half_data(shape, dtype, 260, loc=2.0), _half_data(shape, dtype, 261)
+    g, b = _half_data((c,), pdt, 262), _half_data((c,), pdt, 263)
+    kw = dict(activation="relu")
+    rm, rv = np.zeros(c, pdt), np.ones(c, pdt)
+    trm, trv = _t16(rm), _t16(rv)
+    fwd = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
+    _same16(nk.batchnorm_forward(_t16(x), _t16(g), _t16(b), running_mean=trm, running_var=trv, **kw), fwd)
+    _same16(trm, rm)  # running statistics tensors (float32 or x's dtype) updated in place
+    _same16(trv, rv)
+    _same16(nk.batchnorm_forward(_t16(x), _t16(g), _t16(b), training=False, running_mean=trm, running_var=trv, **kw),
+            nk.batchnorm_forward(x, g, b, training=False, running_mean=rm, running_var=rv, **kw))
+    y, m, r = fwd
+    bwd = nk.batchnorm_backward(dout, x, g, m, r, y=y, **kw)
+    assert bwd[0].dtype == dtype and bwd[1].dtype == pdt
+    _same16(nk.batchnorm_backward(_t16(dout), _t16(x), _t16(g), _t16(m), _t16(r), y=_t16(y), **kw), bwd)
+    n, mean, m2 = nk.batchnorm_stats(x)
+    _same16(nk.batchnorm_stats(_t16(x)), (n, mean, m2))
+    _same16(nk.batchnorm_normalize(_t16(x), _t16(mean), _t16(r), _t16(g), _t16(b), **kw),
+            nk.batchnorm_normalize(x, mean, r, g, b, **kw))
+    sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, r, y=y, **kw)
+    assert sg.dtype == sgx.dtype == np.float32
+    _same16(nk.batchnorm_backward_reduce(_t16(dout), _t16(x), _t16(mean), _t16(r), y=_t16(y), **kw), (sg, sgx))
+    _same16(nk.batchnorm_backward_elemt(_t16(dout), _t16(x), _t16(g), _t16(mean), _t16(r), _t16(sg), _t16(sgx), n,
+                                        y=_t16(y), **kw),
+            nk.batchnorm_backward_elemt(dout, x, g, mean, r, sg, sgx, n, y=y, **kw))
+    d = _t16(dout)
+    assert nk.batchnorm_backward(d, _t16(x), _t16(g), _t16(m), _t16(r), y=_t16(y), out=d, **kw)[0] is d  # dx over dout
+    _same16(d, bwd[0])
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_torch_cpu_16bit_refusals(dtype):
+    """The NumPy call's refusals, for tensors: float64 parameters, 16-bit statistics given back."""
+    torch = pytest.importorskip("torch")
+    x = _t16(_half_data((6, 3), dtype, 270))
+    with pytest.raises(ValueError, match=rf"^gamma: expected float32 or {dtype} \(the dtype of x\) for {dtype} x, "
+                                         "got float64"):
+        nk.batchnorm_forward(x, torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=rf"^running_mean: expected float32 or {dtype}"):
+        nk.batchnorm_forward(x, running_mean=torch.zeros(3, dtype=torch.float64), running_var=torch.ones(3))
+    _, m, r = nk.layernorm_forward(x)
+    assert m.dtype == torch.float32
+    with pytest.raises(TypeError, match="^rstd: expected a float32 or float64 array, got dtype"):
+        nk.layernorm_backward(x, x, None, m, r.to(x.dtype))
+
+
+@pytest.mark.parametrize("pdtype", [F16, BF16, np.dtype(np.float32)], ids=str)
+def test_torch_cpu_16bit_modules(pdtype):
+    """nk.BatchNorm / nk.LayerNorm holding NumPy parameters (16-bit or float32) with a 16-bit torch CPU x:
+    tensors of x's dtype back, values bitwise those of the NumPy input, gradient buffers in the
+    parameters' dtype (training and eval mode)."""
+    xdt = BF16 if pdtype == np.float32 else pdtype
+    x, dout = _half_data((8, 3, 5), xdt, 280, loc=2.0), _half_data((8, 3, 5), xdt, 281)
+    for mode in ("train", "eval"):
+        a, b = nk.BatchNorm(3, activation="relu", dtype=pdtype), nk.BatchNorm(3, activation="relu", dtype=pdtype)
+        if mode == "eval":
+            a.eval(), b.eval()
+        _same16(b.forward(_t16(x)), a.forward(x))
+        _same16(b.backward(_t16(dout)), a.backward(dout))
+        for u, v in ((a.running_mean, b.running_mean), (a.running_var, b.running_var), (a.dgamma, b.dgamma)):
+            assert u.dtype == v.dtype == pdtype and u.tobytes() == v.tobytes()
+    la, lb = nk.LayerNorm(5, dtype=pdtype), nk.LayerNorm(5, dtype=pdtype)
+    _same16(lb.forward(_t16(x)), la.forward(x))
+    _same16(lb.backward(_t16(dout)), la.backward(dout))
+    assert lb.dgamma.dtype == pdtype and lb.dgamma.tobytes() == la.dgamma.tobytes()
+
+
 # ---------------------------------------------------------------- GPU (skips without one)
 
 def test_gpu_matches_cpu(gpu):

@@ -127,7 +127,14 @@ def to_numpy(x: Any) -> Any:
     if lib == "numpy":
         return x.copy()
     if lib == "torch":
-        return x.detach().to("cpu", copy=True).numpy()
+        import torch
+
+        t = x.detach().to("cpu", copy=True)
+        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: ml_dtypes' (the same bits)
+            import ml_dtypes
+
+            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return t.numpy()
     import cupy
 
     return cupy.asnumpy(x)

@@ -285,6 +285,17 @@ class _AffineNorm(Layer):
         return kw
 
 
+def _store(dst: np.ndarray, src) -> None:
+    """dst[...] = src for a layer's NumPy gradient buffer; src an array of the input's library (a torch
+    CPU bfloat16 tensor has no NumPy conversion of its own: _arraylib.to_numpy gives ml_dtypes' bfloat16)."""
+    if isinstance(src, np.ndarray):
+        dst[...] = src
+    else:
+        from . import _arraylib
+
+        dst[...] = _arraylib.to_numpy(src)
+
+
 def _check_norm_args(num_features, activation, dtype, name="num_features") -> np.dtype:
     """The dtype of the layer's parameters (and running statistics): float32, float64, or float16 /
     bfloat16 (16-bit storage, issue 15: x in any of the four dtypes, parameters in float32 or x's)."""
@@ -388,18 +399,21 @@ class BatchNorm(_AffineNorm):
             n = max(int(np.prod(np.shape(x))) // self.num_features, 1)
             dx = nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, zeros, zeros, n, **kw)
             if self.gamma is not None:
-                self.dgamma[...], self.dbeta[...] = sgx, sg
+                _store(self.dgamma, sgx)
+                _store(self.dbeta, sg)
             return dx
         if gcount is None:
             dx, dgamma, dbeta = nk.batchnorm_backward(dout, x, self.gamma, mean, rstd, **kw)
             if self.gamma is not None:
-                self.dgamma[...], self.dbeta[...] = dgamma, dbeta
+                _store(self.dgamma, dgamma)
+                _store(self.dbeta, dbeta)
             return dx
         sum_dout, sum_dout_xhat = nk.batchnorm_backward_reduce(dout, x, mean, rstd, **kw)
         # Local contributions are the parameter gradients (summed over ranks with the others);
         # dx needs the global sums now.
         if self.gamma is not None:
-            self.dgamma[...], self.dbeta[...] = sum_dout_xhat, sum_dout
+            _store(self.dgamma, sum_dout_xhat)
+            _store(self.dbeta, sum_dout)
         g_sum_dout, g_sum_dout_xhat = self.comm.allreduce_pair(np.asarray(sum_dout), np.asarray(sum_dout_xhat))
         return nk.batchnorm_backward_elemt(dout, x, self.gamma, mean, rstd, g_sum_dout, g_sum_dout_xhat, gcount,
                                            **kw)
@@ -456,7 +470,8 @@ class LayerNorm(_AffineNorm):
         dx, dgamma, dbeta = nk.layernorm_backward(dout, x, self.gamma, mean, rstd,
                                                   y=y if self.activation else None, **self._act_kw())
         if self.gamma is not None:
-            self.dgamma[...], self.dbeta[...] = dgamma, dbeta
+            _store(self.dgamma, dgamma)
+            _store(self.dbeta, dbeta)
         return dx
 
     def __repr__(self):
