@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from isolated import assert_clean_exit, run_isolated
 from tolerances import BF16, F16, TOL, TOL_REDUCTION, assert_close, assert_within_ulps
 
 import nnkernels as nk
@@ -1271,6 +1272,45 @@ def test_torch_cpu_16bit_layernorm_bitwise(dtype, pdtype):
     xt = _t16(x)
     assert nk.layernorm_forward(xt, g, b, out=xt, **kw)[0] is xt  # NumPy gamma/beta, in place on the tensor
     _same16(xt, y)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_cpu_16bit_strided_tensors(dtype):
+    """Strided 16-bit tensors (read from a contiguous copy, which must keep the 16-bit dtype: a
+    bfloat16 tensor's NumPy descriptor has kind 'V') give bitwise the NumPy call on the same strided
+    view. In a child process: reading 16-bit memory as float32 wrote past the result (heap corruption)."""
+    pytest.importorskip("torch")
+    r = run_isolated(f"""
+        import ml_dtypes, numpy as np, torch, nnkernels as nk
+        dt = np.dtype(ml_dtypes.bfloat16) if "{dtype}" == "bfloat16" else np.dtype(np.float16)
+        tdt = getattr(torch, "{dtype}")
+
+        def t16(a):
+            return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(tdt)
+
+        def bits(v):
+            if isinstance(v, torch.Tensor):
+                v = v.contiguous()
+                return v.view(torch.int16).numpy().tobytes() if v.dtype == tdt else v.numpy().tobytes()
+            return v.tobytes() if isinstance(v, np.ndarray) else v
+
+        def same(a, b):
+            assert [bits(u) for u in a] == [bits(v) for v in b]
+
+        rng = np.random.default_rng(255)
+        for shape, sl in (((33, 70), np.s_[:, ::2]), ((4, 3, 9, 22), np.s_[..., ::2])):
+            base = (rng.standard_normal(shape) + 1.0).astype(dt)
+            xn, xt = base[sl], t16(base)[sl]
+            assert not xt.is_contiguous()
+            same(nk.layernorm_forward(xt), nk.layernorm_forward(xn))
+            same(nk.batchnorm_forward(xt), nk.batchnorm_forward(xn))
+            same(nk.batchnorm_stats(xt), nk.batchnorm_stats(xn))
+            m, r = np.zeros(xn.shape[1], np.float32), np.ones(xn.shape[1], np.float32)
+            same([nk.batchnorm_normalize(xt, m, r)], [nk.batchnorm_normalize(xn, m, r)])
+        print("ok")
+    """, timeout=120)
+    assert_clean_exit(r)
+    assert r.stdout.strip() == "ok"
 
 
 @pytest.mark.parametrize("pdtype", ["storage", "float32"])

@@ -204,7 +204,9 @@ Operand from_torch(const py::handle& h, const char* arg, Elements elements) {
   }
   r.descr = descr_of(*dl, arg);
   const py::dtype descr = py::reinterpret_borrow<py::dtype>(r.descr);
-  r.kind = descr.kind();
+  // A float operand has kind 'f' whatever its NumPy descriptor says (ml_dtypes.bfloat16's kind is 'V'),
+  // as fill_host records for NumPy operands: contiguous_copy_of keeps the copy's element rule by it.
+  r.kind = elements != Elements::real ? 'f' : descr.kind();
   r.itemsize = int(descr.itemsize());
   py::object is_cuda = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cuda));
   if (!is_cuda) throw py::error_already_set();
