@@ -1508,6 +1508,113 @@ def test_gpu_host_vectors_refused(gpu):
         nk.batchnorm_merge_stats(np.array([1, 2]), to_gpu(np.zeros((2, 3))), np.zeros((2, 3)))
 
 
+def _cuda_torch_or_skip():
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    return torch
+
+
+def _np16(t):
+    """A host NumPy copy of a tensor (bfloat16 as ml_dtypes.bfloat16)."""
+    torch = pytest.importorskip("torch")
+    t = t.detach().cpu().contiguous()
+    return t.view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.numpy()
+
+
+@pytest.mark.parametrize("pdtype", ["storage", "float32"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_gpu_16bit_matches_cpu(dtype, pdtype):
+    """torch CUDA float16/bfloat16 tensors through every normalization op against the CPU kernels on
+    the same values (torch CPU tensors): same dtypes (x's for y/dx, float32 mean/rstd and
+    backward_reduce sums, gamma's for dgamma/dbeta, running statistics updated in place in their
+    dtype), values within the 16-bit tolerances (the reductions run in another order). Contiguous
+    and strided x, 16-bit gamma/beta (converted on the device) and float32 ones."""
+    torch = _cuda_torch_or_skip()
+    tdt = getattr(torch, dtype)
+    npdt = BF16 if dtype == "bfloat16" else F16
+    pdt = npdt if pdtype == "storage" else np.dtype(np.float32)
+    tab = TOL_REDUCTION
+
+    def close(g, c, dt, scale=1.0):
+        assert g.is_cuda and g.dtype == c.dtype, (g.dtype, c.dtype)
+        assert_close(_np16(g).astype(np.float64), _np16(c).astype(np.float64), dt, table=tab,
+                     atol=10 * tab[np.dtype(dt)]["rtol"] * scale)
+
+    kw = dict(activation="leaky_relu", negative_slope=0.1)
+    for shape in [(33, 70), (4, 3, 9, 11), (5, 6, 100), (64, 1031)]:
+        c = shape[1]
+        x = _t16(_half_data(shape, npdt, 400, loc=3.0))
+        dout = _t16(_half_data(shape, npdt, 401))
+        g, b = _t16(_half_data((c,), pdt, 402)), _t16(_half_data((c,), pdt, 403))
+        for xs, ds in ((x, dout), (x[:, ::2], dout[:, ::2])):  # contiguous and strided (copied on the device)
+            cs = xs.shape[1]
+            gs, bs = g[:cs].contiguous(), b[:cs].contiguous()
+            rm, rv = torch.zeros(cs, dtype=gs.dtype), torch.ones(cs, dtype=gs.dtype)
+            grm, grv = rm.cuda(), rv.cuda()
+            cpu = nk.batchnorm_forward(xs, gs, bs, running_mean=rm, running_var=rv, **kw)
+            gpu = nk.batchnorm_forward(xs.cuda(), gs.cuda(), bs.cuda(), running_mean=grm, running_var=grv, **kw)
+            assert cpu[0].dtype == tdt and cpu[1].dtype == torch.float32
+            for gg, cc in zip(gpu, cpu):
+                close(gg, cc, npdt if cc.dtype == tdt else np.float32)
+            close(grm, rm, pdt)
+            close(grv, rv, pdt)
+            close(nk.batchnorm_forward(xs.cuda(), gs.cuda(), bs.cuda(), training=False, running_mean=grm,
+                                       running_var=grv)[0],
+                  nk.batchnorm_forward(xs, gs, bs, training=False, running_mean=rm, running_var=rv)[0], npdt)
+            y, m, r = cpu
+            cb = nk.batchnorm_backward(ds, xs, gs, m, r, y=y, **kw)
+            gb = nk.batchnorm_backward(ds.cuda(), xs.cuda(), gs.cuda(), m.cuda(), r.cuda(), y=y.cuda(), **kw)
+            n = int(np.prod(xs.shape)) // cs
+            assert cb[1].dtype == gs.dtype
+            close(gb[0], cb[0], npdt)
+            close(gb[1], cb[1], pdt, scale=np.sqrt(n))
+            close(gb[2], cb[2], pdt, scale=np.sqrt(n))
+            cn, cmean, cm2 = nk.batchnorm_stats(xs)
+            gn, gmean, gm2 = nk.batchnorm_stats(xs.cuda())
+            assert gn == cn and gmean.dtype == torch.float64
+            assert_close(gmean.cpu().numpy(), cmean.numpy(), np.float64, table={np.dtype(np.float64): {"rtol": 1e-9, "atol": 1e-9}})
+            assert_close(gm2.cpu().numpy(), cm2.numpy(), np.float64, table={np.dtype(np.float64): {"rtol": 1e-6, "atol": 1e-6}})
+            close(nk.batchnorm_normalize(xs.cuda(), gmean, r.cuda(), gs.cuda(), bs.cuda(), **kw),
+                  nk.batchnorm_normalize(xs, cmean, r, gs, bs, **kw), npdt)
+            csg, csgx = nk.batchnorm_backward_reduce(ds, xs, cmean, r, y=y, **kw)
+            gsg, gsgx = nk.batchnorm_backward_reduce(ds.cuda(), xs.cuda(), gmean, r.cuda(), y=y.cuda(), **kw)
+            assert gsg.dtype == torch.float32
+            close(gsg, csg, np.float32, scale=np.sqrt(n))
+            close(gsgx, csgx, np.float32, scale=np.sqrt(n))
+            close(nk.batchnorm_backward_elemt(ds.cuda(), xs.cuda(), gs.cuda(), gmean, r.cuda(), csg.cuda(),
+                                              csgx.cuda(), n, y=y.cuda(), **kw),
+                  nk.batchnorm_backward_elemt(ds, xs, gs, cmean, r, csg, csgx, n, y=y, **kw), npdt)
+            # layer norm over the last axis
+            d = xs.shape[-1]
+            gl, bl = _t16(_half_data((d,), pdt, 404)), _t16(_half_data((d,), pdt, 405))
+            cl = nk.layernorm_forward(xs, gl, bl, **kw)
+            gl_ = nk.layernorm_forward(xs.cuda(), gl.cuda(), bl.cuda(), **kw)
+            assert gl_[1].dtype == torch.float32 and gl_[0].dtype == tdt
+            for gg, cc in zip(gl_, cl):
+                close(gg, cc, npdt if cc.dtype == tdt else np.float32)
+            y, m, r = cl
+            cb = nk.layernorm_backward(ds, xs, gl, m, r, y=y, **kw)
+            gb = nk.layernorm_backward(ds.cuda(), xs.cuda(), gl.cuda(), m.cuda(), r.cuda(), y=y.cuda(), **kw)
+            rows = int(np.prod(xs.shape)) // d
+            assert gb[1].dtype == gl.dtype and gb[0].dtype == tdt
+            close(gb[0], cb[0], npdt)
+            close(gb[1], cb[1], pdt, scale=np.sqrt(rows))
+            close(gb[2], cb[2], pdt, scale=np.sqrt(rows))
+
+
+def test_gpu_16bit_refusals():
+    """A float64 gamma with a 16-bit CUDA x is refused naming it before anything runs (as on the CPU)."""
+    torch = _cuda_torch_or_skip()
+    x = torch.randn(6, 3, device="cuda").to(torch.bfloat16)
+    before = x.clone()
+    with pytest.raises(ValueError, match=r"^gamma: expected float32 or bfloat16 \(the dtype of x\) for bfloat16 x"):
+        nk.batchnorm_forward(x, torch.ones(3, dtype=torch.float64, device="cuda"))
+    with pytest.raises(ValueError, match=r"^beta: expected float32 or bfloat16"):
+        nk.layernorm_forward(x, None, torch.ones(3, dtype=torch.float16, device="cuda"))
+    assert torch.equal(x.view(torch.int16), before.view(torch.int16))
+
+
 def test_large_results_placed_apart_from_input():
     """Results of 1 MB and more are 64-byte aligned and half a page away from x modulo 4096
     (no 4K aliasing between the input's loads and the result's stores); they are ordinary

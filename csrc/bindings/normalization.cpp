@@ -175,13 +175,6 @@ DType param_grad_dtype(const Operand& x, const Operand& gamma) {
   return is_16bit(x.view.dtype) ? gamma.view.dtype : x.view.dtype;
 }
 
-// The CUDA kernels take float32/float64 only so far: 16-bit x on a GPU is refused before anything runs.
-void refuse_16bit_on_gpu(const Operand& x) {
-  if (x.is_cuda() && is_16bit(x.view.dtype))
-    throw py::type_error(std::string("x: the CUDA normalization kernels take float32 or float64, got dtype ") +
-                         dtype_name(x.view.dtype));
-}
-
 // The CUDA workspace of an op (float64 elements), allocated by main's library; none on the CPU.
 Operand gpu_work(const Operand& main, int64_t n) {
   return main.is_cuda() ? new_result(main, DType::f64, {n > 0 ? n : 1}) : absent();
@@ -204,7 +197,6 @@ py::tuple layernorm_forward(const py::handle& x_in, const py::object& gamma_o, c
   if (x.view.ndim() < 1) throw py::value_error("x: expected at least one dimension (normalised over the last axis)");
   const int64_t d = x.view.shape.back();
   if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
-  refuse_16bit_on_gpu(x);
   const NormAct act = norm_act(activation, slope, false);
   check_eps(eps);
   Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x", VecRule::param);
@@ -235,7 +227,6 @@ py::tuple layernorm_backward(const py::handle& dout_in, const py::handle& x_in, 
   Operand dout = like_x(dout_in, "dout", x);
   const int64_t d = x.view.shape.back();
   if (d == 0) throw py::value_error("x: the last axis (normalised over) is empty");
-  refuse_16bit_on_gpu(x);
   const NormAct act = norm_act(activation, slope, true);
   Operand gv = vec_arg(gamma_o, "gamma", d, false, x, "x", VecRule::param);
   const Dims sshape(x.view.shape.begin(), x.view.shape.end() - 1);
@@ -283,7 +274,6 @@ Operand bn_input(const py::handle& x_in) {
   if (x.view.ndim() < 2)
     throw py::value_error("x: expected an array of shape (N, C) or (N, C, *spatial), got shape " +
                           shape_str(x.view.shape));
-  refuse_16bit_on_gpu(x);
   return x;
 }
 int64_t channels_of(const Operand& x) { return x.view.shape[1]; }
