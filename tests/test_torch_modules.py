@@ -216,3 +216,66 @@ def test_no_grad_and_inference_mode():
             torch.testing.assert_close(model(x), reference(x), **FWD)  # training mode: running stats move
     torch.testing.assert_close(model[1].running_var, reference[1].running_var, **FWD)
     assert int(model[1].num_batches_tracked) == 2
+
+
+# ----------------------------------------------------------------------------- 16-bit storage (issue 15)
+HTOL = {torch.bfloat16: dict(rtol=1.6e-2, atol=2e-2), torch.float16: dict(rtol=2e-3, atol=2e-3),
+        torch.float32: dict(rtol=1e-4, atol=1e-4)}
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["module_in_x_dtype", "float32_module"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("make,shape", [(lambda **kw: nkt.LayerNorm(9, **kw), (6, 9)),
+                                        (lambda **kw: nkt.BatchNorm1d(5, activation="relu", **kw), (16, 5)),
+                                        (lambda **kw: nkt.BatchNorm2d(3, **kw), (4, 3, 5, 6))],
+                         ids=["LayerNorm", "BatchNorm1d_relu", "BatchNorm2d"])
+def test_16bit_modules_against_float64(make, shape, dtype, mixed):
+    """A module in bfloat16/float16 (or a float32 module fed 16-bit input, as torch's mixed CPU kernels
+    allow): output in x's dtype, parameter gradients and running statistics in the parameters' dtype,
+    values close to the float64 module on the same values, over training steps and in eval mode."""
+    pdt = torch.float32 if mixed else dtype
+    ours = make(dtype=pdt)
+    _randomize(ours)
+    ref = make(dtype=torch.float64)
+    ref.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in ours.state_dict().items()})
+    for step, train in ((0, True), (1, True), (2, False)):
+        ours.train(train)
+        ref.train(train)
+        x = (torch.randn(shape, generator=torch.Generator().manual_seed(step)) + 2.0).to(dtype)
+        xo, xr = x.clone().requires_grad_(), x.double().requires_grad_()
+        yo, yr = ours(xo), ref(xr)
+        assert yo.dtype == dtype
+        torch.testing.assert_close(yo.double(), yr, **HTOL[dtype])
+        g = torch.randn(shape, generator=torch.Generator().manual_seed(10 + step)).to(dtype)
+        yo.backward(g)
+        yr.backward(g.double())
+        assert xo.grad.dtype == dtype
+        torch.testing.assert_close(xo.grad.double(), xr.grad, **HTOL[dtype])
+        for (name, a), (_, b) in zip(ours.named_parameters(), ref.named_parameters()):
+            assert a.grad.dtype == pdt, name
+            tol = dict(HTOL[pdt])
+            tol["atol"] *= 4.0
+            torch.testing.assert_close(a.grad.double(), b.grad, **tol, msg=name)
+            a.grad, b.grad = None, None
+        for (name, a), (_, b) in zip(ours.named_buffers(), ref.named_buffers()):
+            if a.is_floating_point():
+                assert a.dtype == pdt, name
+                torch.testing.assert_close(a.double(), b, **HTOL[pdt], msg=name)
+
+
+def test_16bit_compile_aot_eager_fullgraph():
+    """bfloat16 norms trace into one graph (the fake implementations give float32 statistics and
+    gradients in the parameters' dtype) and match eager bitwise."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nkt.BatchNorm1d(8, activation="relu"), nkt.LayerNorm(8)).to(torch.bfloat16)
+    x = torch.randn(5, 8).to(torch.bfloat16)
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(copy.deepcopy(model), backend="aot_eager", fullgraph=True)
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ye, yc = eager(xe), compiled(xc)
+    assert yc.dtype == torch.bfloat16 and torch.equal(ye, yc)
+    ye.float().sum().backward()
+    yc.float().sum().backward()
+    assert torch.equal(xe.grad, xc.grad)
+    for (name, a), (_, b) in zip(compiled.named_parameters(), eager.named_parameters()):
+        assert a.grad.dtype == torch.bfloat16 and torch.equal(a.grad, b.grad), name

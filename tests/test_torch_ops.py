@@ -159,8 +159,10 @@ def test_bad_input_is_refused_by_the_kernels_with_their_messages():
         NF.layer_norm(torch.zeros(2, 3), (4,))
     with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16"):  # the kernel's own
         NF.relu(torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(TypeError, match="^input: expected a float32 or float64 tensor"):  # the bridge's (NumPy ops)
-        NF.layer_norm(torch.zeros(2, 3, dtype=torch.bfloat16), (3,))
+    with pytest.raises(TypeError, match="^x: expected a float32, float64, float16 or bfloat16"):  # norms: the kernel's
+        NF.layer_norm(torch.zeros(2, 3, dtype=torch.int64), (3,))
+    with pytest.raises(ValueError, match=r"^gamma: expected float32 or bfloat16 \(the dtype of x\) for bfloat16 x"):
+        NF.layer_norm(torch.zeros(2, 3, dtype=torch.bfloat16), (3,), torch.ones(3, **F64))
     x = torch.ones(1, 3)  # one value per channel: no batch variance (as torch refuses)
     rm, rv = torch.zeros(3), torch.ones(3)
     with pytest.raises(ValueError):
@@ -189,6 +191,88 @@ def test_float32_matches_torch_and_results_are_tensors():
     torch.testing.assert_close(y, TF.layer_norm(x, (100,), w, b), rtol=1e-5, atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- 16-bit storage (issue 15)
+# torch.bfloat16 / float16 tensors: float32 arithmetic, the output in the input's dtype, weight/bias
+# (and running statistics) in the input's dtype or float32 (mixed, as torch's CPU kernels allow),
+# their gradients in their own dtype. Compared with float64 torch on the same (upcast) values.
+HALF = [torch.bfloat16, torch.float16]
+HTOL = {torch.bfloat16: dict(rtol=1.6e-2, atol=2e-2), torch.float16: dict(rtol=2e-3, atol=2e-3),
+        torch.float32: dict(rtol=1e-4, atol=1e-4)}
+
+
+def _h(*shape, seed=0, dtype=torch.bfloat16, offset=0.0):
+    return _x(*shape, seed=seed, offset=offset, grad=False).to(dtype).requires_grad_()
+
+
+def _f64_twins(*ts):
+    return [None if t is None else t.detach().double().requires_grad_() for t in ts]
+
+
+def _check_half(ours, ref, inputs, ref_inputs, scale=1.0):
+    """ours (16-bit) against the float64 computation on the same values: the output, and the
+    gradients (for the same upstream gradient, 16-bit values) of each input in its dtype."""
+    assert ours.dtype == inputs[0].dtype
+    torch.testing.assert_close(ours.double(), ref, **HTOL[ours.dtype])
+    g = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1)).to(ours.dtype)
+    wanted = [t for t in inputs if t is not None]
+    grads = torch.autograd.grad(ours, wanted, g)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_inputs if t is not None], g.double())
+    for gr, rg, t in zip(grads, ref_grads, wanted):
+        assert gr.dtype == t.dtype and gr.shape == t.shape
+        tol = dict(HTOL[t.dtype])
+        tol["atol"] *= scale
+        torch.testing.assert_close(gr.double(), rg, **tol)
+
+
+@pytest.mark.parametrize("wdtype", ["input", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("act", ["none", "relu"])
+def test_layer_norm_16bit(dtype, wdtype, act):
+    wdt = dtype if wdtype == "input" else torch.float32
+    x, w, b = _h(13, 67, dtype=dtype, offset=2.0), _h(67, seed=2, dtype=wdt), _h(67, seed=3, dtype=wdt)
+    x64, w64, b64 = _f64_twins(x, w, b)
+    if act == "none":
+        ours, ref = NF.layer_norm(x, (67,), w, b), TF.layer_norm(x64, (67,), w64, b64)
+    else:
+        ours, ref = NF.layer_norm_relu(x, (67,), w, b), TF.relu(TF.layer_norm(x64, (67,), w64, b64))
+    _check_half(ours, ref, (x, w, b), (x64, w64, b64), scale=4.0)
+    theirs = TF.layer_norm(x, (67,), w, b)  # torch's own 16-bit kernel: the same dtypes
+    assert theirs.dtype == ours.dtype
+    _, mean, rstd = OPS.layer_norm(x, w, b, 1e-5, "none", 0.0)
+    assert mean.dtype == rstd.dtype == torch.float32
+
+
+@pytest.mark.parametrize("pdtype", ["input", "float32"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(16, 5), (4, 3, 7)])
+def test_batch_norm_16bit(shape, training, dtype, pdtype):
+    c = shape[1]
+    pdt = dtype if pdtype == "input" else torch.float32
+    x, w, b = _h(*shape, dtype=dtype, offset=3.0), _h(c, seed=2, dtype=pdt), _h(c, seed=3, dtype=pdt)
+    rm, rv = (torch.randn(c) * 0.1 + 3).to(pdt), (torch.rand(c) + 0.5).to(pdt)
+    rm64, rv64 = rm.double(), rv.double()
+    x64, w64, b64 = _f64_twins(x, w, b)
+    ours = NF.batch_norm_relu(x, rm, rv, w, b, training, 0.3)
+    ref = TF.relu(TF.batch_norm(x64, rm64, rv64, w64, b64, training, 0.3))
+    _check_half(ours, ref, (x, w, b), (x64, w64, b64), scale=float(np.sqrt(x.numel() / c)))
+    assert rm.dtype == pdt  # updated in place in their own dtype (from float32 sums)
+    torch.testing.assert_close(rm.double(), rm64, **HTOL[pdt])
+    torch.testing.assert_close(rv.double(), rv64, **HTOL[pdt])
+
+
+def test_16bit_eager_and_operator_paths_agree_bitwise():
+    x, w, b = _h(6, 5), _h(5, seed=2, dtype=torch.float32), _h(5, seed=3, dtype=torch.float32)
+    dy = torch.randn(6, 5, generator=torch.Generator().manual_seed(7)).to(torch.bfloat16)
+    for eager, traced in ((NF.layer_norm_relu(x, (5,), w, b), OPS.layer_norm(x, w, b, 1e-5, "relu", 0.0)[0]),
+                          (NF.batch_norm(x, None, None, w, b, training=True),
+                           OPS.batch_norm(x, w, b, None, None, True, 0.1, 1e-5, "none", 0.0)[0])):
+        assert eager.dtype == traced.dtype == torch.bfloat16
+        assert torch.equal(eager.view(torch.int16), traced.view(torch.int16))
+        for u, v in zip(torch.autograd.grad(eager, (x, w, b), dy), torch.autograd.grad(traced, (x, w, b), dy)):
+            assert u.dtype == v.dtype and torch.equal(u, v)
+
+
 # ----------------------------------------------------------------------------- opcheck, gradcheck
 def _opcheck_cases():
     x, w, b = _x(6, 5), _x(5, seed=2), _x(5, seed=3)
@@ -203,6 +287,21 @@ def _opcheck_cases():
         ("batch_norm_no_stats", OPS.batch_norm, (x, None, None, None, None, True, 0.1, 1e-5, "none", 0.0)),
         ("relu", OPS.relu, (x,)), ("leaky_relu", OPS.leaky_relu, (x, 0.2)), ("tanh", OPS.tanh, (x,)),
         ("sigmoid", OPS.sigmoid, (x,)), ("softmax_cross_entropy", OPS.softmax_cross_entropy, (logits, target)),
+    ] + _opcheck_16bit_cases()
+
+
+def _opcheck_16bit_cases():
+    """The norm operators on 16-bit tensors: the fake implementations' dtypes (float32 statistics,
+    gradients in the weight's dtype) are checked against the real ones."""
+    x, x4 = _h(6, 5), _h(3, 5, 2, 2, seed=4, dtype=torch.float16)
+    w32, b16 = _h(5, seed=2, dtype=torch.float32), _h(5, seed=3)
+    w16h = _h(5, seed=2, dtype=torch.float16)
+    rm, rv = torch.zeros(5), torch.ones(5)
+    return [
+        ("layer_norm_bf16_mixed", OPS.layer_norm, (x, w32, None, 1e-5, "relu", 0.0)),
+        ("layer_norm_bf16", OPS.layer_norm, (x, b16, b16, 1e-5, "none", 0.0)),
+        ("batch_norm_f16_train", OPS.batch_norm, (x4, w16h, None, rm, rv, True, 0.1, 1e-5, "none", 0.0)),
+        ("batch_norm_bf16_eval", OPS.batch_norm, (x, w32, _h(5, seed=3, dtype=torch.float32), rm, rv, False, 0.1, 1e-5, "relu", 0.0)),
     ]
 
 

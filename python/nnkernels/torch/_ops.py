@@ -25,8 +25,11 @@ and the same autograd formula through one ``torch.autograd.Function``, which ski
 layers' per-call Python work (measured 3-4x less overhead per call than the operator's, the part
 that dominates small tensors). ``torch.ops.nnkernels.*`` are the operators themselves.
 
-The activations take torch tensors directly; the norms and the loss still take NumPy for CPU data,
-converted in :mod:`nnkernels.torch._bridge`.
+The activations and the norms take torch tensors directly (CPU tensors zero-copy, CUDA tensors on
+the CUDA kernels, results in torch), float32/float64 and, for the norms and the activations,
+torch.float16/bfloat16 as well (16-bit storage, float32 math: y/dx in x's dtype, mean/rstd float32,
+dweight/dbias in the weight's dtype, which may be float32 next to a 16-bit input, as torch's mixed
+CPU kernels allow); the loss still takes NumPy for CPU data, converted in :mod:`nnkernels.torch._bridge`.
 """
 from __future__ import annotations
 
@@ -62,32 +65,49 @@ def _custom_op(name: str, impl: Callable, fake: Callable):
 
 
 # ---------------------------------------------------------------- implementations (tensors in and out)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _d(t: Optional[Tensor]) -> Optional[Tensor]:
+    """A tensor as the norm kernels take it (they read and write tensors themselves): detached."""
+    return None if t is None else t.detach()
+
+
+def _stats_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the statistics the norm kernels return for x: x's, float32 for 16-bit x."""
+    return torch.float32 if x.dtype in _HALF else x.dtype
+
+
+def _param_grad_fake(x: Tensor, weight: Optional[Tensor], n: int) -> Tensor:
+    """dweight/dbias as the kernels return them: x's dtype, the weight's for 16-bit x."""
+    dt = weight.dtype if weight is not None and x.dtype in _HALF else x.dtype
+    return x.new_empty((n,), dtype=dt)
+
+
 def _layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, activation: str,
                 negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
-    y, mean, rstd = nk.layernorm_forward(to_nk(x, "input"), to_nk(weight, "weight"), to_nk(bias, "bias"), eps=eps,
-                                         activation=_act(activation), negative_slope=negative_slope)
-    return from_nk(y), from_nk(mean), from_nk(rstd)
+    return nk.layernorm_forward(_d(x), _d(weight), _d(bias), eps=eps, activation=_act(activation),
+                                negative_slope=negative_slope)
 
 
 def _layer_norm_fake(x, weight, bias, eps, activation, negative_slope):
-    stats = x.new_empty(x.shape[:-1])
+    stats = x.new_empty(x.shape[:-1], dtype=_stats_dtype(x))
     return x.new_empty(x.shape), stats, torch.empty_like(stats)
 
 
 def _layer_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor,
                          y: Optional[Tensor], activation: str, negative_slope: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); dweight/dbias are empty when weight is None."""
-    dx, dw, db = nk.layernorm_backward(to_nk(dout, "grad"), to_nk(x, "input"), to_nk(weight, "weight"),
-                                       to_nk(mean, "mean"), to_nk(rstd, "rstd"), activation=_act(activation),
-                                       y=to_nk(y, "y"), negative_slope=negative_slope)
+    dx, dw, db = nk.layernorm_backward(_d(dout), _d(x), _d(weight), _d(mean), _d(rstd), activation=_act(activation),
+                                       y=_d(y), negative_slope=negative_slope)
     if dw is None:
-        return from_nk(dx), x.new_empty((0,)), x.new_empty((0,))
-    return from_nk(dx), from_nk(dw), from_nk(db)
+        return dx, x.new_empty((0,)), x.new_empty((0,))
+    return dx, dw, db
 
 
 def _layer_norm_backward_fake(dout, x, weight, mean, rstd, y, activation, negative_slope):
     n = 0 if weight is None else x.shape[-1]
-    return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
+    return x.new_empty(x.shape), _param_grad_fake(x, weight, n), _param_grad_fake(x, weight, n)
 
 
 def _batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
@@ -97,18 +117,17 @@ def _batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], run
     # The kernel updates running statistics in place: it gets copies, returned as the new values.
     new_mean = running_mean.clone() if update else running_mean
     new_var = running_var.clone() if update and running_var is not None else running_var
-    y, mean, rstd = nk.batchnorm_forward(to_nk(x, "input"), to_nk(weight, "weight"), to_nk(bias, "bias"),
-                                         training=training, running_mean=to_nk(new_mean, "running_mean"),
-                                         running_var=to_nk(new_var, "running_var"), momentum=momentum, eps=eps,
+    y, mean, rstd = nk.batchnorm_forward(_d(x), _d(weight), _d(bias), training=training, running_mean=_d(new_mean),
+                                         running_var=_d(new_var), momentum=momentum, eps=eps,
                                          activation=_act(activation), negative_slope=negative_slope)
     if not update:
         new_mean, new_var = x.new_empty((0,)), x.new_empty((0,))
-    return from_nk(y), from_nk(mean), from_nk(rstd), new_mean, new_var
+    return y, mean, rstd, new_mean, new_var
 
 
 def _batch_norm_fake(x, weight, bias, running_mean, running_var, training, momentum, eps, activation, negative_slope):
     c = x.shape[1] if x.dim() >= 2 else 0
-    stats = x.new_empty((c,))
+    stats = x.new_empty((c,), dtype=_stats_dtype(x))
     if training and running_mean is not None:
         new = torch.empty_like(running_mean), torch.empty_like(running_var)
     else:
@@ -122,27 +141,29 @@ def _batch_norm_backward(dout: Tensor, x: Tensor, weight: Optional[Tensor], mean
     """(dx, dweight, dbias); dweight/dbias are empty when weight is None. ``batch_stats``: the forward
     normalised with the batch statistics (training mode); otherwise mean/rstd were constants (the
     running statistics) and ``dx = g * weight * rstd``."""
-    act = dict(activation=_act(activation), y=to_nk(y, "y"), negative_slope=negative_slope)
-    d, xa, w = to_nk(dout, "grad"), to_nk(x, "input"), to_nk(weight, "weight")
-    m, r = to_nk(mean, "mean"), to_nk(rstd, "rstd")
+    act = dict(activation=_act(activation), y=_d(y), negative_slope=negative_slope)
+    d, xa, w = _d(dout), _d(x), _d(weight)
+    m, r = _d(mean), _d(rstd)
     if batch_stats:
         dx, dw, db = nk.batchnorm_backward(d, xa, w, m, r, **act)
     else:
         # Constant statistics: the elementwise backward with zero batch sums is g * weight * rstd.
         db, dw = nk.batchnorm_backward_reduce(d, xa, m, r, **act)
-        zeros = to_nk(torch.zeros(x.shape[1], dtype=torch.float64, device=x.device), "zeros")
+        zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         dx = nk.batchnorm_backward_elemt(d, xa, w, m, r, zeros, zeros, max(1, x.numel() // max(1, x.shape[1])),
                                          **act)
         if w is None:
             dw = db = None
+        elif x.dtype in _HALF:  # the sums are float32 for 16-bit x; the gradients are in the weight's dtype
+            dw, db = dw.to(weight.dtype), db.to(weight.dtype)
     if dw is None:
-        return from_nk(dx), x.new_empty((0,)), x.new_empty((0,))
-    return from_nk(dx), from_nk(dw), from_nk(db)
+        return dx, x.new_empty((0,)), x.new_empty((0,))
+    return dx, dw, db
 
 
 def _batch_norm_backward_fake(dout, x, weight, mean, rstd, y, batch_stats, activation, negative_slope):
     n = 0 if weight is None else x.shape[1]
-    return x.new_empty(x.shape), x.new_empty((n,)), x.new_empty((n,))
+    return x.new_empty(x.shape), _param_grad_fake(x, weight, n), _param_grad_fake(x, weight, n)
 
 
 # The activations take and return torch tensors themselves (issue 14's operand core: CPU tensors

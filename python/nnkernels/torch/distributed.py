@@ -29,16 +29,22 @@ from .modules import _adopt, _check_activation, _Fusable
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm"]
 
 
+def _d(t: Optional[Tensor]) -> Optional[Tensor]:
+    """A tensor as the norm kernels take it (they read and write tensors themselves, CPU or CUDA, any
+    float dtype they support: bfloat16/float16 inputs too): detached."""
+    return None if t is None else t.detach()
+
+
 class _SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, group, world, activation, slope):
-        xa = to_nk(x, "input")
+        xa = _d(x)
         count, mean, m2 = nk.batchnorm_stats(xa)
         c = x.shape[1]
         local = torch.empty(1 + 2 * c, dtype=torch.float64, device=x.device)
         local[0] = count
-        local[1:1 + c] = from_nk(mean)
-        local[1 + c:] = from_nk(m2)
+        local[1:1 + c] = mean
+        local[1 + c:] = m2
         parts = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(parts, local, group=group)
         table = torch.stack(parts).cpu()  # world x (1 + 2C) values, merged on the host
@@ -48,29 +54,28 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         nk._core.batchnorm_check_training_count(tuple(x.shape), n)  # batchnorm_forward(training=True)'s check
         gmean, gm2 = from_nk(gmean).to(x.device), from_nk(gm2).to(x.device)
         rstd = torch.rsqrt(gm2 / n + eps)
-        y = from_nk(nk.batchnorm_normalize(xa, to_nk(gmean, "mean"), to_nk(rstd, "rstd"), to_nk(weight, "weight"),
-                                           to_nk(bias, "bias"), activation=activation, negative_slope=slope))
+        y = nk.batchnorm_normalize(xa, gmean, rstd, _d(weight), _d(bias), activation=activation, negative_slope=slope)
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(gmean.to(running_mean.dtype), alpha=momentum)
             running_var.mul_(1 - momentum).add_((gm2 / max(n - 1, 1)).to(running_var.dtype), alpha=momentum)
         ctx.save_for_backward(x, weight, gmean, rstd, y if activation else None)
-        ctx.n, ctx.group, ctx.has_bias = n, group, bias is not None
+        ctx.n, ctx.group, ctx.bias_dtype = n, group, None if bias is None else bias.dtype
         ctx.act = dict(activation=activation, negative_slope=slope)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, mean, rstd, y = ctx.saved_tensors
-        d, xa, m, r = to_nk(dy, "grad"), to_nk(x, "input"), to_nk(mean, "mean"), to_nk(rstd, "rstd")
-        act = dict(ctx.act, y=to_nk(y, "y"))
-        sum_dout, sum_dout_xhat = (from_nk(a) for a in nk.batchnorm_backward_reduce(d, xa, m, r, **act))
+        d, xa, m, r = _d(dy), _d(x), _d(mean), _d(rstd)
+        act = dict(ctx.act, y=_d(y))
+        sum_dout, sum_dout_xhat = nk.batchnorm_backward_reduce(d, xa, m, r, **act)  # float32 for 16-bit x
         c = x.shape[1]
         sums = torch.cat([sum_dout, sum_dout_xhat]).to(torch.float64)
         dist.all_reduce(sums, group=ctx.group)
-        dx = from_nk(nk.batchnorm_backward_elemt(d, xa, to_nk(weight, "weight"), m, r, to_nk(sums[:c], "sum_dout"),
-                                                 to_nk(sums[c:], "sum_dout_xhat"), ctx.n, **act))
-        dw = sum_dout_xhat if weight is not None else None
-        db = sum_dout if ctx.has_bias else None
+        dx = nk.batchnorm_backward_elemt(d, xa, _d(weight), m, r, sums[:c], sums[c:], ctx.n, **act)
+        # the local parameter gradients, in the parameters' dtype
+        dw = sum_dout_xhat.to(weight.dtype) if weight is not None else None
+        db = sum_dout.to(ctx.bias_dtype) if ctx.bias_dtype is not None else None
         return dx, dw, db, None, None, None, None, None, None, None, None
 
 

@@ -43,7 +43,8 @@ def _layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor
 def layer_norm(input: Tensor, normalized_shape: _Shape, weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.layer_norm`` on the nnkernels kernel (statistics over the trailing
-    ``normalized_shape`` dimensions; biased variance; float32/float64)."""
+    ``normalized_shape`` dimensions; biased variance; float32/float64, or float16/bfloat16 input with
+    weight/bias in its dtype or float32: the output in the input's dtype, float32 arithmetic)."""
     return _layer_norm(input, normalized_shape, weight, bias, eps, "none", 0.0)
 
 
@@ -76,7 +77,9 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
 
     training=True normalises with the batch statistics and, when running statistics are given,
     updates them in place (``(1 - momentum) * running + momentum * batch``, unbiased variance);
-    training=False normalises with the running statistics.
+    training=False normalises with the running statistics. float32/float64, or float16/bfloat16
+    input with weight, bias and running statistics in its dtype or float32 (the output in the
+    input's dtype, float32 arithmetic, running statistics updated in double and rounded once).
     """
     return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps, "none", 0.0)
 

@@ -6,6 +6,9 @@ holding; only ``forward`` runs the nnkernels operators. ``LayerNorm``/``BatchNor
 take two keyword-only extras, ``activation=None | "relu" | "leaky_relu"`` and ``negative_slope``,
 for a ReLU / leaky ReLU fused into the same pass (forward and backward), which is what
 :func:`replace_modules` builds from a norm followed by an activation inside ``nn.Sequential``.
+The norms run in float32/float64 and on torch.bfloat16/float16 input (float32 arithmetic, the
+output in the input's dtype), with parameters and running statistics in the input's dtype
+(``module.to(torch.bfloat16)``) or float32 (a float32 module fed 16-bit activations).
 """
 from __future__ import annotations
 
