@@ -86,11 +86,19 @@ template <class F> void with_dtype(DType dt, F&& f) {
 
 // Element i of a 1-d vector of any float dtype as double / written from a double (rounded once to
 // the vector's dtype: core/float16.hpp).
+// float32/float64 first, without the dtype switch: small calls read and write every channel's values.
 double read_at(const ArrayView& v, int64_t i) {
   const int64_t off = v.ndim() == 0 ? 0 : i * v.strides[0];
+  if (v.dtype == DType::f32) return double(v.ptr<float>()[off]);
+  if (v.dtype == DType::f64) return v.ptr<double>()[off];
   return read_value(v.data, v.dtype, off);
 }
-void write_at(const ArrayView& v, int64_t i, double val) { write_value(v.data, v.dtype, i * v.strides[0], val); }
+void write_at(const ArrayView& v, int64_t i, double val) {
+  const int64_t off = i * v.strides[0];
+  if (v.dtype == DType::f32) v.ptr<float>()[off] = float(val);
+  else if (v.dtype == DType::f64) v.ptr<double>()[off] = val;
+  else write_value(v.data, v.dtype, off, val);
+}
 
 // One element of x-typed data as its compute type, and back (rounded to nearest even): the wide
 // (extreme-magnitude) paths read and write 16-bit storage through these, with the kernels' bits.
@@ -114,12 +122,15 @@ std::vector<double> to_double(const ArrayView* v, int64_t n, double dflt) {
 // A result vector (C-contiguous, any float dtype) from double values, each rounded once.
 void write_vec(const ArrayView* v, const std::vector<double>& vals) {
   if (!v) return;
-  if (v->dtype == DType::f32) {  // the common case without a per-element dtype switch
+  if (v->dtype == DType::f32) {  // float32/float64 without a per-element dtype switch
     float* p = v->ptr<float>();
     for (size_t i = 0; i < vals.size(); ++i) p[i] = float(vals[i]);
-    return;
+  } else if (v->dtype == DType::f64) {
+    double* p = v->ptr<double>();
+    for (size_t i = 0; i < vals.size(); ++i) p[i] = vals[i];
+  } else {
+    for (size_t i = 0; i < vals.size(); ++i) write_value(v->data, v->dtype, int64_t(i), vals[i]);
   }
-  for (size_t i = 0; i < vals.size(); ++i) write_value(v->data, v->dtype, int64_t(i), vals[i]);
 }
 
 // Input rows: data pointer and row stride (norm_rows_of holds: the binding checked).
