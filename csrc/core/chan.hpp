@@ -37,12 +37,14 @@ NK_HOST_DEVICE inline void chan_apply(double& mean, double& m2, double mean_b, d
   mean += delta * w.wb;
   m2 += m2_b + delta * delta * w.wab;
 }
-// Merges part (nb, mean_b, m2_b) into (cnt, mean, m2). Empty parts leave it as it is; the first
-// non-empty part is copied (the general update would reach the same values up to the sign of a
-// zero, with a division more and inf * 0 = NaN for a huge first mean).
+// Merges part (nb, mean_b, m2_b) into (cnt, mean, m2). Counts may be weight sums (West 1979:
+// preprocessing's sample_weight) and 0 (an empty part, or a column whose values were all NaN in
+// one part). Empty parts leave it as it is; the first non-empty part is copied (the general update
+// would reach the same values up to the sign of a zero, with a division more and inf * 0 = NaN for
+// a huge first mean).
 NK_HOST_DEVICE inline void chan_merge(double& cnt, double& mean, double& m2, double nb, double mean_b, double m2_b) {
-  if (nb == 0) return;
-  if (cnt == 0) {
+  if (!(nb > 0)) return;
+  if (!(cnt > 0)) {
     cnt = nb;
     mean = mean_b;
     m2 = m2_b;

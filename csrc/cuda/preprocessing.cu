@@ -5,6 +5,7 @@
 // nnkernels.reference.preprocessing. Test: pytest -m gpu tests/test_preprocessing.py
 #include <cuda_runtime.h>
 
+#include "core/chan.hpp"
 #include "cpu/preprocessing.hpp"
 #include "cuda/common.cuh"
 #include "drivers/preprocessing.hpp"
@@ -46,7 +47,7 @@ __global__ void stats_partial(const T* __restrict__ x, int64_t rows, int64_t col
   }
 }
 
-// Chunks merged per column in chunk order (Chan, Golub & LeVeque); outputs that are null are not wanted.
+// Chunks merged per column in chunk order (Chan, Golub & LeVeque: core/chan.hpp); outputs that are null are not wanted.
 __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_t cols, int64_t chunks,
                             double* __restrict__ mean, double* __restrict__ m2, double* __restrict__ mn,
                             double* __restrict__ mx) {
@@ -57,14 +58,9 @@ __global__ void stats_merge(const Stat4* __restrict__ part, int64_t rows, int64_
   for (int64_t c = 1; c < chunks; ++c) {
     const Stat4 p = part[c * cols + j];
     const int64_t r1 = (c + 1) * kChunkRows < rows ? (c + 1) * kChunkRows : rows;
-    const double nb = double(r1 - c * kChunkRows);
-    const double n = na + nb;
-    const double d = p.x - acc.x;
-    acc.x = acc.x + d * (nb / n);
-    acc.y = acc.y + p.y + d * d * (na * nb / n);
+    chan_merge(na, acc.x, acc.y, double(r1 - c * kChunkRows), p.x, p.y);  // core/chan.hpp, as the CPU driver
     acc.z = p.z < acc.z ? p.z : acc.z;
     acc.w = p.w > acc.w ? p.w : acc.w;
-    na = n;
   }
   if (acc.z > acc.w) acc.z = acc.w = NAN;  // no value in the column (all NaN)
   if (mean) mean[j] = acc.x;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/chan.hpp"
 #include "core/parallel.hpp"
 
 NK_DEFINE_DISPATCH(ColStatsImpl, col_stats_stub)
@@ -52,20 +53,6 @@ PrepBlock block_of(const Matrix& m, int64_t r0, int64_t r1) {
   b.rs = m.rs;
   b.cs = m.cs;
   return b;
-}
-
-// Chan, Golub & LeVeque's pairwise update of (count, mean, M2), with counts that may be weight
-// sums (West 1979) and may be 0 (a column whose values were all NaN in one part).
-inline void chan_merge(double& na, double& ma, double& m2a, double nb, double mb, double m2b) {
-  if (!(nb > 0.0)) return;
-  if (!(na > 0.0)) {
-    na = nb; ma = mb; m2a = m2b;
-    return;
-  }
-  const double n = na + nb, d = mb - ma;
-  ma = ma + d * (nb / n);
-  m2a = m2a + m2b + d * d * (na * nb / n);
-  na = n;
 }
 
 void col_stats_cpu(const Matrix& m, const ColStatsArgs& a, const ColStatsOut& out, const ExecContext&) {
