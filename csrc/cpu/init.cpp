@@ -1,5 +1,6 @@
 // Weight-initialisation kernels: Philox4x32-10 random words -> uniform / normal (Box-Muller)
-// float32/float64 arrays, one group of 16 Philox blocks at a time (layout and math: init.hpp).
+// float32/float64 arrays (float16/bfloat16: the float32 numbers rounded to nearest even), one
+// group of 16 Philox blocks at a time (layout and math: init.hpp).
 // Bit-identical across ISA levels, thread counts and the CUDA twin (csrc/cuda/init.cu):
 // the generator is integer arithmetic and the transforms are the shared IEEE sequences of
 // init.hpp (no FMA contraction: ISO C++ mode compiles with -ffp-contract=off).
@@ -230,10 +231,30 @@ void fill(void* out, int64_t g0, int64_t g1, int64_t n, const InitParams* p, boo
   if (st) stream_fence();
 }
 
+// float16 / bfloat16: the float32 group (the same words and transforms, so the same float32
+// values), each rounded to nearest even on the store (core/simd.hpp). Groups of 64 as float32.
+template <class X>
+void fill_16bit(void* out, int64_t g0, int64_t g1, int64_t n, const InitParams* p, bool) {
+  constexpr int64_t G = kInitGroupF32, N = Storage<X>::N;
+  X* y = static_cast<X*>(out);
+  alignas(64) uint32_t W[4][16];
+  alignas(64) float tmp[G];
+  for (int64_t g = g0; g < g1; ++g) {
+    philox_group(uint64_t(g) * 16, p->seed, W);
+    group_f32(W, tmp, *p, false);
+    X* dst = y + g * G;
+    const int64_t count = n - g * G < G ? n - g * G : G;
+    int64_t i = 0;
+    for (; i + N <= count; i += N) Storage<X>::store(dst + i, Simd<float>::load(tmp + i));
+    if (i < count) Storage<X>::store_partial(dst + i, Simd<float>::load(tmp + i), count - i);
+  }
+}
+
 }  // namespace
 NK_KERNEL_NAMESPACE_END
 
 NK_DEFINE_ISA_TABLE(InitKernels, init_kernels) = {
-    {&nk::NK_ISA_NS::fill<float>, &nk::NK_ISA_NS::fill<double>},
+    {&nk::NK_ISA_NS::fill<float>, &nk::NK_ISA_NS::fill<double>, &nk::NK_ISA_NS::fill_16bit<nk::float16_t>,
+     &nk::NK_ISA_NS::fill_16bit<nk::bfloat16_t>},
     &nk::NK_ISA_NS::philox_one,
 };
