@@ -390,7 +390,7 @@ def _build_specs() -> list:
     ):
         if name == "ema_update":
             arrays = {"averages": Arr(STATE, is_list=True, partners=("params",)),
-                      "params": Arr(IN_CONTIG, is_list=True, partners=("averages",))}
+                      "params": Arr(IN_CONTIG, is_list=True, partners=("averages",), takes_16bit=True)}
             extra = None
         else:
             arrays = opt_arrays(state)
@@ -406,7 +406,8 @@ def _build_specs() -> list:
                 ("empty-list", {"grads": [], "max_norm": 0.1}, OK, ())]
     specs.append(Spec("clip_grad_norm", "optimizers", nk.clip_grad_norm,
                       lambda rng: {"grads": plist(rng), "max_norm": 0.5},
-                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True)}, {"max_norm": nonneg},
+                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True, takes_16bit=True)},
+                      {"max_norm": nonneg},
                       ref=Ro.clip_grad_norm,
                       extra=clip_extra, mutable=("grads",)))
 
@@ -897,8 +898,9 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
             ref = spec.fn
         try:
             # 16-bit inputs: the reference in float64 from the upcast values (NumPy's float16
-            # arithmetic rounds every step)
-            expected = ref(**{k: _upcast_16bit(v) for k, v in clean.items()})
+            # arithmetic rounds every step); arrays it updates in place are compared below
+            clean = {k: _upcast_16bit(v) for k, v in clean.items()}
+            expected = ref(**clean)
         except Exception as exc:  # noqa: BLE001
             if library != "numpy" and expect == EITHER and spec.family == "preprocessing":
                 return None  # scikit-learn's check_array converted a lenient dtype (float16 tensor -> float64)
