@@ -92,10 +92,12 @@ double xent_row(const T* x, int64_t label, T* d, int64_t C, double inv_n) {
 }
 
 // One row of 16-bit logits X (float32 arithmetic, T = float). The exponentials are not kept in d
-// between passes (16-bit storage would round them before the scaling): pass 3 recomputes them
-// (the same function of the same inputs, so the same values pass 2 summed) and writes each
-// d_j = e_j * (inv_n / s) - (j == label) * inv_n with one rounding to X. The maximum and the sum
-// are taken in the same order as the float32 path.
+// between passes (16-bit storage would round them before the scaling): rows of up to kXentBuf
+// classes keep them in a float32 buffer on the stack, longer rows recompute them in pass 3 (the
+// same function of the same inputs: the same values pass 2 summed, so both give the same bits).
+// Each d_j = e_j * (inv_n / s) - (j == label) * inv_n is rounded once to X. The maximum and the
+// sum are taken in the same order as the float32 path.
+constexpr int64_t kXentBuf = 4096;
 template <class X, class T = compute_t<X>>
 double xent_row_16(const X* x, int64_t label, X* d, int64_t C, double inv_n) {
   using S = Storage<X>;
@@ -118,18 +120,28 @@ double xent_row_16(const X* x, int64_t label, X* d, int64_t C, double inv_n) {
     vm = v > vm ? v : vm;
   }
   const T m = hmax<T>(vm);
+  alignas(64) T ebuf[kXentBuf];
+  const bool keep = C <= kXentBuf;
   V<T> vs = Simd<T>::splat(T(0));
-  for (j = 0; j + N <= C; j += N) vs = vs + vexp<T>(S::load(x + j) - m);
+  for (j = 0; j + N <= C; j += N) {
+    const V<T> e = vexp<T>(S::load(x + j) - m);
+    if (keep) Simd<T>::store(ebuf + j, e);
+    vs = vs + e;
+  }
   if (j < C) {
     V<T> e = vexp<T>(S::load_partial(x + j, C - j) - m);
-    vs = vs + (lanes_below<T>(C - j) ? e : Simd<T>::splat(T(0)));
+    e = lanes_below<T>(C - j) ? e : Simd<T>::splat(T(0));
+    if (keep) Simd<T>::store(ebuf + j, e);  // a whole vector: j + N <= kXentBuf (a multiple of N)
+    vs = vs + e;
   }
   const T s = hsum<T>(vs);
   const T scale = T(inv_n / double(s)), hot = T(inv_n);
   // In place (d == x): each vector of d is written after the same vector of x was read.
   for (j = 0; j < C; j += N) {
     const int64_t k = C - j < N ? C - j : N;
-    V<T> v = vexp<T>((k == N ? S::load(x + j) : S::load_partial(x + j, k)) - m) * scale;
+    const V<T> e = keep ? Simd<T>::load(ebuf + j)
+                        : vexp<T>((k == N ? S::load(x + j) : S::load_partial(x + j, k)) - m);
+    V<T> v = e * scale;
     if (label >= j && label < j + k) v[label - j] -= hot;
     if (k == N) S::store(d + j, v); else S::store_partial(d + j, v, k);
   }
