@@ -747,13 +747,17 @@ def test_16bit_stochastic_rounding_lands_on_the_neighbours_with_the_right_odds(d
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_16bit_stochastic_rounding_reproducible_across_threads_and_levels(dtype, threads):
+    """1 vs 2 threads at every level, and the FMA levels (AVX2, AVX-512) with each other, bitwise.
+    (The baseline level has no FMA instruction: its float32 updates round the fused products of
+    cpu/optimizers.cpp separately, so their stochastically rounded bits are compared only with
+    its own thread counts.)"""
     from conftest import compiled_isas
 
     rng = np.random.default_rng(3)
     shapes = [(70001,), (5,), (33, 65)]
     p0 = [rng.standard_normal(s).astype(dtype) for s in shapes]
     g = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    outs = []
+    outs = {}
     for level in compiled_isas():
         with nk.isa(level):
             for t in (1, 2):
@@ -763,10 +767,12 @@ def test_16bit_stochastic_rounding_reproducible_across_threads_and_levels(dtype,
                 v = [np.zeros(s, np.float32) for s in shapes]
                 for step in (1, 2, 3):
                     nk.adam_step(p, g, m, v, step=step, lr=1e-3, stochastic_rounding=True, seed=2**64 - 5)
-                outs.append(p)
-    for o in outs[1:]:
-        for a, b in zip(o, outs[0]):
-            np.testing.assert_array_equal(_bits(a), _bits(b))
+                outs[level, t] = p
+    groups = [[k for k in outs if k[0] == "baseline"], [k for k in outs if k[0] != "baseline"]]
+    for keys in groups:
+        for k in keys[1:]:
+            for a, b in zip(outs[k], outs[keys[0]]):
+                np.testing.assert_array_equal(_bits(a), _bits(b))
     p = [x.copy() for x in p0]
     nk.sgd_step(p, g, lr=1e-3, stochastic_rounding=True, seed=7)
     q = [x.copy() for x in p0]
@@ -942,3 +948,110 @@ def test_16bit_torch_cpu_clip_grad_norm_and_refusals():
         with pytest.raises(exc, match="^" + msg):
             call()
         assert bool((p == 1).all())
+
+
+# ----------------------------------------------------------------------------- GPU, 16-bit (issue 15)
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    return torch
+
+
+def _cuda16(torch, a):
+    return _t16(torch, np.ascontiguousarray(a).copy()).cuda()
+
+
+def _fma_level():
+    """The CPU level whose float32 arithmetic the CUDA kernels reproduce (multiply-adds fused where
+    cpu/optimizers.cpp fuses them): AVX2 or AVX-512."""
+    from conftest import compiled_isas
+
+    levels = [lv for lv in ("avx2", "avx512") if lv in compiled_isas()]
+    if not levels:
+        pytest.skip("no FMA level compiled and supported by this CPU")
+    return levels[0]
+
+
+_GPU_16_CASES = [(n, m) for n in ("sgd_max", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "rmsprop_tf",
+                                  "adam", "adamw", "adam_amsgrad", "adamw_amsgrad_max", "ema")
+                 for m in ("nearest", "storage_states", "master", "stochastic") if not (n == "ema" and m == "master")]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name,mode", _GPU_16_CASES)
+def test_gpu_16bit_bitwise_cpu_fma_level(name, mode, dtype):
+    """torch CUDA float16/bfloat16 params: every op, float32 or 16-bit states, master copies and
+    stochastic rounding give bitwise the CPU's results at an FMA level (the same operations, the
+    same Philox words keyed by the flat element index: the list is laid end to end on both)."""
+    torch = _torch_cuda()
+    level = _fma_level()
+    sd = dtype if mode == "storage_states" else np.dtype(np.float32)
+    shapes = [(1,), (7,), (4099,), (70001,), (3, 17)]
+    params, state, grads = _half_setup(dtype, sd, seed=21, shapes=shapes)
+    gparams = [_cuda16(torch, p) for p in params]
+    gstate = {k: [_cuda16(torch, a) for a in v] for k, v in state.items()}
+    master = [p.astype(np.float32) for p in params] if mode == "master" else None
+    gmaster = [torch.from_numpy(m.copy()).cuda() for m in master] if master else None
+    for t, g in enumerate(grads, start=1):
+        extra = dict(stochastic_rounding=True, seed=2**64 - 3 - t) if mode == "stochastic" else {}
+        gg = [_cuda16(torch, x) for x in g]
+        if name == "ema":
+            with nk.isa(level):
+                _call_kw(name, state["exp_avg"], params, None, t, **extra)
+            _call_kw(name, gstate["exp_avg"], gparams, None, t, **extra)
+            continue
+        with nk.isa(level):
+            _call_kw(name, params, g, state, t, **dict(extra, **({"master_params": master} if master else {})))
+        _call_kw(name, gparams, gg, gstate, t, **dict(extra, **({"master_params": gmaster} if gmaster else {})))
+    torch.cuda.synchronize()
+    for a, b in zip(params, gparams):
+        assert b.is_cuda and b.dtype == getattr(torch, dtype.name)
+        np.testing.assert_array_equal(_bits(_n16(b.cpu(), dtype)), _bits(a))
+    for k in CONFIGS[name][0] if name != "ema" else ("exp_avg",):
+        for a, b in zip(state[k], gstate[k]):
+            np.testing.assert_array_equal(_bits(_n16(b.cpu(), sd)), _bits(a))
+    for a, b in zip(master or [], gmaster or []):
+        np.testing.assert_array_equal(_bits(b.cpu().numpy()), _bits(a))
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum_max", "adagrad", "rmsprop", "adamw", "adam_amsgrad"])
+def test_gpu_float32_bitwise_cpu_fma_level_and_master_follows_it(name):
+    """CUDA float32 steps are the CPU's FMA-level results bit for bit, and a CUDA float32 master copy
+    of bfloat16 params follows the CUDA float32 trajectory bitwise."""
+    torch = _torch_cuda()
+    level = _fma_level()
+    params, state, grads = _half_setup(BF16, np.float32, seed=22, shapes=[(5,), (70001,)])
+    p32 = [p.astype(np.float32) for p in params]
+    s32 = {k: [a.copy() for a in v] for k, v in state.items()}
+    gp32 = [torch.from_numpy(p.copy()).cuda() for p in p32]
+    gs32 = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in state.items()}
+    gp16 = [_cuda16(torch, p) for p in params]
+    gs16 = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in state.items()}
+    gmaster = [torch.from_numpy(p.copy()).cuda() for p in p32]
+    for t, g in enumerate(grads, start=1):
+        g32 = [x.astype(np.float32) for x in g]
+        with nk.isa(level):
+            _call(nk, name, p32, g32, s32, t)
+        _call(nk, name, gp32, [torch.from_numpy(x).cuda() for x in g32], gs32, t)
+        _call_kw(name, gp16, [_cuda16(torch, x) for x in g], gs16, t, master_params=gmaster)
+    torch.cuda.synchronize()
+    for a, b, m, p in zip(p32, gp32, gmaster, gp16):
+        np.testing.assert_array_equal(_bits(b.cpu().numpy()), _bits(a))
+        np.testing.assert_array_equal(_bits(m.cpu().numpy()), _bits(a))
+        np.testing.assert_array_equal(_bits(_n16(p.cpu(), BF16)), _bits(a.astype(BF16)))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gpu_16bit_clip_grad_norm(dtype):
+    torch = _torch_cuda()
+    rng = np.random.default_rng(23)
+    g = [(rng.standard_normal(s) * 3).astype(dtype) for s in [(3,), (100003,), (0,), (5000,)]]
+    gg = [_cuda16(torch, x) for x in g]
+    n_cpu = nk.clip_grad_norm(g, 1.0)
+    n_gpu = nk.clip_grad_norm(gg, 1.0)
+    assert isinstance(n_gpu, torch.Tensor) and n_gpu.is_cuda and n_gpu.dtype == torch.float64
+    np.testing.assert_allclose(float(n_gpu), n_cpu, rtol=1e-12)  # exact squares, summed in another order
+    for a, b in zip(g, gg):
+        assert b.dtype == getattr(torch, dtype.name)
+        np.testing.assert_allclose(_n16(b.cpu(), dtype).astype(np.float32), a.astype(np.float32), rtol=2 ** -7)
