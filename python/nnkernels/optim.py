@@ -29,8 +29,8 @@ arrays, one per parameter), saved in ``state_dict`` as ``master.<i>``; ``stochas
 rounds the updated params stochastically with Philox random bits from ``seed`` (None: a fresh seed
 from the operating system), advanced by the object every step (Adam: the step count joins the
 counter; the others: step ``t`` uses the key ``seed + t * 0x9E3779B97F4A7C15`` mod 2**64, the seed
-saved in ``state_dict``), so a run is reproducible for any thread count, ISA level and device. See
-:mod:`nnkernels.optim_steps`.
+saved in ``state_dict``), so a run is reproducible for any thread count, and the same on the CPU's
+FMA levels (AVX2, AVX-512) and the GPU. See :mod:`nnkernels.optim_steps`.
 
 Hyperparameters are validated in the constructor (as ``torch.optim`` does), by the same C++
 check that the step functions run (``_core.check_optimizer_scalars``), so a bad value fails at

@@ -80,9 +80,15 @@ function:
 * ``stochastic_rounding=True, seed=``: without master copies, the updated parameter is rounded
   stochastically (unbiased: up with probability equal to the fraction of the dropped bits), the
   random bits from Philox4x32-10 keyed by ``seed``, counted by (element index in the tensors laid
-  end to end, ``step`` for adam_step, 0 otherwise): bitwise identical for any thread count, ISA
-  level and device. The functions without a step count need a new seed per call (the optim
-  classes do that). States in a 16-bit dtype are rounded to nearest.
+  end to end, ``step`` for adam_step, 0 otherwise): bitwise identical for any thread count, on
+  the CPU's FMA levels (AVX2, AVX-512) and on the GPU, which compute the float32 update in the
+  same operations (the baseline level has no FMA instruction: it rounds the fused products
+  separately, so its float32 updates, and rarely their stochastic rounding, can differ). The
+  functions without a step count need a new seed per call (the optim classes do that). States
+  in a 16-bit dtype are rounded to nearest.
+
+The float32/float64 updates are the same on the CPU's FMA levels and on the GPU too (bit for bit);
+the baseline level differs from them by the roundings of the fused products.
 """
 from __future__ import annotations
 
