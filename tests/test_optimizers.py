@@ -1017,27 +1017,33 @@ def test_gpu_16bit_bitwise_cpu_fma_level(name, mode, dtype):
 
 @pytest.mark.parametrize("name", ["sgd_momentum_max", "adagrad", "rmsprop", "adamw", "adam_amsgrad"])
 def test_gpu_float32_bitwise_cpu_fma_level_and_master_follows_it(name):
-    """CUDA float32 steps are the CPU's FMA-level results bit for bit, and a CUDA float32 master copy
-    of bfloat16 params follows the CUDA float32 trajectory bitwise."""
+    """CUDA float32 and float64 steps are the CPU's FMA-level results bit for bit, and a CUDA float32
+    master copy of bfloat16 params follows the CUDA float32 trajectory bitwise."""
     torch = _torch_cuda()
     level = _fma_level()
     params, state, grads = _half_setup(BF16, np.float32, seed=22, shapes=[(5,), (70001,)])
-    p32 = [p.astype(np.float32) for p in params]
-    s32 = {k: [a.copy() for a in v] for k, v in state.items()}
-    gp32 = [torch.from_numpy(p.copy()).cuda() for p in p32]
-    gs32 = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in state.items()}
+    runs = {}
+    for dt in (np.float32, np.float64):
+        p = [x.astype(dt) for x in params]
+        st = {k: [a.astype(dt) for a in v] for k, v in state.items()}
+        gp = [torch.from_numpy(x.copy()).cuda() for x in p]
+        gs = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in st.items()}
+        for t, g in enumerate(grads, start=1):
+            gd = [x.astype(dt) for x in g]
+            with nk.isa(level):
+                _call(nk, name, p, gd, st, t)
+            _call(nk, name, gp, [torch.from_numpy(x).cuda() for x in gd], gs, t)
+        torch.cuda.synchronize()
+        for a, b in zip(p, gp):
+            np.testing.assert_array_equal(b.cpu().numpy().view(np.uint8), a.view(np.uint8))
+        runs[dt] = p
     gp16 = [_cuda16(torch, p) for p in params]
     gs16 = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in state.items()}
-    gmaster = [torch.from_numpy(p.copy()).cuda() for p in p32]
+    gmaster = [torch.from_numpy(p.astype(np.float32)).cuda() for p in params]
     for t, g in enumerate(grads, start=1):
-        g32 = [x.astype(np.float32) for x in g]
-        with nk.isa(level):
-            _call(nk, name, p32, g32, s32, t)
-        _call(nk, name, gp32, [torch.from_numpy(x).cuda() for x in g32], gs32, t)
         _call_kw(name, gp16, [_cuda16(torch, x) for x in g], gs16, t, master_params=gmaster)
     torch.cuda.synchronize()
-    for a, b, m, p in zip(p32, gp32, gmaster, gp16):
-        np.testing.assert_array_equal(_bits(b.cpu().numpy()), _bits(a))
+    for a, m, p in zip(runs[np.float32], gmaster, gp16):
         np.testing.assert_array_equal(_bits(m.cpu().numpy()), _bits(a))
         np.testing.assert_array_equal(_bits(_n16(p.cpu(), BF16)), _bits(a.astype(BF16)))
 
