@@ -294,3 +294,24 @@ def test_cuda_tensors_run_the_cuda_kernels_and_match_cpu():
             torch.testing.assert_close(c.grad.cpu(), h.grad, rtol=1e-4, atol=1e-4)
     for name, op, args in _opcheck_cases():
         torch.library.opcheck(op.default, tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_cross_entropy_16bit_logits(dtype):
+    """float16/bfloat16 logits (issue 15): the loss a 0-d tensor of the logits' dtype, the gradient the
+    kernel's dlogits in that dtype (float32 arithmetic, one rounding), bitwise the NumPy call on the
+    same values; close to torch's own cross_entropy on the 16-bit tensor."""
+    import ml_dtypes
+
+    logits = (torch.randn(37, 11, generator=torch.Generator().manual_seed(7)) * 3).to(dtype).requires_grad_()
+    target = torch.randint(0, 11, (37,), generator=torch.Generator().manual_seed(8))
+    loss = NF.cross_entropy(logits, target)
+    loss.backward()
+    assert loss.dtype == dtype and logits.grad.dtype == dtype
+    npdt = ml_dtypes.bfloat16 if dtype == torch.bfloat16 else np.float16
+    x = logits.detach().view(torch.int16).numpy().view(npdt)
+    ref_loss, ref_d = nk.softmax_cross_entropy(x, target.numpy())
+    assert loss.item() == float(torch.tensor(ref_loss, dtype=dtype))
+    np.testing.assert_array_equal(logits.grad.view(torch.int16).numpy(), ref_d.view(np.int16))
+    theirs = TF.cross_entropy(logits.detach().float(), target)
+    torch.testing.assert_close(loss.float(), theirs, rtol=1e-2, atol=1e-2)

@@ -2,7 +2,7 @@
 
 Issue 14's operand core has made the activations and the optimizer steps take torch tensors
 themselves (CPU tensors zero-copy, CUDA tensors on the CUDA kernels; results in torch), and
-nnkernels.torch passes tensors to those directly. Layer/batch norm and the softmax loss still take
+nnkernels.torch passes tensors to those directly (the softmax loss too). Layer/batch norm still take
 NumPy arrays for CPU data (CUDA tensors go through as they are: their GPU path reads them via
 ``__cuda_array_interface__`` and returns torch CUDA tensors): a CPU tensor is handed over as
 ``t.detach().numpy()``, which shares the tensor's memory (no copy, strides kept), and a NumPy

@@ -25,8 +25,8 @@ and the same autograd formula through one ``torch.autograd.Function``, which ski
 layers' per-call Python work (measured 3-4x less overhead per call than the operator's, the part
 that dominates small tensors). ``torch.ops.nnkernels.*`` are the operators themselves.
 
-The activations take torch tensors directly; the norms and the loss still take NumPy for CPU data,
-converted in :mod:`nnkernels.torch._bridge`.
+The activations and the loss take torch tensors directly (16-bit ones too); the norms still take
+NumPy for CPU data, converted in :mod:`nnkernels.torch._bridge`.
 """
 from __future__ import annotations
 
@@ -184,9 +184,14 @@ def _like_first(x, *args):
 
 
 def _softmax_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass."""
-    loss, dlogits = nk.softmax_cross_entropy(to_nk(logits, "input"), to_nk(target, "target"))
-    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), from_nk(dlogits)
+    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass.
+    The kernel takes the tensors themselves (float32/float64/float16/bfloat16 logits, CPU zero-copy or
+    CUDA; dlogits a tensor of the logits' dtype); the loss is a Python float for CPU logits, a 0-d
+    float64 tensor on the device for CUDA ones."""
+    loss, dlogits = nk.softmax_cross_entropy(logits.detach(), target.detach())
+    if isinstance(loss, Tensor):
+        return loss.to(logits.dtype), dlogits
+    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), dlogits
 
 
 def _softmax_cross_entropy_fake(logits, target):
