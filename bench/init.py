@@ -13,7 +13,9 @@ import numpy as np
 
 from nnkernels import init
 
-from ._harness import Case, Context, Impl, size_label
+from ._harness import Case, Context, Impl, np_dtype, size_label, torch_view
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 ROWS = ("normal", "uniform")
@@ -21,7 +23,8 @@ MAIN_ROWS = ("normal",)
 
 
 def cases(ctx: Context) -> Iterator[Case]:
-    dt = np.dtype(ctx.dtype)
+    dt = np_dtype(ctx.dtype)
+    half = dt.itemsize == 2  # NumPy's generators make float32/float64 only: no NumPy row
     for label in ctx.sizes:
         ops = [op for op in ROWS if ctx.wants(op, label)]
         if not ops:
@@ -30,19 +33,21 @@ def cases(ctx: Context) -> Iterator[Case]:
         out = np.empty(n, dt)
         rng = np.random.default_rng(0)
         torch = ctx.torch
-        t = torch.from_numpy(out) if torch is not None else None
+        t = torch_view(torch, out) if torch is not None else None
         for op in ops:
             if op == "normal":
-                impls = [Impl("nnkernels", lambda: init.normal((n,), 1.0, seed=1, out=out)),
-                         Impl("numpy", lambda: rng.standard_normal(n, dtype=dt, out=out))]
+                impls = [Impl("nnkernels", lambda: init.normal((n,), 1.0, seed=1, out=out))]
+                if not half:
+                    impls.append(Impl("numpy", lambda: rng.standard_normal(n, dtype=dt, out=out)))
                 if t is not None:
                     impls.append(Impl("torch", lambda: torch.nn.init.normal_(t)))
             else:
-                impls = [Impl("nnkernels", lambda: init.uniform((n,), 0.0, 1.0, seed=1, out=out)),
-                         Impl("numpy", lambda: rng.random(n, dtype=dt, out=out))]
+                impls = [Impl("nnkernels", lambda: init.uniform((n,), 0.0, 1.0, seed=1, out=out))]
+                if not half:
+                    impls.append(Impl("numpy", lambda: rng.random(n, dtype=dt, out=out)))
                 if t is not None:
                     impls.append(Impl("torch", lambda: torch.nn.init.uniform_(t)))
-            impls += _gpu_impls(ctx, op, n, dt)
+            impls += [] if half else _gpu_impls(ctx, op, n, dt)
             yield Case("init", op, size_label(n), dt.name, impls, kind="compute", elements=n,
                        bytes_moved=n * dt.itemsize)
 

@@ -8,7 +8,11 @@ on CPU (Adam, SGD, Adagrad), else foreach=True (RMSprop); a "torch-foreach" row 
 where fused exists, so PyTorch's best is visible.
 Bytes moved per element: Adam 7 streams (read p, g, m, v; write p, m, v); SGD momentum,
 RMSprop, Adagrad 5 (read p, g, state; write p, state); all times are one optimizer step.
-On CPU, nnkernels and the fused torch optimizer update the very same memory (torch's params
+--dtype bfloat16/float16: 16-bit params and gradients with float32 states (and for Adam float32
+master weights), what mixed-precision training keeps; PyTorch's peer steps its own copies of the
+16-bit params (its optimizers keep 16-bit states). Bytes per element: Adam 28 (read master, g,
+m, v; write master, p, m, v), the others 14 (read p, g, state; write p, state).
+On CPU (float32/float64), nnkernels and the fused torch optimizer update the very same memory (torch's params
 wrap our arrays, and we step torch's state tensors): on the shared 2-core VM this was measured
 on, the same kernel ran 10-30% faster or slower depending only on which freshly allocated
 buffers it was given (physical page placement), so separate copies made the ratio a lottery.
@@ -24,7 +28,9 @@ import numpy as np
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from ._harness import Case, Context, Impl
+from ._harness import Case, Context, Impl, np_dtype, torch_view
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 # op: (streams, nnkernels call, reference call, torch class, torch kwargs, fused supported)
 OPS = ["adam", "sgd_momentum", "rmsprop", "adagrad"]
@@ -124,8 +130,46 @@ def _gpu_impls(ctx, op, p, g):
     return out, note
 
 
+def _half_cases(ctx: Context, label, dt) -> Iterator[Case]:
+    """16-bit params (see the module docstring)."""
+    sizes, shape = _shapes(ctx, label)
+    n = sum(sizes)
+    torch = ctx.torch
+    for op in OPS:
+        if not ctx.wants(op, label):
+            continue
+        p = [ctx.rng.standard_normal(k, dtype=np.float32).astype(dt) for k in sizes]
+        g = [(ctx.rng.standard_normal(k, dtype=np.float32) * 1e-2).astype(dt) for k in sizes]
+        s1, s2 = [np.zeros(k, np.float32) for k in sizes], [np.zeros(k, np.float32) for k in sizes]
+        t = [0]
+        if op == "adam":
+            master = [x.astype(np.float32) for x in p]
+
+            def ours():
+                t[0] += 1
+                nk.adam_step(p, g, s1, s2, step=t[0], lr=1e-3, master_params=master)
+            streams = 28
+        else:
+            f = _step(nk, op, p, g, s1, s2)
+            ours, streams = f, 14
+        impls = [Impl("nnkernels", ours)]
+        if torch is not None:
+            tparams = [torch_view(torch, x.copy()).requires_grad_() for x in p]
+            for tp, gg in zip(tparams, g):
+                tp.grad = torch_view(torch, gg)
+            topt = _torch_opt(torch, op, tparams, **({"foreach": True} if op == "rmsprop" else {"fused": True}))
+            topt.step()
+            impls.append(Impl("torch", topt.step))
+        note = f"{len(sizes)} tensor(s), one step; float32 states" + (" and master weights" if op == "adam" else "")
+        yield Case("optimizers", op, shape, dt.name, impls, bytes_moved=streams * n, note=note)
+
+
 def cases(ctx: Context) -> Iterator[Case]:
-    dt = np.dtype(ctx.dtype)
+    dt = np_dtype(ctx.dtype)
+    if dt.itemsize == 2:
+        for label in ctx.sizes:
+            yield from _half_cases(ctx, label, dt)
+        return
     labels = list(ctx.sizes)
     if "large" in labels and "medium" not in labels:
         labels.insert(labels.index("large"), "medium")  # the 500 x 4,000 model rides with the large rows

@@ -187,7 +187,7 @@ def _build_specs() -> list:
                       ("labels", "out")))
         return cases
     specs.append(Spec("softmax_cross_entropy", "losses", nk.softmax_cross_entropy, make_xent,
-                      {"logits": Arr(IN, partners=("labels",), axis=0), "labels": Arr(LABELS, partners=("logits",)),
+                      {"logits": Arr(IN, partners=("labels",), axis=0, takes_16bit=True), "labels": Arr(LABELS, partners=("logits",)),
                        "out": Arr(OUT)},
                       {}, ref=lambda logits, labels: Rl.softmax_cross_entropy(logits, labels), extra=xent_extra,
                       out_default=True))
@@ -391,7 +391,7 @@ def _build_specs() -> list:
     ):
         if name == "ema_update":
             arrays = {"averages": Arr(STATE, is_list=True, partners=("params",)),
-                      "params": Arr(IN_CONTIG, is_list=True, partners=("averages",))}
+                      "params": Arr(IN_CONTIG, is_list=True, partners=("averages",), takes_16bit=True)}
             extra = None
         else:
             arrays = opt_arrays(state)
@@ -407,7 +407,8 @@ def _build_specs() -> list:
                 ("empty-list", {"grads": [], "max_norm": 0.1}, OK, ())]
     specs.append(Spec("clip_grad_norm", "optimizers", nk.clip_grad_norm,
                       lambda rng: {"grads": plist(rng), "max_norm": 0.5},
-                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True)}, {"max_norm": nonneg},
+                      {"grads": Arr(STATE, is_list=True, free=True, accepts_0d=True, takes_16bit=True)},
+                      {"max_norm": nonneg},
                       ref=Ro.clip_grad_norm,
                       extra=clip_extra, mutable=("grads",)))
 
@@ -452,7 +453,7 @@ def _build_specs() -> list:
     # --------------------------------------------------------------- init
     shape_bad = Scalar(bad=(-1, (3, -2), 2.5, (3, 2.0), "3", None, (3, True)))
     seed = Scalar(bad=(-1, 2**64, 1.5, "1", True), good=(np.uint64(2**63), 0))
-    dtype = Scalar(bad=(np.int32, np.float16, "foo", np.complex64, bool), good=("float64", np.float32))
+    dtype = Scalar(bad=(np.int32, "foo", np.complex64, bool), good=("float64", np.float32, np.float16, "bfloat16"))
     for name, scal in (
         ("normal", {"std": _real(-1.0)}),
         ("uniform", {"low": _real(), "high": _real()}),
@@ -898,8 +899,9 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
             ref = spec.fn
         try:
             # 16-bit inputs: the reference in float64 from the upcast values (NumPy's float16
-            # arithmetic rounds every step)
-            expected = ref(**{k: _upcast_16bit(v) for k, v in clean.items()})
+            # arithmetic rounds every step); arrays it updates in place are compared below
+            clean = {k: _upcast_16bit(v) for k, v in clean.items()}
+            expected = ref(**clean)
         except Exception as exc:  # noqa: BLE001
             if library != "numpy" and expect == EITHER and spec.family == "preprocessing":
                 return None  # scikit-learn's check_array converted a lenient dtype (float16 tensor -> float64)

@@ -236,7 +236,7 @@ def test_argument_errors():
         init.normal(3, seed=-1)
     with pytest.raises(ValueError, match="seed"):
         init.normal(3, seed=1 << 64)
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(TypeError, match="^dtype: expected float32, float64, float16 or bfloat16"):
         init.normal(3, dtype=np.int32)
     with pytest.raises(TypeError, match="shape"):
         init.normal((3, 2.5))
@@ -246,6 +246,80 @@ def test_argument_errors():
         init.normal(3, std=-1.0)
     with pytest.raises(ValueError, match="high"):
         init.uniform(3, 1.0, 0.0)
+
+
+# ---------------------------------------------------------------- 16-bit dtypes (issue 15)
+HALF = [np.dtype(np.float16), np.dtype("bfloat16")]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("n", SIZES)
+def test_16bit_is_the_float32_draw_rounded(isa, dtype, n, bf16_insn):
+    """dtype=float16/bfloat16: bitwise the float32 numbers of the same seed rounded to nearest even
+    (NumPy / ml_dtypes round float32 exactly); a uniform draw may round up to `high`."""
+    for fn in (lambda dt: init.uniform(n, -2.0, 3.0, seed=7, dtype=dt), lambda dt: init.normal(n, 0.5, seed=7, dtype=dt),
+               lambda dt: init.kaiming_uniform((n, 3), seed=9, dtype=dt)):
+        got, f32 = fn(dtype), fn(np.float32)
+        assert got.dtype == dtype and got.shape == f32.shape
+        np.testing.assert_array_equal(got.view(np.uint16), f32.astype(dtype).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_threads_out_and_strided_out(dtype, threads):
+    n = 3 * 131072 + 77
+    res = []
+    for t in (1, 2):
+        threads(t)
+        res.append(init.normal((n,), 1.0, seed=123, dtype=dtype))
+    np.testing.assert_array_equal(res[0].view(np.uint16), res[1].view(np.uint16))
+    out = np.zeros((40, 30), dtype)
+    assert init.xavier_normal((40, 30), seed=3, out=out) is out  # dtype from out
+    np.testing.assert_array_equal(out.view(np.uint16), init.xavier_normal((40, 30), seed=3).astype(dtype).view(np.uint16))
+    big = np.zeros((40, 60), dtype)
+    init.xavier_normal((40, 30), seed=3, out=big[:, ::2])  # not contiguous
+    np.testing.assert_array_equal(big[:, ::2].view(np.uint16), out.view(np.uint16))
+    with pytest.raises(ValueError, match="^out: expected dtype"):
+        init.normal((40, 30), seed=3, dtype=np.float32, out=out)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_torch_cpu_out(dtype):
+    """torch.float16/bfloat16 CPU tensors as out (plain, nn.Parameter, strided): filled in place with
+    the bits of the NumPy / ml_dtypes call."""
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype.name)
+    expect = init.xavier_normal((37, 29), seed=11, dtype=dtype).view(np.uint16)
+    t = torch.full((37, 29), 7.0, dtype=tdt)
+    assert init.xavier_normal((37, 29), seed=11, out=t) is t
+    np.testing.assert_array_equal(t.view(torch.int16).numpy().view(np.uint16), expect)
+    p = torch.nn.Parameter(torch.zeros(37, 29, dtype=tdt))
+    assert init.xavier_normal((37, 29), seed=11, dtype=dtype, out=p) is p and p.requires_grad
+    np.testing.assert_array_equal(p.detach().view(torch.int16).numpy().view(np.uint16), expect)
+    big = torch.zeros(37, 58, dtype=tdt)
+    init.xavier_normal((37, 29), seed=11, out=big[:, ::2])
+    np.testing.assert_array_equal(big[:, ::2].contiguous().view(torch.int16).numpy().view(np.uint16), expect)
+    assert bool((big[:, 1::2] == 0).all())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gpu_16bit_bit_identical_to_cpu(dtype):
+    """torch CUDA float16/bfloat16 out: the CPU's bits (the float32 draw rounded to nearest even)."""
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    tdt = getattr(torch, dtype.name)
+    for n in (1, 63, 65, 100003):
+        for fn, kw in ((init.normal, {"std": 0.3}), (init.uniform, {"low": -1.0, "high": 2.0})):
+            g = torch.zeros(n, dtype=tdt, device="cuda")
+            assert fn((n,), seed=77, out=g, **kw) is g
+            np.testing.assert_array_equal(g.cpu().view(torch.int16).numpy().view(np.uint16),
+                                          fn((n,), seed=77, dtype=dtype, **kw).view(np.uint16))
+    big = torch.zeros(37, 58, dtype=tdt, device="cuda")
+    init.kaiming_uniform((37, 29), seed=5, out=big[:, ::2])
+    host = big.cpu()
+    np.testing.assert_array_equal(host[:, ::2].contiguous().view(torch.int16).numpy().view(np.uint16),
+                                  init.kaiming_uniform((37, 29), seed=5, dtype=dtype).view(np.uint16))
+    assert bool((host[:, 1::2] == 0).all())
 
 
 def test_seed_none_draws_fresh_numbers():
@@ -304,7 +378,7 @@ def test_gpu_out_errors(gpu):
         init.normal((5, 4), seed=0, out=g)
     with pytest.raises(ValueError, match="^out: expected dtype float64"):
         init.normal((4, 5), seed=0, dtype=np.float64, out=g)
-    with pytest.raises(TypeError, match="^out: expected a float32 or float64 array"):
+    with pytest.raises(TypeError, match="^out: expected a float32, float64, float16 or bfloat16 array"):
         init.normal((4, 5), seed=0, out=to_gpu(np.zeros((4, 5), np.int32)))
     assert np.all(to_numpy(g) == 3.0)
 
@@ -342,7 +416,7 @@ def test_torch_cpu_out_errors_leave_out_unchanged():
         init.normal((5, 4), seed=0, out=out)
     with pytest.raises(ValueError, match="^out: expected dtype float64, got float32"):
         init.normal((4, 5), seed=0, dtype=np.float64, out=out)
-    with pytest.raises(TypeError, match="^out: expected a float32 or float64 array"):
+    with pytest.raises(TypeError, match="^out: expected a float32, float64, float16 or bfloat16 array"):
         init.normal((4, 5), seed=0, out=torch.zeros(4, 5, dtype=torch.int32))
     with pytest.raises(ValueError, match="^out"):
         init.normal((4, 5), seed=0, out=torch.zeros(1, 5).expand(4, 5))  # self-overlapping view

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import nnkernels as nk
 from nnkernels import reference as ref
 from isolated import assert_clean_exit, run_isolated
-from tolerances import TOL_REDUCTION, assert_close
+from tolerances import BF16, F16, TOL, TOL_REDUCTION, assert_close, ulps_16bit
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (1, 7), (2, 3), (3, 1), (5, 16), (7, 17), (13, 33), (64, 10), (31, 257), (4099, 3), (40, 1021)]
@@ -145,6 +145,113 @@ def test_bad_input(logits, labels, exc, start):
     with pytest.raises(exc, match=f"^{start}"):
         nk.softmax_cross_entropy(logits, labels)
     np.testing.assert_array_equal(logits, before)
+
+
+# ---------------------------------------------------------------- 16-bit logits (issue 15)
+HALF = [F16, BF16]
+
+
+def _half(shape, dtype, seed=0, scale=3.0):
+    x, y = _data(shape, np.float64, seed, scale)
+    return x.astype(dtype), y
+
+
+def _check_16(x, y, loss, d):
+    """The loss of the 16-bit values in float32 arithmetic summed in float64 (float32 accuracy);
+    dlogits in the logits' dtype, rounded once: off-label entries within 1 ulp of the correctly
+    rounded float64 gradient, label entries (p - 1) / N within the dtype's tolerance."""
+    lr, dr = ref.softmax_cross_entropy(x.astype(np.float64), y)
+    assert d.dtype == x.dtype and d.shape == x.shape and isinstance(loss, float)
+    assert_close(loss, lr, dtype=np.float32, table=TOL_REDUCTION)
+    off = np.ones(x.shape, bool)
+    off[np.arange(x.shape[0]), y] = False
+    assert ulps_16bit(d, dr, x.dtype)[off].max(initial=0) <= 1
+    assert_close(d, dr, dtype=x.dtype, atol=min(1e-5, 1e-3 / x.shape[0]))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", SHAPES + [(3, 4096), (3, 4097), (2, 9001)])  # kept / recomputed exponentials
+def test_16bit_matches_reference(isa, dtype, shape):
+    x, y = _half(shape, dtype)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    _check_16(x, y, loss, d)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_strided_in_place_threads(dtype, threads, isa):
+    x, y = _half((301, 67), dtype, seed=3, scale=8.0)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    _check_16(x, y, loss, d)
+    big = np.zeros((602, 134), dtype)
+    big[::2, ::2] = x
+    l2, d2 = nk.softmax_cross_entropy(big[::2, ::2], y)  # strided: the same bits
+    assert l2 == loss
+    np.testing.assert_array_equal(d2.view(np.uint16), d.view(np.uint16))
+    xi = x.copy()
+    l3, d3 = nk.softmax_cross_entropy(xi, y, out=xi)  # in place
+    assert d3 is xi and l3 == loss
+    np.testing.assert_array_equal(xi.view(np.uint16), d.view(np.uint16))
+    xl, yl = _half((5000, 37), dtype, seed=4)
+    res = []
+    for t in (1, 2):
+        threads(t)
+        res.append(nk.softmax_cross_entropy(xl, yl))
+    assert res[0][0] == res[1][0]
+    np.testing.assert_array_equal(res[0][1].view(np.uint16), res[1][1].view(np.uint16))
+    with pytest.raises(ValueError, match="^out: expected dtype"):
+        nk.softmax_cross_entropy(x, y, out=np.zeros(x.shape, np.float32))
+
+
+def test_16bit_large_logits_stable():
+    x = np.array([[60000.0, 0.0, -60000.0], [1.0, 2.0, 3.0]]).astype(F16)
+    loss, d = nk.softmax_cross_entropy(x, [2, 0])
+    assert np.isfinite(loss) and np.isfinite(d.astype(np.float32)).all()
+    _check_16(x, np.array([2, 0]), loss, d)
+    xb = np.array([[3e38, 0.0, -3e38]]).astype(BF16)
+    loss, d = nk.softmax_cross_entropy(xb, [0])
+    assert loss == 0.0 and np.isfinite(d.astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_torch_cpu_bitwise_numpy(dtype):
+    """torch.float16/bfloat16 CPU logits (zero-copy): dlogits a tensor of the logits' dtype, loss and
+    gradient bitwise the NumPy / ml_dtypes call's; out= a 16-bit tensor is written in place."""
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype.name)
+    x, y = _half((31, 257), dtype, seed=5)
+    loss, d = nk.softmax_cross_entropy(x, y)
+    xt = torch.from_numpy(x.view(np.int16)).view(tdt)
+    lt, dt = nk.softmax_cross_entropy(xt, torch.from_numpy(y))
+    assert type(lt) is float and lt == loss
+    assert isinstance(dt, torch.Tensor) and dt.dtype == tdt
+    np.testing.assert_array_equal(dt.view(torch.int16).numpy(), d.view(np.int16))
+    out = torch.zeros(31, 257, dtype=tdt)
+    assert nk.softmax_cross_entropy(xt, y, out=out)[1] is out
+    np.testing.assert_array_equal(out.view(torch.int16).numpy(), d.view(np.int16))
+    with pytest.raises(ValueError, match="^out: expected dtype"):
+        nk.softmax_cross_entropy(xt, y, out=torch.zeros(31, 257))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gpu_16bit_matches_cpu(dtype):
+    """torch CUDA float16/bfloat16 logits: float32 arithmetic, dlogits in the logits' dtype; the loss
+    within float32 accuracy of the CPU's and every gradient within 1 ulp of it (CUDA's expf)."""
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    tdt = getattr(torch, dtype.name)
+    for shape in ((1, 1), (7, 17), (301, 67), (40, 1021), (3, 5000)):
+        x, y = _half(shape, dtype, seed=6)
+        loss, d = nk.softmax_cross_entropy(x, y)
+        xt = torch.from_numpy(x.view(np.int16)).view(tdt).cuda()
+        lg, dg = nk.softmax_cross_entropy(xt, torch.from_numpy(y).cuda())
+        assert dg.dtype == tdt and dg.is_cuda
+        assert_close(float(lg), loss, dtype=np.float32, table=TOL_REDUCTION)
+        diff = np.abs(dg.cpu().view(torch.int16).numpy().astype(np.int32) - d.view(np.int16).astype(np.int32))
+        same_sign = np.signbit(dg.cpu().float().numpy()) == np.signbit(d.astype(np.float32))
+        assert int(diff[same_sign].max(initial=0)) <= 1
+        assert_close(dg.cpu().float().numpy(), d.astype(np.float32), dtype=dtype, atol=min(1e-5, 1e-3 / shape[0]))
+        _check_16(x, y, float(lg), dg.cpu().view(torch.int16).numpy().view(dtype))
 
 
 def test_bad_out_untouched():
@@ -448,5 +555,5 @@ def test_torch_cpu_bad_input_untouched():
     for bad_out in (torch.zeros(3, 4, dtype=torch.float64), torch.zeros(4, 3), torch.zeros(3, 8)[:, ::2]):
         with pytest.raises(ValueError, match="^out"):
             nk.softmax_cross_entropy(xt, torch.tensor([0, 1, 2]), out=bad_out)
-    with pytest.raises(TypeError, match="^logits: expected a float32 or float64 array"):
+    with pytest.raises(TypeError, match="^logits: expected a float32, float64, float16 or bfloat16 array, got dtype int32"):
         nk.softmax_cross_entropy(torch.zeros(3, 4, dtype=torch.int32), [0, 1, 2])

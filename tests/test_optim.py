@@ -253,3 +253,174 @@ def test_step_survives_lists_emptied_by_another_thread():
     """)
     assert_clean_exit(r)
     assert r.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------- 16-bit parameters (issue 15)
+import ml_dtypes  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+
+
+def _u16(a):
+    return a.view(np.uint16)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
+def test_16bit_master_weights_follow_the_float32_optimizer_bitwise(case, dtype):
+    name, kw = case[0], case[1]
+    rng = np.random.default_rng(1)
+    p16 = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    p32 = [p.astype(np.float32) for p in p16]
+    opt16 = getattr(optim, name)(p16, master_params=True, **kw)
+    opt32 = getattr(optim, name)(p32, **kw)
+    assert all(s.dtype == np.float32 for lst in opt16.state.values() for s in lst)
+    for _ in range(12):
+        g = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        opt16.step(g)
+        opt32.step([x.astype(np.float32) for x in g])
+    for m, b, p in zip(opt16.state["master"], p32, p16):
+        np.testing.assert_array_equal(m.view(np.uint32), b.view(np.uint32))
+        np.testing.assert_array_equal(_u16(p), _u16(b.astype(dtype)))
+
+
+def test_16bit_states_float32_unless_asked():
+    p = [np.ones(5, BF16)]
+    assert optim.Adam(p).state["exp_avg"][0].dtype == np.float32
+    assert optim.Adam(p, state_dtype=BF16).state["exp_avg_sq"][0].dtype == BF16
+    assert optim.Adam([np.ones(5, np.float32)]).state["exp_avg"][0].dtype == np.float32
+    assert optim.SGD(p, momentum=0.9, state_dtype="bfloat16").state["velocity"][0].dtype == BF16
+
+
+def test_16bit_stochastic_rounding_in_the_classes():
+    """The classes key each step's random bits: Adam by (seed, step), the others by the seed
+    seed + step * 0x9E3779B97F4A7C15 of the step functions; a run is reproducible from its seed and
+    its state_dict (saved seed included)."""
+    rng = np.random.default_rng(2)
+    p0 = [rng.standard_normal(s).astype(BF16) for s in SHAPES]
+    grads = [[rng.standard_normal(s).astype(BF16) for s in SHAPES] for _ in range(6)]
+
+    def run(cls, seed, steps=grads, **kw):
+        p = [x.copy() for x in p0]
+        opt = cls(p, stochastic_rounding=True, seed=seed, **kw)
+        for g in steps:
+            opt.step(g)
+        return p, opt
+
+    a, _ = run(optim.Adam, 5)
+    b, _ = run(optim.Adam, 5)
+    c, _ = run(optim.Adam, 6)
+    assert all(np.array_equal(_u16(x), _u16(y)) for x, y in zip(a, b))
+    assert not all(np.array_equal(_u16(x), _u16(y)) for x, y in zip(a, c))
+    s, _ = run(optim.SGD, 9, lr=0.01)
+    q = [x.copy() for x in p0]
+    for t, g in enumerate(grads):
+        nk.sgd_step(q, g, lr=0.01, stochastic_rounding=True, seed=(9 + t * 0x9E3779B97F4A7C15) % (1 << 64))
+    assert all(np.array_equal(_u16(x), _u16(y)) for x, y in zip(s, q))
+    # resume from a state_dict: the same bits as the uninterrupted run
+    full, _ = run(optim.RMSprop, 2**64 - 1, lr=0.01)
+    half_p, half = run(optim.RMSprop, 2**64 - 1, steps=grads[:3], lr=0.01)
+    sd = half.state_dict()
+    assert int(sd["seed"]) == 2**64 - 1
+    p2 = [x.copy() for x in half_p]
+    opt2 = optim.RMSprop(p2, lr=0.01, stochastic_rounding=True, seed=0)
+    opt2.load_state_dict(sd)
+    for g in grads[3:]:
+        opt2.step(g)
+    assert all(np.array_equal(_u16(x), _u16(y)) for x, y in zip(full, p2))
+
+
+def test_16bit_master_state_dict_round_trip():
+    rng = np.random.default_rng(3)
+    p = [rng.standard_normal(s).astype(F16) for s in SHAPES]
+    opt = optim.AdamW(p, master_params=True)
+    opt.step([np.ones(s, F16) for s in SHAPES])
+    sd = opt.state_dict()
+    assert sd["master.0"].dtype == np.float32 and sd["exp_avg.0"].dtype == np.float32
+    q = [x.copy() for x in p]
+    other = optim.AdamW(q, master_params=True)
+    other.load_state_dict(sd)
+    for a, b in zip(opt.state["master"], other.state["master"]):
+        np.testing.assert_array_equal(a, b)
+    bad = dict(sd, **{"exp_avg.0": sd["exp_avg.0"].astype(F16)})
+    with pytest.raises(ValueError, match="^state: exp_avg.0 has shape"):
+        other.load_state_dict(bad)
+
+
+@pytest.mark.parametrize("make,exc,msg", [
+    (lambda: optim.Adam([np.ones(3, np.float32)], master_params=True), TypeError, "master_params"),
+    (lambda: optim.Adam([np.ones(3, BF16)], master_params=True, stochastic_rounding=True), ValueError,
+     "stochastic_rounding"),
+    (lambda: optim.Adam([np.ones(3, BF16)], state_dtype=np.float64), TypeError, "state_dtype"),
+    (lambda: optim.Adam([np.ones(3, BF16)], master_params=True, state_dtype=BF16), ValueError, "state_dtype"),
+    (lambda: optim.SGD([np.ones(3, BF16)], master_params=[np.ones(3, np.float32)] * 2), ValueError, "master_params"),
+    (lambda: optim.SGD([np.ones(3, BF16)], stochastic_rounding=True, seed=-3), ValueError, "seed"),
+    (lambda: optim.SGD([np.ones(3, BF16)], stochastic_rounding="yes"), TypeError, "stochastic_rounding"),
+])
+def test_16bit_class_arguments_refused(make, exc, msg):
+    with pytest.raises(exc, match="^" + msg):
+        make()
+
+
+def _t16(torch, a):
+    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == BF16 else torch.from_numpy(a)
+
+
+def _n16(t):
+    import torch
+
+    return t.detach().view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.detach().numpy()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("mode", ["master", "stochastic", "nearest"])
+@pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
+def test_16bit_torch_cpu_params_bitwise_numpy(case, mode, dtype):
+    """The classes on torch.float16/bfloat16 CPU params (nn.Parameter): states of the params' library
+    (float32 by default), master copies made by torch (master_params=True), stochastic rounding:
+    bitwise the NumPy / ml_dtypes run; state_dict gives ml_dtypes arrays and loads back."""
+    torch = pytest.importorskip("torch")
+    name, kw = case[0], case[1]
+    rng = np.random.default_rng(4)
+    p16 = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    tp = [torch.nn.Parameter(_t16(torch, p.copy())) for p in p16]
+    extra = {"master": dict(master_params=True), "stochastic": dict(stochastic_rounding=True, seed=77),
+             "nearest": {}}[mode]
+    opt = getattr(optim, name)(p16, **kw, **extra)
+    topt = getattr(optim, name)(tp, **kw, **extra)
+    for lst in topt.state.values():
+        assert all(isinstance(s, torch.Tensor) and s.dtype == torch.float32 for s in lst)
+    for _ in range(5):
+        g = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+        opt.step(g)
+        topt.step([_t16(torch, x.copy()) for x in g])
+    for a, b in zip(p16, tp):
+        assert b.dtype == getattr(torch, dtype.name)
+        np.testing.assert_array_equal(_u16(_n16(b)), _u16(a))
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert sd.keys() == tsd.keys()
+    for k, v in sd.items():
+        if isinstance(v, np.ndarray) and v.ndim:
+            assert tsd[k].dtype == v.dtype
+            np.testing.assert_array_equal(tsd[k].view(np.uint8), v.view(np.uint8))
+    fresh = [torch.nn.Parameter(_t16(torch, p.copy())) for p in p16]
+    again = getattr(optim, name)(fresh, **kw, **extra)
+    again.load_state_dict(tsd)
+    g = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    opt.step(g)
+    again.step([_t16(torch, x.copy()) for x in g])
+    if mode == "master":  # the params follow the loaded master copies
+        for a, b in zip(p16, fresh):
+            np.testing.assert_array_equal(_u16(_n16(b)), _u16(a))
+
+
+def test_16bit_torch_bfloat16_state_dtype():
+    torch = pytest.importorskip("torch")
+    p = [torch.ones(5, dtype=torch.bfloat16)]
+    opt = optim.Adam(p, state_dtype="bfloat16")
+    assert opt.state["exp_avg"][0].dtype == torch.bfloat16
+    opt.step([torch.full((5,), 0.5, dtype=torch.bfloat16)])
+    assert opt.state_dict()["exp_avg.0"].dtype == BF16
+    with pytest.raises(TypeError, match="^master_params: master copies are for float16/bfloat16 params"):
+        optim.Adam([torch.ones(3)], master_params=True)

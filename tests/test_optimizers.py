@@ -464,7 +464,7 @@ def test_torch_cpu_refusals_change_nothing():
     cases = [
         (lambda: nk.sgd_step([p[0], torch.ones(3, 2).T], g, lr=0.1), ValueError, r"params\[1\]: expected a C-contiguous"),
         (lambda: nk.sgd_step([p[0], torch.ones(2, 3, dtype=torch.int32)], g, lr=0.1), TypeError,
-         r"params\[1\]: expected a float32 or float64"),
+         r"params\[1\]: expected a float32, float64, float16 or bfloat16"),
         (lambda: nk.sgd_step(p, [g[0], torch.ones(2, 3, dtype=torch.float64)], lr=0.1), TypeError, r"grads\[1\]"),
         (lambda: nk.sgd_step(p, [g[0], torch.ones(3, 2)], lr=0.1), ValueError, r"grads\[1\]: expected the shape"),
         (lambda: nk.sgd_step(p, [g[0], p[1].view(2, 3)], lr=0.1), ValueError, r"(grads|params)\[1\]: shares memory"),
@@ -519,7 +519,7 @@ def test_optim_classes_on_nn_parameters(cls, kw):
 
 def test_optim_constructor_checks_tensors_like_the_step():
     torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match=r"^params\[0\]: expected a float32 or float64"):
+    with pytest.raises(TypeError, match=r"^params\[0\]: expected a float32, float64, float16 or bfloat16"):
         nk.optim.Adam([torch.ones(3, dtype=torch.int64)])
     with pytest.raises(ValueError, match=r"^params\[0\]: expected a C-contiguous"):
         nk.optim.Adam([torch.ones(4, 3).T])
@@ -640,3 +640,424 @@ def test_lists_emptied_by_another_thread_during_the_step(call):
     r = run_isolated(_CLEARED_DURING_STEP.format(call=call))
     assert_clean_exit(r)
     assert r.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------- 16-bit parameters (issue 15)
+import ml_dtypes  # noqa: E402
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+HALF = [F16, BF16]
+STEP_OPS = [n for n in CONFIGS if n != "ema"]
+
+
+def _bits(a):
+    return a.view(np.uint16) if a.dtype.itemsize == 2 else a.view(np.uint32)
+
+
+def _half_setup(dtype, state_dtype, seed=0, shapes=MIXED_SIZES):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    state = {k: [np.abs(rng.standard_normal(s)).astype(state_dtype) * 0.1 for s in shapes] for k in CONFIGS_STATE_ALL}
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
+    return params, state, grads
+
+
+@pytest.mark.parametrize("sdt", ["float32", "storage"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_16bit_steps_are_the_float32_update_rounded(name, dtype, sdt, isa):
+    """Round to nearest: every step equals the float32 kernel on the upcast values, the params (and
+    16-bit states) rounded to nearest even: bitwise, over several steps (emulated in float32)."""
+    sd = np.dtype(np.float32) if sdt == "float32" else dtype
+    params, state, grads = _half_setup(dtype, sd)
+    p32 = [p.astype(np.float32) for p in params]
+    s32 = {k: [a.astype(np.float32) for a in v] for k, v in state.items()}
+    for t, g in enumerate(grads, start=1):
+        _call(nk, name, params, g, state, t)
+        _call(nk, name, p32, [x.astype(np.float32) for x in g], s32, t)
+        for a, b in zip(params, p32):
+            np.testing.assert_array_equal(_bits(a), _bits(b.astype(dtype)))
+            b[...] = b.astype(dtype).astype(np.float32)  # the emulation rounds as the 16-bit kernel stores
+        for k in CONFIGS[name][0]:
+            for a, b in zip(state[k], s32[k]):
+                assert a.dtype == sd
+                np.testing.assert_array_equal(_bits(a), _bits(b.astype(sd)))
+                b[...] = b.astype(sd).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", STEP_OPS)
+def test_16bit_master_params_follow_the_float32_trajectory_bitwise(name, dtype, isa):
+    params, state, grads = _half_setup(dtype, np.float32, seed=1)
+    master = [p.astype(np.float32) for p in params]
+    p32 = [m.copy() for m in master]
+    s32 = {k: [a.copy() for a in v] for k, v in state.items()}
+    for t, g in enumerate(grads * 3, start=1):
+        _call_kw(name, params, g, state, t, master_params=master)
+        _call(nk, name, p32, [x.astype(np.float32) for x in g], s32, t)
+        for m, b, p in zip(master, p32, params):
+            np.testing.assert_array_equal(_bits(m), _bits(b))
+            np.testing.assert_array_equal(_bits(p), _bits(m.astype(dtype)))
+
+
+def _call_kw(name, params, grads, state, step, **extra):
+    return _call(nk, name, params, grads, state, step, hyper=dict(CONFIGS[name][1], **extra))
+
+
+@pytest.mark.parametrize("dtype,lr,expect", [(BF16, 1e-3, 0.8), (F16, 1e-4, 0.98)], ids=["bfloat16", "float16"])
+def test_16bit_stochastic_rounding_is_unbiased_where_nearest_stalls(dtype, lr, expect):
+    """200 SGD steps of size lr on ones: round-to-nearest never leaves 1.0 (each step is below half
+    an ulp), stochastic rounding reaches 1 - 200 lr on average."""
+    g = np.ones(1 << 14, dtype)
+    near, sr = np.ones(1 << 14, dtype), np.ones(1 << 14, dtype)
+    for t in range(200):
+        nk.sgd_step(near, g, lr=lr)
+        nk.sgd_step(sr, g, lr=lr, stochastic_rounding=True, seed=1000 + t)
+    np.testing.assert_array_equal(near.astype(np.float32), 1.0)
+    assert abs(sr.astype(np.float64).mean() - expect) < 2e-3
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_stochastic_rounding_lands_on_the_neighbours_with_the_right_odds(dtype, isa):
+    """One stochastically rounded SGD step p - lr * g computing the float32 value x exactly (p = x rounded to
+    nearest, lr * g = p - x): every result is one of x's two neighbours, and the share rounded up is the
+    fraction of x beyond the lower one (normal, subnormal and tiny float16 values, both signs)."""
+    n = 1 << 16
+    xs = [1.0 + 0.3 * 2.0 ** -7, -3.1e4 - 5.5, 2.0 ** -20 + 2.0 ** -31]
+    xs += [0.37 * 2.0 ** -24, -1.3 * 2.0 ** -20, 3e-12] if dtype == F16 else [1e-39, -3e38]
+    for x in xs:
+        x32 = np.float32(x)
+        a = x32.astype(dtype)
+        d = float(np.float64(a.astype(np.float32)) - np.float64(x32))  # exact in float32
+        p = np.full(n, a, dtype)
+        nk.sgd_step(p, np.full(n, 1.0 if d >= 0 else -1.0, dtype), lr=abs(d), stochastic_rounding=True, seed=11)
+        # the other neighbour of x: one step from a towards x, in the magnitude bits
+        bits = int(a.view(np.uint16))
+        toward_zero = (d > 0) == (x > 0) and bits & 0x7FFF != 0
+        other = np.uint16(bits - 1 if toward_zero else (bits + 1 if bits & 0x7FFF or x > 0 else 0x8001)).view(dtype)
+        lo, hi = sorted([float(a.astype(np.float64)), float(other.astype(np.float64))])
+        assert lo <= float(x32) <= hi, (x, lo, hi)
+        got = p.astype(np.float64)
+        assert np.isin(got, [lo, hi]).all(), (x, np.unique(got))
+        frac = (float(x32) - lo) / (hi - lo)
+        share = (got == hi).mean()
+        assert abs(share - frac) < 5 * np.sqrt(frac * (1 - frac) / n) + 2e-5, (x, share, frac)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_stochastic_rounding_reproducible_across_threads_and_levels(dtype, threads):
+    """1 vs 2 threads at every level, and the FMA levels (AVX2, AVX-512) with each other, bitwise.
+    (The baseline level has no FMA instruction: its float32 updates round the fused products of
+    cpu/optimizers.cpp separately, so their stochastically rounded bits are compared only with
+    its own thread counts.)"""
+    from conftest import compiled_isas
+
+    rng = np.random.default_rng(3)
+    shapes = [(70001,), (5,), (33, 65)]
+    p0 = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    g = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    outs = {}
+    for level in compiled_isas():
+        with nk.isa(level):
+            for t in (1, 2):
+                threads(t)
+                p = [x.copy() for x in p0]
+                m = [np.zeros(s, np.float32) for s in shapes]
+                v = [np.zeros(s, np.float32) for s in shapes]
+                for step in (1, 2, 3):
+                    nk.adam_step(p, g, m, v, step=step, lr=1e-3, stochastic_rounding=True, seed=2**64 - 5)
+                outs[level, t] = p
+    groups = [[k for k in outs if k[0] == "baseline"], [k for k in outs if k[0] != "baseline"]]
+    for keys in groups:
+        for k in keys[1:]:
+            for a, b in zip(outs[k], outs[keys[0]]):
+                np.testing.assert_array_equal(_bits(a), _bits(b))
+    p = [x.copy() for x in p0]
+    nk.sgd_step(p, g, lr=1e-3, stochastic_rounding=True, seed=7)
+    q = [x.copy() for x in p0]
+    nk.sgd_step(q, g, lr=1e-3, stochastic_rounding=True, seed=8)
+    assert any(not np.array_equal(_bits(a), _bits(b)) for a, b in zip(p, q))  # the seed matters
+
+
+@pytest.mark.parametrize("sdt", ["float32", "storage"])
+def test_fp16_adam_with_zero_gradients_never_goes_nan(sdt):
+    """eps and the division in float32: m = v = 0 gives an update of 0 / (0 + eps) = 0, not 0 / 0 (eps
+    rounded to float16 is 0; pytorch #147437, optax #1754)."""
+    p = np.linspace(-2, 2, 1001).astype(F16)
+    before = p.copy()
+    sd = np.float32 if sdt == "float32" else F16
+    m, v = np.zeros(p.shape, sd), np.zeros(p.shape, sd)
+    for t in range(1, 50):
+        nk.adam_step(p, np.zeros(p.shape, F16), m, v, step=t, lr=1e-3, eps=1e-8)
+        nk.rmsprop_step(p, np.zeros(p.shape, F16), v, lr=1e-3, eps=1e-8)
+        nk.adagrad_step(p, np.zeros(p.shape, F16), v, lr=1e-3, eps=1e-10)
+    assert not np.isnan(p.astype(np.float32)).any()
+    np.testing.assert_array_equal(_bits(p), _bits(before))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_16bit_clip_grad_norm_and_ema(dtype, isa):
+    rng = np.random.default_rng(4)
+    g = [rng.standard_normal(s).astype(dtype) * 3 for s in MIXED_SIZES]
+    g32 = [x.astype(np.float32) for x in g]
+    norm = nk.clip_grad_norm(g, 1.0)
+    norm32 = nk.clip_grad_norm(g32, 1.0)
+    assert norm == norm32  # the same float64 sum of the (exactly upcast) squares
+    for a, b in zip(g, g32):
+        np.testing.assert_array_equal(_bits(a), _bits(b.astype(dtype)))
+    p = [rng.standard_normal(s).astype(dtype) for s in MIXED_SIZES]
+    avg32 = [np.zeros(s, np.float32) for s in MIXED_SIZES]
+    avg16 = [np.zeros(s, dtype) for s in MIXED_SIZES]
+    nk.ema_update(avg32, p, decay=0.9)  # float32 averages of 16-bit params
+    nk.ema_update(avg16, p, decay=0.9)
+    for a32, a16, x in zip(avg32, avg16, p):
+        np.testing.assert_array_equal(_bits(a32), _bits(np.float32(0.1) * x.astype(np.float32)))
+        np.testing.assert_array_equal(_bits(a16), _bits(a32.astype(dtype)))
+
+
+def _bf(*shape):
+    return np.ones(shape, BF16)
+
+
+BAD_16 = [
+    ("master float64", lambda: nk.sgd_step([_bf(4)], [_bf(4)], lr=0.1, master_params=[np.ones(4)]), TypeError,
+     r"master_params\[0\]: expected a float32 array"),
+    ("master of float32 params", lambda: nk.sgd_step([np.ones(4, np.float32)], [np.ones(4, np.float32)], lr=0.1,
+                                                     master_params=[np.ones(4, np.float32)]), TypeError,
+     r"master_params\[0\]: master copies are for float16/bfloat16 params"),
+    ("master shape", lambda: nk.adam_step(_bf(4), _bf(4), np.zeros(4, np.float32), np.zeros(4, np.float32), step=1,
+                                          master_params=np.zeros(5, np.float32)), ValueError, "master_params"),
+    ("master and sr", lambda: nk.sgd_step(_bf(4), _bf(4), lr=0.1, master_params=np.ones(4, np.float32),
+                                          stochastic_rounding=True, seed=1), ValueError, "stochastic_rounding"),
+    ("sr without seed", lambda: nk.sgd_step(_bf(4), _bf(4), lr=0.1, stochastic_rounding=True), ValueError, "seed"),
+    ("seed without sr", lambda: nk.sgd_step(_bf(4), _bf(4), lr=0.1, seed=3), ValueError, "seed"),
+    ("negative seed", lambda: nk.sgd_step(_bf(4), _bf(4), lr=0.1, stochastic_rounding=True, seed=-1), ValueError,
+     "seed"),
+    ("float seed", lambda: nk.sgd_step(_bf(4), _bf(4), lr=0.1, stochastic_rounding=True, seed=1.0), TypeError, "seed"),
+    ("16-bit states with master", lambda: nk.adagrad_step(_bf(4), _bf(4), _bf(4), master_params=np.ones(4, np.float32)),
+     TypeError, "sum_sq: expected float32 with master_params"),
+    ("float32 grads", lambda: nk.sgd_step(_bf(4), np.ones(4, np.float32), lr=0.1), TypeError,
+     r"grads: expected the dtype of params \(bfloat16\)"),
+    ("float64 state", lambda: nk.adagrad_step(_bf(4), _bf(4), np.zeros(4)), TypeError,
+     r"sum_sq: expected the dtype of params \(bfloat16\) or float32, got float64"),
+    ("states differ", lambda: nk.adam_step(_bf(4), _bf(4), np.zeros(4, np.float32), _bf(4), step=1), TypeError,
+     r"exp_avg_sq: expected the dtype of exp_avg"),
+    ("other 16-bit state", lambda: nk.adagrad_step(_bf(4), _bf(4), np.zeros(4, F16)), TypeError, "sum_sq"),
+    ("ema float64 averages", lambda: nk.ema_update(np.zeros(4), _bf(4), decay=0.5), TypeError, "averages"),
+]
+
+
+@pytest.mark.parametrize("desc,call,exc,msg", BAD_16, ids=[b[0] for b in BAD_16])
+def test_16bit_bad_input_refused(desc, call, exc, msg):
+    with pytest.raises(exc, match="^" + msg):
+        call()
+
+
+def test_16bit_refusal_changes_nothing():
+    p, g, m = _bf(9) * 2, _bf(9), np.full(9, 2.0, np.float32)
+    s = np.zeros(9, np.float64)
+    with pytest.raises(TypeError):
+        nk.adam_step([p], [g], [np.zeros(9, np.float32)], [s], step=1, master_params=[m])
+    np.testing.assert_array_equal(p.astype(np.float32), 2.0)
+    np.testing.assert_array_equal(m, 2.0)
+
+
+def test_16bit_and_float32_tensors_in_one_call():
+    rng = np.random.default_rng(6)
+    p = [rng.standard_normal(100).astype(BF16), rng.standard_normal(50).astype(np.float32),
+         rng.standard_normal(30).astype(F16)]
+    g = [x.copy() for x in p]
+    s = [np.zeros(100, np.float32), np.zeros(50, np.float32), np.zeros(30, F16)]
+    expect = [x.astype(np.float32) for x in p]
+    nk.adagrad_step(p, g, s, lr=0.1)
+    nk.adagrad_step(expect, [x.astype(np.float32) for x in g], [np.zeros(n, np.float32) for n in (100, 50, 30)],
+                    lr=0.1)
+    for a, b in zip(p, expect):
+        np.testing.assert_array_equal(_bits(a), _bits(b.astype(a.dtype)))
+
+
+def _t16(torch, a):
+    """A torch CPU tensor sharing a NumPy array's memory (ml_dtypes.bfloat16 / float16 / float32 arrays)."""
+    if a.dtype == BF16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _n16(t, dtype):
+    import torch
+
+    return t.detach().view(torch.int16).numpy().view(dtype) if t.dtype == torch.bfloat16 else t.detach().numpy()
+
+
+_TORCH_16_CASES = [(n, m) for n in ("sgd_momentum_max", "adagrad", "rmsprop", "adam", "adamw_amsgrad_max", "ema")
+                   for m in ("nearest", "master", "stochastic", "storage_states") if not (n == "ema" and m == "master")]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name,mode", _TORCH_16_CASES)
+def test_16bit_torch_cpu_tensors_bitwise_numpy(name, mode, dtype):
+    """torch.float16/bfloat16 CPU tensors (nn.Parameter params, float32 or 16-bit state tensors,
+    float32 master tensors): updated in place, bitwise the NumPy / ml_dtypes call's."""
+    torch = pytest.importorskip("torch")
+    sd = dtype if mode == "storage_states" else np.dtype(np.float32)
+    params, state, grads = _half_setup(dtype, sd, seed=7)
+    tparams = [torch.nn.Parameter(_t16(torch, p.copy())) for p in params]
+    tstate = {k: [_t16(torch, a.copy()) for a in v] for k, v in state.items()}
+    master = [p.astype(np.float32) for p in params] if mode == "master" else None
+    tmaster = [torch.from_numpy(m.copy()) for m in master] if master else None
+    for t, g in enumerate(grads, start=1):
+        extra = {}
+        if mode == "stochastic":
+            extra = dict(stochastic_rounding=True, seed=1234 + t)
+        if name == "ema":
+            assert _call_kw(name, state["exp_avg"], params, None, t, **extra) is None
+            assert _call_kw(name, tstate["exp_avg"], tparams, None, t, **extra) is None
+            continue
+        _call_kw(name, params, g, state, t, **dict(extra, **({"master_params": master} if master else {})))
+        tg = [_t16(torch, x.copy()) for x in g]
+        _call_kw(name, tparams, tg, tstate, t, **dict(extra, **({"master_params": tmaster} if tmaster else {})))
+    for a, b in zip(params, tparams):
+        assert b.dtype == getattr(torch, dtype.name) and b.requires_grad
+        np.testing.assert_array_equal(_bits(_n16(b, dtype)), _bits(a))
+    for k in CONFIGS[name][0] if name != "ema" else ("exp_avg",):
+        for a, b in zip(state[k], tstate[k]):
+            np.testing.assert_array_equal(_bits(_n16(b, sd)), _bits(a))
+    if master:
+        for a, b in zip(master, tmaster):
+            np.testing.assert_array_equal(_bits(b.numpy()), _bits(a))
+
+
+def test_16bit_torch_cpu_clip_grad_norm_and_refusals():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    g = [(rng.standard_normal(s) * 3).astype(BF16) for s in MIXED_SIZES]
+    tg = [_t16(torch, x.copy()) for x in g]
+    assert nk.clip_grad_norm(tg, 1.0) == nk.clip_grad_norm(g, 1.0)
+    for a, b in zip(g, tg):
+        np.testing.assert_array_equal(_bits(_n16(b, BF16)), _bits(a))
+    p = torch.ones(4, dtype=torch.bfloat16)
+    for call, exc, msg in [
+        (lambda: nk.sgd_step(p, torch.ones(4), lr=0.1), TypeError, r"grads: expected the dtype of params \(bfloat16\)"),
+        (lambda: nk.adagrad_step(p, p.clone(), torch.zeros(4, dtype=torch.float64)), TypeError,
+         r"sum_sq: expected the dtype of params \(bfloat16\) or float32, got float64"),
+        (lambda: nk.sgd_step(p, p.clone(), lr=0.1, master_params=torch.ones(4, dtype=torch.float16)), TypeError,
+         r"master_params: expected a float32 array"),
+        (lambda: nk.sgd_step(p, p.clone(), lr=0.1, stochastic_rounding=True), ValueError, "seed"),
+    ]:
+        with pytest.raises(exc, match="^" + msg):
+            call()
+        assert bool((p == 1).all())
+
+
+# ----------------------------------------------------------------------------- GPU, 16-bit (issue 15)
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.build_info()["cuda_compiled"] and nk.build_info()["gpu_count"] > 0):
+        pytest.skip("needs a CUDA device and a CUDA build")
+    return torch
+
+
+def _cuda16(torch, a):
+    return _t16(torch, np.ascontiguousarray(a).copy()).cuda()
+
+
+def _fma_level():
+    """The CPU level whose float32 arithmetic the CUDA kernels reproduce (multiply-adds fused where
+    cpu/optimizers.cpp fuses them): AVX2 or AVX-512."""
+    from conftest import compiled_isas
+
+    levels = [lv for lv in ("avx2", "avx512") if lv in compiled_isas()]
+    if not levels:
+        pytest.skip("no FMA level compiled and supported by this CPU")
+    return levels[0]
+
+
+_GPU_16_CASES = [(n, m) for n in ("sgd_max", "sgd_momentum", "sgd_nesterov", "adagrad", "rmsprop", "rmsprop_tf",
+                                  "adam", "adamw", "adam_amsgrad", "adamw_amsgrad_max", "ema")
+                 for m in ("nearest", "storage_states", "master", "stochastic") if not (n == "ema" and m == "master")]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name,mode", _GPU_16_CASES)
+def test_gpu_16bit_bitwise_cpu_fma_level(name, mode, dtype):
+    """torch CUDA float16/bfloat16 params: every op, float32 or 16-bit states, master copies and
+    stochastic rounding give bitwise the CPU's results at an FMA level (the same operations, the
+    same Philox words keyed by the flat element index: the list is laid end to end on both)."""
+    torch = _torch_cuda()
+    level = _fma_level()
+    sd = dtype if mode == "storage_states" else np.dtype(np.float32)
+    shapes = [(1,), (7,), (4099,), (70001,), (3, 17)]
+    params, state, grads = _half_setup(dtype, sd, seed=21, shapes=shapes)
+    gparams = [_cuda16(torch, p) for p in params]
+    gstate = {k: [_cuda16(torch, a) for a in v] for k, v in state.items()}
+    master = [p.astype(np.float32) for p in params] if mode == "master" else None
+    gmaster = [torch.from_numpy(m.copy()).cuda() for m in master] if master else None
+    for t, g in enumerate(grads, start=1):
+        extra = dict(stochastic_rounding=True, seed=2**64 - 3 - t) if mode == "stochastic" else {}
+        gg = [_cuda16(torch, x) for x in g]
+        if name == "ema":
+            with nk.isa(level):
+                _call_kw(name, state["exp_avg"], params, None, t, **extra)
+            _call_kw(name, gstate["exp_avg"], gparams, None, t, **extra)
+            continue
+        with nk.isa(level):
+            _call_kw(name, params, g, state, t, **dict(extra, **({"master_params": master} if master else {})))
+        _call_kw(name, gparams, gg, gstate, t, **dict(extra, **({"master_params": gmaster} if gmaster else {})))
+    torch.cuda.synchronize()
+    for a, b in zip(params, gparams):
+        assert b.is_cuda and b.dtype == getattr(torch, dtype.name)
+        np.testing.assert_array_equal(_bits(_n16(b.cpu(), dtype)), _bits(a))
+    for k in CONFIGS[name][0] if name != "ema" else ("exp_avg",):
+        for a, b in zip(state[k], gstate[k]):
+            np.testing.assert_array_equal(_bits(_n16(b.cpu(), sd)), _bits(a))
+    for a, b in zip(master or [], gmaster or []):
+        np.testing.assert_array_equal(_bits(b.cpu().numpy()), _bits(a))
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum_max", "adagrad", "rmsprop", "adamw", "adam_amsgrad"])
+def test_gpu_float32_bitwise_cpu_fma_level_and_master_follows_it(name):
+    """CUDA float32 and float64 steps are the CPU's FMA-level results bit for bit, and a CUDA float32
+    master copy of bfloat16 params follows the CUDA float32 trajectory bitwise."""
+    torch = _torch_cuda()
+    level = _fma_level()
+    params, state, grads = _half_setup(BF16, np.float32, seed=22, shapes=[(5,), (70001,)])
+    runs = {}
+    for dt in (np.float32, np.float64):
+        p = [x.astype(dt) for x in params]
+        st = {k: [a.astype(dt) for a in v] for k, v in state.items()}
+        gp = [torch.from_numpy(x.copy()).cuda() for x in p]
+        gs = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in st.items()}
+        for t, g in enumerate(grads, start=1):
+            gd = [x.astype(dt) for x in g]
+            with nk.isa(level):
+                _call(nk, name, p, gd, st, t)
+            _call(nk, name, gp, [torch.from_numpy(x).cuda() for x in gd], gs, t)
+        torch.cuda.synchronize()
+        for a, b in zip(p, gp):
+            np.testing.assert_array_equal(b.cpu().numpy().view(np.uint8), a.view(np.uint8))
+        runs[dt] = p
+    gp16 = [_cuda16(torch, p) for p in params]
+    gs16 = {k: [torch.from_numpy(a.copy()).cuda() for a in v] for k, v in state.items()}
+    gmaster = [torch.from_numpy(p.astype(np.float32)).cuda() for p in params]
+    for t, g in enumerate(grads, start=1):
+        _call_kw(name, gp16, [_cuda16(torch, x) for x in g], gs16, t, master_params=gmaster)
+    torch.cuda.synchronize()
+    for a, m, p in zip(runs[np.float32], gmaster, gp16):
+        np.testing.assert_array_equal(_bits(m.cpu().numpy()), _bits(a))
+        np.testing.assert_array_equal(_bits(_n16(p.cpu(), BF16)), _bits(a.astype(BF16)))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gpu_16bit_clip_grad_norm(dtype):
+    torch = _torch_cuda()
+    rng = np.random.default_rng(23)
+    g = [(rng.standard_normal(s) * 3).astype(dtype) for s in [(3,), (100003,), (0,), (5000,)]]
+    gg = [_cuda16(torch, x) for x in g]
+    n_cpu = nk.clip_grad_norm(g, 1.0)
+    n_gpu = nk.clip_grad_norm(gg, 1.0)
+    assert isinstance(n_gpu, torch.Tensor) and n_gpu.is_cuda and n_gpu.dtype == torch.float64
+    np.testing.assert_allclose(float(n_gpu), n_cpu, rtol=1e-12)  # exact squares, summed in another order
+    for a, b in zip(g, gg):
+        assert b.dtype == getattr(torch, dtype.name)
+        np.testing.assert_allclose(_n16(b.cpu(), dtype).astype(np.float32), a.astype(np.float32), rtol=2 ** -7)

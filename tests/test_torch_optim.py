@@ -192,3 +192,188 @@ def test_cuda_parameters_run_the_cuda_kernels(name, kw):
         opt_b.step()
     for x, y in zip(a, b):
         torch.testing.assert_close(y.cpu(), x.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- 16-bit parameters (issue 15)
+import ml_dtypes  # noqa: E402
+import numpy as np  # noqa: E402
+
+HALF = [torch.bfloat16, torch.float16]
+HALF_IDS = ["bfloat16", "float16"]
+
+
+def _bits(t):
+    return t.detach().cpu().contiguous().view(torch.int16 if t.element_size() == 2 else torch.int32)
+
+
+def _grads16(params, step, dtype):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=g).to(dtype) for p in params]
+
+
+def _run16(opt, params, steps, dtype, start=0):
+    for step in range(start, start + steps):
+        for p, g in zip(params, _grads16(params, step, dtype)):
+            p.grad = g.to(p.device)
+        opt.step()
+
+
+@pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_16bit_master_params_follow_the_float32_optimizer_bitwise(name, kw, dtype):
+    """master_params=True: each 16-bit parameter's float32 master copy (state ``master_param``) follows
+    the float32 optimizer fed the upcast gradients bitwise, the parameter is it rounded to nearest,
+    and the states are float32."""
+    init = [p.to(dtype) for p in _params(torch.float32)]
+    p16 = [torch.nn.Parameter(p.clone()) for p in init]
+    p32 = [torch.nn.Parameter(p.float()) for p in init]
+    opt16 = getattr(nkt.optim, name)(p16, master_params=True, **kw)
+    opt32 = getattr(nkt.optim, name)(p32, **kw)
+    for step in range(8):
+        g = _grads16(p16, step, dtype)
+        for a, b, x in zip(p16, p32, g):
+            a.grad, b.grad = x, x.float()
+        opt16.step()
+        opt32.step()
+    for a, b in zip(p16, p32):
+        st = opt16.state[a]
+        assert st["master_param"].dtype == torch.float32
+        assert all(v.dtype == torch.float32 for k, v in st.items() if k != "step" and torch.is_tensor(v))
+        assert torch.equal(_bits(st["master_param"]), _bits(b))
+        assert a.dtype == dtype and torch.equal(_bits(a), _bits(b.detach().to(dtype)))
+
+
+# nnkernels.optim takes the same options: its classes, on the same values as ml_dtypes / float16
+# arrays, give the reference bits (the configurations both have: no maximize, AMSGrad, lr_decay)
+_SHARED = [("SGD", dict(lr=0.05, momentum=0.9, dampening=0.2, weight_decay=0.01), {}),
+           ("SGD", dict(lr=0.1), {}),
+           ("Adam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1), {}),
+           ("AdamW", dict(lr=0.01), {}),
+           ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1), {}),
+           ("Adagrad", dict(lr=0.1, weight_decay=0.1, initial_accumulator_value=0.2), {})]
+
+
+def _np16(t):
+    t = t.detach().cpu()
+    return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16 else t.numpy().copy()
+
+
+@pytest.mark.parametrize("name,kw,_", _SHARED, ids=[s[0] + str(i) for i, s in enumerate(_SHARED)])
+@pytest.mark.parametrize("mode", ["states16", "states32", "stochastic", "stochastic32", "master"])
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_16bit_bitwise_nnkernels_optim(name, kw, _, mode, dtype):
+    """16-bit params with 16-bit states (torch.optim's), float32 states, stochastic rounding keyed as
+    nnkernels.optim keys it (the same seed), master copies: bitwise the nnkernels.optim run."""
+    from nnkernels import optim as nko
+
+    init = [p.to(dtype) for p in _params(torch.float32, seed=3)]
+    ours = [torch.nn.Parameter(p.clone()) for p in init]
+    arrays = [_np16(p) for p in init]
+    opts = {"states16": {}, "states32": dict(state_dtype=torch.float32),
+            "stochastic": dict(stochastic_rounding=True, seed=2**63 + 11),
+            "stochastic32": dict(stochastic_rounding=True, seed=5, state_dtype=torch.float32),
+            "master": dict(master_params=True)}[mode]
+    np_opts = dict(opts)
+    if "state_dtype" in np_opts or mode == "master":
+        np_opts.pop("state_dtype", None)  # float32 states: nnkernels.optim's default for 16-bit params
+    else:
+        np_opts["state_dtype"] = arrays[0].dtype
+    opt = getattr(nkt.optim, name)(ours, **kw, **opts)
+    ref = getattr(nko, name)(arrays, **kw, **np_opts)
+    for step in range(6):
+        g = _grads16(ours, step, dtype)
+        for p, x in zip(ours, g):
+            p.grad = x
+        opt.step()
+        ref.step([_np16(x) for x in g])
+    for p, a in zip(ours, arrays):
+        assert p.dtype == dtype
+        np.testing.assert_array_equal(_np16(p).view(np.uint16), a.view(np.uint16))
+
+
+@pytest.mark.parametrize("mode", ["states32", "master", "stochastic"])
+def test_16bit_state_dict_round_trip_keeps_float32_states(mode):
+    """torch.optim's load_state_dict casts floating-point state to the parameter's dtype; float32
+    states and master copies of bfloat16 params come back in float32 (from the saved values), the
+    stochastic-rounding seed with them: the resumed run continues bitwise; torch.optim loads it too."""
+    opts = {"states32": dict(state_dtype=torch.float32), "master": dict(master_params=True),
+            "stochastic": dict(stochastic_rounding=True, seed=123)}[mode]
+    init = [p.to(torch.bfloat16) for p in _params(torch.float32, seed=4)]
+    full = [torch.nn.Parameter(p.clone()) for p in init]
+    opt = nkt.optim.AdamW(full, lr=0.01, amsgrad=True, **opts)
+    _run16(opt, full, 10, torch.bfloat16)
+    half = [torch.nn.Parameter(p.clone()) for p in init]
+    first = nkt.optim.AdamW(half, lr=0.01, amsgrad=True, **opts)
+    _run16(first, half, 4, torch.bfloat16)
+    sd = copy.deepcopy(first.state_dict())
+    # the seed comes from the state_dict (the one given here is replaced)
+    resumed = nkt.optim.AdamW(half, lr=0.01, amsgrad=True, **dict(opts, **({"seed": 1} if "seed" in opts else {})))
+    resumed.load_state_dict(sd)
+    for p in half:
+        for k, v in resumed.state[p].items():
+            if k != "step":
+                assert v.dtype == (torch.bfloat16 if mode == "stochastic" else torch.float32), k
+    _run16(resumed, half, 6, torch.bfloat16, start=4)
+    for a, b in zip(full, half):
+        assert torch.equal(_bits(a), _bits(b))
+    theirs = torch.optim.AdamW([torch.nn.Parameter(p.clone()) for p in init], lr=0.01, amsgrad=True)
+    theirs.load_state_dict(copy.deepcopy(sd))  # extra keys ignored, states cast to bfloat16 by torch
+
+
+def test_16bit_mixed_group_and_refusals():
+    """A group of bfloat16 and float32 params with master_params: only the 16-bit one gets a master copy."""
+    w16 = torch.nn.Parameter(torch.ones(5, dtype=torch.bfloat16))
+    w32 = torch.nn.Parameter(torch.ones(3))
+    ref32 = torch.nn.Parameter(torch.ones(3))
+    opt = nkt.optim.Adam([w16, w32], lr=0.1, master_params=True)
+    ref = nkt.optim.Adam([ref32], lr=0.1)
+    for _ in range(3):
+        w16.grad, w32.grad, ref32.grad = torch.ones(5, dtype=torch.bfloat16), torch.ones(3), torch.ones(3)
+        opt.step()
+        ref.step()
+    assert "master_param" in opt.state[w16] and "master_param" not in opt.state[w32]
+    assert opt.state[w16]["exp_avg"].dtype == torch.float32 and opt.state[w32]["exp_avg"].dtype == torch.float32
+    assert torch.equal(w32, ref32)
+    p = [torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))]
+    for make, exc, match in [
+        (lambda: nkt.optim.Adam(p, master_params=True, stochastic_rounding=True), ValueError, "^stochastic_rounding"),
+        (lambda: nkt.optim.SGD(p, lr=0.1, state_dtype=torch.bfloat16), TypeError, "^state_dtype"),
+        (lambda: nkt.optim.SGD(p, lr=0.1, stochastic_rounding=True, seed=-1), ValueError, "^seed"),
+        (lambda: nkt.optim.RMSprop(p, stochastic_rounding="yes"), TypeError, "^stochastic_rounding"),
+        (lambda: nkt.optim.Adagrad(p, master_params=1), TypeError, "^master_params"),
+    ]:
+        with pytest.raises(exc, match=match):
+            make()
+
+
+def test_16bit_stochastic_rounding_moves_where_nearest_stalls():
+    """200 SGD steps of 1e-3 on bfloat16 ones: round to nearest stays at 1.0, stochastic rounding
+    reaches 0.8 on average (issue 15)."""
+    near = torch.nn.Parameter(torch.ones(1 << 14, dtype=torch.bfloat16))
+    sr = torch.nn.Parameter(torch.ones(1 << 14, dtype=torch.bfloat16))
+    a, b = nkt.optim.SGD([near], lr=1e-3), nkt.optim.SGD([sr], lr=1e-3, stochastic_rounding=True, seed=3)
+    for _ in range(200):
+        near.grad = sr.grad = torch.ones(1 << 14, dtype=torch.bfloat16)
+        a.step()
+        b.step()
+    assert bool((near == 1).all())
+    assert abs(sr.double().mean().item() - 0.8) < 2e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no GPU (CUDA build + device + PyTorch CUDA)")
+@pytest.mark.parametrize("mode", ["states16", "master", "stochastic"])
+@pytest.mark.parametrize("name,kw", CONFIGS[::2], ids=IDS[::2])
+def test_cuda_16bit_bitwise_cpu(name, kw, mode):
+    """CUDA bfloat16 params: bitwise the CPU run at an FMA level (the same operations and random words)."""
+    opts = {"states16": {}, "master": dict(master_params=True), "stochastic": dict(stochastic_rounding=True, seed=9)}[mode]
+    init = [p.to(torch.bfloat16) for p in _params(torch.float32, seed=5)]
+    cpu = [torch.nn.Parameter(p.clone()) for p in init]
+    gpu = [torch.nn.Parameter(p.clone().cuda()) for p in init]
+    opt_c, opt_g = getattr(nkt.optim, name)(cpu, **kw, **opts), getattr(nkt.optim, name)(gpu, **kw, **opts)
+    with nk.isa("avx2" if "avx2" in nk.build_info()["isa_compiled"] else "avx512"):
+        _run16(opt_c, cpu, 5, torch.bfloat16)
+    _run16(opt_g, gpu, 5, torch.bfloat16)
+    torch.cuda.synchronize()
+    for a, b in zip(cpu, gpu):
+        assert b.is_cuda and torch.equal(_bits(a), _bits(b))

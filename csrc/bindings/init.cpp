@@ -30,17 +30,21 @@ InitParams make_params(int dist, uint64_t seed, double a, double b) {
   return p;
 }
 
-// The `dtype` argument: anything numpy.dtype accepts that names float32 or float64.
+// The `dtype` argument: anything numpy.dtype accepts that names float32, float64, float16 or
+// ml_dtypes.bfloat16 (16-bit: the float32 numbers of the same seed rounded to nearest even).
 DType init_dtype(const py::handle& h) {
+  constexpr const char* kExpected = "dtype: expected float32, float64, float16 or bfloat16, got ";
   py::dtype d;
   try {
     d = py::dtype::from_args(py::reinterpret_borrow<py::object>(h));
   } catch (py::error_already_set&) {
-    throw py::type_error("dtype: expected float32 or float64, got " + std::string(py::repr(h)));
+    throw py::type_error(kExpected + std::string(py::repr(h)));
   }
   if (d.kind() == 'f' && d.itemsize() == 4) return DType::f32;
   if (d.kind() == 'f' && d.itemsize() == 8) return DType::f64;
-  throw py::type_error("dtype: expected float32 or float64, got " + std::string(py::str(d)));
+  if (d.kind() == 'f' && d.itemsize() == 2) return DType::f16;
+  if (d.kind() == 'V' && d.itemsize() == 2 && d.num() == bfloat16_dtype().type_num) return DType::bf16;
+  throw py::type_error(kExpected + std::string(py::str(d)));
 }
 
 // out None: a new NumPy array of `shape` and `dtype` (float32 when None). Otherwise out (NumPy,
@@ -53,11 +57,11 @@ py::object init_fill(const py::object& out_h, const std::vector<int64_t>& shape_
   if (out_h.is_none()) {
     o.host = empty_array(dtype.is_none() ? DType::f32 : init_dtype(dtype), shape);
     o.object = o.host;
-    o.view = view_of(o.host, "out");
+    o.view = view_of(o.host, "out", /*with_16bit=*/true);
   } else {
     // The op's only array: it is its own device reference (output_operand checks type, dtype,
     // shape, writeability and self-overlap).
-    const Operand ref = operand_of(out_h, "out");
+    const Operand ref = operand_of(out_h, "out", Elements::storage);
     o = output_operand(out_h, ref, dtype.is_none() ? ref.view.dtype : init_dtype(dtype), shape, "out");
   }
   const InitParams p = make_params(dist, seed, a, b);
@@ -80,9 +84,10 @@ NK_REGISTER_BINDINGS(init) {
   using namespace nk;
   m.def("init_fill", &init_fill, py::arg("out"), py::arg("shape"), py::arg("dtype"), py::arg("dist"), py::arg("seed"),
         py::arg("a"), py::arg("b"),
-        "Fill `out` (or a new float32/float64 NumPy array of `shape` and `dtype` when out is None) with "
-        "Philox4x32-10 uniform (dist=0: a + b*u) or normal (dist=1: a + b*z) numbers; element i of the "
-        "C-order flattening depends only on (seed, i). Returns the filled array.");
+        "Fill `out` (or a new float32/float64/float16/bfloat16 NumPy array of `shape` and `dtype` when out is "
+        "None) with Philox4x32-10 uniform (dist=0: a + b*u) or normal (dist=1: a + b*z) numbers; element i of the "
+        "C-order flattening depends only on (seed, i); 16-bit: the float32 numbers rounded to nearest even. "
+        "Returns the filled array.");
   m.def("philox4x32_10",
         [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
           if (ctr.size() != 4) throw py::value_error("ctr: expected 4 words");

@@ -116,7 +116,7 @@ bool labels_overlap(const Operand& lab, const ArrayView& v) {
 }
 
 py::tuple softmax_cross_entropy(const py::handle& logits_in, const py::handle& labels_in, const py::object& out) {
-  Operand x = operand_of(logits_in, "logits");
+  Operand x = operand_of(logits_in, "logits", Elements::storage);
   if (x.view.ndim() != 2)
     throw py::value_error("logits: expected a 2-D array (batch, classes), got ndim " + std::to_string(x.view.ndim()));
   const int64_t n = x.view.shape[0], c = x.view.shape[1];

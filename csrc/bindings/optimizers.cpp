@@ -3,7 +3,9 @@
 // (drivers/optimizers.hpp: the CPU driver or the CUDA launcher) with the GIL released.
 // Every array argument is one array or a list of arrays: NumPy arrays, torch tensors (CPU ones
 // read and written in place, nn.Parameter leaves included), CuPy arrays, other DLPack
-// producers; all on one device. Everything is validated first (list lengths, dtypes, shapes,
+// producers; all on one device. Parameters and gradients are float32, float64, float16 or bfloat16
+// (16-bit: float32 states or states of their dtype, a float32 master copy, stochastic rounding;
+// issue 15). Everything is validated first (list lengths, dtypes, shapes,
 // C-contiguity, writeability, device, memory overlap between an updated array and any other
 // operand); only then is memory touched, so a refused call changes nothing.
 #include <pybind11/numpy.h>
@@ -68,10 +70,17 @@ int64_t step_arg(py::handle h) {
 }
 
 // ----------------------------------------------------------------------------- arrays
+// What an operand is to the update, for its dtype: the parameters (their dtype selects the kernel),
+// arrays of the params' dtype (gradients; the params an EMA averages are kParamRole), states (the
+// params' dtype, or float32 for 16-bit params: all states of one tensor alike), the float32 master
+// copy of 16-bit params.
+enum Role : int { kParamRole = 0, kSameAsParam, kState, kMaster };
+
 struct ListArg {
   const char* name;
   py::handle arg;
   bool write;  // updated in place
+  Role role = kSameAsParam;
 };
 
 // "grads[3]" for entry 3 of a list, "grads" for a single array (built only for messages).
@@ -137,7 +146,7 @@ struct Item {
                              "that array");
 }
 
-// Checks one entry: an array of float32/float64, native byte order, C-contiguous, aligned,
+// Checks one entry: an array of float32/float64/float16/bfloat16, native byte order, C-contiguous, aligned,
 // writeable when updated. NumPy arrays are read through their header (no Operand: lists of
 // hundreds of small tensors are common); other libraries through core's Operand.
 Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
@@ -149,8 +158,7 @@ Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
     const auto* desc = d::array_descriptor_proxy(arr->descr);
     if (desc->type_num == d::npy_api::NPY_FLOAT_) it.dt = DType::f32;
     else if (desc->type_num == d::npy_api::NPY_DOUBLE_) it.dt = DType::f64;
-    else throw py::type_error(item_name(a, list, t) + ": expected a float32 or float64 array, got dtype " +
-                              std::string(py::str(py::handle(arr->descr))));
+    else it.dt = float_dtype(py::reinterpret_borrow<py::array>(o), item_name(a, list, t).c_str(), /*with_16bit=*/true);
     if (desc->byteorder == '>') throw py::type_error(item_name(a, list, t) + ": expected native byte order");
     if (!(arr->flags & d::npy_api::NPY_ARRAY_C_CONTIGUOUS_)) refuse_strided(item_name(a, list, t));
     if (!(arr->flags & d::npy_api::NPY_ARRAY_ALIGNED_)) throw py::value_error(item_name(a, list, t) + ": array data is not aligned");
@@ -164,7 +172,7 @@ Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
   }
   const std::string nm = item_name(a, list, t);
   if (!is_array(o)) throw py::type_error(nm + ": expected an array (NumPy, torch tensor, CuPy), got " + Py_TYPE(o)->tp_name);
-  P.tensors.push_back(std::make_unique<Operand>(operand_of(o, nm.c_str())));  // dtype, alignment
+  P.tensors.push_back(std::make_unique<Operand>(operand_of(o, nm.c_str(), Elements::storage)));  // dtype, alignment
   const Operand& op = *P.tensors.back();
   if (op.view.size != 0 && !op.view.c_contiguous()) refuse_strided(nm);
   if (a.write && !op.view.writeable) throw py::value_error(nm + ": array is read-only");
@@ -177,6 +185,49 @@ Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
   it.dt = op.view.dtype;
   it.device = op.device;
   return it;
+}
+
+// The dtype rules of the roles (ListArg::role) for tensor t, whose items are its[0..nops).
+void check_dtypes(const ListArg* args, int nops, const Parsed& P, size_t t, const Item* its, int pk, bool has_master) {
+  const Item& par = its[pk];
+  const std::string pn = item_name(args[pk], P.is_list[pk], t);
+  const bool half = is_16bit(par.dt);
+  int first_state = -1;
+  for (int k = 0; k < nops; ++k) {
+    const Item& it = its[k];
+    const std::string nm = item_name(args[k], P.is_list[k], t);
+    switch (args[k].role) {
+      case kParamRole: break;
+      case kSameAsParam:
+        if (it.dt != par.dt)
+          throw py::type_error(nm + ": expected the dtype of " + pn + " (" + dtype_name(par.dt) + "), got " +
+                               dtype_name(it.dt));
+        break;
+      case kState:
+        if (first_state >= 0) {
+          const Item& fs = its[first_state];
+          if (it.dt != fs.dt)
+            throw py::type_error(nm + ": expected the dtype of " + item_name(args[first_state], P.is_list[first_state], t) +
+                                 " (" + dtype_name(fs.dt) + "; the states of one parameter share a dtype), got " +
+                                 dtype_name(it.dt));
+        } else if (it.dt != par.dt && !(half && it.dt == DType::f32)) {
+          throw py::type_error(nm + ": expected the dtype of " + pn + " (" + dtype_name(par.dt) + ")" +
+                               (half ? " or float32" : "") + ", got " + dtype_name(it.dt));
+        } else if (has_master && it.dt != DType::f32) {
+          throw py::type_error(nm + ": expected float32 with master_params (the master copy's update runs in "
+                                    "float32), got " + dtype_name(it.dt));
+        }
+        if (first_state < 0) first_state = k;
+        break;
+      case kMaster:
+        if (!half)
+          throw py::type_error(nm + ": master copies are for float16/bfloat16 params, " + pn + " is " +
+                               dtype_name(par.dt));
+        if (it.dt != DType::f32)
+          throw py::type_error(nm + ": expected a float32 array (the master copy), got " + dtype_name(it.dt));
+        break;
+    }
+  }
 }
 
 // Validates every operand of every tensor into P.list (operand k of tensor t at slot t * nops + k).
@@ -196,12 +247,19 @@ void parse(const ListArg* args, int nops, Parsed& P) {
                             std::to_string(objs[k].size()));
   TensorList& L = P.list;
   L.nops = nops;
+  bool has_master = false;
+  for (int k = nops - 1; k >= 0; --k) {
+    if (args[k].role == kParamRole) L.param_op = k;
+    if (args[k].role == kState) L.state_op = k;
+    has_master = has_master || args[k].role == kMaster;
+  }
   L.data.resize(T * size_t(nops));
+  L.op_dtype.resize(T * size_t(nops));
   L.size.resize(T);
   L.dtype.resize(T);
   Device device;
+  Item its[kOptimMaxOperands];
   for (size_t t = 0; t < T; ++t) {
-    Item ref;
     for (int k = 0; k < nops; ++k) {
       const size_t before = P.tensors.size();
       const Item it = inspect(objs[k][t], args[k], P.is_list[k], t, P);
@@ -215,22 +273,20 @@ void parse(const ListArg* args, int nops, Parsed& P) {
         const std::string fn = item_name(args[0], P.is_list[0], 0), nm = item_name(args[k], P.is_list[k], t);
         check_same_device(first, fn.c_str(), other, nm.c_str());
       }
-      if (k == 0) {
-        ref = it;
-      } else {
-        if (it.dt != ref.dt)
-          throw py::type_error(item_name(args[k], P.is_list[k], t) + ": expected the dtype of " +
-                               item_name(args[0], P.is_list[0], t) + " (" + dtype_name(ref.dt) + "), got " +
-                               dtype_name(it.dt));
+      if (k > 0) {
+        const Item& ref = its[0];
         if (it.nd != ref.nd || !std::equal(it.dims, it.dims + it.nd, ref.dims))
           throw py::value_error(item_name(args[k], P.is_list[k], t) + ": expected the shape of " +
                                 item_name(args[0], P.is_list[0], t) + " " + shape_str(ref.nd, ref.dims) +
                                 ", got " + shape_str(it.nd, it.dims));
       }
+      its[k] = it;
       L.data[t * size_t(nops) + size_t(k)] = it.data;
+      L.op_dtype[t * size_t(nops) + size_t(k)] = it.dt;
     }
-    L.size[t] = ref.size;
-    L.dtype[t] = ref.dt;
+    check_dtypes(args, nops, P, t, its, L.param_op, has_master);
+    L.size[t] = its[0].size;
+    L.dtype[t] = its[L.param_op].dt;
   }
   bool written[kOptimMaxOperands];
   for (int k = 0; k < nops; ++k) written[k] = args[k].write;
@@ -245,7 +301,18 @@ void parse(const ListArg* args, int nops, Parsed& P) {
 
 ExecContext context_for(const Parsed& P) { return P.main ? context_of(*P.main) : ExecContext{}; }
 
-void run_step(OptimOp op, const ListArg* args, int nops, const OptimHyper& h) {
+// The operands of one step, in kernel order (no allocation: every call builds one).
+struct StepArgs {
+  ListArg a[kOptimMaxOperands];
+  int n = 0;
+  StepArgs(std::initializer_list<ListArg> l) {
+    for (const ListArg& x : l) a[n++] = x;
+  }
+};
+
+void run_step(OptimOp op, const StepArgs& sa, const OptimHyper& h) {
+  const ListArg* args = sa.a;
+  const int nops = sa.n;
   Parsed P;  // destroyed after `release` below: with the GIL held
   parse(args, nops, P);
   if (P.list.count() == 0) return;
@@ -313,6 +380,45 @@ OptimHyper ema_hyper(py::handle decay) {
   return h;
 }
 
+// ----------------------------------------------------------------------------- 16-bit parameters
+// master_params / stochastic_rounding / seed (cpu/optimizers.hpp, OptimHyper::rounding). `step`: the
+// step count of the functions that have one (it joins the seed and the element index in the Philox
+// counter), 0 for the others.
+void rounding_args(OptimHyper& h, py::handle master, py::handle stochastic, py::handle seed, int64_t step) {
+  const bool sr = flag_arg(stochastic, "stochastic_rounding");
+  if (!master.is_none() && sr)
+    throw py::value_error("stochastic_rounding: not with master_params (the parameters are then the float32 "
+                          "master copies rounded to nearest)");
+  if (sr) {
+    PyObject* o = seed.ptr();
+    if (seed.is_none())
+      throw py::value_error("seed: required with stochastic_rounding=True (an int in [0, 2**64); give each call of a "
+                            "step function without a step count its own seed)");
+    if (PyBool_Check(o) || PyFloat_Check(o) || !PyIndex_Check(o))
+      throw py::type_error(std::string("seed: expected an int in [0, 2**64), got ") + Py_TYPE(o)->tp_name);
+    py::object idx = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+    const unsigned long long v = PyLong_AsUnsignedLongLong(idx.ptr());
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      throw py::value_error("seed: expected an int in [0, 2**64), got " + std::string(py::str(idx)));
+    }
+    h.seed = uint64_t(v);
+    h.rounding = kRoundStochastic;
+  } else if (!seed.is_none()) {
+    throw py::value_error("seed: only used with stochastic_rounding=True");
+  }
+  if (!master.is_none()) h.rounding = kRoundMaster;
+  h.rng_step = uint64_t(step);
+}
+
+// The operand list of a step: params, grads, [master_params,] states (roles: ListArg::role).
+StepArgs step_args(py::handle params, py::handle grads, py::handle master, std::initializer_list<ListArg> states) {
+  StepArgs a{{"params", params, true, kParamRole}, {"grads", grads, false, kSameAsParam}};
+  if (!master.is_none()) a.a[a.n++] = {"master_params", master, true, kMaster};
+  for (const ListArg& x : states) a.a[a.n++] = x;
+  return a;
+}
+
 // `maximize` of a keyword dict (the constructors' hyperparameter check): absent means False.
 py::object maximize_kw(const py::dict& kw) {
   return kw.contains("maximize") ? py::reinterpret_borrow<py::object>(kw["maximize"]) : py::object(py::bool_(false));
@@ -323,7 +429,7 @@ py::object maximize_kw(const py::dict& kw) {
 // float64 array of the gradients' library (the clip coefficient is computed there from it).
 py::object clip_grad_norm(py::handle grads, py::handle max_norm_h) {
   const double max_norm = nonneg(max_norm_h, "max_norm");
-  const ListArg args[1] = {{"grads", grads, true}};
+  const ListArg args[1] = {{"grads", grads, true, kParamRole}};
   Parsed P;  // outlives the GIL-released block below
   parse(args, 1, P);
   const ExecContext ctx = context_for(P);
@@ -354,62 +460,77 @@ py::object clip_grad_norm(py::handle grads, py::handle max_norm_h) {
 NK_REGISTER_BINDINGS(optimizers) {
   using namespace nk;
   using H = py::handle;
+  // Operand lists: params, grads, [master_params], states (kParamRole / kSameAsParam / kMaster / kState).
   m.def("sgd_step",
-        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay, H maximize) {
-          const OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay, maximize);
+        [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay, H maximize,
+           H master, H sr, H seed) {
+          OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay, maximize);
+          rounding_args(h, master, sr, seed, 0);
           if (h.momentum > 0) {
             if (velocity.is_none()) throw py::value_error("velocity: required when momentum > 0 (arrays of zeros to start)");
-            const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"velocity", velocity, true}};
-            run_step(kSgdMomentum, args, 3, h);
+            run_step(kSgdMomentum, step_args(params, grads, master, {{"velocity", velocity, true, kState}}), h);
           } else {
-            const ListArg args[2] = {{"params", params, true}, {"grads", grads, false}};
-            run_step(kSgd, args, 2, h);
+            run_step(kSgd, step_args(params, grads, master, {}), h);
           }
         },
         py::arg("params"), py::arg("grads"), py::arg("lr"), py::arg("momentum"), py::arg("velocity"),
-        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"), py::arg("maximize"));
+        py::arg("nesterov"), py::arg("dampening"), py::arg("weight_decay"), py::arg("maximize"),
+        py::arg("master_params") = py::none(), py::arg("stochastic_rounding") = false, py::arg("seed") = py::none());
   m.def("adagrad_step",
-        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay, H maximize) {
-          const OptimHyper h = adagrad_hyper(lr, eps, weight_decay, maximize);
-          const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"sum_sq", sum_sq, true}};
-          run_step(kAdagrad, args, 3, h);
+        [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay, H maximize, H master, H sr, H seed) {
+          OptimHyper h = adagrad_hyper(lr, eps, weight_decay, maximize);
+          rounding_args(h, master, sr, seed, 0);
+          run_step(kAdagrad, step_args(params, grads, master, {{"sum_sq", sum_sq, true, kState}}), h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("maximize"));
+        py::arg("maximize"), py::arg("master_params") = py::none(), py::arg("stochastic_rounding") = false,
+        py::arg("seed") = py::none());
   m.def("rmsprop_step",
-        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize) {
-          const OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
-          const ListArg args[3] = {{"params", params, true}, {"grads", grads, false}, {"sq_avg", sq_avg, true}};
-          run_step(kRmsprop, args, 3, h);
+        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize, H master,
+           H sr, H seed) {
+          OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
+          rounding_args(h, master, sr, seed, 0);
+          run_step(kRmsprop, step_args(params, grads, master, {{"sq_avg", sq_avg, true, kState}}), h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sq_avg"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"));
+        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"), py::arg("master_params") = py::none(),
+        py::arg("stochastic_rounding") = false, py::arg("seed") = py::none());
   m.def("adam_step",
         [](H params, H grads, H exp_avg, H exp_avg_sq, H step, H lr, H beta1, H beta2, H eps, H weight_decay,
-           H decoupled, H max_exp_avg_sq, H maximize) {
-          const OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
-          // AMSGrad when the running maxima of exp_avg_sq are given (a fifth operand, updated in place).
-          const ListArg args[5] = {{"params", params, true}, {"grads", grads, false}, {"exp_avg", exp_avg, true},
-                                   {"exp_avg_sq", exp_avg_sq, true}, {"max_exp_avg_sq", max_exp_avg_sq, true}};
-          if (max_exp_avg_sq.is_none()) run_step(kAdam, args, 4, h);
-          else run_step(kAdamAmsgrad, args, 5, h);
+           H decoupled, H max_exp_avg_sq, H maximize, H master, H sr, H seed) {
+          OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
+          rounding_args(h, master, sr, seed, step_arg(step));
+          // AMSGrad when the running maxima of exp_avg_sq are given (a further state, updated in place).
+          if (max_exp_avg_sq.is_none())
+            run_step(kAdam, step_args(params, grads, master, {{"exp_avg", exp_avg, true, kState},
+                                                              {"exp_avg_sq", exp_avg_sq, true, kState}}), h);
+          else
+            run_step(kAdamAmsgrad, step_args(params, grads, master, {{"exp_avg", exp_avg, true, kState},
+                                                                     {"exp_avg_sq", exp_avg_sq, true, kState},
+                                                                     {"max_exp_avg_sq", max_exp_avg_sq, true, kState}}),
+                     h);
         },
         py::arg("params"), py::arg("grads"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("step"),
         py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-        py::arg("decoupled_weight_decay"), py::arg("max_exp_avg_sq"), py::arg("maximize"));
+        py::arg("decoupled_weight_decay"), py::arg("max_exp_avg_sq"), py::arg("maximize"),
+        py::arg("master_params") = py::none(), py::arg("stochastic_rounding") = false, py::arg("seed") = py::none());
+  // EMA: the averages are the updated state of the (16-bit or not) params they follow; a float32
+  // average of 16-bit params is its own master copy, so there is no master_params here.
   m.def("ema_update",
-        [](H averages, H params, H decay) {
-          const OptimHyper h = ema_hyper(decay);
-          const ListArg args[2] = {{"averages", averages, true}, {"params", params, false}};
-          run_step(kEma, args, 2, h);
+        [](H averages, H params, H decay, H sr, H seed) {
+          OptimHyper h = ema_hyper(decay);
+          rounding_args(h, py::none(), sr, seed, 0);
+          run_step(kEma, {{"averages", averages, true, kState}, {"params", params, false, kParamRole}}, h);
         },
-        py::arg("averages"), py::arg("params"), py::arg("decay"));
+        py::arg("averages"), py::arg("params"), py::arg("decay"), py::arg("stochastic_rounding") = false,
+        py::arg("seed") = py::none());
   m.def("clip_grad_norm", &clip_grad_norm, py::arg("grads"), py::arg("max_norm"));
   // nnkernels.optim's constructors: the parameter list, validated as the steps validate it (arrays
-  // of float32/float64, C-contiguous, writeable, one device, no two sharing memory), as a list.
+  // of float32/float64/float16/bfloat16, C-contiguous, writeable, one device, no two sharing
+  // memory), as a list.
   m.def("optimizer_param_list",
         [](H params) {
-          const ListArg args[1] = {{"params", params, true}};
+          const ListArg args[1] = {{"params", params, true, kParamRole}};
           Parsed P;
           parse(args, 1, P);
           if (!P.is_list[0]) return py::list(py::make_tuple(params));

@@ -1,5 +1,6 @@
 // Weight-initialisation kernels: Philox4x32-10 random words -> uniform / normal (Box-Muller)
-// float32/float64 arrays, one group of 16 Philox blocks at a time (layout and math: init.hpp).
+// float32/float64 arrays (float16/bfloat16: the float32 numbers rounded to nearest even), one
+// group of 16 Philox blocks at a time (layout and math: init.hpp).
 // Bit-identical across ISA levels, thread counts and the CUDA twin (csrc/cuda/init.cu):
 // the generator is integer arithmetic and the transforms are the shared IEEE sequences of
 // init.hpp (no FMA contraction: ISO C++ mode compiles with -ffp-contract=off).
@@ -9,6 +10,7 @@
 
 #include <cstring>
 
+#include "core/philox.hpp"
 #include "core/simd.hpp"
 
 NK_KERNEL_NAMESPACE_BEGIN
@@ -17,42 +19,14 @@ namespace {
 using namespace philox_detail;
 
 typedef uint32_t U32 __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
-typedef uint64_t U64 __attribute__((vector_size(kVecBytes), aligned(kVecBytes)));
 constexpr int kL = kVecBytes / 4;  // 32-bit lanes per vector
 constexpr int kVecPerGroup = 16 / kL;
 
 inline U32 u32_load(const uint32_t* p) { U32 v; std::memcpy(&v, p, sizeof(U32)); return v; }
 inline void u32_store(uint32_t* p, U32 v) { std::memcpy(p, &v, sizeof(U32)); }
 
-// hi:lo = a * m (32 x 32 -> 64 bit) lane-wise: products of even and odd lanes, then interleave.
-inline void mulhilo(U32 a, uint32_t m, U32& hi, U32& lo) {
-  // Written with 64-bit lane vector operations (GCC emits pmuludq / vpmuludq for the
-  // zero-extended 32 x 32 products): even = a[2k] * m, odd = a[2k+1] * m.
-  const U64 a64 = U64(a);
-  const uint64_t lo32 = 0xFFFFFFFFull;
-  const U64 ev = (a64 & lo32) * uint64_t(m);
-  const U64 od = (a64 >> 32) * uint64_t(m);
-  hi = U32((ev >> 32) | (od & ~lo32));
-  lo = U32((ev & lo32) | (od << 32));
-}
-
-// Philox4x32-10 on kL counters at once (Salmon et al. 2011):
-//   round: (c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)),
-//   key bump (k0, k1) += (W0, W1) between rounds.
 inline void philox10(U32& c0, U32& c1, U32& c2, U32& c3, uint32_t k0, uint32_t k1) {
-  for (int r = 0; r < 10; ++r) {
-    U32 hi0, lo0, hi1, lo1;
-    mulhilo(c0, kM0, hi0, lo0);
-    mulhilo(c2, kM1, hi1, lo1);
-    const U32 n0 = hi1 ^ c1 ^ k0;
-    const U32 n2 = hi0 ^ c3 ^ k1;
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-    k0 += kW0;
-    k1 += kW1;
-  }
+  philox::rounds10(c0, c1, c2, c3, k0, k1);  // core/philox.hpp
 }
 
 // Words of blocks j0 .. j0+15 (j0 a multiple of 16): W[w][l] = word w of block j0 + l.
@@ -230,10 +204,30 @@ void fill(void* out, int64_t g0, int64_t g1, int64_t n, const InitParams* p, boo
   if (st) stream_fence();
 }
 
+// float16 / bfloat16: the float32 group (the same words and transforms, so the same float32
+// values), each rounded to nearest even on the store (core/simd.hpp). Groups of 64 as float32.
+template <class X>
+void fill_16bit(void* out, int64_t g0, int64_t g1, int64_t n, const InitParams* p, bool) {
+  constexpr int64_t G = kInitGroupF32, N = Storage<X>::N;
+  X* y = static_cast<X*>(out);
+  alignas(64) uint32_t W[4][16];
+  alignas(64) float tmp[G];
+  for (int64_t g = g0; g < g1; ++g) {
+    philox_group(uint64_t(g) * 16, p->seed, W);
+    group_f32(W, tmp, *p, false);
+    X* dst = y + g * G;
+    const int64_t count = n - g * G < G ? n - g * G : G;
+    int64_t i = 0;
+    for (; i + N <= count; i += N) Storage<X>::store(dst + i, Simd<float>::load(tmp + i));
+    if (i < count) Storage<X>::store_partial(dst + i, Simd<float>::load(tmp + i), count - i);
+  }
+}
+
 }  // namespace
 NK_KERNEL_NAMESPACE_END
 
 NK_DEFINE_ISA_TABLE(InitKernels, init_kernels) = {
-    {&nk::NK_ISA_NS::fill<float>, &nk::NK_ISA_NS::fill<double>},
+    {&nk::NK_ISA_NS::fill<float>, &nk::NK_ISA_NS::fill<double>, &nk::NK_ISA_NS::fill_16bit<nk::float16_t>,
+     &nk::NK_ISA_NS::fill_16bit<nk::bfloat16_t>},
     &nk::NK_ISA_NS::philox_one,
 };

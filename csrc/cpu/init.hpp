@@ -49,7 +49,7 @@ struct InitParams {
 using InitFillFn = void (*)(void* out, int64_t g0, int64_t g1, int64_t n, const InitParams* p, bool stream);
 
 struct InitKernels {
-  InitFillFn fill[2];                                     // [0 = float32, 1 = float64]
+  InitFillFn fill[kDTypeCount];  // [dtype_index]; float16/bfloat16 in float32 groups (kInitGroupF32)
   void (*philox)(const uint32_t* ctr, const uint32_t* key, uint32_t* out);  // one block (tests)
 };
 

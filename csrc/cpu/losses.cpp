@@ -1,5 +1,6 @@
-// Fused softmax cross-entropy, forward and backward in one pass per row, float32/float64,
-// one SIMD source compiled per ISA level (csrc/core/simd.hpp).
+// Fused softmax cross-entropy, forward and backward in one pass per row, float32/float64 and
+// float16/bfloat16 logits (float32 arithmetic, dlogits rounded once to the logits' dtype, the loss
+// in float64), one SIMD source compiled per ISA level (csrc/core/simd.hpp).
 // Reference: nnkernels.reference.losses.softmax_cross_entropy. CUDA twin: csrc/cuda/losses.cu.
 // Bindings (validation, threading, deterministic reduction): csrc/bindings/losses.cpp.
 // Test: pytest tests/test_losses.py ; bench: python -m nnkernels bench --ops losses
@@ -13,7 +14,7 @@
 NK_KERNEL_NAMESPACE_BEGIN
 namespace {
 
-template <class T> using V = typename Simd<T>::V;
+template <class T> using V = typename Simd<compute_t<T>>::V;
 
 // Lanes [0, k) true, the rest false (as an all-ones / zero integer mask).
 template <class T> inline typename Simd<T>::I lanes_below(int64_t k) {
@@ -90,13 +91,73 @@ double xent_row(const T* x, int64_t label, T* d, int64_t C, double inv_n) {
   return double(m) + log(double(s)) - double(xl);
 }
 
+// One row of 16-bit logits X (float32 arithmetic, T = float). The exponentials are not kept in d
+// between passes (16-bit storage would round them before the scaling): rows of up to kXentBuf
+// classes keep them in a float32 buffer on the stack, longer rows recompute them in pass 3 (the
+// same function of the same inputs: the same values pass 2 summed, so both give the same bits).
+// Each d_j = e_j * (inv_n / s) - (j == label) * inv_n is rounded once to X. The maximum and the
+// sum are taken in the same order as the float32 path.
+constexpr int64_t kXentBuf = 4096;
+template <class X, class T = compute_t<X>>
+double xent_row_16(const X* x, int64_t label, X* d, int64_t C, double inv_n) {
+  using S = Storage<X>;
+  constexpr int N = S::N;
+  const T ninf = T(-__builtin_huge_val());
+  if (__builtin_expect(uint64_t(label) >= uint64_t(C), 0)) {
+    for (int64_t j = 0; j < C; ++j) store_one(d + j, T(__builtin_nan("")));
+    return __builtin_nan("");
+  }
+  const T xl = load_one(x + label);  // read before d is written: d may alias x (in place)
+  V<T> vm = Simd<T>::splat(ninf);
+  int64_t j = 0;
+  for (; j + N <= C; j += N) {
+    V<T> v = S::load(x + j);
+    vm = v > vm ? v : vm;
+  }
+  if (j < C) {
+    V<T> v = S::load_partial(x + j, C - j);
+    v = lanes_below<T>(C - j) ? v : Simd<T>::splat(ninf);
+    vm = v > vm ? v : vm;
+  }
+  const T m = hmax<T>(vm);
+  alignas(64) T ebuf[kXentBuf];
+  const bool keep = C <= kXentBuf;
+  V<T> vs = Simd<T>::splat(T(0));
+  for (j = 0; j + N <= C; j += N) {
+    const V<T> e = vexp<T>(S::load(x + j) - m);
+    if (keep) Simd<T>::store(ebuf + j, e);
+    vs = vs + e;
+  }
+  if (j < C) {
+    V<T> e = vexp<T>(S::load_partial(x + j, C - j) - m);
+    e = lanes_below<T>(C - j) ? e : Simd<T>::splat(T(0));
+    if (keep) Simd<T>::store(ebuf + j, e);  // a whole vector: j + N <= kXentBuf (a multiple of N)
+    vs = vs + e;
+  }
+  const T s = hsum<T>(vs);
+  const T scale = T(inv_n / double(s)), hot = T(inv_n);
+  // In place (d == x): each vector of d is written after the same vector of x was read.
+  for (j = 0; j < C; j += N) {
+    const int64_t k = C - j < N ? C - j : N;
+    const V<T> e = keep ? Simd<T>::load(ebuf + j)
+                        : vexp<T>((k == N ? S::load(x + j) : S::load_partial(x + j, k)) - m);
+    V<T> v = e * scale;
+    if (label >= j && label < j + k) v[label - j] -= hot;
+    if (k == N) S::store(d + j, v); else S::store_partial(d + j, v, k);
+  }
+  return double(m) + log(double(s)) - double(xl);
+}
+
 template <class T>
 double softmax_xent(const void* logits, int64_t ld, const int64_t* labels, void* dlogits, int64_t ldd, int64_t r0,
                     int64_t r1, int64_t C, double inv_n) {
   const T* x = static_cast<const T*>(logits);
   T* d = static_cast<T*>(dlogits);
   double total = 0.0;
-  for (int64_t r = r0; r < r1; ++r) total += xent_row<T>(x + r * ld, labels[r], d + r * ldd, C, inv_n);
+  for (int64_t r = r0; r < r1; ++r) {
+    if constexpr (sizeof(T) == 2) total += xent_row_16<T>(x + r * ld, labels[r], d + r * ldd, C, inv_n);
+    else total += xent_row<T>(x + r * ld, labels[r], d + r * ldd, C, inv_n);
+  }
   return total;
 }
 
@@ -104,5 +165,6 @@ double softmax_xent(const void* logits, int64_t ld, const int64_t* labels, void*
 NK_KERNEL_NAMESPACE_END
 
 NK_DEFINE_ISA_TABLE(LossKernels, loss_kernels) = {
-    {&nk::NK_ISA_NS::softmax_xent<float>, &nk::NK_ISA_NS::softmax_xent<double>},
+    {&nk::NK_ISA_NS::softmax_xent<float>, &nk::NK_ISA_NS::softmax_xent<double>,
+     &nk::NK_ISA_NS::softmax_xent<nk::float16_t>, &nk::NK_ISA_NS::softmax_xent<nk::bfloat16_t>},
 };

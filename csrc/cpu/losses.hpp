@@ -16,7 +16,7 @@ using SoftmaxXentFn = double (*)(const void* logits, int64_t ld, const int64_t* 
                                  int64_t r0, int64_t r1, int64_t C, double inv_n);
 
 struct LossKernels {
-  SoftmaxXentFn softmax_xent[2];  // [0 = float32, 1 = float64]
+  SoftmaxXentFn softmax_xent[kDTypeCount];  // [dtype_index]
 };
 
 }  // namespace nk

@@ -25,7 +25,21 @@ struct OptimHyper {
   int eps_in_sqrt = 0;        // rmsprop: sqrt(v + eps) (TensorFlow) instead of sqrt(v) + eps (PyTorch)
   int decoupled = 0;          // adam: AdamW's decoupled weight decay
   int maximize = 0;           // sgd / adagrad / rmsprop / adam: ascend (the gradient's sign flipped), torch.optim's maximize
+  // 16-bit (float16 / bfloat16) parameters: the arithmetic is float32 (eps and the division too),
+  // states are float32 (state_f32) or the params' dtype, and the updated parameter is rounded
+  //   kRoundNearest: to nearest even;
+  //   kRoundStochastic: stochastically (unbiased: up with probability the fraction of the
+  //     dropped bits), with the 32-bit word 0 of Philox4x32-10 block (counter = (e, step), key = seed)
+  //     for the element at flat index e of the call's tensor list (tensors end to end);
+  //   kRoundMaster: the update runs on a float32 master copy (operand 2, states then float32),
+  //     which then holds bitwise the float32 update, and the parameter is the master rounded to
+  //     nearest even.
+  int rounding = 0;
+  int state_f32 = 0;
+  uint64_t seed = 0;
+  uint64_t rng_step = 0;      // the step in the Philox counter (0 for the functions without one)
 };
+enum OptimRounding : int { kRoundNearest = 0, kRoundStochastic = 1, kRoundMaster = 2 };
 
 enum OptimOp : int { kSgd = 0, kSgdMomentum, kAdagrad, kRmsprop, kAdam, kEma, kScale, kAdamAmsgrad, kOptimOpCount };
 
@@ -33,13 +47,15 @@ enum OptimOp : int { kSgd = 0, kSgdMomentum, kAdagrad, kRmsprop, kAdam, kEma, kS
 //   kSgd: {p, g}   kSgdMomentum: {p, g, velocity}   kAdagrad: {p, g, sum_sq}   kRmsprop: {p, g, sq_avg}
 //   kAdam: {p, g, exp_avg, exp_avg_sq}   kAdamAmsgrad: {p, g, exp_avg, exp_avg_sq, max_exp_avg_sq}
 //   kEma: {avg, p}   kScale: {g}
-using OptimUpdateFn = void (*)(void* const* ptrs, int64_t n, const OptimHyper* h);
+// With kRoundMaster the float32 master copy follows the gradient: {p, g, master, states...}.
+// `index`: flat index of the piece's first element in the call's tensor list (stochastic rounding).
+using OptimUpdateFn = void (*)(void* const* ptrs, int64_t n, const OptimHyper* h, int64_t index);
 // Sum of squares of x[0..n) accumulated in float64 (fixed order: result depends only on n and the ISA level).
 using SumSqFn = double (*)(const void* x, int64_t n);
 
 struct OptimizerKernels {
-  OptimUpdateFn update[kOptimOpCount][2];  // [op][0 = float32, 1 = float64]
-  SumSqFn sumsq[2];
+  OptimUpdateFn update[kOptimOpCount][kDTypeCount];  // [op][dtype_index of the params]
+  SumSqFn sumsq[kDTypeCount];
 };
 
 }  // namespace nk

@@ -1,11 +1,14 @@
-// CUDA weight-initialisation kernel: Philox4x32-10 + uniform / Box-Muller normal transforms,
-// bit-identical to the CPU kernels (csrc/cpu/init.cpp): one thread per Philox block, the
+// CUDA weight-initialisation kernel: Philox4x32-10 (core/philox.hpp, shared with the CPU kernels)
+// + uniform / Box-Muller normal transforms, bit-identical to the CPU kernels (csrc/cpu/init.cpp;
+// float16/bfloat16: the float32 numbers rounded to nearest even by DevStorage, as the CPU's
+// stores round them): one thread per Philox block, the
 // shared math of csrc/cpu/init.hpp evaluated on `Rn` values whose operators are the
 // round-to-nearest intrinsics (__fadd_rn, __fmul_rn, __fdiv_rn, __fsqrt_rn, ...), which the
 // compiler never contracts into FMA. Reference: nnkernels.reference.init.
 // Test: pytest -m gpu tests/test_init.py ; bench: python -m nnkernels bench --ops init
 #include <cuda_runtime.h>
 
+#include "core/philox.hpp"
 #include "cpu/init.hpp"
 #include "cuda/common.cuh"
 #include "drivers/init.hpp"
@@ -44,20 +47,9 @@ __device__ __forceinline__ double sqrt_rn(double x) { return __dsqrt_rn(x); }
 
 using namespace philox_detail;
 
-// Philox4x32-10, as philox10 in csrc/cpu/init.cpp.
+// Philox4x32-10, as philox10 in csrc/cpu/init.cpp (both: core/philox.hpp).
 __device__ __forceinline__ void philox10(uint32_t c[4], uint32_t k0, uint32_t k1) {
-#pragma unroll
-  for (int r = 0; r < 10; ++r) {
-    const uint32_t hi0 = __umulhi(kM0, c[0]), lo0 = kM0 * c[0];
-    const uint32_t hi1 = __umulhi(kM1, c[2]), lo1 = kM1 * c[2];
-    const uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
-    c[0] = n0;
-    c[1] = lo1;
-    c[2] = n2;
-    c[3] = lo0;
-    k0 += kW0;
-    k1 += kW1;
-  }
+  philox::rounds10(c[0], c[1], c[2], c[3], k0, k1);
 }
 
 // log x, x in (0, 1] normal, as vlog_unit in csrc/cpu/init.cpp (the reduction is exact).
@@ -100,15 +92,17 @@ __device__ __forceinline__ double u53(uint32_t w0, uint32_t w1, bool add) {
 }
 
 // Thread j computes Philox block j = 16 g + l and writes its outputs of group g (layout: init.hpp).
-template <class T>
-__global__ void init_kernel(T* __restrict__ out, int64_t n, int64_t blocks, uint64_t seed, int dist, T a, T b) {
+// S: the storage (float16/bfloat16: the float32 layout and numbers, rounded on the store); T: the
+// type the numbers are computed in.
+template <class S, class T = typename DevStorage<S>::C>
+__global__ void init_kernel(S* __restrict__ out, int64_t n, int64_t blocks, uint64_t seed, int dist, T a, T b) {
   const int64_t stride = int64_t(blockDim.x) * gridDim.x;
   const uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < blocks; j += stride) {
     uint32_t c[4] = {uint32_t(uint64_t(j)), uint32_t(uint64_t(j) >> 32), 0u, 0u};
     philox10(c, k0, k1);
     const int64_t g = j >> 4, l = j & 15;
-    if (sizeof(T) == 4) {
+    if constexpr (sizeof(T) == 4) {
       const int64_t base = g * 64 + l;
       T v[4];
       if (dist == kInitUniform) {
@@ -127,7 +121,7 @@ __global__ void init_kernel(T* __restrict__ out, int64_t n, int64_t blocks, uint
       }
 #pragma unroll
       for (int w = 0; w < 4; ++w)
-        if (base + 16 * w < n) out[base + 16 * w] = affine(v[w], a, b);
+        if (base + 16 * w < n) out[base + 16 * w] = DevStorage<S>::store(affine(v[w], a, b));
     } else {
       const int64_t base = g * 32 + l;
       T v[2];
@@ -155,16 +149,20 @@ void init_fill_cuda(const ArrayView& out, const InitParams& p, const ExecContext
   const int64_t n = out.size;
   if (n <= 0) return;
   constexpr int block = 256;
-  const bool f32 = out.dtype == DType::f32;
-  const int64_t G = f32 ? kInitGroupF32 : kInitGroupF64;
+  const bool f64 = out.dtype == DType::f64;
+  const int64_t G = f64 ? kInitGroupF64 : kInitGroupF32;  // 16-bit: float32 groups
   const int64_t blocks = (n + G - 1) / G * 16;
   const cudaStream_t s = as_stream(ctx.stream);
-  if (f32)
-    init_kernel<float><<<grid_for(blocks, block), block, 0, s>>>(out.ptr<float>(), n, blocks, p.seed, p.dist,
-                                                                 float(p.a), float(p.b));
-  else
-    init_kernel<double><<<grid_for(blocks, block), block, 0, s>>>(out.ptr<double>(), n, blocks, p.seed, p.dist, p.a,
-                                                                  p.b);
+  const unsigned grid = grid_for(blocks, block);
+  const float a = float(p.a), b = float(p.b);
+  switch (out.dtype) {
+    case DType::f32: init_kernel<float><<<grid, block, 0, s>>>(out.ptr<float>(), n, blocks, p.seed, p.dist, a, b); break;
+    case DType::f64: init_kernel<double><<<grid, block, 0, s>>>(out.ptr<double>(), n, blocks, p.seed, p.dist, p.a, p.b); break;
+    case DType::f16: init_kernel<__half><<<grid, block, 0, s>>>(out.ptr<__half>(), n, blocks, p.seed, p.dist, a, b); break;
+    case DType::bf16:
+      init_kernel<__nv_bfloat16><<<grid, block, 0, s>>>(out.ptr<__nv_bfloat16>(), n, blocks, p.seed, p.dist, a, b);
+      break;
+  }
   throw_if_error(cudaGetLastError(), "init kernel launch");
 }
 

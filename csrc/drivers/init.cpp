@@ -17,7 +17,7 @@ constexpr int64_t kGroupsPerChunk = 2048;  // 128K float32 / 64K float64 element
 
 void fill_contiguous(void* data, DType dt, int64_t n, const InitParams& p) {
   const int di = dtype_index(dt);
-  const int64_t G = di ? kInitGroupF64 : kInitGroupF32;
+  const int64_t G = dt == DType::f64 ? kInitGroupF64 : kInitGroupF32;  // 16-bit: float32 groups
   const int64_t groups = (n + G - 1) / G;
   const InitFillFn fn = init_kernels().fill[di];
   const bool stream = n * dtype_size(dt) >= (int64_t(8) << 20);  // non-temporal stores far above the caches

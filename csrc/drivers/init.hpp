@@ -8,7 +8,7 @@
 #include "cpu/init.hpp"
 
 namespace nk {
-// out: a writeable float32/float64 array (CPU: any strides without self-overlap; CUDA: C-contiguous).
+// out: a writeable float32/float64/float16/bfloat16 array (CPU: any strides without self-overlap; CUDA: C-contiguous).
 using InitFillImpl = void (*)(const ArrayView& out, const InitParams& p, const ExecContext& ctx);
 }  // namespace nk
 NK_DECLARE_DISPATCH(InitFillImpl, init_fill_stub)

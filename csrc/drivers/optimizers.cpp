@@ -30,8 +30,8 @@ SharedSlots find_shared_memory(const TensorList& list, const bool* written) {
   ext.reserve(list.data.size());
   for (int64_t t = 0; t < list.count(); ++t) {
     if (list.size[size_t(t)] == 0) continue;
-    const uintptr_t bytes = uintptr_t(list.size[size_t(t)]) * uintptr_t(dtype_size(list.dtype[size_t(t)]));
     for (int k = 0; k < nops; ++k) {
+      const uintptr_t bytes = uintptr_t(list.size[size_t(t)]) * uintptr_t(dtype_size(list.dtype_at(t, k)));
       const uintptr_t lo = reinterpret_cast<uintptr_t>(list.at(t, k));
       ext.push_back({lo, lo + bytes, t * nops + k, written[k]});
     }
@@ -92,17 +92,20 @@ inline void for_pieces(const std::vector<Seg>& segs, int64_t b, int64_t e, F&& f
   }
 }
 
-// Every piece of every tensor through fns[dtype](operand pointers at the piece, n, h).
-void apply_cpu(const TensorList& list, const std::vector<Seg>& segs, int64_t total, const OptimUpdateFn fns[2],
+// Every piece of every tensor through fns[params' dtype](operand pointers at the piece, n, h,
+// flat index of the piece's first element); 16-bit params with float32 states get h with state_f32.
+void apply_cpu(const TensorList& list, const std::vector<Seg>& segs, int64_t total, const OptimUpdateFn* fns,
                const OptimHyper& h) {
   const int nops = list.nops;
+  OptimHyper hs[2] = {h, h};  // [state_f32]
+  hs[0].state_f32 = 0;
+  hs[1].state_f32 = 1;
   parallel_for(total, kOptimChunk, [&](int64_t b, int64_t e) {
     for_pieces(segs, b, e, [&](const Seg& sg, int64_t off, int64_t n) {
-      const int dt = dtype_index(list.dtype[size_t(sg.tensor)]);
-      const int64_t bytes = off * (dt ? 8 : 4);
       void* p[kOptimMaxOperands];
-      for (int k = 0; k < nops; ++k) p[k] = static_cast<char*>(list.at(sg.tensor, k)) + bytes;
-      fns[dt](p, n, &h);
+      for (int k = 0; k < nops; ++k)
+        p[k] = static_cast<char*>(list.at(sg.tensor, k)) + off * dtype_size(list.dtype_at(sg.tensor, k));
+      fns[dtype_index(list.dtype[size_t(sg.tensor)])](p, n, &hs[list.state_f32(sg.tensor) ? 1 : 0], sg.start + off);
     });
   });
 }
@@ -111,9 +114,7 @@ void optim_step_cpu(OptimOp op, const TensorList& list, const OptimHyper& h, con
   int64_t total = 0;
   const std::vector<Seg> segs = segments(list, total);
   if (total == 0) return;
-  const OptimizerKernels& K = optimizer_kernels();
-  const OptimUpdateFn fns[2] = {K.update[op][0], K.update[op][1]};
-  apply_cpu(list, segs, total, fns, h);
+  apply_cpu(list, segs, total, optimizer_kernels().update[op], h);
 }
 
 void clip_grad_norm_cpu(const TensorList& list, double max_norm, const ArrayView& norm_out, const ArrayView&,
@@ -128,8 +129,8 @@ void clip_grad_norm_cpu(const TensorList& list, double max_norm, const ArrayView
   parallel_for_chunks(total, kOptimChunk, [&](int64_t c, int64_t b, int64_t e) {
     double s = 0.0;
     for_pieces(segs, b, e, [&](const Seg& sg, int64_t off, int64_t n) {
-      const int dt = dtype_index(list.dtype[size_t(sg.tensor)]);
-      s += K.sumsq[dt](static_cast<char*>(list.at(sg.tensor, 0)) + off * (dt ? 8 : 4), n);
+      const DType dt = list.dtype[size_t(sg.tensor)];
+      s += K.sumsq[dtype_index(dt)](static_cast<char*>(list.at(sg.tensor, 0)) + off * dtype_size(dt), n);
     });
     partial[size_t(c)] = s;
   });
@@ -141,8 +142,7 @@ void clip_grad_norm_cpu(const TensorList& list, double max_norm, const ArrayView
   if (norm > max_norm || std::isnan(norm)) {
     OptimHyper h;
     h.scale = max_norm / (norm + 1e-6);
-    const OptimUpdateFn fns[2] = {K.update[kScale][0], K.update[kScale][1]};
-    apply_cpu(list, segs, total, fns, h);
+    apply_cpu(list, segs, total, K.update[kScale], h);  // 16-bit gradients: rounded to nearest
   }
 }
 

@@ -94,47 +94,68 @@ def _library_or_numpy(x: Any) -> str:
     return "numpy" if isinstance(x, np.ndarray) else _library(x)
 
 
-def full_like(x: Any, fill: float) -> Any:
-    """A new C-contiguous array of x's shape and dtype filled with `fill`, by x's library on x's device (not
-    requiring grad)."""
+def full_like(x: Any, fill: float, dtype: str | None = None) -> Any:
+    """A new C-contiguous array of x's shape and dtype (or `dtype`, a NumPy dtype name: float32 states of
+    16-bit parameters) filled with `fill`, by x's library on x's device (not requiring grad)."""
     lib = _library_or_numpy(x)
     if lib == "numpy":
         import numpy as np
 
-        return np.full(x.shape, fill, dtype=x.dtype)
+        return np.full(x.shape, fill, dtype=x.dtype if dtype is None else dtype)
     if lib == "torch":
         import torch
 
-        return torch.full(tuple(x.shape), fill, dtype=x.dtype, device=x.device)
+        return torch.full(tuple(x.shape), fill, dtype=x.dtype if dtype is None else getattr(torch, dtype),
+                          device=x.device)
     import cupy
 
     with x.device:
-        return cupy.full(x.shape, fill, dtype=x.dtype)
+        return cupy.full(x.shape, fill, dtype=x.dtype if dtype is None else dtype)
+
+
+def astype_copy(x: Any, dtype: str) -> Any:
+    """A new C-contiguous copy of x converted to `dtype` (a NumPy dtype name), by x's library on x's device, not
+    requiring grad (float32 master copies of 16-bit parameters: an exact widening)."""
+    lib = _library_or_numpy(x)
+    if lib == "numpy":
+        import numpy as np
+
+        return np.array(x, dtype=dtype, order="C", copy=True)
+    if lib == "torch":
+        import torch
+
+        return x.detach().to(dtype=getattr(torch, dtype), memory_format=torch.contiguous_format, copy=True)
+    import cupy
+
+    with x.device:
+        return cupy.array(x, dtype=dtype, order="C", copy=True)
 
 
 def numpy_dtype(x: Any) -> Any:
-    """The NumPy dtype of x's elements."""
+    """The NumPy dtype of x's elements (torch.bfloat16: ml_dtypes.bfloat16)."""
     import numpy as np
 
-    if _library_or_numpy(x) == "torch":  # torch.float32 -> float32 (optimizer state: float32/float64 only)
-        return np.dtype(str(x.dtype).removeprefix("torch."))
+    if _library_or_numpy(x) == "torch":  # torch.float32 -> float32
+        name = str(x.dtype).removeprefix("torch.")
+        if name == "bfloat16":
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(name)
     return np.dtype(x.dtype)
 
 
 def to_numpy(x: Any) -> Any:
-    """A NumPy copy of x (a host copy for a GPU array)."""
+    """A NumPy copy of x (a host copy for a GPU array; a bfloat16 tensor gives an ml_dtypes.bfloat16 array)."""
     lib = _library_or_numpy(x)
     if lib == "numpy":
         return x.copy()
     if lib == "torch":
         import torch
 
-        t = x.detach().to("cpu", copy=True)
-        if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: ml_dtypes' (the same bits)
-            import ml_dtypes
-
-            return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        return t.numpy()
+        if x.dtype == torch.bfloat16:  # NumPy has no bfloat16 of its own: the bits, viewed as ml_dtypes'
+            return x.detach().to("cpu", copy=True).view(torch.int16).numpy().view(numpy_dtype(x))
+        return x.detach().to("cpu", copy=True).numpy()
     import cupy
 
     return cupy.asnumpy(x)
@@ -150,8 +171,11 @@ def copy_from_numpy(dst: Any, src: Any) -> None:
     elif lib == "torch":
         import torch
 
+        host = np.array(src, order="C", copy=True)
+        t = torch.from_numpy(host.view(np.int16)).view(torch.bfloat16) if dst.dtype == torch.bfloat16 else \
+            torch.from_numpy(host)
         with torch.no_grad():
-            dst.copy_(torch.from_numpy(np.array(src, order="C", copy=True)))
+            dst.copy_(t)
     else:
         import cupy
 

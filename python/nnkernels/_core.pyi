@@ -7,9 +7,9 @@ import numpy
 import numpy.typing
 import typing
 __all__: list[str] = ['CUDA_COMPILED', 'adagrad_step', 'adam_step', 'batchnorm_backward', 'batchnorm_backward_elemt', 'batchnorm_backward_reduce', 'batchnorm_check_training_count', 'batchnorm_forward', 'batchnorm_merge_stats', 'batchnorm_normalize', 'batchnorm_stats', 'build_info', 'check_optimizer_scalars', 'clip_grad_norm', 'cuda_device_count', 'cuda_device_name', 'cuda_synchronize', 'ema_update', 'empty_result_cache', 'get_isa', 'get_num_threads', 'init_fill', 'layernorm_backward', 'layernorm_forward', 'leaky_relu', 'leaky_relu_backward', 'optimizer_param_list', 'philox4x32_10', 'prep_affine', 'prep_centered_gram', 'prep_col_quantiles', 'prep_col_stats', 'prep_nan_col_stats', 'prep_normalize', 'relu', 'relu_backward', 'reset_isa', 'result_cache_info', 'rmsprop_step', 'set_isa', 'set_num_threads', 'set_result_cache_limit', 'sgd_step', 'sigmoid', 'sigmoid_backward', 'softmax_cross_entropy', 'stream_convert', 'stream_copy', 'stream_triad', 'tanh', 'tanh_backward']
-def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
+def adagrad_step(params: typing.Any, grads: typing.Any, sum_sq: typing.Any, lr: typing.Any, eps: typing.Any, weight_decay: typing.Any, maximize: typing.Any, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
-def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any) -> None:
+def adam_step(params: typing.Any, grads: typing.Any, exp_avg: typing.Any, exp_avg_sq: typing.Any, step: typing.Any, lr: typing.Any, beta1: typing.Any, beta2: typing.Any, eps: typing.Any, weight_decay: typing.Any, decoupled_weight_decay: typing.Any, max_exp_avg_sq: typing.Any, maximize: typing.Any, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
 def batchnorm_backward(dout: typing.Any, x: typing.Any, gamma: typing.Any, mean: typing.Any, rstd: typing.Any, activation: typing.Any, y: typing.Any, negative_slope: typing.SupportsFloat | typing.SupportsIndex, out: typing.Any) -> tuple:
     ...
@@ -41,7 +41,7 @@ def cuda_device_name(device: typing.SupportsInt | typing.SupportsIndex) -> str:
     ...
 def cuda_synchronize(stream: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def ema_update(averages: typing.Any, params: typing.Any, decay: typing.Any) -> None:
+def ema_update(averages: typing.Any, params: typing.Any, decay: typing.Any, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
 def empty_result_cache() -> None:
     """
@@ -103,7 +103,7 @@ def result_cache_info() -> dict:
     """
     Statistics of the result cache: limit, bytes_cached, blocks, hits, misses, evictions, bytes_in_use, blocks_in_use, min_result_bytes.
     """
-def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any) -> None:
+def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
 def set_isa(isa: str) -> None:
     """
@@ -115,7 +115,7 @@ def set_result_cache_limit(limit: typing.Any) -> None:
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any, maximize: typing.Any) -> None:
+def sgd_step(params: typing.Any, grads: typing.Any, lr: typing.Any, momentum: typing.Any, velocity: typing.Any, nesterov: typing.Any, dampening: typing.Any, weight_decay: typing.Any, maximize: typing.Any, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
 def sigmoid(x: typing.Any, out: typing.Any = None) -> numpy.ndarray:
     ...

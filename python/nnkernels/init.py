@@ -10,7 +10,9 @@ fills an existing array in place and returns it: a NumPy array, a torch tensor (
 ``nn.Parameter`` included: its values are data), a CuPy array, of the requested shape, any strides
 (a non-contiguous array gets the numbers of a C-contiguous one, in C order); without ``out`` the
 result is a new NumPy array. Uniform numbers use the top 24 (float32) or 53 (float64) bits;
-normal numbers use the Box-Muller transform with portable log/sin/cos polynomials (details
+float16 and bfloat16 (``dtype=np.float16``, ``dtype="bfloat16"`` or ``ml_dtypes.bfloat16``, or such an
+``out``: torch.float16/bfloat16 tensors too) are the float32 numbers of the same seed rounded to
+nearest even; normal numbers use the Box-Muller transform with portable log/sin/cos polynomials (details
 in csrc/cpu/init.hpp). ``seed=None`` draws a fresh seed from the operating system.
 
 Fan convention: a 2-D weight is (fan_in, fan_out) as used by ``x @ W`` (cs231n's layout);
@@ -24,6 +26,7 @@ import math
 import numbers
 from typing import Any, Optional
 
+import ml_dtypes  # noqa: F401  (registers the dtype name "bfloat16" with NumPy: dtype="bfloat16")
 import numpy as np
 
 from . import _core

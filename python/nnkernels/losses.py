@@ -1,8 +1,9 @@
 """Fused softmax cross-entropy: loss and gradient in one pass over the logits.
 
-``softmax_cross_entropy(logits, labels) -> (loss, dlogits)``: logits (N, C) float32/float64
-(any strides), labels (N,) integers in [0, C). ``loss`` is the mean over the batch of
--log softmax(logits)[label] (accumulated in float64, row partials added in a fixed order:
+``softmax_cross_entropy(logits, labels) -> (loss, dlogits)``: logits (N, C) float32/float64, or
+float16/bfloat16 (float32 arithmetic, dlogits rounded once to the logits' dtype), any strides;
+labels (N,) integers in [0, C). ``loss`` is the mean over the batch of -log softmax(logits)[label]
+(accumulated in float64, row partials added in a fixed order:
 bitwise identical for any thread count); ``dlogits = (softmax(logits) - onehot) / N`` has the
 dtype of logits. Numerically stable: the row maximum is subtracted before ``exp``. An empty
 batch gives ``nan`` (as PyTorch's mean reduction). ``out`` (keyword) receives dlogits and may be
@@ -26,7 +27,8 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, out: Any = None) -> tuple
     Parameters
     ----------
     logits : array
-        Scores of shape (N, C), float32 or float64, any strides: a NumPy array, torch tensor (CPU
+        Scores of shape (N, C), float32, float64, float16 or bfloat16 (NumPy float16,
+        ``ml_dtypes.bfloat16``, torch.float16/bfloat16), any strides: a NumPy array, torch tensor (CPU
         or CUDA), CuPy array, or any DLPack producer (array-likes are converted by NumPy).
     labels : array
         Integer class labels of shape (N,), each in [0, C), on the device of ``logits`` (NumPy

@@ -22,6 +22,16 @@ like ``"exp_avg.3"``), so ``np.savez`` can store it and ``load_state_dict`` acce
 ``np.load`` result; loading validates everything first and then copies into the existing state
 arrays.
 
+16-bit parameters (NumPy float16, ``ml_dtypes.bfloat16``, torch.float16/bfloat16 tensors, CuPy
+float16): the states are float32 unless ``state_dtype`` says the params' dtype;
+``master_params=True`` keeps float32 master copies (made from the params; or pass your own float32
+arrays, one per parameter), saved in ``state_dict`` as ``master.<i>``; ``stochastic_rounding=True``
+rounds the updated params stochastically with Philox random bits from ``seed`` (None: a fresh seed
+from the operating system), advanced by the object every step (Adam: the step count joins the
+counter; the others: step ``t`` uses the key ``seed + t * 0x9E3779B97F4A7C15`` mod 2**64, the seed
+saved in ``state_dict``), so a run is reproducible for any thread count, and the same on the CPU's
+FMA levels (AVX2, AVX-512) and the GPU. See :mod:`nnkernels.optim_steps`.
+
 Hyperparameters are validated in the constructor (as ``torch.optim`` does), by the same C++
 check that the step functions run (``_core.check_optimizer_scalars``), so a bad value fails at
 construction, not at some later step. A loaded state is validated the same way, and state
@@ -32,12 +42,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from . import _arraylib, _core
 from . import optim_steps as _steps
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+
+_HALF = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+_GOLDEN = 0x9E3779B97F4A7C15  # the seed of stochastic-rounding step t of the step functions without a step count
 
 
 class Optimizer:
@@ -48,11 +62,71 @@ class Optimizer:
     _op: str = ""  # the step function's hyperparameter check in C++ (_core.check_optimizer_scalars)
     _nonneg_states: tuple = ()  # states that are sums / averages of squares: >= 0 by construction
 
-    def __init__(self, params, lr: float):
+    def __init__(self, params, lr: float, master_params: Any = None, stochastic_rounding: bool = False,
+                 seed: Any = None, state_dtype: Any = None):
         self.params = _core.optimizer_param_list(params)  # a new list; refused as the steps refuse it
         self.lr = lr
         self.steps = 0
         self.state: dict = {}
+        self._low_precision(master_params, stochastic_rounding, seed, state_dtype)
+
+    def _low_precision(self, master_params: Any, stochastic_rounding: Any, seed: Any, state_dtype: Any) -> None:
+        """16-bit parameters: master copies, stochastic rounding, the states' dtype (see the module docstring)."""
+        if not isinstance(stochastic_rounding, (bool, np.bool_)):
+            raise TypeError(f"stochastic_rounding: expected a bool, got {type(stochastic_rounding).__name__}")
+        self.stochastic_rounding = bool(stochastic_rounding)
+        if state_dtype is not None:
+            try:
+                sd = np.dtype(state_dtype)
+            except TypeError:
+                sd = state_dtype
+            if sd not in (np.dtype(np.float32),) + _HALF:
+                raise TypeError(f"state_dtype: expected float32, float16 or bfloat16 (None: float32 for 16-bit "
+                                f"params, the params' dtype otherwise), got {sd}")
+            state_dtype = sd
+        self._state_dtype = state_dtype
+        with_master = master_params is not None and master_params is not False
+        if self.stochastic_rounding and with_master:
+            raise ValueError("stochastic_rounding: not with master_params (the params are then the float32 master "
+                             "copies rounded to nearest)")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) & ((1 << 64) - 1) if self.stochastic_rounding else 0
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < (1 << 64):
+            raise ValueError(f"seed: expected an int in [0, 2**64) or None, got {seed!r}")
+        self.seed = int(seed)
+        self._master = None
+        if not with_master:
+            return
+        if master_params is True:
+            for i, p in enumerate(self.params):
+                dt = _arraylib.numpy_dtype(p)
+                if dt not in _HALF:
+                    raise TypeError(f"master_params: master copies are for float16/bfloat16 params, params[{i}] is {dt}")
+            master_params = [_arraylib.astype_copy(p, "float32") for p in self.params]
+        elif not isinstance(master_params, (list, tuple)):
+            master_params = [master_params]
+        if len(master_params) != len(self.params):
+            raise ValueError(f"master_params: expected True or a list of {len(self.params)} float32 arrays (one per "
+                             "param)")
+        if self._state_dtype is not None and self._state_dtype != np.float32:
+            raise ValueError("state_dtype: the states are float32 with master_params (the master update runs in "
+                             "float32)")
+        self._master = list(master_params)
+
+    def _state_dtype_of(self, p: Any) -> Any:
+        """The dtype name of p's states: None (p's own dtype) unless p is 16-bit."""
+        if _arraylib.numpy_dtype(p) not in _HALF:
+            return None
+        return "float32" if self._state_dtype is None else self._state_dtype.name
+
+    def _rounding(self, with_step: bool) -> dict:
+        """Keywords of this step's call: master copies or stochastic rounding with this step's seed."""
+        if self._master is not None:
+            return {"master_params": self._master}
+        if self.stochastic_rounding:
+            seed = self.seed if with_step else (self.seed + self.steps * _GOLDEN) % (1 << 64)
+            return {"stochastic_rounding": True, "seed": seed}
+        return {}
 
     @property
     def lr(self) -> float:
@@ -80,7 +154,9 @@ class Optimizer:
 
     def _init_state(self, fill: float = 0.0) -> None:
         for name in self._state_names:
-            self.state[name] = [_arraylib.full_like(p, fill) for p in self.params]
+            self.state[name] = [_arraylib.full_like(p, fill, self._state_dtype_of(p)) for p in self.params]
+        if self._master is not None:
+            self.state["master"] = self._master
 
     def step(self, grads) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,6 +165,8 @@ class Optimizer:
     def state_dict(self) -> dict:
         """Flat dict: ``type``, ``lr``, hyperparameters, ``steps``, ``<state>.<i>`` arrays (copies)."""
         d = {"type": type(self).__name__, "lr": self.lr, "steps": int(self.steps)}
+        if self.stochastic_rounding:
+            d["seed"] = np.uint64(self.seed)  # the random bits of the next steps
         for h in self._hyper_names:
             d[h] = getattr(self, h)
         for name, arrays in self.state.items():
@@ -102,19 +180,21 @@ class Optimizer:
         t = state["type"] if "type" in keys else None
         if t is None or str(np.asarray(t)) != type(self).__name__:
             raise ValueError(f"state: expected a {type(self).__name__} state_dict, got type {t!r}")
-        expect = {"type", "lr", "steps", *self._hyper_names}
-        for name in self._state_names:
+        expect = {"type", "lr", "steps", *self._hyper_names} | ({"seed"} if self.stochastic_rounding else set())
+        names = self._state_names + (("master",) if self._master is not None else ())
+        for name in names:
             expect |= {f"{name}.{i}" for i in range(len(self.params))}
         if keys != expect:
             raise ValueError(f"state: keys do not match this optimizer (missing {sorted(expect - keys)}, "
                              f"unexpected {sorted(keys - expect)})")
         new_arrays = {}
-        for name in self._state_names:
+        for name in names:
             for i, p in enumerate(self.params):
                 a = np.asarray(state[f"{name}.{i}"])
-                if tuple(a.shape) != tuple(p.shape) or a.dtype != _arraylib.numpy_dtype(p):
+                own = _arraylib.numpy_dtype(self.state[name][i])  # the dtype this state array has
+                if tuple(a.shape) != tuple(p.shape) or a.dtype != own:
                     raise ValueError(f"state: {name}.{i} has shape {a.shape} dtype {a.dtype}, expected the "
-                                     f"shape {tuple(p.shape)} and dtype of params[{i}]")
+                                     f"shape {tuple(p.shape)} of params[{i}] and dtype {own}")
                 if name in self._nonneg_states and a.size and not (a >= 0).all():  # NaN fails too
                     raise ValueError(f"state: {name}.{i} has negative or NaN entries (a sum or average of "
                                      "squared gradients is >= 0)")
@@ -129,6 +209,8 @@ class Optimizer:
         for h, v in hyper.items():
             setattr(self, h, v)
         self.steps = steps
+        if self.stochastic_rounding:
+            self.seed = int(np.asarray(state["seed"]).astype(np.uint64))
         if not self.state:
             self._init_state()
         for (name, i), a in new_arrays.items():
@@ -154,12 +236,13 @@ class SGD(Optimizer):
     _op = "sgd"
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
+                 weight_decay: float = 0.0, nesterov: bool = False, *, master_params: Any = None,
+                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
         # Nesterov needs momentum > 0 and dampening == 0 (checked here, not at the second step,
         # the first one running without dampening)
         self._check_hyper(lr, dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
                                    weight_decay=weight_decay))
-        super().__init__(params, lr)
+        super().__init__(params, lr, master_params, stochastic_rounding, seed, state_dtype)
         self.momentum, self.dampening, self.weight_decay, self.nesterov = momentum, dampening, weight_decay, nesterov
         self._state_names = ("velocity",) if momentum > 0 else ()
         self._init_state()
@@ -167,7 +250,8 @@ class SGD(Optimizer):
     def step(self, grads) -> None:
         _steps.sgd_step(self.params, grads, lr=self.lr, momentum=self.momentum,
                         velocity=self.state.get("velocity"), nesterov=self.nesterov,
-                        dampening=self.dampening if self.steps > 0 else 0.0, weight_decay=self.weight_decay)
+                        dampening=self.dampening if self.steps > 0 else 0.0, weight_decay=self.weight_decay,
+                        **self._rounding(False))
         self.steps += 1
 
 
@@ -180,10 +264,11 @@ class Adagrad(Optimizer):
     _nonneg_states = ("sum_sq",)
 
     def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10):
+                 eps: float = 1e-10, *, master_params: Any = None,
+                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
         self._check_hyper(lr, dict(eps=eps, weight_decay=weight_decay,
                                    initial_accumulator_value=initial_accumulator_value))
-        super().__init__(params, lr)
+        super().__init__(params, lr, master_params, stochastic_rounding, seed, state_dtype)
         self.eps, self.weight_decay, self.initial_accumulator_value = eps, weight_decay, initial_accumulator_value
         self._init_state(initial_accumulator_value)
 
@@ -199,7 +284,7 @@ class Adagrad(Optimizer):
 
     def step(self, grads) -> None:
         _steps.adagrad_step(self.params, grads, self.state["sum_sq"], lr=self.lr, eps=self.eps,
-                            weight_decay=self.weight_decay)
+                            weight_decay=self.weight_decay, **self._rounding(False))
         self.steps += 1
 
 
@@ -212,15 +297,17 @@ class RMSprop(Optimizer):
     _nonneg_states = ("sq_avg",)
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 eps_in_sqrt: bool = False):
+                 eps_in_sqrt: bool = False, *, master_params: Any = None,
+                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
         self._check_hyper(lr, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
-        super().__init__(params, lr)
+        super().__init__(params, lr, master_params, stochastic_rounding, seed, state_dtype)
         self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt = alpha, eps, weight_decay, eps_in_sqrt
         self._init_state()
 
     def step(self, grads) -> None:
         _steps.rmsprop_step(self.params, grads, self.state["sq_avg"], lr=self.lr, alpha=self.alpha,
-                            eps=self.eps, weight_decay=self.weight_decay, eps_in_sqrt=self.eps_in_sqrt)
+                            eps=self.eps, weight_decay=self.weight_decay, eps_in_sqrt=self.eps_in_sqrt,
+                            **self._rounding(False))
         self.steps += 1
 
 
@@ -245,9 +332,10 @@ class Adam(Optimizer):
             raise
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, *, master_params: Any = None,
+                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
         self._check_hyper(lr, dict(betas=betas, eps=eps, weight_decay=weight_decay))
-        super().__init__(params, lr)
+        super().__init__(params, lr, master_params, stochastic_rounding, seed, state_dtype)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps, self.weight_decay = eps, weight_decay
         self._init_state()
@@ -262,7 +350,8 @@ class Adam(Optimizer):
     def step(self, grads) -> None:
         _steps.adam_step(self.params, grads, self.state["exp_avg"], self.state["exp_avg_sq"],
                          step=self.steps + 1, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-                         weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled)
+                         weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled,
+                         **self._rounding(True))
         self.steps += 1
 
 
@@ -272,5 +361,7 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
-        super().__init__(params, lr, betas, eps, weight_decay)
+                 weight_decay: float = 1e-2, *, master_params: Any = None,
+                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
+        super().__init__(params, lr, betas, eps, weight_decay, master_params=master_params,
+                         stochastic_rounding=stochastic_rounding, seed=seed, state_dtype=state_dtype)

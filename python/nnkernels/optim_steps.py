@@ -24,8 +24,8 @@ CUDA arrays run the CUDA kernels on the library's current stream (of the first p
 library), with no host<->device copy and no synchronisation.
 
 Validation happens before any memory is touched, so a refused call changes nothing:
-list lengths, float32/float64 dtypes (param, gradient and state of one tensor must agree;
-different tensors may differ), shapes, read-only arrays (params and state must be
+list lengths, dtypes (float32/float64/float16/bfloat16; param, gradient and state of one tensor
+must agree, but see 16-bit parameters below; different tensors may differ), shapes, read-only arrays (params and state must be
 writeable; gradients may be read-only), the device, memory shared between an updated
 array and any other operand (the same range sweep on every device), and the
 hyperparameters (``lr >= 0``, betas in [0, 1), ``step >= 1``...).
@@ -66,6 +66,29 @@ float32 arrays; the state arrays start at zero unless stated):
   computed there from it: nothing waits for the GPU); for CPU gradients it is a Python float.
 
 NaN/inf in gradients propagate exactly as the formulas say (no masking).
+
+16-bit parameters (NumPy float16, ``ml_dtypes.bfloat16``, torch.float16/bfloat16 CPU or CUDA
+tensors, CuPy float16): gradients in the params' dtype, states (velocity, sum_sq, sq_avg, exp_avg,
+exp_avg_sq, max_exp_avg_sq; an EMA's averages) in float32 or the params' dtype (the states of one
+parameter alike), all arithmetic in float32 (eps and the division too, so float16 parameters with
+zero gradients never meet 0/0), results rounded to nearest even. Two more keywords on every step
+function:
+
+* ``master_params=``: float32 arrays, one per parameter (states then float32). The update runs
+  on the master copy, which follows bitwise the float32 update with the upcast gradients, and
+  the 16-bit parameter becomes the master rounded to nearest. (EMA: keep float32 averages.)
+* ``stochastic_rounding=True, seed=``: without master copies, the updated parameter is rounded
+  stochastically (unbiased: up with probability equal to the fraction of the dropped bits), the
+  random bits from Philox4x32-10 keyed by ``seed``, counted by (element index in the tensors laid
+  end to end, ``step`` for adam_step, 0 otherwise): bitwise identical for any thread count, on
+  the CPU's FMA levels (AVX2, AVX-512) and on the GPU, which compute the float32 update in the
+  same operations (the baseline level has no FMA instruction: it rounds the fused products
+  separately, so its float32 updates, and rarely their stochastic rounding, can differ). The
+  functions without a step count need a new seed per call (the optim classes do that). States
+  in a 16-bit dtype are rounded to nearest.
+
+The float32/float64 updates are the same on the CPU's FMA levels and on the GPU too (bit for bit);
+the baseline level differs from them by the roundings of the fused products.
 """
 from __future__ import annotations
 
@@ -77,7 +100,7 @@ __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "ema_update"
 
 
 def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, dampening=0.0, weight_decay=0.0,
-             maximize=False):
+             maximize=False, master_params=None, stochastic_rounding=False, seed=None):
     """SGD with optional momentum / Nesterov and L2 weight decay (PyTorch's formulation), in place.
 
     ``d = g + weight_decay*p``; with momentum ``b = momentum*b + (1-dampening)*d`` and
@@ -86,9 +109,9 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
-        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
-        DLPack arrays; every array of the call on one device.
+        Parameters, float32/float64/float16/bfloat16, C-contiguous and writeable; updated in place. NumPy
+        arrays, torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or
+        other DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     lr : float
@@ -106,25 +129,34 @@ def sgd_step(params, grads, *, lr, momentum=0.0, velocity=None, nesterov=False, 
         L2 penalty added to the gradient, ``>= 0``.
     maximize : bool, default=False
         Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
+    master_params : array or list of arrays, default=None
+        float32 master copies of 16-bit params (see the module docstring): updated in place, the
+        params set to them rounded to nearest.
+    stochastic_rounding : bool, default=False
+        Round updated 16-bit params stochastically (not with ``master_params``).
+    seed : int, default=None
+        The Philox key of stochastic rounding, in [0, 2**64) (required with it).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay, maximize)
+    _core.sgd_step(params, grads, lr, momentum, velocity, nesterov, dampening, weight_decay, maximize, master_params,
+                   stochastic_rounding, seed)
 
 
-def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False):
+def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0, maximize=False, master_params=None,
+                 stochastic_rounding=False, seed=None):
     """Adagrad (PyTorch's formulation), in place: ``s += d*d; p -= lr * d / (sqrt(s) + eps)``
     with ``d = g + weight_decay*p``.
 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
-        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
-        DLPack arrays; every array of the call on one device.
+        Parameters, float32/float64/float16/bfloat16, C-contiguous and writeable; updated in place. NumPy
+        arrays, torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or
+        other DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     sum_sq : array or list of arrays
@@ -138,26 +170,33 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0,
         L2 penalty added to the gradient, ``>= 0``.
     maximize : bool, default=False
         Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
+    master_params : array or list of arrays, default=None
+        float32 master copies of 16-bit params (see the module docstring): updated in place, the
+        params set to them rounded to nearest.
+    stochastic_rounding : bool, default=False
+        Round updated 16-bit params stochastically (not with ``master_params``).
+    seed : int, default=None
+        The Philox key of stochastic rounding, in [0, 2**64) (required with it).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay, maximize)
+    _core.adagrad_step(params, grads, sum_sq, lr, eps, weight_decay, maximize, master_params, stochastic_rounding, seed)
 
 
 def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
-                 maximize=False):
+                 maximize=False, master_params=None, stochastic_rounding=False, seed=None):
     """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
     p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
 
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
-        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
-        DLPack arrays; every array of the call on one device.
+        Parameters, float32/float64/float16/bfloat16, C-contiguous and writeable; updated in place. NumPy
+        arrays, torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or
+        other DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     sq_avg : array or list of arrays
@@ -175,17 +214,26 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
         Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
     maximize : bool, default=False
         Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
+    master_params : array or list of arrays, default=None
+        float32 master copies of 16-bit params (see the module docstring): updated in place, the
+        params set to them rounded to nearest.
+    stochastic_rounding : bool, default=False
+        Round updated 16-bit params stochastically (not with ``master_params``).
+    seed : int, default=None
+        The Philox key of stochastic rounding, in [0, 2**64) (required with it).
 
     Returns
     -------
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize)
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize, master_params,
+                       stochastic_rounding, seed)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False):
+              weight_decay=0.0, decoupled_weight_decay=False, max_exp_avg_sq=None, maximize=False, master_params=None,
+              stochastic_rounding=False, seed=None):
     """Adam, or AdamW with ``decoupled_weight_decay=True`` (PyTorch's formulation), in place.
 
     ``m = beta1*m + (1-beta1)*d``, ``v = beta2*v + (1-beta2)*d*d``,
@@ -197,9 +245,9 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
     Parameters
     ----------
     params : array or list of arrays
-        Parameters, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
-        torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or other
-        DLPack arrays; every array of the call on one device.
+        Parameters, float32/float64/float16/bfloat16, C-contiguous and writeable; updated in place. NumPy
+        arrays, torch tensors (``nn.Parameter`` included; CPU ones updated zero-copy), CuPy arrays or
+        other DLPack arrays; every array of the call on one device.
     grads : array or list of arrays
         Gradients, one per parameter (same shape and dtype); only read.
     exp_avg : array or list of arrays
@@ -226,6 +274,13 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         None: plain Adam.
     maximize : bool, default=False
         Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
+    master_params : array or list of arrays, default=None
+        float32 master copies of 16-bit params (see the module docstring): updated in place, the
+        params set to them rounded to nearest.
+    stochastic_rounding : bool, default=False
+        Round updated 16-bit params stochastically (not with ``master_params``).
+    seed : int, default=None
+        The Philox key of stochastic rounding, in [0, 2**64) (required with it).
 
     Returns
     -------
@@ -233,28 +288,34 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, b
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
     _core.adam_step(params, grads, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled_weight_decay, max_exp_avg_sq, maximize)
+                    decoupled_weight_decay, max_exp_avg_sq, maximize, master_params, stochastic_rounding, seed)
 
 
-def ema_update(averages, params, *, decay):
+def ema_update(averages, params, *, decay, stochastic_rounding=False, seed=None):
     """Exponential moving average (Polyak averaging) in place: ``avg = decay*avg + (1-decay)*p``.
 
     Parameters
     ----------
     averages : array or list of arrays
-        The averages, float32/float64, C-contiguous and writeable; updated in place. NumPy arrays,
-        torch tensors, CuPy arrays or other DLPack arrays; every array of the call on one device.
+        The averages, float32/float64 (float32 or the params' dtype for 16-bit params), C-contiguous
+        and writeable; updated in place. NumPy arrays, torch tensors, CuPy arrays or other DLPack
+        arrays; every array of the call on one device.
     params : array or list of arrays
-        The current parameters, one per average (same shape and dtype); only read.
+        The current parameters, one per average (the averages' shape; float32/float64 params of the
+        averages' dtype); only read.
     decay : float
         Weight of the old average, in [0, 1] (keyword, required; e.g. 0.999).
+    stochastic_rounding : bool, default=False
+        Round updated 16-bit averages stochastically.
+    seed : int, default=None
+        The Philox key of stochastic rounding, in [0, 2**64) (required with it).
 
     Returns
     -------
     None
         The averages are updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.ema_update(averages, params, decay)
+    _core.ema_update(averages, params, decay, stochastic_rounding, seed)
 
 
 def clip_grad_norm(grads, max_norm) -> Any:
@@ -266,7 +327,8 @@ def clip_grad_norm(grads, max_norm) -> Any:
     Parameters
     ----------
     grads : array or list of arrays
-        Gradients, float32/float64, C-contiguous; they must be writeable (checked up front,
+        Gradients, float32/float64/float16/bfloat16 (16-bit: the squares summed exactly in float64,
+        scaled in float32 and rounded to nearest), C-contiguous; they must be writeable (checked up front,
         whether or not scaling turns out to be needed). NumPy arrays, torch tensors, CuPy arrays
         or other DLPack arrays, all on one device.
     max_norm : float

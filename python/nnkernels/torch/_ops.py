@@ -25,11 +25,11 @@ and the same autograd formula through one ``torch.autograd.Function``, which ski
 layers' per-call Python work (measured 3-4x less overhead per call than the operator's, the part
 that dominates small tensors). ``torch.ops.nnkernels.*`` are the operators themselves.
 
-The activations and the norms take torch tensors directly (CPU tensors zero-copy, CUDA tensors on
-the CUDA kernels, results in torch), float32/float64 and, for the norms and the activations,
-torch.float16/bfloat16 as well (16-bit storage, float32 math: y/dx in x's dtype, mean/rstd float32,
-dweight/dbias in the weight's dtype, which may be float32 next to a 16-bit input, as torch's mixed
-CPU kernels allow); the loss still takes NumPy for CPU data, converted in :mod:`nnkernels.torch._bridge`.
+The activations, the norms and the loss take torch tensors directly (CPU tensors zero-copy, CUDA
+tensors on the CUDA kernels, results in torch), float32/float64 and torch.float16/bfloat16 (16-bit
+storage, float32 math: y/dx in x's dtype, mean/rstd float32, dweight/dbias in the weight's dtype,
+which may be float32 next to a 16-bit input, as torch's mixed CPU kernels allow; the loss and its
+gradient in the logits' dtype).
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import nnkernels as nk
 
-from ._bridge import from_nk, to_nk
 
 _ACT = {"none": None, "relu": "relu", "leaky_relu": "leaky_relu"}
 
@@ -205,9 +204,14 @@ def _like_first(x, *args):
 
 
 def _softmax_cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass."""
-    loss, dlogits = nk.softmax_cross_entropy(to_nk(logits, "input"), to_nk(target, "target"))
-    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), from_nk(dlogits)
+    """(mean loss as a 0-d tensor of logits' dtype, dlogits = (softmax - onehot) / N), one fused pass.
+    The kernel takes the tensors themselves (float32/float64/float16/bfloat16 logits, CPU zero-copy or
+    CUDA; dlogits a tensor of the logits' dtype); the loss is a Python float for CPU logits, a 0-d
+    float64 tensor on the device for CUDA ones."""
+    loss, dlogits = nk.softmax_cross_entropy(logits.detach(), target.detach())
+    if isinstance(loss, Tensor):
+        return loss.to(logits.dtype), dlogits
+    return torch.tensor(loss, dtype=logits.dtype, device=logits.device), dlogits
 
 
 def _softmax_cross_entropy_fake(logits, target):

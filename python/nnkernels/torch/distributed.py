@@ -23,7 +23,6 @@ from torch import Tensor, nn
 import nnkernels as nk
 
 from . import functional as F
-from ._bridge import from_nk, to_nk
 from .modules import _adopt, _check_activation, _Fusable
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm"]
@@ -48,11 +47,10 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         parts = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(parts, local, group=group)
         table = torch.stack(parts).cpu()  # world x (1 + 2C) values, merged on the host
-        n, gmean, gm2 = nk.batchnorm_merge_stats(to_nk(table[:, 0].to(torch.int64), "counts"),
-                                                 to_nk(table[:, 1:1 + c], "means"), to_nk(table[:, 1 + c:], "m2s"))
+        n, gmean, gm2 = nk.batchnorm_merge_stats(table[:, 0].to(torch.int64), table[:, 1:1 + c], table[:, 1 + c:])
         n = int(n)
         nk._core.batchnorm_check_training_count(tuple(x.shape), n)  # batchnorm_forward(training=True)'s check
-        gmean, gm2 = from_nk(gmean).to(x.device), from_nk(gm2).to(x.device)
+        gmean, gm2 = gmean.to(x.device), gm2.to(x.device)  # torch CPU tensors (the library of the statistics)
         rstd = torch.rsqrt(gm2 / n + eps)
         y = nk.batchnorm_normalize(xa, gmean, rstd, _d(weight), _d(bias), activation=activation, negative_slope=slope)
         if running_mean is not None:
