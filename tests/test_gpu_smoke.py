@@ -35,6 +35,8 @@ TOLERANCE = {
     "reduction": {np.float32: (1e-4, 1e-4), np.float64: (1e-10, 1e-10)},
     # sums of many products (dgamma, dbeta over all rows)
     "grad_sum": {np.float32: (1e-4, 1e-3), np.float64: (1e-10, 1e-9)},
+    # float16 storage (the 16-bit cases run in float16 whatever the dtype parameter): one float16 ulp
+    "half": {t: (2.0 ** -10, 1e-6) for t in DTYPES},
 }
 
 
@@ -70,6 +72,20 @@ def _softmax_cross_entropy(a, dt):
     labels = np.random.default_rng(4).integers(0, 517, 67)
     loss, d = nk.softmax_cross_entropy(a(x), a(labels))
     return {"loss": loss, "dlogits": d}
+
+
+def _softmax_cross_entropy_16bit(a, dt):
+    """float16 logits (CuPy and PyTorch both have float16): xent_rows_16."""
+    x = _data((67, 517), np.float32, 3).astype(np.float16)
+    labels = np.random.default_rng(4).integers(0, 517, 67)
+    loss, d = nk.softmax_cross_entropy(a(x), a(labels))
+    return {"loss": loss, "dlogits": d}
+
+
+def _init_16bit(a, dt):
+    buf = a(np.zeros(4099, np.float16))
+    init.normal((4099,), 0.3, seed=78, out=buf)
+    return {"normal": buf}
 
 
 def _layernorm(activation):
@@ -160,6 +176,33 @@ def _optimizer(name):
     return run
 
 
+def _optimizer_16bit(name):
+    """float16 params and gradients: float32 master copies and states with AMSGrad (the six-operand
+    table), or float16 states with stochastic rounding."""
+    def run(a, dt):
+        params = [a(_data(s, np.float32, 21 + k).astype(np.float16)) for k, s in enumerate(_OPT_SHAPES)]
+        master = [a(_data(s, np.float32, 21 + k).astype(np.float16).astype(np.float32)) for k, s in enumerate(_OPT_SHAPES)]
+        states = [[a(np.zeros(s, np.float32 if name == "adam_16bit_master" else np.float16)) for s in _OPT_SHAPES]
+                  for _ in range(3)]
+        for step in (1, 2):
+            grads = [a(_data(s, np.float32, 31 + 3 * step + k).astype(np.float16)) for k, s in enumerate(_OPT_SHAPES)]
+            if name == "adam_16bit_master":
+                nk.adam_step(params, grads, states[0], states[1], step=step, lr=0.01, max_exp_avg_sq=states[2],
+                             master_params=master)
+            else:
+                nk.sgd_step(params, grads, lr=0.05, momentum=0.9, velocity=states[0], stochastic_rounding=True,
+                            seed=5 + step)
+        out = {f"param{k}": p for k, p in enumerate(params)} | {f"state{k}": s for k, s in enumerate(states[0])}
+        return out | ({f"master{k}": m for k, m in enumerate(master)} if name == "adam_16bit_master" else {})
+    return run
+
+
+def _clip_grad_norm_16bit(a, dt):
+    grads = [a((_data(s, np.float32, 41 + k) * 3).astype(np.float16)) for k, s in enumerate(_OPT_SHAPES)]
+    norm = nk.clip_grad_norm(grads, 1.0)
+    return {"norm": norm} | {f"grad{k}": g for k, g in enumerate(grads)}
+
+
 def _clip_grad_norm(a, dt):
     grads = [a(_data(s, dt, 41 + k) * 3) for k, s in enumerate(_OPT_SHAPES)]
     norm = nk.clip_grad_norm(grads, 1.0)  # the norm is far above 1: every gradient is scaled
@@ -187,6 +230,11 @@ CASES = {
     **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw",
                                            "adam_amsgrad_maximize", "ema")},
     "clip_grad_norm": _clip_grad_norm,
+    # float16 storage (issue 15)
+    "softmax_cross_entropy_16bit": _softmax_cross_entropy_16bit,
+    "init_16bit": _init_16bit,
+    **{name: _optimizer_16bit(name) for name in ("adam_16bit_master", "sgd_16bit_stochastic")},
+    "clip_grad_norm_16bit": _clip_grad_norm_16bit,
     **{name: _scaler(name) for name in ("StandardScaler", "MinMaxScaler", "Normalizer")},
 }
 
@@ -202,6 +250,12 @@ CASE_TOL = {  # case -> {output: kind}, "*" for every other output; cases not li
     "batchnorm_eval": {"*": "reduction"},
     "batchnorm_split": {"*": "reduction", **_NORM_TOL},
     "clip_grad_norm": {"*": "reduction"},
+    "softmax_cross_entropy_16bit": {"loss": "reduction", "*": "half"},
+    "init_16bit": {"*": "exact"},
+    "adam_16bit_master": {"*": "half", **{f"master{k}": "reduction" for k in range(3)},
+                          **{f"state{k}": "reduction" for k in range(3)}},
+    "sgd_16bit_stochastic": {"*": "half"},
+    "clip_grad_norm_16bit": {"*": "half", "norm": "reduction"},
     "StandardScaler": {"*": "reduction"},
     "MinMaxScaler": {"*": "reduction"},
     "Normalizer": {"*": "reduction"},
@@ -212,8 +266,9 @@ _OPT = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "adam_amsg
 _LN = ("layernorm", "layernorm_leaky_relu")
 KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cuda and the GPU paths)
     "elementwise_kernel": _ACT, "elementwise_vec_kernel": _ACT,
-    "init_kernel": ("init",),
-    "xent_rows": ("softmax_cross_entropy",), "mean_rows": ("softmax_cross_entropy",),
+    "init_kernel": ("init", "init_16bit"),
+    "xent_rows": ("softmax_cross_entropy",), "xent_rows_16": ("softmax_cross_entropy_16bit",),
+    "mean_rows": ("softmax_cross_entropy", "softmax_cross_entropy_16bit"),
     "ln_fwd_kernel": _LN + ("layernorm_no_affine",), "ln_bwd_dx_kernel": _LN + ("layernorm_no_affine",),
     "ln_bwd_param_partial": _LN, "ln_bwd_param_final": _LN, "vec_as_kernel": ("layernorm_no_affine",),
     # per-channel parameters computed on the device (issue 14: no host round trip)
@@ -223,8 +278,10 @@ KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cu
     "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_reduce_final": ("batchnorm_split",),
     "bn_backward_params": ("batchnorm",), "bn_elemt_params": ("batchnorm_split",),
     "bn_bwd_apply_kernel": ("batchnorm", "batchnorm_split"),
-    "multi_tensor_kernel": _OPT,
-    "sumsq_kernel": ("clip_grad_norm",), "finish_norm_kernel": ("clip_grad_norm",), "scale_kernel": ("clip_grad_norm",),
+    "multi_tensor_kernel": _OPT + ("adam_16bit_master", "sgd_16bit_stochastic"),
+    "sumsq_kernel": ("clip_grad_norm", "clip_grad_norm_16bit"),
+    "finish_norm_kernel": ("clip_grad_norm", "clip_grad_norm_16bit"),
+    "scale_kernel": ("clip_grad_norm", "clip_grad_norm_16bit"),
     "stats_partial": ("StandardScaler", "MinMaxScaler"), "stats_merge": ("StandardScaler", "MinMaxScaler"),
     "affine_kernel": ("StandardScaler", "MinMaxScaler"),
     "normalize_kernel": ("Normalizer",),

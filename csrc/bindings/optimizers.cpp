@@ -187,44 +187,43 @@ Item inspect(PyObject* o, const ListArg& a, bool list, size_t t, Parsed& P) {
   return it;
 }
 
-// The dtype rules of the roles (ListArg::role) for tensor t, whose items are its[0..nops).
-void check_dtypes(const ListArg* args, int nops, const Parsed& P, size_t t, const Item* its, int pk, bool has_master) {
-  const Item& par = its[pk];
-  const std::string pn = item_name(args[pk], P.is_list[pk], t);
-  const bool half = is_16bit(par.dt);
+// The dtype rules of the roles (ListArg::role) for tensor t, whose operands have dtypes dts[0..nops). The
+// names are built only for a message (this runs for every tensor of every call).
+void check_dtypes(const ListArg* args, int nops, const Parsed& P, size_t t, const DType* dts, int pk, bool has_master) {
+  const DType pdt = dts[pk];
+  const bool half = is_16bit(pdt);
+  auto name = [&](int k) { return item_name(args[k], P.is_list[k], t); };
   int first_state = -1;
   for (int k = 0; k < nops; ++k) {
-    const Item& it = its[k];
-    const std::string nm = item_name(args[k], P.is_list[k], t);
+    const DType dt = dts[k];
     switch (args[k].role) {
       case kParamRole: break;
       case kSameAsParam:
-        if (it.dt != par.dt)
-          throw py::type_error(nm + ": expected the dtype of " + pn + " (" + dtype_name(par.dt) + "), got " +
-                               dtype_name(it.dt));
+        if (dt != pdt)
+          throw py::type_error(name(k) + ": expected the dtype of " + name(pk) + " (" + dtype_name(pdt) + "), got " +
+                               dtype_name(dt));
         break;
       case kState:
         if (first_state >= 0) {
-          const Item& fs = its[first_state];
-          if (it.dt != fs.dt)
-            throw py::type_error(nm + ": expected the dtype of " + item_name(args[first_state], P.is_list[first_state], t) +
-                                 " (" + dtype_name(fs.dt) + "; the states of one parameter share a dtype), got " +
-                                 dtype_name(it.dt));
-        } else if (it.dt != par.dt && !(half && it.dt == DType::f32)) {
-          throw py::type_error(nm + ": expected the dtype of " + pn + " (" + dtype_name(par.dt) + ")" +
-                               (half ? " or float32" : "") + ", got " + dtype_name(it.dt));
-        } else if (has_master && it.dt != DType::f32) {
-          throw py::type_error(nm + ": expected float32 with master_params (the master copy's update runs in "
-                                    "float32), got " + dtype_name(it.dt));
+          const DType fs = dts[first_state];
+          if (dt != fs)
+            throw py::type_error(name(k) + ": expected the dtype of " + name(first_state) + " (" + dtype_name(fs) +
+                                 "; the states of one parameter share a dtype), got " + dtype_name(dt));
+        } else if (dt != pdt && !(half && dt == DType::f32)) {
+          throw py::type_error(name(k) + ": expected the dtype of " + name(pk) + " (" + dtype_name(pdt) + ")" +
+                               (half ? " or float32" : "") + ", got " + dtype_name(dt));
+        } else if (has_master && dt != DType::f32) {
+          throw py::type_error(name(k) + ": expected float32 with master_params (the master copy's update runs in "
+                                         "float32), got " + dtype_name(dt));
         }
         if (first_state < 0) first_state = k;
         break;
       case kMaster:
         if (!half)
-          throw py::type_error(nm + ": master copies are for float16/bfloat16 params, " + pn + " is " +
-                               dtype_name(par.dt));
-        if (it.dt != DType::f32)
-          throw py::type_error(nm + ": expected a float32 array (the master copy), got " + dtype_name(it.dt));
+          throw py::type_error(name(k) + ": master copies are for float16/bfloat16 params, " + name(pk) + " is " +
+                               dtype_name(pdt));
+        if (dt != DType::f32)
+          throw py::type_error(name(k) + ": expected a float32 array (the master copy), got " + dtype_name(dt));
         break;
     }
   }
@@ -254,11 +253,11 @@ void parse(const ListArg* args, int nops, Parsed& P) {
     has_master = has_master || args[k].role == kMaster;
   }
   L.data.resize(T * size_t(nops));
-  L.op_dtype.resize(T * size_t(nops));
   L.size.resize(T);
   L.dtype.resize(T);
   Device device;
-  Item its[kOptimMaxOperands];
+  Item ref;  // operand 0 of the tensor: the shape every other operand must have
+  DType dts[kOptimMaxOperands];
   for (size_t t = 0; t < T; ++t) {
     for (int k = 0; k < nops; ++k) {
       const size_t before = P.tensors.size();
@@ -273,20 +272,32 @@ void parse(const ListArg* args, int nops, Parsed& P) {
         const std::string fn = item_name(args[0], P.is_list[0], 0), nm = item_name(args[k], P.is_list[k], t);
         check_same_device(first, fn.c_str(), other, nm.c_str());
       }
-      if (k > 0) {
-        const Item& ref = its[0];
+      if (k == 0) {
+        ref = it;
+      } else {
         if (it.nd != ref.nd || !std::equal(it.dims, it.dims + it.nd, ref.dims))
           throw py::value_error(item_name(args[k], P.is_list[k], t) + ": expected the shape of " +
                                 item_name(args[0], P.is_list[0], t) + " " + shape_str(ref.nd, ref.dims) +
                                 ", got " + shape_str(it.nd, it.dims));
       }
-      its[k] = it;
+      dts[k] = it.dt;
       L.data[t * size_t(nops) + size_t(k)] = it.data;
-      L.op_dtype[t * size_t(nops) + size_t(k)] = it.dt;
     }
-    check_dtypes(args, nops, P, t, its, L.param_op, has_master);
-    L.size[t] = its[0].size;
-    L.dtype[t] = its[L.param_op].dt;
+    const DType pdt = dts[L.param_op];
+    bool uniform = !has_master;
+    for (int k = 0; k < nops; ++k) uniform = uniform && dts[k] == pdt;
+    if (!uniform) {  // the role rules; per-operand dtypes from here on (earlier tensors: their params')
+      check_dtypes(args, nops, P, t, dts, L.param_op, has_master);
+      if (L.op_dtype.empty()) {
+        L.op_dtype.resize(T * size_t(nops));
+        for (size_t u = 0; u < t; ++u)
+          for (int k = 0; k < nops; ++k) L.op_dtype[u * size_t(nops) + size_t(k)] = L.dtype[u];
+      }
+    }
+    if (!L.op_dtype.empty())
+      for (int k = 0; k < nops; ++k) L.op_dtype[t * size_t(nops) + size_t(k)] = dts[k];
+    L.size[t] = ref.size;
+    L.dtype[t] = pdt;
   }
   bool written[kOptimMaxOperands];
   for (int k = 0; k < nops; ++k) written[k] = args[k].write;
@@ -372,6 +383,7 @@ OptimHyper adam_hyper(py::handle step, py::handle lr, py::handle beta1, py::hand
   const double bc2 = 1.0 - std::pow(h.beta2, double(t));
   h.step_size = h.lr / bc1;
   h.inv_bc2_sqrt = 1.0 / std::sqrt(bc2);
+  h.rng_step = uint64_t(t);  // stochastic rounding: the step joins the Philox counter
   return h;
 }
 OptimHyper ema_hyper(py::handle decay) {
@@ -381,10 +393,10 @@ OptimHyper ema_hyper(py::handle decay) {
 }
 
 // ----------------------------------------------------------------------------- 16-bit parameters
-// master_params / stochastic_rounding / seed (cpu/optimizers.hpp, OptimHyper::rounding). `step`: the
-// step count of the functions that have one (it joins the seed and the element index in the Philox
-// counter), 0 for the others.
-void rounding_args(OptimHyper& h, py::handle master, py::handle stochastic, py::handle seed, int64_t step) {
+// master_params / stochastic_rounding / seed (cpu/optimizers.hpp, OptimHyper::rounding). The step
+// in the Philox counter (h.rng_step) is the step count of the functions that have one (adam_hyper
+// sets it), 0 for the others.
+void rounding_args(OptimHyper& h, py::handle master, py::handle stochastic, py::handle seed) {
   const bool sr = flag_arg(stochastic, "stochastic_rounding");
   if (!master.is_none() && sr)
     throw py::value_error("stochastic_rounding: not with master_params (the parameters are then the float32 "
@@ -408,7 +420,6 @@ void rounding_args(OptimHyper& h, py::handle master, py::handle stochastic, py::
     throw py::value_error("seed: only used with stochastic_rounding=True");
   }
   if (!master.is_none()) h.rounding = kRoundMaster;
-  h.rng_step = uint64_t(step);
 }
 
 // The operand list of a step: params, grads, [master_params,] states (roles: ListArg::role).
@@ -465,7 +476,7 @@ NK_REGISTER_BINDINGS(optimizers) {
         [](H params, H grads, H lr, H momentum, H velocity, H nesterov, H dampening, H weight_decay, H maximize,
            H master, H sr, H seed) {
           OptimHyper h = sgd_hyper(lr, momentum, nesterov, dampening, weight_decay, maximize);
-          rounding_args(h, master, sr, seed, 0);
+          rounding_args(h, master, sr, seed);
           if (h.momentum > 0) {
             if (velocity.is_none()) throw py::value_error("velocity: required when momentum > 0 (arrays of zeros to start)");
             run_step(kSgdMomentum, step_args(params, grads, master, {{"velocity", velocity, true, kState}}), h);
@@ -479,7 +490,7 @@ NK_REGISTER_BINDINGS(optimizers) {
   m.def("adagrad_step",
         [](H params, H grads, H sum_sq, H lr, H eps, H weight_decay, H maximize, H master, H sr, H seed) {
           OptimHyper h = adagrad_hyper(lr, eps, weight_decay, maximize);
-          rounding_args(h, master, sr, seed, 0);
+          rounding_args(h, master, sr, seed);
           run_step(kAdagrad, step_args(params, grads, master, {{"sum_sq", sum_sq, true, kState}}), h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"),
@@ -489,7 +500,7 @@ NK_REGISTER_BINDINGS(optimizers) {
         [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize, H master,
            H sr, H seed) {
           OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
-          rounding_args(h, master, sr, seed, 0);
+          rounding_args(h, master, sr, seed);
           run_step(kRmsprop, step_args(params, grads, master, {{"sq_avg", sq_avg, true, kState}}), h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sq_avg"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
@@ -499,7 +510,7 @@ NK_REGISTER_BINDINGS(optimizers) {
         [](H params, H grads, H exp_avg, H exp_avg_sq, H step, H lr, H beta1, H beta2, H eps, H weight_decay,
            H decoupled, H max_exp_avg_sq, H maximize, H master, H sr, H seed) {
           OptimHyper h = adam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
-          rounding_args(h, master, sr, seed, step_arg(step));
+          rounding_args(h, master, sr, seed);
           // AMSGrad when the running maxima of exp_avg_sq are given (a further state, updated in place).
           if (max_exp_avg_sq.is_none())
             run_step(kAdam, step_args(params, grads, master, {{"exp_avg", exp_avg, true, kState},
@@ -519,7 +530,7 @@ NK_REGISTER_BINDINGS(optimizers) {
   m.def("ema_update",
         [](H averages, H params, H decay, H sr, H seed) {
           OptimHyper h = ema_hyper(decay);
-          rounding_args(h, py::none(), sr, seed, 0);
+          rounding_args(h, py::none(), sr, seed);
           run_step(kEma, {{"averages", averages, true, kState}, {"params", params, false, kParamRole}}, h);
         },
         py::arg("averages"), py::arg("params"), py::arg("decay"), py::arg("stochastic_rounding") = false,

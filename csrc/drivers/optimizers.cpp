@@ -28,10 +28,13 @@ SharedSlots find_shared_memory(const TensorList& list, const bool* written) {
   const int nops = list.nops;
   std::vector<Ext> ext;
   ext.reserve(list.data.size());
+  const bool uniform = list.op_dtype.empty();
   for (int64_t t = 0; t < list.count(); ++t) {
     if (list.size[size_t(t)] == 0) continue;
+    const uintptr_t tensor_bytes = uintptr_t(list.size[size_t(t)]) * uintptr_t(dtype_size(list.dtype[size_t(t)]));
     for (int k = 0; k < nops; ++k) {
-      const uintptr_t bytes = uintptr_t(list.size[size_t(t)]) * uintptr_t(dtype_size(list.dtype_at(t, k)));
+      const uintptr_t bytes =
+          uniform ? tensor_bytes : uintptr_t(list.size[size_t(t)]) * uintptr_t(dtype_size(list.dtype_at(t, k)));
       const uintptr_t lo = reinterpret_cast<uintptr_t>(list.at(t, k));
       ext.push_back({lo, lo + bytes, t * nops + k, written[k]});
     }
@@ -97,6 +100,17 @@ inline void for_pieces(const std::vector<Seg>& segs, int64_t b, int64_t e, F&& f
 void apply_cpu(const TensorList& list, const std::vector<Seg>& segs, int64_t total, const OptimUpdateFn* fns,
                const OptimHyper& h) {
   const int nops = list.nops;
+  if (list.op_dtype.empty()) {  // every operand of a tensor in its params' dtype (no float32 states of 16-bit params)
+    parallel_for(total, kOptimChunk, [&](int64_t b, int64_t e) {
+      for_pieces(segs, b, e, [&](const Seg& sg, int64_t off, int64_t n) {
+        const DType dt = list.dtype[size_t(sg.tensor)];
+        void* p[kOptimMaxOperands];
+        for (int k = 0; k < nops; ++k) p[k] = static_cast<char*>(list.at(sg.tensor, k)) + off * dtype_size(dt);
+        fns[dtype_index(dt)](p, n, &h, sg.start + off);
+      });
+    });
+    return;
+  }
   OptimHyper hs[2] = {h, h};  // [state_f32]
   hs[0].state_f32 = 0;
   hs[1].state_f32 = 1;

@@ -22,8 +22,10 @@ constexpr int64_t kOptimChunk = 16384;
 
 // The tensors of one call, validated (C-contiguous, one device, no forbidden overlap): tensor t
 // has size[t] elements, its operand k (in the order of cpu/optimizers.hpp for the op: params,
-// grads, [master,] states...) starts at data[t * nops + k] and has dtype op_dtype[t * nops + k].
-// dtype[t]: the parameters' dtype (operand param_op; it selects the kernel). 16-bit parameters
+// grads, [master,] states...) starts at data[t * nops + k] and has dtype dtype_at(t, k): dtype[t]
+// (the parameters' dtype, operand param_op's; it selects the kernel) for every operand, unless some
+// operand of the call differs (16-bit params with float32 states or a master copy): op_dtype then
+// holds every operand's (empty otherwise: no allocation for the common uniform call). 16-bit parameters
 // (issue 15) may have float32 states (operand state_op, the first state; -1 without states) and
 // a float32 master copy. Empty tensors stay in the list (the slot indices name arguments in
 // error messages); the drivers skip them.
@@ -37,7 +39,7 @@ struct TensorList {
   std::vector<DType> dtype;
   int64_t count() const { return int64_t(size.size()); }
   void* at(int64_t t, int k) const { return data[size_t(t * nops + k)]; }
-  DType dtype_at(int64_t t, int k) const { return op_dtype[size_t(t * nops + k)]; }
+  DType dtype_at(int64_t t, int k) const { return op_dtype.empty() ? dtype[size_t(t)] : op_dtype[size_t(t * nops + k)]; }
   // 16-bit parameters whose states are float32 (OptimHyper::state_f32 for tensor t).
   bool state_f32(int64_t t) const {
     return state_op >= 0 && is_16bit(dtype[size_t(t)]) && dtype_at(t, state_op) == DType::f32;
