@@ -23,7 +23,7 @@ from torch import Tensor, nn
 import nnkernels as nk
 
 from . import functional as F
-from .modules import _adopt, _check_activation, _Fusable
+from .modules import _adopt, _batch_norm_bookkeeping, _check_activation, _Fusable
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm"]
 
@@ -94,15 +94,7 @@ class SyncBatchNorm(_Fusable, nn.SyncBatchNorm):
         return super().extra_repr() + self._act_repr()
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        use_running = not self.training or self.track_running_stats
-        rm = self.running_mean if use_running else None
-        rv = self.running_var if use_running else None
+        rm, rv, batch_stats, factor = _batch_norm_bookkeeping(self, input)
         world, group = 1, None
         if self.training and batch_stats and dist.is_available() and dist.is_initialized():
             group = self.process_group or dist.group.WORLD

@@ -63,20 +63,26 @@ class LayerNorm(_Fusable, nn.LayerNorm):
         return super().extra_repr() + self._act_repr()
 
 
+def _batch_norm_bookkeeping(m: nn.modules.batchnorm._NormBase, input: Tensor) -> tuple:
+    """torch.nn.modules.batchnorm._BatchNorm.forward's bookkeeping for batch-norm module ``m``
+    (ours and SyncBatchNorm): checks the input, counts the batch, and returns (running_mean,
+    running_var, batch_stats, factor) for the nnkernels operator."""
+    m._check_input_dim(input)
+    factor = 0.0 if m.momentum is None else m.momentum
+    if m.training and m.track_running_stats and m.num_batches_tracked is not None:
+        m.num_batches_tracked.add_(1)
+        factor = 1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum
+    batch_stats = m.training or (m.running_mean is None and m.running_var is None)
+    use_running = not m.training or m.track_running_stats
+    return (m.running_mean if use_running else None, m.running_var if use_running else None, batch_stats, factor)
+
+
 class _BatchNorm(_Fusable):
 
     def forward(self, input: Tensor) -> Tensor:
-        # torch.nn.modules.batchnorm._BatchNorm.forward's bookkeeping, then the nnkernels operator.
-        self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        use_running = not self.training or self.track_running_stats
-        return F._batch_norm(input, self.running_mean if use_running else None,
-                             self.running_var if use_running else None, self.weight, self.bias, batch_stats,
-                             factor, self.eps, self._op_activation, self.negative_slope)
+        rm, rv, batch_stats, factor = _batch_norm_bookkeeping(self, input)
+        return F._batch_norm(input, rm, rv, self.weight, self.bias, batch_stats, factor, self.eps,
+                             self._op_activation, self.negative_slope)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._act_repr()
