@@ -31,31 +31,13 @@ from typing import Iterator
 
 import numpy as np
 
-from ._harness import Case, Context, Impl
+from ._harness import Case, Context, Impl, lazy
+from .normalization import _shape  # the normalization rows' shapes: the module rows compare with them
 
 NEEDS_TORCH = True
 SIZED_ROWS = ("torch_layernorm_module", "torch_batchnorm1d_module")
 ROWS = SIZED_ROWS + ("torch_mlp_step", "torch_ln_block_step")
 MAIN_ROWS = ("torch_mlp_step",)
-
-
-def _shape(ctx: Context, label) -> tuple:
-    if isinstance(label, int):
-        return (max(1, label // 1024), 1024)
-    if ctx.quick:
-        return {"small": (32, 256), "medium": (1024, 256), "large": (4096, 256)}[label]
-    return {"small": (32, 256), "medium": (4096, 1024), "large": (65536, 1024)}[label]
-
-
-def _lazy(build):
-    state = {}
-
-    def call():
-        if "fn" not in state:
-            state["fn"] = build()
-        return state["fn"]()
-
-    return call
 
 
 def mlp_model(torch, sizes):
@@ -146,7 +128,7 @@ def _step_cases(ctx: Context) -> Iterator[Case]:
         sizes, batch = ([64, 128, 128, 10], 64) if ctx.quick else ([784, 1024, 1024, 10], 256)
         x, y = torch.randn(batch, sizes[0], generator=g), torch.randint(0, sizes[-1], (batch,), generator=g)
         yield Case("torch_modules", "torch_mlp_step", f"{'-'.join(map(str, sizes))}/b{batch}", "float32",
-                   [Impl(name, _lazy(lambda ours=ours: training_step(torch, mlp_model(torch, sizes), x, y, ours)))
+                   [Impl(name, lazy(lambda ours=ours: training_step(torch, mlp_model(torch, sizes), x, y, ours)))
                     for name, ours in (("nnkernels", True), ("torch", False))],
                    elements=batch, kind="compute", note="samples/s of one training step (BN+ReLU MLP, Adam)")
     # the large step: not in the main job (its "small" pass), only when selected at a large size or --full
@@ -154,7 +136,7 @@ def _step_cases(ctx: Context) -> Iterator[Case]:
         d, tokens = (128, 256) if ctx.quick else (1024, 4096)
         x, y = torch.randn(tokens, d, generator=g), torch.randint(0, 10, (tokens,), generator=g)
         yield Case("torch_modules", "torch_ln_block_step", f"4x(LN-{d}-ReLU-{d})/t{tokens}", "float32",
-                   [Impl(name, _lazy(lambda ours=ours: training_step(torch, ln_block_model(torch, d), x, y, ours)))
+                   [Impl(name, lazy(lambda ours=ours: training_step(torch, ln_block_model(torch, d), x, y, ours)))
                     for name, ours in (("nnkernels", True), ("torch", False))],
                    elements=tokens, kind="compute", note="tokens/s of one training step (pre-LN blocks, Adam)")
 

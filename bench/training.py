@@ -20,19 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._harness import Case, Context, Impl
-
-
-def _lazy(build):
-    """A step function whose model is built on first use."""
-    state = {}
-
-    def step():
-        if "fn" not in state:
-            state["fn"] = build()
-        return state["fn"]()
-
-    return step
+from ._harness import Case, Context, Impl, lazy
 
 
 def _nnkernels_step(sizes, X, y):
@@ -132,12 +120,12 @@ def cases(ctx: Context) -> Iterator[Case]:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], batch)
-    impls = [Impl("numpy", _lazy(lambda: _numpy_step(sizes, X, y))),
-             Impl("nnkernels", _lazy(lambda: _nnkernels_step(sizes, X, y)))]
+    impls = [Impl("numpy", lazy(lambda: _numpy_step(sizes, X, y))),
+             Impl("nnkernels", lazy(lambda: _nnkernels_step(sizes, X, y)))]
     if ctx.torch is not None:
-        impls.append(Impl("torch", _lazy(lambda: _torch_step(ctx.torch, sizes, X, y))))
+        impls.append(Impl("torch", lazy(lambda: _torch_step(ctx.torch, sizes, X, y))))
     if ctx.torch_cuda:
-        impls.append(Impl("torch-cuda", _lazy(lambda: _torch_step(ctx.torch, sizes, X, y, "cuda")), "cuda",
+        impls.append(Impl("torch-cuda", lazy(lambda: _torch_step(ctx.torch, sizes, X, y, "cuda")), "cuda",
                           ctx.torch.cuda.synchronize))
     yield Case("training", "mlp_bn_relu_adam_step", f"{'-'.join(map(str, sizes))}/b{batch}", "float32", impls,
                elements=batch, kind="compute",
