@@ -16,6 +16,23 @@ DTYPES = [np.float32, np.float64]
 # 16-bit storage dtypes (float32 arithmetic): NumPy's float16 and ml_dtypes' bfloat16.
 HALF_DTYPES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 
+
+def expected_half_bits(f32, dtype):
+    """Round-to-nearest-even of float32 values to `dtype`, as bit patterns: NumPy / ml_dtypes for
+    numbers (both round exactly, subnormals included); NaN quiet with its sign and high payload kept
+    (VCVTNEPS2BF16 / VCVTPS2PH), where ml_dtypes gives a canonical NaN and NumPy keeps sNaNs."""
+    u = f32.view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    with np.errstate(invalid="ignore", over="ignore"):
+        bits = f32.astype(dtype).view(np.uint16).copy()
+    if dtype == np.dtype(ml_dtypes.bfloat16):
+        q = (u >> 16) | 0x40
+    else:
+        q = ((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF)
+    bits[nan] = q[nan].astype(np.uint16)
+    return bits
+
+
 # Sizes that exercise vector tails, single elements and multi-chunk parallel paths.
 AWKWARD_SIZES = [0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 257, 1021, 4099, 65537, 100003]
 

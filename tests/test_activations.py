@@ -1,6 +1,7 @@
 """Activations: kernels vs nnkernels.reference, NumPy semantics, numerics, errors, GPU."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from tolerances import BF16, ULP_BOUND, assert_close, assert_within_ulps
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from conftest import AWKWARD_SIZES, DTYPES, HALF_DTYPES
+from conftest import AWKWARD_SIZES, DTYPES, HALF_DTYPES, expected_half_bits
 
 FORWARD = ["relu", "leaky_relu", "sigmoid", "tanh"]
 # backward op -> which forward tensor it takes as its second argument
@@ -409,6 +410,28 @@ def test_16bit_relu_bits_of_every_pattern(dtype, isa):
     np.testing.assert_array_equal(nk.relu_backward(other, h).view(np.uint16), via_float32(nk.relu_backward, other, h))
     for n in (1, 7, 31, 33):  # tails
         np.testing.assert_array_equal(nk.relu(h[-n:]).view(np.uint16), via_float32(nk.relu, h[-n:]))
+
+
+@pytest.mark.parametrize("slope", [1 + 2**-8, 1 - 2**-10, 0.3, -3.0, 2.0**-120, 2.0**-135])
+def test_bf16_pairs_round_every_product_to_nearest_even(slope, isa, bf16_insn):
+    """bfloat16 elementwise kernels read and write whole registers as pairs of float32 vectors (even
+    and odd elements, core/simd.hpp) and round both with one VCVTNE2PS2BF16 and a permutation back, or
+    the integer rounding: each element gets the bits of its float32 result rounded to nearest even.
+    dx = dout * slope for x < 0 on every bfloat16 pattern gives ties (1 +- 2^-k), float32 subnormals
+    (the integer fallback, small slopes), overflow and NaNs, at any length and output offset."""
+    dtype = np.dtype(ml_dtypes.bfloat16)
+    d = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    x = -np.ones(d.shape, dtype)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        expect = expected_half_bits(d.astype(np.float32) * np.float32(slope), dtype)
+    np.testing.assert_array_equal(nk.leaky_relu_backward(d, x, slope).view(np.uint16), expect)
+    buf = np.zeros(d.size + 64, dtype)
+    for n in (1, 2, 31, 32, 33, 95, 1000):
+        for off in (0, 1, 7, 31):
+            lo = (n * 7919) % (d.size - n)  # a window of the patterns
+            out = buf[off:off + n]
+            assert nk.leaky_relu_backward(d[lo:lo + n], x[:n], slope, out=out) is out
+            np.testing.assert_array_equal(out.view(np.uint16), expect[lo:lo + n])
 
 
 @pytest.mark.parametrize("slope", [0.5, 0.25, -2.0, 0.0])

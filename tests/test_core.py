@@ -311,7 +311,7 @@ def test_star_imports_of_every_module():
 # ------------------------------------------------------------------ 16-bit storage conversions (issue 15)
 import ml_dtypes  # noqa: E402
 
-from conftest import HALF_DTYPES  # noqa: E402
+from conftest import HALF_DTYPES, expected_half_bits  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 F16 = np.dtype(np.float16)
@@ -321,22 +321,6 @@ def _convert(a, dtype):
     b = np.empty(a.shape, dtype)
     nk._core.stream_convert(a, b)
     return b
-
-
-def _expected_half_bits(f32, dtype):
-    """Round-to-nearest-even of float32 values to `dtype`, as bit patterns: NumPy / ml_dtypes for
-    numbers (both round exactly, subnormals included); NaN quiet with its sign and high payload kept
-    (VCVTNEPS2BF16 / VCVTPS2PH), where ml_dtypes gives a canonical NaN and NumPy keeps sNaNs."""
-    u = f32.view(np.uint32)
-    nan = (u & 0x7FFFFFFF) > 0x7F800000
-    with np.errstate(invalid="ignore", over="ignore"):
-        bits = f32.astype(dtype).view(np.uint16).copy()
-    if dtype == BF16:
-        q = (u >> 16) | 0x40
-    else:
-        q = ((u >> 16) & 0x8000) | 0x7E00 | ((u >> 13) & 0x3FF)
-    bits[nan] = q[nan].astype(np.uint16)
-    return bits
 
 
 def _rounding_boundary_patterns(dtype):
@@ -385,7 +369,7 @@ def test_every_16bit_pattern_widens_exactly(dtype, isa):
 def test_float32_rounds_to_nearest_even_at_every_boundary(dtype, isa, bf16_insn):
     f = _rounding_boundary_patterns(dtype)
     got = _convert(f, dtype).view(np.uint16)
-    expect = _expected_half_bits(f, dtype)
+    expect = expected_half_bits(f, dtype)
     bad = np.flatnonzero(got != expect)
     assert bad.size == 0, [(hex(f.view(np.uint32)[i]), hex(got[i]), hex(expect[i])) for i in bad[:8]]
     # the vector tail (partial loads/stores) rounds the same as the body

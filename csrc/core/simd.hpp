@@ -6,6 +6,7 @@
 // and `cond ? a : b` work lane-wise on these types.
 #pragma once
 #include <cstring>
+#include <type_traits>
 #include "core/common.hpp"
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -269,10 +270,8 @@ inline H16V narrow_bf16(Simd<float>::V v) {
     const __m256bh r = _mm512_cvtneps_pbh(f);
     __m256i out;
     std::memcpy(&out, &r, 32);
-    const __m512i b = _mm512_castps_si512(f);
-    const __mmask16 subnormal = __mmask16(_mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7F800000)) &
-                                          _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x007FFFFF)));
-    if (subnormal) {
+    const __mmask16 subnormal = _mm512_fpclass_ps_mask(f, 0x20);  // 0x20: float32 subnormal
+    if (__builtin_expect(subnormal != 0, 0)) {
       const H16V fix = narrow_u32(bf16_round_bits(bits_of(v)));
       __m256i fx;
       std::memcpy(&fx, &fix, 32);
@@ -384,6 +383,91 @@ template <class H, Simd<float>::V (*Widen)(H16V), H16V (*Narrow)(Simd<float>::V)
 template <> struct Storage<bfloat16_t> : Storage16<bfloat16_t, widen_bf16, narrow_bf16> {};
 template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f16> {};
 
+// ------------------------------------------------------------------ bfloat16 pairs
+// A full register of bfloat16 (2N elements) as two float32 vectors without a shuffle: each 32-bit
+// word of memory holds element 2j in its low half and 2j + 1 in its high half, and bfloat16 ->
+// float32 is "the 16 bits in the high half", so the even elements are word << 16 and the odd ones
+// word & 0xFFFF0000 (one integer operation each, against a zero-extension shuffle and a shift per
+// N elements for Storage::load). Code that does not care which lane holds which element (the
+// elementwise kernels, sums) or that reads its other operands in the same order (a pair of
+// float32 vectors from pair_params) uses it. Rounding back gives each element the bits
+// narrow_bf16 gives it: with AVX-512 BF16 one VCVTNE2PS2BF16 for both vectors and one word
+// permutation back to memory order (the rare pair holding a float32 subnormal takes the integer
+// rounding, as narrow_bf16); otherwise the integer rounding of both and one shift-or.
+struct Bf16Pair {
+  Simd<float>::V even, odd;
+};
+constexpr int kBf16PairElems = 2 * Simd<float>::N;  // elements (and 2-byte words) per pair: kVecBytes of memory
+inline Bf16Pair load_bf16_pair(const bfloat16_t* p) {
+  U32V w;
+  std::memcpy(&w, p, sizeof(w));
+  return {float_of(w << 16), float_of(w & 0xFFFF0000u)};
+}
+// Elements [0, k) of p (k < kBf16PairElems), the rest zero; masked-off elements never touch memory.
+inline Bf16Pair load_bf16_pair_partial(const bfloat16_t* p, int64_t k) {
+  U32V w{};
+#if defined(__AVX512F__)
+  const __m512i r = _mm512_maskz_loadu_epi16(__mmask32((uint64_t(1) << k) - 1u), p);
+  std::memcpy(&w, &r, sizeof(w));
+#else
+  std::memcpy(&w, p, size_t(k) * 2);
+#endif
+  return {float_of(w << 16), float_of(w & 0xFFFF0000u)};
+}
+inline U32V narrow_bf16_pair(Bf16Pair v) {
+#if defined(__AVX512BF16__)
+  if (g_use_avx512_bf16) {
+    __m512 e, o;
+    std::memcpy(&e, &v.even, 64);
+    std::memcpy(&o, &v.odd, 64);
+    // fpclass 0x20: float32 subnormal (read as zero by the instruction)
+    if (__builtin_expect(!(_mm512_fpclass_ps_mask(e, 0x20) | _mm512_fpclass_ps_mask(o, 0x20)), 1)) {
+      const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(o, e);  // words [0, 16): even, [16, 32): odd
+      const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                             22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+      const __m512i w = _mm512_permutexvar_epi16(order, r);
+      U32V out;
+      std::memcpy(&out, &w, 64);
+      return out;
+    }
+  }
+#endif
+  return bf16_round_bits(bits_of(v.even)) | (bf16_round_bits(bits_of(v.odd)) << 16);
+}
+inline void store_bf16_pair(bfloat16_t* p, Bf16Pair v) {
+  const U32V w = narrow_bf16_pair(v);
+  std::memcpy(p, &w, sizeof(w));
+}
+inline void store_bf16_pair_partial(bfloat16_t* p, Bf16Pair v, int64_t k) {
+  const U32V w = narrow_bf16_pair(v);
+#if defined(__AVX512F__)
+  __m512i r;
+  std::memcpy(&r, &w, 64);
+  _mm512_mask_storeu_epi16(p, __mmask32((uint64_t(1) << k) - 1u), r);
+#else
+  std::memcpy(p, &w, size_t(k) * 2);
+#endif
+}
+// p aligned to kVecBytes.
+inline void stream_bf16_pair(bfloat16_t* p, Bf16Pair v) {
+  const U32V w = narrow_bf16_pair(v);
+  Simd<float>::stream(reinterpret_cast<float*>(p), float_of(w));
+}
+// Float32 operands in pair order: for each run of kBf16PairElems floats of src, its even elements
+// then its odd ones (the lanes of load_bf16_pair's even and odd vectors), n a multiple of
+// kBf16PairElems. For arrays read once per row (layer-norm gamma and beta): laid out once per call.
+inline void pair_order(const float* src, float* dst, int64_t n) {
+  constexpr int64_t h = Simd<float>::N;
+  for (int64_t b = 0; b < n; b += 2 * h)
+    for (int64_t j = 0; j < h; ++j) {
+      dst[b + j] = src[b + 2 * j];
+      dst[b + h + j] = src[b + 2 * j + 1];
+    }
+}
+inline Bf16Pair load_pair_ordered(const float* p) {
+  return {Simd<float>::load(p), Simd<float>::load(p + Simd<float>::N)};
+}
+
 template <class T> using compute_t = compute_of_t<T>;
 static_assert(sizeof(compute_t<bfloat16_t>) == sizeof(Storage<bfloat16_t>::C), "one compute type per storage type");
 
@@ -393,11 +477,42 @@ template <class T> inline void store_one(T* p, compute_t<T> v) {
   Storage<T>::store_partial(p, Simd<compute_t<T>>::splat(v), 1);
 }
 
+// bfloat16 elementwise maps on pairs (a full register of elements per step, no shuffles; each
+// element's bits are those of the one-vector path): z[i] = f(a[i], b[i]) for the vectors of one
+// pair, `b` == nullptr for unary maps. With `stream`, the head is peeled up to a register's
+// alignment of z and the body uses non-temporal stores.
+template <class VecOp>
+inline void map_bf16_pairs(const bfloat16_t* a, const bfloat16_t* b, bfloat16_t* z, int64_t n, bool stream, VecOp op) {
+  constexpr int64_t P = kBf16PairElems;
+  auto f = [&](Bf16Pair u, Bf16Pair v) { return Bf16Pair{op(u.even, v.even), op(u.odd, v.odd)}; };
+  const bfloat16_t* bb = b ? b : a;
+  int64_t i = 0;
+  if (stream) {
+    const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(z) % kVecBytes);
+    if (mis % 2 == 0 && mis != 0) {
+      const int64_t head = (kVecBytes - mis) / 2 < n ? (kVecBytes - mis) / 2 : n;
+      store_bf16_pair_partial(z, f(load_bf16_pair_partial(a, head), load_bf16_pair_partial(bb, head)), head);
+      i = head;
+    }
+    if (reinterpret_cast<uintptr_t>(z + i) % kVecBytes == 0) {
+      for (; i + P <= n; i += P) stream_bf16_pair(z + i, f(load_bf16_pair(a + i), load_bf16_pair(bb + i)));
+      stream_fence();
+    }
+  }
+  for (; i + P <= n; i += P) store_bf16_pair(z + i, f(load_bf16_pair(a + i), load_bf16_pair(bb + i)));
+  if (i < n)
+    store_bf16_pair_partial(z + i, f(load_bf16_pair_partial(a + i, n - i), load_bf16_pair_partial(bb + i, n - i)), n - i);
+}
+
 // y[i] = f(x[i]) over a contiguous range; f works on vectors of compute_t<T>. With `stream`, the
 // head is peeled up to the alignment of one vector's stores into y and the body uses non-temporal
 // stores.
 template <class T, class VecOp>
 inline void map_unary(const T* x, T* y, int64_t n, bool stream, VecOp op) {
+  if constexpr (std::is_same_v<T, bfloat16_t>) {
+    using V = Simd<float>::V;
+    return map_bf16_pairs(x, nullptr, y, n, stream, [&](V u, V) { return op(u); });
+  }
   using St = Storage<T>;
   constexpr int64_t N = St::N;
   int64_t i = 0;
@@ -426,6 +541,7 @@ inline void map_unary(const T* x, T* y, int64_t n, bool stream, VecOp op) {
 // z[i] = f(a[i], b[i]) with the same tail/stream handling.
 template <class T, class VecOp>
 inline void map_binary(const T* a, const T* b, T* z, int64_t n, bool stream, VecOp op) {
+  if constexpr (std::is_same_v<T, bfloat16_t>) return map_bf16_pairs(a, b, z, n, stream, op);
   using St = Storage<T>;
   constexpr int64_t N = St::N;
   int64_t i = 0;

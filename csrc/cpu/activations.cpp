@@ -27,8 +27,9 @@ template <class T> constexpr int16_t kQuiet16 = std::is_same_v<T, bfloat16_t> ? 
 template <class T> inline I16V quieted16(I16V x) {
   return (x & 0x7FFF) > kInf16<T> ? x | kQuiet16<T> : x;
 }
-// out[i] = f(a[i], b[i]) (b unused for unary ops) over 16-bit lanes; the tail goes through a
-// zero-padded register (lanes are independent and exact: every path gives the same bits).
+// out[i] = f(a[i], b[i]) (b unused for unary ops) over 16-bit lanes; the head (up to the
+// register alignment of out, when streaming) and the tail go through a zero-padded register
+// (lanes are independent and exact: every path gives the same bits).
 template <class F>
 inline void map_bits16(const void* a, const void* b, void* out, int64_t n, bool stream, F f) {
   constexpr int64_t L = kVecBytes / 2;
@@ -36,8 +37,22 @@ inline void map_bits16(const void* a, const void* b, void* out, int64_t n, bool 
   const char* pb = static_cast<const char*>(b ? b : a);
   char* po = static_cast<char*>(out);
   auto ld = [](const char* p) { I16V v; std::memcpy(&v, p, sizeof(v)); return v; };
+  auto part = [&](int64_t i, int64_t k) {
+    I16V x{}, y{};
+    std::memcpy(&x, pa + 2 * i, size_t(k) * 2);
+    std::memcpy(&y, pb + 2 * i, size_t(k) * 2);
+    const I16V r = f(x, y);
+    std::memcpy(po + 2 * i, &r, size_t(k) * 2);
+  };
   int64_t i = 0;
-  if (stream && reinterpret_cast<uintptr_t>(po) % kVecBytes == 0) {
+  if (stream && reinterpret_cast<uintptr_t>(po) % 2 == 0) {
+    // NumPy's large arrays start 16 bytes into a page: without the peel nothing would stream
+    // (measured: 9.2 ms, 66 % of copy, for a 64M bfloat16 relu into out=).
+    const int64_t mis = int64_t(reinterpret_cast<uintptr_t>(po) % kVecBytes);
+    if (mis != 0) {
+      i = (kVecBytes - mis) / 2 < n ? (kVecBytes - mis) / 2 : n;
+      part(0, i);
+    }
     for (; i + L <= n; i += L) {
       const I16V r = f(ld(pa + 2 * i), ld(pb + 2 * i));
       Simd<float>::stream(reinterpret_cast<float*>(po + 2 * i), Simd<float>::as_float((Simd<float>::I)r));
@@ -48,13 +63,7 @@ inline void map_bits16(const void* a, const void* b, void* out, int64_t n, bool 
     const I16V r = f(ld(pa + 2 * i), ld(pb + 2 * i));
     std::memcpy(po + 2 * i, &r, sizeof(r));
   }
-  if (i < n) {
-    I16V x{}, y{};
-    std::memcpy(&x, pa + 2 * i, size_t(n - i) * 2);
-    std::memcpy(&y, pb + 2 * i, size_t(n - i) * 2);
-    const I16V r = f(x, y);
-    std::memcpy(po + 2 * i, &r, size_t(n - i) * 2);
-  }
+  if (i < n) part(i, n - i);
 }
 
 // relu: y = x < 0 ? 0 : x   (NaN propagates: the comparison is false)

@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "core/chan.hpp"
 #include "core/simd.hpp"
@@ -119,10 +120,34 @@ template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
 // sum(x[0..n)): float lanes within blocks of kRunBlock, double across blocks. each_vector()
 // runs once per vector read (stream_row writes a vector of another row there): one summation
 // order for every caller, so a row's sum has the same bits whichever loop computed it.
+// bfloat16 reads pairs (core/simd.hpp: no shuffles; lanes hold elements in another order, which
+// a sum does not see), two per step of the four accumulators as the other types read four vectors.
 template <class T, class G> NK_AI inline double run_sum_each(const T* x, int64_t n, G&& each_vector) {
   using S = Storage<T>;
   constexpr int N = S::N;
   double total = 0;
+  if constexpr (std::is_same_v<T, bfloat16_t>) {
+    for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
+      const int64_t bn = imin(kRunBlock, n - b0);
+      const T* p = x + b0;
+      V<T> a0{}, a1{}, a2{}, a3{};
+      int64_t i = 0;
+      for (; i + 4 * N <= bn; i += 4 * N) {
+        const Bf16Pair u = load_bf16_pair(p + i), v = load_bf16_pair(p + i + 2 * N);
+        a0 += u.even; a1 += u.odd; a2 += v.even; a3 += v.odd;
+        each_vector(); each_vector(); each_vector(); each_vector();
+      }
+      for (; i < bn; i += 2 * N) {
+        const int64_t k = imin(2 * N, bn - i);
+        const Bf16Pair u = k == 2 * N ? load_bf16_pair(p + i) : load_bf16_pair_partial(p + i, k);  // zero-filled
+        a0 += u.even; a1 += u.odd;
+        each_vector();
+        if (k > N) each_vector();
+      }
+      total += double(hsum<float>((a0 + a1) + (a2 + a3)));
+    }
+    return total;
+  }
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
     const int64_t bn = imin(kRunBlock, n - b0);
     const T* p = x + b0;
@@ -151,6 +176,29 @@ template <class T> void run_centered(const T* x, int64_t n, compute_t<T> m, doub
   constexpr int N = S::N;
   s1 = 0;
   s2 = 0;
+  if constexpr (std::is_same_v<T, bfloat16_t>) {  // pairs, as run_sum_each
+    for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
+      const int64_t bn = imin(kRunBlock, n - b0);
+      const T* p = x + b0;
+      V<T> a0{}, a1{}, a2{}, a3{}, q0{}, q1{}, q2{}, q3{};
+      int64_t i = 0;
+      for (; i + 4 * N <= bn; i += 4 * N) {
+        const Bf16Pair u = load_bf16_pair(p + i), v = load_bf16_pair(p + i + 2 * N);
+        const V<T> d0 = u.even - m, d1 = u.odd - m, d2 = v.even - m, d3 = v.odd - m;
+        a0 += d0; a1 += d1; a2 += d2; a3 += d3;
+        q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;
+      }
+      for (; i < bn; i += 2 * N) {
+        const int64_t k = imin(2 * N, bn - i);
+        const Bf16Pair u = k == 2 * N ? load_bf16_pair(p + i) : load_bf16_pair_partial(p + i, k);
+        const V<T> d0 = keep_first<C>(u.even - m, (k + 1) / 2), d1 = keep_first<C>(u.odd - m, k / 2);  // elements 2j, 2j + 1
+        a0 += d0; a1 += d1; q0 += d0 * d0; q1 += d1 * d1;
+      }
+      s1 += double(hsum<C>((a0 + a1) + (a2 + a3)));
+      s2 += double(hsum<C>((q0 + q1) + (q2 + q3)));
+    }
+    return;
+  }
   for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
     const int64_t bn = imin(kRunBlock, n - b0);
     const T* p = x + b0;
