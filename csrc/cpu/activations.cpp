@@ -123,10 +123,13 @@ void sigmoid_bwd(const void* const* in, void* out, int64_t n, const void*, bool 
                 [](V<T> dout, V<T> y) { return dout * y * (C<T>(1) - y); });
 }
 
-// tanh: y = tanh(x) via expm1 (core/vmath.hpp)
+// tanh: y = tanh(x) via expm1, on 16-bit storage a rational approximation (core/vmath.hpp)
 template <class T>
 void tanh_fwd(const void* const* in, void* out, int64_t n, const void*, bool stream) {
-  map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream, [](V<T> x) { return vtanh<C<T>>(x); });
+  map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream, [](V<T> x) {
+    if constexpr (sizeof(T) == 2) return vtanh_16bit(x);  // accurate to the 16-bit result, no exp
+    else return vtanh<C<T>>(x);
+  });
 }
 
 // tanh backward from the output: dx = dout * (1 - y^2)
