@@ -747,10 +747,8 @@ def test_16bit_stochastic_rounding_lands_on_the_neighbours_with_the_right_odds(d
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_16bit_stochastic_rounding_reproducible_across_threads_and_levels(dtype, threads):
-    """1 vs 2 threads at every level, and the FMA levels (AVX2, AVX-512) with each other, bitwise.
-    (The baseline level has no FMA instruction: its float32 updates round the fused products of
-    cpu/optimizers.cpp separately, so their stochastically rounded bits are compared only with
-    its own thread counts.)"""
+    """1 vs 2 threads and every level with every other, bitwise (the baseline level has no FMA
+    instruction: it emulates the correctly rounded multiply-adds of cpu/optimizers.cpp, fmadd_once)."""
     from conftest import compiled_isas
 
     rng = np.random.default_rng(3)
@@ -768,11 +766,10 @@ def test_16bit_stochastic_rounding_reproducible_across_threads_and_levels(dtype,
                 for step in (1, 2, 3):
                     nk.adam_step(p, g, m, v, step=step, lr=1e-3, stochastic_rounding=True, seed=2**64 - 5)
                 outs[level, t] = p
-    groups = [[k for k in outs if k[0] == "baseline"], [k for k in outs if k[0] != "baseline"]]
-    for keys in groups:
-        for k in keys[1:]:
-            for a, b in zip(outs[k], outs[keys[0]]):
-                np.testing.assert_array_equal(_bits(a), _bits(b))
+    first = next(iter(outs))
+    for k in outs:
+        for a, b in zip(outs[k], outs[first]):
+            np.testing.assert_array_equal(_bits(a), _bits(b))
     p = [x.copy() for x in p0]
     nk.sgd_step(p, g, lr=1e-3, stochastic_rounding=True, seed=7)
     q = [x.copy() for x in p0]
@@ -1061,3 +1058,15 @@ def test_gpu_16bit_clip_grad_norm(dtype):
     for a, b in zip(g, gg):
         assert b.dtype == getattr(torch, dtype.name)
         np.testing.assert_allclose(_n16(b.cpu(), dtype).astype(np.float32), a.astype(np.float32), rtol=2 ** -7)
+
+
+def test_float32_multiply_adds_round_once_at_every_level(isa):
+    """p - lr * g is one correctly rounded multiply-add at every level (core/simd.hpp fmadd_once): the
+    exact value is 1 + 3 * 2^-24 - 2^-56, just below a tie, so it rounds down to 1 + 2^-23; two float32
+    roundings, or the sum rounded to double first, land on the tie and round it up to 1 + 2^-22 (what
+    the baseline level, which has no FMA instruction, gave before the emulation)."""
+    p = np.array([1 - 2**-10 + 3 * 2**-24], np.float32)
+    g = np.array([-(2**-10 - 2**-33)], np.float32)
+    assert float(p[0]) == 1 - 2**-10 + 3 * 2**-24 and float(g[0]) == -(2**-10 - 2**-33)  # exact in float32
+    nk.sgd_step([p], [g], lr=1 + 2**-23)
+    assert float(p[0]) == 1 + 2**-23

@@ -72,6 +72,42 @@ template <class V> inline V fmadd(V a, V b, V c) {
   return a * b + c;
 }
 
+// a * b + c rounded once at every level, for float32 (kernels whose bits must not depend on the
+// level, e.g. stochastically rounded optimizer updates): fmadd where the level has FMA; without it
+// (the baseline) the product exactly in double (24 + 24 bits), the sum rounded to odd in double
+// (round to nearest, then, if TwoSum's error term is not zero and the last bit is even, one ulp
+// toward the exact sum), then to float32 -- the correctly rounded fma, since 53 >= 2 * 24 + 2
+// (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
+// rounding to odd", IEEE Trans. Computers 57(4), 2008). float64 keeps fmadd's two roundings there.
+template <class V> inline V fmadd_once(V a, V b, V c) {
+#if defined(__AVX512F__) || defined(__FMA__)
+  return fmadd(a, b, c);
+#else
+  using E = __typeof__(a[0]);
+  if constexpr (sizeof(E) != 4) {
+    return fmadd(a, b, c);
+  } else {
+    constexpr int n = int(sizeof(V) / 4);
+    typedef double D __attribute__((vector_size(n * 8)));
+    typedef int64_t L __attribute__((vector_size(n * 8)));
+    const D p = __builtin_convertvector(a, D) * __builtin_convertvector(b, D);  // exact
+    const D cd = __builtin_convertvector(c, D);
+    const D s = p + cd;
+    const D bb = s - p;
+    const D e = (p - (s - bb)) + (cd - bb);  // TwoSum: s + e == p + c exactly (s finite)
+    L sb;
+    std::memcpy(&sb, &s, sizeof(sb));
+    L eb;
+    std::memcpy(&eb, &e, sizeof(eb));
+    const L inexact = (e != 0) & (s - s == 0) & ((sb & 1) == 0);  // finite s with an even last bit
+    sb = inexact ? ((eb ^ sb) >= 0 ? sb + 1 : sb - 1) : sb;        // e's sign: away from or toward zero
+    D r;
+    std::memcpy(&r, &sb, sizeof(r));
+    return __builtin_convertvector(r, V);
+  }
+#endif
+}
+
 inline void stream_fence() {
 #if defined(__SSE2__)
   _mm_sfence();

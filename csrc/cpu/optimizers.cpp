@@ -15,7 +15,8 @@
 // The update formulas are written once (the *Core functors, on vectors of the compute type) and
 // driven by param_update for every storage combination, so the float32 master copy of a 16-bit
 // parameter is updated by exactly the float32 kernel's operations (bitwise its trajectory). This TU
-// compiles with -ffp-contract=off and says where a multiply-add is fused (fmadd, core/simd.hpp):
+// compiles with -ffp-contract=off and says where a multiply-add is fused (fmadd_once, core/simd.hpp:
+// one rounding at every level, the baseline's emulated, so every level gives the same bits):
 // left to the compiler, which product of a*b - c*d it fuses depends on the code around the
 // formula, and the float32 kernel and the master copy's could round differently. The fusions are
 // those GCC's contraction chose in the build before issue 15 (the first product of a sum, in
@@ -138,7 +139,7 @@ template <class C, bool WD> struct SgdCore {
   inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>*) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
-    pv = fmadd(Simd<C>::splat(-lr), d, pv);
+    pv = fmadd_once(Simd<C>::splat(-lr), d, pv);
   }
 };
 
@@ -154,10 +155,10 @@ template <class C, bool WD, bool NESTEROV> struct SgdMomentumCore {
     const V<C> vmu = Simd<C>::splat(mu);
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
-    const V<C> bv = fmadd(vmu, s[0], one_minus_damp * d);
-    const V<C> u = NESTEROV ? fmadd(vmu, bv, d) : bv;
+    const V<C> bv = fmadd_once(vmu, s[0], one_minus_damp * d);
+    const V<C> u = NESTEROV ? fmadd_once(vmu, bv, d) : bv;
     s[0] = bv;
-    pv = fmadd(Simd<C>::splat(-lr), u, pv);
+    pv = fmadd_once(Simd<C>::splat(-lr), u, pv);
   }
 };
 
@@ -171,9 +172,9 @@ template <class C, bool WD> struct AdagradCore {
   inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
-    const V<C> sv = fmadd(d, d, s[0]);
+    const V<C> sv = fmadd_once(d, d, s[0]);
     s[0] = sv;
-    pv = fmadd(Simd<C>::splat(-lr), d / (vsqrt(sv) + eps), pv);
+    pv = fmadd_once(Simd<C>::splat(-lr), d / (vsqrt(sv) + eps), pv);
   }
 };
 
@@ -188,10 +189,10 @@ template <class C, bool WD, bool IN_SQRT> struct RmspropCore {
   inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
-    const V<C> vv = fmadd(Simd<C>::splat(alpha), s[0], one_minus_alpha * (d * d));
+    const V<C> vv = fmadd_once(Simd<C>::splat(alpha), s[0], one_minus_alpha * (d * d));
     const V<C> den = IN_SQRT ? vsqrt(vv + eps) : vsqrt(vv) + eps;
     s[0] = vv;
-    pv = fmadd(Simd<C>::splat(-lr), d / den, pv);
+    pv = fmadd_once(Simd<C>::splat(-lr), d / den, pv);
   }
 };
 
@@ -209,19 +210,19 @@ struct AdamCore {
   inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD == 1) d = d + wd * pv;
-    const V<C> mv = fmadd(Simd<C>::splat(omb1), d - s[0], s[0]);
-    const V<C> vv = fmadd(Simd<C>::splat(b2), s[1], omb2 * (d * d));
+    const V<C> mv = fmadd_once(Simd<C>::splat(omb1), d - s[0], s[0]);
+    const V<C> vv = fmadd_once(Simd<C>::splat(b2), s[1], omb2 * (d * d));
     V<C> vd = vv;
     if (AMS) {
       vd = (vv > s[2]) | (vv != vv) ? vv : s[2];
       s[2] = vd;
     }
-    const V<C> den = fmadd(vsqrt(vd), Simd<C>::splat(ibc2), Simd<C>::splat(eps));
+    const V<C> den = fmadd_once(vsqrt(vd), Simd<C>::splat(ibc2), Simd<C>::splat(eps));
     s[0] = mv;
     s[1] = vv;
     // AdamW: p * (1 - lr*wd) - step_size * m/den, the decay product fused
-    if (WD == 2) pv = fmadd(pv, Simd<C>::splat(shrink), -(step_size * (mv / den)));
-    else pv = fmadd(Simd<C>::splat(-step_size), mv / den, pv);
+    if (WD == 2) pv = fmadd_once(pv, Simd<C>::splat(shrink), -(step_size * (mv / den)));
+    else pv = fmadd_once(Simd<C>::splat(-step_size), mv / den, pv);
   }
 };
 
@@ -358,7 +359,7 @@ void ema_loop(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
   const T* p = static_cast<const T*>(ptr[1]);
   const C dec = C(h->decay), omd = C(1.0 - h->decay);
   for_vectors<A>(n, a, [&](int64_t i, int64_t k, auto tag) {
-    const V<C> v = fmadd(Simd<C>::splat(dec), ld(a + i, k, tag), omd * ld(p + i, k, tag));
+    const V<C> v = fmadd_once(Simd<C>::splat(dec), ld(a + i, k, tag), omd * ld(p + i, k, tag));
     if constexpr (ROUND == kRoundStochastic) st_stochastic(a + i, v, k, tag, index + i, h);
     else st(a + i, v, k, tag);
   });
