@@ -117,107 +117,96 @@ template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
   if (j < w) f(j, w - j);
 }
 
-// sum(x[0..n)): float lanes within blocks of kRunBlock, double across blocks. each_vector()
-// runs once per vector read (stream_row writes a vector of another row there): one summation
-// order for every caller, so a row's sum has the same bits whichever loop computed it.
-// bfloat16 reads pairs (core/simd.hpp: no shuffles; lanes hold elements in another order, which
-// a sum does not see), two per step of the four accumulators as the other types read four vectors.
-template <class T, class G> NK_AI inline double run_sum_each(const T* x, int64_t n, G&& each_vector) {
-  using S = Storage<T>;
-  constexpr int N = S::N;
-  double total = 0;
+// One walk over n elements in blocks of kRunBlock (float lanes within a block, double across
+// blocks), four accumulators per quantity: with SUM, sum = sum(xs[0..n)); with CENTRED,
+// s1 = sum(xc - m) and s2 = sum((xc - m)^2). each_vector() runs once per vector of xs read
+// (stream_row writes a vector of another row there). run_sum, run_centered and stream_row's loop
+// are all this walk, so a row's statistics have the same bits whichever loop computed them.
+// bfloat16 reads pairs (core/simd.hpp: no shuffles; the lanes hold the elements in another order,
+// which a sum does not see), two per step of the four accumulators where the other types read four
+// vectors.
+template <class T> struct Quad {
+  V<T> v[4];
+};
+template <class T> NK_AI inline Quad<T> load4(const T* p) {
+  constexpr int N = Storage<T>::N;
   if constexpr (std::is_same_v<T, bfloat16_t>) {
-    for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
-      const int64_t bn = imin(kRunBlock, n - b0);
-      const T* p = x + b0;
-      V<T> a0{}, a1{}, a2{}, a3{};
-      int64_t i = 0;
-      for (; i + 4 * N <= bn; i += 4 * N) {
-        const Bf16Pair u = load_bf16_pair(p + i), v = load_bf16_pair(p + i + 2 * N);
-        a0 += u.even; a1 += u.odd; a2 += v.even; a3 += v.odd;
+    const Bf16Pair u = load_bf16_pair(p), w = load_bf16_pair(p + 2 * N);
+    return {{u.even, u.odd, w.even, w.odd}};
+  } else {
+    return {{Storage<T>::load(p), Storage<T>::load(p + N), Storage<T>::load(p + 2 * N), Storage<T>::load(p + 3 * N)}};
+  }
+}
+template <class T, bool SUM, bool CENTRED, class G>
+NK_AI inline void run_walk(const T* xs, const T* xc, int64_t n, compute_t<T> m, double& sum, double& s1, double& s2,
+                           G&& each_vector) {
+  using C = compute_t<T>;
+  constexpr int N = Storage<T>::N;
+  constexpr bool kPairs = std::is_same_v<T, bfloat16_t>;
+  constexpr int kTail = kPairs ? 2 * N : N;  // elements per step of the tail loop
+  sum = s1 = s2 = 0;
+  for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
+    const int64_t bn = imin(kRunBlock, n - b0);
+    V<T> a[4] = {}, c[4] = {}, q[4] = {};
+    int64_t i = 0;
+    for (; i + 4 * N <= bn; i += 4 * N) {
+      if constexpr (SUM) {
+        const Quad<T> u = load4(xs + b0 + i);
+        for (int j = 0; j < 4; ++j) a[j] += u.v[j];
         each_vector(); each_vector(); each_vector(); each_vector();
       }
-      for (; i < bn; i += 2 * N) {
-        const int64_t k = imin(2 * N, bn - i);
-        const Bf16Pair u = k == 2 * N ? load_bf16_pair(p + i) : load_bf16_pair_partial(p + i, k);  // zero-filled
-        a0 += u.even; a1 += u.odd;
-        each_vector();
-        if (k > N) each_vector();
+      if constexpr (CENTRED) {
+        const Quad<T> u = load4(xc + b0 + i);
+        for (int j = 0; j < 4; ++j) {
+          const V<T> d = u.v[j] - m;
+          c[j] += d;
+          q[j] = fmadd(d, d, q[j]);
+        }
       }
-      total += double(hsum<float>((a0 + a1) + (a2 + a3)));
     }
-    return total;
+    for (; i < bn; i += kTail) {
+      const int64_t k = imin(kTail, bn - i);  // zero-filled past k
+      if constexpr (kPairs) {
+        if constexpr (SUM) {
+          const Bf16Pair u = k == kTail ? load_bf16_pair(xs + b0 + i) : load_bf16_pair_partial(xs + b0 + i, k);
+          a[0] += u.even; a[1] += u.odd;
+          each_vector();
+          if (k > N) each_vector();
+        }
+        if constexpr (CENTRED) {
+          const Bf16Pair u = k == kTail ? load_bf16_pair(xc + b0 + i) : load_bf16_pair_partial(xc + b0 + i, k);
+          const V<T> d0 = keep_first<C>(u.even - m, (k + 1) / 2), d1 = keep_first<C>(u.odd - m, k / 2);  // elements 2j, 2j + 1
+          c[0] += d0; c[1] += d1;
+          q[0] = fmadd(d0, d0, q[0]); q[1] = fmadd(d1, d1, q[1]);
+        }
+      } else {
+        if constexpr (SUM) {
+          a[0] += ld(xs + b0 + i, k);
+          each_vector();
+        }
+        if constexpr (CENTRED) {
+          const V<T> d = keep_first<C>(ld(xc + b0 + i, k) - m, k);
+          c[0] += d;
+          q[0] = fmadd(d, d, q[0]);
+        }
+      }
+    }
+    if constexpr (SUM) sum += double(hsum<C>((a[0] + a[1]) + (a[2] + a[3])));
+    if constexpr (CENTRED) {
+      s1 += double(hsum<C>((c[0] + c[1]) + (c[2] + c[3])));
+      s2 += double(hsum<C>((q[0] + q[1]) + (q[2] + q[3])));
+    }
   }
-  for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
-    const int64_t bn = imin(kRunBlock, n - b0);
-    const T* p = x + b0;
-    V<T> a0{}, a1{}, a2{}, a3{};
-    int64_t i = 0;
-    for (; i + 4 * N <= bn; i += 4 * N) {
-      a0 += S::load(p + i); a1 += S::load(p + i + N); a2 += S::load(p + i + 2 * N); a3 += S::load(p + i + 3 * N);
-      each_vector(); each_vector(); each_vector(); each_vector();
-    }
-    for (; i < bn; i += N) {
-      a0 += ld(p + i, imin(N, bn - i));  // zero-filled tail
-      each_vector();
-    }
-    total += double(hsum<compute_t<T>>((a0 + a1) + (a2 + a3)));
-  }
-  return total;
 }
 template <class T> double run_sum(const T* x, int64_t n) {
-  return run_sum_each<T>(x, n, []() NK_AI {});
+  double sum, s1, s2;
+  run_walk<T, true, false>(x, nullptr, n, compute_t<T>(0), sum, s1, s2, []() NK_AI {});
+  return sum;
 }
-
-// s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n) (four independent accumulator pairs).
+// s1 = sum(x - m), s2 = sum((x - m)^2) over x[0..n).
 template <class T> void run_centered(const T* x, int64_t n, compute_t<T> m, double& s1, double& s2) {
-  using S = Storage<T>;
-  using C = compute_t<T>;
-  constexpr int N = S::N;
-  s1 = 0;
-  s2 = 0;
-  if constexpr (std::is_same_v<T, bfloat16_t>) {  // pairs, as run_sum_each
-    for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
-      const int64_t bn = imin(kRunBlock, n - b0);
-      const T* p = x + b0;
-      V<T> a0{}, a1{}, a2{}, a3{}, q0{}, q1{}, q2{}, q3{};
-      int64_t i = 0;
-      for (; i + 4 * N <= bn; i += 4 * N) {
-        const Bf16Pair u = load_bf16_pair(p + i), v = load_bf16_pair(p + i + 2 * N);
-        const V<T> d0 = u.even - m, d1 = u.odd - m, d2 = v.even - m, d3 = v.odd - m;
-        a0 += d0; a1 += d1; a2 += d2; a3 += d3;
-        q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;
-      }
-      for (; i < bn; i += 2 * N) {
-        const int64_t k = imin(2 * N, bn - i);
-        const Bf16Pair u = k == 2 * N ? load_bf16_pair(p + i) : load_bf16_pair_partial(p + i, k);
-        const V<T> d0 = keep_first<C>(u.even - m, (k + 1) / 2), d1 = keep_first<C>(u.odd - m, k / 2);  // elements 2j, 2j + 1
-        a0 += d0; a1 += d1; q0 += d0 * d0; q1 += d1 * d1;
-      }
-      s1 += double(hsum<C>((a0 + a1) + (a2 + a3)));
-      s2 += double(hsum<C>((q0 + q1) + (q2 + q3)));
-    }
-    return;
-  }
-  for (int64_t b0 = 0; b0 < n; b0 += kRunBlock) {
-    const int64_t bn = imin(kRunBlock, n - b0);
-    const T* p = x + b0;
-    V<T> a0{}, a1{}, a2{}, a3{}, q0{}, q1{}, q2{}, q3{};
-    int64_t i = 0;
-    for (; i + 4 * N <= bn; i += 4 * N) {
-      V<T> d0 = S::load(p + i) - m, d1 = S::load(p + i + N) - m;
-      V<T> d2 = S::load(p + i + 2 * N) - m, d3 = S::load(p + i + 3 * N) - m;
-      a0 += d0; a1 += d1; a2 += d2; a3 += d3;
-      q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;
-    }
-    for (; i < bn; i += N) {
-      const int64_t k = imin(N, bn - i);
-      V<T> d = keep_first<C>(ld(p + i, k) - m, k);
-      a0 += d; q0 += d * d;
-    }
-    s1 += double(hsum<C>((a0 + a1) + (a2 + a3)));
-    s2 += double(hsum<C>((q0 + q1) + (q2 + q3)));
-  }
+  double sum;
+  run_walk<T, false, true>(nullptr, x, n, m, sum, s1, s2, []() NK_AI {});
 }
 
 // ---------------------------------------------------------------- layer norm
@@ -252,17 +241,14 @@ __attribute__((noinline, cold)) void ln_row_wide(const X* x, int64_t d, double e
   *mean = T(s.mean);
   *rstd = rs;
 }
+// Row statistics from mh = T(sum / d) and the centred sums s1, s2 around it (G rows side by side).
 template <class X, int G, class T = compute_t<X>>
-NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
-                                 T* mean, T* rstd, LnRow<T>* p) {
-  double c[G], v[G], rs[G], q[G];
-  for (int g = 0; g < G; ++g) p[g].mh = T(sum[g] * inv_d);
+NK_AI inline void ln_rows_from_sums(const X* x, int64_t xs, int64_t d, const double* s1, const double* s2,
+                                    double inv_d, double eps, T* mean, T* rstd, LnRow<T>* p) {
+  double c[G], v[G], rs[G];
   for (int g = 0; g < G; ++g) {
-    double s1, s2;
-    run_centered<X>(x + g * xs, d, p[g].mh, s1, s2);
-    c[g] = s1 * inv_d;
-    v[g] = (s2 - s1 * c[g]) * inv_d;
-    q[g] = s2;
+    c[g] = s1[g] * inv_d;
+    v[g] = (s2[g] - s1[g] * c[g]) * inv_d;
   }
   for (int g = 0; g < G; ++g) rs[g] = 1.0 / __builtin_sqrt((v[g] < 0 ? 0.0 : v[g]) + eps);
   for (int g = 0; g < G; ++g) {
@@ -272,7 +258,15 @@ NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const double
     rstd[g] = p[g].rs;
   }
   for (int g = 0; g < G; ++g)
-    if (__builtin_expect(wide_needed<T>(q[g], v[g], c[g], eps), 0)) ln_row_wide<X>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
+    if (__builtin_expect(wide_needed<T>(s2[g], v[g], c[g], eps), 0)) ln_row_wide<X>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
+}
+template <class X, int G, class T = compute_t<X>>
+NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
+                                 T* mean, T* rstd, LnRow<T>* p) {
+  double s1[G], s2[G];
+  for (int g = 0; g < G; ++g) p[g].mh = T(sum[g] * inv_d);
+  for (int g = 0; g < G; ++g) run_centered<X>(x + g * xs, d, p[g].mh, s1[g], s2[g]);
+  ln_rows_from_sums<X, G>(x, xs, d, s1, s2, inv_d, eps, mean, rstd, p);
 }
 template <class X, int G, class T = compute_t<X>>
 NK_AI inline void ln_rows_stats(const X* x, int64_t xs, int64_t d, double inv_d, double eps, T* mean, T* rstd,
@@ -283,9 +277,9 @@ NK_AI inline void ln_rows_stats(const X* x, int64_t xs, int64_t d, double inv_d,
 }
 // Streamed rows of a contiguous output (row r + 1 starts where row r ends, rows of at least
 // two vectors; see rows_streamable): row r's y[0..n) = f(i, k) goes out with non-temporal
-// stores only, in the same loop as run_sum(xn, n) of the next row, which is returned
-// (run_sum_each: the same bits). The loop streams DRAM reads and writes together, as a copy
-// does, instead of a read phase and a write phase per row. When y is not vector-aligned, the
+// stores only, in the same loop as run_sum(xn, n) of the next row, which is returned (run_walk:
+// the same bits). The loop streams DRAM reads and writes together, as a copy does, instead of a
+// read phase and a write phase per row. When y is not vector-aligned, the
 // vector line shared by the end of one row and the start of the next is assembled in `line`
 // (pend: elements of the previous row waiting there) and streamed once, instead of two
 // partial cached stores per row (measured: 19.9 vs 13.7 ms for a misaligned vs an aligned
@@ -315,7 +309,8 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
       w += N;
     }
   };
-  const double total = xn ? run_sum_each<T>(xn, n, put) : 0.0;
+  double sum = 0, s1, s2;
+  if (xn) run_walk<T, true, false>(xn, nullptr, n, compute_t<T>(0), sum, s1, s2, put);
   while (w + N <= n) put();
   if (w < n) {
     const int64_t k = n - w;
@@ -326,7 +321,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
       pend = k;
     }
   }
-  return total;
+  return sum;
 }
 // Rows r < rows of y (row pitch ys): y[r][0..n) = f(r, i, k). Streamed rows of a contiguous y
 // go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
@@ -376,23 +371,33 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       }
     }
   }
-  // Streamed rows of a contiguous y: written while the next row is summed (stream_row).
-  const bool fuse = rows_streamable(y, ys, d, stream);
-  alignas(64) X line[Storage<X>::N];
-  int64_t pend = 0;
-  double sum = fuse && r0 < rows ? run_sum<X>(x + r0 * xs, d) : 0.0;
-  for (int64_t r = r0; r < rows; ++r) {
-    const X* xr = x + r * xs;
-    LnRow<T> p;
-    if (fuse) ln_rows_finish<X, 1>(xr, xs, d, &sum, inv_d, eps, mean + r, rstd + r, &p);
-    else ln_rows_stats<X, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
-    auto f = [&](int64_t i, int64_t k) NK_AI {
+  auto out_fn = [&](const X* xr, LnRow<T> p) NK_AI {
+    return [&, xr, p](int64_t i, int64_t k) NK_AI {
       if constexpr (AFF) return ln_out<T, ACT, AFF>(ld(xr + i, k), p, ld(gamma + i, k), ld(beta + i, k), slope);
       else return ln_out<T, ACT, AFF>(ld(xr + i, k), p, V<T>{}, V<T>{}, slope);
     };
-    const bool last = r + 1 == rows;
-    if (fuse) sum = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, f);
-    else write_row<X>(y + r * ys, d, stream, f);
+  };
+  if (rows_streamable(y, ys, d, stream) && r0 < rows) {
+    // Streamed rows of a contiguous y: row r is written in the loop that sums row r + 1
+    // (stream_row); every row's statistics are those of ln_rows_stats. (Centring row r + 1 in the
+    // same loop as well, with the sum of row r + 2, was measured no faster.)
+    alignas(64) X line[Storage<X>::N];
+    int64_t pend = 0;
+    double sum = run_sum<X>(x + r0 * xs, d);
+    for (int64_t r = r0; r < rows; ++r) {
+      const X* xr = x + r * xs;
+      const bool last = r + 1 == rows;
+      LnRow<T> p;
+      ln_rows_finish<X, 1>(xr, xs, d, &sum, inv_d, eps, mean + r, rstd + r, &p);
+      sum = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p));
+    }
+  } else {
+    for (int64_t r = r0; r < rows; ++r) {
+      const X* xr = x + r * xs;
+      LnRow<T> p;
+      ln_rows_stats<X, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
+      write_row<X>(y + r * ys, d, stream, out_fn(xr, p));
+    }
   }
   if (stream) stream_fence();
 }
