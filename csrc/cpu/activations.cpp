@@ -110,10 +110,13 @@ void leaky_bwd(const void* const* in, void* out, int64_t n, const void* p, bool 
                 [slope](V<T> dout, V<T> x) { return x > C<T>(0) ? dout : dout * slope; });
 }
 
-// sigmoid: y = 1 / (1 + exp(-x)), evaluated without overflow (core/vmath.hpp)
+// sigmoid: y = 1 / (1 + exp(-x)), evaluated without overflow (core/vmath.hpp; a shorter exp on 16-bit storage)
 template <class T>
 void sigmoid_fwd(const void* const* in, void* out, int64_t n, const void*, bool stream) {
-  map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream, [](V<T> x) { return vsigmoid<C<T>>(x); });
+  map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream, [](V<T> x) {
+    if constexpr (sizeof(T) == 2) return vsigmoid_16bit(x);  // accurate to the 16-bit result
+    else return vsigmoid<C<T>>(x);
+  });
 }
 
 // sigmoid backward from the output: dx = dout * y * (1 - y)
