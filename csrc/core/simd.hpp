@@ -425,8 +425,7 @@ template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f
 // float32 is "the 16 bits in the high half", so the even elements are word << 16 and the odd ones
 // word & 0xFFFF0000 (one integer operation each, against a zero-extension shuffle and a shift per
 // N elements for Storage::load). Code that does not care which lane holds which element (the
-// elementwise kernels, sums) or that reads its other operands in the same order (a pair of
-// float32 vectors from pair_params) uses it. Rounding back gives each element the bits
+// elementwise kernels, sums) uses it. Rounding back gives each element the bits
 // narrow_bf16 gives it: with AVX-512 BF16 one VCVTNE2PS2BF16 for both vectors and one word
 // permutation back to memory order (the rare pair holding a float32 subnormal takes the integer
 // rounding, as narrow_bf16); otherwise the integer rounding of both and one shift-or.
@@ -489,21 +488,6 @@ inline void stream_bf16_pair(bfloat16_t* p, Bf16Pair v) {
   const U32V w = narrow_bf16_pair(v);
   Simd<float>::stream(reinterpret_cast<float*>(p), float_of(w));
 }
-// Float32 operands in pair order: for each run of kBf16PairElems floats of src, its even elements
-// then its odd ones (the lanes of load_bf16_pair's even and odd vectors), n a multiple of
-// kBf16PairElems. For arrays read once per row (layer-norm gamma and beta): laid out once per call.
-inline void pair_order(const float* src, float* dst, int64_t n) {
-  constexpr int64_t h = Simd<float>::N;
-  for (int64_t b = 0; b < n; b += 2 * h)
-    for (int64_t j = 0; j < h; ++j) {
-      dst[b + j] = src[b + 2 * j];
-      dst[b + h + j] = src[b + 2 * j + 1];
-    }
-}
-inline Bf16Pair load_pair_ordered(const float* p) {
-  return {Simd<float>::load(p), Simd<float>::load(p + Simd<float>::N)};
-}
-
 template <class T> using compute_t = compute_of_t<T>;
 static_assert(sizeof(compute_t<bfloat16_t>) == sizeof(Storage<bfloat16_t>::C), "one compute type per storage type");
 
