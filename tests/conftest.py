@@ -33,6 +33,24 @@ def expected_half_bits(f32, dtype):
     return bits
 
 
+
+def torch_of(a):
+    """A torch CPU tensor over a NumPy array's memory (torch.from_numpy; ml_dtypes.bfloat16 through
+    an int16 view, since torch.from_numpy has no bfloat16)."""
+    import torch
+
+    if a.dtype == np.dtype(ml_dtypes.bfloat16):
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def numpy_of(t):
+    """A host NumPy copy of a tensor's values (torch.bfloat16 as ml_dtypes.bfloat16)."""
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16) if t.dtype == torch.bfloat16 else t.numpy()
+
 # Sizes that exercise vector tails, single elements and multi-chunk parallel paths.
 AWKWARD_SIZES = [0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 63, 65, 127, 257, 1021, 4099, 65537, 100003]
 

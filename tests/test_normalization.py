@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import numpy_of, torch_of
 from isolated import assert_clean_exit, run_isolated
 from tolerances import BF16, F16, TOL, TOL_REDUCTION, assert_close, assert_within_ulps
 
@@ -1066,12 +1067,14 @@ def test_against_torch():
 # and every value is bitwise the NumPy call's.
 
 def _t(a):
-    torch = pytest.importorskip("torch")
-    return None if a is None else torch.from_numpy(np.array(a, copy=True))
+    """A torch CPU tensor with a's values (ml_dtypes.bfloat16 as torch.bfloat16), None for None."""
+    pytest.importorskip("torch")
+    return None if a is None else torch_of(np.array(a, copy=True))
 
 
 def _same(result, expect):
-    """result (a tensor or a tuple of them, None where expect is None) bitwise equals expect."""
+    """result (a tensor or a tuple of them, None / an int where expect is one) bitwise equals expect,
+    tensor dtypes following expect's (ml_dtypes.bfloat16 as torch.bfloat16)."""
     torch = pytest.importorskip("torch")
     if isinstance(expect, tuple):
         assert isinstance(result, tuple) and len(result) == len(expect)
@@ -1085,9 +1088,10 @@ def _same(result, expect):
         assert result == expect and type(result) is int
         return
     assert isinstance(result, torch.Tensor), type(result)
-    assert result.dtype == torch.from_numpy(np.asarray(expect)).dtype and tuple(result.shape) == expect.shape
-    np.testing.assert_array_equal(result.numpy(), expect, strict=True)
-    assert result.numpy().tobytes() == np.ascontiguousarray(expect).tobytes()
+    assert result.dtype == _t(np.empty(0, expect.dtype)).dtype and tuple(result.shape) == expect.shape
+    got = numpy_of(result)
+    np.testing.assert_array_equal(got, expect, strict=True)
+    assert got.tobytes() == np.ascontiguousarray(expect).tobytes()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1217,38 +1221,6 @@ def test_torch_cpu_modules():
 # ---- 16-bit storage with torch CPU tensors: torch.bfloat16 / float16 in, the same dtype out, bitwise
 # the NumPy call (ml_dtypes.bfloat16 / float16 arrays over the same bits)
 
-def _t16(a):
-    """A torch CPU tensor with a's values (float16 / ml_dtypes.bfloat16 as torch.float16 / bfloat16)."""
-    torch = pytest.importorskip("torch")
-    if a is None:
-        return None
-    a = np.array(a, copy=True)
-    if a.dtype == BF16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def _same16(result, expect):
-    """result (tensors, None, ints, tuples) bitwise equals expect, tensor dtypes following expect's."""
-    torch = pytest.importorskip("torch")
-    if isinstance(expect, tuple):
-        assert isinstance(result, tuple) and len(result) == len(expect)
-        for r, e in zip(result, expect):
-            _same16(r, e)
-        return
-    if expect is None or isinstance(expect, int):
-        assert result == expect
-        return
-    assert isinstance(result, torch.Tensor), type(result)
-    tdt = {BF16: torch.bfloat16, F16: torch.float16}.get(expect.dtype) or torch.from_numpy(expect[:0]).dtype
-    assert result.dtype == tdt and tuple(result.shape) == expect.shape
-    if expect.dtype == BF16:
-        got = result.contiguous().view(torch.int16).numpy().view(BF16)
-    else:
-        got = result.contiguous().numpy()
-    assert got.tobytes() == np.ascontiguousarray(expect).tobytes()
-
-
 @pytest.mark.parametrize("pdtype", ["storage", "float32"])
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_torch_cpu_16bit_layernorm_bitwise(dtype, pdtype):
@@ -1259,19 +1231,19 @@ def test_torch_cpu_16bit_layernorm_bitwise(dtype, pdtype):
     kw = dict(activation="leaky_relu", negative_slope=0.2)
     fwd = nk.layernorm_forward(x, g, b, **kw)
     assert fwd[0].dtype == dtype and fwd[1].dtype == np.float32
-    _same16(nk.layernorm_forward(_t16(x), _t16(g), _t16(b), **kw), fwd)
+    _same(nk.layernorm_forward(_t(x), _t(g), _t(b), **kw), fwd)
     y, m, r = fwd
     bwd = nk.layernorm_backward(dout, x, g, m, r, y=y, **kw)
     assert bwd[1].dtype == pdt
-    gp = torch.nn.Parameter(_t16(g))  # a parameter that requires grad, read in place
-    _same16(nk.layernorm_backward(_t16(dout), _t16(x), gp, _t16(m), _t16(r), y=_t16(y), **kw), bwd)
+    gp = torch.nn.Parameter(_t(g))  # a parameter that requires grad, read in place
+    _same(nk.layernorm_backward(_t(dout), _t(x), gp, _t(m), _t(r), y=_t(y), **kw), bwd)
     assert gp.grad is None
-    out = _t16(np.zeros_like(x))
-    assert nk.layernorm_forward(_t16(x), _t16(g), _t16(b), out=out, **kw)[0] is out
-    _same16(out, y)
-    xt = _t16(x)
+    out = _t(np.zeros_like(x))
+    assert nk.layernorm_forward(_t(x), _t(g), _t(b), out=out, **kw)[0] is out
+    _same(out, y)
+    xt = _t(x)
     assert nk.layernorm_forward(xt, g, b, out=xt, **kw)[0] is xt  # NumPy gamma/beta, in place on the tensor
-    _same16(xt, y)
+    _same(xt, y)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -1323,37 +1295,37 @@ def test_torch_cpu_16bit_batchnorm_bitwise(shape, dtype, pdtype):
     g, b = _half_data((c,), pdt, 262), _half_data((c,), pdt, 263)
     kw = dict(activation="relu")
     rm, rv = np.zeros(c, pdt), np.ones(c, pdt)
-    trm, trv = _t16(rm), _t16(rv)
+    trm, trv = _t(rm), _t(rv)
     fwd = nk.batchnorm_forward(x, g, b, running_mean=rm, running_var=rv, **kw)
-    _same16(nk.batchnorm_forward(_t16(x), _t16(g), _t16(b), running_mean=trm, running_var=trv, **kw), fwd)
-    _same16(trm, rm)  # running statistics tensors (float32 or x's dtype) updated in place
-    _same16(trv, rv)
-    _same16(nk.batchnorm_forward(_t16(x), _t16(g), _t16(b), training=False, running_mean=trm, running_var=trv, **kw),
+    _same(nk.batchnorm_forward(_t(x), _t(g), _t(b), running_mean=trm, running_var=trv, **kw), fwd)
+    _same(trm, rm)  # running statistics tensors (float32 or x's dtype) updated in place
+    _same(trv, rv)
+    _same(nk.batchnorm_forward(_t(x), _t(g), _t(b), training=False, running_mean=trm, running_var=trv, **kw),
             nk.batchnorm_forward(x, g, b, training=False, running_mean=rm, running_var=rv, **kw))
     y, m, r = fwd
     bwd = nk.batchnorm_backward(dout, x, g, m, r, y=y, **kw)
     assert bwd[0].dtype == dtype and bwd[1].dtype == pdt
-    _same16(nk.batchnorm_backward(_t16(dout), _t16(x), _t16(g), _t16(m), _t16(r), y=_t16(y), **kw), bwd)
+    _same(nk.batchnorm_backward(_t(dout), _t(x), _t(g), _t(m), _t(r), y=_t(y), **kw), bwd)
     n, mean, m2 = nk.batchnorm_stats(x)
-    _same16(nk.batchnorm_stats(_t16(x)), (n, mean, m2))
-    _same16(nk.batchnorm_normalize(_t16(x), _t16(mean), _t16(r), _t16(g), _t16(b), **kw),
+    _same(nk.batchnorm_stats(_t(x)), (n, mean, m2))
+    _same(nk.batchnorm_normalize(_t(x), _t(mean), _t(r), _t(g), _t(b), **kw),
             nk.batchnorm_normalize(x, mean, r, g, b, **kw))
     sg, sgx = nk.batchnorm_backward_reduce(dout, x, mean, r, y=y, **kw)
     assert sg.dtype == sgx.dtype == np.float32
-    _same16(nk.batchnorm_backward_reduce(_t16(dout), _t16(x), _t16(mean), _t16(r), y=_t16(y), **kw), (sg, sgx))
-    _same16(nk.batchnorm_backward_elemt(_t16(dout), _t16(x), _t16(g), _t16(mean), _t16(r), _t16(sg), _t16(sgx), n,
-                                        y=_t16(y), **kw),
+    _same(nk.batchnorm_backward_reduce(_t(dout), _t(x), _t(mean), _t(r), y=_t(y), **kw), (sg, sgx))
+    _same(nk.batchnorm_backward_elemt(_t(dout), _t(x), _t(g), _t(mean), _t(r), _t(sg), _t(sgx), n,
+                                        y=_t(y), **kw),
             nk.batchnorm_backward_elemt(dout, x, g, mean, r, sg, sgx, n, y=y, **kw))
-    d = _t16(dout)
-    assert nk.batchnorm_backward(d, _t16(x), _t16(g), _t16(m), _t16(r), y=_t16(y), out=d, **kw)[0] is d  # dx over dout
-    _same16(d, bwd[0])
+    d = _t(dout)
+    assert nk.batchnorm_backward(d, _t(x), _t(g), _t(m), _t(r), y=_t(y), out=d, **kw)[0] is d  # dx over dout
+    _same(d, bwd[0])
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_torch_cpu_16bit_refusals(dtype):
     """The NumPy call's refusals, for tensors: float64 parameters, 16-bit statistics given back."""
     torch = pytest.importorskip("torch")
-    x = _t16(_half_data((6, 3), dtype, 270))
+    x = _t(_half_data((6, 3), dtype, 270))
     with pytest.raises(ValueError, match=rf"^gamma: expected float32 or {dtype} \(the dtype of x\) for {dtype} x, "
                                          "got float64"):
         nk.batchnorm_forward(x, torch.ones(3, dtype=torch.float64))
@@ -1376,13 +1348,13 @@ def test_torch_cpu_16bit_modules(pdtype):
         a, b = nk.BatchNorm(3, activation="relu", dtype=pdtype), nk.BatchNorm(3, activation="relu", dtype=pdtype)
         if mode == "eval":
             a.eval(), b.eval()
-        _same16(b.forward(_t16(x)), a.forward(x))
-        _same16(b.backward(_t16(dout)), a.backward(dout))
+        _same(b.forward(_t(x)), a.forward(x))
+        _same(b.backward(_t(dout)), a.backward(dout))
         for u, v in ((a.running_mean, b.running_mean), (a.running_var, b.running_var), (a.dgamma, b.dgamma)):
             assert u.dtype == v.dtype == pdtype and u.tobytes() == v.tobytes()
     la, lb = nk.LayerNorm(5, dtype=pdtype), nk.LayerNorm(5, dtype=pdtype)
-    _same16(lb.forward(_t16(x)), la.forward(x))
-    _same16(lb.backward(_t16(dout)), la.backward(dout))
+    _same(lb.forward(_t(x)), la.forward(x))
+    _same(lb.backward(_t(dout)), la.backward(dout))
     assert lb.dgamma.dtype == pdtype and lb.dgamma.tobytes() == la.dgamma.tobytes()
 
 
@@ -1515,13 +1487,6 @@ def _cuda_torch_or_skip():
     return torch
 
 
-def _np16(t):
-    """A host NumPy copy of a tensor (bfloat16 as ml_dtypes.bfloat16)."""
-    torch = pytest.importorskip("torch")
-    t = t.detach().cpu().contiguous()
-    return t.view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.numpy()
-
-
 @pytest.mark.parametrize("pdtype", ["storage", "float32"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_gpu_16bit_matches_cpu(dtype, pdtype):
@@ -1538,15 +1503,15 @@ def test_gpu_16bit_matches_cpu(dtype, pdtype):
 
     def close(g, c, dt, scale=1.0):
         assert g.is_cuda and g.dtype == c.dtype, (g.dtype, c.dtype)
-        assert_close(_np16(g).astype(np.float64), _np16(c).astype(np.float64), dt, table=tab,
+        assert_close(numpy_of(g).astype(np.float64), numpy_of(c).astype(np.float64), dt, table=tab,
                      atol=10 * tab[np.dtype(dt)]["rtol"] * scale)
 
     kw = dict(activation="leaky_relu", negative_slope=0.1)
     for shape in [(33, 70), (4, 3, 9, 11), (5, 6, 100), (64, 1031)]:
         c = shape[1]
-        x = _t16(_half_data(shape, npdt, 400, loc=3.0))
-        dout = _t16(_half_data(shape, npdt, 401))
-        g, b = _t16(_half_data((c,), pdt, 402)), _t16(_half_data((c,), pdt, 403))
+        x = _t(_half_data(shape, npdt, 400, loc=3.0))
+        dout = _t(_half_data(shape, npdt, 401))
+        g, b = _t(_half_data((c,), pdt, 402)), _t(_half_data((c,), pdt, 403))
         for xs, ds in ((x, dout), (x[:, ::2], dout[:, ::2])):  # contiguous and strided (copied on the device)
             cs = xs.shape[1]
             gs, bs = g[:cs].contiguous(), b[:cs].contiguous()
@@ -1587,7 +1552,7 @@ def test_gpu_16bit_matches_cpu(dtype, pdtype):
                   nk.batchnorm_backward_elemt(ds, xs, gs, cmean, r, csg, csgx, n, y=y, **kw), npdt)
             # layer norm over the last axis
             d = xs.shape[-1]
-            gl, bl = _t16(_half_data((d,), pdt, 404)), _t16(_half_data((d,), pdt, 405))
+            gl, bl = _t(_half_data((d,), pdt, 404)), _t(_half_data((d,), pdt, 405))
             cl = nk.layernorm_forward(xs, gl, bl, **kw)
             gl_ = nk.layernorm_forward(xs.cuda(), gl.cuda(), bl.cuda(), **kw)
             assert gl_[1].dtype == torch.float32 and gl_[0].dtype == tdt

@@ -6,6 +6,7 @@ import pytest
 
 import nnkernels as nk
 from nnkernels import optim
+from conftest import numpy_of, torch_of
 from isolated import assert_clean_exit, run_isolated
 from tolerances import assert_close
 
@@ -363,16 +364,6 @@ def test_16bit_class_arguments_refused(make, exc, msg):
         make()
 
 
-def _t16(torch, a):
-    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == BF16 else torch.from_numpy(a)
-
-
-def _n16(t):
-    import torch
-
-    return t.detach().view(torch.int16).numpy().view(BF16) if t.dtype == torch.bfloat16 else t.detach().numpy()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 @pytest.mark.parametrize("mode", ["master", "stochastic", "nearest"])
 @pytest.mark.parametrize("dtype", [BF16, F16], ids=str)
@@ -384,7 +375,7 @@ def test_16bit_torch_cpu_params_bitwise_numpy(case, mode, dtype):
     name, kw = case[0], case[1]
     rng = np.random.default_rng(4)
     p16 = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    tp = [torch.nn.Parameter(_t16(torch, p.copy())) for p in p16]
+    tp = [torch.nn.Parameter(torch_of(p.copy())) for p in p16]
     extra = {"master": dict(master_params=True), "stochastic": dict(stochastic_rounding=True, seed=77),
              "nearest": {}}[mode]
     opt = getattr(optim, name)(p16, **kw, **extra)
@@ -394,25 +385,25 @@ def test_16bit_torch_cpu_params_bitwise_numpy(case, mode, dtype):
     for _ in range(5):
         g = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
         opt.step(g)
-        topt.step([_t16(torch, x.copy()) for x in g])
+        topt.step([torch_of(x.copy()) for x in g])
     for a, b in zip(p16, tp):
         assert b.dtype == getattr(torch, dtype.name)
-        np.testing.assert_array_equal(_u16(_n16(b)), _u16(a))
+        np.testing.assert_array_equal(_u16(numpy_of(b)), _u16(a))
     sd, tsd = opt.state_dict(), topt.state_dict()
     assert sd.keys() == tsd.keys()
     for k, v in sd.items():
         if isinstance(v, np.ndarray) and v.ndim:
             assert tsd[k].dtype == v.dtype
             np.testing.assert_array_equal(tsd[k].view(np.uint8), v.view(np.uint8))
-    fresh = [torch.nn.Parameter(_t16(torch, p.copy())) for p in p16]
+    fresh = [torch.nn.Parameter(torch_of(p.copy())) for p in p16]
     again = getattr(optim, name)(fresh, **kw, **extra)
     again.load_state_dict(tsd)
     g = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
     opt.step(g)
-    again.step([_t16(torch, x.copy()) for x in g])
+    again.step([torch_of(x.copy()) for x in g])
     if mode == "master":  # the params follow the loaded master copies
         for a, b in zip(p16, fresh):
-            np.testing.assert_array_equal(_u16(_n16(b)), _u16(a))
+            np.testing.assert_array_equal(_u16(numpy_of(b)), _u16(a))
 
 
 def test_16bit_torch_bfloat16_state_dtype():

@@ -10,6 +10,7 @@ import pytest
 
 import nnkernels as nk
 from nnkernels import reference as ref
+from conftest import numpy_of, torch_of
 from isolated import assert_clean_exit, run_isolated
 from tolerances import TOL_REDUCTION, assert_close
 
@@ -874,19 +875,6 @@ def test_16bit_and_float32_tensors_in_one_call():
         np.testing.assert_array_equal(_bits(a), _bits(b.astype(a.dtype)))
 
 
-def _t16(torch, a):
-    """A torch CPU tensor sharing a NumPy array's memory (ml_dtypes.bfloat16 / float16 / float32 arrays)."""
-    if a.dtype == BF16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def _n16(t, dtype):
-    import torch
-
-    return t.detach().view(torch.int16).numpy().view(dtype) if t.dtype == torch.bfloat16 else t.detach().numpy()
-
-
 _TORCH_16_CASES = [(n, m) for n in ("sgd_momentum_max", "adagrad", "rmsprop", "adam", "adamw_amsgrad_max", "ema")
                    for m in ("nearest", "master", "stochastic", "storage_states") if not (n == "ema" and m == "master")]
 
@@ -899,8 +887,8 @@ def test_16bit_torch_cpu_tensors_bitwise_numpy(name, mode, dtype):
     torch = pytest.importorskip("torch")
     sd = dtype if mode == "storage_states" else np.dtype(np.float32)
     params, state, grads = _half_setup(dtype, sd, seed=7)
-    tparams = [torch.nn.Parameter(_t16(torch, p.copy())) for p in params]
-    tstate = {k: [_t16(torch, a.copy()) for a in v] for k, v in state.items()}
+    tparams = [torch.nn.Parameter(torch_of(p.copy())) for p in params]
+    tstate = {k: [torch_of(a.copy()) for a in v] for k, v in state.items()}
     master = [p.astype(np.float32) for p in params] if mode == "master" else None
     tmaster = [torch.from_numpy(m.copy()) for m in master] if master else None
     for t, g in enumerate(grads, start=1):
@@ -912,14 +900,14 @@ def test_16bit_torch_cpu_tensors_bitwise_numpy(name, mode, dtype):
             assert _call_kw(name, tstate["exp_avg"], tparams, None, t, **extra) is None
             continue
         _call_kw(name, params, g, state, t, **dict(extra, **({"master_params": master} if master else {})))
-        tg = [_t16(torch, x.copy()) for x in g]
+        tg = [torch_of(x.copy()) for x in g]
         _call_kw(name, tparams, tg, tstate, t, **dict(extra, **({"master_params": tmaster} if tmaster else {})))
     for a, b in zip(params, tparams):
         assert b.dtype == getattr(torch, dtype.name) and b.requires_grad
-        np.testing.assert_array_equal(_bits(_n16(b, dtype)), _bits(a))
+        np.testing.assert_array_equal(_bits(numpy_of(b)), _bits(a))
     for k in CONFIGS[name][0] if name != "ema" else ("exp_avg",):
         for a, b in zip(state[k], tstate[k]):
-            np.testing.assert_array_equal(_bits(_n16(b, sd)), _bits(a))
+            np.testing.assert_array_equal(_bits(numpy_of(b)), _bits(a))
     if master:
         for a, b in zip(master, tmaster):
             np.testing.assert_array_equal(_bits(b.numpy()), _bits(a))
@@ -929,10 +917,10 @@ def test_16bit_torch_cpu_clip_grad_norm_and_refusals():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(8)
     g = [(rng.standard_normal(s) * 3).astype(BF16) for s in MIXED_SIZES]
-    tg = [_t16(torch, x.copy()) for x in g]
+    tg = [torch_of(x.copy()) for x in g]
     assert nk.clip_grad_norm(tg, 1.0) == nk.clip_grad_norm(g, 1.0)
     for a, b in zip(g, tg):
-        np.testing.assert_array_equal(_bits(_n16(b, BF16)), _bits(a))
+        np.testing.assert_array_equal(_bits(numpy_of(b)), _bits(a))
     p = torch.ones(4, dtype=torch.bfloat16)
     for call, exc, msg in [
         (lambda: nk.sgd_step(p, torch.ones(4), lr=0.1), TypeError, r"grads: expected the dtype of params \(bfloat16\)"),
@@ -956,7 +944,7 @@ def _torch_cuda():
 
 
 def _cuda16(torch, a):
-    return _t16(torch, np.ascontiguousarray(a).copy()).cuda()
+    return torch_of(np.ascontiguousarray(a).copy()).cuda()
 
 
 def _fma_level():
@@ -1004,10 +992,10 @@ def test_gpu_16bit_bitwise_cpu_fma_level(name, mode, dtype):
     torch.cuda.synchronize()
     for a, b in zip(params, gparams):
         assert b.is_cuda and b.dtype == getattr(torch, dtype.name)
-        np.testing.assert_array_equal(_bits(_n16(b.cpu(), dtype)), _bits(a))
+        np.testing.assert_array_equal(_bits(numpy_of(b)), _bits(a))
     for k in CONFIGS[name][0] if name != "ema" else ("exp_avg",):
         for a, b in zip(state[k], gstate[k]):
-            np.testing.assert_array_equal(_bits(_n16(b.cpu(), sd)), _bits(a))
+            np.testing.assert_array_equal(_bits(numpy_of(b)), _bits(a))
     for a, b in zip(master or [], gmaster or []):
         np.testing.assert_array_equal(_bits(b.cpu().numpy()), _bits(a))
 
@@ -1042,7 +1030,7 @@ def test_gpu_float32_bitwise_cpu_fma_level_and_master_follows_it(name):
     torch.cuda.synchronize()
     for a, m, p in zip(runs[np.float32], gmaster, gp16):
         np.testing.assert_array_equal(_bits(m.cpu().numpy()), _bits(a))
-        np.testing.assert_array_equal(_bits(_n16(p.cpu(), BF16)), _bits(a.astype(BF16)))
+        np.testing.assert_array_equal(_bits(numpy_of(p)), _bits(a.astype(BF16)))
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
@@ -1057,7 +1045,7 @@ def test_gpu_16bit_clip_grad_norm(dtype):
     np.testing.assert_allclose(float(n_gpu), n_cpu, rtol=1e-12)  # exact squares, summed in another order
     for a, b in zip(g, gg):
         assert b.dtype == getattr(torch, dtype.name)
-        np.testing.assert_allclose(_n16(b.cpu(), dtype).astype(np.float32), a.astype(np.float32), rtol=2 ** -7)
+        np.testing.assert_allclose(numpy_of(b).astype(np.float32), a.astype(np.float32), rtol=2 ** -7)
 
 
 def test_float32_multiply_adds_round_once_at_every_level(isa):
