@@ -22,6 +22,12 @@ constexpr int kVecBytes = 32;
 constexpr int kVecBytes = 16;
 #endif
 
+// Forced inlining, for loop bodies written as lambdas or functors and called from several sites
+// (full vectors, head, tail): inlined, the compiler folds k == N into plain vector loads/stores,
+// and keeps the vectors in registers (GCC left AdamCore::operator() out of line, its vectors
+// passed through memory: 0.35 -> 0.64 ns per element in cache, measured).
+#define NK_AI __attribute__((always_inline))
+
 template <class T> struct IntOf;
 template <> struct IntOf<float> { using type = int32_t; };
 template <> struct IntOf<double> { using type = int64_t; };

@@ -39,9 +39,7 @@ constexpr int64_t kLnGroupMaxD = 512;  // layer-norm rows up to this length are 
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Loop bodies are lambdas called from several sites (full vectors, head, tail): forcing them
-// inline lets the compiler fold k == N into plain vector loads/stores in the main loops.
-#define NK_AI __attribute__((always_inline))
+// Loop bodies are lambdas called from several sites (full vectors, head, tail): NK_AI (core/simd.hpp).
 
 template <class T> NK_AI inline V<T> splat(T s) { return Simd<T>::splat(s); }
 template <class X> NK_AI inline V<X> ld(const X* p, int64_t k) {

@@ -36,10 +36,8 @@ namespace {
 
 template <class T> using V = typename Simd<compute_t<T>>::V;
 
-// The update cores and the per-vector body are inlined into the vector loop: GCC kept
-// AdamCore::operator() out of line (a call per vector, its vectors passed through memory),
-// which doubled Adam's time per element in cache (0.35 -> 0.64 ns, measured).
-#define NK_OPT_AI __attribute__((always_inline))
+// The update cores and the per-vector body are inlined into the vector loop (NK_AI, core/simd.hpp:
+// out of line, Adam took twice the time per element).
 
 // Full vectors use plain loads/stores; the tail goes through the same vector code with
 // partial loads/stores, so an element's result never depends on where a chunk starts.
@@ -136,7 +134,7 @@ inline void st_stochastic(X* p, V<float> v, int64_t k, Tag, int64_t index, const
 template <class C, bool WD> struct SgdCore {
   C lr, wd, gs;
   static constexpr int kStates = 0;
-  inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>*) const {
+  inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>*) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
     pv = fmadd_once(Simd<C>::splat(-lr), d, pv);
@@ -151,7 +149,7 @@ template <class C, bool WD> struct SgdCore {
 template <class C, bool WD, bool NESTEROV> struct SgdMomentumCore {
   C lr, wd, mu, one_minus_damp, gs;
   static constexpr int kStates = 1;
-  inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
+  inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     const V<C> vmu = Simd<C>::splat(mu);
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
@@ -169,7 +167,7 @@ template <class C, bool WD, bool NESTEROV> struct SgdMomentumCore {
 template <class C, bool WD> struct AdagradCore {
   C lr, wd, eps, gs;
   static constexpr int kStates = 1;
-  inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
+  inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
     const V<C> sv = fmadd_once(d, d, s[0]);
@@ -186,7 +184,7 @@ template <class C, bool WD> struct AdagradCore {
 template <class C, bool WD, bool IN_SQRT> struct RmspropCore {
   C lr, wd, alpha, one_minus_alpha, eps, gs;
   static constexpr int kStates = 1;
-  inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
+  inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
     const V<C> vv = fmadd_once(Simd<C>::splat(alpha), s[0], one_minus_alpha * (d * d));
@@ -207,7 +205,7 @@ template <class C, int WD, bool AMS>  // WD: 0 none, 1 coupled (L2), 2 decoupled
 struct AdamCore {
   C wd, shrink, omb1, b2, omb2, step_size, ibc2, eps, gs;
   static constexpr int kStates = AMS ? 3 : 2;  // exp_avg, exp_avg_sq[, max_exp_avg_sq]
-  inline NK_OPT_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
+  inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD == 1) d = d + wd * pv;
     const V<C> mv = fmadd_once(Simd<C>::splat(omb1), d - s[0], s[0]);
@@ -238,7 +236,7 @@ inline void param_update(void* const* ptr, int64_t n, const OptimHyper* h, int64
   float* master = ROUND == kRoundMaster ? static_cast<float*>(ptr[2]) : nullptr;
   S* st_ptr[NS > 0 ? NS : 1] = {};
   for (int j = 0; j < NS; ++j) st_ptr[j] = static_cast<S*>(ptr[s0 + j]);
-  auto body = [&](int64_t i, int64_t k, auto tag) NK_OPT_AI {
+  auto body = [&](int64_t i, int64_t k, auto tag) NK_AI {
     V<C> pv;
     if constexpr (ROUND == kRoundMaster) pv = ld(master + i, k, tag);
     else pv = ld(p + i, k, tag);
