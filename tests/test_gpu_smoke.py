@@ -161,6 +161,9 @@ def _optimizer(name):
                 nk.adagrad_step(params, grads, states[0], lr=0.05)
             elif name == "rmsprop":
                 nk.rmsprop_step(params, grads, states[0], lr=0.01, alpha=0.9)
+            elif name == "rmsprop_centered_momentum":  # three states, the five-operand RMSprop kernel
+                nk.rmsprop_step(params, grads, states[0], lr=0.01, alpha=0.9, centered=True, grad_avg=states[1],
+                                momentum=0.9, velocity=states[2])
             elif name in ("adam", "adamw"):
                 nk.adam_step(params, grads, states[0], states[1], step=step, lr=0.01, weight_decay=0.01,
                              decoupled_weight_decay=name == "adamw")
@@ -227,8 +230,8 @@ CASES = {
     "batchnorm": _batchnorm,
     "batchnorm_eval": _batchnorm_eval,
     "batchnorm_split": _batchnorm_split,
-    **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw",
-                                           "adam_amsgrad_maximize", "ema")},
+    **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "rmsprop_centered_momentum",
+                                           "adam", "adamw", "adam_amsgrad_maximize", "ema")},
     "clip_grad_norm": _clip_grad_norm,
     # float16 storage (issue 15)
     "softmax_cross_entropy_16bit": _softmax_cross_entropy_16bit,
@@ -262,7 +265,8 @@ CASE_TOL = {  # case -> {output: kind}, "*" for every other output; cases not li
 }
 
 _ACT = ("relu", "leaky_relu", "sigmoid", "tanh")
-_OPT = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adam", "adamw", "adam_amsgrad_maximize", "ema")
+_OPT = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "rmsprop_centered_momentum", "adam", "adamw",
+        "adam_amsgrad_maximize", "ema")
 _LN = ("layernorm", "layernorm_leaky_relu")
 KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cuda and the GPU paths)
     "elementwise_kernel": _ACT, "elementwise_vec_kernel": _ACT,

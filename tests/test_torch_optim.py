@@ -26,6 +26,9 @@ CONFIGS = [
     ("AdamW", dict(lr=0.02, weight_decay=0.3, amsgrad=True, maximize=True)),
     ("RMSprop", dict(lr=0.01)),
     ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1, maximize=True)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+    ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.5, weight_decay=0.1, maximize=True)),
+    ("RMSprop", dict(lr=0.01, centered=True, eps=1e-6)),
     ("Adagrad", dict(lr=0.1)),
     ("Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.2, maximize=True)),
 ]
@@ -73,7 +76,10 @@ def _assert_same(opt_a, opt_b, a, b):
         for k in sa:
             if isinstance(sa[k], torch.Tensor):
                 assert sb[k].dtype == sa[k].dtype and sb[k].shape == sa[k].shape, k
-                torch.testing.assert_close(sb[k], sa[k], **tol, msg=k)
+                # atol in units of the state's scale: a momentum buffer summing d/den terms reaches ~20, and
+                # where its terms cancel an element keeps the absolute rounding error of that scale
+                scale = max(1.0, sa[k].abs().max().item()) if sa[k].numel() else 1.0
+                torch.testing.assert_close(sb[k], sa[k], rtol=tol["rtol"], atol=tol["atol"] * scale, msg=k)
             else:
                 assert sb[k] == sa[k], k
 
@@ -146,8 +152,7 @@ def test_updates_bump_autograd_version_counters():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda p: nkt.optim.RMSprop(p, momentum=0.9), "^momentum"),
-    (lambda p: nkt.optim.RMSprop(p, centered=True), "^centered"),
+    (lambda p: nkt.optim.RMSprop(p, momentum=-0.9), "^momentum"),
     (lambda p: nkt.optim.Adam(p, capturable=True), "^capturable"),
     (lambda p: nkt.optim.SGD(p, lr=0.1, differentiable=True), "^differentiable"),
     (lambda p: nkt.optim.Adam(p, lr=-1.0), "^lr"),
@@ -250,6 +255,7 @@ _SHARED = [("SGD", dict(lr=0.05, momentum=0.9, dampening=0.2, weight_decay=0.01)
            ("Adam", dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1), {}),
            ("AdamW", dict(lr=0.01), {}),
            ("RMSprop", dict(lr=0.01, alpha=0.9, weight_decay=0.1), {}),
+           ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.5, centered=True), {}),
            ("Adagrad", dict(lr=0.1, weight_decay=0.1, initial_accumulator_value=0.2), {})]
 
 

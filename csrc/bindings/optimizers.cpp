@@ -357,7 +357,7 @@ OptimHyper adagrad_hyper(py::handle lr, py::handle eps, py::handle weight_decay,
   return h;
 }
 OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::handle weight_decay,
-                         py::handle eps_in_sqrt, py::handle maximize) {
+                         py::handle eps_in_sqrt, py::handle maximize, py::handle momentum) {
   OptimHyper h;
   h.maximize = flag_arg(maximize, "maximize");
   h.lr = nonneg(lr, "lr");
@@ -365,6 +365,7 @@ OptimHyper rmsprop_hyper(py::handle lr, py::handle alpha, py::handle eps, py::ha
   h.eps = nonneg(eps, "eps");
   h.weight_decay = nonneg(weight_decay, "weight_decay");
   h.eps_in_sqrt = flag_arg(eps_in_sqrt, "eps_in_sqrt");
+  h.momentum = nonneg(momentum, "momentum");
   return h;
 }
 OptimHyper adam_hyper(py::handle step, py::handle lr, py::handle beta1, py::handle beta2, py::handle eps,
@@ -496,16 +497,30 @@ NK_REGISTER_BINDINGS(optimizers) {
         py::arg("params"), py::arg("grads"), py::arg("sum_sq"), py::arg("lr"), py::arg("eps"), py::arg("weight_decay"),
         py::arg("maximize"), py::arg("master_params") = py::none(), py::arg("stochastic_rounding") = false,
         py::arg("seed") = py::none());
+  // RMSprop: centered adds the state grad_avg, momentum > 0 the state velocity (kernel order: sq_avg,
+  // [grad_avg,] [velocity]); an unused one may be passed and is left untouched.
   m.def("rmsprop_step",
-        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize, H master,
-           H sr, H seed) {
-          OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize);
+        [](H params, H grads, H sq_avg, H lr, H alpha, H eps, H weight_decay, H eps_in_sqrt, H maximize, H momentum,
+           H velocity, H centered_h, H grad_avg, H master, H sr, H seed) {
+          OptimHyper h = rmsprop_hyper(lr, alpha, eps, weight_decay, eps_in_sqrt, maximize, momentum);
+          const bool centered = flag_arg(centered_h, "centered");
           rounding_args(h, master, sr, seed);
-          run_step(kRmsprop, step_args(params, grads, master, {{"sq_avg", sq_avg, true, kState}}), h);
+          const bool mom = h.momentum > 0;
+          if (mom && velocity.is_none())
+            throw py::value_error("velocity: required when momentum > 0 (arrays of zeros to start)");
+          if (centered && grad_avg.is_none())
+            throw py::value_error("grad_avg: required when centered=True (arrays of zeros to start)");
+          const ListArg sq{"sq_avg", sq_avg, true, kState}, ga{"grad_avg", grad_avg, true, kState},
+              vel{"velocity", velocity, true, kState};
+          if (centered && mom) run_step(kRmspropCenteredMomentum, step_args(params, grads, master, {sq, ga, vel}), h);
+          else if (centered) run_step(kRmspropCentered, step_args(params, grads, master, {sq, ga}), h);
+          else if (mom) run_step(kRmspropMomentum, step_args(params, grads, master, {sq, vel}), h);
+          else run_step(kRmsprop, step_args(params, grads, master, {sq}), h);
         },
         py::arg("params"), py::arg("grads"), py::arg("sq_avg"), py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"), py::arg("master_params") = py::none(),
-        py::arg("stochastic_rounding") = false, py::arg("seed") = py::none());
+        py::arg("weight_decay"), py::arg("eps_in_sqrt"), py::arg("maximize"), py::arg("momentum") = 0.0,
+        py::arg("velocity") = py::none(), py::arg("centered") = false, py::arg("grad_avg") = py::none(),
+        py::arg("master_params") = py::none(), py::arg("stochastic_rounding") = false, py::arg("seed") = py::none());
   m.def("adam_step",
         [](H params, H grads, H exp_avg, H exp_avg_sq, H step, H lr, H beta1, H beta2, H eps, H weight_decay,
            H decoupled, H max_exp_avg_sq, H maximize, H master, H sr, H seed) {
@@ -555,7 +570,11 @@ NK_REGISTER_BINDINGS(optimizers) {
           const py::object mx = maximize_kw(kw);
           if (op == "sgd") sgd_hyper(kw["lr"], kw["momentum"], kw["nesterov"], kw["dampening"], kw["weight_decay"], mx);
           else if (op == "adagrad") adagrad_hyper(kw["lr"], kw["eps"], kw["weight_decay"], mx);
-          else if (op == "rmsprop") rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"], mx);
+          else if (op == "rmsprop") {
+            rmsprop_hyper(kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["eps_in_sqrt"], mx,
+                          kw.contains("momentum") ? py::object(kw["momentum"]) : py::object(py::float_(0.0)));
+            if (kw.contains("centered")) flag_arg(kw["centered"], "centered");
+          }
           else if (op == "adam") adam_hyper(kw["step"], kw["lr"], kw["beta1"], kw["beta2"], kw["eps"], kw["weight_decay"], kw["decoupled_weight_decay"], mx);
           else if (op == "ema") ema_hyper(kw["decay"]);
           else if (op == "clip") nonneg(kw["max_norm"], "max_norm");

@@ -1,5 +1,5 @@
 // Optimizer update kernels, one SIMD source compiled per ISA level: SGD (PyTorch
-// momentum/dampening/nesterov), Adagrad, RMSprop, Adam/AdamW (optionally AMSGrad), EMA averaging,
+// momentum/dampening/nesterov), Adagrad, RMSprop (optionally centered, with momentum), Adam/AdamW (optionally AMSGrad), EMA averaging,
 // gradient scaling and the float64 sum of squares used by clip_grad_norm.
 // maximize (torch.optim's): the gradient enters every update with its sign flipped,
 // d = gsign * g with gsign = -1 (exact), +1 otherwise (exact: the minimising results keep their bits).
@@ -176,21 +176,40 @@ template <class C, bool WD> struct AdagradCore {
   }
 };
 
-// RMSprop (PyTorch, not centered, no momentum):
+// RMSprop (PyTorch's torch.optim.RMSprop; Tieleman & Hinton 2012, centered: Graves 2013, "Generating
+// Sequences With Recurrent Neural Networks", eq. 38-41):
 //   d = gsign * g + wd * p
 //   v = alpha * v + (1 - alpha) * (d * d)
-//   den = eps_in_sqrt ? sqrt(v + eps) : sqrt(v) + eps      (TensorFlow : PyTorch placement)
-//   p = p - lr * (d / den)
-template <class C, bool WD, bool IN_SQRT> struct RmspropCore {
-  C lr, wd, alpha, one_minus_alpha, eps, gs;
-  static constexpr int kStates = 1;
+//   CENTERED: ga = ga + (1 - alpha) * (d - ga)         (PyTorch's lerp form), var = v - ga * ga
+//   otherwise var = v
+//   den = eps_in_sqrt ? sqrt(var + eps) : sqrt(var) + eps      (TensorFlow : PyTorch placement)
+//   MOMENTUM: b = momentum * b + d / den, p = p - lr * b
+//   otherwise p = p - lr * (d / den)
+// States in kernel order: sq_avg, [grad_avg,] [velocity]. v - ga*ga is not clamped (PyTorch does not):
+// with both averages from zero it is >= 0 up to rounding.
+template <class C, bool WD, bool IN_SQRT, bool CENTERED = false, bool MOMENTUM = false> struct RmspropCore {
+  C lr, wd, alpha, one_minus_alpha, eps, gs, mu;
+  static constexpr int kStates = 1 + int(CENTERED) + int(MOMENTUM);
   inline NK_AI void operator()(V<C>& pv, V<C> g, V<C>* s) const {
     V<C> d = gs * g;
     if (WD) d = d + wd * pv;
     const V<C> vv = fmadd_once(Simd<C>::splat(alpha), s[0], one_minus_alpha * (d * d));
-    const V<C> den = IN_SQRT ? vsqrt(vv + eps) : vsqrt(vv) + eps;
     s[0] = vv;
-    pv = fmadd_once(Simd<C>::splat(-lr), d / den, pv);
+    V<C> var = vv;
+    if constexpr (CENTERED) {
+      const V<C> ga = fmadd_once(Simd<C>::splat(one_minus_alpha), d - s[1], s[1]);
+      s[1] = ga;
+      var = fmadd_once(-ga, ga, vv);
+    }
+    const V<C> den = IN_SQRT ? vsqrt(var + eps) : vsqrt(var) + eps;
+    if constexpr (MOMENTUM) {
+      constexpr int b = 1 + int(CENTERED);
+      const V<C> bv = fmadd_once(Simd<C>::splat(mu), s[b], d / den);
+      s[b] = bv;
+      pv = fmadd_once(Simd<C>::splat(-lr), bv, pv);
+    } else {
+      pv = fmadd_once(Simd<C>::splat(-lr), d / den, pv);
+    }
   }
 };
 
@@ -312,19 +331,35 @@ void adagrad(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
     dispatch<T>(ptr, n, h, index, AdagradCore<C, false>{C(h->lr), C(0), C(h->eps), gs});
 }
 
-template <class T>
-void rmsprop(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
+template <class T, bool CENTERED, bool MOMENTUM>
+void rmsprop_any(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
   using C = compute_t<T>;
   const C lr = C(h->lr), wd = C(h->weight_decay), a = C(h->alpha), oma = C(1.0 - h->alpha), eps = C(h->eps);
-  const C gs = grad_sign<T>(h);
+  const C gs = grad_sign<T>(h), mu = C(h->momentum);
   const bool w = h->weight_decay != 0;
   if (h->eps_in_sqrt) {
-    if (w) dispatch<T>(ptr, n, h, index, RmspropCore<C, true, true>{lr, wd, a, oma, eps, gs});
-    else dispatch<T>(ptr, n, h, index, RmspropCore<C, false, true>{lr, wd, a, oma, eps, gs});
+    if (w) dispatch<T>(ptr, n, h, index, RmspropCore<C, true, true, CENTERED, MOMENTUM>{lr, wd, a, oma, eps, gs, mu});
+    else dispatch<T>(ptr, n, h, index, RmspropCore<C, false, true, CENTERED, MOMENTUM>{lr, wd, a, oma, eps, gs, mu});
   } else {
-    if (w) dispatch<T>(ptr, n, h, index, RmspropCore<C, true, false>{lr, wd, a, oma, eps, gs});
-    else dispatch<T>(ptr, n, h, index, RmspropCore<C, false, false>{lr, wd, a, oma, eps, gs});
+    if (w) dispatch<T>(ptr, n, h, index, RmspropCore<C, true, false, CENTERED, MOMENTUM>{lr, wd, a, oma, eps, gs, mu});
+    else dispatch<T>(ptr, n, h, index, RmspropCore<C, false, false, CENTERED, MOMENTUM>{lr, wd, a, oma, eps, gs, mu});
   }
+}
+template <class T>
+void rmsprop(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
+  rmsprop_any<T, false, false>(ptr, n, h, index);
+}
+template <class T>
+void rmsprop_momentum(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
+  rmsprop_any<T, false, true>(ptr, n, h, index);
+}
+template <class T>
+void rmsprop_centered(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
+  rmsprop_any<T, true, false>(ptr, n, h, index);
+}
+template <class T>
+void rmsprop_centered_momentum(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
+  rmsprop_any<T, true, true>(ptr, n, h, index);
 }
 
 template <class T, bool AMS>
@@ -428,7 +463,8 @@ NK_KERNEL_NAMESPACE_END
    &nk::NK_ISA_NS::fn<nk::bfloat16_t>}
 NK_DEFINE_ISA_TABLE(OptimizerKernels, optimizer_kernels) = {
     {NK_OPT_ROW(sgd), NK_OPT_ROW(sgd_momentum), NK_OPT_ROW(adagrad), NK_OPT_ROW(rmsprop), NK_OPT_ROW(adam),
-     NK_OPT_ROW(ema), NK_OPT_ROW(scale), NK_OPT_ROW(adam_amsgrad)},
+     NK_OPT_ROW(ema), NK_OPT_ROW(scale), NK_OPT_ROW(adam_amsgrad), NK_OPT_ROW(rmsprop_momentum),
+     NK_OPT_ROW(rmsprop_centered), NK_OPT_ROW(rmsprop_centered_momentum)},
     NK_OPT_ROW(sumsq),
 };
 #undef NK_OPT_ROW

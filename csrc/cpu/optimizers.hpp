@@ -11,7 +11,7 @@ namespace nk {
 struct OptimHyper {
   double lr = 0.0;
   double weight_decay = 0.0;
-  double momentum = 0.0;      // sgd
+  double momentum = 0.0;      // sgd / rmsprop
   double dampening = 0.0;     // sgd
   double alpha = 0.0;         // rmsprop smoothing constant
   double eps = 0.0;           // adagrad / rmsprop / adam
@@ -41,11 +41,14 @@ struct OptimHyper {
 };
 enum OptimRounding : int { kRoundNearest = 0, kRoundStochastic = 1, kRoundMaster = 2 };
 
-enum OptimOp : int { kSgd = 0, kSgdMomentum, kAdagrad, kRmsprop, kAdam, kEma, kScale, kAdamAmsgrad, kOptimOpCount };
+enum OptimOp : int { kSgd = 0, kSgdMomentum, kAdagrad, kRmsprop, kAdam, kEma, kScale, kAdamAmsgrad,
+                     kRmspropMomentum, kRmspropCentered, kRmspropCenteredMomentum, kOptimOpCount };
 
 // ptrs[k]: operand k at the first element of the piece, n elements, all contiguous.
 //   kSgd: {p, g}   kSgdMomentum: {p, g, velocity}   kAdagrad: {p, g, sum_sq}   kRmsprop: {p, g, sq_avg}
 //   kAdam: {p, g, exp_avg, exp_avg_sq}   kAdamAmsgrad: {p, g, exp_avg, exp_avg_sq, max_exp_avg_sq}
+//   kRmspropMomentum: {p, g, sq_avg, velocity}   kRmspropCentered: {p, g, sq_avg, grad_avg}
+//   kRmspropCenteredMomentum: {p, g, sq_avg, grad_avg, velocity}
 //   kEma: {avg, p}   kScale: {g}
 // With kRoundMaster the float32 master copy follows the gradient: {p, g, master, states...}.
 // `index`: flat index of the piece's first element in the call's tensor list (stochastic rounding).

@@ -142,11 +142,29 @@ struct Update {
         const C s = Rn::fma(d, d, C(Ss::load(st0[i])));
         st0[i] = Ss::store(s);
         x = Rn::fma(-lr, Rn::div(d, Rn::add(Rn::sqrt(s), eps)), x);
-      } else if constexpr (OP == kRmsprop) {
+      } else if constexpr (OP == kRmsprop || OP == kRmspropMomentum || OP == kRmspropCentered ||
+                           OP == kRmspropCenteredMomentum) {
+        constexpr bool centered = OP == kRmspropCentered || OP == kRmspropCenteredMomentum;
+        constexpr bool momentum = OP == kRmspropMomentum || OP == kRmspropCenteredMomentum;
         const C v = Rn::fma(alpha, C(Ss::load(st0[i])), Rn::mul(oma, Rn::mul(d, d)));
         st0[i] = Ss::store(v);
-        const C den = in_sqrt ? Rn::sqrt(Rn::add(v, eps)) : Rn::add(Rn::sqrt(v), eps);
-        x = Rn::fma(-lr, Rn::div(d, den), x);
+        C var = v;
+        if constexpr (centered) {  // grad_avg: lerp toward d; var = v - ga * ga (fused)
+          S* st1 = static_cast<S*>(ptr[s0 + 1]);
+          const C g0 = Ss::load(st1[i]);
+          const C ga = Rn::fma(oma, Rn::sub(d, g0), g0);
+          st1[i] = Ss::store(ga);
+          var = Rn::fma(-ga, ga, v);
+        }
+        const C den = in_sqrt ? Rn::sqrt(Rn::add(var, eps)) : Rn::add(Rn::sqrt(var), eps);
+        if constexpr (momentum) {
+          S* sb = static_cast<S*>(ptr[s0 + (centered ? 2 : 1)]);
+          const C b = Rn::fma(mu, C(Ss::load(sb[i])), Rn::div(d, den));
+          sb[i] = Ss::store(b);
+          x = Rn::fma(-lr, b, x);
+        } else {
+          x = Rn::fma(-lr, Rn::div(d, den), x);
+        }
       } else if constexpr (OP == kAdam || OP == kAdamAmsgrad) {
         S* st1 = static_cast<S*>(ptr[s0 + 1]);
         const C m0 = Ss::load(st0[i]);
@@ -365,6 +383,9 @@ void optim_step_cuda(OptimOp op, const TensorList& list, const OptimHyper& h, co
     case kSgdMomentum: step_op<kSgdMomentum, 3>(list, h, s); break;
     case kAdagrad: step_op<kAdagrad, 3>(list, h, s); break;
     case kRmsprop: step_op<kRmsprop, 3>(list, h, s); break;
+    case kRmspropMomentum: step_op<kRmspropMomentum, 4>(list, h, s); break;
+    case kRmspropCentered: step_op<kRmspropCentered, 4>(list, h, s); break;
+    case kRmspropCenteredMomentum: step_op<kRmspropCenteredMomentum, 5>(list, h, s); break;
     case kAdam: step_op<kAdam, 4>(list, h, s); break;
     case kAdamAmsgrad: step_op<kAdamAmsgrad, 5>(list, h, s); break;
     case kEma: step_op<kEma, 2>(list, h, s); break;

@@ -103,7 +103,7 @@ def result_cache_info() -> dict:
     """
     Statistics of the result cache: limit, bytes_cached, blocks, hits, misses, evictions, bytes_in_use, blocks_in_use, min_result_bytes.
     """
-def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
+def rmsprop_step(params: typing.Any, grads: typing.Any, sq_avg: typing.Any, lr: typing.Any, alpha: typing.Any, eps: typing.Any, weight_decay: typing.Any, eps_in_sqrt: typing.Any, maximize: typing.Any, momentum: typing.Any = 0.0, velocity: typing.Any = None, centered: typing.Any = False, grad_avg: typing.Any = None, master_params: typing.Any = None, stochastic_rounding: typing.Any = False, seed: typing.Any = None) -> None:
     ...
 def set_isa(isa: str) -> None:
     """

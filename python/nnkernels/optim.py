@@ -289,25 +289,42 @@ class Adagrad(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (torch.optim.RMSprop, not centered, no momentum); ``eps_in_sqrt`` for TensorFlow's placement."""
+    """RMSprop (torch.optim.RMSprop), optionally ``centered`` and with ``momentum``; ``eps_in_sqrt`` for
+    TensorFlow's placement of eps. States ``sq_avg``, ``grad_avg`` (centered), ``velocity`` (momentum > 0)."""
 
-    _state_names = ("sq_avg",)
-    _hyper_names = ("alpha", "eps", "weight_decay", "eps_in_sqrt")
+    _hyper_names = ("alpha", "eps", "weight_decay", "eps_in_sqrt", "momentum", "centered")
     _op = "rmsprop"
     _nonneg_states = ("sq_avg",)
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 eps_in_sqrt: bool = False, *, master_params: Any = None,
-                 stochastic_rounding: bool = False, seed: Any = None, state_dtype: Any = None):
-        self._check_hyper(lr, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt))
+                 eps_in_sqrt: bool = False, momentum: float = 0.0, centered: bool = False, *,
+                 master_params: Any = None, stochastic_rounding: bool = False, seed: Any = None,
+                 state_dtype: Any = None):
+        self._check_hyper(lr, dict(alpha=alpha, eps=eps, weight_decay=weight_decay, eps_in_sqrt=eps_in_sqrt,
+                                   momentum=momentum, centered=centered))
         super().__init__(params, lr, master_params, stochastic_rounding, seed, state_dtype)
         self.alpha, self.eps, self.weight_decay, self.eps_in_sqrt = alpha, eps, weight_decay, eps_in_sqrt
+        self.momentum, self.centered = momentum, bool(centered)
+        # the states are fixed at construction (load_state_dict keeps them: momentum and centered
+        # must stay what they were, as the state arrays exist or not)
+        self._state_names = ("sq_avg",) + (("grad_avg",) if self.centered else ()) + (
+            ("velocity",) if momentum > 0 else ())
         self._init_state()
+
+    def _hyper_value(self, name: str, v: Any) -> Any:
+        value = super()._hyper_value(name, v)
+        if name == "centered" and value != self.centered:
+            raise ValueError(f"state: centered={value} does not match this optimizer's centered={self.centered}")
+        if name == "momentum" and (value > 0) != (self.momentum > 0):
+            raise ValueError(f"state: momentum={value} does not match this optimizer's momentum={self.momentum} "
+                             "(the velocity state exists only with momentum > 0)")
+        return value
 
     def step(self, grads) -> None:
         _steps.rmsprop_step(self.params, grads, self.state["sq_avg"], lr=self.lr, alpha=self.alpha,
                             eps=self.eps, weight_decay=self.weight_decay, eps_in_sqrt=self.eps_in_sqrt,
-                            **self._rounding(False))
+                            momentum=self.momentum, velocity=self.state.get("velocity"), centered=self.centered,
+                            grad_avg=self.state.get("grad_avg"), **self._rounding(False))
         self.steps += 1
 
 

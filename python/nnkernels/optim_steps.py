@@ -45,7 +45,9 @@ float32 arrays; the state arrays start at zero unless stated):
   With a changing lr the two differ (PyTorch applies the new lr to the whole velocity).
 * Adagrad: ``s += d*d``; ``p -= lr * d / (sqrt(s) + eps)`` (cs231n: ``cache += dx**2;
   x += -lr*dx/(sqrt(cache)+eps)``, the same).
-* RMSprop: ``v = alpha*v + (1-alpha)*d*d``; ``p -= lr * d / (sqrt(v) + eps)``; with
+* RMSprop: ``v = alpha*v + (1-alpha)*d*d``; ``p -= lr * d / (sqrt(v) + eps)`` (centered: ``v - ga*ga``
+  in place of ``v``, ``ga`` the running average of ``d``; momentum: ``b = momentum*b + d/den``,
+  ``p -= lr*b``); with
   ``eps_in_sqrt=True``: ``/ sqrt(v + eps)`` (TensorFlow's placement). cs231n's ``decay_rate``
   is ``alpha``.
 * Adam: ``m = m + (1-beta1)*(d-m)``, ``v = beta2*v + (1-beta2)*d*d``,
@@ -187,9 +189,14 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0,
 
 
 def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
-                 maximize=False, master_params=None, stochastic_rounding=False, seed=None):
-    """RMSprop (PyTorch's formulation), in place: ``v = alpha*v + (1-alpha)*d*d;
-    p -= lr * d / (sqrt(v) + eps)`` with ``d = g + weight_decay*p``.
+                 maximize=False, momentum=0.0, velocity=None, centered=False, grad_avg=None, master_params=None,
+                 stochastic_rounding=False, seed=None):
+    """RMSprop (PyTorch's formulation; Tieleman & Hinton 2012), optionally centered (Graves 2013) and with
+    momentum, in place.
+
+    ``d = g + weight_decay*p``, ``v = alpha*v + (1-alpha)*d*d``; centered: ``ga += (1-alpha)*(d - ga)`` and
+    ``var = v - ga*ga``, otherwise ``var = v``; ``den = sqrt(var) + eps``; with momentum
+    ``b = momentum*b + d/den`` and ``p -= lr*b``, without ``p -= lr * d/den``.
 
     Parameters
     ----------
@@ -201,19 +208,29 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
         Gradients, one per parameter (same shape and dtype); only read.
     sq_avg : array or list of arrays
         Running average ``v`` of the squared gradients (zeros to start), one per parameter;
-        updated in place.
+        updated in place (torch.optim's ``square_avg``).
     lr : float, default=0.01
         Learning rate, ``>= 0``.
     alpha : float, default=0.99
-        Decay of the running average, in [0, 1] (cs231n's ``decay_rate``).
+        Decay of the running averages, in [0, 1] (cs231n's ``decay_rate``).
     eps : float, default=1e-8
         Added to the denominator, ``>= 0``.
     weight_decay : float, default=0.0
         L2 penalty added to the gradient, ``>= 0``.
     eps_in_sqrt : bool, default=False
-        Divide by ``sqrt(v + eps)`` (TensorFlow's placement) instead of ``sqrt(v) + eps``.
+        Divide by ``sqrt(var + eps)`` (TensorFlow's placement) instead of ``sqrt(var) + eps``.
     maximize : bool, default=False
         Ascend: the update uses ``-g`` in place of ``g`` (torch.optim's ``maximize``).
+    momentum : float, default=0.0
+        Momentum factor, ``>= 0``; 0 is plain RMSprop.
+    velocity : array or list of arrays, default=None
+        Momentum buffers ``b`` (zeros to start; torch.optim's ``momentum_buffer``), one per parameter; updated
+        in place. Required when ``momentum > 0``, left untouched when ``momentum == 0``.
+    centered : bool, default=False
+        Divide by the square root of the gradient's estimated variance, ``v - ga*ga``, instead of ``v``.
+    grad_avg : array or list of arrays, default=None
+        Running average ``ga`` of the gradients (zeros to start), one per parameter; updated in place.
+        Required when ``centered=True``, left untouched otherwise. The states of one parameter share a dtype.
     master_params : array or list of arrays, default=None
         float32 master copies of 16-bit params (see the module docstring): updated in place, the
         params set to them rounded to nearest.
@@ -227,8 +244,8 @@ def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight
     None
         Every array is updated in place; a refused call (ValueError/TypeError) changes nothing.
     """
-    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize, master_params,
-                       stochastic_rounding, seed)
+    _core.rmsprop_step(params, grads, sq_avg, lr, alpha, eps, weight_decay, eps_in_sqrt, maximize, momentum,
+                       velocity, centered, grad_avg, master_params, stochastic_rounding, seed)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

@@ -40,14 +40,25 @@ def adagrad_step(params, grads, sum_sq, *, lr=0.01, eps=1e-10, weight_decay=0.0,
 
 
 def rmsprop_step(params, grads, sq_avg, *, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, eps_in_sqrt=False,
-                 maximize=False):
-    for p, g, v in zip(*_lists(params, grads, sq_avg)):
+                 maximize=False, momentum=0.0, velocity=None, centered=False, grad_avg=None):
+    ps, gs, vs = _lists(params, grads, sq_avg)
+    gas = _lists(grad_avg)[0] if centered else [None] * len(ps)
+    bs = _lists(velocity)[0] if momentum > 0 else [None] * len(ps)
+    for p, g, v, ga, b in zip(ps, gs, vs, gas, bs):
         t = p.dtype.type
         g = -g if maximize else g
         d = g + t(weight_decay) * p if weight_decay else g
         v[...] = t(alpha) * v + t(1 - alpha) * (d * d)
-        den = np.sqrt(v + t(eps)) if eps_in_sqrt else np.sqrt(v) + t(eps)
-        p -= t(lr) * (d / den)
+        var = v
+        if ga is not None:
+            ga += t(1 - alpha) * (d - ga)
+            var = v - ga * ga
+        den = np.sqrt(var + t(eps)) if eps_in_sqrt else np.sqrt(var) + t(eps)
+        if b is not None:
+            b[...] = t(momentum) * b + d / den
+            p -= t(lr) * b
+        else:
+            p -= t(lr) * (d / den)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,

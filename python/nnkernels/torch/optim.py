@@ -5,7 +5,7 @@
 
 Each class subclasses ``torch.optim.Optimizer`` (param groups, ``zero_grad``, ``step(closure)``,
 hooks, ``add_param_group``) and keeps torch.optim's hyperparameter names, defaults and state names
-(``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``square_avg``,
+(``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ``square_avg``, ``grad_avg``,
 ``sum``), so a ``state_dict`` of torch.optim's optimizer loads into ours and ours into torch's.
 Parameters without a gradient are skipped. One ``step`` makes ONE fused kernel call per param
 group (:mod:`nnkernels.optim_steps`, which takes the tensors themselves, nn.Parameters included:
@@ -35,8 +35,7 @@ A state_dict keeps float32 states and master copies in float32 when loaded (torc
 casts floating-point state to the parameter's dtype; this class casts each state back to the dtype
 its update uses, from the saved values).
 
-Not supported (ValueError when set): RMSprop's ``momentum`` and ``centered``; ``capturable`` and
-``differentiable``; sparse gradients. ``foreach`` and ``fused`` are accepted and ignored (the
+Not supported (ValueError when set): ``capturable`` and ``differentiable``; sparse gradients. ``foreach`` and ``fused`` are accepted and ignored (the
 update is always fused and multi-tensor). Parameters must be C-contiguous (updated in place).
 """
 from __future__ import annotations
@@ -335,8 +334,8 @@ class AdamW(Adam):
 
 class RMSprop(_Optimizer):
     """``torch.optim.RMSprop(params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-    capturable=False, foreach=None, maximize=False, differentiable=False)``; state ``step``, ``square_avg``.
-    ``momentum`` and ``centered`` are not supported (ValueError)."""
+    capturable=False, foreach=None, maximize=False, differentiable=False)``; state ``step``, ``square_avg``,
+    ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered)."""
 
     _check_op = "rmsprop"
 
@@ -348,31 +347,34 @@ class RMSprop(_Optimizer):
         self._lp = _low_precision(master_params, stochastic_rounding, seed, state_dtype)
         super().__init__(params, defaults)
 
-    def _validate(self, group):
-        if group["momentum"] != 0:
-            raise ValueError(f"momentum: the nnkernels RMSprop kernel has no momentum (got {group['momentum']!r}); "
-                             "use torch.optim.RMSprop")
-        if group["centered"]:
-            raise ValueError("centered: the nnkernels RMSprop kernel is not centered; use torch.optim.RMSprop")
-        super()._validate(group)
-
     def _kernel_kw(self, group, step=None):
         return dict(lr=_value(group["lr"]), alpha=group["alpha"], eps=group["eps"],
-                    weight_decay=group["weight_decay"], eps_in_sqrt=False, maximize=group["maximize"])
+                    weight_decay=group["weight_decay"], eps_in_sqrt=False, maximize=group["maximize"],
+                    momentum=group["momentum"], centered=group["centered"])
 
     def _group_step(self, group, params, gi):
         state = self.state
+        momentum, centered = group["momentum"] > 0, bool(group["centered"])
         for p in params:
             st = state[p]
             if "square_avg" not in st:
                 st["step"] = _step_tensor()
                 st["square_avg"] = self._zeros(group, p)
+            # torch.optim creates these with square_avg; a group whose momentum / centered was switched on
+            # later (or a state loaded from such a group) gets them from zero, as a fresh torch state would
+            if momentum and "momentum_buffer" not in st:
+                st["momentum_buffer"] = self._zeros(group, p)
+            if centered and "grad_avg" not in st:
+                st["grad_avg"] = self._zeros(group, p)
         self._steps(params)
         for (_, key), ps in self._buckets(params, lambda p: self._key(group, p)):
             v = [state[p]["square_avg"] for p in ps]
+            b = [state[p]["momentum_buffer"] for p in ps] if momentum else []
+            ga = [state[p]["grad_avg"] for p in ps] if centered else []
             rkw, extra = self._rounding(group, gi, ps, key[1], with_step=False)
-            nk.rmsprop_step(ps, [p.grad for p in ps], v, **self._kernel_kw(group), **rkw)
-            _written(ps + v + extra)
+            nk.rmsprop_step(ps, [p.grad for p in ps], v, velocity=b if momentum else None,
+                            grad_avg=ga if centered else None, **self._kernel_kw(group), **rkw)
+            _written(ps + v + b + ga + extra)
 
 
 class Adagrad(_Optimizer):
