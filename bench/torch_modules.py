@@ -22,7 +22,8 @@ on 2 cores) only when selected (``--ops torch_modules`` / ``torch_ln_block_step`
 Models are built on the first (warm-up) call, so an unselected row costs nothing.
 
 ``python -m nnkernels.bench.torch_modules`` prints a torch.profiler summary of both training steps
-(where the time goes, torch vs nnkernels).
+(where the time goes, torch vs nnkernels); ``--paired [ln_block|mlp] [pairs]`` times the two steps in
+alternating back-to-back pairs and prints the speedup's median and 95% interval (paired_steps).
 """
 from __future__ import annotations
 
@@ -178,6 +179,53 @@ def profile_steps(quick: bool = False, steps: int = 3, rows: int = 12) -> None:
                 f"{k} {v / total:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v))
 
 
+def paired_steps(name: str = "ln_block", pairs: int = 12, quick: bool = False) -> dict:
+    """Time torch's and nnkernels' training step in alternating pairs (ABBA order: drift cancels) and print
+    the per-pair speedups with their median, range and a 95% interval of the mean log ratio.
+
+    A step whose cost is ~95% matrix products (torch's in both versions) saves a few percent at most, which
+    single timings on a shared VM cannot resolve; pairs taken back to back see the same machine state, so
+    their ratio can. Returns {"ratios": [...], "median": r, "ci95": (lo, hi), "faster_in": k}."""
+    import time
+
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    if name == "mlp":
+        sizes, batch = ([64, 128, 128, 10], 64) if quick else ([784, 1024, 1024, 10], 256)
+        make, x = (lambda: mlp_model(torch, sizes)), torch.randn(batch, sizes[0], generator=g)
+        y = torch.randint(0, sizes[-1], (batch,), generator=g)
+    else:
+        d, tokens = (128, 256) if quick else (1024, 4096)
+        make, x = (lambda: ln_block_model(torch, d)), torch.randn(tokens, d, generator=g)
+        y = torch.randint(0, 10, (tokens,), generator=g)
+    steps = {"torch": training_step(torch, make(), x, y, False), "nnkernels": training_step(torch, make(), x, y, True)}
+    for f in steps.values():  # warm-up: optimizer state, result cache, thread pools
+        f()
+        f()
+
+    def timed(which):
+        t0 = time.perf_counter()
+        steps[which]()
+        return time.perf_counter() - t0
+
+    ratios = []
+    for k in range(pairs):
+        order = ("torch", "nnkernels") if k % 2 == 0 else ("nnkernels", "torch")
+        t = {w: timed(w) for w in order}
+        ratios.append(t["torch"] / t["nnkernels"])
+        print(f"pair {k + 1:2d}: torch {t['torch'] * 1e3:8.1f} ms  nnkernels {t['nnkernels'] * 1e3:8.1f} ms  "
+              f"speedup {ratios[-1]:.4f}x", flush=True)
+    logs = np.log(ratios)
+    half = 1.96 * logs.std(ddof=1) / np.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    ci = (float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half)))
+    faster = int(sum(r > 1 for r in ratios))
+    print(f"{name} step, {pairs} pairs: speedup median {np.median(ratios):.4f}x (range {min(ratios):.4f}-"
+          f"{max(ratios):.4f}), geometric mean {np.exp(logs.mean()):.4f}x, 95% interval {ci[0]:.4f}-{ci[1]:.4f}; "
+          f"nnkernels faster in {faster} of {pairs} pairs")
+    return {"ratios": ratios, "median": float(np.median(ratios)), "ci95": ci, "faster_in": faster}
+
+
 # Profiler rows by what they are (self CPU time, so that the shares add up to the step).
 _CATEGORIES = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm")),
@@ -202,4 +250,10 @@ def _time_shares(averages) -> dict:
 if __name__ == "__main__":
     import sys
 
-    profile_steps(quick="--quick" in sys.argv)
+    if "--paired" in sys.argv:  # python -m nnkernels.bench.torch_modules --paired [ln_block|mlp] [pairs]
+        rest = sys.argv[sys.argv.index("--paired") + 1:]
+        words = [a for a in rest if not a.startswith("--")]
+        paired_steps(words[0] if words else "ln_block", int(words[1]) if len(words) > 1 else 12,
+                     quick="--quick" in sys.argv)
+    else:
+        profile_steps(quick="--quick" in sys.argv)

@@ -12,6 +12,8 @@ generated from those roles, plus a few function-specific extras. Each case expec
   the result and every updated array equal the reference on plain contiguous copies, and the
   other arrays are unchanged;
 * ``EITHER``: one of the two (misaligned float buffers may be refused or read correctly).
+* ``HOST_RAISE``: bad values only a host can see without synchronising (batchnorm_merge_stats' counts
+  and m2s): ``RAISE`` for host arrays; with GPU arrays the call succeeds and every float result is NaN.
 
 The same table runs in every other array library this machine has (tests/array_libraries.py: torch CPU
 tensors here; torch CUDA tensors and CuPy arrays with a GPU): each case whose arrays can be moved there as they
@@ -46,6 +48,10 @@ if HERE not in sys.path:
 import array_libraries as AL  # noqa: E402
 
 RAISE, OK, EITHER = "raise", "ok", "either"
+# Bad values that only a host can see before writing (a device could not read them without synchronising): a
+# TypeError/ValueError for host arrays, and for GPU arrays a call that succeeds with every float result NaN.
+HOST_RAISE = "host_raise"
+_POISON = "poison"
 
 # Roles of array arguments.
 IN = "in"            # read only; any layout must work (strided, negative, zero strides, read-only, lists)
@@ -287,7 +293,7 @@ def _build_specs() -> list:
     def merge_extra(rng):
         base = make_merge(rng)
         c = base["counts"]
-        return [("counts-negative", dict(base, counts=np.array([4, -1, 7])), RAISE, ("counts",)),
+        return [("counts-negative", dict(base, counts=np.array([4, -1, 7])), HOST_RAISE, ("counts",)),
                 ("counts-complex", dict(base, counts=c.astype(np.complex64)), RAISE, ("counts",)),
                 ("counts-object", dict(base, counts=c.astype(object)), RAISE, ("counts",)),
                 ("counts-str", dict(base, counts=c.astype(str)), RAISE, ("counts",)),
@@ -297,9 +303,9 @@ def _build_specs() -> list:
                 ("counts-per-channel", dict(base, counts=np.stack([c, c], axis=1)), OK, ()),
                 ("no-parts", {"counts": c[:0], "means": base["means"][:0], "m2s": base["m2s"][:0]}, EITHER,
                  ("counts", "means", "m2s")),
-                ("counts-nan", dict(base, counts=np.array([4.0, NAN, 7.0])), RAISE, ("counts",)),
+                ("counts-nan", dict(base, counts=np.array([4.0, NAN, 7.0])), HOST_RAISE, ("counts",)),
                 ("means-bytes", dict(base, means=np.array([[b"1", b"2"]] * 3)), RAISE, ("means",)),
-                ("m2s-negative", dict(base, m2s=-base["m2s"]), RAISE, ("m2s",))]
+                ("m2s-negative", dict(base, m2s=-base["m2s"]), HOST_RAISE, ("m2s",))]
     specs.append(Spec("batchnorm_merge_stats", "normalization", nk.batchnorm_merge_stats, make_merge,
                       {"means": Arr(IN, partners=("counts", "m2s"), axis=0, lenient_dtypes=True),
                        "m2s": Arr(IN, partners=("means",), lenient_dtypes=True, derived=True)},
@@ -849,12 +855,20 @@ def _library_error(result, main, library: str, out=None) -> str | None:
     return None
 
 
+def _flat_results(r) -> list:
+    if isinstance(r, (list, tuple)):
+        return [a for e in r for a in _flat_results(e)]
+    return [] if r is None else [r]
+
+
 def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -> str | None:
     """None when the case behaves as expected, else what went wrong. `library`: the call's arrays are moved into
     that array library first (AL.convert_call; the case runs only where some can be), refusals must carry the
     NumPy call's exact message, and results must come back in the main input's library."""
     import nnkernels as nk
     import tolerances
+    if expect == HOST_RAISE:
+        expect = _POISON if library in AL.GPU_LIBRARIES else RAISE
     try:
         clean = _clean_copy({k: v for k, v in kw.items() if k != "out"})
         call_kw, pairs = (kw, []) if library == "numpy" else AL.convert_call(kw, library)
@@ -897,6 +911,11 @@ def run_case(spec: Spec, kw: dict, expect: str, names, library: str = "numpy") -
             result = AL.to_numpy(result)
         if expect == RAISE:
             return f"accepted (expected a TypeError/ValueError naming {'/'.join(names)}); returned {_short(result)}"
+        if expect == _POISON:
+            floats = [np.asarray(a) for a in _flat_results(result) if np.asarray(a).dtype.kind == "f"]
+            if not floats or not all(np.isnan(a).all() for a in floats):
+                return f"accepted bad values on the device without poisoning the result (all NaN): {_short(result)}"
+            return None
         # accepted: compare with the reference on contiguous copies
         ref = spec.ref
         if ref is None:

@@ -1476,8 +1476,58 @@ def test_gpu_host_vectors_refused(gpu):
         nk.batchnorm_forward(to_gpu(x), np.ones(3, np.float32))
     with pytest.raises(ValueError, match=r"^running_mean: expected an array on cuda"):
         nk.batchnorm_forward(to_gpu(x), running_mean=np.zeros(3, np.float32), running_var=to_gpu(np.ones(3, np.float32)))
-    with pytest.raises(ValueError, match=r"^means: batchnorm_merge_stats merges host statistics"):
+    with pytest.raises(ValueError, match=r"^m2s: expected an array on cuda"):
         nk.batchnorm_merge_stats(np.array([1, 2]), to_gpu(np.zeros((2, 3))), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"^counts: expected an array on cuda"):
+        nk.batchnorm_merge_stats(np.array([1, 2]), to_gpu(np.zeros((2, 3))), to_gpu(np.zeros((2, 3))))
+
+
+def test_gpu_merge_stats_on_device(gpu):
+    """batchnorm_merge_stats of device statistics runs on the device (what SyncBatchNorm's all-gather gives):
+    the host merge's values, from strided views of one table and from other dtypes; the count is a 0-d device
+    array; bad values (which only a host read could check) make the channels they touch NaN."""
+    to_gpu, to_np, _ = gpu
+    rng = np.random.default_rng(330)
+    P, C = 4, 7
+    counts = np.array([5.0, 0.0, 12.0, 3.0])
+    means = rng.normal(size=(P, C)) * 10 + 1e4
+    m2s = rng.uniform(0.5, 3.0, size=(P, C))
+    table = np.concatenate([counts[:, None], means, m2s], axis=1)  # SyncBatchNorm's gathered layout
+    g = to_gpu(table)
+    n, mean, m2 = nk.batchnorm_merge_stats(g[:, 0], g[:, 1:1 + C], g[:, 1 + C:])
+    hn, hmean, hm2 = nk.batchnorm_merge_stats(counts, means, m2s)
+    assert hn == 20 and to_np(n).shape == () and to_np(n).dtype == np.float64 and float(to_np(n)) == 20.0
+    np.testing.assert_allclose(to_np(mean), hmean, rtol=1e-15)
+    np.testing.assert_allclose(to_np(m2), hm2, rtol=1e-13)
+    # integer counts and float32 statistics are converted on the device
+    n2, mean2, m22 = nk.batchnorm_merge_stats(to_gpu(counts.astype(np.int64)), to_gpu(means.astype(np.float32)),
+                                              to_gpu(m2s.astype(np.float32)))
+    hn2, hmean2, hm22 = nk.batchnorm_merge_stats(counts.astype(np.int64), means.astype(np.float32),
+                                                 m2s.astype(np.float32))
+    assert float(to_np(n2)) == hn2
+    np.testing.assert_allclose(to_np(mean2), hmean2, rtol=1e-15)
+    np.testing.assert_allclose(to_np(m22), hm22, rtol=1e-13)
+    # per-channel counts: a (C,) count, and an invalid value poisons only its channel
+    pc = rng.integers(0, 9, size=(P, C)).astype(np.float64)
+    pn, pmean, pm2 = nk.batchnorm_merge_stats(to_gpu(pc), to_gpu(means), to_gpu(m2s))
+    hpn, hpmean, hpm2 = nk.batchnorm_merge_stats(pc, means, m2s)
+    np.testing.assert_array_equal(to_np(pn), hpn)
+    np.testing.assert_allclose(to_np(pmean), hpmean, rtol=1e-15)
+    np.testing.assert_allclose(to_np(pm2), hpm2, rtol=1e-13)
+    bad_c, bad_q = pc.copy(), m2s.copy()
+    bad_c[2, 1], bad_q[0, 4] = -1.0, -0.5
+    pn, pmean, pm2 = (to_np(v) for v in nk.batchnorm_merge_stats(to_gpu(bad_c), to_gpu(means), to_gpu(bad_q)))
+    poisoned = np.zeros(C, bool)
+    poisoned[[1, 4]] = True
+    for v, ref in ((pn, hpn), (pmean, hpmean), (pm2, hpm2)):
+        assert np.isnan(v[poisoned]).all()
+        np.testing.assert_allclose(v[~poisoned], ref[~poisoned], rtol=1e-13)
+    # an invalid per-part count poisons every channel and the count
+    for bad in (-1.0, np.inf, np.nan):
+        c2 = counts.copy()
+        c2[3] = bad
+        outs = [to_np(v) for v in nk.batchnorm_merge_stats(to_gpu(c2), to_gpu(means), to_gpu(m2s))]
+        assert all(np.isnan(v).all() for v in outs)
 
 
 def _cuda_torch_or_skip():

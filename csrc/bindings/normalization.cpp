@@ -369,25 +369,37 @@ py::tuple batchnorm_stats(const py::handle& x_in) {
   return py::make_tuple(py::int_(count_of(x)), mean.result(), m2.result());
 }
 
-// A merge input: real values of any dtype as a C-contiguous float64 host array (as_float64). The
-// statistics of the parts are small host vectors (an all-gather's result) whose values are
-// checked before merging, which a device could not do without a host read.
-py::array merge_input(const py::handle& h, const char* name, Operand& op) {
-  op = operand_of(h, name, Elements::real);
-  if (op.is_cuda())
-    throw py::value_error(std::string(name) + ": batchnorm_merge_stats merges host statistics (their values are "
-                          "checked first), got an array on cuda:" + std::to_string(op.device.index));
-  return as_float64(op.host_array(), name);
+// A merge input: real values of any dtype (integer or float). Host statistics (an all-gather's
+// result) become a C-contiguous float64 NumPy array (as_float64) whose values the binding checks
+// before merging; device statistics stay on the device (another dtype is converted there by the
+// array's library), their values unchecked: the kernel poisons what it cannot merge (NaN).
+struct MergeInput {
+  Operand given;  // the argument as passed (its library and device: the results')
+  Operand f64;    // float64 view of its values
+};
+MergeInput merge_input(const py::handle& h, const char* name) {
+  MergeInput m;
+  m.given = operand_of(h, name, Elements::real);
+  if (!m.given.is_cuda()) {
+    m.f64 = operand_of(as_float64(m.given.host_array(), name), name);
+    return m;
+  }
+  const char k = m.given.kind;
+  if (k != 'f' && k != 'i' && k != 'u')
+    throw py::type_error(std::string(name) + ": expected a real-valued numeric array, got dtype " +
+                         std::string(py::str(py::handle(reinterpret_cast<PyObject*>(m.given.descr)))));
+  m.f64 = k == 'f' && m.given.itemsize == 8 ? m.given : device_float64_copy(m.given, name);
+  return m;
 }
 
 py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& means_in, const py::handle& m2s_in) {
-  Operand means_op, m2s_op, counts_op;
-  const py::array means = merge_input(means_in, "means", means_op), m2s = merge_input(m2s_in, "m2s", m2s_op);
-  const py::array counts = merge_input(counts_in, "counts", counts_op);
-  if (means.ndim() != 2)
-    throw py::value_error("means: expected shape (P, C), got " + shape_str(Dims(means.shape(), means.shape() + means.ndim())));
-  const Dims shape(means.shape(), means.shape() + 2);
-  const Dims m2_shape(m2s.shape(), m2s.shape() + m2s.ndim()), c_shape(counts.shape(), counts.shape() + counts.ndim());
+  const MergeInput means = merge_input(means_in, "means"), m2s = merge_input(m2s_in, "m2s");
+  const MergeInput counts = merge_input(counts_in, "counts");
+  check_same_device(means.given, "means", m2s.given, "m2s");
+  check_same_device(means.given, "means", counts.given, "counts");
+  const Dims& shape = means.f64.view.shape;
+  if (shape.size() != 2) throw py::value_error("means: expected shape (P, C), got " + shape_str(shape));
+  const Dims &m2_shape = m2s.f64.view.shape, &c_shape = counts.f64.view.shape;
   if (m2_shape != shape)
     throw py::value_error("m2s: expected the shape of means " + shape_str(shape) + ", got " + shape_str(m2_shape));
   const int64_t P = shape[0], C = shape[1];
@@ -396,31 +408,37 @@ py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& m
     throw py::value_error("counts: expected shape (" + std::to_string(P) + ",) or " + shape_str(shape) + ", got " +
                           shape_str(c_shape));
   if (P == 0) throw py::value_error("counts: expected statistics of at least one part, got P = 0");
-  const double* cp = static_cast<const double*>(counts.data());
-  const double* qp = static_cast<const double*>(m2s.data());
-  const int64_t nc = per_channel ? P * C : P;
-  for (int64_t i = 0; i < nc; ++i)
-    if (!(cp[i] >= 0) || !std::isfinite(cp[i]))
-      throw py::value_error("counts: expected finite non-negative counts, got " + std::string(py::str(py::float_(cp[i]))));
-  // A sum of squared deviations is never negative (NaN, from NaN data, propagates as it is).
-  for (int64_t i = 0; i < P * C; ++i)
-    if (qp[i] < 0)
-      throw py::value_error("m2s: expected non-negative sums of squared deviations, got " +
-                            std::string(py::str(py::float_(qp[i]))) + " at index " + std::to_string(i));
-  const Operand cv = operand_of(counts, "counts"), mv = operand_of(means, "means"), qv = operand_of(m2s, "m2s");
-  Operand mean = new_result(means_op, DType::f64, {C}), m2 = new_result(means_op, DType::f64, {C});
-  Operand count;
-  if (per_channel) count = new_result(means_op, DType::f64, {C});
-  call(batchnorm_merge_stats_stub,
-       BatchNormMergeArgs{&cv.view, &mv.view, &qv.view, view_or_null(count), &mean.view, &m2.view}, mv);
-  py::object n;
-  if (per_channel) {
-    n = count.result();
-  } else {
-    double total = 0;
-    for (int64_t p = 0; p < P; ++p) total += cp[p];
-    n = py::int_(std::llround(total));
+  const bool on_host = !means.given.is_cuda();
+  if (on_host) {  // host values are checked before anything is merged (C-contiguous float64 here)
+    const double* cp = counts.f64.view.ptr<const double>();
+    const double* qp = m2s.f64.view.ptr<const double>();
+    const int64_t nc = per_channel ? P * C : P;
+    for (int64_t i = 0; i < nc; ++i)
+      if (!(cp[i] >= 0) || !std::isfinite(cp[i]))
+        throw py::value_error("counts: expected finite non-negative counts, got " + std::string(py::str(py::float_(cp[i]))));
+    // A sum of squared deviations is never negative (NaN, from NaN data, propagates as it is).
+    for (int64_t i = 0; i < P * C; ++i)
+      if (qp[i] < 0)
+        throw py::value_error("m2s: expected non-negative sums of squared deviations, got " +
+                              std::string(py::str(py::float_(qp[i]))) + " at index " + std::to_string(i));
   }
+  Operand mean = new_result(means.given, DType::f64, {C}), m2 = new_result(means.given, DType::f64, {C});
+  Operand count, total;
+  if (per_channel)
+    count = new_result(means.given, DType::f64, {C});
+  else
+    total = new_result(means.given, DType::f64, Dims{});
+  call(batchnorm_merge_stats_stub,
+       BatchNormMergeArgs{&counts.f64.view, &means.f64.view, &m2s.f64.view, view_or_null(count), &mean.view, &m2.view,
+                          view_or_null(total)},
+       means.f64);
+  py::object n;
+  if (per_channel)
+    n = count.result();
+  else if (on_host)
+    n = py::int_(std::llround(*total.view.ptr<const double>()));  // host statistics: the count as an int
+  else
+    n = total.result();  // a 0-d float64 array on the device (reading it would synchronise)
   return py::make_tuple(n, mean.result(), m2.result());
 }
 

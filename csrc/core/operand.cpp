@@ -522,6 +522,12 @@ Operand device_int64_copy(const Operand& a, const char* arg) {
   return r;
 }
 
+Operand device_float64_copy(const Operand& a, const char* arg) {
+  Operand r = operand_of(arraylib("astype_copy")(a.object, "float64"), arg);
+  r.library = a.library;
+  return r;
+}
+
 void make_contiguous_on_gpu(Operand& a, const char* arg) {
   if (a.is_cuda() && a.object && !a.view.c_contiguous()) a = contiguous_copy_of(a, arg);
 }

@@ -84,6 +84,8 @@ Operand contiguous_copy_of(const Operand& a, const char* arg);
 ExecContext context_of(const Operand& main);
 // A copy of a 0-d/1-d GPU operand converted to int64, C-contiguous (labels on the device), by its library.
 Operand device_int64_copy(const Operand& a, const char* arg);
+// A copy of a GPU operand converted to float64, C-contiguous (statistics of another dtype), by its library.
+Operand device_float64_copy(const Operand& a, const char* arg);
 
 // For GPU kernels that read and write contiguous memory (the CPU drivers take any strides):
 // each non-contiguous CUDA input becomes a contiguous device copy, and a non-contiguous CUDA

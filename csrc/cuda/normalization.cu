@@ -28,6 +28,8 @@
 // Test: pytest -m gpu tests/test_normalization.py ; bench: python -m nnkernels bench --ops normalization
 #include <cuda_runtime.h>
 
+#include <math_constants.h>
+
 #include <limits>
 
 #include "cuda/common.cuh"
@@ -554,6 +556,44 @@ __global__ void bn_bwd_apply_kernel(const S* __restrict__ dout, const S* __restr
 unsigned row_grid(int64_t rows) { return unsigned(rows < 65535 * 16 ? (rows < 1 ? 1 : rows) : 65535 * 16); }
 unsigned chan_grid(int64_t C) { return unsigned((C + kBlock - 1) / kBlock); }
 
+// batchnorm_merge_stats (an all-gather's statistics merged on the device, issue 16's SyncBatchNorm):
+// one thread per channel merges the P parts in part order with chan_merge (core/chan.hpp), the
+// CPU driver's loop, and thread 0 sums the per-part counts into the total. The host checks the
+// values of host statistics; device values cannot be checked without a synchronising read, so a
+// channel that has a negative or non-finite count or a negative m2 comes out NaN (count, mean and
+// m2), and so does the total when a per-part count is invalid.
+struct MergeIn {
+  const double* p;
+  int64_t s0, s1;  // strides in elements (s1 = 0: one count per part)
+  __device__ double at(int64_t part, int64_t c) const { return p[part * s0 + c * s1]; }
+};
+MergeIn merge_in(const ArrayView& v) {
+  return MergeIn{static_cast<const double*>(v.data), v.strides[0], v.ndim() == 2 ? v.strides[1] : 0};
+}
+__device__ __forceinline__ bool bad_count(double n) { return !(n >= 0) || isinf(n); }
+
+__global__ void bn_merge_kernel(MergeIn counts, MergeIn means, MergeIn m2s, int64_t P, int64_t C, double* count,
+                                double* mean, double* m2, double* total) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (total && c == 0) {
+    double t = 0;
+    for (int64_t p = 0; p < P; ++p) t = bad_count(counts.at(p, 0)) ? CUDART_NAN : t + counts.at(p, 0);
+    *total = t;
+  }
+  if (c >= C) return;
+  double n = 0, mu = 0, q = 0;
+  bool bad = false;
+  for (int64_t p = 0; p < P; ++p) {
+    const double nb = counts.at(p, c), qb = m2s.at(p, c);
+    bad = bad || bad_count(nb) || qb < 0;
+    chan_merge(n, mu, q, nb, means.at(p, c), qb);
+  }
+  if (bad) n = mu = q = CUDART_NAN;
+  mean[c] = mu;
+  m2[c] = q;
+  if (count) count[c] = n;
+}
+
 #define NK_ACT_SWITCH(LAUNCH)                                   \
   switch (act) {                                                \
     case kNormActRelu: LAUNCH(kNormActRelu); break;             \
@@ -811,6 +851,13 @@ void batchnorm_backward_reduce_cuda(const BatchNormReduceArgs& a, const ExecCont
 void batchnorm_backward_elemt_cuda(const BatchNormElemtArgs& a, const ExecContext& ctx) {
   run<BatchNormElemtArgs, BnElemtOp>(a, ctx, "batchnorm_backward_elemt kernel launch");
 }
+void batchnorm_merge_stats_cuda(const BatchNormMergeArgs& a, const ExecContext& ctx) {
+  const int64_t P = a.means->shape[0], C = a.means->shape[1];
+  bn_merge_kernel<<<chan_grid(C > 0 ? C : 1), kBlock, 0, as_stream(ctx.stream)>>>(
+      merge_in(*a.counts), merge_in(*a.means), merge_in(*a.m2s), P, C, ptr_of<double>(a.count), ptr_of<double>(a.mean),
+      ptr_of<double>(a.m2), ptr_of<double>(a.total));
+  throw_if_error(cudaGetLastError(), "batchnorm_merge_stats kernel launch");
+}
 
 }  // namespace cuda
 }  // namespace nk
@@ -823,3 +870,4 @@ NK_REGISTER_DISPATCH(batchnorm_normalize_stub, cuda, &nk::cuda::batchnorm_normal
 NK_REGISTER_DISPATCH(batchnorm_backward_stub, cuda, &nk::cuda::batchnorm_backward_cuda);
 NK_REGISTER_DISPATCH(batchnorm_backward_reduce_stub, cuda, &nk::cuda::batchnorm_backward_reduce_cuda);
 NK_REGISTER_DISPATCH(batchnorm_backward_elemt_stub, cuda, &nk::cuda::batchnorm_backward_elemt_cuda);
+NK_REGISTER_DISPATCH(batchnorm_merge_stats_stub, cuda, &nk::cuda::batchnorm_merge_stats_cuda);

@@ -591,24 +591,33 @@ void batchnorm_normalize_cpu(const BatchNormNormalizeArgs& a, const ExecContext&
 }
 
 // Chan's parallel update of per-part (count, mean, m2), parts merged in order (the same
-// chan_merge as the statistics above); parts with count 0 leave a channel as it is.
+// chan_merge as the statistics above); parts with count 0 leave a channel as it is. The binding
+// has checked the values (counts finite and non-negative, m2s non-negative).
 void batchnorm_merge_stats_cpu(const BatchNormMergeArgs& a, const ExecContext&) {
   const int64_t P = a.means->shape[0], C = a.means->shape[1];
   const bool per_channel = a.counts->ndim() == 2;
   const double* cp = a.counts->ptr<double>();
   const double* mp = a.means->ptr<double>();
   const double* qp = a.m2s->ptr<double>();
+  const int64_t cs0 = a.counts->strides[0], cs1 = per_channel ? a.counts->strides[1] : 0;
+  const int64_t ms0 = a.means->strides[0], ms1 = a.means->strides[1];
+  const int64_t qs0 = a.m2s->strides[0], qs1 = a.m2s->strides[1];
   std::vector<double> n(size_t(C), 0.0);
   double* mean = a.mean->ptr<double>();
   double* m2 = a.m2->ptr<double>();
   for (int64_t c = 0; c < C; ++c) mean[c] = m2[c] = 0.0;
   for (int64_t p = 0; p < P; ++p)
     for (int64_t c = 0; c < C; ++c) {
-      const double nb = per_channel ? cp[p * C + c] : cp[p];
-      if (nb > 0) chan_merge(n[size_t(c)], mean[c], m2[c], nb, mp[p * C + c], qp[p * C + c]);
+      const double nb = cp[p * cs0 + c * cs1];
+      if (nb > 0) chan_merge(n[size_t(c)], mean[c], m2[c], nb, mp[p * ms0 + c * ms1], qp[p * qs0 + c * qs1]);
     }
   if (a.count)
     for (int64_t c = 0; c < C; ++c) a.count->ptr<double>()[c] = n[size_t(c)];
+  if (a.total) {
+    double t = 0;
+    for (int64_t p = 0; p < P; ++p) t += cp[p * cs0];
+    *a.total->ptr<double>() = t;
+  }
 }
 
 // ---------------------------------------------------------------- batch norm backward

@@ -53,10 +53,12 @@ struct BatchNormForwardArgs {
 struct BatchNormStatsArgs {
   const ArrayView *x, *mean, *m2, *work;
 };
-// Chan merge over parts (host only: float64 C-contiguous counts (P,) or (P, C), means/m2s (P, C));
-// outputs float64 (C,) mean/m2 and, for per-channel counts, count.
+// Chan merge over parts, in part order: float64 counts (P,) or (P, C), means/m2s (P, C), any strides;
+// outputs float64 (C,) mean/m2 and either, for per-channel counts, count (C,) or, for per-part
+// counts, total (0-d: the sum of the counts). The binding checks host values first; a device
+// cannot (a synchronising read), so there a channel with an invalid count or m2 comes out NaN.
 struct BatchNormMergeArgs {
-  const ArrayView *counts, *means, *m2s, *count, *mean, *m2;
+  const ArrayView *counts, *means, *m2s, *count, *mean, *m2, *total;
 };
 struct BatchNormNormalizeArgs {
   const ArrayView *x, *mean, *rstd, *gamma, *beta, *y, *work;

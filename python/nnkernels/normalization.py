@@ -142,15 +142,21 @@ def batchnorm_stats(x: Any) -> tuple:
 def batchnorm_merge_stats(counts: Any, means: Any, m2s: Any) -> tuple:
     """Merge per-part statistics with Chan et al.'s parallel update, in part order.
 
-    counts: shape ``(P,)`` (or ``(P, C)``); means, m2s: shape ``(P, C)``. Returns
-    ``(count, mean, m2)`` with count an int (an array when counts was ``(P, C)``) and
-    float64 mean/m2 of shape ``(C,)``, arrays of means' library (NumPy for array-likes). Parts
-    with count 0 are ignored. Inputs are real-valued (integer or float) host arrays (NumPy,
-    torch CPU tensors, array-likes); complex, bool, object, bytes/str and datetime values are
-    refused with a TypeError naming the argument. The merge runs on the host: the statistics of
-    the parts are small and their values are checked first (counts finite and non-negative, m2s
-    non-negative), which a GPU could not do without a synchronising read, so device arrays are
-    refused with a ValueError.
+    counts: shape ``(P,)`` (or ``(P, C)``); means, m2s: shape ``(P, C)``, any strides. Returns
+    ``(count, mean, m2)``: float64 mean/m2 of shape ``(C,)`` and the count, arrays of means'
+    library on its device (NumPy for array-likes). Parts with count 0 are ignored. Inputs are
+    real-valued (integer or float); complex, bool, object, bytes/str and datetime values are
+    refused with a TypeError naming the argument. All three live on one device.
+
+    - Host statistics (NumPy, torch CPU tensors, array-likes): the values are checked first
+      (counts finite and non-negative, m2s non-negative: a ValueError naming the argument), and
+      the count is an int (a float64 ``(C,)`` array when counts was ``(P, C)``).
+    - GPU statistics (torch CUDA tensors, CuPy; e.g. an all-gather's result): merged on the
+      device by one kernel on the library's current stream, nothing read back, so it can be
+      captured in a CUDA graph. Other dtypes are converted to float64 on the device. The values
+      cannot be checked without a synchronising read: a channel with a negative or non-finite
+      count or a negative m2 comes out NaN. The count is a 0-d float64 array on the device (NaN
+      when a per-part count is invalid), or a float64 ``(C,)`` array for per-channel counts.
     """
     return _core.batchnorm_merge_stats(counts, means, m2s)
 

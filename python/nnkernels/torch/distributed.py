@@ -46,16 +46,20 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         local[1 + c:] = m2
         parts = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(parts, local, group=group)
-        table = torch.stack(parts).cpu()  # world x (1 + 2C) values, merged on the host
-        n, gmean, gm2 = nk.batchnorm_merge_stats(table[:, 0].to(torch.int64), table[:, 1:1 + c], table[:, 1 + c:])
-        n = int(n)
-        nk._core.batchnorm_check_training_count(tuple(x.shape), n)  # batchnorm_forward(training=True)'s check
-        gmean, gm2 = gmean.to(x.device), gm2.to(x.device)  # torch CPU tensors (the library of the statistics)
+        table = torch.stack(parts)  # world x (1 + 2C) float64 values, on x's device
+        # Merged where they are: host statistics (gloo) with their values checked, CUDA ones by one kernel
+        # on the device, where the global count n stays too (a 0-d tensor: reading it would synchronise).
+        n, gmean, gm2 = nk.batchnorm_merge_stats(table[:, 0], table[:, 1:1 + c], table[:, 1 + c:])
+        if isinstance(n, int):  # batchnorm_forward(training=True)'s check (on a GPU, as torch: not done)
+            nk._core.batchnorm_check_training_count(tuple(x.shape), n)
+            unbiased = gm2 / max(n - 1, 1)
+        else:
+            unbiased = gm2 / (n - 1).clamp(min=1)
         rstd = torch.rsqrt(gm2 / n + eps)
         y = nk.batchnorm_normalize(xa, gmean, rstd, _d(weight), _d(bias), activation=activation, negative_slope=slope)
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(gmean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1 - momentum).add_((gm2 / max(n - 1, 1)).to(running_var.dtype), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
         ctx.save_for_backward(x, weight, gmean, rstd, y if activation else None)
         ctx.n, ctx.group, ctx.bias_dtype = n, group, None if bias is None else bias.dtype
         ctx.act = dict(activation=activation, negative_slope=slope)
@@ -70,7 +74,11 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         c = x.shape[1]
         sums = torch.cat([sum_dout, sum_dout_xhat]).to(torch.float64)
         dist.all_reduce(sums, group=ctx.group)
-        dx = nk.batchnorm_backward_elemt(d, xa, _d(weight), m, r, sums[:c], sums[c:], ctx.n, **act)
+        if isinstance(ctx.n, int):
+            dx = nk.batchnorm_backward_elemt(d, xa, _d(weight), m, r, sums[:c], sums[c:], ctx.n, **act)
+        else:  # the global count on the device: the per-value means of the sums there, and count 1
+            sums = sums / ctx.n
+            dx = nk.batchnorm_backward_elemt(d, xa, _d(weight), m, r, sums[:c], sums[c:], 1, **act)
         # the local parameter gradients, in the parameters' dtype
         dw = sum_dout_xhat.to(weight.dtype) if weight is not None else None
         db = sum_dout.to(ctx.bias_dtype) if ctx.bias_dtype is not None else None
