@@ -144,6 +144,20 @@ def _batchnorm_split(a, dt, host):
     return {"mean": mean, "m2": m2, "y": y, "sum_dout": sd, "sum_dout_xhat": sdx, "dx": dx}
 
 
+def _batchnorm_merge(a, dt):
+    """Chan's merge of per-part statistics from strided views of one gathered table (SyncBatchNorm's layout),
+    per-part counts (a 0-d count on the device) and per-channel counts."""
+    rng = np.random.default_rng(21)
+    P, C = 5, 3
+    counts = np.array([4.0, 0.0, 9.0, 1.0, 6.0])
+    means, m2s = rng.normal(size=(P, C)) + 100.0, rng.uniform(0.1, 2.0, size=(P, C))
+    t = a(np.concatenate([counts[:, None], means, m2s], axis=1).astype(dt))
+    n, mean, m2 = nk.batchnorm_merge_stats(t[:, 0], t[:, 1:1 + C], t[:, 1 + C:])
+    pc = a(rng.integers(0, 5, size=(P, C)).astype(dt))
+    pn, pmean, pm2 = nk.batchnorm_merge_stats(pc, a(means.astype(dt)), a(m2s.astype(dt)))
+    return {"count": n, "mean": mean, "m2": m2, "pc_count": pn, "pc_mean": pmean, "pc_m2": pm2}
+
+
 _OPT_SHAPES = [(1,), (4099,), (16385,)]  # one element, a prime, more than one 16,384-element chunk
 
 
@@ -230,6 +244,7 @@ CASES = {
     "batchnorm": _batchnorm,
     "batchnorm_eval": _batchnorm_eval,
     "batchnorm_split": _batchnorm_split,
+    "batchnorm_merge": _batchnorm_merge,
     **{name: _optimizer(name) for name in ("sgd", "sgd_momentum", "adagrad", "rmsprop", "rmsprop_centered_momentum",
                                            "adam", "adamw", "adam_amsgrad_maximize", "ema")},
     "clip_grad_norm": _clip_grad_norm,
@@ -252,6 +267,7 @@ CASE_TOL = {  # case -> {output: kind}, "*" for every other output; cases not li
     "batchnorm": {"*": "reduction", **_NORM_TOL},
     "batchnorm_eval": {"*": "reduction"},
     "batchnorm_split": {"*": "reduction", **_NORM_TOL},
+    "batchnorm_merge": {"*": "reduction"},
     "clip_grad_norm": {"*": "reduction"},
     "softmax_cross_entropy_16bit": {"loss": "reduction", "*": "half"},
     "init_16bit": {"*": "exact"},
@@ -282,6 +298,7 @@ KERNELS = {  # __global__ function -> the cases that launch it (read off csrc/cu
     "bn_bwd_reduce_partial": ("batchnorm", "batchnorm_split"), "bn_reduce_final": ("batchnorm_split",),
     "bn_backward_params": ("batchnorm",), "bn_elemt_params": ("batchnorm_split",),
     "bn_bwd_apply_kernel": ("batchnorm", "batchnorm_split"),
+    "bn_merge_kernel": ("batchnorm_merge",),
     "multi_tensor_kernel": _OPT + ("adam_16bit_master", "sgd_16bit_stochastic"),
     "sumsq_kernel": ("clip_grad_norm", "clip_grad_norm_16bit"),
     "finish_norm_kernel": ("clip_grad_norm", "clip_grad_norm_16bit"),
