@@ -389,3 +389,18 @@ def test_gpu_calls_per_sample():
     assert H.gpu_calls_per_sample(2e-3) == 1  # longer than a sample: one call each
     assert H.gpu_calls_per_sample(1e-9) == H.GPU_MAX_CALLS
     assert H.gpu_calls_per_sample(0.0) == H.GPU_MAX_CALLS
+
+
+def test_paired_steps_reports_each_pair_and_an_interval(capsys):
+    """bench/torch_modules.paired_steps (the training-step comparison of issue 16): one ratio per pair, the
+    median and a 95% interval that contains the geometric mean, and the printed summary line."""
+    pytest.importorskip("torch")
+    from nnkernels.bench import torch_modules
+
+    r = torch_modules.paired_steps("mlp", pairs=3, quick=True)
+    assert len(r["ratios"]) == 3 and all(v > 0 for v in r["ratios"])
+    gmean = float(np.exp(np.mean(np.log(r["ratios"]))))
+    assert r["ci95"][0] <= gmean <= r["ci95"][1]
+    assert 0 <= r["faster_in"] <= 3 and r["median"] == float(np.median(r["ratios"]))
+    out = capsys.readouterr().out
+    assert out.count("pair ") == 3 and "mlp step, 3 pairs: speedup median" in out
