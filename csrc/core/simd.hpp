@@ -123,6 +123,19 @@ inline void stream_fence() {
 // Streaming stores only pay off when the output would not stay in cache anyway.
 constexpr int64_t kStreamThresholdBytes = int64_t(8) << 20;
 
+// Software prefetch of a streamed map's input 4 KiB ahead, into L2 (prefetcht1). A map whose body
+// computes (tanh, sigmoid: ~20 vector operations per register) consumes its input too slowly for
+// the hardware prefetchers of a many-core Xeon to keep enough lines in flight from DRAM: on a
+// 2-core Xeon VM (480 MB L3 reported) bfloat16 tanh over 64M elements ran at 0.48 ns per element
+// from DRAM against 0.16 from L3. With this prefetch it runs at 0.14 (float32 tanh 0.72 -> 0.23,
+// bf16 sigmoid 0.53 -> 0.16), while pure copies (ReLU float32) stay at 0.16-0.20. prefetchnta
+// made the float32 ReLU 2.5x slower there; 2 and 8 KiB were no better than 4. A prefetch never
+// faults, so an address past the end of the input is harmless (formed as an integer: no pointer
+// arithmetic beyond the array).
+template <class T> inline void prefetch_stream_input(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + 4096), 0, 2);
+}
+
 // Partial vector at p[0..k): the rest of the lanes are zero. Tails go through the same
 // vector code as the body so that an element's result never depends on where it falls
 // (chunk boundaries, alignment peel, strided gather): bitwise reproducible.
@@ -521,7 +534,11 @@ inline void map_bf16_pairs(const bfloat16_t* a, const bfloat16_t* b, bfloat16_t*
       i = head;
     }
     if (reinterpret_cast<uintptr_t>(z + i) % kVecBytes == 0) {
-      for (; i + P <= n; i += P) stream_bf16_pair(z + i, f(load_bf16_pair(a + i), load_bf16_pair(bb + i)));
+      for (; i + P <= n; i += P) {
+        prefetch_stream_input(a + i);
+        if (b) prefetch_stream_input(b + i);
+        stream_bf16_pair(z + i, f(load_bf16_pair(a + i), load_bf16_pair(bb + i)));
+      }
       stream_fence();
     }
   }
@@ -551,7 +568,10 @@ inline void map_unary(const T* x, T* y, int64_t n, bool stream, VecOp op) {
       i = head;
     }
     if ((reinterpret_cast<uintptr_t>(y + i) % St::kBytes) == 0) {
-      for (; i + N <= n; i += N) St::stream(y + i, op(St::load(x + i)));
+      for (; i + N <= n; i += N) {
+        prefetch_stream_input(x + i);
+        St::stream(y + i, op(St::load(x + i)));
+      }
       stream_fence();
     }
   }
@@ -580,7 +600,11 @@ inline void map_binary(const T* a, const T* b, T* z, int64_t n, bool stream, Vec
       i = head;
     }
     if ((reinterpret_cast<uintptr_t>(z + i) % St::kBytes) == 0) {
-      for (; i + N <= n; i += N) St::stream(z + i, op(St::load(a + i), St::load(b + i)));
+      for (; i + N <= n; i += N) {
+        prefetch_stream_input(a + i);
+        prefetch_stream_input(b + i);
+        St::stream(z + i, op(St::load(a + i), St::load(b + i)));
+      }
       stream_fence();
     }
   }

@@ -303,6 +303,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
   pend = 0;
   auto put = [&]() NK_AI {
     if (w + N <= n) {
+      if (xn) prefetch_stream_input(xn + w);
       S::stream(y + w, f(w, int64_t(N)));
       w += N;
     }
