@@ -159,10 +159,10 @@ template <class T> inline typename Simd<T>::V vtanh(typename Simd<T>::V x) {
 }
 
 // 1 / v, v normal, for results rounded to a 16-bit type: AVX-512's rcp14 (relative error below
-// 2^-14 = 6.1e-5, a quarter of float16's half ulp: the callers' budgets below include it), a
-// fraction of a division's cost: the divider bounds these kernels (on a 2-core Xeon VM, bfloat16
-// tanh in cache 0.25 -> 0.235 ns per element per thread, over 64M from DRAM 0.138 -> 0.131 with 2
-// threads). Other levels divide (rcpps is good to only
+// 2^-14 = 6.1e-5, a quarter of float16's half ulp: the callers' budgets below include it) at a
+// fraction of a division's cost (on a 2-core Xeon VM: bfloat16 tanh in cache 0.25 -> 0.235 ns per
+// element per thread, over 64M from DRAM with 2 threads 0.138 -> 0.131; sigmoid 64M 37.2 -> 35.7
+// ms before the input prefetch of core/simd.hpp). Other levels divide (rcpps is good to only
 // 1.5 * 2^-12).
 inline Simd<float>::V vrecip_16bit(Simd<float>::V v) {
 #if defined(__AVX512F__)
