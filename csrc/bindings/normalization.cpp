@@ -385,9 +385,12 @@ MergeInput merge_input(const py::handle& h, const char* name) {
     return m;
   }
   const char k = m.given.kind;
-  if (k != 'f' && k != 'i' && k != 'u')
-    throw py::type_error(std::string(name) + ": expected a real-valued numeric array, got dtype " +
-                         std::string(py::str(py::handle(reinterpret_cast<PyObject*>(m.given.descr)))));
+  if (k != 'f' && k != 'i' && k != 'u') {  // as_float64's refusal (tensors keep a NumPy descriptor, CuPy arrays not)
+    std::string dt = m.given.descr ? std::string(py::str(py::handle(m.given.descr)))
+                                   : std::string(py::str(m.given.object.attr("dtype")));
+    if (dt.rfind("torch.", 0) == 0) dt = dt.substr(6);
+    throw py::type_error(std::string(name) + ": expected a real-valued numeric array, got dtype " + dt);
+  }
   m.f64 = k == 'f' && m.given.itemsize == 8 ? m.given : device_float64_copy(m.given, name);
   return m;
 }
@@ -397,9 +400,10 @@ py::tuple batchnorm_merge_stats(const py::handle& counts_in, const py::handle& m
   const MergeInput counts = merge_input(counts_in, "counts");
   check_same_device(means.given, "means", m2s.given, "m2s");
   check_same_device(means.given, "means", counts.given, "counts");
-  const Dims& shape = means.f64.view.shape;
+  // the shapes as given (as_float64's host copy of a 0-d array is 1-d; the device keeps it 0-d)
+  const Dims& shape = means.given.view.shape;
   if (shape.size() != 2) throw py::value_error("means: expected shape (P, C), got " + shape_str(shape));
-  const Dims &m2_shape = m2s.f64.view.shape, &c_shape = counts.f64.view.shape;
+  const Dims &m2_shape = m2s.given.view.shape, &c_shape = counts.given.view.shape;
   if (m2_shape != shape)
     throw py::value_error("m2s: expected the shape of means " + shape_str(shape) + ", got " + shape_str(m2_shape));
   const int64_t P = shape[0], C = shape[1];

@@ -158,18 +158,18 @@ template <class T> inline typename Simd<T>::V vtanh(typename Simd<T>::V x) {
   return vcopysign<T>(t, x);
 }
 
-// 1 / v, v normal, for results rounded to a 16-bit type: AVX-512's rcp14 (relative error below
-// 2^-14 = 6.1e-5, a quarter of float16's half ulp: the callers' budgets below include it) at a
-// fraction of a division's cost (on a 2-core Xeon VM: bfloat16 tanh in cache 0.25 -> 0.235 ns per
-// element per thread, over 64M from DRAM with 2 threads 0.138 -> 0.131; sigmoid 64M 37.2 -> 35.7
-// ms before the input prefetch of core/simd.hpp). Other levels divide (rcpps is good to only
-// 1.5 * 2^-12).
-inline Simd<float>::V vrecip_16bit(Simd<float>::V v) {
+// num / den, den normal, for results rounded to a 16-bit type: on AVX-512 num * rcp14(den)
+// (relative error below 2^-14 = 6.1e-5, a quarter of float16's half ulp: the callers' budgets
+// below include it) at a fraction of a division's cost (on a 2-core Xeon VM: bfloat16 tanh in
+// cache 0.25 -> 0.235 ns per element per thread, over 64M from DRAM with 2 threads 0.138 -> 0.131;
+// sigmoid 64M 37.2 -> 35.7 ms before the input prefetch of core/simd.hpp). The other levels divide,
+// as before (rcpps is good to only 1.5 * 2^-12).
+inline Simd<float>::V vdiv_16bit(Simd<float>::V num, Simd<float>::V den) {
 #if defined(__AVX512F__)
   // (the zero-masked form: GCC 12 warns about _mm512_rcp14_ps's undefined pass-through operand)
-  return (Simd<float>::V)_mm512_maskz_rcp14_ps(__mmask16(0xFFFF), (__m512)v);
+  return num * (Simd<float>::V)_mm512_maskz_rcp14_ps(__mmask16(0xFFFF), (__m512)den);
 #else
-  return 1.0f / v;
+  return num / den;
 #endif
 }
 
@@ -177,7 +177,7 @@ inline Simd<float>::V vrecip_16bit(Simd<float>::V v) {
 // exponential accurate to the 16-bit result rather than to float32's last bit: t = -|x| log2(e)
 // rounded once (an error below 150 * 2^-24 in the exponent), t = n + f with |f| <= 1/2, 2^f by its
 // Taylor polynomial of degree 5 (truncation 2.4e-6), 2^n applied exactly (scale_pow2): about 1e-5
-// relative at the far end of bfloat16's range (7e-5 with vrecip_16bit's), below half an ulp of either dtype (every
+// relative at the far end of bfloat16's range (7e-5 with vdiv_16bit's), below half an ulp of either dtype (every
 // pattern is tested), for two thirds of vsigmoid's operations. Below t = -150 the result is 0 in
 // both dtypes; NaN stays NaN.
 inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
@@ -193,14 +193,14 @@ inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
   p = p * f + 0.6931471805599453f;
   p = p * f + 1.0f;
   const S::V e = scale_pow2<float>(p, n);
-  const S::V pos = vrecip_16bit(e + 1.0f);  // 1 + e in [1, 2]
+  const S::V pos = vdiv_16bit(S::splat(1.0f), e + 1.0f);  // 1 + e in [1, 2]
   return x >= 0.0f ? pos : e * pos;
 }
 
 // tanh for 16-bit storage (float32 arithmetic, the result rounded to float16 / bfloat16 once):
 // x * P(x^2) / Q(x^2) with x clamped to [-5, 5] (tanh(5) rounds to 1 in both dtypes), P and Q of
 // degree 2 and 3 with P(0) = Q(0) = 1, fitted by iteratively reweighted least squares for the
-// relative error: 2.2e-6 on [0, 5] (6.3e-5 with vrecip_16bit's), below half an ulp of either dtype (float16: 2.4e-4), at a
+// relative error: 2.2e-6 on [0, 5] (6.3e-5 with vdiv_16bit's), below half an ulp of either dtype (float16: 2.4e-4), at a
 // third of vtanh's operations (no exp, no reduction). Every finite bfloat16 input comes out
 // correctly rounded and every float16 one within 1 ulp (tests/test_activations.py checks every
 // pattern at every level); NaN stays NaN (the clamp's comparisons are false), +-0 keeps its sign.
@@ -211,7 +211,7 @@ inline Simd<float>::V vtanh_16bit(Simd<float>::V x) {
   const S::V t = xc * xc;
   const S::V p = (0.001643492141738534f * t + 0.11671819537878036f) * t + 1.0f;
   const S::V q = ((6.487190694315359e-05f * t + 0.018341366201639175f) * t + 0.45004037022590637f) * t + 1.0f;
-  return xc * p * vrecip_16bit(q);  // q in [1, 1.8]
+  return vdiv_16bit(xc * p, q);  // q in [1, 1.8]
 }
 
 NK_KERNEL_NAMESPACE_END

@@ -11,6 +11,12 @@ The backward all-reduces the per-channel sums of ``dout`` and ``dout * xhat``
 with the global sums and count. As in PyTorch, ``weight.grad``/``bias.grad`` are the local
 contributions (data-parallel training sums or averages them across processes with the other
 gradients). Eval mode, or a world of one process, is plain batch norm.
+
+With CUDA tensors (NCCL) the gathered table is merged on the device and the global count stays
+there as a 0-d tensor: no host copy or synchronisation per step. So, as in torch's SyncBatchNorm
+with more than one process, the global count is not checked there (host statistics raise
+batchnorm_forward's ValueError for a global count of 0 or 1 per channel; on CUDA such a batch
+gives NaN statistics).
 """
 from __future__ import annotations
 
