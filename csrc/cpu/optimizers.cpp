@@ -345,23 +345,6 @@ void rmsprop_any(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index
     else dispatch<T>(ptr, n, h, index, RmspropCore<C, false, false, CENTERED, MOMENTUM>{lr, wd, a, oma, eps, gs, mu});
   }
 }
-template <class T>
-void rmsprop(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
-  rmsprop_any<T, false, false>(ptr, n, h, index);
-}
-template <class T>
-void rmsprop_momentum(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
-  rmsprop_any<T, false, true>(ptr, n, h, index);
-}
-template <class T>
-void rmsprop_centered(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
-  rmsprop_any<T, true, false>(ptr, n, h, index);
-}
-template <class T>
-void rmsprop_centered_momentum(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
-  rmsprop_any<T, true, true>(ptr, n, h, index);
-}
-
 template <class T, bool AMS>
 void adam_any(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
   using C = compute_t<T>;
@@ -374,12 +357,6 @@ void adam_any(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
     dispatch<T>(ptr, n, h, index, AdamCore<C, 2, AMS>{wd, shrink, omb1, b2, omb2, step_size, ibc2, eps, gs});
   else
     dispatch<T>(ptr, n, h, index, AdamCore<C, 1, AMS>{wd, shrink, omb1, b2, omb2, step_size, ibc2, eps, gs});
-}
-template <class T>
-void adam(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) { adam_any<T, false>(ptr, n, h, index); }
-template <class T>
-void adam_amsgrad(void* const* ptr, int64_t n, const OptimHyper* h, int64_t index) {
-  adam_any<T, true>(ptr, n, h, index);
 }
 
 // EMA / Polyak averaging: avg = decay * avg + (1 - decay) * p. ptr = {avg, p}; T: the params' dtype;
@@ -457,14 +434,21 @@ double sumsq(const void* xp, int64_t n) {
 }  // namespace
 NK_KERNEL_NAMESPACE_END
 
-// One column per dtype in DType order (float32, float64, float16, bfloat16).
+// One column per dtype in DType order (float32, float64, float16, bfloat16). NK_OPT_ROW_OF's
+// arguments after fn are fn's template arguments after the storage type (rmsprop_any's
+// CENTERED/MOMENTUM, adam_any's AMS): a variant is a row, not a wrapper function.
 #define NK_OPT_ROW(fn)                                                                          \
   {&nk::NK_ISA_NS::fn<float>, &nk::NK_ISA_NS::fn<double>, &nk::NK_ISA_NS::fn<nk::float16_t>, \
    &nk::NK_ISA_NS::fn<nk::bfloat16_t>}
+#define NK_OPT_ROW_OF(fn, ...)                                                                  \
+  {&nk::NK_ISA_NS::fn<float, __VA_ARGS__>, &nk::NK_ISA_NS::fn<double, __VA_ARGS__>,            \
+   &nk::NK_ISA_NS::fn<nk::float16_t, __VA_ARGS__>, &nk::NK_ISA_NS::fn<nk::bfloat16_t, __VA_ARGS__>}
 NK_DEFINE_ISA_TABLE(OptimizerKernels, optimizer_kernels) = {
-    {NK_OPT_ROW(sgd), NK_OPT_ROW(sgd_momentum), NK_OPT_ROW(adagrad), NK_OPT_ROW(rmsprop), NK_OPT_ROW(adam),
-     NK_OPT_ROW(ema), NK_OPT_ROW(scale), NK_OPT_ROW(adam_amsgrad), NK_OPT_ROW(rmsprop_momentum),
-     NK_OPT_ROW(rmsprop_centered), NK_OPT_ROW(rmsprop_centered_momentum)},
+    {NK_OPT_ROW(sgd), NK_OPT_ROW(sgd_momentum), NK_OPT_ROW(adagrad), NK_OPT_ROW_OF(rmsprop_any, false, false),
+     NK_OPT_ROW_OF(adam_any, false), NK_OPT_ROW(ema), NK_OPT_ROW(scale), NK_OPT_ROW_OF(adam_any, true),
+     NK_OPT_ROW_OF(rmsprop_any, false, true), NK_OPT_ROW_OF(rmsprop_any, true, false),
+     NK_OPT_ROW_OF(rmsprop_any, true, true)},
     NK_OPT_ROW(sumsq),
 };
 #undef NK_OPT_ROW
+#undef NK_OPT_ROW_OF
