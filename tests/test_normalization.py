@@ -301,6 +301,58 @@ def test_layernorm_16bit_large_mean_and_extreme_rows(dtype, isa):
         assert_close(dxe, rdx, dtype, table=TOL_REDUCTION, atol=1e-3 * np.abs(rdx).max())
 
 
+def _rows_with_offset_starts(dtype, d, seed):
+    """Rows of mean 7, std 3 whose first 32 elements are moved by 0 to 50 std: the 16-bit first pass
+    (sums around the mean of a row's first 32 elements) holds for the near ones and hands the far
+    ones (and rows with a NaN or an infinity after the start) to the two-pass statistics."""
+    offsets = [0.0, 0.5, 0.9, 1.1, 2.0, 3.0, 50.0, -50.0]
+    z = np.random.default_rng(seed).standard_normal((4 * len(offsets) + 3, d))
+    for i, off in enumerate(offsets * 4):
+        z[i, :32] += off
+    x = z * 3 + 7
+    x[-3] = 1.5  # constant row
+    x[-2, min(d - 1, 40)] = np.nan
+    x[-1, min(d - 1, 40)] = np.inf
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("d", [1, 5, 31, 32, 33, 300, 1031])
+def test_layernorm_16bit_statistics_either_first_pass(dtype, d, isa):
+    x = _rows_with_offset_starts(dtype, d, 40 + d)
+    beta = _half_data((d,), np.float32, 41)
+    y, m, r = nk.layernorm_forward(x, np.ones(d, np.float32), beta)
+    ry, rm, rr = ref.layernorm_forward(x[:-2].astype(np.float64))
+    fin = slice(0, len(x) - 2)
+    # float32 statistics of the 16-bit values: the mean within 1e-6 std of float64 (and its own
+    # rounding), rstd within 16 float32 ulps (measured: within 9, as the float32 two-pass on the
+    # same values; a first pass without its fallback is off by thousands on the far starts)
+    tol_m = 1e-6 / rr + np.abs(rm) * 2.0 ** -24
+    assert (np.abs(m[fin] - rm) <= tol_m).all()
+    assert (np.abs(r[fin] / rr - 1) <= 16 * 2.0 ** -24).all()
+    assert_close(y[fin], ry * 1 + beta, dtype, table=TOL_REDUCTION)
+    np.testing.assert_array_equal(y[-3].view(np.uint16), beta.astype(dtype).view(np.uint16))  # xhat = 0
+    if d > 1:
+        assert np.isnan(m[-2]) and np.isnan(y[-2].astype(np.float32)).all()
+        assert not np.isfinite(m[-1]) and np.isnan(y[-1].astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("d", [1024, 1031])
+def test_layernorm_16bit_statistics_streamed_bitwise(threads, dtype, d):
+    """Rows taking either first pass give the same bits in streamed calls (a row's first pass in the
+    loop writing the row before it) as in small cached calls, for 1 and 2 threads."""
+    block = _rows_with_offset_starts(dtype, d, 50)
+    reps = (9 << 20) // (block.nbytes) + 1
+    x = np.concatenate([block] * reps)
+    expect = [nk.layernorm_forward(block)[k] for k in range(3)]
+    for t in (1, 2):
+        threads(t)
+        res = nk.layernorm_forward(x)
+        for a, b in zip(res, expect):
+            np.testing.assert_array_equal(a.view(np.uint8), np.concatenate([b] * reps).view(np.uint8))
+
+
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_layernorm_16bit_bad_params_refused(dtype):
     x = _half_data((4, 6), dtype, 40)

@@ -435,6 +435,7 @@ template <class H, Simd<float>::V (*Widen)(H16V), H16V (*Narrow)(Simd<float>::V)
   static V load_partial(const H* p, int64_t k) { return Widen(load_h16_partial(p, k)); }
   static void store_partial(H* p, V v, int64_t k) { store_h16_partial(p, Narrow(v), k); }
   static void stream(H* p, V v) { stream_h16(p, Narrow(v)); }
+  static V round(V v) { return Widen(Narrow(v)); }  // v rounded to H, in registers
 };
 template <> struct Storage<bfloat16_t> : Storage16<bfloat16_t, widen_bf16, narrow_bf16> {};
 template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f16> {};

@@ -117,8 +117,8 @@ template <class T, class F> NK_AI inline void col_loop(int64_t w, F&& f) {
 
 // One walk over n elements in blocks of kRunBlock (float lanes within a block, double across
 // blocks), four accumulators per quantity: with SUM, sum = sum(xs[0..n)); with CENTRED,
-// s1 = sum(xc - m) and s2 = sum((xc - m)^2). each_vector() runs once per vector of xs read
-// (stream_row writes a vector of another row there). run_sum, run_centered and stream_row's loop
+// s1 = sum(xc - m) and s2 = sum((xc - m)^2). each_vector() runs once per vector read (of xs with
+// SUM, else of xc; stream_row writes a vector of another row there). run_sum, run_centered and stream_row's loop
 // are all this walk, so a row's statistics have the same bits whichever loop computed them.
 // bfloat16 reads pairs (core/simd.hpp: no shuffles; the lanes hold the elements in another order,
 // which a sum does not see), two per step of the four accumulators where the other types read four
@@ -160,6 +160,7 @@ NK_AI inline void run_walk(const T* xs, const T* xc, int64_t n, compute_t<T> m, 
           c[j] += d;
           q[j] = fmadd(d, d, q[j]);
         }
+        if constexpr (!SUM) { each_vector(); each_vector(); each_vector(); each_vector(); }
       }
     }
     for (; i < bn; i += kTail) {
@@ -176,6 +177,10 @@ NK_AI inline void run_walk(const T* xs, const T* xc, int64_t n, compute_t<T> m, 
           const V<T> d0 = keep_first<C>(u.even - m, (k + 1) / 2), d1 = keep_first<C>(u.odd - m, k / 2);  // elements 2j, 2j + 1
           c[0] += d0; c[1] += d1;
           q[0] = fmadd(d0, d0, q[0]); q[1] = fmadd(d1, d1, q[1]);
+          if constexpr (!SUM) {
+            each_vector();
+            if (k > N) each_vector();
+          }
         }
       } else {
         if constexpr (SUM) {
@@ -186,6 +191,7 @@ NK_AI inline void run_walk(const T* xs, const T* xc, int64_t n, compute_t<T> m, 
           const V<T> d = keep_first<C>(ld(xc + b0 + i, k) - m, k);
           c[0] += d;
           q[0] = fmadd(d, d, q[0]);
+          if constexpr (!SUM) each_vector();
         }
       }
     }
@@ -209,6 +215,58 @@ template <class T> void run_centered(const T* x, int64_t n, compute_t<T> m, doub
 
 // ---------------------------------------------------------------- layer norm
 
+// The first pass over a layer-norm row. float32/float64 rows (memory-bound at DRAM sizes): its sum,
+// for the centred pass around mh = sum/d. 16-bit rows, whose conversions make the kernel
+// compute-bound (two passes over a 2 KB row cost as much as its DRAM traffic: measured on the
+// 2-core EPYC, skipping the centred pass took bf16 (65536, 1024) from 10 to 7-8.5 ms): s1 and s2
+// around a shift K in one pass, K the mean of the row's first kShiftElems elements rounded to the
+// storage type. The shifted sums give the variance as (s2 - s1^2/d)/d, which loses accuracy only
+// as far as K is off the mean: with (mean - K)^2 = f * var, the cancellation costs a factor 1 + f.
+// The row keeps the shifted result when 3 s1^2/d <= s2 (f <= 1/2; K of 32 Gaussian values is that
+// far off with probability 6e-5) and everything is finite; otherwise (a row start far from the
+// row's mean, an overflow, a NaN or an infinity) the row takes the two passes of the
+// float32/float64 rows, with their bits. K on the storage grid makes x - K exact and short, so
+// most squares are exact too; a float32 K (a 12-bit mean of bfloat16 values) gave the squares
+// correlated rounding errors: rstd 25-50 float32 ulps off on rows of 4099 at the baseline level.
+// Measured against float64 with K rounded (rows of 5 to 20000, every ISA level, starts up to f =
+// 1/2): rstd within 5 ulps (bfloat16) and 9 ulps (float16), where the float32 two-pass on the
+// same values is within 9. (Chan, Golub & LeVeque 1983, "Algorithms for computing the sample
+// variance: analysis and recommendations", on shifted data.)
+template <class X> constexpr bool kShiftedStats = sizeof(X) == 2;
+constexpr int64_t kShiftElems = 32;
+struct RowSums {
+  double sum = 0, s1 = 0, s2 = 0;  // sum (kShiftedStats false) or s1, s2 around k
+  float k = 0;
+};
+template <class X> NK_AI inline compute_t<X> row_shift(const X* x, int64_t n) {
+  using C = compute_t<X>;
+  const int64_t m = imin(n, kShiftElems);
+  V<X> v{};
+  if constexpr (std::is_same_v<X, bfloat16_t>) {
+    for (int64_t i = 0; i < m; i += kBf16PairElems) {
+      const int64_t k = imin(kBf16PairElems, m - i);
+      const Bf16Pair u = k == kBf16PairElems ? load_bf16_pair(x + i) : load_bf16_pair_partial(x + i, k);
+      v += u.even + u.odd;
+    }
+  } else {
+    for (int64_t i = 0; i < m; i += Storage<X>::N) v += ld(x + i, imin(Storage<X>::N, m - i));
+  }
+  return Storage<X>::round(splat(hsum<C>(v) / C(m)))[0];  // rounded to X (see above)
+}
+template <class X, class G> NK_AI inline RowSums row_sums(const X* x, int64_t n, G&& each_vector) {
+  RowSums r;
+  double unused;
+  if constexpr (kShiftedStats<X>) {
+    r.k = row_shift(x, n);
+    run_walk<X, false, true>(nullptr, x, n, r.k, unused, r.s1, r.s2, each_vector);
+  } else {
+    double s1, s2;
+    run_walk<X, true, false>(x, nullptr, n, compute_t<X>(0), r.sum, s1, s2, each_vector);
+  }
+  return r;
+}
+template <class X> inline RowSums row_sums(const X* x, int64_t n) { return row_sums(x, n, []() NK_AI {}); }
+
 // Per row: mh = sum(x)/d; s1, s2 around mh; mean = mh + c, c = s1/d; var = (s2 - s1*c)/d;
 // rstd = 1/sqrt(var + eps); xhat = (x - mh)*rstd - c*rstd; y = act(xhat * gamma + beta)
 // (AFF false: gamma and beta are None, y = act(xhat)). x - mh is exact for x near the mean, and
@@ -217,11 +275,11 @@ template <class T> void run_centered(const T* x, int64_t n, compute_t<T> m, doub
 template <class T> struct LnRow {
   T mh, rs, nb;  // xhat = (x - mh) * rs + nb
 };
-// Statistics of G rows x + g*xs (g < G), phase by phase: the G sums, the G centred sums, then
-// the G square roots and divisions side by side. The rows' dependency chains (sum -> centred
-// sums -> sqrt -> divide, ~150 cycles on a 256-element row) overlap instead of running one
-// after the other; every row's result is the same as when it is computed alone.
-// ln_rows_finish is the part after the sums (given as `sum`).
+// Statistics of G rows x + g*xs (g < G), phase by phase: the G first passes (row_sums), the G
+// centred sums where needed, then the G square roots and divisions side by side. The rows'
+// dependency chains (sum -> centred sums -> sqrt -> divide, ~150 cycles on a 256-element row)
+// overlap instead of running one after the other; every row's result is the same as when it is
+// computed alone. ln_rows_finish is the part after the first passes (given as RowSums).
 // A row whose fast statistics cannot be right (wide_needed, normalization.hpp): its mean, rstd
 // and output coefficients from wide_stats, for the same output loops. Rows with a NaN or an
 // infinity keep the fast results.
@@ -239,15 +297,12 @@ __attribute__((noinline, cold)) void ln_row_wide(const X* x, int64_t d, double e
   *mean = T(s.mean);
   *rstd = rs;
 }
-// Row statistics from mh = T(sum / d) and the centred sums s1, s2 around it (G rows side by side).
+// Row statistics from p[g].mh, c = mean - mh and the variance v (s2: the sum of squares they came
+// from, for wide_needed; G rows side by side).
 template <class X, int G, class T = compute_t<X>>
-NK_AI inline void ln_rows_from_sums(const X* x, int64_t xs, int64_t d, const double* s1, const double* s2,
-                                    double inv_d, double eps, T* mean, T* rstd, LnRow<T>* p) {
-  double c[G], v[G], rs[G];
-  for (int g = 0; g < G; ++g) {
-    c[g] = s1[g] * inv_d;
-    v[g] = (s2[g] - s1[g] * c[g]) * inv_d;
-  }
+NK_AI inline void ln_rows_from_sums(const X* x, int64_t xs, int64_t d, const double* c, const double* v,
+                                    const double* s2, double eps, T* mean, T* rstd, LnRow<T>* p) {
+  double rs[G];
   for (int g = 0; g < G; ++g) rs[g] = 1.0 / __builtin_sqrt((v[g] < 0 ? 0.0 : v[g]) + eps);
   for (int g = 0; g < G; ++g) {
     p[g].rs = T(rs[g]);
@@ -258,24 +313,44 @@ NK_AI inline void ln_rows_from_sums(const X* x, int64_t xs, int64_t d, const dou
   for (int g = 0; g < G; ++g)
     if (__builtin_expect(wide_needed<T>(s2[g], v[g], c[g], eps), 0)) ln_row_wide<X>(x + g * xs, d, eps, mean + g, rstd + g, p + g);
 }
+// The rest of G rows' statistics after their first passes (row_sums): a 16-bit row whose shifted
+// sums pass the test above takes mh = T(k + s1/d) from them; any other row the centred pass
+// around mh = T(sum/d) (after its sum, for a 16-bit row).
 template <class X, int G, class T = compute_t<X>>
-NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const double* sum, double inv_d, double eps,
+NK_AI inline void ln_rows_finish(const X* x, int64_t xs, int64_t d, const RowSums* rsum, double inv_d, double eps,
                                  T* mean, T* rstd, LnRow<T>* p) {
-  double s1[G], s2[G];
-  for (int g = 0; g < G; ++g) p[g].mh = T(sum[g] * inv_d);
-  for (int g = 0; g < G; ++g) run_centered<X>(x + g * xs, d, p[g].mh, s1[g], s2[g]);
-  ln_rows_from_sums<X, G>(x, xs, d, s1, s2, inv_d, eps, mean, rstd, p);
+  double c[G], v[G], s2[G];
+  for (int g = 0; g < G; ++g) {
+    const RowSums& r = rsum[g];
+    if constexpr (kShiftedStats<X>) {
+      const double off = r.s1 * inv_d;
+      if (__builtin_expect(3 * (r.s1 * off) <= r.s2, 1)) {  // false for a NaN or an inf in s1 or s2
+        p[g].mh = T(double(r.k) + off);
+        c[g] = (double(r.k) - double(p[g].mh)) + off;
+        v[g] = (r.s2 - r.s1 * off) * inv_d;
+        s2[g] = r.s2;
+        continue;
+      }
+    }
+    const double sum = kShiftedStats<X> ? run_sum<X>(x + g * xs, d) : r.sum;
+    double s1;
+    p[g].mh = T(sum * inv_d);
+    run_centered<X>(x + g * xs, d, p[g].mh, s1, s2[g]);
+    c[g] = s1 * inv_d;
+    v[g] = (s2[g] - s1 * c[g]) * inv_d;
+  }
+  ln_rows_from_sums<X, G>(x, xs, d, c, v, s2, eps, mean, rstd, p);
 }
 template <class X, int G, class T = compute_t<X>>
 NK_AI inline void ln_rows_stats(const X* x, int64_t xs, int64_t d, double inv_d, double eps, T* mean, T* rstd,
                                 LnRow<T>* p) {
-  double sum[G];
-  for (int g = 0; g < G; ++g) sum[g] = run_sum<X>(x + g * xs, d);
-  ln_rows_finish<X, G>(x, xs, d, sum, inv_d, eps, mean, rstd, p);
+  RowSums sums[G];
+  for (int g = 0; g < G; ++g) sums[g] = row_sums<X>(x + g * xs, d);
+  ln_rows_finish<X, G>(x, xs, d, sums, inv_d, eps, mean, rstd, p);
 }
 // Streamed rows of a contiguous output (row r + 1 starts where row r ends, rows of at least
 // two vectors; see rows_streamable): row r's y[0..n) = f(i, k) goes out with non-temporal
-// stores only, in the same loop as run_sum(xn, n) of the next row, which is returned (run_walk:
+// stores only, in the same loop as row_sums(xn, n) of the next row, which is returned (run_walk:
 // the same bits). The loop streams DRAM reads and writes together, as a copy does, instead of a
 // read phase and a write phase per row. When y is not vector-aligned, the
 // vector line shared by the end of one row and the start of the next is assembled in `line`
@@ -287,7 +362,7 @@ template <class T> inline bool rows_streamable(const T* y, int64_t ys, int64_t n
   return stream && ys == n && n >= 2 * Storage<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
 }
 template <class T, class F>
-NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f) {
+NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f) {
   using S = Storage<T>;
   constexpr int N = S::N;
   const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(S::kBytes);
@@ -308,8 +383,8 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
       w += N;
     }
   };
-  double sum = 0, s1, s2;
-  if (xn) run_walk<T, true, false>(xn, nullptr, n, compute_t<T>(0), sum, s1, s2, put);
+  RowSums sums;
+  if (xn) sums = row_sums<T>(xn, n, put);
   while (w + N <= n) put();
   if (w < n) {
     const int64_t k = n - w;
@@ -320,7 +395,7 @@ NK_AI inline double stream_row(T* y, int64_t n, const T* xn, bool last, T* line,
       pend = k;
     }
   }
-  return sum;
+  return sums;
 }
 // Rows r < rows of y (row pitch ys): y[r][0..n) = f(r, i, k). Streamed rows of a contiguous y
 // go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
@@ -377,18 +452,19 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
     };
   };
   if (rows_streamable(y, ys, d, stream) && r0 < rows) {
-    // Streamed rows of a contiguous y: row r is written in the loop that sums row r + 1
-    // (stream_row); every row's statistics are those of ln_rows_stats. (Centring row r + 1 in the
-    // same loop as well, with the sum of row r + 2, was measured no faster.)
+    // Streamed rows of a contiguous y: row r is written in the loop that makes row r + 1's first
+    // pass (stream_row, row_sums); every row's statistics are those of ln_rows_stats. (For
+    // float32, centring row r + 1 in the same loop as well, with the sum of row r + 2, was
+    // measured no faster.)
     alignas(64) X line[Storage<X>::N];
     int64_t pend = 0;
-    double sum = run_sum<X>(x + r0 * xs, d);
+    RowSums sums = row_sums<X>(x + r0 * xs, d);
     for (int64_t r = r0; r < rows; ++r) {
       const X* xr = x + r * xs;
       const bool last = r + 1 == rows;
       LnRow<T> p;
-      ln_rows_finish<X, 1>(xr, xs, d, &sum, inv_d, eps, mean + r, rstd + r, &p);
-      sum = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p));
+      ln_rows_finish<X, 1>(xr, xs, d, &sums, inv_d, eps, mean + r, rstd + r, &p);
+      sums = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p));
     }
   } else {
     for (int64_t r = r0; r < rows; ++r) {

@@ -21,7 +21,10 @@ batchnorm_stats float64 as for every dtype. Kernels: csrc/cpu/normalization.cpp
 
 Statistics are computed robustly (two passes over cache-resident blocks merged with Chan's
 pairwise update; never E[x^2] - E[x]^2), so data with a large mean (1e4, std 1) normalise as
-accurately as centred data. A constant channel/row (zero variance) gives y = beta.
+accurately as centred data. (bfloat16/float16 layer-norm rows are reduced in one pass around a
+shift, the mean of their first 32 values, and keep it only when the shift is within 0.71 std of
+the row's mean; other rows take the two passes.) A constant channel/row (zero variance) gives
+y = beta.
 Results are bitwise identical for any thread count (fixed work decomposition). On the GPU every
 per-channel quantity (batch statistics, rstd, the kernel coefficients, the running-statistics
 update) is computed on the device: no host transfer or stream synchronisation inside an op.
