@@ -73,6 +73,34 @@ def test_env_var_invalid_isa_fails_at_import():
     assert "isa: expected one of" in r.stderr
 
 
+def test_import_leaves_ml_dtypes_to_the_first_bfloat16_use():
+    """``import nnkernels`` does not import ml_dtypes (ml_dtypes 0.7 takes about a second to import),
+    and every place that takes the name "bfloat16" imports it then: init's dtype=, the layers' dtype=,
+    the optimizers' state_dtype=, and a bfloat16 NumPy array made from the result."""
+    r = _run_python("""
+import sys
+import numpy as np
+import nnkernels as nk
+assert "ml_dtypes" not in sys.modules, "imported by import nnkernels"
+y = nk.relu(np.float32([-1.0, 2.0]))
+o = nk.optim.Adam([np.ones(3, np.float32)], lr=1e-3)
+o.step([np.ones(3, np.float32)])
+assert "ml_dtypes" not in sys.modules, "imported by a float32 call"
+w = nk.init.normal((5,), seed=3, dtype="bfloat16")
+import ml_dtypes
+assert w.dtype == ml_dtypes.bfloat16, w.dtype
+assert np.array_equal(w.astype(np.float32), nk.init.normal((5,), seed=3).astype(ml_dtypes.bfloat16).astype(np.float32))
+""")
+    assert r.returncode == 0, r.stderr
+    for snippet in ('import nnkernels as nk; l = nk.nn.LayerNorm(4, dtype="bfloat16"); print(l.gamma.dtype)',
+                    'import nnkernels as nk; p = nk.init.normal((3,), seed=1, dtype="bfloat16"); '
+                    'o = nk.optim.Adam([p], lr=1e-3, state_dtype="bfloat16"); o.step([p.copy()]); '
+                    'print(o.state["exp_avg"][0].dtype)'):
+        r = _run_python(snippet)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "bfloat16", r.stdout
+
+
 def test_omp_num_threads_env_is_honoured():
     r = _run_python("import nnkernels as nk; print(nk.get_num_threads())", OMP_NUM_THREADS="1")
     assert r.returncode == 0, r.stderr

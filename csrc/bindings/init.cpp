@@ -38,7 +38,15 @@ DType init_dtype(const py::handle& h) {
   try {
     d = py::dtype::from_args(py::reinterpret_borrow<py::object>(h));
   } catch (py::error_already_set&) {
-    throw py::type_error(kExpected + std::string(py::repr(h)));
+    // NumPy knows the name "bfloat16" once ml_dtypes is imported, which nnkernels leaves to the
+    // first bfloat16 array (importing ml_dtypes 0.7 takes about a second): import it and retry.
+    if (!py::isinstance<py::str>(h)) throw py::type_error(kExpected + std::string(py::repr(h)));
+    (void)bfloat16_dtype();
+    try {
+      d = py::dtype::from_args(py::reinterpret_borrow<py::object>(h));
+    } catch (py::error_already_set&) {
+      throw py::type_error(kExpected + std::string(py::repr(h)));
+    }
   }
   if (d.kind() == 'f' && d.itemsize() == 4) return DType::f32;
   if (d.kind() == 'f' && d.itemsize() == 8) return DType::f64;

@@ -131,6 +131,18 @@ def astype_copy(x: Any, dtype: str) -> Any:
         return cupy.array(x, dtype=dtype, order="C", copy=True)
 
 
+def as_dtype(dtype: Any) -> Any:
+    """numpy.dtype(dtype), also for the name "bfloat16" before ml_dtypes is imported (nnkernels imports
+    it only when bfloat16 is asked for: importing ml_dtypes 0.7 takes about a second)."""
+    import numpy as np
+
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
 def numpy_dtype(x: Any) -> Any:
     """The NumPy dtype of x's elements (torch.bfloat16: ml_dtypes.bfloat16)."""
     import numpy as np

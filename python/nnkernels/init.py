@@ -26,7 +26,6 @@ import math
 import numbers
 from typing import Any, Optional
 
-import ml_dtypes  # noqa: F401  (registers the dtype name "bfloat16" with NumPy: dtype="bfloat16")
 import numpy as np
 
 from . import _core

@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from . import _arraylib
 from . import activations as _act
 from .losses import softmax_cross_entropy
 
@@ -149,7 +150,7 @@ class Linear(Layer):
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, init: str = "kaiming",
                  nonlinearity: str = "relu", seed: int = 0, dtype=np.float32, weight: Optional[np.ndarray] = None):
         self.in_features, self.out_features = int(in_features), int(out_features)
-        dtype = np.dtype(dtype)
+        dtype = _arraylib.as_dtype(dtype)
         if weight is not None:
             w = np.array(weight, dtype=dtype, copy=True)
             if w.shape != (self.in_features, self.out_features):
@@ -291,8 +292,6 @@ def _store(dst: np.ndarray, src) -> None:
     if isinstance(src, np.ndarray):
         dst[...] = src
     else:
-        from . import _arraylib
-
         dst[...] = _arraylib.to_numpy(src)
 
 
@@ -303,7 +302,7 @@ def _check_norm_args(num_features, activation, dtype, name="num_features") -> np
         raise ValueError(f"{name}: expected a positive int, got {num_features!r}")
     if activation not in (None,) + _FUSABLE:
         raise ValueError(f"activation: expected None, 'relu' or 'leaky_relu', got {activation!r}")
-    dt = np.dtype(dtype)
+    dt = _arraylib.as_dtype(dtype)
     if dt not in (np.float32, np.float64, np.float16) and dt.name != "bfloat16":
         raise TypeError(f"dtype: expected float32, float64, float16 or bfloat16 (of the parameters), got {dt}")
     return dt

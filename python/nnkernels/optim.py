@@ -42,7 +42,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from . import _arraylib, _core
@@ -50,7 +49,20 @@ from . import optim_steps as _steps
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
-_HALF = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def _is_half(dt: Any) -> bool:
+    """dt is float16 or ml_dtypes.bfloat16. ml_dtypes is imported only for a 2-byte dtype that NumPy does
+    not know by itself (importing ml_dtypes 0.7 takes about a second: not on the float32 path)."""
+    if not isinstance(dt, np.dtype):
+        return False
+    if dt == np.float16:
+        return True
+    if dt.itemsize != 2 or dt.kind != "V":
+        return False
+    import ml_dtypes
+    return dt == np.dtype(ml_dtypes.bfloat16)
+
 _GOLDEN = 0x9E3779B97F4A7C15  # the seed of stochastic-rounding step t of the step functions without a step count
 
 
@@ -77,10 +89,10 @@ class Optimizer:
         self.stochastic_rounding = bool(stochastic_rounding)
         if state_dtype is not None:
             try:
-                sd = np.dtype(state_dtype)
+                sd = _arraylib.as_dtype(state_dtype)
             except TypeError:
                 sd = state_dtype
-            if sd not in (np.dtype(np.float32),) + _HALF:
+            if not (sd == np.dtype(np.float32) or _is_half(sd)):
                 raise TypeError(f"state_dtype: expected float32, float16 or bfloat16 (None: float32 for 16-bit "
                                 f"params, the params' dtype otherwise), got {sd}")
             state_dtype = sd
@@ -100,7 +112,7 @@ class Optimizer:
         if master_params is True:
             for i, p in enumerate(self.params):
                 dt = _arraylib.numpy_dtype(p)
-                if dt not in _HALF:
+                if not _is_half(dt):
                     raise TypeError(f"master_params: master copies are for float16/bfloat16 params, params[{i}] is {dt}")
             master_params = [_arraylib.astype_copy(p, "float32") for p in self.params]
         elif not isinstance(master_params, (list, tuple)):
@@ -115,7 +127,7 @@ class Optimizer:
 
     def _state_dtype_of(self, p: Any) -> Any:
         """The dtype name of p's states: None (p's own dtype) unless p is 16-bit."""
-        if _arraylib.numpy_dtype(p) not in _HALF:
+        if not _is_half(_arraylib.numpy_dtype(p)):
             return None
         return "float32" if self._state_dtype is None else self._state_dtype.name
 
