@@ -232,10 +232,13 @@ inline U32V bits_of(Simd<float>::V v) { return (U32V)v; }
 inline Simd<float>::V float_of(U32V u) { return (Simd<float>::V)u; }
 
 // float32 bits -> bfloat16 bits (in the low half of each lane), portable integer rounding.
+// NaN is found by a float compare (one instruction; the integer test |u| > 0x7F800000 is unsigned,
+// three at the AVX2 level, which has no unsigned compare): same lanes, same bits.
 inline U32V bf16_round_bits(U32V u) {
   const U32V rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   const U32V quiet_nan = (u >> 16) | 0x40u;
-  return (u & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded;
+  const Simd<float>::V f = float_of(u);
+  return f != f ? quiet_nan : rounded;
 }
 
 // float32 bits -> float16 bits (low half), portable.
