@@ -283,6 +283,23 @@ def test_layernorm_16bit_streamed_rows_bitwise(threads, isa, dtype, d):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("d", [17, 100, 509, 512])
+@pytest.mark.parametrize("activation", ACTS)
+def test_layernorm_16bit_row_writers_agree_bitwise(dtype, d, activation, isa):
+    """Rows of up to 512 with gamma/beta go out four at a time (one gamma/beta load per four rows, Storage's
+    layout); a row alone, below AVX-512, in bfloat16 pairs (even/odd lanes, parity-split gamma/beta):
+    the same bits (x read at an odd element offset)."""
+    x = _half_data((9 * d + 1,), dtype, 40, loc=3.0)[1:].reshape(9, d)
+    gamma = _half_data((d,), dtype, 41, loc=1.0)
+    beta = _half_data((d,), dtype, 42)
+    kw = dict(activation=activation, negative_slope=0.125) if activation == "leaky_relu" else dict(activation=activation)
+    y8 = nk.layernorm_forward(x[:8], gamma, beta, **kw)[0]
+    for r in (0, 3, 7):
+        alone = nk.layernorm_forward(x[r:r + 1], gamma, beta, **kw)[0]
+        np.testing.assert_array_equal(alone[0].view(np.uint16), y8[r].view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_layernorm_16bit_large_mean_and_extreme_rows(dtype, isa):
     x = _half_data((16, 300), dtype, 7, loc=1e3 if dtype == F16 else 1e4, scale=30.0)
     y, m, r = nk.layernorm_forward(x)

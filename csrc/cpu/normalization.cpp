@@ -22,6 +22,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "core/chan.hpp"
 #include "core/simd.hpp"
@@ -361,9 +362,14 @@ NK_AI inline void ln_rows_stats(const X* x, int64_t xs, int64_t d, double inv_d,
 template <class T> inline bool rows_streamable(const T* y, int64_t ys, int64_t n, bool stream) {
   return stream && ys == n && n >= 2 * Storage<T>::N && reinterpret_cast<uintptr_t>(y) % sizeof(T) == 0;
 }
-template <class T, class F>
-NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f) {
+// A row writer in bfloat16 pairs as well (pair_fn(i): the Bf16Pair of elements [i, i + 2N)):
+// stream_row streams it wherever y + i is kVecBytes-aligned, else f's vectors.
+struct NoPairs {};  // stream_row without one
+template <class T, class F, class P = NoPairs>
+NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f,
+                                P&& pair_fn = P{}) {
   using S = Storage<T>;
+  constexpr bool kPairs = !std::is_same_v<std::decay_t<P>, NoPairs>;  // bfloat16 (ln_fwd_impl, kLnPairs)
   constexpr int N = S::N;
   const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(S::kBytes);
   int64_t w = mis == 0 ? 0 : int64_t((uintptr_t(S::kBytes) - mis) / sizeof(T));  // write cursor, < N <= n / 2
@@ -377,6 +383,14 @@ NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line
   }
   pend = 0;
   auto put = [&]() NK_AI {
+    if constexpr (kPairs) {
+      if (w + kBf16PairElems <= n && reinterpret_cast<uintptr_t>(y + w) % uintptr_t(kVecBytes) == 0) {
+        if (xn) prefetch_stream_input(xn + w);
+        stream_bf16_pair(y + w, pair_fn(w));
+        w += kBf16PairElems;
+        return;
+      }
+    }
     if (w + N <= n) {
       if (xn) prefetch_stream_input(xn + w);
       S::stream(y + w, f(w, int64_t(N)));
@@ -411,6 +425,56 @@ template <class T, class F> NK_AI inline void write_rows(T* y, int64_t ys, int64
     for (int64_t r = 0; r < rows; ++r)
       write_row<T>(y + r * ys, n, stream, [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); });
   }
+}
+
+// bfloat16 layer-norm rows are written in pairs (Bf16Pair: one integer operation per float32
+// vector loaded, none to pack the stores) below AVX-512, where packing costs two shuffles per
+// vector. Measured on the 2-core EPYC (Zen 2, AVX2), bfloat16 (65536, 1024) with bfloat16
+// gamma/beta, interleaved runs, bits unchanged: 39.4-40.3 -> 33.7-33.9 ms on 1 thread, 19.6-23.9
+// -> 16.9-22.3 ms on 2 (copy 17.7-18.3). At the AVX-512 level (Zen 4, VCVTNE2PS2BF16 packs two
+// vectors in one instruction) the same pairs measured no faster (0.20-0.22 vs 0.20 ns/element on one
+// thread), so that level keeps Storage's layout.
+template <class X> constexpr bool kLnPairs = std::is_same_v<X, bfloat16_t> && kVecBytes < 64;
+
+// gamma and beta split by element parity for the pair writers: [gamma even | gamma odd | beta even
+// | beta odd], h = ceil(d / 2) each (on the stack up to d = 2048). ON false: nothing.
+template <class T, bool ON> class ParitySplit {
+ public:
+  ParitySplit(const T*, const T*, int64_t) {}
+  const T* data() const { return nullptr; }
+};
+template <class T> class ParitySplit<T, true> {
+ public:
+  ParitySplit(const T* gamma, const T* beta, int64_t d) {
+    const int64_t h = (d + 1) / 2;
+    if (4 * h > kStackElems) {
+      heap_.resize(size_t(4 * h));
+      data_ = heap_.data();
+    }
+    for (int64_t i = 0; i < d; ++i) {
+      data_[(i & 1) * h + (i >> 1)] = gamma[i];
+      data_[(2 + (i & 1)) * h + (i >> 1)] = beta[i];
+    }
+    if (d & 1) data_[2 * h - 1] = data_[4 * h - 1] = T(0);  // the odd halves' unused last slot
+  }
+  ParitySplit(const ParitySplit&) = delete;
+  ParitySplit& operator=(const ParitySplit&) = delete;
+  const T* data() const { return data_; }
+
+ private:
+  static constexpr int64_t kStackElems = 4096;
+  alignas(64) T stack_[kStackElems];
+  std::vector<T> heap_;
+  T* data_ = stack_;
+};
+
+// y[0..n) in bfloat16 pairs pf(i) (cached stores), then f's vectors for the rest.
+template <class F, class P> NK_AI inline void write_row_pairs(bfloat16_t* y, int64_t n, F&& f, P&& pf) {
+  using S = Storage<bfloat16_t>;
+  int64_t i = 0;
+  for (; i + kBf16PairElems <= n; i += kBf16PairElems) store_bf16_pair(y + i, pf(i));
+  for (; i + S::N <= n; i += S::N) S::store(y + i, f(i, int64_t(S::N)));
+  if (i < n) S::store_partial(y + i, f(i, n - i), n - i);
 }
 
 template <class T, int ACT, bool AFF>
@@ -451,6 +515,26 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       else return ln_out<T, ACT, AFF>(ld(xr + i, k), p, V<T>{}, V<T>{}, slope);
     };
   };
+  // Rows written in bfloat16 pairs (kLnPairs): gamma and beta of the pair at i are at (i >> 1) + l
+  // of their parity-split copies (elements i + 2l in .even, i + 1 + 2l in .odd), from bases set by
+  // the parity of i (odd), the same for every pair of a row.
+  [[maybe_unused]] ParitySplit<T, kLnPairs<X> && AFF> split(gamma, beta, d);
+  auto pair_fn = [&](const auto* xr, LnRow<T> p, bool odd) NK_AI {  // generic: instantiated for kLnPairs only
+    const int64_t h = (d + 1) / 2;
+    const T* ge = split.data() + (odd ? h : 0);  // gamma of the .even lanes, at i >> 1 (beta: + 2h)
+    const T* go = split.data() + (odd ? 1 : h);  // gamma of the .odd lanes
+    return [xr, p, ge, go, h, slope](auto i) NK_AI {
+      const auto u = load_bf16_pair(xr + i);  // auto: dependent (not checked for float32/float64 X)
+      if constexpr (AFF) {
+        const int64_t q = i >> 1, N = Simd<T>::N;
+        return Bf16Pair{ln_out<T, ACT, AFF>(u.even, p, ld(ge + q, N), ld(ge + 2 * h + q, N), slope),
+                        ln_out<T, ACT, AFF>(u.odd, p, ld(go + q, N), ld(go + 2 * h + q, N), slope)};
+      } else {
+        return Bf16Pair{ln_out<T, ACT, AFF>(u.even, p, V<T>{}, V<T>{}, slope),
+                        ln_out<T, ACT, AFF>(u.odd, p, V<T>{}, V<T>{}, slope)};
+      }
+    };
+  };
   if (rows_streamable(y, ys, d, stream) && r0 < rows) {
     // Streamed rows of a contiguous y: row r is written in the loop that makes row r + 1's first
     // pass (stream_row, row_sums); every row's statistics are those of ln_rows_stats. (For
@@ -464,13 +548,24 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       const bool last = r + 1 == rows;
       LnRow<T> p;
       ln_rows_finish<X, 1>(xr, xs, d, &sums, inv_d, eps, mean + r, rstd + r, &p);
-      sums = stream_row<X>(y + r * ys, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p));
+      X* yr = y + r * ys;
+      if constexpr (kLnPairs<X>)  // pairs where yr + i is vector-aligned: i of yr's element parity
+        sums = stream_row<X>(yr, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p),
+                             pair_fn(xr, p, (reinterpret_cast<uintptr_t>(yr) / sizeof(X)) & 1));
+      else
+        sums = stream_row<X>(yr, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p));
     }
   } else {
     for (int64_t r = r0; r < rows; ++r) {
       const X* xr = x + r * xs;
       LnRow<T> p;
       ln_rows_stats<X, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
+      if constexpr (kLnPairs<X>) {
+        if (!stream) {
+          write_row_pairs(y + r * ys, d, out_fn(xr, p), pair_fn(xr, p, false));
+          continue;
+        }
+      }
       write_row<X>(y + r * ys, d, stream, out_fn(xr, p));
     }
   }
