@@ -202,7 +202,7 @@ inline Simd<float>::V vclamp_keep_nan(Simd<float>::V x, float lo, float hi) {
 //   cache on a 2-core Sapphire Rapids VM: 0.51-0.55 -> 0.31-0.39 ns per element per thread).
 // - Other levels: t clamped to -150 (the result is 0 below, in both dtypes), t = n + f with
 //   |f| <= 1/2 by the round-to-nearest trick, 2^f by its Taylor polynomial of degree 5
-//   (truncation 2.4e-6), 2^n applied exactly (scale_pow2).
+//   (truncation 2.4e-6), 2^n applied with one rounding (two exact power-of-two factors).
 // About 1e-5 relative at the far end of bfloat16's range (7e-5 with vdiv_16bit's), below half an
 // ulp of either dtype (every pattern is tested at every level).
 inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
@@ -228,7 +228,10 @@ inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
   p = p * f + 0.2402265069591007f;
   p = p * f + 0.6931471805599453f;
   p = p * f + 1.0f;
-  const S::V e = scale_pow2<float>(p, n);
+  // e = p * 2^n for n in [-150, 0]: p * 2^(n + 75) is exact (a normal power of two), the product by
+  // 2^-75 rounds once, as scale_pow2's two data-dependent factors do (the same bits in 6 operations
+  // instead of 12: n's range is known, and a NaN n gives the factor 1 with p NaN).
+  const S::V e = (p * pow2i<float>(n + 75.0f)) * 0x1p-75f;
 #endif
   const S::V pos = vdiv_16bit(S::splat(1.0f), e + 1.0f);  // 1 + e in [1, 2]
   return x >= 0.0f ? pos : e * pos;
