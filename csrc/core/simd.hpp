@@ -456,6 +456,20 @@ template <> struct Storage<float16_t> : Storage16<float16_t, widen_f16, narrow_f
 struct Bf16Pair {
   Simd<float>::V even, odd;
 };
+// Whether a lane of a or b is NaN.
+inline bool any_unordered(Simd<float>::V a, Simd<float>::V b) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_UNORD_Q) != 0;
+#elif defined(__AVX2__)
+  return _mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_UNORD_Q)) != 0;
+#elif defined(__SSE2__)
+  return _mm_movemask_ps(_mm_cmpunord_ps((__m128)a, (__m128)b)) != 0;
+#else
+  for (int i = 0; i < Simd<float>::N; ++i)
+    if (a[i] != a[i] || b[i] != b[i]) return true;
+  return false;
+#endif
+}
 constexpr int kBf16PairElems = 2 * Simd<float>::N;  // elements (and 2-byte words) per pair: kVecBytes of memory
 inline Bf16Pair load_bf16_pair(const bfloat16_t* p) {
   U32V w;
@@ -492,7 +506,13 @@ inline U32V narrow_bf16_pair(Bf16Pair v) {
     }
   }
 #endif
-  return bf16_round_bits(bits_of(v.even)) | (bf16_round_bits(bits_of(v.odd)) << 16);
+  // Integer rounding. One unordered compare tells whether either vector holds a NaN; without one
+  // (the rule) both round without bf16_round_bits' NaN select, the odd words straight into the high
+  // halves: 11 vector operations per pair instead of 18 at the AVX2 level. Same bits either way.
+  const U32V e = bits_of(v.even), o = bits_of(v.odd);
+  if (__builtin_expect(!any_unordered(v.even, v.odd), 1))
+    return ((e + 0x7FFFu + ((e >> 16) & 1u)) >> 16) | ((o + 0x7FFFu + ((o >> 16) & 1u)) & 0xFFFF0000u);
+  return bf16_round_bits(e) | (bf16_round_bits(o) << 16);
 }
 inline void store_bf16_pair(bfloat16_t* p, Bf16Pair v) {
   const U32V w = narrow_bf16_pair(v);
