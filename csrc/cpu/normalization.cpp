@@ -369,7 +369,7 @@ template <class T, class F, class P = NoPairs>
 NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line, int64_t& pend, F&& f,
                                 P&& pair_fn = P{}) {
   using S = Storage<T>;
-  constexpr bool kPairs = !std::is_same_v<std::decay_t<P>, NoPairs>;  // bfloat16 (ln_fwd_impl, kLnPairs)
+  constexpr bool kPairs = !std::is_same_v<std::decay_t<P>, NoPairs>;  // bfloat16 (kRowPairs)
   constexpr int N = S::N;
   const uintptr_t mis = reinterpret_cast<uintptr_t>(y) % uintptr_t(S::kBytes);
   int64_t w = mis == 0 ? 0 : int64_t((uintptr_t(S::kBytes) - mis) / sizeof(T));  // write cursor, < N <= n / 2
@@ -411,58 +411,43 @@ NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line
   }
   return sums;
 }
-// Rows r < rows of y (row pitch ys): y[r][0..n) = f(r, i, k). Streamed rows of a contiguous y
-// go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
-// the caller fences.
-template <class T, class F> NK_AI inline void write_rows(T* y, int64_t ys, int64_t rows, int64_t n, bool stream, F&& f) {
-  if (rows_streamable(y, ys, n, stream)) {
-    alignas(64) T line[Storage<T>::N];
-    int64_t pend = 0;
-    for (int64_t r = 0; r < rows; ++r)
-      stream_row<T>(y + r * ys, n, nullptr, r + 1 == rows, line, pend,
-                    [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); });
-  } else {
-    for (int64_t r = 0; r < rows; ++r)
-      write_row<T>(y + r * ys, n, stream, [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); });
-  }
-}
-
-// bfloat16 layer-norm rows are written in pairs (Bf16Pair: one integer operation per float32
+// bfloat16 rows of the normalisation outputs (layer norm, batch norm's apply) are written in pairs (Bf16Pair: one integer operation per float32
 // vector loaded, none to pack the stores) below AVX-512, where packing costs two shuffles per
 // vector. Measured on the 2-core EPYC (Zen 2, AVX2), bfloat16 (65536, 1024) with bfloat16
 // gamma/beta, interleaved runs, bits unchanged: 39.4-40.3 -> 33.7-33.9 ms on 1 thread, 19.6-23.9
 // -> 16.9-22.3 ms on 2 (copy 17.7-18.3). At the AVX-512 level (Zen 4, VCVTNE2PS2BF16 packs two
 // vectors in one instruction) the same pairs measured no faster (0.20-0.22 vs 0.20 ns/element on one
 // thread), so that level keeps Storage's layout.
-template <class X> constexpr bool kLnPairs = std::is_same_v<X, bfloat16_t> && kVecBytes < 64;
+template <class X> constexpr bool kRowPairs = std::is_same_v<X, bfloat16_t> && kVecBytes < 64;
 
-// gamma and beta split by element parity for the pair writers: [gamma even | gamma odd | beta even
-// | beta odd], h = ceil(d / 2) each (on the stack up to d = 2048). ON false: nothing.
-template <class T, bool ON> class ParitySplit {
+// K per-column arrays of length d split by element parity for the pair writers: [a0 even | a0 odd
+// | a1 even | a1 odd | ...], h = ceil(d / 2) each (on the stack up to 6144 elements). ON false:
+// nothing.
+template <class T, bool ON, int K> class ParitySplit {
  public:
-  ParitySplit(const T*, const T*, int64_t) {}
+  ParitySplit(const T* const (&)[K], int64_t) {}
   const T* data() const { return nullptr; }
 };
-template <class T> class ParitySplit<T, true> {
+template <class T, int K> class ParitySplit<T, true, K> {
  public:
-  ParitySplit(const T* gamma, const T* beta, int64_t d) {
+  ParitySplit(const T* const (&arrays)[K], int64_t d) {
     const int64_t h = (d + 1) / 2;
-    if (4 * h > kStackElems) {
-      heap_.resize(size_t(4 * h));
+    if (2 * K * h > kStackElems) {
+      heap_.resize(size_t(2 * K * h));
       data_ = heap_.data();
     }
-    for (int64_t i = 0; i < d; ++i) {
-      data_[(i & 1) * h + (i >> 1)] = gamma[i];
-      data_[(2 + (i & 1)) * h + (i >> 1)] = beta[i];
+    for (int a = 0; a < K; ++a) {
+      T* out = data_ + 2 * a * h;
+      for (int64_t i = 0; i < d; ++i) out[(i & 1) * h + (i >> 1)] = arrays[a][i];
+      if (d & 1) out[2 * h - 1] = T(0);  // the odd half's unused last slot
     }
-    if (d & 1) data_[2 * h - 1] = data_[4 * h - 1] = T(0);  // the odd halves' unused last slot
   }
   ParitySplit(const ParitySplit&) = delete;
   ParitySplit& operator=(const ParitySplit&) = delete;
   const T* data() const { return data_; }
 
  private:
-  static constexpr int64_t kStackElems = 4096;
+  static constexpr int64_t kStackElems = 6144;
   alignas(64) T stack_[kStackElems];
   std::vector<T> heap_;
   T* data_ = stack_;
@@ -475,6 +460,39 @@ template <class F, class P> NK_AI inline void write_row_pairs(bfloat16_t* y, int
   for (; i + kBf16PairElems <= n; i += kBf16PairElems) store_bf16_pair(y + i, pf(i));
   for (; i + S::N <= n; i += S::N) S::store(y + i, f(i, int64_t(S::N)));
   if (i < n) S::store_partial(y + i, f(i, n - i), n - i);
+}
+
+// Rows r < rows of y (row pitch ys): y[r][0..n) = f(r, i, k). Streamed rows of a contiguous y
+// go through stream_row (non-temporal stores only, lines shared by two rows assembled once);
+// the caller fences.
+// With a pair writer (bfloat16, kRowPairs), pf(r, odd) is row r's: pf(r, odd)(i) the Bf16Pair of
+// elements [i, i + 2N) for i of parity odd.
+template <class T, class F, class PF = NoPairs>
+NK_AI inline void write_rows(T* y, int64_t ys, int64_t rows, int64_t n, bool stream, F&& f, PF&& pf = PF{}) {
+  constexpr bool kPairs = !std::is_same_v<std::decay_t<PF>, NoPairs>;
+  if (rows_streamable(y, ys, n, stream)) {
+    alignas(64) T line[Storage<T>::N];
+    int64_t pend = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      T* yr = y + r * ys;
+      auto fr = [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); };
+      if constexpr (kPairs)  // pairs where yr + i is vector-aligned: i of yr's element parity
+        stream_row<T>(yr, n, nullptr, r + 1 == rows, line, pend, fr, pf(r, (reinterpret_cast<uintptr_t>(yr) / sizeof(T)) & 1));
+      else
+        stream_row<T>(yr, n, nullptr, r + 1 == rows, line, pend, fr);
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      auto fr = [&](int64_t i, int64_t k) NK_AI { return f(r, i, k); };
+      if constexpr (kPairs) {
+        if (!stream) {
+          write_row_pairs(y + r * ys, n, fr, pf(r, false));
+          continue;
+        }
+      }
+      write_row<T>(y + r * ys, n, stream, fr);
+    }
+  }
 }
 
 template <class T, int ACT, bool AFF>
@@ -515,11 +533,11 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       else return ln_out<T, ACT, AFF>(ld(xr + i, k), p, V<T>{}, V<T>{}, slope);
     };
   };
-  // Rows written in bfloat16 pairs (kLnPairs): gamma and beta of the pair at i are at (i >> 1) + l
+  // Rows written in bfloat16 pairs (kRowPairs): gamma and beta of the pair at i are at (i >> 1) + l
   // of their parity-split copies (elements i + 2l in .even, i + 1 + 2l in .odd), from bases set by
   // the parity of i (odd), the same for every pair of a row.
-  [[maybe_unused]] ParitySplit<T, kLnPairs<X> && AFF> split(gamma, beta, d);
-  auto pair_fn = [&](const auto* xr, LnRow<T> p, bool odd) NK_AI {  // generic: instantiated for kLnPairs only
+  [[maybe_unused]] ParitySplit<T, kRowPairs<X> && AFF, 2> split({gamma, beta}, d);
+  auto pair_fn = [&](const auto* xr, LnRow<T> p, bool odd) NK_AI {  // generic: instantiated for kRowPairs only
     const int64_t h = (d + 1) / 2;
     const T* ge = split.data() + (odd ? h : 0);  // gamma of the .even lanes, at i >> 1 (beta: + 2h)
     const T* go = split.data() + (odd ? 1 : h);  // gamma of the .odd lanes
@@ -549,7 +567,7 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       LnRow<T> p;
       ln_rows_finish<X, 1>(xr, xs, d, &sums, inv_d, eps, mean + r, rstd + r, &p);
       X* yr = y + r * ys;
-      if constexpr (kLnPairs<X>)  // pairs where yr + i is vector-aligned: i of yr's element parity
+      if constexpr (kRowPairs<X>)  // pairs where yr + i is vector-aligned: i of yr's element parity
         sums = stream_row<X>(yr, d, last ? nullptr : xr + xs, last, line, pend, out_fn(xr, p),
                              pair_fn(xr, p, (reinterpret_cast<uintptr_t>(yr) / sizeof(X)) & 1));
       else
@@ -560,7 +578,7 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
       const X* xr = x + r * xs;
       LnRow<T> p;
       ln_rows_stats<X, 1>(xr, xs, d, inv_d, eps, mean + r, rstd + r, &p);
-      if constexpr (kLnPairs<X>) {
+      if constexpr (kRowPairs<X>) {
         if (!stream) {
           write_row_pairs(y + r * ys, d, out_fn(xr, p), pair_fn(xr, p, false));
           continue;
@@ -858,10 +876,30 @@ void col_apply_impl(const X* x, int64_t xs, X* y, int64_t ys, int64_t rows, int6
                     bool stream) {
   const T slope = T(slope_d);
   const T *mh = p, *sc = p + w, *sh = p + 2 * w;
-  write_rows<X>(y, ys, rows, w, stream, [&](int64_t r, int64_t i, int64_t k) NK_AI {
+  auto f = [&](int64_t r, int64_t i, int64_t k) NK_AI {
     V<T> v = fmadd(ld(x + r * xs + i, k) - ld(mh + i, k), ld(sc + i, k), ld(sh + i, k));
     return act_fwd<T, ACT>(v, slope);
-  });
+  };
+  if constexpr (kRowPairs<X>) {
+    // bfloat16 rows in pairs: each column parameter of the pair at i from the parity-split copies
+    // (see ln_fwd_impl), mh at 0, scale at 2h, shift at 4h.
+    const ParitySplit<T, true, 3> split({mh, sc, sh}, w);
+    const int64_t h = (w + 1) / 2;
+    write_rows<X>(y, ys, rows, w, stream, f, [&](int64_t r, bool odd) NK_AI {
+      const T* pe = split.data() + (odd ? h : 0);  // parameters of the .even lanes, at i >> 1
+      const T* po = split.data() + (odd ? 1 : h);  // of the .odd lanes
+      const X* xr = x + r * xs;
+      return [xr, pe, po, h, slope](auto i) NK_AI {
+        const auto u = load_bf16_pair(xr + i);  // auto: dependent (not checked for float32/float64 X)
+        const int64_t q = i >> 1, N = Simd<T>::N;
+        const V<T> ve = fmadd(u.even - ld(pe + q, N), ld(pe + 2 * h + q, N), ld(pe + 4 * h + q, N));
+        const V<T> vo = fmadd(u.odd - ld(po + q, N), ld(po + 2 * h + q, N), ld(po + 4 * h + q, N));
+        return Bf16Pair{act_fwd<T, ACT>(ve, slope), act_fwd<T, ACT>(vo, slope)};
+      };
+    });
+  } else {
+    write_rows<X>(y, ys, rows, w, stream, f);
+  }
   if (stream) stream_fence();
 }
 
