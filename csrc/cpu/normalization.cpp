@@ -411,9 +411,9 @@ NK_AI inline RowSums stream_row(T* y, int64_t n, const T* xn, bool last, T* line
   }
   return sums;
 }
-// bfloat16 rows of the normalisation outputs (layer norm, batch norm's apply) are written in pairs (Bf16Pair: one integer operation per float32
-// vector loaded, none to pack the stores) below AVX-512, where packing costs two shuffles per
-// vector. Measured on the 2-core EPYC (Zen 2, AVX2), bfloat16 (65536, 1024) with bfloat16
+// bfloat16 rows of the normalisation outputs (layer norm, batch norm's apply) are written in pairs
+// (Bf16Pair: one integer operation per float32 vector loaded, none to pack the stores) below
+// AVX-512, where packing costs two shuffles per vector. Measured on the 2-core EPYC (Zen 2, AVX2), bfloat16 (65536, 1024) with bfloat16
 // gamma/beta, interleaved runs, bits unchanged: 39.4-40.3 -> 33.7-33.9 ms on 1 thread, 19.6-23.9
 // -> 16.9-22.3 ms on 2 (copy 17.7-18.3). At the AVX-512 level (Zen 4, VCVTNE2PS2BF16 packs two
 // vectors in one instruction) the same pairs measured no faster (0.20-0.22 vs 0.20 ns/element on one
@@ -536,7 +536,8 @@ void ln_fwd_impl(const X* x, int64_t xs, X* y, int64_t ys, const T* gamma, const
   // Rows written in bfloat16 pairs (kRowPairs): gamma and beta of the pair at i are at (i >> 1) + l
   // of their parity-split copies (elements i + 2l in .even, i + 1 + 2l in .odd), from bases set by
   // the parity of i (odd), the same for every pair of a row.
-  [[maybe_unused]] ParitySplit<T, kRowPairs<X> && AFF, 2> split({gamma, beta}, d);
+  // (Nothing to split when the four-row writer above took every row.)
+  [[maybe_unused]] ParitySplit<T, kRowPairs<X> && AFF, 2> split({gamma, beta}, r0 < rows ? d : 0);
   auto pair_fn = [&](const auto* xr, LnRow<T> p, bool odd) NK_AI {  // generic: instantiated for kRowPairs only
     const int64_t h = (d + 1) / 2;
     const T* ge = split.data() + (odd ? h : 0);  // gamma of the .even lanes, at i >> 1 (beta: + 2h)

@@ -50,7 +50,6 @@ from . import optim_steps as _steps
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
 
-
 def _is_half(dt: Any) -> bool:
     """dt is float16 or ml_dtypes.bfloat16. ml_dtypes is imported only for a 2-byte dtype that NumPy does
     not know by itself (importing ml_dtypes 0.7 takes about a second: not on the float32 path)."""
@@ -61,7 +60,9 @@ def _is_half(dt: Any) -> bool:
     if dt.itemsize != 2 or dt.kind != "V":
         return False
     import ml_dtypes
+
     return dt == np.dtype(ml_dtypes.bfloat16)
+
 
 _GOLDEN = 0x9E3779B97F4A7C15  # the seed of stochastic-rounding step t of the step functions without a step count
 
