@@ -12,7 +12,7 @@ from tolerances import BF16, ULP_BOUND, assert_close, assert_within_ulps
 import nnkernels as nk
 from nnkernels import reference as ref
 
-from conftest import AWKWARD_SIZES, DTYPES, HALF_DTYPES, expected_half_bits
+from conftest import AWKWARD_SIZES, DTYPES, HALF_DTYPES, compiled_isas, expected_half_bits
 
 FORWARD = ["relu", "leaky_relu", "sigmoid", "tanh"]
 # backward op -> which forward tensor it takes as its second argument
@@ -385,6 +385,38 @@ def test_16bit_every_input_value(op, dtype, isa, bf16_insn):
     special = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0], np.float32).astype(dtype)
     np.testing.assert_array_equal(f(special).astype(np.float32), f(special.astype(np.float32)))
     assert np.signbit(f(special)[3].astype(np.float32)) == np.signbit(f(special.astype(np.float32))[3])
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_16bit_sigmoid_below_avx512_is_correctly_rounded(dtype, threads):
+    """Below AVX-512 the 16-bit sigmoid looks up the correctly rounded result of its input pattern
+    (cpu/activations.cpp): 0 ulp on every finite input, infinities to their limits, NaN quiet with
+    its sign and payload kept; the same bits in place, through a strided view, streamed (past the
+    non-temporal threshold at an odd offset) and on 1 or 2 threads."""
+    levels = [i for i in compiled_isas() if i != "avx512"]
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    x = h.view(dtype)
+    x32 = x.astype(np.float32)
+    finite, nan = np.isfinite(x32), np.isnan(x32)
+    quiet = np.uint16(0x0040 if np.dtype(dtype) == BF16 else 0x0200)
+    big = np.tile(x, 131)[1:]  # 8.6M elements, 17 MB: streamed
+    for level in levels:
+        with nk.isa(level):
+            threads(1)
+            y = nk.sigmoid(x)
+            assert_within_ulps(y[finite], ref.sigmoid(x[finite].astype(np.float64)), dtype, ulps=0)
+            bits = y.view(np.uint16)
+            np.testing.assert_array_equal(bits[nan], h[nan] | quiet)
+            inf = np.array([np.inf, -np.inf], np.float32).astype(dtype)
+            np.testing.assert_array_equal(nk.sigmoid(inf).astype(np.float32), [1.0, 0.0])
+            threads(2)
+            np.testing.assert_array_equal(nk.sigmoid(x).view(np.uint16), bits)
+            np.testing.assert_array_equal(nk.sigmoid(np.repeat(x, 2)[::-2]).view(np.uint16), bits[::-1])
+            inplace = x.copy()
+            nk.sigmoid(inplace, out=inplace)
+            np.testing.assert_array_equal(inplace.view(np.uint16), bits)
+            yb = nk.sigmoid(big).view(np.uint16)
+            np.testing.assert_array_equal(yb, np.tile(bits, 131)[1:])
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)

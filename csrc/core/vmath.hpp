@@ -9,7 +9,7 @@
 //        never overflows and keeps relative accuracy for very negative x.
 // tanh(x) = sign(x) * -u/(2+u), u = expm1(-2|x|) in (-1, 0]: accurate at 0, exactly 1 at
 //        large |x|, never inf/inf. For 16-bit storage a rational approximation (vtanh_16bit),
-//        and sigmoid with a shorter exponential (vsigmoid_16bit).
+//        and at AVX-512 sigmoid with a shorter exponential (vsigmoid_16bit).
 // Measured accuracy against a float64/longdouble reference is asserted in
 // tests/test_activations.py (ULP bounds documented in README).
 #pragma once
@@ -191,24 +191,22 @@ inline Simd<float>::V vclamp_keep_nan(Simd<float>::V x, float lo, float hi) {
 #endif
 }
 
-// sigmoid for 16-bit storage: vsigmoid's form (1/(1+e) for x >= 0, e/(1+e) below, e <= 1) with an
-// exponential accurate to the 16-bit result rather than to float32's last bit. t = -|x| log2(e)
-// rounded once (an error below 150 * 2^-24 in the exponent, 25 * 2^-24 where float16 is not 0).
-// - AVX-512: t = floor(t) + f with f in [0, 1) by one vreduceps, 2^f by its minimax polynomial
-//   of degree 4 (relative error 2.7e-6, fitted by iteratively reweighted least squares), and
-//   vscalefps multiplies by 2^floor(t) itself, subnormal results rounded once. No clamp is
-//   needed: vreduceps gives f = 0 for t = -inf and for every |t| >= 2^23, where vscalefps gives 0;
-//   NaN stays NaN. 13 vector operations per 16 lanes where the other form takes 18 (bfloat16 in
-//   cache on a 2-core Sapphire Rapids VM: 0.51-0.55 -> 0.31-0.39 ns per element per thread).
-// - Other levels: t clamped to -150 (the result is 0 below, in both dtypes), t = n + f with
-//   |f| <= 1/2 by the round-to-nearest trick, 2^f by its Taylor polynomial of degree 5
-//   (truncation 2.4e-6), 2^n applied with one rounding (two exact power-of-two factors).
-// About 1e-5 relative at the far end of bfloat16's range (7e-5 with vdiv_16bit's), below half an
-// ulp of either dtype (every pattern is tested at every level).
+#if defined(__AVX512F__)
+// sigmoid for 16-bit storage at AVX-512 (the other levels look the result up: cpu/activations.cpp):
+// vsigmoid's form (1/(1+e) for x >= 0, e/(1+e) below, e <= 1) with an exponential accurate to the
+// 16-bit result rather than to float32's last bit. t = -|x| log2(e) rounded once (an error below
+// 150 * 2^-24 in the exponent, 25 * 2^-24 where float16 is not 0), t = floor(t) + f with f in
+// [0, 1) by one vreduceps, 2^f by its minimax polynomial of degree 4 (relative error 2.7e-6,
+// fitted by iteratively reweighted least squares), and vscalefps multiplies by 2^floor(t) itself,
+// subnormal results rounded once. No clamp is needed: vreduceps gives f = 0 for t = -inf and for
+// every |t| >= 2^23, where vscalefps gives 0; NaN stays NaN. 13 vector operations per 16 lanes
+// where a round-to-nearest reduction and two power-of-two factors take 18 (bfloat16 in cache on a
+// 2-core Sapphire Rapids VM: 0.51-0.55 -> 0.31-0.39 ns per element per thread). About 1e-5
+// relative at the far end of bfloat16's range (7e-5 with vdiv_16bit's), below half an ulp of
+// either dtype (every pattern is tested at every level).
 inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
   using S = Simd<float>;
-  S::V t = vabs<float>(x) * -1.44269504088896341f;
-#if defined(__AVX512F__)
+  const S::V t = vabs<float>(x) * -1.44269504088896341f;
   const __m512 tt = (__m512)t;
   // imm 0x09: keep 0 fraction bits, round down, suppress the precision exception
   const S::V f = (S::V)_mm512_maskz_reduce_ps(__mmask16(0xFFFF), tt, 0x09);
@@ -218,24 +216,10 @@ inline Simd<float>::V vsigmoid_16bit(Simd<float>::V x) {
   p = p * f + 0.6930038332939148f;
   p = p * f + 1.0000026226043701f;
   const S::V e = (S::V)_mm512_maskz_scalef_ps(__mmask16(0xFFFF), (__m512)p, tt);  // p * 2^floor(t)
-#else
-  t = t < -150.0f ? S::splat(-150.0f) : t;
-  const S::V n = round_int<float>(t);
-  const S::V f = t - n;  // exact
-  S::V p = S::splat(0.0013333558146428441f);
-  p = p * f + 0.009618129107628477f;
-  p = p * f + 0.055504108664821576f;
-  p = p * f + 0.2402265069591007f;
-  p = p * f + 0.6931471805599453f;
-  p = p * f + 1.0f;
-  // e = p * 2^n for n in [-150, 0]: p * 2^(n + 75) is exact (a normal power of two), the product by
-  // 2^-75 rounds once, as scale_pow2's two data-dependent factors do (the same bits in 6 operations
-  // instead of 12: n's range is known, and a NaN n gives the factor 1 with p NaN).
-  const S::V e = (p * pow2i<float>(n + 75.0f)) * 0x1p-75f;
-#endif
   const S::V pos = vdiv_16bit(S::splat(1.0f), e + 1.0f);  // 1 + e in [1, 2]
   return x >= 0.0f ? pos : e * pos;
 }
+#endif
 
 // tanh for 16-bit storage (float32 arithmetic, the result rounded to float16 / bfloat16 once):
 // x * P(x^2) / Q(x^2) with x clamped to [-5, 5] (tanh(5) rounds to 1 in both dtypes), P and Q of

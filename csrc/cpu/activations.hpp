@@ -7,6 +7,9 @@ namespace nk {
 
 struct ActivationParams {
   double negative_slope = 0.01;
+  // sigmoid on float16 / bfloat16: the result's bits for each of the 65536 input patterns (set by
+  // the CPU driver, drivers/activations.cpp; the kernels below AVX-512 look them up).
+  const uint16_t* sigmoid16_table = nullptr;
 };
 
 enum ActivationOp : int {

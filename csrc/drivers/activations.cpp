@@ -1,15 +1,49 @@
 // CPU driver of the activation ops: the elementwise driver over the best ISA table.
 #include "drivers/activations.hpp"
 
+#include <cmath>
+#include <vector>
+
 #include "core/elementwise.hpp"
+#include "core/float16.hpp"
 
 NK_DEFINE_DISPATCH(ActivationImpl, activation_stub)
 
 namespace nk {
 namespace {
+
+// sigmoid of a 16-bit input has one correctly rounded 16-bit result per input pattern: the kernels
+// below AVX-512 look it up (cpu/activations.cpp says why and what it gains). The value in float64
+// (libm's exp, below 1e-16 relative) rounded once to the storage dtype (core/float16.hpp: no
+// double rounding); a NaN keeps its sign and payload and becomes quiet, as the float32 round trip
+// of the other ops makes it. Built on first use (about 1 ms), 128 KB per dtype.
+template <bool Bf16> std::vector<uint16_t> sigmoid_table() {
+  std::vector<uint16_t> table(1 << 16);
+  for (uint32_t h = 0; h < (1u << 16); ++h) {
+    const double x = Bf16 ? double(bf16_to_float(uint16_t(h))) : double(f16_to_float(uint16_t(h)));
+    if (std::isnan(x)) {
+      table[h] = uint16_t(h | (Bf16 ? 0x0040u : 0x0200u));
+      continue;
+    }
+    const double e = std::exp(-std::fabs(x));  // in [0, 1]: no overflow
+    const double y = x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+    table[h] = Bf16 ? double_to_bf16(y) : double_to_f16(y);
+  }
+  return table;
+}
+
+const uint16_t* sigmoid_table_of(DType dtype) {
+  static const std::vector<uint16_t> f16 = sigmoid_table<false>();
+  static const std::vector<uint16_t> bf16 = sigmoid_table<true>();
+  return dtype == DType::bf16 ? bf16.data() : f16.data();
+}
+
 void activation_cpu(ActivationOp op, const ArrayView* ins, int n_in, const ArrayView& out, const ActivationParams& p,
                     const ExecContext&) {
-  run_elementwise(ins, n_in, out, activation_kernels().fn[op][dtype_index(out.dtype)], &p);
+  ActivationParams params = p;
+  if (op == kSigmoid && (out.dtype == DType::f16 || out.dtype == DType::bf16))
+    params.sigmoid16_table = sigmoid_table_of(out.dtype);
+  run_elementwise(ins, n_in, out, activation_kernels().fn[op][dtype_index(out.dtype)], &params);
 }
 }  // namespace
 }  // namespace nk
