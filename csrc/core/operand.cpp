@@ -208,17 +208,17 @@ Operand from_torch(const py::handle& h, const char* arg, Elements elements) {
   // as fill_host records for NumPy operands: contiguous_copy_of keeps the copy's element rule by it.
   r.kind = elements != Elements::real ? 'f' : descr.kind();
   r.itemsize = int(descr.itemsize());
-  py::object is_cuda = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cuda));
-  if (!is_cuda) throw py::error_already_set();
-  if (is_cuda.ptr() == Py_True) {
-    py::object dev = py::reinterpret_steal<py::object>(call_method(tensor.ptr(), s_get_device));
-    r.device = Device{Device::cuda, dev.cast<int>()};
-  } else {
-    py::object is_cpu = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cpu));
-    if (!is_cpu) throw py::error_already_set();
-    if (is_cpu.ptr() != Py_True)
+  // is_cpu first: a CPU tensor (the call-overhead case) needs one device attribute, not two
+  py::object is_cpu = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cpu));
+  if (!is_cpu) throw py::error_already_set();
+  if (is_cpu.ptr() != Py_True) {
+    py::object is_cuda = py::reinterpret_steal<py::object>(PyObject_GetAttr(tensor.ptr(), s_is_cuda));
+    if (!is_cuda) throw py::error_already_set();
+    if (is_cuda.ptr() != Py_True)
       throw py::type_error(std::string(arg) + ": expected a CPU or CUDA tensor, got one on " +
                            std::string(py::str(tensor.attr("device"))));
+    py::object dev = py::reinterpret_steal<py::object>(call_method(tensor.ptr(), s_get_device));
+    r.device = Device{Device::cuda, dev.cast<int>()};
   }
   PyObject* strides_o = PyObject_CallMethodNoArgs(tensor.ptr(), s_stride);
   if (!strides_o) {  // sparse and other non-strided layouts have no strides
