@@ -122,7 +122,7 @@ void leaky_bwd(const void* const* in, void* out, int64_t n, const void* p, bool 
 // exp: in cache 0.26-0.45 ns, no slower than the lookup), and at AVX-512 the polynomial sigmoid is
 // as fast (0.31-0.39 ns per element per thread on a Sapphire Rapids VM).
 typedef uint16_t U16 __attribute__((may_alias, aligned(1)));
-inline void map_sigmoid16_table(const void* in, void* out, int64_t n, bool stream, const uint16_t* table) {
+inline void map_lookup16(const void* in, void* out, int64_t n, bool stream, const uint16_t* table) {
   const U16* x = static_cast<const U16*>(in);
   U16* y = static_cast<U16*>(out);
   auto four = [&](int64_t j) {
@@ -156,7 +156,7 @@ void sigmoid_fwd(const void* const* in, void* out, int64_t n, const void* p, boo
     map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream,
                  [](V<T> x) { return vsigmoid_16bit(x); });
 #else
-    map_sigmoid16_table(in[0], out, n, stream, static_cast<const ActivationParams*>(p)->sigmoid16_table);
+    map_lookup16(in[0], out, n, stream, static_cast<const ActivationParams*>(p)->sigmoid16_table);
 #endif
   } else {
     map_unary<T>(static_cast<const T*>(in[0]), static_cast<T*>(out), n, stream,
