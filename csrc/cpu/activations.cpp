@@ -114,8 +114,10 @@ void leaky_bwd(const void* const* in, void* out, int64_t n, const void* p, bool 
 // result of every input pattern (drivers/activations.cpp). Evaluating exp and 1 / (1 + e) per
 // vector is bound by its dependency chain there (about 80 cycles per pair of vectors, more than
 // the FP scheduler overlaps). On an AVX2-only EPYC (Zen 3, 2026-12-04, a noisy VM) the lookup took
-// 0.35-0.45 ns per element in cache against 0.72-0.90, and 64M bfloat16 from DRAM on 2 threads
-// 11.2-12.1 ms in most runs (up to 22) against 24-38 ms. Four lookups make one 64-bit store,
+// 0.35-0.45 ns per element in cache against 0.72-0.90; 64M from DRAM on 2 threads, in the bench
+// (interleaved with a copy): bfloat16 17.1-19.3 ms against 29.5-34.1, float16 19.7-23.1 against
+// 28.0-34.8 (float16's normal inputs spread over 8x more patterns: more of its table falls out
+// of L1), single calls between 11.2 and 22 ms on that noisy VM. Four lookups make one 64-bit store,
 // streamed (MOVNTI) when the output is large; a standalone test of the loop over 64M elements on
 // one thread: 0.33 ns per element, 0.58 storing each element, 0.51 with two AVX2 gathers per 16
 // elements, and a software prefetch of the input only slowed it. tanh keeps its rational form (no
