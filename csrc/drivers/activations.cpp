@@ -14,17 +14,18 @@ namespace {
 
 // sigmoid of a 16-bit input has one correctly rounded 16-bit result per input pattern: the kernels
 // below AVX-512 look it up (cpu/activations.cpp says why and what it gains). The value in float64
-// (libm's exp, below 1e-16 relative) rounded once to the storage dtype (core/float16.hpp: no
-// double rounding); a NaN keeps its sign and payload and becomes quiet, as the float32 round trip
-// of the other ops makes it. Built on a dtype's first call (1.1-1.3 ms here), 128 KB per dtype.
+// (libm's exp) rounded once to the storage dtype (core/float16.hpp: no double rounding); a NaN
+// is the float32 round trip of the other ops (sign and payload kept, made quiet). Built on a
+// dtype's first call (1.1-1.3 ms here), 128 KB per dtype.
 template <bool Bf16> std::vector<uint16_t> sigmoid_table() {
   std::vector<uint16_t> table(1 << 16);
   for (uint32_t h = 0; h < (1u << 16); ++h) {
-    const double x = Bf16 ? double(bf16_to_float(uint16_t(h))) : double(f16_to_float(uint16_t(h)));
-    if (std::isnan(x)) {
-      table[h] = uint16_t(h | (Bf16 ? 0x0040u : 0x0200u));
+    const float f = Bf16 ? bf16_to_float(uint16_t(h)) : f16_to_float(uint16_t(h));
+    if (std::isnan(f)) {
+      table[h] = Bf16 ? float_to_bf16(f) : float_to_f16(f);
       continue;
     }
+    const double x = f;
     const double e = std::exp(-std::fabs(x));  // in [0, 1]: no overflow
     const double y = x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
     table[h] = Bf16 ? double_to_bf16(y) : double_to_f16(y);
