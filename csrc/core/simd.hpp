@@ -509,12 +509,28 @@ inline U32V narrow_bf16_pair(Bf16Pair v) {
   }
 #endif
   // Integer rounding. One unordered compare tells whether either vector holds a NaN; without one
-  // (the rule) both round without bf16_round_bits' NaN select, the odd words straight into the high
-  // halves: 13 vector operations per pair (compare and mask move included) instead of 18 at the
-  // AVX2 level. Same bits either way.
+  // (the rule) both round without bf16_round_bits' NaN select. Same bits either way.
   const U32V e = bits_of(v.even), o = bits_of(v.odd);
-  if (__builtin_expect(!any_unordered(v.even, v.odd), 1))
+  if (__builtin_expect(!any_unordered(v.even, v.odd), 1)) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+    // AVX2 rounds in 16-bit words: two blends gather the high words h (the truncated results, in
+    // memory order) and the low words l; the rounding carry into h is bit 16 of l + 0x7FFF + (h & 1),
+    // which VPAVGW computes without widening: avg(l, 0x7FFE + (h & 1)) = (l + 0x7FFF + (h & 1)) >> 1,
+    // its top bit. h + carry cannot wrap (h = 0xFFFF is a NaN). 11 vector operations per pair
+    // (compare and mask move included) instead of 13 in 32-bit lanes; the same bits as
+    // bf16_round_high for all 2^32 - 2^24 + 2 non-NaN float32 patterns (checked exhaustively).
+    const __m256i ew = (__m256i)e, ow = (__m256i)o;
+    const __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ew, 16), ow, 0xAA);
+    const __m256i l = _mm256_blend_epi16(ew, _mm256_slli_epi32(ow, 16), 0xAA);
+    const __m256i bias = _mm256_or_si256(_mm256_and_si256(h, _mm256_set1_epi16(1)), _mm256_set1_epi16(0x7FFE));
+    const __m256i carry = _mm256_srli_epi16(_mm256_avg_epu16(l, bias), 15);
+    return (U32V)_mm256_add_epi16(h, carry);
+#else
+    // The odd words round straight into the high halves: 13 vector operations per pair at AVX2
+    // width instead of 18.
     return (bf16_round_high(e) >> 16) | (bf16_round_high(o) & 0xFFFF0000u);
+#endif
+  }
   return bf16_round_bits(e) | (bf16_round_bits(o) << 16);
 }
 inline void store_bf16_pair(bfloat16_t* p, Bf16Pair v) {
